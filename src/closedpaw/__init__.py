@@ -1,0 +1,7 @@
+"""ClosedPaw: a zero-trust, local-first AI assistant. Today: its sandbox engine."""
+
+from closedpaw.errors import ClosedPawError
+from closedpaw.settings import Settings
+
+__all__ = ["ClosedPawError", "Settings", "__version__"]
+__version__ = "0.1.0"

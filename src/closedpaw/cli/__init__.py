@@ -1,0 +1,1 @@
+"""The ``closedpaw`` command line: a thin layer over the library."""

@@ -1,0 +1,184 @@
+"""``closedpaw`` command line. Imports stay lazy: ``closedpaw run`` must start fast.
+
+Exit codes: the sandboxed program's own code for ``run``; 124 when it timed out and 137 when
+it was OOM-killed (as ``timeout(1)`` and docker report them); with ``--json``, 0 whenever the
+sandbox ran. Usage and infrastructure errors: 2, with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 124
+EXIT_KILLED = 137
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"closedpaw: error: {message} (see 'closedpaw --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="closedpaw", description="ClosedPaw: run untrusted code in hardened "
+                "gVisor (runsc) or runc sandboxes built from OCI bundles.")
+    p.add_argument("--version", action="version", version="closedpaw 0.1.0")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run one command in a fresh sandbox",
+                       description="Run CMD in a fresh sandbox. Without --json, its output is "
+                       "streamed and its exit code returned (124 timeout, 137 OOM/killed).")
+    r.add_argument("--runtime", choices=("auto", "runsc", "runc"), default=None,
+                   help="force a runtime (default: auto = runsc, else runc)")
+    r.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 256m or 1g "
+                   "(default 512m)")
+    r.add_argument("--cpus", type=float, metavar="N", help="CPU cores (default 1.0)")
+    r.add_argument("--pids", type=int, metavar="N", help="max processes (default 64)")
+    r.add_argument("--disk", metavar="SIZE", help="size of the writable /tmp (default 1g)")
+    r.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="wall-clock limit (default 1800)")
+    r.add_argument("--input", metavar="PATH", help="file or directory copied to /input "
+                   "(read-only)")
+    r.add_argument("--output", metavar="DIR", help="collect /output into DIR afterwards")
+    r.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a variable in the sandbox (repeatable); nothing is inherited")
+    r.add_argument("--workdir", metavar="PATH", help="working directory (default /tmp)")
+    r.add_argument("--stdin", action="store_true", help="pass this command's stdin through")
+    r.add_argument("--json", action="store_true", help="print one JSON result object")
+    r.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    d = sub.add_parser("doctor", help="show runtimes, their live probes and what is enforced")
+    d.add_argument("--json", action="store_true", help="print JSON")
+    d.add_argument("--fresh", action="store_true", help="re-probe instead of using the cache")
+
+    sub.add_parser("demo", help="run Python, node and shell snippets in the sandbox and show "
+                   "what protected them")
+    return p
+
+
+def _die(message: str) -> NoReturn:
+    line = " ".join(str(message).split())
+    sys.stderr.write(f"closedpaw: error: {line}\n")
+    raise SystemExit(EXIT_USAGE)
+
+
+def _spec(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec, parse_size_mb
+
+    lim: dict[str, Any] = {}
+    if args.memory is not None:
+        lim["memory_mb"] = parse_size_mb(args.memory, "--memory")
+    if args.disk is not None:
+        lim["disk_mb"] = parse_size_mb(args.disk, "--disk")
+    if args.cpus is not None:
+        lim["cpu_cores"] = args.cpus
+    if args.pids is not None:
+        lim["max_processes"] = args.pids
+    if args.timeout is not None:
+        lim["timeout_s"] = args.timeout
+    env: dict[str, str] = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            _die(f"--env {item!r}: expected NAME=VALUE")
+        env[name] = value
+    return SandboxSpec(
+        limits=ResourceLimits(**lim), env=env, workdir=args.workdir or "/tmp",
+        input_path=Path(args.input) if args.input else None,
+        output_dir=Path(args.output) if args.output else None,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cmd: list[str] = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        _die("run needs a command after '--', e.g. closedpaw run -- python3 -c 'print(1)'")
+    from closedpaw.errors import ClosedPawError
+
+    try:
+        spec = _spec(args)
+        if args.input:
+            import os
+            if not os.path.exists(args.input):
+                _die(f"--input {args.input}: no such file or directory")
+        stdin = sys.stdin.buffer.read() if args.stdin else b""
+        from closedpaw.sandbox.manager import SandboxManager
+
+        mgr = SandboxManager()
+        sink = None if args.json else _stream
+        try:
+            result = mgr.run(cmd, spec, runtime=args.runtime, stdin=stdin, sink=sink)
+        finally:
+            mgr.reaper.drain()
+    except ClosedPawError as e:
+        _die(str(e))
+    except KeyboardInterrupt:
+        sys.stderr.write("closedpaw: interrupted; the sandbox was killed\n")
+        return 130
+    if args.json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        return 0
+    sys.stdout.flush()
+    for name, cut, total in (("stdout", result.stdout_truncated, result.stdout_total_bytes),
+                             ("stderr", result.stderr_truncated, result.stderr_total_bytes)):
+        if cut:
+            sys.stderr.write(f"closedpaw: {name} truncated at {spec.limits.output_cap_bytes} "
+                             f"bytes ({total} written)\n")
+    for s in result.skipped_files:
+        sys.stderr.write(f"closedpaw: /output/{s.path} not copied: {s.reason}\n")
+    if result.timed_out:
+        sys.stderr.write(f"closedpaw: timed out after {spec.limits.timeout_s:g} s\n")
+        return EXIT_TIMEOUT
+    if result.oom_killed:
+        sys.stderr.write(f"closedpaw: killed: out of memory ({spec.limits.memory_mb} MiB)\n")
+        return EXIT_KILLED
+    return result.exit_code
+
+
+def _stream(name: str, data: bytes) -> None:
+    f = sys.stdout.buffer if name == "stdout" else sys.stderr.buffer
+    f.write(data)
+    f.flush()
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from closedpaw.sandbox.doctor import diagnose, render
+
+    report = diagnose(fresh=args.fresh)
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        sys.stdout.write(render(report))
+    return 0 if report["usable"] else 1
+
+
+def cmd_demo(_: argparse.Namespace) -> int:
+    from closedpaw.cli.demo import main as demo_main
+
+    return demo_main()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    handlers = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

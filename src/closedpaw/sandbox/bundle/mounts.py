@@ -1,0 +1,53 @@
+"""Mounts of a sandbox: the kernel filesystems, the read-only host /usr, a sized /tmp, and
+optional /input (read-only) and /output (writable) binds. Pure functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MASKED_PATHS", "READONLY_PATHS", "base_mounts", "file_mounts"]
+
+# Paths hidden from the sandbox (the lists Docker uses).
+MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+_SAFE = ["nosuid", "nodev"]
+
+
+def base_mounts(*, disk_mb: int, usr_source: str = "/usr") -> list[dict[str, Any]]:
+    """Mounts every sandbox gets. ``/usr`` is a read-only bind of the host's."""
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/usr", "type": "bind", "source": usr_source,
+         "options": ["rbind", "ro", *_SAFE]},
+        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+         "options": [*_SAFE, "mode=1777", f"size={disk_mb}m"]},
+    ]
+
+
+def file_mounts(*, input_dir: Path | None, output_dir: Path | None) -> list[dict[str, Any]]:
+    """Bind the staged input read-only at /input and the capped output dir at /output."""
+    out: list[dict[str, Any]] = []
+    if input_dir is not None:
+        out.append({"destination": "/input", "type": "bind", "source": str(input_dir),
+                    "options": ["rbind", "ro", *_SAFE]})
+    if output_dir is not None:
+        out.append({"destination": "/output", "type": "bind", "source": str(output_dir),
+                    "options": ["rbind", "rw", *_SAFE]})
+    return out

@@ -1,0 +1,50 @@
+"""runsc (gVisor): containers on a user-space kernel, the preferred driver.
+
+Flags are fixed on purpose: ``--platform=ptrace`` (kvm hangs on hosts without working
+nested virtualisation, and systrap does not exist in older releases), ``--network=none``
+(loopback only) and ``--oci-seccomp`` (without it runsc ignores the bundle's seccomp profile).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from closedpaw.sandbox.drivers.base import DriverFeatures
+from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver
+
+__all__ = ["RunscDriver"]
+
+
+class RunscDriver(OCICLIDriver):
+    name = "runsc"
+    install_hint = "install it with 'apt-get install runsc'"
+    platform = "ptrace"
+
+    def global_args(self) -> list[str]:
+        return ["--root", str(self.root_dir), f"--platform={self.platform}", "--network=none",
+                "--oci-seccomp"]
+
+    def features(self) -> DriverFeatures:
+        if self._features is None:
+            self._features = DriverFeatures(
+                name="runsc", version=self.version(), platform=f"gvisor-{self.platform}",
+                seccomp=True, pids_mode="rlimit",
+            )
+        return self._features
+
+    def exec_args(self, cid: str, process_json: Path, pid_file: Path | None) -> list[str]:
+        # runsc's own pid namespace numbers the process; `runsc kill --pid` takes that number.
+        pid = ["--internal-pid-file", str(pid_file)] if pid_file is not None else []
+        return ["exec", "--process", str(process_json), *pid, cid]
+
+    def kill_exec(self, cid: str, pid_file: Path) -> bool:
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return False
+        p = self._call("kill", "kill", "--pid", str(pid), cid, "KILL", timeout=15,
+                       ok_missing=True)
+        return p.returncode == 0
+
+    def list_args(self) -> list[str]:
+        return ["list", "-quiet"]

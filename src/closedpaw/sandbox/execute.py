@@ -1,0 +1,103 @@
+"""Run one process under a driver and turn what happened into an ExecutionResult.
+
+Used by one-shot runs (``driver.run``: the process is the container's init) and by
+``Sandbox.exec`` (``driver.exec`` into a live container). Whatever happens — normal exit,
+timeout, OOM, an exception, Ctrl-C — the process is killed by id before this returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from closedpaw.sandbox.drivers.base import Driver, Process
+from closedpaw.sandbox.drivers.errors import map_runtime_error, missing_executable
+from closedpaw.sandbox.output import Captured, OutputSink, pump
+
+__all__ = ["Outcome", "supervise"]
+
+KILL_RETRY_S = 3.0
+
+
+class Outcome:
+    __slots__ = ("captured", "duration_ms", "exit_code", "killed_by_us", "runtime_error")
+
+    def __init__(self, captured: Captured, exit_code: int, duration_ms: float,
+                 killed_by_us: bool, runtime_error: str) -> None:
+        self.captured = captured
+        self.exit_code = exit_code
+        self.duration_ms = duration_ms
+        self.killed_by_us = killed_by_us
+        self.runtime_error = runtime_error
+
+
+def _exit_code(rc: int) -> int:
+    return 128 - rc if rc < 0 else rc
+
+
+def supervise(driver: Driver, proc: Process, *, cid: str, timeout_s: float, cap: int,
+              stdin_data: bytes, sink: OutputSink | None, log_file: Path | None,
+              kill: Callable[[], bool] | None = None, started: float | None = None) -> Outcome:
+    """Pump output until exit or deadline; on any failure kill the work before re-raising."""
+    t0 = started if started is not None else time.monotonic()
+    deadline = t0 + timeout_s
+    killed = False
+
+    def do_kill() -> None:
+        nonlocal killed
+        killed = True
+        end = time.monotonic() + KILL_RETRY_S
+        while time.monotonic() < end:
+            done = kill() if kill is not None else driver.kill(cid, "KILL")
+            if done or proc.poll() is not None:
+                return
+            time.sleep(0.02)
+        # The runtime never reported the container: stop the runtime process itself; the
+        # caller's teardown deletes the container by id.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if proc.pid > 0:
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.kill()
+
+    try:
+        captured = pump(proc, cap=cap, deadline=deadline, on_timeout=do_kill,
+                        stdin_data=stdin_data, sink=sink)
+        try:
+            rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()) if not killed else 10)
+        except Exception:
+            do_kill()
+            rc = proc.wait(timeout=10)
+    except BaseException:
+        if proc.poll() is None:
+            do_kill()
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=10)
+        raise
+    duration_ms = (time.monotonic() - t0) * 1000
+    runtime_error = ""
+    if log_file is not None and rc != 0:
+        with contextlib.suppress(OSError):
+            runtime_error = _runtime_errors(log_file)
+    return Outcome(captured, _exit_code(rc), duration_ms, killed, runtime_error)
+
+
+def _runtime_errors(log_file: Path) -> str:
+    """Error lines the runtime wrote to its own log (never the sandboxed program's stderr)."""
+    lines = []
+    with open(log_file, errors="replace") as f:
+        for line in f:
+            low = line.lower()
+            if '"level":"error"' in low or '"level":"fatal"' in low or "level=error" in low:
+                lines.append(line.strip())
+    return "\n".join(lines[-5:])
+
+
+def runtime_failure(driver: Driver, action: str, outcome: Outcome) -> Exception | None:
+    """Map a runtime's own failure (not the program's) to an exception, if there was one."""
+    if not outcome.runtime_error or missing_executable(outcome.runtime_error):
+        return None
+    return map_runtime_error(driver.name, action, outcome.runtime_error, outcome.exit_code)

@@ -1,0 +1,128 @@
+"""The ``host`` image: a tiny read-only skeleton root that borrows the host's ``/usr``.
+
+The skeleton holds the top-level symlinks of a merged-/usr system (``/bin``, ``/lib``, ...),
+mount points, and only the few ``/etc`` files programs need: passwd and group with the
+sandbox user, hosts, nsswitch.conf, the loader cache and the alternatives links. The host's
+``/etc`` is never exposed. Built once per content hash under ``data_dir/rootfs`` and shared
+read-only by every sandbox (runtimes create no mount points in it: they all exist).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from closedpaw.errors import RuntimeUnavailable
+
+__all__ = ["MOUNT_POINTS", "HostRootfs", "prepare_host_rootfs"]
+
+_VERSION = "3"
+MOUNT_POINTS = ("usr", "proc", "dev", "sys", "tmp", "input", "output", "run", "etc")
+_TOP_LINKS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
+
+_FILES = {
+    "etc/passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                  "nobody:x:65534:65534:sandbox:/tmp:/usr/sbin/nologin\n",
+    "etc/group": "root:x:0:\nnogroup:x:65534:\n",
+    "etc/hosts": "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost\n",
+    "etc/nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+    "etc/hostname": "sandbox\n",
+    "etc/resolv.conf": "",
+}
+
+
+@dataclass(frozen=True)
+class HostRootfs:
+    path: Path
+    digest: str
+
+
+def _host_links(host_root: Path) -> dict[str, str]:
+    links: dict[str, str] = {}
+    for name in _TOP_LINKS:
+        p = host_root / name
+        if p.is_symlink():
+            target = os.readlink(p)
+            if target.lstrip("/").split("/")[0] != "usr":
+                raise RuntimeUnavailable(f"/{name} points at {target}, outside /usr; the host "
+                                         "image needs a merged-/usr system (Debian 12 is one)")
+            links[name] = target.lstrip("/")
+        elif p.exists():
+            raise RuntimeUnavailable(f"/{name} is a directory, not a link into /usr; the host "
+                                     "image needs a merged-/usr system (Debian 12 is one)")
+    return links
+
+
+def _alternatives(host_root: Path) -> dict[str, str]:
+    d = host_root / "etc/alternatives"
+    out: dict[str, str] = {}
+    if d.is_dir():
+        for e in os.scandir(d):
+            if e.is_symlink():
+                t = os.readlink(e.path)
+                if t.startswith("/usr/"):
+                    out[e.name] = t
+    return out
+
+
+def _digest(links: dict[str, str], alts: dict[str, str], ldcache: bytes) -> str:
+    h = hashlib.sha256(_VERSION.encode())
+    for k in sorted(links):
+        h.update(f"L{k}={links[k]}\n".encode())
+    for k in sorted(alts):
+        h.update(f"A{k}={alts[k]}\n".encode())
+    for k in sorted(_FILES):
+        h.update(f"F{k}={_FILES[k]}\n".encode())
+    h.update(ldcache)
+    return h.hexdigest()[:16]
+
+
+def prepare_host_rootfs(data_dir: Path, host_root: Path = Path("/")) -> HostRootfs:
+    """Return the skeleton for the current host, building it atomically if needed."""
+    links = _host_links(host_root)
+    alts = _alternatives(host_root)
+    try:
+        ldcache = (host_root / "etc/ld.so.cache").read_bytes()
+    except FileNotFoundError:
+        ldcache = b""
+    digest = _digest(links, alts, ldcache)
+    base = data_dir / "rootfs"
+    final = base / f"host-{digest}"
+    if final.is_dir():
+        return HostRootfs(final, digest)
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o755)
+    os.chmod(base, 0o755)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=base))
+    try:
+        os.chmod(tmp, 0o755)
+        for d in MOUNT_POINTS:
+            (tmp / d).mkdir(mode=0o755)
+        os.chmod(tmp / "tmp", 0o1777)  # runc gives a tmpfs the mode of its mount point
+        for name, target in links.items():
+            os.symlink(target, tmp / name)
+        (tmp / "var").mkdir(mode=0o755)
+        os.symlink("/tmp", tmp / "var/tmp")
+        (tmp / "etc/alternatives").mkdir(mode=0o755)
+        for name, target in alts.items():
+            os.symlink(target, tmp / "etc/alternatives" / name)
+        for rel, text in _FILES.items():
+            (tmp / rel).write_text(text)
+            os.chmod(tmp / rel, 0o644)
+        if ldcache:
+            (tmp / "etc/ld.so.cache").write_bytes(ldcache)
+            os.chmod(tmp / "etc/ld.so.cache", 0o644)
+        os.symlink("/usr/share/zoneinfo/Etc/UTC", tmp / "etc/localtime")
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():  # a concurrent builder won the race: use theirs
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return HostRootfs(final, digest)

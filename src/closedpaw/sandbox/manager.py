@@ -1,0 +1,209 @@
+"""SandboxManager: resolves a driver, runs one-shots, creates long-lived sandboxes, keeps the
+max-sandboxes cap and cleans up. It owns a :class:`~closedpaw.sandbox.reaper.Reaper`, so
+teardown happens off the caller's critical path but always happens.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from closedpaw.errors import (
+    RuntimeUnavailable,
+    SandboxLimitReached,
+    SandboxNotFound,
+    SpecError,
+)
+from closedpaw.sandbox.drivers.base import Driver
+from closedpaw.sandbox.drivers.detect import PROBE_MARKER, RuntimeRegistry
+from closedpaw.sandbox.execute import runtime_failure, supervise
+from closedpaw.sandbox.files import collect_output
+from closedpaw.sandbox.output import OutputSink
+from closedpaw.sandbox.reaper import Reaper
+from closedpaw.sandbox.result import ExecutionResult, SkippedFile
+from closedpaw.sandbox.sandbox import Sandbox, SandboxStatus
+from closedpaw.sandbox.spec import ExecRequest, ResourceLimits, SandboxSpec
+from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
+from closedpaw.settings import Settings
+
+__all__ = ["SandboxInfo", "SandboxManager", "require_root"]
+
+NOT_ROOT = ("sandboxes need root: run as root (e.g. 'sudo .venv/bin/closedpaw ...'); "
+            "runc and runsc need it to create namespaces and cgroups")
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise RuntimeUnavailable(NOT_ROOT)
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    id: str
+    status: SandboxStatus
+    runtime: str
+    created_at: float
+
+
+class SandboxManager:
+    """Entry point of the engine. Use as a context manager, or call :meth:`close`.
+
+    ``driver`` pins one driver (tests inject a ``FakeDriver``); otherwise the runtime is
+    chosen per call: the ``runtime`` argument beats ``settings.runtime`` beats ``auto``.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, driver: Driver | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._pinned = driver
+        self.registry = RuntimeRegistry(self.settings, self._probe)
+        self.reaper = Reaper()
+        self._live: dict[str, Sandbox] = {}
+        self._inflight = 0
+        self._lock = threading.Lock()
+
+    # -- drivers --------------------------------------------------------------------------
+    def driver(self, runtime: str | None = None) -> Driver:
+        if self._pinned is not None:
+            return self._pinned
+        require_root()
+        return self.registry.resolve(runtime or self.settings.runtime)
+
+    def _probe(self, driver: Driver) -> tuple[bool, str]:
+        spec = SandboxSpec(limits=ResourceLimits(memory_mb=128, disk_mb=8, max_processes=16,
+                                                 timeout_s=60))
+        res = self._run_with(driver, ["/bin/sh", "-c", f"echo {PROBE_MARKER}"], spec,
+                             stdin=b"", sink=None, env={}, workdir=None, count=False)
+        if res.exit_code == 0 and res.stdout.strip() == PROBE_MARKER.encode():
+            return True, f"ran a hardened probe sandbox in {res.duration_ms:.0f} ms"
+        return False, (f"probe sandbox exited {res.exit_code}: "
+                       f"{res.stderr_text.strip()[:300] or 'no output'}")
+
+    # -- the cap ---------------------------------------------------------------------------
+    def _reserve(self) -> None:
+        with self._lock:
+            if len(self._live) + self._inflight >= self.settings.max_sandboxes:
+                raise SandboxLimitReached(
+                    f"{self.settings.max_sandboxes} sandboxes are already live "
+                    "(max_sandboxes); delete some or raise CLOSEDPAW_MAX_SANDBOXES")
+            self._inflight += 1
+
+    def _release(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+
+    # -- one-shot ------------------------------------------------------------------------------
+    def run(self, argv: Sequence[str], spec: SandboxSpec | None = None, *,
+            runtime: str | None = None, stdin: bytes = b"", env: Mapping[str, str] | None = None,
+            workdir: str | None = None, sink: OutputSink | None = None) -> ExecutionResult:
+        """Run ``argv`` in a fresh sandbox that is destroyed afterwards."""
+        req = ExecRequest(argv=argv, stdin=stdin, env=env or {}, workdir=workdir)
+        spec = spec or SandboxSpec()
+        if not isinstance(spec, SandboxSpec):
+            raise SpecError("spec", "must be a SandboxSpec")
+        driver = self.driver(runtime)
+        return self._run_with(driver, list(req.argv), spec, stdin=req.stdin, sink=sink,
+                              env=req.env, workdir=req.workdir, count=True)
+
+    def _run_with(self, driver: Driver, argv: list[str], spec: SandboxSpec, *, stdin: bytes,
+                  sink: OutputSink | None, env: Mapping[str, str], workdir: str | None,
+                  count: bool) -> ExecutionResult:
+        if count:
+            self._reserve()
+        sid = new_sandbox_id()
+        ws: Workspace | None = None
+        started = False
+        try:
+            ws = Workspace.allocate(self.settings, sid, spec, driver.features())
+            ws.build(argv, env, workdir or spec.workdir)
+            log = ws.dir / "runtime.log"
+            t0 = time.monotonic()
+            proc = driver.run(sid, ws.bundle, stdin=bool(stdin), log=log)
+            started = True
+            out = supervise(driver, proc, cid=sid, timeout_s=spec.limits.timeout_s,
+                            cap=spec.limits.output_cap_bytes, stdin_data=stdin, sink=sink,
+                            log_file=log, started=t0)
+            err = runtime_failure(driver, "run", out)
+            if err is not None:
+                raise err
+            oom = ws.cgroups.oom_kills_since_last(container_removed=True) > 0
+            usage = ws.cgroups.usage()
+            files: list[str] = []
+            skipped: list[SkippedFile] = []
+            if spec.output_dir is not None and ws.output_mount is not None:
+                files, skipped = collect_output(ws.output_mount, spec.output_dir)
+            return Sandbox.make_result(ws, out, argv, oom=oom, usage=usage, files=files,
+                                       skipped=skipped)
+        finally:
+            if ws is not None:
+                self._teardown_later(driver, sid, ws, started)
+            if count:
+                self._release()
+
+    def _teardown_later(self, driver: Driver, sid: str, ws: Workspace, started: bool) -> None:
+        def job() -> None:
+            if started and driver.state(sid) is not None:
+                driver.delete(sid)
+            ws.teardown()
+        self.reaper.submit(f"sandbox {sid}", job)
+
+    # -- long-lived ----------------------------------------------------------------------------
+    def create(self, spec: SandboxSpec | None = None, *, runtime: str | None = None) -> Sandbox:
+        """Create and start a long-lived sandbox. Delete it (or use ``with``) when done."""
+        spec = spec or SandboxSpec()
+        driver = self.driver(runtime)
+        self._reserve()
+        sb = Sandbox(self, driver, spec, new_sandbox_id())
+        try:
+            with self._lock:
+                self._live[sb.id] = sb
+            sb.start()
+        except BaseException:
+            with self._lock:
+                self._live.pop(sb.id, None)
+            raise
+        finally:
+            self._release()
+        return sb
+
+    def _forget(self, sid: str) -> None:
+        with self._lock:
+            self._live.pop(sid, None)
+
+    def get(self, sid: str) -> Sandbox:
+        with self._lock:
+            sb = self._live.get(sid)
+        if sb is None:
+            raise SandboxNotFound(f"no live sandbox {sid!r}")
+        return sb
+
+    def list(self) -> list[SandboxInfo]:
+        with self._lock:
+            boxes = list(self._live.values())
+        return [SandboxInfo(b.id, b.status, b.driver.name, b.created_at) for b in boxes]
+
+    def status(self, sid: str) -> SandboxStatus:
+        return self.get(sid).refresh_status()
+
+    def cleanup(self) -> int:
+        """Stop and delete every live sandbox of this manager; wait for teardown. Returns how
+        many were deleted."""
+        with self._lock:
+            boxes = list(self._live.values())
+        for b in boxes:
+            b.delete()
+        self.reaper.drain()
+        return len(boxes)
+
+    def close(self) -> None:
+        self.cleanup()
+
+    def __enter__(self) -> SandboxManager:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

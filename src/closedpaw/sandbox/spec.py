@@ -1,0 +1,171 @@
+"""Typed requests of the sandbox engine: :class:`ResourceLimits`, :class:`SandboxSpec`,
+:class:`ExecRequest`.
+
+They are frozen dataclasses validated on construction (the CLI imports this module on its hot
+path, so it avoids heavier model libraries). ``from_dict`` refuses unknown keys, the equivalent
+of ``extra="forbid"``, and every error names the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from closedpaw.errors import SpecError
+
+__all__ = ["ExecRequest", "ResourceLimits", "SandboxSpec", "parse_size_mb"]
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_T = TypeVar("_T")
+
+MIB = 1024 * 1024
+
+
+def parse_size_mb(text: str, field_name: str = "size") -> int:
+    """Parse ``512``, ``512m``, ``2g``, ``65536k`` into whole MiB (``k`` rounds up)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgKMG]?)[iI]?[bB]?\s*", text)
+    if not m:
+        raise SpecError(field_name, f"{text!r} is not a size such as 256m or 2g")
+    n, unit = int(m.group(1)), m.group(2).lower()
+    if unit == "k":
+        return max(1, math.ceil(n / 1024))
+    if unit == "g":
+        return n * 1024
+    return n
+
+
+def _check_number(name: str, value: object, lo: float, hi: float, *, integer: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(name, f"must be a number, got {type(value).__name__}")
+    if integer and not isinstance(value, int):
+        raise SpecError(name, "must be a whole number")
+    if not (lo <= value <= hi) or (isinstance(value, float) and math.isnan(value)):
+        raise SpecError(name, f"must be between {lo:g} and {hi:g}, got {value!r}")
+
+
+def _from_dict(cls: type[_T], data: Mapping[str, Any], where: str) -> _T:
+    if not isinstance(data, Mapping):
+        raise SpecError(where, "must be an object")
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SpecError(f"{where}.{unknown[0]}" if where else unknown[0], "unknown field")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    """Limits enforced by the kernel (cgroups, rlimits, tmpfs sizes) and by the engine.
+
+    ``timeout_s`` defaults to the design's 30 minutes; callers usually pass much less.
+    """
+
+    cpu_cores: float = 1.0
+    memory_mb: int = 512
+    disk_mb: int = 1024
+    max_processes: int = 64
+    network_enabled: bool = False
+    timeout_s: float = 1800.0
+    output_cap_bytes: int = MIB
+    output_dir_mb: int = 64
+
+    def __post_init__(self) -> None:
+        _check_number("cpu_cores", self.cpu_cores, 0.01, 1024, integer=False)
+        _check_number("memory_mb", self.memory_mb, 16, 1024 * 1024, integer=True)
+        _check_number("disk_mb", self.disk_mb, 1, 1024 * 1024, integer=True)
+        _check_number("max_processes", self.max_processes, 1, 4096, integer=True)
+        _check_number("timeout_s", self.timeout_s, 0.001, 7 * 24 * 3600, integer=False)
+        _check_number("output_cap_bytes", self.output_cap_bytes, 1, 1 << 30, integer=True)
+        _check_number("output_dir_mb", self.output_dir_mb, 1, 1024 * 1024, integer=True)
+        if not isinstance(self.network_enabled, bool):
+            raise SpecError("network_enabled", "must be true or false")
+        if self.network_enabled:
+            # Fail closed: there is no network plumbing yet, so refuse instead of pretending.
+            raise SpecError(
+                "network_enabled",
+                "networked sandboxes are not supported yet; sandboxes get loopback only",
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResourceLimits:
+        return _from_dict(cls, data, "limits")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What a sandbox looks like: its limits, environment, working directory and files.
+
+    ``env`` is the *whole* environment of sandboxed processes on top of a minimal base
+    (PATH, HOME, LANG); nothing is inherited from the host. ``input_path`` (a file or
+    directory on the host) is copied to ``/input`` read-only; when ``output_dir`` is set,
+    ``/output`` is writable (capped at ``limits.output_dir_mb``) and collected there.
+    """
+
+    limits: ResourceLimits = field(default_factory=ResourceLimits)
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str = "/tmp"
+    image: str = "host"
+    input_path: Path | None = None
+    output_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.limits, ResourceLimits):
+            raise SpecError("limits", "must be a ResourceLimits")
+        if not isinstance(self.env, Mapping):
+            raise SpecError("env", "must be a mapping of names to strings")
+        for k, v in self.env.items():
+            if not isinstance(k, str) or not _ENV_NAME.match(k):
+                raise SpecError(f"env.{k}", "is not a valid variable name")
+            if not isinstance(v, str) or "\0" in v:
+                raise SpecError(f"env.{k}", "value must be a string without NUL bytes")
+        if not isinstance(self.workdir, str) or not self.workdir.startswith("/"):
+            raise SpecError("workdir", "must be an absolute path inside the sandbox")
+        if ".." in self.workdir.split("/") or "\0" in self.workdir:
+            raise SpecError("workdir", "must not contain '..' or NUL")
+        if self.image != "host":
+            raise SpecError("image", f"unknown image {self.image!r}; available: host")
+        if self.input_path is not None:
+            object.__setattr__(self, "input_path", Path(self.input_path))
+        if self.output_dir is not None:
+            object.__setattr__(self, "output_dir", Path(self.output_dir))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SandboxSpec:
+        data = dict(data)
+        if "limits" in data and isinstance(data["limits"], Mapping):
+            data["limits"] = ResourceLimits.from_dict(data["limits"])
+        return _from_dict(cls, data, "")
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    """One command to run: argv (no shell), optional stdin bytes, env additions, timeout."""
+
+    argv: Sequence[str]
+    stdin: bytes = b""
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.argv, str) or not isinstance(self.argv, Sequence):
+            raise SpecError("argv", "must be a list of strings (no shell string)")
+        if not self.argv:
+            raise SpecError("argv", "must not be empty")
+        for a in self.argv:
+            if not isinstance(a, str) or "\0" in a:
+                raise SpecError("argv", "every argument must be a string without NUL bytes")
+        object.__setattr__(self, "argv", tuple(self.argv))
+        if not isinstance(self.stdin, bytes):
+            raise SpecError("stdin", "must be bytes")
+        # Reuse SandboxSpec's checks for env and workdir.
+        SandboxSpec(env=self.env, workdir=self.workdir or "/tmp")
+        if self.timeout_s is not None:
+            _check_number("timeout_s", self.timeout_s, 0.001, 7 * 24 * 3600, integer=False)

@@ -1,0 +1,175 @@
+"""A sandbox's footprint on the host: its state dir, bundle, files and cgroups.
+
+:meth:`Workspace.allocate` builds everything a runtime needs; :meth:`Workspace.teardown` removes
+all of it and is safe to call more than once. Bundle content comes from the pure functions in
+:mod:`closedpaw.sandbox.bundle` and is validated before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
+from closedpaw.sandbox.bundle.oci import SANDBOX_GID, SANDBOX_UID, merge_env
+from closedpaw.sandbox.bundle.seccomp import allowed_syscalls
+from closedpaw.sandbox.cgroups import CgroupAccounting
+from closedpaw.sandbox.drivers.base import DriverFeatures
+from closedpaw.sandbox.files import mount_output, stage_input, unmount_output
+from closedpaw.sandbox.images.host import HostRootfs, prepare_host_rootfs
+from closedpaw.sandbox.result import Isolation
+from closedpaw.sandbox.spec import SandboxSpec
+from closedpaw.settings import Settings
+
+__all__ = ["ID_PREFIX", "Workspace", "host_limits", "new_sandbox_id"]
+
+ID_PREFIX = "cp-"
+
+
+def new_sandbox_id() -> str:
+    return ID_PREFIX + secrets.token_hex(6)
+
+
+@lru_cache(maxsize=1)
+def host_limits() -> HostLimits:
+    def hard(which: int) -> int:
+        h = resource.getrlimit(which)[1]
+        return (1 << 31) if h == resource.RLIM_INFINITY else h
+    return HostLimits(nofile_hard=hard(resource.RLIMIT_NOFILE),
+                      nproc_hard=hard(resource.RLIMIT_NPROC))
+
+
+_rootfs_cache: dict[Path, HostRootfs] = {}
+
+
+def _host_rootfs(data_dir: Path) -> HostRootfs:
+    r = _rootfs_cache.get(data_dir)
+    if r is None or not r.path.is_dir():
+        r = prepare_host_rootfs(data_dir)
+        _rootfs_cache[data_dir] = r
+    return r
+
+
+def isolation_stamp(config: Mapping[str, Any], features: DriverFeatures) -> Isolation:
+    """What protected a run, read back from the bundle that ran it."""
+    lin = config["linux"]
+    res = lin["resources"]
+    proc = config["process"]
+    nproc = next((r["hard"] for r in proc["rlimits"] if r["type"] == "RLIMIT_NPROC"), None)
+    seccomp = features.seccomp and bool(lin.get("seccomp"))
+    return Isolation(
+        runtime=features.name, runtime_version=features.version, platform=features.platform,
+        seccomp=seccomp,
+        seccomp_syscalls=len(allowed_syscalls(lin["seccomp"])) if seccomp else 0,
+        network="none", rootfs="host-bind:ro" if config["root"]["readonly"] else "host-bind:rw",
+        user=f"{proc['user']['uid']}:{proc['user']['gid']}",
+        capabilities=tuple(proc["capabilities"]["effective"]),
+        no_new_privileges=bool(proc["noNewPrivileges"]),
+        namespaces=tuple(n["type"] for n in lin["namespaces"]),
+        memory_limit_mb=res["memory"]["limit"] // (1024 * 1024),
+        cpu_cores=res["cpu"]["quota"] / res["cpu"]["period"],
+        pids_limit=nproc if features.pids_mode == "rlimit" and nproc else res["pids"]["limit"],
+    )
+
+
+class Workspace:
+    """Host-side state of one sandbox under ``settings.state_dir/sandboxes/<id>``."""
+
+    def __init__(self, settings: Settings, sid: str, spec: SandboxSpec,
+                 features: DriverFeatures) -> None:
+        self.settings = settings
+        self.sid = sid
+        self.spec = spec
+        self.features = features
+        self.dir = settings.state_dir / "sandboxes" / sid
+        self.bundle = self.dir
+        self.input_dir: Path | None = None
+        self.output_mount: Path | None = None
+        self.cgroups = CgroupAccounting(settings.cgroup_parent, sid)
+        self.config: dict[str, Any] = {}
+        self._torn_down = False
+
+    @classmethod
+    def allocate(cls, settings: Settings, sid: str, spec: SandboxSpec,
+                 features: DriverFeatures) -> Workspace:
+        ws = cls(settings, sid, spec, features)
+        try:
+            ws._allocate()
+        except BaseException:
+            ws.teardown()
+            raise
+        return ws
+
+    def _allocate(self) -> None:
+        self.dir.mkdir(parents=True, mode=0o711)
+        if self.spec.input_path is not None:
+            self.input_dir = self.dir / "input"
+            stage_input(self.spec.input_path, self.input_dir)
+        if self.spec.output_dir is not None:
+            self.output_mount = self.dir / "output"
+            mount_output(self.output_mount, self.spec.limits.output_dir_mb,
+                         SANDBOX_UID, SANDBOX_GID)
+        if self.features.memory_cgroup:
+            self.cgroups.prepare(self.spec.limits.memory_mb * 1024 * 1024)
+
+    def build(self, argv: Sequence[str], env: Mapping[str, str], cwd: str) -> dict[str, Any]:
+        """Build, validate and write ``config.json`` for ``argv`` as the container process."""
+        rootfs = _host_rootfs(self.settings.data_dir)
+        inputs = BundleInputs(
+            argv=argv, env=merge_env(self.spec.env, env), cwd=cwd, limits=self.spec.limits,
+            rootfs=rootfs.path, cgroups_path=self.cgroups.cgroups_path, host=host_limits(),
+            machine=platform.machine(), pids_mode=self.features.pids_mode,
+            gvisor=self.features.platform.startswith("gvisor"),
+            input_dir=self.input_dir, output_dir=self.output_mount,
+            annotations={"org.closedpaw.sandbox-id": self.sid},
+        )
+        config = build_config(inputs)
+        check_config(config, host_limits())
+        tmp = self.dir / "config.json.tmp"
+        with open(tmp, "w") as f:
+            json.dump(config, f)
+        os.replace(tmp, self.dir / "config.json")
+        self.config = config
+        return config
+
+    def write_process(self, name: str, argv: Sequence[str], env: Mapping[str, str],
+                      cwd: str) -> Path:
+        """An OCI process.json for ``exec``, with the same user, caps and rlimits."""
+        base = dict(self.config["process"])
+        base.update(args=list(argv), env=merge_env(self.spec.env, env), cwd=cwd)
+        p = self.dir / f"{name}.json"
+        with open(p, "w") as f:
+            json.dump(base, f)
+        return p
+
+    def isolation(self) -> Isolation:
+        return isolation_stamp(self.config, self.features)
+
+    def teardown(self) -> None:
+        """Unmount, remove cgroups and the state dir. Idempotent; raises the first error."""
+        if self._torn_down:
+            return
+        first: BaseException | None = None
+        steps = [self.cgroups.remove]
+        if self.output_mount is not None:
+            out = self.output_mount
+            steps.append(lambda: unmount_output(out))
+        steps.append(lambda: shutil.rmtree(self.dir) if self.dir.exists() else None)
+        for step in steps:
+            try:
+                step()
+            except Exception as e:
+                first = first or e
+        self._torn_down = first is None
+        if first is not None:
+            raise first
+
+
