@@ -21,7 +21,7 @@ __all__ = ["CGROUP_ROOT", "CgroupAccounting", "is_v2"]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpu,cpuacct", "pids", "devices", "freezer",
                    "blkio", "cpuset", "net_cls", "net_prio", "net_cls,net_prio", "perf_event",
-                   "hugetlb", "rdma", "misc", "systemd")
+                   "hugetlb", "rdma", "misc", "systemd", "unified")
 
 
 def is_v2(root: Path = CGROUP_ROOT) -> bool:
@@ -114,8 +114,8 @@ class CgroupAccounting:
         """OOM kills since the previous call (``container_removed``: the runtime deleted the
         container, e.g. after a one-shot run)."""
         if self.v2:
-            total = _read_keyed(self._dir("memory") / "memory.events", "oom_kill") or 0
-            new, self._oom_seen = total - self._oom_seen, total
+            v2_total = _read_keyed(self._dir("memory") / "memory.events", "oom_kill") or 0
+            new, self._oom_seen = v2_total - self._oom_seen, v2_total
             return max(0, new)
         ctr = self._dir("memory") / "ctr"
         if ctr.exists():

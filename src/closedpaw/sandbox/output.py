@@ -55,7 +55,8 @@ class Captured:
 
 def pump(proc: Process, *, cap: int, deadline: float, on_timeout: Callable[[], None],
          stdin_data: bytes = b"", sink: OutputSink | None = None) -> Captured:
-    """Read ``proc``'s pipes until both reach EOF, feeding ``stdin_data`` meanwhile.
+    """Read ``proc``'s pipes until both reach EOF, feeding ``stdin_data`` meanwhile. The
+    pipes are closed on return.
 
     When ``deadline`` (a ``time.monotonic()`` value) passes, ``on_timeout`` is called once to
     kill the work; draining then continues for a short grace period.
@@ -93,7 +94,7 @@ def pump(proc: Process, *, cap: int, deadline: float, on_timeout: Callable[[], N
             assert limit is not None
             events = sel.select(timeout=max(0.0, limit - now))
             for key, mask in events:
-                fd = int(key.fd)  # type: ignore[arg-type]
+                fd = int(key.fd)
                 if mask & selectors.EVENT_WRITE:
                     try:
                         n = os.write(fd, pending[:_CHUNK])
@@ -118,8 +119,9 @@ def pump(proc: Process, *, cap: int, deadline: float, on_timeout: Callable[[], N
                 streams[fd].feed(data, sink)
     finally:
         sel.close()
-        if in_fd is not None and proc.stdin is not None and not proc.stdin.closed:
-            proc.stdin.close()
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            if f is not None and not f.closed:
+                f.close()
     out = next((s for s in streams.values() if s.name == "stdout"), _Stream("stdout", cap))
     err = next((s for s in streams.values() if s.name == "stderr"), _Stream("stderr", cap))
     return Captured(bytes(out.buf), bytes(err.buf), out.total, err.total, out.truncated,

@@ -37,7 +37,7 @@ __all__ = ["INIT_ARGV", "Sandbox", "SandboxStatus"]
 INIT_ARGV = ("/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait; done")
 
 
-class SandboxStatus(str, enum.Enum):
+class SandboxStatus(enum.StrEnum):
     PENDING = "pending"
     CREATING = "creating"
     RUNNING = "running"
@@ -243,8 +243,8 @@ class Sandbox:
                                 usage=ResourceUsage(cpu, after.peak_memory_bytes))
 
     @staticmethod
-    def make_result(ws: Workspace, out: Outcome, argv: Sequence[str], *, oom: bool, usage: ResourceUsage,
-                    files: Sequence[str] = (),
+    def make_result(ws: Workspace, out: Outcome, argv: Sequence[str], *, oom: bool,
+                    usage: ResourceUsage, files: Sequence[str] = (),
                     skipped: Sequence[SkippedFile] = ()) -> ExecutionResult:
         c = out.captured
         exit_code = out.exit_code

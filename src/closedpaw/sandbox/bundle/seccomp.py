@@ -19,11 +19,13 @@ _OCI_ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64",
              "arm64": "SCMP_ARCH_AARCH64"}
 
 # Syscalls that exist on x86_64 but not on arm64's generic table; dropped for arm64.
-_X86_ONLY = frozenset(
-    "access alarm arch_prctl chmod chown creat dup2 epoll_create epoll_wait eventfd fork "
-    "get_thread_area getdents getpgrp inotify_init lchown link lstat mkdir open pause pipe poll "
-    "readlink rename rmdir select set_thread_area stat symlink time unlink utime utimes vfork".split()
-)
+_X86_ONLY = frozenset((
+    "access", "alarm", "arch_prctl", "chmod", "chown", "creat", "dup2", "epoll_create",
+    "epoll_wait", "eventfd", "fork", "get_thread_area", "getdents", "getpgrp", "inotify_init",
+    "lchown", "link", "lstat", "mkdir", "open", "pause", "pipe", "poll", "readlink", "rename",
+    "rmdir", "select", "set_thread_area", "stat", "symlink", "time", "unlink", "utime", "utimes",
+    "vfork",
+))
 
 
 _ENOSYS = 38

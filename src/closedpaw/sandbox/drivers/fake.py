@@ -7,6 +7,7 @@ slow command. Containers, their states and every call are recorded for assertion
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -23,12 +24,17 @@ Handler = Callable[[Sequence[str], bytes], tuple[int, bytes, bytes]]
 
 
 def _default_handler(argv: Sequence[str], stdin: bytes) -> tuple[int, bytes, bytes]:
-    if argv[:1] == ["echo"]:
+    """A few commands, enough for the contract suite: echo, cat, true, false, sh -c 'exit N'.
+    ``sleep N`` is acted out by :class:`FakeProcess` itself (it can be killed)."""
+    name = argv[0].rsplit("/", 1)[-1]
+    if name == "echo":
         return 0, (" ".join(argv[1:]) + "\n").encode(), b""
-    if argv[:1] == ["cat"]:
+    if name == "cat":
         return 0, stdin, b""
-    if argv[:1] == ["exit"]:
-        return int(argv[1]), b"", b""
+    if name in ("true", "false"):
+        return (0 if name == "true" else 1), b"", b""
+    if name == "sh" and argv[1:2] == ["-c"] and argv[2].startswith("exit "):
+        return int(argv[2].split()[1]), b"", b""
     return 127, b"", f"fake: {argv[0]}: command not found\n".encode()
 
 
@@ -42,13 +48,13 @@ class FakeProcess:
         self._done = threading.Event()
         out_r, self._out_w = os.pipe()
         err_r, self._err_w = os.pipe()
-        self.stdout: IO[bytes] | None = open(out_r, "rb", buffering=0)
-        self.stderr: IO[bytes] | None = open(err_r, "rb", buffering=0)
+        self.stdout: IO[bytes] | None = open(out_r, "rb", buffering=0)  # noqa: SIM115
+        self.stderr: IO[bytes] | None = open(err_r, "rb", buffering=0)  # noqa: SIM115
         self._in_r: int | None = None
         self.stdin: IO[bytes] | None = None
         if stdin:
             self._in_r, in_w = os.pipe()
-            self.stdin = open(in_w, "wb", buffering=0)
+            self.stdin = open(in_w, "wb", buffering=0)  # noqa: SIM115
         self._t = threading.Thread(target=self._go, args=(list(argv), handler), daemon=True)
         self._t.start()
 
@@ -58,16 +64,18 @@ class FakeProcess:
             with open(self._in_r, "rb") as f:
                 data = f.read()
         try:
-            code, out, err = handler(argv, data)
+            if argv[0].rsplit("/", 1)[-1] == "sleep":
+                self._killed.wait(float(argv[1]))
+                code, out, err = 0, b"", b""
+            else:
+                code, out, err = handler(argv, data)
         except Exception as e:
             code, out, err = 126, b"", f"fake handler error: {e}\n".encode()
         if self._killed.is_set():
             code = 137
         for fd, blob in ((self._out_w, out), (self._err_w, err)):
-            try:
+            with contextlib.suppress(OSError):
                 os.write(fd, blob)
-            except OSError:
-                pass
             os.close(fd)
         self.returncode = code
         self._done.set()

@@ -1,0 +1,23 @@
+# ClosedPaw. `make run` and `make test` work on a fresh Debian 12 machine as root.
+.PHONY: run test bench lint deps clean
+
+deps:
+	@./scripts/install-deps.sh
+
+run: deps
+	.venv/bin/closedpaw demo
+
+test: deps
+	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/mypy
+	.venv/bin/python -m pytest tests
+
+bench: deps
+	.venv/bin/python benchmarks/oneshot.py
+
+lint: deps
+	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/mypy
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,156 @@
+"""Shared helpers of the ClosedPaw benchmarks: timing statistics, machine info, leak checks.
+
+Nothing here changes the engine; the benchmarks only call its public pieces.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def now_ms() -> float:
+    return time.perf_counter_ns() / 1e6
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Run ``fn`` once; return (wall ms, its result)."""
+    t0 = time.perf_counter_ns()
+    r = fn()
+    return (time.perf_counter_ns() - t0) / 1e6, r
+
+
+def summary(samples: Sequence[float]) -> dict[str, Any]:
+    s = sorted(samples)
+    return {
+        "n": len(s),
+        "min_ms": round(s[0], 2),
+        "median_ms": round(statistics.median(s), 2),
+        "mean_ms": round(statistics.fmean(s), 2),
+        "max_ms": round(s[-1], 2),
+        "stdev_ms": round(statistics.stdev(s), 2) if len(s) > 1 else 0.0,
+        "samples_ms": [round(x, 2) for x in samples],
+    }
+
+
+def _first_line(argv: Sequence[str]) -> str:
+    try:
+        p = subprocess.run(list(argv), capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unavailable ({e})"
+    out = (p.stdout or p.stderr).strip().splitlines()
+    return out[0] if out else "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git() -> dict[str, Any]:
+    def g(*args: str) -> str:
+        p = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                           check=False)
+        return p.stdout.strip()
+    return {"commit": g("rev-parse", "HEAD"),
+            "dirty": bool(g("status", "--porcelain", "--untracked-files=no"))}
+
+
+def machine_info(binaries: Iterable[str] = ("runc", "runsc")) -> dict[str, Any]:
+    return {
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "hostname": platform.node(),
+        "kernel": platform.release(),
+        "os": _first_line(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "cgroup": "v2" if (CGROUP_ROOT / "cgroup.controllers").exists() else "v1",
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg(),
+        "runtimes": {b: _first_line([b, "--version"]) for b in binaries},
+        "repo": _git(),
+    }
+
+
+# -- leak checks ---------------------------------------------------------------------------
+
+def cgroup_children(parent: str) -> dict[str, list[str]]:
+    """Sub-cgroups left under ``/<parent>`` in every hierarchy (v1 and v2)."""
+    out: dict[str, list[str]] = {}
+    bases = [CGROUP_ROOT / parent] if (CGROUP_ROOT / "cgroup.controllers").exists() else [
+        d / parent for d in CGROUP_ROOT.iterdir() if d.is_dir()]
+    for base in bases:
+        if base.is_dir():
+            kids = sorted(e.name for e in os.scandir(base) if e.is_dir())
+            if kids:
+                out[str(base)] = kids
+    return out
+
+
+def remove_empty_cgroup_parents(parent: str) -> list[str]:
+    """rmdir ``/<parent>`` in every hierarchy where it has no children; returns failures."""
+    bad = []
+    bases = [CGROUP_ROOT / parent] if (CGROUP_ROOT / "cgroup.controllers").exists() else [
+        d / parent for d in CGROUP_ROOT.iterdir() if d.is_dir()]
+    for base in bases:
+        if base.is_dir():
+            try:
+                os.rmdir(base)
+            except OSError as e:
+                bad.append(f"{base}: {e}")
+    return bad
+
+
+def mounts_under(*needles: str) -> list[str]:
+    """Mount points (of this mount namespace) whose path contains any needle."""
+    hits = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4]
+            if any(n in mp for n in needles):
+                hits.append(mp)
+    return hits
+
+
+def processes_mentioning(*needles: str) -> list[str]:
+    """Live processes (not this one) whose command line mentions a needle."""
+    me = os.getpid()
+    hits = []
+    for e in os.scandir("/proc"):
+        if not e.name.isdigit() or int(e.name) == me:
+            continue
+        try:
+            with open(f"/proc/{e.name}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(n in cmd for n in needles):
+            hits.append(f"{e.name}: {cmd.strip()[:160]}")
+    return hits
+
+
+def runtime_ids(binary: str, global_args: Sequence[str], list_args: Sequence[str]) -> list[str]:
+    p = subprocess.run([binary, *global_args, *list_args], capture_output=True, text=True,
+                       timeout=30, check=False)
+    if p.returncode != 0:
+        low = p.stderr.lower()
+        if "no such file" in low or "not exist" in low:
+            return []
+        raise RuntimeError(f"{binary} list failed ({p.returncode}): {p.stderr.strip()}")
+    return [ln.strip() for ln in p.stdout.splitlines() if ln.strip()]

@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""One-shot latency of ClosedPaw: ``python3 -c pass`` on the host, under the raw runtime, through
+the library and through the CLI, side by side, for runc and runsc.
+
+    sudo .venv/bin/python benchmarks/oneshot.py [--runs N] [--json PATH]
+
+Cases (per driver), each timed with ``time.perf_counter_ns`` around one call only:
+
+* ``host``     ``/usr/bin/python3 -c pass`` via subprocess with the sandbox's clean env: the
+               floor of the work itself (shared by both drivers);
+* ``raw``      ``runc --root R run --bundle B ID`` / ``runsc --root R --platform=ptrace
+               --network=none --oci-seccomp run --bundle B ID`` on the very config.json the
+               library writes (a fresh Workspace per run, allocated and torn down outside the
+               timed region; the container is force-deleted afterwards, also untimed);
+* ``library``  ``mgr.run(["python3", "-c", "pass"], runtime=X)`` in this warm process (probe
+               cached); ``library+drain`` also waits for ``mgr.reaper.drain()`` (teardown);
+* ``cli``      ``.venv/bin/closedpaw run --runtime X -- python3 -c pass`` end to end.
+
+Cases run round-robin (the order rotates every round) after 2 warm-up runs each, so slow drift
+on the host hits all of them alike. Targets: library <= 1.2x raw runc and <= 1.1x raw runsc
+(medians), CLI <= library + 80 ms. Afterwards it checks that nothing it started leaked
+(runtime containers, cgroups, mounts, processes, state dirs) and exits 1 if anything did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    REPO,
+    cgroup_children,
+    machine_info,
+    mounts_under,
+    processes_mentioning,
+    remove_empty_cgroup_parents,
+    runtime_ids,
+    summary,
+)
+
+from closedpaw.sandbox.bundle.oci import BASE_ENV
+from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver, clean_env
+from closedpaw.sandbox.manager import SandboxManager, require_root
+from closedpaw.sandbox.spec import SandboxSpec
+from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
+from closedpaw.settings import Settings
+
+WARMUP = 2
+DRIVERS = ("runc", "runsc")
+HOST_ARGV = ["/usr/bin/python3", "-c", "pass"]
+RAW_ARGV = ["/usr/bin/python3", "-c", "pass"]
+LIB_ARGV = ["python3", "-c", "pass"]
+RAW_FLAGS = {"runc": [], "runsc": ["--platform=ptrace", "--network=none", "--oci-seccomp"]}
+LIST_ARGS = {"runc": ["list", "--quiet"], "runsc": ["list", "-quiet"]}
+TARGET_LIB_RATIO = {"runc": 1.2, "runsc": 1.1}
+TARGET_CLI_DELTA_MS = 80.0
+CLI = REPO / ".venv" / "bin" / "closedpaw"
+DEFAULT_JSON = REPO / "benchmarks" / "results" / "oneshot.json"
+
+BENCH = Settings(state_dir=Path("/run/closedpaw-bench"), cgroup_parent="closedpaw-bench")
+CLI_DEFAULTS = Settings()  # what the CLI uses (no CLOSEDPAW_* in its environment)
+
+
+class BenchError(Exception):
+    pass
+
+
+# -- cases ---------------------------------------------------------------------------------
+# Each case is a callable doing ONE run and returning {metric: ms}; anything it does outside
+# the timed call (workspace allocation, deletion, teardown) is not counted.
+
+Case = Callable[[], dict[str, float]]
+
+
+def host_case() -> Case:
+    env = dict(BASE_ENV)  # the environment the sandboxed program gets
+
+    def once() -> dict[str, float]:
+        t0 = time.perf_counter_ns()
+        p = subprocess.run(HOST_ARGV, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                           check=False)
+        t = (time.perf_counter_ns() - t0) / 1e6
+        if p.returncode != 0:
+            raise BenchError(f"host python exited {p.returncode}")
+        return {"host": t}
+    return once
+
+
+def raw_case(name: str, driver: OCICLIDriver, raw_live: set[str]) -> Case:
+    root = driver.root_dir
+    features = driver.features()
+    env = clean_env()  # the same runtime environment the driver uses
+
+    def once() -> dict[str, float]:
+        sid = new_sandbox_id()
+        ws = Workspace.allocate(BENCH, sid, SandboxSpec(), features)
+        raw_live.add(sid)
+        try:
+            ws.build(RAW_ARGV, {}, "/tmp")
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            cmd = [driver.binary, "--root", str(root), *RAW_FLAGS[name],
+                   "run", "--bundle", str(ws.bundle), sid]
+            t0 = time.perf_counter_ns()
+            p = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                               check=False)
+            t = (time.perf_counter_ns() - t0) / 1e6
+            if p.returncode != 0:
+                raise BenchError(f"raw {name} run exited {p.returncode}: "
+                                 f"{p.stderr.decode(errors='replace')[-600:]}")
+        finally:
+            driver.delete(sid)        # `run` removes it on exit; --force makes sure
+            ws.teardown()
+            raw_live.discard(sid)
+        return {"raw": t}
+    return once
+
+
+def library_case(name: str, mgr: SandboxManager) -> Case:
+    def once() -> dict[str, float]:
+        t0 = time.perf_counter_ns()
+        r = mgr.run(LIB_ARGV, runtime=name)
+        t1 = time.perf_counter_ns()
+        mgr.reaper.drain()
+        t2 = time.perf_counter_ns()
+        if r.exit_code != 0:
+            raise BenchError(f"library {name} run exited {r.exit_code}: {r.stderr_text[-600:]}")
+        if r.isolation.runtime != name:
+            raise BenchError(f"library ran {r.isolation.runtime}, not {name}")
+        return {"library": (t1 - t0) / 1e6, "library_drain": (t2 - t0) / 1e6,
+                "library_in_runtime": r.duration_ms}
+    return once
+
+
+def cli_case(name: str) -> Case:
+    env = {"PATH": clean_env()["PATH"], "LANG": "C.UTF-8"}  # no CLOSEDPAW_*: defaults
+    cmd = [str(CLI), "run", "--runtime", name, "--", *LIB_ARGV]
+
+    def once() -> dict[str, float]:
+        t0 = time.perf_counter_ns()
+        p = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                           check=False)
+        t = (time.perf_counter_ns() - t0) / 1e6
+        if p.returncode != 0:
+            raise BenchError(f"CLI {name} exited {p.returncode}: "
+                             f"{p.stderr.decode(errors='replace')[-600:]}")
+        return {"cli": t}
+    return once
+
+
+# -- leak bookkeeping ------------------------------------------------------------------------
+
+def _dir_entries(d: Path) -> set[str]:
+    try:
+        return {e.name for e in os.scandir(d)}
+    except FileNotFoundError:
+        return set()
+
+
+def footprint(settings: Settings, drivers: dict[str, OCICLIDriver]) -> dict[str, list[str]]:
+    """Everything of ``settings``' that may outlive a sandbox, as sorted lists."""
+    fp: dict[str, list[str]] = {
+        "state_dirs": sorted(_dir_entries(settings.state_dir / "sandboxes")),
+        "cgroups": sorted(f"{k}/{c}" for k, v in cgroup_children(settings.cgroup_parent).items()
+                          for c in v),
+        "mounts": sorted(mounts_under(str(settings.state_dir) + "/")),
+    }
+    for name, drv in drivers.items():
+        root = settings.state_dir / name
+        fp[f"{name}_containers"] = (sorted(runtime_ids(drv.binary, ["--root", str(root)],
+                                                       LIST_ARGS[name]))
+                                    if root.exists() else [])
+    return fp
+
+
+def new_items(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {k: sorted(set(v) - set(before.get(k, []))) for k, v in after.items()
+            if set(v) - set(before.get(k, []))}
+
+
+# -- report ------------------------------------------------------------------------------------
+
+def _fmt_row(case: str, s: dict[str, Any] | None, ratio: str, floor: str) -> str:
+    lo = f"{s['min_ms']:8.1f}" if s else f"{'-':>8}"
+    med = f"{s['median_ms']:9.1f}" if s else f"{'-':>9}"
+    return f"  {case:<28}{lo}  {med}  {ratio:<26}{floor}"
+
+
+def render(results: dict[str, Any]) -> str:
+    host = results["host"]
+    lines = []
+    for name in DRIVERS:
+        d = results[name]
+        r = d["ratios"]
+        lines.append("")
+        lines.append(f"{name}  ({results['machine']['runtimes'][name]})")
+        lines.append(f"  {'case':<28}{'min ms':>8}  {'median ms':>9}  {'ratio':<26}floor")
+        lines.append(_fmt_row("host python3 -c pass", host, "", ""))
+        lines.append(_fmt_row(f"raw {name} run", d["raw"],
+                              f"{r['raw_vs_host']:.2f}x", "host"))
+        ok = "ok" if r["library_vs_raw"] <= TARGET_LIB_RATIO[name] else "MISS"
+        lines.append(_fmt_row("library mgr.run", d["library"],
+                              f"{r['library_vs_raw']:.2f}x ({ok} <= "
+                              f"{TARGET_LIB_RATIO[name]}x)", f"raw {name}"))
+        lines.append(_fmt_row("library + reaper.drain", d["library_drain"],
+                              f"{r['library_drain_vs_raw']:.2f}x", f"raw {name}"))
+        lines.append(_fmt_row("  (spawn->exit inside lib)", d["library_in_runtime"],
+                              f"{r['library_in_runtime_vs_raw']:.2f}x", f"raw {name}"))
+        ok = "ok" if r["cli_minus_library_ms"] <= TARGET_CLI_DELTA_MS else "MISS"
+        lines.append(_fmt_row("CLI closedpaw run", d["cli"],
+                              f"{r['cli_minus_library_ms']:+.1f} ms ({ok} <= "
+                              f"{TARGET_CLI_DELTA_MS:.0f})", "library"))
+    lines.append("")
+    lines.append("ratios and deltas compare medians; min-based ones are in the JSON.")
+    return "\n".join(lines)
+
+
+def ratios(d: dict[str, Any], host: dict[str, Any]) -> dict[str, float]:
+    def q(a: dict[str, Any], b: dict[str, Any], k: str) -> float:
+        return round(a[k] / b[k], 3)
+    return {
+        "raw_vs_host": q(d["raw"], host, "median_ms"),
+        "library_vs_raw": q(d["library"], d["raw"], "median_ms"),
+        "library_drain_vs_raw": q(d["library_drain"], d["raw"], "median_ms"),
+        "library_in_runtime_vs_raw": q(d["library_in_runtime"], d["raw"], "median_ms"),
+        "library_minus_raw_ms": round(d["library"]["median_ms"] - d["raw"]["median_ms"], 2),
+        "cli_minus_library_ms": round(d["cli"]["median_ms"] - d["library"]["median_ms"], 2),
+        "min_library_vs_raw": q(d["library"], d["raw"], "min_ms"),
+        "min_cli_minus_library_ms": round(d["cli"]["min_ms"] - d["library"]["min_ms"], 2),
+    }
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=15, help="measured runs per case (>= 10)")
+    ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    args = ap.parse_args(argv)
+    if args.runs < 10:
+        ap.error("--runs must be at least 10")
+    require_root()
+    if not CLI.exists():
+        ap.error(f"{CLI} not found (pip install -e . into .venv)")
+
+    mgr = SandboxManager(BENCH)
+    drivers: dict[str, OCICLIDriver] = {}
+    for name in DRIVERS:
+        drv = mgr.driver(name)  # resolves + probes (cached in data_dir/probe.json)
+        assert isinstance(drv, OCICLIDriver)
+        if drv.global_args() != ["--root", str(drv.root_dir), *RAW_FLAGS[name]]:
+            raise BenchError(f"{name}: the library's global flags {drv.global_args()} differ "
+                             f"from the raw case's; update RAW_FLAGS")
+        drivers[name] = drv
+
+    pre = footprint(BENCH, drivers)
+    if any(pre.values()):
+        raise BenchError(f"leftovers from an earlier run under {BENCH.state_dir} / "
+                         f"{BENCH.cgroup_parent}; clean them first: {pre}")
+    cli_drivers = {n: type(d)(CLI_DEFAULTS.state_dir / n) for n, d in drivers.items()}
+    cli_before = footprint(CLI_DEFAULTS, cli_drivers)
+
+    raw_live: set[str] = set()
+    cases: list[tuple[str, Case]] = [("host", host_case())]
+    for name, drv in drivers.items():
+        cases += [(f"{name}:raw", raw_case(name, drv, raw_live)),
+                  (f"{name}:library", library_case(name, mgr)),
+                  (f"{name}:cli", cli_case(name))]
+
+    samples: dict[str, dict[str, list[float]]] = {k: {} for k, _ in cases}
+    failure: BaseException | None = None
+    t_start = time.monotonic()
+    try:
+        for _key, fn in cases:
+            for _ in range(WARMUP):
+                fn()
+        for i in range(args.runs):
+            k = i % len(cases)
+            for key, fn in cases[k:] + cases[:k]:
+                for metric, ms in fn().items():
+                    samples[key].setdefault(metric, []).append(ms)
+            print(f"\rround {i + 1}/{args.runs}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+    except BaseException as e:
+        failure = e
+    finally:
+        # Cleanup whatever this process started, even after a failure.
+        mgr.close()
+        for sid in list(raw_live):
+            for drv in drivers.values():
+                drv.delete(sid)
+    elapsed = time.monotonic() - t_start
+
+    # -- leak check ---------------------------------------------------------------------------
+    leaks: dict[str, Any] = {}
+    if mgr.reaper.errors:
+        leaks["reaper_errors"] = list(mgr.reaper.errors)
+    after = footprint(BENCH, drivers)
+    leaks.update({f"bench_{k}": v for k, v in after.items() if v})
+    procs = processes_mentioning(str(BENCH.state_dir) + "/")
+    if procs:
+        leaks["bench_processes"] = procs
+    cli_new: dict[str, list[str]] = {}
+    for _ in range(10):  # the CLI drains before exiting; allow a moment for other users' runs
+        cli_new = new_items(cli_before, footprint(CLI_DEFAULTS, cli_drivers))
+        if not cli_new:
+            break
+        time.sleep(0.3)
+    leaks.update({f"cli_{k}": v for k, v in cli_new.items()})
+    if not leaks:
+        shutil.rmtree(BENCH.state_dir, ignore_errors=True)
+        bad = remove_empty_cgroup_parents(BENCH.cgroup_parent)
+        if bad:
+            leaks["bench_cgroup_parents"] = bad
+
+    if failure is not None:
+        if leaks:
+            print(f"LEAKED: {json.dumps(leaks, indent=1)}", file=sys.stderr)
+        raise failure
+
+    host = summary(samples["host"]["host"])
+    results: dict[str, Any] = {
+        "benchmark": "oneshot",
+        "command": "python3 -c pass",
+        "machine": machine_info(),
+        "config": {
+            "runs": args.runs, "warmup": WARMUP, "order": "round-robin, rotating",
+            "bench_settings": {"state_dir": str(BENCH.state_dir),
+                               "cgroup_parent": BENCH.cgroup_parent},
+            "cli_settings": {"state_dir": str(CLI_DEFAULTS.state_dir),
+                             "cgroup_parent": CLI_DEFAULTS.cgroup_parent},
+            "host_argv": HOST_ARGV, "raw_argv": RAW_ARGV, "library_argv": LIB_ARGV,
+            "raw_commands": {n: [d.binary, "--root", str(d.root_dir), *RAW_FLAGS[n], "run",
+                                 "--bundle", "<state_dir>/sandboxes/<id>", "<id>"]
+                             for n, d in drivers.items()},
+            "cli_command": [str(CLI), "run", "--runtime", "<X>", "--", *LIB_ARGV],
+            "targets": {"library_vs_raw_max": TARGET_LIB_RATIO,
+                        "cli_minus_library_max_ms": TARGET_CLI_DELTA_MS},
+            "elapsed_s": round(elapsed, 1),
+        },
+        "host": host,
+    }
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    for name in DRIVERS:
+        d = {m: summary(v) for m, v in samples[f"{name}:raw"].items()}
+        d |= {m: summary(v) for m, v in samples[f"{name}:library"].items()}
+        d |= {m: summary(v) for m, v in samples[f"{name}:cli"].items()}
+        d["ratios"] = ratios(d, host)
+        d["targets_met"] = {
+            "library": d["ratios"]["library_vs_raw"] <= TARGET_LIB_RATIO[name],
+            "cli": d["ratios"]["cli_minus_library_ms"] <= TARGET_CLI_DELTA_MS,
+        }
+        results[name] = d
+    results["leaks"] = leaks
+
+    print(render(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    os.replace(tmp, args.json)
+    print(f"\nwrote {args.json}")
+    if leaks:
+        print(f"\nLEAKED (fix before trusting anything): {json.dumps(leaks, indent=1)}",
+              file=sys.stderr)
+        return 1
+    print("cleanup verified: no containers, cgroups, mounts, processes or state dirs left")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except BenchError as e:
+        print(f"oneshot: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install what ClosedPaw needs on Debian 12: the OCI runtimes (runsc, runc), python3-venv and
+# node (used by the demo and tests), then the project's venv at .venv. Idempotent and quick when
+# everything is already there. Needs root (apt, and sandboxes need root to run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "closedpaw: error: 'make run' and 'make test' need root: they install runsc, runc and" \
+       "python3-venv with apt, and sandboxes need root for namespaces and cgroups." \
+       "Run 'sudo make run' / 'sudo make test'." >&2
+  exit 2
+fi
+
+need=()
+command -v runsc >/dev/null 2>&1 || need+=(runsc)
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing with apt: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+stamp=.venv/.closedpaw-installed
+if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  /usr/bin/python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+  touch "$stamp"
+fi

@@ -1,0 +1,100 @@
+"""Shared fixtures. Runtime tests use real runc and runsc as root; when either is missing they
+fail (never skip) with a message saying how to get it. Every test that creates sandboxes gets
+a manager whose teardown proves nothing was left behind: no containers, cgroups, mounts,
+state directories or runtime processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from closedpaw.sandbox.cgroups import CGROUP_ROOT, is_v2
+from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.settings import Settings
+
+RUNTIMES = ("runc", "runsc")
+TEST_STATE = Path(f"/run/closedpaw-test-{os.getpid()}")
+TEST_CGROUP = "closedpaw-test"
+DATA_DIR = Path(os.environ.get("CLOSEDPAW_TEST_DATA_DIR", "/var/lib/closedpaw"))
+
+
+def require_runtime(name: str) -> None:
+    if os.geteuid() != 0:
+        pytest.fail(f"this test needs root to run {name} sandboxes: run 'make test' as root "
+                    "(sudo make test)", pytrace=False)
+    if shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+        pytest.fail(f"{name} is not installed: 'apt-get install runsc runc' (make test does "
+                    "this)", pytrace=False)
+
+
+def sandbox_settings() -> Settings:
+    return Settings(state_dir=TEST_STATE, data_dir=DATA_DIR, cgroup_parent=TEST_CGROUP)
+
+
+def leftovers(settings: Settings) -> list[str]:
+    """Everything a finished manager must not leave behind."""
+    found: list[str] = []
+    sandboxes = settings.state_dir / "sandboxes"
+    if sandboxes.exists():
+        found += [f"state dir {p}" for p in sandboxes.iterdir()]
+    for rt in RUNTIMES:
+        root = settings.state_dir / rt
+        binary = shutil.which(rt, path="/usr/sbin:/usr/bin:/sbin:/bin")
+        if root.exists() and binary:
+            q = "-quiet" if rt == "runsc" else "--quiet"
+            out = subprocess.run([binary, "--root", str(root), "list", q], capture_output=True,
+                                 text=True, check=False).stdout.split()
+            found += [f"{rt} container {c}" for c in out]
+    if is_v2():
+        bases = [CGROUP_ROOT / settings.cgroup_parent]
+    else:
+        bases = [d / settings.cgroup_parent for d in CGROUP_ROOT.iterdir() if d.is_dir()]
+    for base in bases:
+        if base.is_dir():
+            found += [f"cgroup {p}" for p in base.iterdir() if p.is_dir()]
+    with open("/proc/mounts") as f:
+        found += [f"mount {line.split()[1]}" for line in f
+                  if str(settings.state_dir) in line.split()[1]]
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if str(settings.state_dir).encode() in cmd:
+            found.append(f"process {pid}: {cmd[:120]!r}")
+    return found
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return sandbox_settings()
+
+
+@pytest.fixture
+def mgr(settings: Settings, request: pytest.FixtureRequest) -> Iterator[SandboxManager]:
+    """A manager on real runtimes; fails the test if anything is left after cleanup."""
+    m = SandboxManager(settings)
+    yield m
+    m.cleanup()
+    left = leftovers(settings)
+    assert not left, f"{request.node.nodeid} leaked: {left}"
+    assert not m.reaper.errors, m.reaper.errors
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    require_runtime(name)
+    return name
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if TEST_STATE.exists():
+        shutil.rmtree(TEST_STATE, ignore_errors=True)

@@ -1,0 +1,187 @@
+"""The bundle is built by pure functions and checked by named checks; each check must catch
+the weakening it exists for."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from closedpaw.errors import BundleRejected
+from closedpaw.sandbox.bundle import CHECKS, BundleInputs, HostLimits, build_config, failures
+from closedpaw.sandbox.bundle.mounts import MASKED_PATHS, READONLY_PATHS
+from closedpaw.sandbox.bundle.oci import merge_env
+from closedpaw.sandbox.bundle.seccomp import allowed_syscalls, load_profile, to_oci
+from closedpaw.sandbox.bundle.validate import check_config
+from closedpaw.sandbox.spec import ResourceLimits
+
+HOST = HostLimits(nofile_hard=20000, nproc_hard=96365)
+
+
+def make(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = dict(
+        argv=["python3", "-c", "pass"], env=merge_env({"A": "1"}), cwd="/tmp",
+        limits=ResourceLimits(cpu_cores=0.5, memory_mb=256, disk_mb=100, max_processes=20),
+        rootfs=Path("/var/lib/closedpaw/rootfs/host-x"), cgroups_path="/closedpaw/cp-1/ctr",
+        host=HOST, machine="x86_64")
+    base.update(kw)
+    return build_config(BundleInputs(**base))
+
+
+def test_hardened_defaults() -> None:
+    c = make()
+    p = c["process"]
+    assert p["user"] == {"uid": 65534, "gid": 65534, "additionalGids": [65534]}
+    assert all(v == [] for v in p["capabilities"].values()) and len(p["capabilities"]) == 5
+    assert p["noNewPrivileges"] is True and p["terminal"] is False
+    assert c["root"]["readonly"] is True
+    assert {n["type"] for n in c["linux"]["namespaces"]} >= {"pid", "network", "ipc", "uts",
+                                                             "mount"}
+    assert set(MASKED_PATHS) <= set(c["linux"]["maskedPaths"])
+    assert "/proc/kcore" in c["linux"]["maskedPaths"]
+    assert set(READONLY_PATHS) <= set(c["linux"]["readonlyPaths"])
+    assert failures(c, HOST) == []
+
+
+def test_resources_from_limits() -> None:
+    r = make()["linux"]["resources"]
+    assert r["memory"] == {"limit": 256 << 20, "swap": 256 << 20}
+    assert r["cpu"] == {"quota": 50_000, "period": 100_000}
+    assert r["pids"] == {"limit": 20}
+    assert r["devices"] == [{"allow": False, "access": "rwm"}]
+
+
+def test_runsc_counts_processes_with_rlimit_and_keeps_host_pids_generous() -> None:
+    c = make(pids_mode="rlimit")
+    assert c["linux"]["resources"]["pids"]["limit"] >= 1024
+    nproc = [r for r in c["process"]["rlimits"] if r["type"] == "RLIMIT_NPROC"]
+    assert nproc == [{"type": "RLIMIT_NPROC", "hard": 20, "soft": 20}]
+    assert not [r for r in make()["process"]["rlimits"] if r["type"] == "RLIMIT_NPROC"]
+
+
+def test_rlimits_never_exceed_the_host() -> None:
+    c = make(host=HostLimits(nofile_hard=256, nproc_hard=10), pids_mode="rlimit")
+    rl = {r["type"]: r for r in c["process"]["rlimits"]}
+    assert rl["RLIMIT_NOFILE"]["hard"] == 256
+    assert rl["RLIMIT_NPROC"]["hard"] == 10
+    assert rl["RLIMIT_CORE"]["hard"] == 0
+
+
+def test_tmp_is_a_sized_tmpfs_and_usr_is_read_only() -> None:
+    mounts = {m["destination"]: m for m in make()["mounts"]}
+    assert mounts["/tmp"]["type"] == "tmpfs" and "size=100m" in mounts["/tmp"]["options"]
+    assert {"ro", "nosuid", "nodev"} <= set(mounts["/usr"]["options"])
+    assert mounts["/usr"]["source"] == "/usr"
+    assert "/etc" not in mounts and "/" not in mounts
+    assert "/input" not in mounts and "/output" not in mounts
+
+
+def test_input_read_only_output_writable() -> None:
+    mounts = {m["destination"]: m for m in make(input_dir=Path("/s/in"),
+                                                output_dir=Path("/s/out"))["mounts"]}
+    assert "ro" in mounts["/input"]["options"]
+    assert "rw" in mounts["/output"]["options"]
+
+
+def test_environment_is_never_the_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    env = make()["process"]["env"]
+    assert not any("hunter2" in e for e in env)
+    keys = [e.split("=")[0] for e in env]
+    assert set(keys) == {"PATH", "HOME", "LANG", "TMPDIR", "A"}
+    assert len(os.environ) > len(env) or "SECRET_TOKEN" not in keys
+
+
+def test_seccomp_is_default_deny_and_blocks_namespace_clones() -> None:
+    s = make()["linux"]["seccomp"]
+    assert s["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert s["architectures"] == ["SCMP_ARCH_X86_64"]
+    allowed = allowed_syscalls(s)
+    for bad in ("mount", "unshare", "setns", "ptrace", "bpf", "keyctl", "init_module",
+                "kexec_load", "io_uring_setup", "perf_event_open", "userfaultfd", "chroot",
+                "pivot_root", "process_vm_readv", "open_by_handle_at", "reboot"):
+        assert bad not in allowed, bad
+    clone = next(r for r in s["syscalls"] if r["names"] == ["clone"])
+    assert clone["args"] == [{"index": 0, "value": 0x7E020000, "valueTwo": 0,
+                              "op": "SCMP_CMP_MASKED_EQ"}]
+    clone3 = next(r for r in s["syscalls"] if r["names"] == ["clone3"])
+    assert clone3 == {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
+
+
+def test_seccomp_under_gvisor_lets_clone3_reach_the_sentry() -> None:
+    s = make(gvisor=True)["linux"]["seccomp"]
+    assert "clone3" in allowed_syscalls(s)
+    assert "mount" not in allowed_syscalls(s)
+
+
+def test_seccomp_arm64_drops_legacy_calls() -> None:
+    s = to_oci(load_profile(), "aarch64")
+    assert s["architectures"] == ["SCMP_ARCH_AARCH64"]
+    assert "open" not in allowed_syscalls(s) and "openat" in allowed_syscalls(s)
+    with pytest.raises(ValueError, match="architecture"):
+        to_oci(load_profile(), "mips")
+
+
+def test_build_is_pure() -> None:
+    assert make() == make()
+
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def _mount(c: dict[str, Any], dest: str) -> dict[str, Any]:
+    return next(m for m in c["mounts"] if m["destination"] == dest)
+
+
+MUTATIONS: dict[str, Mutation] = {
+    "user_is_nobody": lambda c: c["process"]["user"].update(uid=0),
+    "capabilities_empty": lambda c: c["process"]["capabilities"]["bounding"].append(
+        "CAP_SYS_ADMIN"),
+    "no_new_privileges": lambda c: c["process"].update(noNewPrivileges=False),
+    "root_readonly": lambda c: c["root"].update(readonly=False),
+    "masked_and_readonly_paths": lambda c: c["linux"]["maskedPaths"].remove("/proc/kcore"),
+    "namespaces": lambda c: c["linux"]["namespaces"].pop(1),
+    "seccomp_default_deny": lambda c: c["linux"]["seccomp"].update(
+        defaultAction="SCMP_ACT_ALLOW"),
+    "memory_limit": lambda c: c["linux"]["resources"]["memory"].update(swap=-1),
+    "cpu_quota": lambda c: c["linux"]["resources"]["cpu"].update(quota=0),
+    "process_limit": lambda c: c["linux"]["resources"]["pids"].update(limit=0),
+    "tmp_is_sized_tmpfs": lambda c: _mount(c, "/tmp")["options"].remove("size=100m"),
+    "mounts_are_safe": lambda c: c["mounts"].append(
+        {"destination": "/host", "type": "bind", "source": "/", "options": ["rbind", "ro"]}),
+    "rlimits_within_host": lambda c: c["process"]["rlimits"][0].update(hard=10**6),
+    "environment_clean": lambda c: c["process"]["env"].append("SSH_AUTH_SOCK=/x"),
+    "working_dir_absolute": lambda c: c["process"].update(cwd="tmp"),
+}
+
+
+def test_every_check_has_a_mutation() -> None:
+    assert {name for name, _ in CHECKS} == set(MUTATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_each_check_catches_its_weakening(name: str) -> None:
+    c = copy.deepcopy(make())
+    MUTATIONS[name](c)
+    failed = [n for n, _ in failures(c, HOST)]
+    assert name in failed
+    with pytest.raises(BundleRejected, match=name):
+        check_config(c, HOST)
+
+
+def test_more_weakenings_are_caught() -> None:
+    c = make()
+    c["linux"]["seccomp"]["syscalls"][0]["names"].append("mount")
+    c["mounts"].append({"destination": "/data", "type": "bind", "source": "/srv",
+                        "options": ["rbind", "rw", "nosuid", "nodev"]})
+    c["linux"]["namespaces"].append({"type": "network", "path": "/proc/1/ns/net"})
+    names = {n for n, _ in failures(c, HOST)}
+    assert {"seccomp_default_deny", "mounts_are_safe", "namespaces"} <= names
+
+
+def test_a_malformed_config_fails_rather_than_crashes() -> None:
+    assert failures({"process": {}}, HOST)
