@@ -5,6 +5,7 @@ state directories or runtime processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from closedpaw.settings import Settings
 
 RUNTIMES = ("runc", "runsc")
 TEST_STATE = Path(f"/run/closedpaw-test-{os.getpid()}")
-TEST_CGROUP = "closedpaw-test"
+TEST_CGROUP = f"closedpaw-test-{os.getpid()}"
 DATA_DIR = Path(os.environ.get("CLOSEDPAW_TEST_DATA_DIR", "/var/lib/closedpaw"))
 
 
@@ -98,3 +99,7 @@ def runtime(request: pytest.FixtureRequest) -> str:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if TEST_STATE.exists():
         shutil.rmtree(TEST_STATE, ignore_errors=True)
+    if CGROUP_ROOT.is_dir():
+        for d in [CGROUP_ROOT, *CGROUP_ROOT.iterdir()]:
+            with contextlib.suppress(OSError):
+                (d / TEST_CGROUP).rmdir()

@@ -55,6 +55,8 @@ class Settings:
             kwargs["state_dir"] = Path(v)
         if v := env.get("CLOSEDPAW_DATA_DIR"):
             kwargs["data_dir"] = Path(v)
+        if v := env.get("CLOSEDPAW_CGROUP_PARENT"):
+            kwargs["cgroup_parent"] = v
         if v := env.get("CLOSEDPAW_RUNTIME"):
             kwargs["runtime"] = v
         for key, name in (("max_sandboxes", "CLOSEDPAW_MAX_SANDBOXES"),
