@@ -124,3 +124,27 @@ def test_help_is_true() -> None:
     for flag in ("--runtime", "--memory", "--cpus", "--pids", "--timeout", "--input",
                  "--output", "--json"):
         assert flag in p.stdout
+
+
+@pytest.mark.parametrize(("rt", "sig"), [("runc", "SIGINT"), ("runsc", "SIGINT"),
+                                         ("runc", "SIGTERM")])
+def test_interrupt_kills_and_removes_the_sandbox(rt: str, sig: str) -> None:
+    import signal
+    import time
+
+    require_runtime(rt)
+    s = sandbox_settings()
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CLOSEDPAW_STATE_DIR": str(s.state_dir),
+           "CLOSEDPAW_DATA_DIR": str(s.data_dir), "CLOSEDPAW_CGROUP_PARENT": TEST_CGROUP}
+    p = subprocess.Popen([CLI, "run", "--runtime", rt, "--", "sh", "-c", "echo up; sleep 60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert p.stdout is not None
+    assert p.stdout.readline() == b"up\n"
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert b"interrupted" in err
+    deadline = time.monotonic() + 10
+    while leftovers(s) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not leftovers(s)

@@ -115,6 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         mgr = SandboxManager()
         sink = None if args.json else _stream
+        _interrupt_on_termination()
         try:
             result = mgr.run(cmd, spec, runtime=args.runtime, stdin=stdin, sink=sink)
         finally:
@@ -142,6 +143,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"closedpaw: killed: out of memory ({spec.limits.memory_mb} MiB)\n")
         return EXIT_KILLED
     return result.exit_code
+
+
+def _interrupt_on_termination() -> None:
+    """SIGTERM/SIGHUP become KeyboardInterrupt, so the sandbox is killed and deleted by id
+    (the runtime runs in its own session and would otherwise outlive us)."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
 
 
 def _stream(name: str, data: bytes) -> None:
