@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from closedpaw.errors import ConfigError
@@ -32,7 +32,6 @@ class Settings:
     max_sandboxes: int = 32
     output_cap_bytes: int = 1024 * 1024
     cgroup_parent: str = "closedpaw"
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_CHOICES:
