@@ -8,6 +8,6 @@ from adversarial_support import uid_processes
 
 
 @pytest.fixture
-def uid_baseline() -> dict[int, tuple[str, str]]:
+def uid_baseline() -> dict[int, tuple[str, str, str]]:
     """Host processes of the sandbox uid (65534) that existed before the test."""
     return uid_processes()

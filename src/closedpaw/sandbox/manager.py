@@ -127,9 +127,9 @@ class SandboxManager:
                             cap=spec.limits.output_cap_bytes, stdin_data=stdin, sink=sink,
                             log_file=log, started=t0)
             err = runtime_failure(driver, "run", out)
-            if err is not None:
-                raise err
             oom = ws.cgroups.oom_kills_since_last(container_removed=True) > 0
+            if err is not None and not oom:  # under runsc an OOM may take the Sentry with it
+                raise err
             usage = ws.cgroups.usage()
             files: list[str] = []
             skipped: list[SkippedFile] = []

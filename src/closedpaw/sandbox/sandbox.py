@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from closedpaw.errors import SandboxStateError, SandboxTimeout
 from closedpaw.sandbox.drivers.base import Driver
+from closedpaw.sandbox.drivers.errors import missing_executable
 from closedpaw.sandbox.execute import Outcome, runtime_failure, supervise
 from closedpaw.sandbox.files import collect_output
 from closedpaw.sandbox.output import OutputSink
@@ -230,9 +231,13 @@ class Sandbox:
         err = runtime_failure(self.driver, "exec", out)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(log)
-        if err is not None:
-            raise err
         oom = ws.cgroups.oom_kills_since_last(container_removed=False) > 0
+        if err is not None and not oom:
+            # The runtime failed, not the command. If the container died under us, say so.
+            if self.refresh_status() is SandboxStatus.STOPPED:
+                raise SandboxStateError(f"sandbox {self.id} stopped while running "
+                                        f"{req.argv[0]!r}: {err}") from err
+            raise err
         after = ws.cgroups.usage()
         cpu = (None if after.cpu_time_ms is None or before.cpu_time_ms is None
                else after.cpu_time_ms - before.cpu_time_ms)
@@ -249,7 +254,8 @@ class Sandbox:
         c = out.captured
         exit_code = out.exit_code
         stderr = c.stderr
-        if out.runtime_error and exit_code != 0 and not out.killed_by_us:
+        if (out.runtime_error and exit_code != 0 and not out.killed_by_us and not oom
+                and missing_executable(out.runtime_error)):
             # The runtime could not start the command: report it as the shell would.
             exit_code = 127
             cmd = argv[0] if argv else "command"

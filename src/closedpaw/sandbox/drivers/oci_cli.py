@@ -15,6 +15,12 @@ from closedpaw.sandbox.drivers.errors import map_runtime_error
 
 __all__ = ["OCICLIDriver", "clean_env"]
 
+# Runtime messages that mean "that container (or its whole sandbox) no longer exists or no
+# longer runs": a kill or delete of it has nothing left to do. "connection refused" is runsc
+# failing to reach the control server of a Sentry that died (e.g. picked by the OOM killer).
+_GONE = ("does not exist", "not exist", "not found", "not running", "container is stopped",
+         "connection refused")
+
 _SEARCH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin")
 
 
@@ -56,8 +62,7 @@ class OCICLIDriver:
                            env=clean_env(), stdin=subprocess.DEVNULL, check=False)
         if p.returncode != 0:
             low = p.stderr.lower()
-            if ok_missing and ("does not exist" in low or "not exist" in low
-                               or "not found" in low):
+            if ok_missing and any(g in low for g in _GONE):
                 return p
             raise map_runtime_error(self.name, action, p.stderr, p.returncode)
         return p
