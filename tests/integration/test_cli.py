@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,15 @@ def cli(*args: str, user: tuple[int, int] | None = None,
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> object:
+    """``closedpaw run`` hands teardown to a detached child and exits; that child must have
+    removed everything shortly after."""
     yield
-    left = leftovers(sandbox_settings())
+    deadline = time.monotonic() + 20
+    while (left := leftovers(sandbox_settings())) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not left, left
+    errors = sandbox_settings().state_dir / "cleanup-errors.log"
+    assert not errors.exists(), errors.read_text()
 
 
 @pytest.mark.parametrize("rt", ["runc", "runsc"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -38,6 +37,8 @@ def _lib() -> ctypes.CDLL:
 
 def stage_input(src: Path, dest: Path) -> None:
     """Copy ``src`` (file or directory) into ``dest`` (created), readable by the sandbox user."""
+    import shutil  # lazy: only runs with --input
+
     try:
         st = os.lstat(src)
     except FileNotFoundError:

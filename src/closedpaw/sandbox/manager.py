@@ -54,13 +54,16 @@ class SandboxManager:
 
     ``driver`` pins one driver (tests inject a ``FakeDriver``); otherwise the runtime is
     chosen per call: the ``runtime`` argument beats ``settings.runtime`` beats ``auto``.
+    ``reaper`` replaces the default threaded teardown worker (the CLI passes a deferred one
+    and detaches it after the run).
     """
 
-    def __init__(self, settings: Settings | None = None, *, driver: Driver | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, driver: Driver | None = None,
+                 reaper: Reaper | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self._pinned = driver
         self.registry = RuntimeRegistry(self.settings, self._probe)
-        self.reaper = Reaper()
+        self.reaper = reaper or Reaper()
         self._live: dict[str, Sandbox] = {}
         self._inflight = 0
         self._lock = threading.Lock()

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
-import secrets
-import shutil
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -35,7 +32,7 @@ ID_PREFIX = "cp-"
 
 
 def new_sandbox_id() -> str:
-    return ID_PREFIX + secrets.token_hex(6)
+    return ID_PREFIX + os.urandom(6).hex()
 
 
 @lru_cache(maxsize=1)
@@ -126,7 +123,7 @@ class Workspace:
         inputs = BundleInputs(
             argv=argv, env=merge_env(self.spec.env, env), cwd=cwd, limits=self.spec.limits,
             rootfs=rootfs.path, cgroups_path=self.cgroups.cgroups_path, host=host_limits(),
-            machine=platform.machine(), pids_mode=self.features.pids_mode,
+            machine=os.uname().machine, pids_mode=self.features.pids_mode,
             gvisor=self.features.platform.startswith("gvisor"),
             input_dir=self.input_dir, output_dir=self.output_mount,
             annotations={"org.closedpaw.sandbox-id": self.sid},
@@ -153,6 +150,12 @@ class Workspace:
     def isolation(self) -> Isolation:
         return isolation_stamp(self.config, self.features)
 
+    def _remove_dir(self) -> None:
+        import shutil  # lazy: off the run path's import cost
+
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+
     def teardown(self) -> None:
         """Unmount, remove cgroups and the state dir. Idempotent; raises the first error."""
         if self._torn_down:
@@ -162,7 +165,7 @@ class Workspace:
         if self.output_mount is not None:
             out = self.output_mount
             steps.append(lambda: unmount_output(out))
-        steps.append(lambda: shutil.rmtree(self.dir) if self.dir.exists() else None)
+        steps.append(self._remove_dir)
         for step in steps:
             try:
                 step()

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from closedpaw.errors import ClosedPawError, ConfigError, RuntimeUnavailable
@@ -26,7 +25,7 @@ __all__ = ["PREFERENCE", "ProbeResult", "RuntimeRegistry"]
 
 PREFERENCE = ("runsc", "runc")
 PROBE_MARKER = "closedpaw-probe-ok"
-BUNDLE_VERSION = "1"
+BUNDLE_VERSION = "2"  # bumped when the bundle or the cache format changes
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,7 @@ class ProbeResult:
     key: str
     checked_at: float
     duration_ms: float
+    version: str = ""
 
 
 def _make_driver(name: str, settings: Settings) -> Driver:
@@ -56,10 +56,21 @@ def _cache_key(driver: Driver) -> str:
         ident = f"{binary}:{st.st_size}:{int(st.st_mtime)}"
     except OSError:
         ident = str(binary)
-    return f"{ident}|{platform.release()}|{BUNDLE_VERSION}"
+    return f"{ident}|{os.uname().release}|{BUNDLE_VERSION}"
 
 
 Prober = Callable[[Driver], tuple[bool, str]]
+
+
+def _from_cache(entry: object) -> ProbeResult | None:
+    """A cached probe answer, or ``None`` when the entry is missing or malformed."""
+    if not isinstance(entry, dict):
+        return None
+    known = {f.name for f in fields(ProbeResult)}
+    try:
+        return ProbeResult(**{k: v for k, v in entry.items() if k in known})
+    except TypeError:
+        return None
 
 
 class RuntimeRegistry:
@@ -113,9 +124,12 @@ class RuntimeRegistry:
                 self._results[name] = res
                 return res
             key = _cache_key(drv)
-            cached = self._load_cache().get(name)
-            if not fresh and cached and cached.get("key") == key and cached.get("ok"):
-                res = ProbeResult(**cached)  # type: ignore[arg-type]
+            cached = _from_cache(self._load_cache().get(name))
+            if not fresh and cached is not None and cached.key == key and cached.ok is True:
+                res = cached
+                adopt = getattr(drv, "adopt_version", None)
+                if adopt is not None:
+                    adopt(cached.version)
             else:
                 t0 = time.perf_counter()
                 try:
@@ -123,7 +137,7 @@ class RuntimeRegistry:
                 except ClosedPawError as e:
                     ok, detail = False, str(e)
                 res = ProbeResult(name, ok, detail, key, time.time(),
-                                  (time.perf_counter() - t0) * 1000)
+                                  (time.perf_counter() - t0) * 1000, drv.features().version)
                 if ok:
                     self._save_cache(res)
             self._results[name] = res

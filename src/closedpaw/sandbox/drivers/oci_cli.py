@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,13 @@ def clean_env() -> dict[str, str]:
 
 
 def find_binary(name: str) -> str | None:
-    return shutil.which(name, path=":".join(_SEARCH)) or shutil.which(name)
+    """The runtime binary, looked up in the system directories only: never the caller's PATH,
+    so a directory earlier on PATH cannot substitute its own "runsc"."""
+    for d in _SEARCH:
+        p = os.path.join(d, name)
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    return None
 
 
 class OCICLIDriver:
@@ -46,6 +51,7 @@ class OCICLIDriver:
             raise RuntimeUnavailable(f"{self.name} is not installed; {self.install_hint}")
         self.binary = found
         self._features: DriverFeatures | None = None
+        self._version: str | None = None
 
     # -- helpers --------------------------------------------------------------------------
     def global_args(self) -> list[str]:
@@ -77,7 +83,15 @@ class OCICLIDriver:
             env=clean_env(), start_new_session=True, close_fds=True,
         )
 
+    def adopt_version(self, version: str) -> None:
+        """Use a version read earlier from this very binary (the probe cache keys it by path,
+        size and mtime), sparing a ``--version`` subprocess on every CLI start."""
+        if version and self._features is None:
+            self._version = version
+
     def version(self) -> str:
+        if self._version is not None:
+            return self._version
         try:
             p = subprocess.run([self.binary, "--version"], capture_output=True, text=True,
                                timeout=10, env=clean_env(), check=False)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +92,9 @@ def prepare_host_rootfs(data_dir: Path, host_root: Path = Path("/")) -> HostRoot
     final = base / f"host-{digest}"
     if final.is_dir():
         return HostRootfs(final, digest)
+    import shutil
+    import tempfile
+
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o755)
     os.chmod(base, 0o755)

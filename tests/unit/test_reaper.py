@@ -1,0 +1,88 @@
+"""The reaper: teardown jobs run in order, failures are reported, and the deferred mode hands
+its jobs to a detached child that outlives the caller and writes nothing to its stdio."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from closedpaw.sandbox.reaper import Reaper
+
+
+def test_threaded_runs_in_order_and_keeps_going_after_a_failure() -> None:
+    r = Reaper()
+    done: list[int] = []
+
+    def boom() -> None:
+        raise OSError("disk on fire")
+
+    r.submit("one", lambda: done.append(1))
+    r.submit("two", boom)
+    r.submit("three", lambda: done.append(3))
+    r.drain()
+    assert done == [1, 3]
+    assert r.errors == ["cleanup of two failed: disk on fire"]
+
+
+def test_deferred_runs_nothing_until_drained(tmp_path: Path) -> None:
+    log = tmp_path / "errors.log"
+    r = Reaper(deferred=True, error_log=log)
+    done: list[int] = []
+    r.submit("one", lambda: done.append(1))
+    assert done == []
+    r.drain()
+    assert done == [1]
+    r.drain()  # nothing twice
+    assert done == [1] and not log.exists()
+
+
+def _wait_for(path: Path, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < end:
+        time.sleep(0.02)
+    assert path.exists(), f"{path} never appeared"
+
+
+def test_detach_runs_jobs_in_a_child_after_the_caller_exited(tmp_path: Path) -> None:
+    """A caller with a pipe on its stdout sees EOF when it exits, not when teardown ends; the
+    child runs in its own session with stdio on /dev/null and records failures in the log."""
+    marker, log = tmp_path / "done", tmp_path / "errors.log"
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        from pathlib import Path
+        from closedpaw.sandbox.reaper import Reaper
+
+        r = Reaper(deferred=True, error_log=Path({str(log)!r}))
+
+        def slow() -> None:
+            time.sleep(3)
+            fds = sorted(os.readlink(f"/proc/self/fd/{{n}}") for n in (0, 1, 2))
+            sid = os.getsid(0) == os.getpid()
+            Path({str(marker)!r}).write_text(f"{{sid}} {{fds}}")
+            print("must not reach the caller's pipe")
+
+        def boom() -> None:
+            raise RuntimeError("nope")
+
+        r.submit("slow", slow)
+        r.submit("boom", boom)
+        r.detach()
+        print("caller done", flush=True)
+    """)
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=30, check=False)
+    elapsed = time.monotonic() - t0
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "caller done\n" and p.stderr == ""
+    assert not marker.exists(), f"the caller waited for teardown ({elapsed:.2f} s)"
+    _wait_for(marker)
+    sid, fds = marker.read_text().split(" ", 1)
+    assert sid == "True"
+    assert fds == str([os.devnull] * 3)
+    _wait_for(log)
+    assert "cleanup of boom failed: nope" in log.read_text()
