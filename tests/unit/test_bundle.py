@@ -15,6 +15,7 @@ from closedpaw.errors import BundleRejected
 from closedpaw.sandbox.bundle import CHECKS, BundleInputs, HostLimits, build_config, failures
 from closedpaw.sandbox.bundle.mounts import MASKED_PATHS, READONLY_PATHS
 from closedpaw.sandbox.bundle.oci import merge_env
+from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION, MEMORY_BACKSTOP_BYTES
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls, load_profile, to_oci
 from closedpaw.sandbox.bundle.validate import check_config
 from closedpaw.sandbox.spec import ResourceLimits
@@ -48,8 +49,11 @@ def test_hardened_defaults() -> None:
 
 
 def test_resources_from_limits() -> None:
-    r = make()["linux"]["resources"]
-    assert r["memory"] == {"limit": 256 << 20, "swap": 256 << 20}
+    c = make()
+    r = c["linux"]["resources"]
+    backstop = (256 << 20) + MEMORY_BACKSTOP_BYTES
+    assert r["memory"] == {"limit": backstop, "swap": backstop}
+    assert c["annotations"][MEMORY_ANNOTATION] == str(256 << 20)
     assert r["cpu"] == {"quota": 50_000, "period": 100_000}
     assert r["pids"] == {"limit": 20}
     assert r["devices"] == [{"allow": False, "access": "rwm"}]
@@ -161,6 +165,22 @@ MUTATIONS: dict[str, Mutation] = {
 
 def test_every_check_has_a_mutation() -> None:
     assert {name for name, _ in CHECKS} == set(MUTATIONS)
+
+
+def _raise_leaf_memory(c: dict[str, Any]) -> None:
+    m = c["linux"]["resources"]["memory"]
+    m.update(limit=m["limit"] + (1 << 30), swap=m["swap"] + (1 << 30))
+
+
+@pytest.mark.parametrize("weaken", [
+    _raise_leaf_memory,
+    lambda c: c["annotations"].pop(MEMORY_ANNOTATION),
+    lambda c: c["annotations"].update({MEMORY_ANNOTATION: "lots"}),
+], ids=["leaf-above-backstop", "undeclared", "declared-garbage"])
+def test_memory_limit_check_catches_more_weakenings(weaken: Mutation) -> None:
+    c = copy.deepcopy(make())
+    weaken(c)
+    assert "memory_limit" in [n for n, _ in failures(c, HOST)]
 
 
 @pytest.mark.parametrize("name", sorted(MUTATIONS))

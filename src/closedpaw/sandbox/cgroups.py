@@ -1,17 +1,21 @@
-"""Per-sandbox cgroup accounting: peak memory, CPU time and OOM kills, read from the kernel.
+"""Per-sandbox cgroup accounting: the memory limit, peak memory, CPU time and OOM kills.
 
-The runtime puts a container at ``/<parent>/<sid>/ctr``. We own ``/<parent>/<sid>``: the
-kernel charges the container's usage to it hierarchically, so peak memory and CPU time stay
-readable after the runtime has removed its own cgroup. On cgroup v1 an eventfd registered on
-the container's ``memory.oom_control`` counts OOM kills (and fires once more when the cgroup is
-removed); on cgroup v2 the parent's ``memory.events`` counts them for the whole subtree.
+The runtime puts a container at ``/<parent>/<sid>/ctr``, a cgroup it creates and removes. We
+own ``/<parent>/<sid>`` and hold the sandbox's memory limit there; the bundle gives the
+container's own cgroup the same limit plus a small backstop
+(``bundle.resources.MEMORY_BACKSTOP_BYTES``), in case ours were ever missing. Charges are
+checked from the leaf upwards, so ours is the cgroup that reaches its limit: the kernel's OOM
+notifications (cgroup v1: an eventfd on our ``memory.oom_control``, registered in ~0.1 ms;
+v2: our ``memory.events``) count every OOM kill in the sandbox, and neither they nor peak
+memory and CPU time vanish when the runtime removes its cgroup. (A usage-threshold eventfd
+would also signal that removal, but registering one costs 15-20 ms here: the kernel waits for
+an RCU grace period.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import select
 from pathlib import Path
 
 from closedpaw.sandbox.result import ResourceUsage
@@ -54,7 +58,6 @@ class CgroupAccounting:
         self.root = root
         self.v2 = is_v2(root)
         self._efd: int | None = None
-        self._gone: int | None = None
         self._oom_seen = 0
 
     @property
@@ -66,73 +69,43 @@ class CgroupAccounting:
         return self.root / self.rel if self.v2 else self.root / controller / self.rel
 
     def prepare(self, memory_limit_bytes: int) -> None:
-        """Create our accounting cgroups and the container's memory cgroup with its limit.
-
-        runc re-applies the bundle's limit to it; runsc treats a cgroup that already exists as
-        not its own and applies nothing, so the limit is written here for both.
-        """
+        """Create our cgroups, write the sandbox's memory limit (memory+swap the same) on
+        ours, and start counting OOM kills."""
         if self.v2:
-            (self.root / self.rel).mkdir(parents=True, exist_ok=True)
+            d = self.root / self.rel
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "memory.max").write_text(str(memory_limit_bytes))
+            swap = d / "memory.swap.max"
+            if swap.exists():
+                swap.write_text("0")
             return
         self._dir("cpuacct").mkdir(parents=True, exist_ok=True)
-        mem_ctr = self._dir("memory") / "ctr"
-        mem_ctr.mkdir(parents=True, exist_ok=True)
-        (mem_ctr / "memory.limit_in_bytes").write_text(str(memory_limit_bytes))
-        memsw = mem_ctr / "memory.memsw.limit_in_bytes"
+        mem = self._dir("memory")
+        mem.mkdir(parents=True, exist_ok=True)
+        (mem / "memory.limit_in_bytes").write_text(str(memory_limit_bytes))
+        memsw = mem / "memory.memsw.limit_in_bytes"
         if memsw.exists():
             memsw.write_text(str(memory_limit_bytes))
-        # oom: counts OOMs, plus one when the cgroup is removed. gone: a usage threshold that
-        # is never crossed, so it fires only on removal - after oom's removal signal.
-        self._efd = self._register(mem_ctr, "memory.oom_control", "")
-        self._gone = self._register(mem_ctr, "memory.usage_in_bytes", " -1")
-
-    @staticmethod
-    def _register(ctr: Path, control: str, args: str) -> int:
-        efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        cfd = os.open(mem / "memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            cfd = os.open(ctr / control, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                with open(ctr / "cgroup.event_control", "w") as f:
-                    f.write(f"{efd} {cfd}{args}")
-            finally:
-                os.close(cfd)
-        except OSError:
-            os.close(efd)
-            raise
-        return efd
+            with open(mem / "cgroup.event_control", "w") as f:
+                f.write(f"{self._efd} {cfd}")
+        finally:
+            os.close(cfd)
 
-    @staticmethod
-    def _read_efd(fd: int | None) -> int:
-        if fd is None:
+    def oom_kills_since_last(self) -> int:
+        """OOM kills in the sandbox since the previous call."""
+        if self.v2:
+            total = _read_keyed(self._dir("memory") / "memory.events", "oom_kill") or 0
+            new, self._oom_seen = total - self._oom_seen, total
+            return max(0, new)
+        if self._efd is None:
             return 0
         try:
-            return os.eventfd_read(fd)
+            return os.eventfd_read(self._efd)
         except BlockingIOError:
             return 0
-
-    def oom_kills_since_last(self, container_removed: bool) -> int:
-        """OOM kills since the previous call (``container_removed``: the runtime deleted the
-        container, e.g. after a one-shot run)."""
-        if self.v2:
-            v2_total = _read_keyed(self._dir("memory") / "memory.events", "oom_kill") or 0
-            new, self._oom_seen = v2_total - self._oom_seen, v2_total
-            return max(0, new)
-        ctr = self._dir("memory") / "ctr"
-        if ctr.exists():
-            self._read_efd(self._efd)
-            total = _read_keyed(ctr / "memory.oom_control", "oom_kill")
-            if total is not None:
-                new, self._oom_seen = total - self._oom_seen, total
-                return max(0, new)
-        # The runtime removed the cgroup. OOM notifications are synchronous, so 0 means none;
-        # otherwise wait for the removal signal to tell an OOM from the removal itself.
-        seen = self._read_efd(self._efd)
-        if seen == 0:
-            return 0
-        if self._gone is not None and select.select([self._gone], [], [], 2.0)[0]:
-            seen += self._read_efd(self._efd)
-            return max(0, seen - 1)
-        return seen
 
     def usage(self) -> ResourceUsage:
         if self.v2:
@@ -146,11 +119,10 @@ class CgroupAccounting:
 
     def remove(self) -> None:
         """Remove what is left of this sandbox's cgroups in every hierarchy. Idempotent."""
-        for fd in (self._efd, self._gone):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._efd = self._gone = None
+        if self._efd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._efd)
+        self._efd = None
         bases = [self.root / self.rel] if self.v2 else [
             self.root / c / self.rel for c in _V1_CONTROLLERS]
         for base in bases:

@@ -130,7 +130,7 @@ class SandboxManager:
                             cap=spec.limits.output_cap_bytes, stdin_data=stdin, sink=sink,
                             log_file=log, started=t0)
             err = runtime_failure(driver, "run", out)
-            oom = ws.cgroups.oom_kills_since_last(container_removed=True) > 0
+            oom = ws.cgroups.oom_kills_since_last() > 0
             if err is not None and not oom:  # under runsc an OOM may take the Sentry with it
                 raise err
             usage = ws.cgroups.usage()

@@ -231,7 +231,7 @@ class Sandbox:
         err = runtime_failure(self.driver, "exec", out)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(log)
-        oom = ws.cgroups.oom_kills_since_last(container_removed=False) > 0
+        oom = ws.cgroups.oom_kills_since_last() > 0
         if err is not None and not oom:
             # The runtime failed, not the command. If the container died under us, say so.
             if self.refresh_status() is SandboxStatus.STOPPED:

@@ -17,6 +17,7 @@ from typing import Any
 
 from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
 from closedpaw.sandbox.bundle.oci import SANDBOX_GID, SANDBOX_UID, merge_env
+from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls
 from closedpaw.sandbox.cgroups import CgroupAccounting
 from closedpaw.sandbox.drivers.base import DriverFeatures
@@ -71,7 +72,7 @@ def isolation_stamp(config: Mapping[str, Any], features: DriverFeatures) -> Isol
         capabilities=tuple(proc["capabilities"]["effective"]),
         no_new_privileges=bool(proc["noNewPrivileges"]),
         namespaces=tuple(n["type"] for n in lin["namespaces"]),
-        memory_limit_mb=res["memory"]["limit"] // (1024 * 1024),
+        memory_limit_mb=int(config["annotations"][MEMORY_ANNOTATION]) // (1024 * 1024),
         cpu_cores=res["cpu"]["quota"] / res["cpu"]["period"],
         pids_limit=nproc if features.pids_mode == "rlimit" and nproc else res["pids"]["limit"],
     )
@@ -132,7 +133,7 @@ class Workspace:
         check_config(config, host_limits())
         tmp = self.dir / "config.json.tmp"
         with open(tmp, "w") as f:
-            json.dump(config, f)
+            f.write(json.dumps(config))  # dumps: the C encoder; dump(f) is pure Python
         os.replace(tmp, self.dir / "config.json")
         self.config = config
         return config
@@ -144,7 +145,7 @@ class Workspace:
         base.update(args=list(argv), env=merge_env(self.spec.env, env), cwd=cwd)
         p = self.dir / f"{name}.json"
         with open(p, "w") as f:
-            json.dump(base, f)
+            f.write(json.dumps(base))
         return p
 
     def isolation(self) -> Isolation:

@@ -14,7 +14,7 @@ from typing import Any
 from closedpaw.sandbox.bundle import mounts as _mounts
 from closedpaw.sandbox.bundle import resources as _res
 from closedpaw.sandbox.bundle import seccomp as _seccomp
-from closedpaw.sandbox.spec import ResourceLimits
+from closedpaw.sandbox.spec import MIB, ResourceLimits
 
 __all__ = ["BASE_ENV", "NAMESPACES", "SANDBOX_GID", "SANDBOX_UID", "BundleInputs",
            "build_config", "merge_env"]
@@ -79,7 +79,8 @@ def build_config(b: BundleInputs) -> dict[str, Any]:
         "hostname": b.hostname,
         "mounts": [*_mounts.base_mounts(disk_mb=b.limits.disk_mb, usr_source=b.usr_source),
                    *_mounts.file_mounts(input_dir=b.input_dir, output_dir=b.output_dir)],
-        "annotations": dict(b.annotations),
+        "annotations": {**b.annotations,
+                        _res.MEMORY_ANNOTATION: str(b.limits.memory_mb * MIB)},
         "linux": {
             "namespaces": [{"type": t} for t in NAMESPACES],
             "cgroupsPath": b.cgroups_path,

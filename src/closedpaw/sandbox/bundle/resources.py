@@ -13,11 +13,18 @@ from typing import Any, Literal
 
 from closedpaw.sandbox.spec import MIB, ResourceLimits
 
-__all__ = ["CPU_PERIOD_US", "RUNSC_MIN_PIDS", "HostLimits", "cgroup_resources", "rlimits"]
+__all__ = ["CPU_PERIOD_US", "MEMORY_ANNOTATION", "MEMORY_BACKSTOP_BYTES", "RUNSC_MIN_PIDS",
+           "HostLimits", "cgroup_resources", "rlimits"]
 
 CPU_PERIOD_US = 100_000
 RUNSC_MIN_PIDS = 1024
 NOFILE = 1024
+# The sandbox's memory limit is held by the engine's own cgroup, the parent of the runtime's
+# (see closedpaw.sandbox.cgroups); the container's cgroup gets it plus this backstop, so the
+# parent is the one that reaches its limit and counts the OOM kills. The annotation records
+# the sandbox's limit in the bundle.
+MEMORY_BACKSTOP_BYTES = 1024 * 1024
+MEMORY_ANNOTATION = "org.closedpaw.memory-limit-bytes"
 
 PidsMode = Literal["cgroup", "rlimit"]
 
@@ -31,7 +38,7 @@ class HostLimits:
 
 
 def cgroup_resources(limits: ResourceLimits, pids_mode: PidsMode) -> dict[str, Any]:
-    mem = limits.memory_mb * MIB
+    mem = limits.memory_mb * MIB + MEMORY_BACKSTOP_BYTES
     pids = limits.max_processes if pids_mode == "cgroup" else max(RUNSC_MIN_PIDS,
                                                                    limits.max_processes)
     return {

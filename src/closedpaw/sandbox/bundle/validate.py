@@ -13,7 +13,11 @@ from typing import Any
 from closedpaw.errors import BundleRejected
 from closedpaw.sandbox.bundle.mounts import MASKED_PATHS, READONLY_PATHS
 from closedpaw.sandbox.bundle.oci import NAMESPACES, SANDBOX_GID, SANDBOX_UID
-from closedpaw.sandbox.bundle.resources import HostLimits
+from closedpaw.sandbox.bundle.resources import (
+    MEMORY_ANNOTATION,
+    MEMORY_BACKSTOP_BYTES,
+    HostLimits,
+)
 
 __all__ = ["CHECKS", "check_config", "failures"]
 
@@ -87,7 +91,14 @@ def memory_limit(c: Config, _: HostLimits) -> str | None:
     m = c["linux"].get("resources", {}).get("memory", {})
     if not m.get("limit") or m["limit"] <= 0:
         return "no memory limit"
-    return None if m.get("swap") == m["limit"] else "memory+swap limit differs from memory limit"
+    if m.get("swap") != m["limit"]:
+        return "memory+swap limit differs from memory limit"
+    declared = str(c.get("annotations", {}).get(MEMORY_ANNOTATION, ""))
+    if not declared.isdigit() or int(declared) <= 0:
+        return f"the sandbox's memory limit is not declared ({MEMORY_ANNOTATION})"
+    if m["limit"] > int(declared) + MEMORY_BACKSTOP_BYTES:
+        return "the container's memory limit exceeds the sandbox's limit plus the backstop"
+    return None
 
 
 def cpu_quota(c: Config, _: HostLimits) -> str | None:
