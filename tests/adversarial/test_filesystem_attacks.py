@@ -261,3 +261,43 @@ def test_input_is_read_only(mgr: SandboxManager, runtime: str, tmp_path: Path) -
         assert f[name]["errno"] in ("EROFS", "EACCES", "EPERM"), (name, f[name])
     assert f["read"]["value"] == "input\n"
     assert snapshot(inp) == before
+
+
+def test_working_directory_cannot_create_host_directories(mgr: SandboxManager, runtime: str,
+                                                          tmp_path: Path) -> None:
+    """A missing working directory would be created by the runtime before the root turns
+    read-only: runc in the shared image, runsc's root gofer even through the read-only /usr
+    bind. Such specs are refused before any runtime sees them, and exec into a live sandbox
+    with a missing directory is an error of that exec only."""
+    from closedpaw.errors import SpecError
+
+    marker = "closedpaw-adv-wd-" + secrets.token_hex(6)
+    rootfs = prepare_host_rootfs(mgr.settings.data_dir).path
+    before = snapshot(rootfs)
+    usr_before = os.stat("/usr").st_mtime_ns
+    (tmp_path / "in").mkdir()
+    attempts = [f"/{marker}", f"/usr/{marker}", f"/etc/{marker}", f"/bin/{marker}",
+                f"/var/tmp/{marker}", f"/input/{marker}", f"/etc/alternatives/../{marker}"]
+    for wd in attempts:
+        with pytest.raises(SpecError, match="workdir"):
+            mgr.run(["true"], spec(workdir=wd, input_path=tmp_path / "in"), runtime=runtime)
+    with mgr.create(spec(), runtime=runtime) as sb:
+        for wd in (f"/usr/{marker}", f"/{marker}", f"/tmp/{marker}"):
+            with pytest.raises(SpecError, match="workdir"):
+                sb.exec(["true"], workdir=wd)
+        ok = sb.exec(["/bin/sh", "-c", f"mkdir /tmp/{marker}"])
+        assert ok.exit_code == 0, ok
+        r = sb.exec(["python3", "-c", "import os; print(os.getcwd())"],
+                    workdir=f"/tmp/{marker}")
+        assert r.stdout_text == f"/tmp/{marker}\n", r
+    assert snapshot(rootfs) == before
+    assert os.stat("/usr").st_mtime_ns == usr_before
+    for d in ("/", "/usr", "/etc", "/var/tmp", str(rootfs), str(rootfs / "etc")):
+        assert not list(Path(d).glob(marker + "*")), f"{marker} created in host {d}"
+
+
+def test_non_executable_command_is_126(mgr: SandboxManager, runtime: str) -> None:
+    for argv in (["/etc/passwd"], ["/tmp"]):
+        r = mgr.run(argv, spec(), runtime=runtime)
+        assert r.exit_code == 126, r
+        assert b"permission denied" in r.stderr

@@ -14,8 +14,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from closedpaw.errors import SpecError
 from closedpaw.sandbox.drivers.base import Driver, Process
-from closedpaw.sandbox.drivers.errors import map_runtime_error, missing_executable
+from closedpaw.sandbox.drivers.errors import (
+    command_start_failure,
+    map_runtime_error,
+    missing_workdir,
+)
 from closedpaw.sandbox.output import Captured, OutputSink, pump
 
 __all__ = ["Outcome", "supervise"]
@@ -98,6 +103,10 @@ def _runtime_errors(log_file: Path) -> str:
 
 def runtime_failure(driver: Driver, action: str, outcome: Outcome) -> Exception | None:
     """Map a runtime's own failure (not the program's) to an exception, if there was one."""
-    if not outcome.runtime_error or missing_executable(outcome.runtime_error):
+    if not outcome.runtime_error or command_start_failure(outcome.runtime_error):
         return None
+    if missing_workdir(outcome.runtime_error):
+        return SpecError("workdir", "cannot be entered in the sandbox: it is missing, not a "
+                         "directory, or closed to the sandbox user (create it first, e.g. "
+                         "with mkdir -p in an earlier command)")
     return map_runtime_error(driver.name, action, outcome.runtime_error, outcome.exit_code)

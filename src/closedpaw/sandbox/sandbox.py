@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from closedpaw.errors import SandboxStateError, SandboxTimeout
 from closedpaw.sandbox.drivers.base import Driver
-from closedpaw.sandbox.drivers.errors import missing_executable
+from closedpaw.sandbox.drivers.errors import command_start_failure
 from closedpaw.sandbox.execute import Outcome, runtime_failure, supervise
 from closedpaw.sandbox.files import collect_output
 from closedpaw.sandbox.output import OutputSink
@@ -254,12 +254,14 @@ class Sandbox:
         c = out.captured
         exit_code = out.exit_code
         stderr = c.stderr
-        if (out.runtime_error and exit_code != 0 and not out.killed_by_us and not oom
-                and missing_executable(out.runtime_error)):
+        start = (command_start_failure(out.runtime_error)
+                 if out.runtime_error and exit_code != 0 and not out.killed_by_us and not oom
+                 else None)
+        if start is not None:
             # The runtime could not start the command: report it as the shell would.
-            exit_code = 127
+            exit_code, why = start
             cmd = argv[0] if argv else "command"
-            stderr = f"closedpaw: {cmd}: command not found in the sandbox\n".encode()
+            stderr = f"closedpaw: {cmd}: {why}\n".encode()
         if out.killed_by_us or oom:
             exit_code = 128 + signal.SIGKILL
         return ExecutionResult(

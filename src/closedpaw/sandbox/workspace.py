@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import resource
+import stat
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from closedpaw.errors import SpecError
 from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
 from closedpaw.sandbox.bundle.oci import SANDBOX_GID, SANDBOX_UID, merge_env
 from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION
@@ -78,6 +80,70 @@ def isolation_stamp(config: Mapping[str, Any], features: DriverFeatures) -> Isol
     )
 
 
+_MAX_LINKS = 40
+
+
+def _under(path: str, dest: str) -> bool:
+    return path == dest or path.startswith(dest.rstrip("/") + "/")
+
+
+def _on_host(path: str, rootfs: Path, mounts: Sequence[Mapping[str, Any]]) -> Path | None:
+    """Where the sandbox path ``path`` lives on the host before the sandbox starts, or
+    ``None`` for a mount point of a kernel or tmpfs filesystem (an empty directory then)."""
+    best: Mapping[str, Any] | None = None
+    for m in mounts:
+        if _under(path, m["destination"]) and (
+                best is None or len(m["destination"]) > len(best["destination"])):
+            best = m
+    if best is None:
+        return rootfs / path.lstrip("/")
+    rest = path[len(best["destination"]):].lstrip("/")
+    if best["type"] == "bind":
+        return Path(best["source"]) / rest
+    if rest:  # inside a fresh tmpfs, /proc or /sys: nothing exists there before start
+        return Path("/nonexistent/closedpaw") / rest
+    return None
+
+
+def check_workdir(cwd: str, rootfs: Path, mounts: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a working directory that does not exist when the sandbox starts.
+
+    Runtimes create a missing working directory before the root is made read-only, i.e. on
+    the host: runc in the image, runsc (whose gofer runs as root) even through a read-only
+    bind such as /usr. So it must exist already: in the image, in a bound directory, or as a
+    mount point (/tmp, /output). Links are followed as the sandbox would see them; nothing
+    outside the image and its mounts is consulted.
+    """
+    todo = [p for p in cwd.split("/") if p and p != "."]
+    cur = "/"
+    hops = 0
+    while todo:
+        name = todo.pop(0)
+        if name == "..":
+            cur = os.path.dirname(cur.rstrip("/")) or "/"
+            continue
+        nxt = cur.rstrip("/") + "/" + name
+        host = _on_host(nxt, rootfs, mounts)
+        if host is not None:
+            try:
+                st = os.lstat(host)
+            except OSError:
+                raise SpecError("workdir", f"{cwd} does not exist in the sandbox; use /tmp "
+                                "(the default), /output or a directory of the image") from None
+            if stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > _MAX_LINKS:
+                    raise SpecError("workdir", f"{cwd}: too many levels of symbolic links")
+                target = os.readlink(host)
+                todo = [p for p in target.split("/") if p and p != "."] + todo
+                if target.startswith("/"):
+                    cur = "/"
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                raise SpecError("workdir", f"{cwd}: {nxt} is not a directory")
+        cur = nxt
+
+
 class Workspace:
     """Host-side state of one sandbox under ``settings.state_dir/sandboxes/<id>``."""
 
@@ -131,6 +197,7 @@ class Workspace:
         )
         config = build_config(inputs)
         check_config(config, host_limits())
+        check_workdir(cwd, rootfs.path, config["mounts"])
         tmp = self.dir / "config.json.tmp"
         with open(tmp, "w") as f:
             f.write(json.dumps(config))  # dumps: the C encoder; dump(f) is pure Python
