@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print JSON")
     d.add_argument("--fresh", action="store_true", help="re-probe instead of using the cache")
 
+    g = sub.add_parser("gc", help="remove sandboxes left behind by a process that died",
+                       description="Find containers, cgroups, mounts and state directories "
+                       "of sandboxes whose owning process is gone, and remove them. Sandboxes "
+                       "of living processes are left alone. Exit 1 if anything could not be "
+                       "removed.")
+    g.add_argument("--json", action="store_true", help="print JSON")
+
     sub.add_parser("demo", help="run Python, node and shell snippets in the sandbox and show "
                    "what protected them")
     return p
@@ -185,6 +192,26 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if report["usable"] else 1
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from closedpaw.errors import ClosedPawError
+    from closedpaw.sandbox.manager import SandboxManager
+
+    try:
+        report = SandboxManager().gc()
+    except ClosedPawError as e:
+        _die(str(e))
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+    else:
+        for line in report.details:
+            sys.stdout.write(f"found {line}\n")
+        sys.stdout.write(f"removed {len(report.removed)} sandbox(es), left "
+                         f"{len(report.live)} live one(s) alone\n")
+        for err in report.errors:
+            sys.stderr.write(f"closedpaw: could not remove {err}\n")
+    return 1 if report.errors else 0
+
+
 def cmd_demo(_: argparse.Namespace) -> int:
     from closedpaw.cli.demo import main as demo_main
 
@@ -197,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handlers = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo}
+    handlers = {"run": cmd_run, "doctor": cmd_doctor, "gc": cmd_gc, "demo": cmd_demo}
     try:
         return handlers[args.command](args)
     except BrokenPipeError:

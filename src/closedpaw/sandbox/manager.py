@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from closedpaw.errors import (
     RuntimeUnavailable,
@@ -29,6 +30,9 @@ from closedpaw.sandbox.sandbox import Sandbox, SandboxStatus
 from closedpaw.sandbox.spec import ExecRequest, ResourceLimits, SandboxSpec
 from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
 from closedpaw.settings import Settings
+
+if TYPE_CHECKING:
+    from closedpaw.sandbox.reconcile import GcReport
 
 __all__ = ["SandboxInfo", "SandboxManager", "require_root"]
 
@@ -200,6 +204,25 @@ class SandboxManager:
             b.delete()
         self.reaper.drain()
         return len(boxes)
+
+    def gc(self) -> GcReport:
+        """Remove leftovers of sandboxes whose owning process died (see
+        :mod:`closedpaw.sandbox.reconcile`). Live sandboxes, this manager's or another
+        process's, are left alone."""
+        from closedpaw.sandbox.drivers.detect import PREFERENCE
+        from closedpaw.sandbox.reconcile import collect_garbage
+
+        drivers: dict[str, Driver] = {}
+        if self._pinned is not None:
+            drivers[self._pinned.name] = self._pinned
+        else:
+            require_root()
+            for name in PREFERENCE:
+                try:
+                    drivers[name] = self.registry.driver(name)
+                except RuntimeUnavailable:
+                    continue
+        return collect_garbage(self.settings, drivers)
 
     def close(self) -> None:
         self.cleanup()

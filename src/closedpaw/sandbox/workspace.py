@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from closedpaw.errors import SpecError
+from closedpaw.sandbox import ownership
 from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
 from closedpaw.sandbox.bundle.oci import SANDBOX_GID, SANDBOX_UID, merge_env
 from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION
@@ -160,6 +161,7 @@ class Workspace:
         self.cgroups = CgroupAccounting(settings.cgroup_parent, sid)
         self.config: dict[str, Any] = {}
         self._torn_down = False
+        self._lock_fd: int | None = None
 
     @classmethod
     def allocate(cls, settings: Settings, sid: str, spec: SandboxSpec,
@@ -173,7 +175,7 @@ class Workspace:
         return ws
 
     def _allocate(self) -> None:
-        self.dir.mkdir(parents=True, mode=0o711)
+        self._lock_fd = ownership.claim(self.dir)
         if self.spec.input_path is not None:
             self.input_dir = self.dir / "input"
             stage_input(self.spec.input_path, self.input_dir)
@@ -219,10 +221,8 @@ class Workspace:
         return isolation_stamp(self.config, self.features)
 
     def _remove_dir(self) -> None:
-        import shutil  # lazy: off the run path's import cost
-
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
+        fd, self._lock_fd = self._lock_fd, None
+        ownership.remove(self.dir, fd)
 
     def teardown(self) -> None:
         """Unmount, remove cgroups and the state dir. Idempotent; raises the first error."""

@@ -1,0 +1,110 @@
+"""Who owns a sandbox's state: an ``flock`` on ``<state dir>/.lock``, held for its whole life.
+
+:func:`claim` creates the state directory under a temporary name, locks its ``.lock`` file
+and only then renames it into place, so a directory that can be seen under its real name is
+always locked by a living owner - or its owner is dead. The lock belongs to the open file
+description: a forked teardown child (the CLI's) keeps holding it after the parent exits, and
+the kernel drops it when the last holder dies, however it died. :func:`orphaned` takes the
+lock of a sandbox whose owner is gone, which is how ``closedpaw gc`` tells leftovers of a
+killed process from live sandboxes of another one - no pid files, no pid reuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from pathlib import Path
+
+__all__ = ["LOCK_NAME", "NEW_PREFIX", "claim", "orphaned", "release", "remove"]
+
+LOCK_NAME = ".lock"
+NEW_PREFIX = ".new-"
+# A directory still under its temporary name is being created; after this long it is not.
+CREATING_GRACE_S = 60.0
+
+
+def claim(path: Path) -> int:
+    """Create ``path`` (mode 0711) owned by the caller; returns the lock's fd (close it with
+    :func:`release` after the directory is gone)."""
+    tmp = path.with_name(NEW_PREFIX + path.name)
+    tmp.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+    tmp.mkdir(mode=0o711)
+    try:
+        fd = os.open(tmp / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(tmp, path)
+        except BaseException:
+            os.close(fd)
+            raise
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp / LOCK_NAME)
+        with contextlib.suppress(OSError):
+            os.rmdir(tmp)
+        raise
+    return fd
+
+
+def release(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def orphaned(path: Path) -> int | None:
+    """Take over ``path`` if its owner is gone: returns a locked fd, or ``None`` while a
+    living process owns it (or it is still being created, or is already gone)."""
+    try:
+        age = time.time() - os.lstat(path).st_mtime
+    except FileNotFoundError:
+        return None
+    if path.name.startswith(NEW_PREFIX) and age < CREATING_GRACE_S:
+        return None
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(path / LOCK_NAME, flags)
+    except FileNotFoundError:
+        # No lock: the owner is removing the directory right now (the lock goes last), or it
+        # predates locks. Only a directory that has not changed for a while is taken.
+        if age < CREATING_GRACE_S:
+            return None
+        try:
+            fd = os.open(path / LOCK_NAME, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            return None
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove(path: Path, fd: int | None) -> None:
+    """Remove an owned state directory: everything, then the lock file, then the lock."""
+    import shutil  # lazy: off the run path's import cost
+
+    try:
+        try:
+            entries = list(os.scandir(path))
+        except FileNotFoundError:
+            return
+        for e in entries:
+            if e.name == LOCK_NAME:
+                continue
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path / LOCK_NAME)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(path)
+    finally:
+        release(fd)

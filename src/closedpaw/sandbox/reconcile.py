@@ -1,0 +1,153 @@
+"""Reconciliation: find and remove what a crashed owner left behind (``closedpaw gc``).
+
+Everything ClosedPaw creates for a sandbox is named by its id (``cp-`` + 12 hex digits): the
+state directory ``<state_dir>/sandboxes/<id>`` (bundle, staged /input, the /output tmpfs),
+the container in the runtime's root ``<state_dir>/<runtime>``, and the cgroups
+``<cgroup_parent>/<id>``. A sandbox is garbage when its owner is gone, which the owner's lock
+on the state directory tells (:mod:`closedpaw.sandbox.ownership`); containers and cgroups with
+no state directory at all are garbage too, since the directory is made first and removed last.
+Live sandboxes of other processes are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from closedpaw.sandbox import ownership
+from closedpaw.sandbox.cgroups import CGROUP_ROOT, CgroupAccounting, is_v2
+from closedpaw.sandbox.drivers.base import Driver
+from closedpaw.sandbox.files import unmount_output
+from closedpaw.settings import Settings
+
+__all__ = ["GcReport", "collect_garbage"]
+
+_ID = re.compile(r"^cp-[0-9a-f]{12}$")
+
+
+@dataclass(frozen=True)
+class GcReport:
+    removed: tuple[str, ...] = ()       # sandbox ids whose leftovers were removed
+    live: tuple[str, ...] = ()          # ids left alone: a living process owns them
+    errors: tuple[str, ...] = ()        # what could not be removed, and why
+    details: tuple[str, ...] = field(default=())  # what was found, one line each
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"removed": list(self.removed), "live": list(self.live),
+                "errors": list(self.errors), "details": list(self.details)}
+
+
+def _mounts_under(path: Path) -> list[Path]:
+    prefix = str(path).rstrip("/") + "/"
+    out = []
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                mnt = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
+                             line.split()[1])
+                if mnt.startswith(prefix):
+                    out.append(Path(mnt))
+    except OSError:
+        pass
+    return sorted(out, key=lambda p: len(str(p)), reverse=True)
+
+
+def _cgroup_ids(parent: str) -> set[str]:
+    bases = [CGROUP_ROOT / parent] if is_v2() else [
+        d / parent for d in CGROUP_ROOT.iterdir() if d.is_dir() and not d.is_symlink()]
+    ids: set[str] = set()
+    for base in bases:
+        with contextlib.suppress(OSError):
+            ids.update(e.name for e in os.scandir(base) if e.is_dir() and _ID.match(e.name))
+    return ids
+
+
+class _Collector:
+    def __init__(self, settings: Settings, drivers: Mapping[str, Driver]) -> None:
+        self.settings = settings
+        self.drivers = drivers
+        self.sandboxes = settings.state_dir / "sandboxes"
+        self.removed: list[str] = []
+        self.live: list[str] = []
+        self.errors: list[str] = []
+        self.details: list[str] = []
+
+    def has_state(self, sid: str) -> bool:
+        return any((self.sandboxes / n).exists() for n in (sid, ownership.NEW_PREFIX + sid))
+
+    def stop_container(self, sid: str) -> None:
+        for name, drv in self.drivers.items():
+            if drv.state(sid) is None:
+                continue
+            self.details.append(f"{sid}: {name} container")
+            with contextlib.suppress(Exception):
+                drv.kill(sid, "KILL", all_processes=True)
+            drv.delete(sid)
+
+    def reap(self, sid: str, path: Path, fd: int) -> None:
+        try:
+            self.stop_container(sid)
+            for m in _mounts_under(path):
+                self.details.append(f"{sid}: mount {m}")
+                unmount_output(m)
+            CgroupAccounting(self.settings.cgroup_parent, sid).remove()
+            ownership.remove(path, fd)
+        except BaseException:
+            ownership.release(fd)
+            raise
+
+    def run(self) -> GcReport:
+        try:
+            entries = sorted(os.scandir(self.sandboxes), key=lambda e: e.name)
+        except FileNotFoundError:
+            entries = []
+        known: set[str] = set()
+        for e in entries:
+            sid = e.name.removeprefix(ownership.NEW_PREFIX)
+            if not _ID.match(sid) or not e.is_dir(follow_symlinks=False):
+                continue
+            known.add(sid)
+            fd = ownership.orphaned(Path(e.path))
+            if fd is None:
+                if Path(e.path).exists():
+                    self.live.append(sid)
+                continue
+            self.details.append(f"{sid}: state dir of a dead owner")
+            self._try(sid, lambda sid=sid, p=Path(e.path), fd=fd: self.reap(sid, p, fd))
+        # Containers and cgroups without a state dir. The dir is made before either and
+        # removed after both, so one that appears meanwhile is re-checked, never taken.
+        for name, drv in self.drivers.items():
+            try:
+                ids = [c for c in drv.list_ids() if _ID.match(c) and c not in known]
+            except Exception as err:
+                self.errors.append(f"{name}: cannot list containers: {err}")
+                continue
+            for sid in ids:
+                if self.has_state(sid):
+                    continue
+                self._try(sid, lambda sid=sid: self.stop_container(sid))
+        for sid in sorted(_cgroup_ids(self.settings.cgroup_parent) - known):
+            if self.has_state(sid):
+                continue
+            self.details.append(f"{sid}: cgroups")
+            self._try(sid, CgroupAccounting(self.settings.cgroup_parent, sid).remove)
+        return GcReport(tuple(dict.fromkeys(self.removed)), tuple(self.live),
+                        tuple(self.errors), tuple(self.details))
+
+    def _try(self, sid: str, job: Any) -> None:
+        try:
+            job()
+        except Exception as err:
+            self.errors.append(f"{sid}: {err}")
+        else:
+            self.removed.append(sid)
+
+
+def collect_garbage(settings: Settings, drivers: Mapping[str, Driver]) -> GcReport:
+    """Remove every sandbox leftover under ``settings`` whose owner is gone."""
+    return _Collector(settings, drivers).run()

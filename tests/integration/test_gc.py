@@ -1,0 +1,113 @@
+"""Reconciliation: a process that owns sandboxes is killed with SIGKILL mid-run; what it left
+(containers, runtime processes, cgroups, mounts, state dirs) is found and removed by
+``closedpaw gc``, while a live sandbox of another process is left alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
+from tests.conftest import TEST_CGROUP, leftovers, require_runtime, sandbox_settings
+
+CLI = str(Path(sys.executable).with_name("closedpaw"))
+
+OWNER = textwrap.dedent("""
+    import sys, threading
+    from pathlib import Path
+    from closedpaw.sandbox.manager import SandboxManager
+    from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
+    from closedpaw.settings import Settings
+
+    s = Settings(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
+                 cgroup_parent=sys.argv[3])
+    spec = SandboxSpec(limits=ResourceLimits(memory_mb=128, timeout_s=300),
+                       output_dir=Path(sys.argv[4]))
+    mgr = SandboxManager(s)
+    ids = [mgr.create(spec, runtime=rt).id for rt in ("runc", "runsc")]
+    for rt in ("runc", "runsc"):
+        threading.Thread(target=mgr.run, args=(["sleep", "300"], spec), kwargs={"runtime": rt},
+                         daemon=True).start()
+    print(" ".join(ids), flush=True)
+    threading.Event().wait()
+""")
+
+
+def _env() -> dict[str, str]:
+    s = sandbox_settings()
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CLOSEDPAW_STATE_DIR": str(s.state_dir),
+            "CLOSEDPAW_DATA_DIR": str(s.data_dir), "CLOSEDPAW_CGROUP_PARENT": TEST_CGROUP}
+
+
+def _wait(cond: object, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_gc_removes_what_a_killed_owner_left_and_spares_live_sandboxes(tmp_path: Path) -> None:
+    for rt in ("runc", "runsc"):
+        require_runtime(rt)
+    s = sandbox_settings()
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(s.state_dir), str(s.data_dir), s.cgroup_parent,
+         str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    live_mgr = SandboxManager(s)
+    try:
+        assert owner.stdout is not None
+        ids = owner.stdout.readline().decode().split()
+        if len(ids) != 2:
+            owner.kill()
+            _, err = owner.communicate()
+            raise AssertionError(f"owner failed: {err.decode()[-2000:]}")
+        # Wait until both one-shots run too: four state dirs with the owner's.
+        assert _wait(lambda: len(list((s.state_dir / "sandboxes").iterdir())) == 4, 30)
+        live = live_mgr.create(SandboxSpec(limits=ResourceLimits(memory_mb=128)),
+                               runtime="runc")
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=30)
+
+        left = leftovers(s)
+        for sid in ids:
+            assert any(sid in item for item in left), f"{sid} not left behind: {left}"
+        assert any("runc container" in x for x in left)
+        assert any("runsc container" in x for x in left)
+        assert any(x.startswith("cgroup ") for x in left)
+        assert any(x.startswith("mount ") for x in left)
+
+        p = subprocess.run([CLI, "gc", "--json"], capture_output=True, text=True, env=_env(),
+                           timeout=120, check=False)
+        assert p.returncode == 0, p.stdout + p.stderr
+        report = json.loads(p.stdout)
+        assert set(ids) <= set(report["removed"]), report
+        assert len(report["removed"]) == 4, report
+        assert report["live"] == [live.id], report
+        assert report["errors"] == []
+
+        remaining = leftovers(s)
+        assert all(live.id in x for x in remaining), remaining
+        assert live.exec(["echo", "still alive"]).stdout == b"still alive\n"
+        again = subprocess.run([CLI, "gc"], capture_output=True, text=True, env=_env(),
+                               timeout=120, check=False)
+        assert again.returncode == 0 and "removed 0 sandbox(es)" in again.stdout, again
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        for f in (owner.stdout, owner.stderr):
+            if f is not None:
+                f.close()
+        live_mgr.cleanup()
+        SandboxManager(s).gc()
+    assert not leftovers(s), leftovers(s)
+    assert not [p for p in os.listdir("/proc") if p == str(owner.pid)]
