@@ -12,6 +12,7 @@ killed process from live sandboxes of another one - no pid files, no pid reuse.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import time
@@ -35,7 +36,16 @@ def claim(path: Path) -> int:
         fd = os.open(tmp / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(tmp, path)
+            # rename() would replace an empty directory: never take over an existing one.
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, "sandbox state exists already", str(path))
+            try:
+                os.rename(tmp, path)
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise FileExistsError(e.errno, "sandbox state exists already",
+                                          str(path)) from None
+                raise
         except BaseException:
             os.close(fd)
             raise

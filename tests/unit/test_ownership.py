@@ -1,0 +1,95 @@
+"""Sandbox ownership by flock: a living owner (or a child it forked) keeps its state dir; a
+dead owner's dir can be taken over; a dir still being created is left alone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from closedpaw.sandbox import ownership
+
+
+def _hold_in_child(path: Path) -> int:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the owner: claim, say so, wait to be killed
+        try:
+            os.close(r)
+            ownership.claim(path)
+            os.write(w, b"x")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(w)
+    assert os.read(r, 1) == b"x"
+    os.close(r)
+    return pid
+
+
+def test_live_owner_is_respected_and_dead_owner_is_taken_over(tmp_path: Path) -> None:
+    d = tmp_path / "sandboxes" / "cp-000000000001"
+    pid = _hold_in_child(d)
+    try:
+        assert d.is_dir() and (d / ownership.LOCK_NAME).exists()
+        assert not (d.parent / (ownership.NEW_PREFIX + d.name)).exists()
+        assert ownership.orphaned(d) is None
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    fd = ownership.orphaned(d)
+    assert fd is not None
+    (d / "config.json").write_text("{}")
+    (d / "input").mkdir()
+    ownership.remove(d, fd)
+    assert not d.exists()
+
+
+def test_lock_survives_in_a_forked_child_after_the_parent_closes(tmp_path: Path) -> None:
+    d = tmp_path / "cp-000000000002"
+    fd = ownership.claim(d)
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    try:
+        ownership.release(fd)               # the parent is done; the child still holds it
+        assert ownership.orphaned(d) is None
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    taken = ownership.orphaned(d)
+    assert taken is not None
+    ownership.remove(d, taken)
+
+
+def test_directories_being_created_or_without_a_lock_get_a_grace_period(tmp_path: Path) -> None:
+    new = tmp_path / (ownership.NEW_PREFIX + "cp-000000000003")
+    new.mkdir()
+    assert ownership.orphaned(new) is None
+    bare = tmp_path / "cp-000000000004"
+    bare.mkdir()
+    assert ownership.orphaned(bare) is None  # no lock yet, and young: maybe being removed
+    old = time.time() - 2 * ownership.CREATING_GRACE_S
+    os.utime(bare, (old, old))
+    os.utime(new, (old, old))
+    for d in (bare, new):
+        fd = ownership.orphaned(d)
+        assert fd is not None
+        ownership.remove(d, fd)
+        assert not d.exists()
+
+
+def test_claim_refuses_an_existing_directory(tmp_path: Path) -> None:
+    d = tmp_path / "cp-000000000005"
+    fd = ownership.claim(d)
+    try:
+        try:
+            ownership.claim(d)
+        except FileExistsError:
+            pass
+        else:
+            raise AssertionError("a second claim of the same id succeeded")
+    finally:
+        ownership.remove(d, fd)
