@@ -97,6 +97,13 @@ def runtime(request: pytest.FixtureRequest) -> str:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The whole suite must leave nothing behind: check, then remove the test's roots."""
+    left = leftovers(sandbox_settings()) if os.geteuid() == 0 else []
+    if left:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(f"LEAK: the test suite left behind: {left}", red=True)
     if TEST_STATE.exists():
         shutil.rmtree(TEST_STATE, ignore_errors=True)
     if CGROUP_ROOT.is_dir():
