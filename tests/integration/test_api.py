@@ -302,3 +302,24 @@ def test_serve_refuses_a_public_address(tmp_path: Path) -> None:
     r = subprocess.run([cli, "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 2 and "--allow-remote" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("setup", "env", "message"), [
+    ("rules: [", {}, "not valid YAML"),
+    ("version: 1\nrules:\n  - {action_type: chat, level: lowest}\n", {}, "level"),
+    ("", {"CLOSEDPAW_DB_URL": "mysql://x@localhost/db"}, "not supported"),
+    ("", {"CLOSEDPAW_DB_URL": "postgresql+psycopg://u@/x?host=/nonexistent"}, "unreachable"),
+])
+def test_serve_fails_closed_with_one_line(tmp_path: Path, setup: str, env: dict[str, str],
+                                          message: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    if setup:
+        (data / "rules.yaml").write_text(setup)
+    cli = str(Path(sys.executable).with_name("closedpaw"))
+    r = subprocess.run([cli, "serve", "--port", "1", "--data-dir", str(data)],
+                       capture_output=True, text=True, timeout=60, check=False,
+                       env={"PATH": "/usr/bin:/bin", **env})
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -52,11 +52,21 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
                          f"closedpaw: admin token in {settings.token_file}{new}\n")
         sys.stderr.flush()
 
-    app = create_app(settings, on_ready=ready)
+    from closedpaw.orchestrator import Orchestrator
+
+    try:
+        # built here, not in the lifespan: a bad rules file, an unreachable database or an
+        # unusable audit directory is a one-line error, not a traceback from uvicorn
+        orch = Orchestrator(settings)
+    except BaseException:
+        os.close(lock)
+        raise
+    app = create_app(settings, orchestrator=orch, on_ready=ready)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
                             log_level=log_level, timeout_graceful_shutdown=3,
                             server_header=False, proxy_headers=False, lifespan="on")
     try:
         uvicorn.Server(config).run()
     finally:
+        orch.close()
         os.close(lock)
