@@ -323,3 +323,25 @@ def test_serve_fails_closed_with_one_line(tmp_path: Path, setup: str, env: dict[
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_an_approved_network_request_reaches_a_loopback_server(live: Live) -> None:
+    with live.client() as c:
+        sub = c.post("/api/actions", json={"action_type": "network_request", "parameters": {
+            "url": f"{live.url}/api/health"}}).json()
+        assert sub["security_level"] == "high" and sub["status"] == "pending"
+        c.post(f"/api/actions/{sub['action_id']}/approve",
+               json={"params_sha256": sub["params_sha256"]}).raise_for_status()
+        a = finished(c, sub["action_id"])
+        assert a["status"] == "completed", a
+        assert a["result"]["status_code"] == 200
+        assert json.loads(a["result"]["body"]) == {"status": "ok"}
+
+
+def test_the_schema_needs_a_token_too(live: Live) -> None:
+    with httpx.Client(base_url=live.url, trust_env=False) as anon, live.client() as c:
+        assert_error(anon.get("/openapi.json"), 401, "unauthorized")
+        assert anon.get("/docs").status_code == 404
+        paths = c.get("/openapi.json").json()["paths"]
+        assert {"/api/actions", "/api/actions/{action_id}/approve", "/api/audit-logs",
+                "/api/audit/verify", "/api/status", "/api/events"} <= set(paths)

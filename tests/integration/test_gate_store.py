@@ -268,3 +268,46 @@ def test_no_audit_no_action(make_orch: MakeOrch, db_url: str, tmp_path: Path) ->
     o.approve(ADMIN, aid, sha)
     assert done(o, aid) is ActionStatus.COMPLETED
     assert o.audit.verify().ok
+
+
+def test_workspace_reads_are_confined_to_the_workspace(make_orch: MakeOrch,
+                                                       tmp_path: Path) -> None:
+    """A medium-risk read of a workspace path that leads out of the workspace (a symlink)
+    fails at execution; the same path submitted as high and approved by a human works."""
+    o = make_orch()
+    ws = o.settings.workspace_path
+    (ws / "notes.txt").write_text("inside")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside")
+    (ws / "link.txt").symlink_to(secret)
+    (ws / "dirlink").symlink_to(tmp_path)
+    ok = o.submit(ALICE, ActionRequest(action_type="file_read",
+                                       parameters={"path": str(ws / "notes.txt")}))
+    assert str(ok.security_level) == "medium" and done(o, ok.id) is ActionStatus.COMPLETED
+    assert o.get(ok.id).result["content"] == "inside"  # type: ignore[index]
+    for path in (ws / "link.txt", ws / "dirlink" / "secret.txt"):
+        bad = o.submit(ALICE, ActionRequest(action_type="file_read",
+                                            parameters={"path": str(path)}))
+        assert str(bad.security_level) == "medium"
+        assert done(o, bad.id) is ActionStatus.FAILED
+        assert "outside the workspace" in (o.get(bad.id).error or "")
+        assert o.get(bad.id).result is None
+    out = o.submit(ALICE, ActionRequest(action_type="file_read",
+                                        parameters={"path": str(secret)}))
+    assert out.status is ActionStatus.PENDING and str(out.security_level) == "high"
+    o.approve(ADMIN, out.id, out.params_sha256)
+    assert done(o, out.id) is ActionStatus.COMPLETED
+    assert o.get(out.id).result["content"] == "outside"  # type: ignore[index]
+
+
+def test_file_write_does_not_follow_a_final_symlink(make_orch: MakeOrch,
+                                                    tmp_path: Path) -> None:
+    o = make_orch()
+    target = tmp_path / "target.txt"
+    target.write_text("original")
+    (tmp_path / "link.txt").symlink_to(target)
+    rec = o.submit(ALICE, ActionRequest(action_type="file_write", parameters={
+        "path": str(tmp_path / "link.txt"), "content": "pwned"}))
+    o.approve(ADMIN, rec.id, rec.params_sha256)
+    assert done(o, rec.id) is ActionStatus.FAILED
+    assert target.read_text() == "original"

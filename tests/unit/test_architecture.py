@@ -11,8 +11,12 @@ from pathlib import Path
 import pytest
 
 import closedpaw
+import closedpaw.api as api
+import closedpaw.audit as audit
 import closedpaw.errors as errors
+import closedpaw.orchestrator as orchestrator
 import closedpaw.sandbox as sandbox
+import closedpaw.security as security
 
 SRC = Path(closedpaw.__file__).parent
 
@@ -53,7 +57,7 @@ def test_dependencies_point_one_way(path: Path) -> None:
     assert not bad, f"{rel} imports {bad}; allowed: {allowed}"
 
 
-@pytest.mark.parametrize("mod", [closedpaw, sandbox, errors])
+@pytest.mark.parametrize("mod", [closedpaw, sandbox, errors, audit, orchestrator, security, api])
 def test_public_names_resolve(mod: object) -> None:
     names = mod.__all__  # type: ignore[attr-defined]
     assert names == sorted(names) or mod is closedpaw

@@ -125,3 +125,16 @@ def test_canonical_form_and_hash_are_stable() -> None:
     assert c.params_sha256 != a.params_sha256
     assert a.action is not None
     assert a.action.parameters.command() == ["python3", "-c", "print(1)"]  # type: ignore[union-attr]
+
+
+def test_a_workspace_inside_the_data_dir_is_carved_out(tmp_path: Path) -> None:
+    f = tmp_path / "rules.yaml"
+    rs = RuleSet.load(user_file=f, workspace=DATA / "workspace", data_dir=DATA, rules_file=f)
+    assert level(rs, "file_read", {"path": "/var/lib/cp/workspace/a.txt"}) == "medium"
+    assert level(rs, "file_write", {"path": "/var/lib/cp/workspace/a.txt", "content": ""}) \
+        == "high"
+    assert level(rs, "file_read", {"path": "/var/lib/cp/workspacex/a"}) == "critical"
+    assert level(rs, "file_read", {"path": "/var/lib/cp/api-token"}) == "critical"
+    # a workspace that *is* the data directory carves nothing out
+    rs = RuleSet.load(user_file=f, workspace=DATA, data_dir=DATA, rules_file=f)
+    assert level(rs, "file_read", {"path": "/var/lib/cp/api-token"}) == "critical"

@@ -158,7 +158,8 @@ def create_app(settings: Settings | None = None, *, orchestrator: Orchestrator |
                 await run_in_threadpool(orch.close)
 
     app = FastAPI(title="ClosedPaw", version="0.1.0", lifespan=lifespan,
-                  description="The zero-trust gate: actions, approvals, audit.")
+                  description="The zero-trust gate: actions, approvals, audit.",
+                  openapi_url=None, docs_url=None, redoc_url=None)
     install_error_handlers(app)
 
     @app.middleware("http")
@@ -202,6 +203,11 @@ def create_app(settings: Settings | None = None, *, orchestrator: Orchestrator |
             _orch(request).audit.append(AuditEvent.PERMISSION_DENIED, principal=p.name,
                                         details={"path": request.url.path[:200]})
             raise PermissionDenied(f"{what} needs the admin role")
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(p: Auth) -> dict[str, Any]:
+        """The schema, like every route but the health probe, needs a token."""
+        return app.openapi()
 
     @app.get("/api/health", response_model=Health, tags=["status"])
     def health() -> dict[str, str]:
@@ -323,13 +329,25 @@ def create_app(settings: Settings | None = None, *, orchestrator: Orchestrator |
 
 
 def _sandbox_status(orch: Orchestrator) -> dict[str, Any]:
+    """The runtimes installed, and the one actions run in (chosen by a live probe, cached)."""
+    from closedpaw.sandbox.drivers.detect import PREFERENCE
+
+    mgr = orch.sandbox_manager()
+    installed = []
+    for name in PREFERENCE:
+        try:
+            f = mgr.registry.driver(name).features()
+            installed.append({"name": name, "version": f.version, "platform": f.platform})
+        except ClosedPawError:
+            continue
     try:
-        drv = orch.sandbox_manager().driver()
+        drv = mgr.driver()
         f = drv.features()
         return {"usable": True, "runtime": drv.name, "version": f.version,
-                "platform": f.platform, "network": "none", "seccomp": True}
+                "platform": f.platform, "network": "none", "seccomp": True,
+                "installed": installed}
     except ClosedPawError as e:
-        return {"usable": False, "detail": str(e)}
+        return {"usable": False, "detail": str(e), "installed": installed}
 
 
 async def _sweep(orch: Orchestrator, settings: Settings) -> None:

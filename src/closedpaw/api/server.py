@@ -47,9 +47,15 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
         raise ConfigError(f"another 'closedpaw serve' is using {settings.data_dir}") from None
 
     def ready(app: FastAPI) -> None:
-        new = " (new admin token)" if app.state.token_created else ""
+        if app.state.token_created:
+            where = f"admin token in {settings.token_file} (new)"
+        elif settings.token_file.exists():
+            where = f"admin token in {settings.token_file}"
+        else:
+            where = (f"no {settings.token_file}: the admin exists already; make a token with "
+                     "'closedpaw token create --name NAME --role admin'")
         sys.stderr.write(f"closedpaw: API on {settings.api_base_url}\n"
-                         f"closedpaw: admin token in {settings.token_file}{new}\n")
+                         f"closedpaw: {where}\n")
         sys.stderr.flush()
 
     from closedpaw.orchestrator import Orchestrator

@@ -5,6 +5,7 @@ only after the gate let them through (the human saw the exact path or URL when t
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,23 +64,25 @@ def _code(orch: Orchestrator, rec: ActionRecord, p: CodeExecutionParams) -> dict
 
 
 def _file_read(orch: Orchestrator, rec: ActionRecord, p: FileReadParams) -> dict[str, Any]:
-    path = Path(p.path)
-    if rec.security_level.rank < RiskLevel.HIGH.rank:
-        # approved without a human because it is inside the workspace: hold it to that
-        root = orch.settings.workspace_path.resolve()
-        real = path.resolve()
-        if real != root and root not in real.parents:
-            raise GateError(f"{p.path} resolves to {real}, outside the workspace {root}; "
-                            "submit it again (it will need an approval)")
-        path = real
+    # read at medium risk only because it is inside the workspace: hold it to that, judged on
+    # the file actually opened (so a symlink, or one swapped in meanwhile, cannot lead out)
+    confined = rec.security_level.rank < RiskLevel.HIGH.rank
+    root = orch.settings.workspace_path.resolve()
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as f:
-            if not os.path.isfile(f"/proc/self/fd/{fd}"):
-                raise GateError(f"{p.path} is not a regular file")
-            data = f.read(p.max_bytes + 1)
+        fd = os.open(p.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as e:
         raise GateError(f"cannot read {p.path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if confined and real != root and root not in real.parents:
+            raise GateError(f"{p.path} is {real}, outside the workspace {root}; submit it "
+                            "again with that path (it will need an approval)")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise GateError(f"{p.path} is not a regular file")
+        try:
+            data = f.read(p.max_bytes + 1)
+        except OSError as e:
+            raise GateError(f"cannot read {p.path}: {e.strerror}") from None
     return {"path": p.path, "content": data[:p.max_bytes].decode("utf-8", "replace"),
             "bytes": min(len(data), p.max_bytes), "truncated": len(data) > p.max_bytes}
 

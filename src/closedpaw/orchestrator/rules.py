@@ -132,9 +132,14 @@ def _parse_rules(doc: Any, source: str, subst: Mapping[str, str]) -> list[Rule]:
 class RuleSet:
     """Rules in evaluation order, plus the protected paths that are always critical."""
 
-    def __init__(self, rules: list[Rule], protected: tuple[str, ...] = ()) -> None:
+    def __init__(self, rules: list[Rule], *, data_dir: str = "", rules_file: str = "",
+                 workspace: str = "") -> None:
         self.rules = rules
-        self.protected = protected
+        self.data_dir = data_dir
+        self.rules_file = rules_file
+        # the workspace may live in the data directory; only then is it carved out of it
+        self.workspace = (workspace if data_dir and workspace != data_dir
+                          and _under(workspace, data_dir) else "")
 
     @classmethod
     def load(cls, *, user_file: Path | None, workspace: Path, data_dir: Path,
@@ -159,8 +164,18 @@ class RuleSet:
             except (OSError, UnicodeDecodeError) as e:
                 raise RulesError(f"{user_file}: cannot read: {e}") from None
             rules = parse(text, str(user_file)) + rules
-        protected = (posixpath.normpath(str(data_dir)), posixpath.normpath(str(rules_file)))
-        return cls(rules, protected)
+        return cls(rules, data_dir=posixpath.normpath(str(data_dir)),
+                   rules_file=posixpath.normpath(str(rules_file)),
+                   workspace=posixpath.normpath(str(workspace)))
+
+    def protects(self, path: Any) -> str | None:
+        """Why ``path`` is ClosedPaw's own configuration (always critical), or None."""
+        if self.rules_file and _under(path, self.rules_file):
+            return f"the rules file {self.rules_file}"
+        if self.data_dir and _under(path, self.data_dir) and not (
+                self.workspace and _under(path, self.workspace)):
+            return f"the data directory {self.data_dir} (tokens, audit key, database)"
+        return None
 
     def classify(self, action: ParsedAction, min_level: RiskLevel | None = None) -> Decision:
         d = self._classify(action)
@@ -173,10 +188,10 @@ class RuleSet:
             return Decision(RiskLevel.HIGH, action.problem or "unparseable")
         params = action.parameters
         if action.action_type in ("file_read", "file_write"):
-            for root in self.protected:
-                if _under(params.get("path"), root):
-                    return Decision(RiskLevel.CRITICAL,
-                                    f"touches ClosedPaw's own configuration ({root})")
+            why = self.protects(params.get("path"))
+            if why:
+                return Decision(RiskLevel.CRITICAL, f"touches ClosedPaw's own configuration: "
+                                f"{why}")
         for rule in self.rules:
             if rule.action_type == action.action_type and rule.matches(params):
                 return Decision(rule.level, rule.reason)
