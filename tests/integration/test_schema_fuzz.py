@@ -24,7 +24,7 @@ def test_no_server_errors_under_fuzzing(tmp_path: Path) -> None:
                  "--exclude-path", "/api/events",   # an endless stream by design
                  "--request-timeout", "20", "--seed", "4", "--no-shrink",
                  "--max-time", "40"],   # fuzzing runs to its time budget
-                capture_output=True, text=True, timeout=300, check=False,
+                capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
                 env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
                      "SCHEMATHESIS_HOOKS": ""})
             out = r.stdout + r.stderr
