@@ -345,3 +345,37 @@ def test_the_schema_needs_a_token_too(live: Live) -> None:
         paths = c.get("/openapi.json").json()["paths"]
         assert {"/api/actions", "/api/actions/{action_id}/approve", "/api/audit-logs",
                 "/api/audit/verify", "/api/status", "/api/events"} <= set(paths)
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    (b'{"action_type":"chat","parameters":{"message":"\\ud800"}}', 422, "invalid_request"),
+    (b'{"action_type":"zzz","parameters":{"x":"\\udfff"}}', 422, "invalid_request"),
+    (b'{"action_type":"zzz","parameters":{"x":NaN}}', 422, "invalid_request"),
+    (b'{"action_type":"zzz","parameters":{"x":' + b"[" * 100 + b"]" * 100 + b"}}", 422,
+     "invalid_request"),
+    (b'{"action_type":"zzz","parameters":{"x":' + b"[" * 50000 + b"]" * 50000 + b"}}", 400,
+     "bad_request"),
+    (b'{"action_type":"zzz","parameters":{"x":' + b"9" * 5000 + b"}}", 400, "bad_request"),
+    (b'{"action_type":"zzz","parameters":{"x":"' + b"a" * (9 * 1024 * 1024) + b'"}}', 413,
+     "too_large"),
+])
+def test_hostile_bodies_get_clear_errors(live: Live, body: bytes, status: int,
+                                         code: str) -> None:
+    with live.client() as c:
+        r = c.post("/api/actions", content=body, headers={"content-type": "application/json"})
+        assert_error(r, status, code)
+        assert c.get("/api/actions").json()["actions"] == []
+
+
+def test_an_undeclared_oversized_body_is_cut_off(live: Live) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"action_type":"zzz","parameters":{"x":"'
+        for _ in range(10):
+            yield b"a" * 1024 * 1024
+        yield b'"}}'
+    with live.client() as c:
+        r = c.post("/api/actions", content=chunks(),
+                   headers={"content-type": "application/json"})
+        assert r.status_code in (400, 413) and r.json()["error"]["code"] in (
+            "bad_request", "too_large")
+        assert c.get("/api/health").status_code == 200

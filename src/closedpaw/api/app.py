@@ -18,9 +18,9 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from closedpaw.api.errors import install_error_handlers
+from closedpaw.api.errors import error_body, install_error_handlers
 from closedpaw.audit import AuditEvent
 from closedpaw.errors import (
     AuthenticationFailed,
@@ -29,12 +29,14 @@ from closedpaw.errors import (
     RateLimited,
 )
 from closedpaw.orchestrator import ActionRequest, ActionStatus, Orchestrator
+from closedpaw.orchestrator.actions import check_json_value
 from closedpaw.security import Principal, RateLimiter, token_looks_valid
 from closedpaw.settings import Settings
 
 __all__ = ["bootstrap_admin", "create_app"]
 
 SHA256 = r"^[0-9a-f]{64}$"
+MAX_BODY = 8 * 1024 * 1024   # bytes of request body; more is refused with 413
 
 
 # -- wire models (also the OpenAPI schema) --------------------------------------------------
@@ -80,6 +82,8 @@ class ApproveBody(BaseModel):
 class RejectBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(default="", max_length=1000)
+
+    _r = field_validator("reason")(check_json_value)
 
 
 class AuditPage(BaseModel):
@@ -161,6 +165,7 @@ def create_app(settings: Settings | None = None, *, orchestrator: Orchestrator |
                   description="The zero-trust gate: actions, approvals, audit.",
                   openapi_url=None, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    app.add_middleware(_DeclaredSizeLimit, limit=MAX_BODY)
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Any) -> Response:
@@ -326,6 +331,45 @@ def create_app(settings: Settings | None = None, *, orchestrator: Orchestrator |
                                           "X-Accel-Buffering": "no"})
 
     return app
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _DeclaredSizeLimit:
+    """413 as JSON for a declared Content-Length over the limit, before anything is read; an
+    undeclared (chunked) body is cut off when it passes the limit (the body cannot be parsed:
+    400)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+            if not declared.isdigit() or int(declared) > self.limit:
+                body = json.dumps(error_body("too_large", f"request bodies are limited to "
+                                             f"{self.limit} bytes")).encode()
+                await send({"type": "http.response.start", "status": 413, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            seen = 0
+
+            async def limited() -> Any:
+                nonlocal seen
+                message = await receive()
+                if message.get("type") == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > self.limit:
+                        raise _BodyTooLarge
+                return message
+            await self.app(scope, limited, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _sandbox_status(orch: Orchestrator) -> dict[str, Any]:

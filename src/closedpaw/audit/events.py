@@ -35,8 +35,9 @@ class AuditEvent(StrEnum):
 
 
 def canonical_json(value: Any) -> str:
-    """One byte-exact JSON form: sorted keys, no spaces, UTF-8 kept, no NaN/Infinity."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    """One byte-exact JSON form: sorted keys, no spaces, ASCII only (every other character
+    escaped, so any string, even a lone surrogate, round-trips), no NaN/Infinity."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False)
 
 

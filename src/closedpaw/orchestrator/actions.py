@@ -39,6 +39,7 @@ __all__ = [
     "RiskLevel",
     "SecretReadParams",
     "SkillExecutionParams",
+    "check_json_value",
     "parse_action",
 ]
 
@@ -220,6 +221,36 @@ ACTION_TYPES: dict[str, type[_Params]] = {
 }
 
 
+MAX_PARAMS_BYTES = 4 * MIB
+MAX_PARAMS_DEPTH = 32
+
+
+def check_json_value(value: Any, *, max_bytes: int = MAX_PARAMS_BYTES,
+                     max_depth: int = MAX_PARAMS_DEPTH) -> Any:
+    """Refuse what could not be stored, hashed and shown faithfully: NaN/Infinity, lone UTF-16
+    surrogates, nesting deeper than ``max_depth``, more than ``max_bytes`` of JSON."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > max_depth:
+            raise ValueError(f"nested deeper than {max_depth} levels")
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+            stack.extend((k, depth + 1) for k in v)
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+        elif isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("contains a lone UTF-16 surrogate (not valid Unicode)") from None
+        elif isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+            raise ValueError("NaN and Infinity are not JSON")
+    if len(canonical_json(value)) > max_bytes:
+        raise ValueError(f"larger than {max_bytes} bytes as JSON")
+    return value
+
+
 class ActionRequest(BaseModel):
     """What a client submits."""
 
@@ -228,6 +259,8 @@ class ActionRequest(BaseModel):
     action_type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
     parameters: dict[str, Any] = Field(default_factory=dict)
     min_level: RiskLevel | None = None
+
+    _p = field_validator("parameters")(check_json_value)
 
 
 class ParsedAction(BaseModel):
