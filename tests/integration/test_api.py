@@ -379,3 +379,26 @@ def test_an_undeclared_oversized_body_is_cut_off(live: Live) -> None:
         assert r.status_code in (400, 413) and r.json()["error"]["code"] in (
             "bad_request", "too_large")
         assert c.get("/api/health").status_code == 200
+
+
+def test_the_api_on_each_database(db_url: str, tmp_path: Path) -> None:
+    """The same server, on SQLite and on the throwaway PostgreSQL: submit, approve, restart,
+    and the history is still there."""
+    s = gate_settings(tmp_path, db_url=db_url)
+    for round_ in range(2):
+        orch = Orchestrator(s, manager=fake_manager(s, python_handler))
+        try:
+            with live_server(s, orch) as lv, lv.client() as c:
+                if round_ == 0:
+                    sub = c.post("/api/actions", json=HIGH).json()
+                    c.post(f"/api/actions/{sub['action_id']}/approve",
+                           json={"params_sha256": sub["params_sha256"]}).raise_for_status()
+                    assert finished(c, sub["action_id"])["result"]["stdout"] == "42\n"
+                else:
+                    acts = c.get("/api/actions").json()["actions"]
+                    assert [a["status"] for a in acts] == ["completed"]
+                    assert c.get("/api/audit/verify").json()["ok"] is True
+                    assert c.get("/api/status").json()["database"].startswith(
+                        db_url.split(":")[0])
+        finally:
+            orch.close()
