@@ -164,6 +164,15 @@ def test_cli_over_a_real_server(served: tuple[str, Path]) -> None:
         assert r.json()["principal"] == {"name": "eve", "role": "user"}
         dup = cli("token", "create", "--name", "eve", "--role", "user", "--data-dir", str(data))
         assert dup.returncode == 1 and "exists already" in dup.stderr
+        rev = cli("token", "revoke", "--name", "eve", "--data-dir", str(data))
+        assert rev.returncode == 0, rev.stderr
+        r = httpx.get(url + "/api/status", headers={"Authorization": f"Bearer {eve}"},
+                      trust_env=False)
+        assert r.status_code == 401          # at once, on the running server
+        again = cli("token", "revoke", "--name", "eve", "--data-dir", str(data))
+        assert again.returncode == 1 and "no active principal" in again.stderr
+        listed = cli("token", "list", "--data-dir", str(data)).stdout
+        assert "admin" in listed and "revoked" in listed and token not in listed
         bad = cli("actions", "list", "--url", url, "--token-file", "/nonexistent")
         assert bad.returncode == 2 and "cannot read the token" in bad.stderr
     v = cli("audit", "verify", "--data-dir", str(data))
@@ -172,6 +181,7 @@ def test_cli_over_a_real_server(served: tuple[str, Path]) -> None:
     rows = [json.loads(x) for x in ex.stdout.splitlines()]
     events = [r["event"] for r in rows]
     assert "token.created" in events and "sandbox.run" in events and "action.rejected" in events
+    assert "token.revoked" in events
     assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
 
 

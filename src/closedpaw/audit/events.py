@@ -30,6 +30,7 @@ class AuditEvent(StrEnum):
     PERMISSION_DENIED = "auth.forbidden"
     RATE_LIMITED = "ratelimit.hit"
     TOKEN_CREATED = "token.created"
+    TOKEN_REVOKED = "token.revoked"
     SERVER_STARTED = "server.started"
     SERVER_STOPPED = "server.stopped"
 

@@ -55,6 +55,11 @@ def register(sub: Any) -> None:
     tc.add_argument("--name", required=True)
     tc.add_argument("--role", required=True, choices=("admin", "user"))
     _data_dir(tc)
+    tr = tsub.add_parser("revoke", help="disable a principal; its token stops working")
+    tr.add_argument("--name", required=True)
+    _data_dir(tr)
+    tl = tsub.add_parser("list", help="list principals (never their tokens)")
+    _data_dir(tl)
 
     a = sub.add_parser("actions", help="list, show, approve or reject actions (over the API)")
     asub = a.add_subparsers(dest="actions_command", metavar="COMMAND", required=True)
@@ -118,17 +123,29 @@ def cmd_token(args: argparse.Namespace) -> int:
     from closedpaw.security.principal import Principal
 
     settings = _settings(args)
+    by = Principal(f"local:{getpass.getuser()}", "admin")
     try:
         orch = Orchestrator(settings, workers=1)
         try:
-            token = orch.create_principal(args.name, args.role,
-                                          by=Principal(f"local:{getpass.getuser()}", "admin"))
+            if args.token_command == "create":
+                token = orch.create_principal(args.name, args.role, by=by)
+                sys.stdout.write(token + "\n")
+                sys.stderr.write(f"closedpaw: created {args.role} {args.name!r}; the token is "
+                                 "shown once\n")
+            elif args.token_command == "revoke":
+                orch.revoke_principal(args.name, by=by)
+                sys.stderr.write(f"closedpaw: revoked {args.name!r}\n")
+            else:
+                for name, role, created, disabled in orch.store.principals():
+                    import datetime as dt
+
+                    when = dt.datetime.fromtimestamp(created, dt.UTC).strftime("%Y-%m-%d %H:%M")
+                    sys.stdout.write(f"{name:<24} {role:<6} {when}Z"
+                                     f"{'  revoked' if disabled else ''}\n")
         finally:
             orch.close()
     except ClosedPawError as e:
         _die(str(e), EXIT_REFUSED)
-    sys.stdout.write(token + "\n")
-    sys.stderr.write(f"closedpaw: created {args.role} {args.name!r}; the token is shown once\n")
     return 0
 
 

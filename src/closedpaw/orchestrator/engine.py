@@ -153,6 +153,13 @@ class Orchestrator:
                               details={"name": name, "role": role})
         return token
 
+    def revoke_principal(self, name: str, *, by: Principal = SYSTEM) -> None:
+        """Disable a principal: its token stops working at its next request."""
+        with self.store.session() as s:
+            self.store.disable_principal(s, name)
+            self.audit.append(AuditEvent.TOKEN_REVOKED, principal=by.name,
+                              details={"name": name})
+
     def authenticate(self, token: str) -> Principal | None:
         row = self.store.principal_by_hash(hash_token(token))
         return Principal(row.name, row.role) if row else None

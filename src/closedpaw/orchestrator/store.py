@@ -198,6 +198,20 @@ class Store:
                            disabled=False))
         s.flush()
 
+    def disable_principal(self, s: Session, name: str) -> None:
+        n = s.execute(update(PrincipalRow).where(PrincipalRow.name == name,
+                                                 PrincipalRow.disabled.is_(False))
+                      .values(disabled=True)).rowcount  # type: ignore[attr-defined]
+        if n != 1:
+            raise InvalidRequest(f"no active principal named {name!r}")
+
+    def principals(self) -> list[tuple[str, str, float, bool]]:
+        with self.session() as s:
+            rows = s.execute(select(PrincipalRow.name, PrincipalRow.role,
+                                    PrincipalRow.created_at, PrincipalRow.disabled)
+                             .order_by(PrincipalRow.id))
+            return [(n, r, float(c), bool(d)) for n, r, c, d in rows]
+
     def principal_by_hash(self, token_hash: str) -> PrincipalRow | None:
         with self.session() as s:
             return s.scalar(select(PrincipalRow).where(PrincipalRow.token_hash == token_hash,
