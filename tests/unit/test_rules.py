@@ -138,3 +138,15 @@ def test_a_workspace_inside_the_data_dir_is_carved_out(tmp_path: Path) -> None:
     # a workspace that *is* the data directory carves nothing out
     rs = RuleSet.load(user_file=f, workspace=DATA, data_dir=DATA, rules_file=f)
     assert level(rs, "file_read", {"path": "/var/lib/cp/api-token"}) == "critical"
+
+
+@pytest.mark.parametrize("params", [
+    {"language": "python", "code": "#" * (128 * 1024)},
+    {"language": "python", "code": "é" * (64 * 1024)},
+    {"argv": ["echo", *(["x" * 100_000] * 11)]},
+])
+def test_code_the_kernel_could_not_exec_is_refused_at_parse(params: dict[str, object]) -> None:
+    parsed = parse_action("code_execution", params)
+    assert parsed.action is None and parsed.problem and "bytes" in parsed.problem
+    assert parse_action("code_execution", {"language": "python",
+                                           "code": "#" * 100_000}).action is not None

@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 MIB = 1024 * 1024
+ARG_BYTES = 128 * 1024    # Linux MAX_ARG_STRLEN
+ARGV_BYTES = 1024 * 1024  # well under ARG_MAX, leaving room for the environment
 
 
 class RiskLevel(StrEnum):
@@ -111,9 +113,8 @@ class CodeExecutionParams(_Params):
     network and no host mounts (the ``default`` policy)."""
 
     language: Literal["python", "node", "bash", "shell"] | None = None
-    code: str | None = Field(default=None, max_length=1_000_000)
-    argv: list[Annotated[str, Field(max_length=100_000)]] | None = Field(
-        default=None, min_length=1, max_length=4096)
+    code: str | None = None
+    argv: list[str] | None = Field(default=None, min_length=1, max_length=4096)
     policy: Literal["default"] = "default"
     timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)
 
@@ -124,6 +125,13 @@ class CodeExecutionParams(_Params):
                 raise ValueError("give either argv, or language and code, not both")
         elif self.language is None or self.code is None:
             raise ValueError("give language and code, or argv")
+        # the kernel's limits on one argument and on the whole command line (execve E2BIG)
+        args = self.command()
+        if any(len(a.encode("utf-8", "surrogatepass")) >= ARG_BYTES for a in args):
+            raise ValueError(f"each argument (the code included) must be under {ARG_BYTES} "
+                             "bytes")
+        if sum(len(a.encode("utf-8", "surrogatepass")) + 1 for a in args) > ARGV_BYTES:
+            raise ValueError(f"the command line must be under {ARGV_BYTES} bytes")
         return self
 
     def command(self) -> list[str]:
