@@ -161,6 +161,14 @@ class AuditLog:
                              "'closedpaw audit verify'") from None
         return e.seq, e.entry_hash
 
+    def last_seq(self) -> int:
+        """The seq of the last stored entry (0 when empty, -1 when it is unreadable)."""
+        try:
+            last = self._last_line()
+            return AuditEntry.from_dict(json.loads(last)).seq if last else 0
+        except (ValueError, OSError):
+            return -1
+
     def _last_line(self) -> bytes | None:
         try:
             f = open(self.path, "rb")  # noqa: SIM115

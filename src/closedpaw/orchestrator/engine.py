@@ -9,7 +9,6 @@ every committed transition.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import threading
 import time
@@ -352,13 +351,6 @@ class Orchestrator:
     def status(self) -> dict[str, Any]:
         counts = self.store.counts()
         return {"actions": counts, "pending": counts.get("pending", 0),
-                "audit_entries": self._audit_count(), "database": self.store.safe_url}
-
-    def _audit_count(self) -> int:
-        try:
-            last = self.audit._last_line()
-            return int(json.loads(last)["seq"]) if last else 0
-        except (ValueError, KeyError, TypeError, OSError):
-            return -1
+                "audit_entries": self.audit.last_seq(), "database": self.store.safe_url}
 
 
