@@ -274,3 +274,32 @@ def test_kill_9_mid_execution_then_restart(tmp_path: Path) -> None:
             assert events[-1] == "action.interrupted"
     finally:
         orch.close()
+
+
+def test_interactive_approve_shows_the_parameters_and_asks(tmp_path: Path) -> None:
+    import pty
+
+    s = gate_settings(tmp_path)
+    orch = Orchestrator(s, manager=fake_manager(s, python_handler))
+    try:
+        with live_server(s, orch) as live, live.client() as c:
+            subs = [c.post("/api/actions", json=HIGH).json() for _ in range(2)]
+            for sub, answer, code in ((subs[0], b"n\n", 1), (subs[1], b"y\n", 0)):
+                master, slave = pty.openpty()
+                try:
+                    p = subprocess.Popen(
+                        [CLI, "actions", "approve", sub["action_id"], "--url", live.url,
+                         "--data-dir", str(s.data_dir)], stdin=slave, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, env=env())
+                    os.write(master, answer)
+                    out, err = p.communicate(timeout=60)
+                finally:
+                    os.close(master)
+                    os.close(slave)
+                assert p.returncode == code, err
+                assert sub["params_sha256"].encode() in out and b"print(6*7)" in out
+                assert b"approve exactly these parameters? [y/N]" in out
+            assert c.get(f"/api/actions/{subs[0]['action_id']}").json()["status"] == "pending"
+            assert finished(c, subs[1]["action_id"])["status"] == "completed"
+    finally:
+        orch.close()
