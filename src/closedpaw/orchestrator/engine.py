@@ -8,6 +8,7 @@ every committed transition.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import threading
@@ -240,6 +241,9 @@ class Orchestrator:
                 params_sha256.lower().encode(), rec.params_sha256.encode()):
             raise refuse("hash_mismatch", "params_sha256 does not match the action's "
                          "canonical parameters; review them again (GET the action)")
+        if hashlib.sha256(rec.canonical.encode()).hexdigest() != rec.params_sha256:
+            raise refuse("integrity", "the stored parameters no longer match their hash (the "
+                         "database was changed behind the gate); the action cannot be approved")
         if rec.security_level is RiskLevel.CRITICAL and not principal.is_admin:
             raise refuse("role", "a critical action needs an approval by an admin")
         if self.settings.require_distinct_approver and principal.name == rec.requester:
