@@ -1,10 +1,15 @@
 # ClosedPaw. `make run` and `make test` work on a fresh Debian 12 machine as root.
-.PHONY: run test bench lint deps clean
+.PHONY: run demo test bench lint deps clean
 
 deps:
 	@./scripts/install-deps.sh
 
+# The gate's HTTP API on http://127.0.0.1:8765 with the embedded defaults (SQLite and the audit
+# log in /var/lib/closedpaw); it prints the URL and where the admin token is. Ctrl-C stops it.
 run: deps
+	.venv/bin/closedpaw serve
+
+demo: deps
 	.venv/bin/closedpaw demo
 
 test: deps
@@ -14,6 +19,7 @@ test: deps
 
 bench: deps
 	.venv/bin/python benchmarks/oneshot.py
+	.venv/bin/python benchmarks/gate.py
 
 lint: deps
 	.venv/bin/ruff check src tests benchmarks

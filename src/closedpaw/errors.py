@@ -4,7 +4,8 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
 
     ClosedPawError
     ├── ConfigError (ValueError)            bad settings or arguments; fix the input
-    │   └── SpecError                       a sandbox spec or limit is invalid
+    │   ├── SpecError                       a sandbox spec or limit is invalid
+    │   └── RulesError                      the risk rules YAML is invalid (nothing is loaded)
     └── SandboxError                        the sandbox engine could not do what was asked
         ├── RuntimeUnavailable              no OCI runtime passed its live probe (fail closed)
         ├── BundleRejected                  the OCI bundle failed a named safety check
@@ -14,6 +15,22 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
         ├── SandboxLimitReached             the max-sandboxes cap is reached
         ├── FileTransferError               /input or /output could not be copied safely
         └── SandboxTimeout (TimeoutError)   a lifecycle operation (not a command) timed out
+    ├── AuditError                          the audit log failed
+    │   ├── AuditWriteError                 an entry could not be written: the act is refused
+    │   └── AuditChainBroken                verify found the first entry that does not check
+    ├── StoreError                          the database failed or is unreachable
+    ├── GateError                           the orchestrator refused a request
+    │   ├── InvalidRequest (ValueError)     malformed input (never a traceback)
+    │   ├── ActionNotFound (LookupError)    no action with that id
+    │   ├── ActionStateError                not valid in the action's state (replay, late)
+    │   └── ApprovalRefused                 wrong hash, wrong role, self-approval, expired
+    ├── AuthError                           the caller could not be trusted
+    │   ├── AuthenticationFailed            no, malformed or unknown bearer token
+    │   └── PermissionDenied                authenticated, but the role may not do this
+    └── RateLimited                         too many requests; ``retry_after`` seconds
+
+Errors of the gate carry a stable machine ``code`` (a class attribute) that the HTTP API
+returns as ``{"error": {"code": ..., "message": ...}}``.
 
 A command that times out, is OOM-killed or exits non-zero is *not* an exception: it is an
 :class:`~closedpaw.sandbox.result.ExecutionResult` with the matching flags set.
@@ -25,10 +42,23 @@ Foreign errors (runtime stderr, exit codes) are translated at the boundary by
 from __future__ import annotations
 
 __all__ = [
+    "ActionNotFound",
+    "ActionStateError",
+    "ApprovalRefused",
+    "AuditChainBroken",
+    "AuditError",
+    "AuditWriteError",
+    "AuthError",
+    "AuthenticationFailed",
     "BundleRejected",
     "ClosedPawError",
     "ConfigError",
     "FileTransferError",
+    "GateError",
+    "InvalidRequest",
+    "PermissionDenied",
+    "RateLimited",
+    "RulesError",
     "RuntimeFailure",
     "RuntimeUnavailable",
     "SandboxError",
@@ -37,15 +67,26 @@ __all__ = [
     "SandboxStateError",
     "SandboxTimeout",
     "SpecError",
+    "StoreError",
 ]
 
 
 class ClosedPawError(Exception):
-    """Root of every error ClosedPaw raises on purpose."""
+    """Root of every error ClosedPaw raises on purpose. ``code`` is stable (API, CLI)."""
+
+    code = "error"
 
 
 class ConfigError(ClosedPawError, ValueError):
     """Settings or arguments are invalid. The message names the offending key."""
+
+    code = "config_error"
+
+
+class RulesError(ConfigError):
+    """The risk rules file is invalid; the gate refuses to start rather than guess."""
+
+    code = "rules_invalid"
 
 
 class SpecError(ConfigError):
@@ -106,3 +147,96 @@ class FileTransferError(SandboxError):
 
 class SandboxTimeout(SandboxError, TimeoutError):
     """A lifecycle operation (create, stop) did not finish in time."""
+
+
+class AuditError(ClosedPawError):
+    """The audit log failed."""
+
+    code = "audit_error"
+
+
+class AuditWriteError(AuditError):
+    """An audit entry could not be written durably; the act it records is refused."""
+
+    code = "audit_unavailable"
+
+
+class AuditChainBroken(AuditError):
+    """Verification failed: ``seq`` is the first entry that does not check (or, for a
+    truncated log, the first missing one)."""
+
+    code = "audit_chain_broken"
+
+    def __init__(self, seq: int, problem: str) -> None:
+        self.seq = seq
+        self.problem = problem
+        super().__init__(f"audit chain broken at seq {seq}: {problem}")
+
+
+class StoreError(ClosedPawError):
+    """The database failed or is unreachable."""
+
+    code = "store_unavailable"
+
+
+class GateError(ClosedPawError):
+    """The orchestrator refused a request."""
+
+    code = "refused"
+
+
+class InvalidRequest(GateError, ValueError):
+    """The request is malformed. The message says which field and why."""
+
+    code = "invalid_request"
+
+
+class ActionNotFound(GateError, LookupError):
+    """No action with that id."""
+
+    code = "action_not_found"
+
+
+class ActionStateError(GateError):
+    """The operation is not valid in the action's current state (e.g. a second approval)."""
+
+    code = "invalid_state"
+
+
+class ApprovalRefused(GateError):
+    """An approval was refused: hash mismatch, role too low, self-approval, or expired.
+    ``reason`` is a stable sub-code."""
+
+    code = "approval_refused"
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class AuthError(ClosedPawError):
+    """The caller could not be trusted."""
+
+    code = "unauthorized"
+
+
+class AuthenticationFailed(AuthError):
+    """No bearer token, a malformed one, or one that matches no principal."""
+
+    code = "unauthorized"
+
+
+class PermissionDenied(AuthError):
+    """The principal is authenticated but its role may not do this."""
+
+    code = "forbidden"
+
+
+class RateLimited(ClosedPawError):
+    """Too many requests from one principal; retry after ``retry_after`` seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"rate limit exceeded; retry after {retry_after:.0f} s")

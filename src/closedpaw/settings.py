@@ -20,7 +20,7 @@ RUNTIME_CHOICES = ("auto", "runsc", "runc")
 
 @dataclass(frozen=True)
 class Settings:
-    """Process-wide configuration of the sandbox engine.
+    """Process-wide configuration of the sandbox engine and the gate.
 
     ``state_dir`` holds per-sandbox bundles and runtime state (a tmpfs such as /run is best);
     ``data_dir`` holds durable data such as the prepared host root filesystem and probe cache.
@@ -32,6 +32,27 @@ class Settings:
     max_sandboxes: int = 32
     output_cap_bytes: int = 1024 * 1024
     cgroup_parent: str = "closedpaw"
+    # -- the gate (orchestrator, audit, API) ----------------------------------------------
+    #: SQLAlchemy URL; None = SQLite (WAL) at ``data_dir/closedpaw.db``.
+    db_url: str | None = None
+    #: YAML risk rules evaluated before the built-in ones; None = ``data_dir/rules.yaml``
+    #: when that file exists.
+    rules_file: Path | None = None
+    #: host directory whose files ``file_read`` may read at medium risk; None =
+    #: ``data_dir/workspace``.
+    workspace_dir: Path | None = None
+    #: seconds a pending action waits for a decision before it is ``expired``.
+    approval_ttl_s: float = 900.0
+    #: when true, the approver of an action must be another principal than its requester.
+    require_distinct_approver: bool = False
+    #: requests per minute per principal on the HTTP API (token bucket, burst = the same).
+    rate_limit_per_minute: int = 240
+    api_host: str = "127.0.0.1"
+    api_port: int = 8765
+    #: base URL the CLI talks to; None = ``http://{api_host}:{api_port}``.
+    api_url: str | None = None
+    #: bearer token the CLI sends; None = read ``data_dir/api-token``.
+    api_token: str | None = None
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_CHOICES:
@@ -44,6 +65,40 @@ class Settings:
             raise ConfigError("output_cap_bytes: must be at least 1")
         if not self.cgroup_parent.replace("-", "").replace("_", "").isalnum():
             raise ConfigError("cgroup_parent: only letters, digits, '-' and '_' are allowed")
+        if not (1.0 <= self.approval_ttl_s <= 30 * 86400):
+            raise ConfigError("approval_ttl_s: must be between 1 second and 30 days")
+        if self.rate_limit_per_minute < 1:
+            raise ConfigError("rate_limit_per_minute: must be at least 1")
+        if not (0 <= self.api_port <= 65535):
+            raise ConfigError("api_port: must be between 0 and 65535")
+
+    # -- derived paths (one place that decides where things live) -------------------------
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'closedpaw.db'}"
+
+    @property
+    def rules_path(self) -> Path:
+        return self.rules_file or self.data_dir / "rules.yaml"
+
+    @property
+    def workspace_path(self) -> Path:
+        return self.workspace_dir or self.data_dir / "workspace"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.data_dir / "audit"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "api-token"
+
+    @property
+    def api_base_url(self) -> str:
+        if self.api_url:
+            return self.api_url.rstrip("/")
+        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
+        return f"http://{host}:{self.api_port}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -58,8 +113,28 @@ class Settings:
             kwargs["cgroup_parent"] = v
         if v := env.get("CLOSEDPAW_RUNTIME"):
             kwargs["runtime"] = v
+        for key, name in (("db_url", "CLOSEDPAW_DB_URL"), ("api_host", "CLOSEDPAW_API_HOST"),
+                          ("api_url", "CLOSEDPAW_API_URL"),
+                          ("api_token", "CLOSEDPAW_API_TOKEN")):
+            if v := env.get(name):
+                kwargs[key] = v
+        for key, name in (("rules_file", "CLOSEDPAW_RULES_FILE"),
+                          ("workspace_dir", "CLOSEDPAW_WORKSPACE_DIR")):
+            if v := env.get(name):
+                kwargs[key] = Path(v)
+        if v := env.get("CLOSEDPAW_REQUIRE_DISTINCT_APPROVER"):
+            if v.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ConfigError(f"CLOSEDPAW_REQUIRE_DISTINCT_APPROVER: {v!r} is not a boolean")
+            kwargs["require_distinct_approver"] = v.lower() in ("1", "true", "yes")
+        if v := env.get("CLOSEDPAW_APPROVAL_TTL"):
+            try:
+                kwargs["approval_ttl_s"] = float(v)
+            except ValueError:
+                raise ConfigError(f"CLOSEDPAW_APPROVAL_TTL: {v!r} is not a number") from None
         for key, name in (("max_sandboxes", "CLOSEDPAW_MAX_SANDBOXES"),
-                          ("output_cap_bytes", "CLOSEDPAW_OUTPUT_CAP_BYTES")):
+                          ("output_cap_bytes", "CLOSEDPAW_OUTPUT_CAP_BYTES"),
+                          ("rate_limit_per_minute", "CLOSEDPAW_RATE_LIMIT"),
+                          ("api_port", "CLOSEDPAW_API_PORT")):
             if v := env.get(name):
                 try:
                     kwargs[key] = int(v)

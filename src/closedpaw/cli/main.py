@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="run Python, node and shell snippets in the sandbox and show "
                    "what protected them")
+    from closedpaw.cli import gate  # serve, token, actions, audit (lazy inside)
+
+    gate.register(sub)
     return p
 
 
@@ -225,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     handlers = {"run": cmd_run, "doctor": cmd_doctor, "gc": cmd_gc, "demo": cmd_demo}
+    from closedpaw.cli.gate import HANDLERS as gate_handlers
+
+    handlers.update(gate_handlers)
     try:
         return handlers[args.command](args)
     except BrokenPipeError:

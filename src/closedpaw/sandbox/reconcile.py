@@ -6,7 +6,8 @@ the container in the runtime's root ``<state_dir>/<runtime>``, and the cgroups
 ``<cgroup_parent>/<id>``. A sandbox is garbage when its owner is gone, which the owner's lock
 on the state directory tells (:mod:`closedpaw.sandbox.ownership`); containers and cgroups with
 no state directory at all are garbage too, since the directory is made first and removed last.
-Live sandboxes of other processes are never touched.
+Live sandboxes of other processes are never touched; nor are cgroups that have processes or
+are younger than a minute, since another instance may share the cgroup parent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,27 @@ def _cgroup_ids(parent: str) -> set[str]:
         with contextlib.suppress(OSError):
             ids.update(e.name for e in os.scandir(base) if e.is_dir() and _ID.match(e.name))
     return ids
+
+
+def _abandoned_cgroup(parent: str, sid: str, grace_s: float) -> bool:
+    """No process in any of the sandbox's cgroups, and none created in the last ``grace_s``
+    seconds. Another ClosedPaw instance may share the cgroup parent with a different state
+    dir; its sandboxes' cgroups are busy or new, so they are never taken."""
+    bases = [CGROUP_ROOT / parent / sid] if is_v2() else [
+        d / parent / sid for d in CGROUP_ROOT.iterdir() if d.is_dir() and not d.is_symlink()]
+    now = time.time()
+    for base in bases:
+        if not base.is_dir():
+            continue
+        for dirpath, _, files in os.walk(base):
+            try:
+                if now - os.stat(dirpath).st_mtime < grace_s:
+                    return False
+                if "cgroup.procs" in files and Path(dirpath, "cgroup.procs").read_text().strip():
+                    return False
+            except OSError:
+                continue
+    return True
 
 
 class _Collector:
@@ -132,7 +155,8 @@ class _Collector:
                     continue
                 self._try(sid, lambda sid=sid: self.stop_container(sid))
         for sid in sorted(_cgroup_ids(self.settings.cgroup_parent) - known):
-            if self.has_state(sid):
+            if self.has_state(sid) or not _abandoned_cgroup(
+                    self.settings.cgroup_parent, sid, ownership.CREATING_GRACE_S):
                 continue
             self.details.append(f"{sid}: cgroups")
             self._try(sid, CgroupAccounting(self.settings.cgroup_parent, sid).remove)

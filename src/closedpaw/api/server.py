@@ -1,0 +1,78 @@
+"""``serve``: run the API with uvicorn; loopback only unless remote access is asked for."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from closedpaw.errors import ConfigError
+from closedpaw.settings import Settings
+
+__all__ = ["check_host", "serve"]
+
+
+def check_host(host: str, *, allow_remote: bool) -> None:
+    """Refuse a host that is not loopback unless ``allow_remote``."""
+    if allow_remote:
+        return
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"--host {host}: not a loopback address; the API would be reachable "
+                          "from the network. Pass --allow-remote to do that on purpose")
+
+
+def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "info") -> None:
+    """Blocking: serve until SIGINT/SIGTERM. One server per data directory (a lock file)."""
+    import fcntl
+    import os
+    import sys
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from closedpaw.api.app import create_app
+
+    check_host(settings.api_host, allow_remote=allow_remote)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = os.open(settings.data_dir / "server.lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
+                   0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise ConfigError(f"another 'closedpaw serve' is using {settings.data_dir}") from None
+
+    def ready(app: FastAPI) -> None:
+        if app.state.token_created:
+            where = f"admin token in {settings.token_file} (new)"
+        elif settings.token_file.exists():
+            where = f"admin token in {settings.token_file}"
+        else:
+            where = (f"no {settings.token_file}: the admin exists already; make a token with "
+                     "'closedpaw token create --name NAME --role admin'")
+        sys.stderr.write(f"closedpaw: API on {settings.api_base_url}\n"
+                         f"closedpaw: {where}\n")
+        sys.stderr.flush()
+
+    from closedpaw.orchestrator import Orchestrator
+
+    try:
+        # built here, not in the lifespan: a bad rules file, an unreachable database or an
+        # unusable audit directory is a one-line error, not a traceback from uvicorn
+        orch = Orchestrator(settings)
+    except BaseException:
+        os.close(lock)
+        raise
+    app = create_app(settings, orchestrator=orch, on_ready=ready)
+    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
+                            log_level=log_level, timeout_graceful_shutdown=3,
+                            server_header=False, proxy_headers=False, lifespan="on")
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        orch.close()
+        os.close(lock)

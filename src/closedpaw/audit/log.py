@@ -1,0 +1,301 @@
+"""AuditLog: an append-only JSONL file, one HMAC-chained entry per line, fsync'd per entry.
+
+Files in the audit directory (created 0700):
+
+- ``audit.key``   32 random bytes, mode 0600, created once; a key file readable by others is
+                  refused (the log could be forged by whoever reads it).
+- ``audit.jsonl`` the entries. Opened ``O_APPEND`` for every write (so a store made read-only
+                  fails the next write at once) under an exclusive ``flock``, shared by every
+                  process that writes (server, CLI).
+- ``audit.head``  the last entry's seq and hash, HMAC'd, replaced atomically after each append:
+                  it makes deleting entries at the *end* detectable, which a chain alone is not.
+
+Any failure to write raises :class:`~closedpaw.errors.AuditWriteError`; callers refuse the act
+they were about to record (fail closed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from closedpaw.audit.events import GENESIS_HASH, AuditEntry, AuditEvent, canonical_json
+from closedpaw.errors import AuditChainBroken, AuditError, AuditWriteError
+
+__all__ = ["AuditLog", "VerifyReport"]
+
+KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Outcome of :meth:`AuditLog.verify`. ``first_bad_seq`` is None when intact."""
+
+    ok: bool
+    entries: int
+    last_seq: int
+    first_bad_seq: int | None = None
+    problem: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "entries": self.entries, "last_seq": self.last_seq,
+                "first_bad_seq": self.first_bad_seq, "problem": self.problem}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AuditLog:
+    """The audit log in ``directory``. Thread- and process-safe appends."""
+
+    def __init__(self, directory: Path, *, create: bool = True) -> None:
+        self.dir = Path(directory)
+        self.path = self.dir / "audit.jsonl"
+        self.head_path = self.dir / "audit.head"
+        self.key_path = self.dir / "audit.key"
+        self._lock = threading.Lock()
+        try:
+            if create:
+                self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._key = self._load_key(create)
+        except OSError as e:
+            raise AuditWriteError(f"audit directory {self.dir} is not usable: {e.strerror}; "
+                                  "check it exists and is writable") from None
+
+    # -- key -------------------------------------------------------------------------------
+    def _load_key(self, create: bool) -> bytes:
+        if create and not self.key_path.exists():
+            fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         0o600)
+            try:
+                os.write(fd, secrets.token_bytes(KEY_BYTES))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(self.dir)
+        try:
+            fd = os.open(self.key_path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise AuditError(f"no audit key at {self.key_path}: is this a ClosedPaw data "
+                             "directory?") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
+                raise AuditError(f"{self.key_path} has mode {stat.S_IMODE(st.st_mode):o}; "
+                                 "it must be a regular file with mode 600 "
+                                 f"(chmod 600 {self.key_path})")
+            key = os.read(fd, KEY_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(key) != KEY_BYTES:
+            raise AuditError(f"{self.key_path} is not a {KEY_BYTES}-byte key")
+        return key
+
+    def _mac(self, body: dict[str, Any]) -> str:
+        return hmac.new(self._key, canonical_json(body).encode(), hashlib.sha256).hexdigest()
+
+    # -- append -------------------------------------------------------------------------
+    def append(self, event: AuditEvent, *, principal: str, action_id: str | None = None,
+               details: dict[str, Any] | None = None) -> AuditEntry:
+        """Write one entry durably, or raise :class:`AuditWriteError`."""
+        with self._lock:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600)
+            except OSError as e:
+                raise AuditWriteError(f"cannot open {self.path} for appending: {e.strerror}; "
+                                      "the action was refused") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                seq, prev = self._tail()
+                body = AuditEntry(seq=seq + 1, ts=_now(), principal=principal,
+                                  action_id=action_id, event=str(event),
+                                  details=details or {}, prev_hash=prev).body()
+                entry = AuditEntry(**body, entry_hash=self._mac(body))
+                line = (canonical_json(entry.to_dict()) + "\n").encode()
+                if os.write(fd, line) != len(line):
+                    raise OSError(28, "short write")
+                os.fsync(fd)
+                self._write_head(entry)
+                return entry
+            except (OSError, ValueError) as e:
+                msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                raise AuditWriteError(f"cannot write to {self.path}: {msg}; the action was "
+                                      "refused") from None
+            finally:
+                os.close(fd)  # releases the flock
+
+    def _tail(self) -> tuple[int, str]:
+        """seq and hash of the last entry (read from the file: another process may have
+        appended since)."""
+        last = self._last_line()
+        if last is None:
+            return 0, GENESIS_HASH
+        if not last.endswith(b"\n"):
+            raise ValueError("the log ends with a torn entry; run 'closedpaw audit verify'")
+        try:
+            e = AuditEntry.from_dict(json.loads(last))
+        except ValueError as err:
+            raise ValueError(f"the last entry is unreadable ({err}); run "
+                             "'closedpaw audit verify'") from None
+        return e.seq, e.entry_hash
+
+    def last_seq(self) -> int:
+        """The seq of the last stored entry (0 when empty, -1 when it is unreadable)."""
+        try:
+            last = self._last_line()
+            return AuditEntry.from_dict(json.loads(last)).seq if last else 0
+        except (ValueError, OSError):
+            return -1
+
+    def _last_line(self) -> bytes | None:
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return None
+        with f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return None
+            block = 4096
+            pos = size
+            buf = b""
+            while pos > 0:
+                step = min(block, pos)
+                pos -= step
+                f.seek(pos)
+                buf = f.read(step) + buf
+                if buf.count(b"\n") >= 2 or pos == 0:
+                    break
+            lines = buf.split(b"\n")
+            if buf.endswith(b"\n"):
+                return lines[-2] + b"\n"
+            return lines[-1]
+
+    def _write_head(self, entry: AuditEntry) -> None:
+        body = {"seq": entry.seq, "entry_hash": entry.entry_hash}
+        data = canonical_json({**body, "mac": self._mac(body)}).encode()
+        tmp = self.dir / f".audit.head.{os.getpid()}.{threading.get_ident()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.head_path)
+        _fsync_dir(self.dir)
+
+    def _read_head(self) -> tuple[int, str] | None:
+        try:
+            raw = self.head_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        d = json.loads(raw)
+        if not isinstance(d, dict) or set(d) != {"seq", "entry_hash", "mac"}:
+            raise ValueError("head record malformed")
+        body = {"seq": d["seq"], "entry_hash": d["entry_hash"]}
+        if not hmac.compare_digest(self._mac(body), str(d["mac"])):
+            raise ValueError("head record fails its HMAC")
+        return int(d["seq"]), str(d["entry_hash"])
+
+    # -- read ------------------------------------------------------------------------------
+    def _lines(self) -> Iterator[bytes]:
+        try:
+            f: IO[bytes] = open(self.path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return
+        with f:
+            yield from f
+
+    def entries(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
+        """Entries with seq > ``after_seq``, oldest first (unverified; see :meth:`verify`)."""
+        out: list[AuditEntry] = []
+        for raw in self._lines():
+            with contextlib.suppress(ValueError):
+                e = AuditEntry.from_dict(json.loads(raw))
+                if e.seq > after_seq:
+                    out.append(e)
+                    if limit is not None and len(out) >= limit:
+                        break
+        return out
+
+    def verify(self) -> VerifyReport:
+        """Check every entry: parseable, seq consecutive from 1, chained to the previous
+        hash, HMAC valid; then that the head record matches (nothing cut off the end)."""
+        expected = 1
+        prev = GENESIS_HASH
+        count = 0
+
+        def bad(seq: int, problem: str) -> VerifyReport:
+            return VerifyReport(False, count, expected - 1, seq, problem)
+
+        try:
+            head = self._read_head()
+        except (ValueError, TypeError) as err:
+            return bad(1, f"head record: {err}")
+        head_hash_seen: str | None = None
+        for raw in self._lines():
+            if not raw.endswith(b"\n"):
+                return bad(expected, "torn entry at the end of the log")
+            try:
+                e = AuditEntry.from_dict(json.loads(raw))
+            except ValueError as err:
+                return bad(expected, f"unreadable entry: {err}")
+            if e.seq != expected:
+                return bad(min(e.seq, expected),
+                           f"expected seq {expected}, found {e.seq} (deleted or reordered)")
+            if e.prev_hash != prev:
+                return bad(e.seq, "prev_hash does not match the previous entry "
+                           "(deleted or reordered)")
+            if not hmac.compare_digest(self._mac(e.body()), e.entry_hash):
+                return bad(e.seq, "entry_hash does not match its content (edited, or written "
+                           "without the key)")
+            prev = e.entry_hash
+            if head is not None and e.seq == head[0]:
+                head_hash_seen = e.entry_hash
+            expected += 1
+            count += 1
+        if head is None:
+            if count:
+                return bad(1, "head record missing")
+        elif head[0] > count:
+            return bad(count + 1, f"entries {count + 1}..{head[0]} were deleted from the end")
+        elif head[0] > 0 and head_hash_seen != head[1]:
+            return bad(head[0], "entry does not match the head record")
+        return VerifyReport(True, count, count)
+
+    def verify_or_raise(self) -> VerifyReport:
+        r = self.verify()
+        if not r.ok:
+            assert r.first_bad_seq is not None
+            raise AuditChainBroken(r.first_bad_seq, r.problem)
+        return r
+
+    def export(self, out: IO[str]) -> int:
+        """Write every stored line as JSONL to ``out``; returns how many."""
+        n = 0
+        for raw in self._lines():
+            out.write(raw.decode("utf-8", "replace").rstrip("\n") + "\n")
+            n += 1
+        return n

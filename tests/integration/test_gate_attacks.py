@@ -1,0 +1,110 @@
+"""Attacks on the gate itself; each checks the attack failed and nothing ran."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from closedpaw.errors import ApprovalRefused
+from closedpaw.orchestrator import ActionRequest, ActionStatus, Orchestrator
+from closedpaw.security import Principal
+from tests.integration.conftest import fake_manager, gate_settings, wait_for
+
+ADMIN = Principal("admin", "admin")
+MALLORY = Principal("mallory", "user")
+MakeOrch = Callable[..., Orchestrator]
+
+
+def recording_manager(o_settings: object, ran: list[list[str]]) -> object:
+    def handler(argv: Sequence[str], stdin: bytes) -> tuple[int, bytes, bytes]:
+        ran.append(list(argv))
+        return 0, b"", b""
+    return fake_manager(o_settings, handler)  # type: ignore[arg-type]
+
+
+def code(text: str, level: str = "high") -> ActionRequest:
+    return ActionRequest(action_type="code_execution",
+                         parameters={"language": "python", "code": text},
+                         min_level=level)  # type: ignore[arg-type]
+
+
+def test_a_reviewed_hash_cannot_approve_another_action(make_orch: MakeOrch,
+                                                       tmp_path: Path) -> None:
+    ran: list[list[str]] = []
+    s = gate_settings(tmp_path)
+    o = make_orch(s, manager=recording_manager(s, ran))
+    benign = o.submit(MALLORY, code("print('hello')"))
+    evil = o.submit(MALLORY, code("import os; os.system('rm -rf /')"))
+    with pytest.raises(ApprovalRefused) as e:
+        o.approve(ADMIN, evil.id, benign.params_sha256)
+    assert e.value.reason == "hash_mismatch"
+    time.sleep(0.2)
+    assert ran == [] and o.get(evil.id).status is ActionStatus.PENDING
+
+
+def test_parameters_swapped_in_the_database_never_run(make_orch: MakeOrch,
+                                                      tmp_path: Path) -> None:
+    """Someone with write access to the database (not to the audit key) swaps the code of a
+    pending action for something else, keeping the reviewed hash."""
+    ran: list[list[str]] = []
+    s = gate_settings(tmp_path)
+    o = make_orch(s, manager=recording_manager(s, ran))
+    rec = o.submit(MALLORY, code("print('hello')"))
+    evil = code("print('owned')").parameters
+    from closedpaw.orchestrator import parse_action
+    swapped = parse_action("code_execution", evil).canonical
+    with sqlite3.connect(s.data_dir / "closedpaw.db") as db:
+        db.execute("UPDATE actions SET parameters = ? WHERE id = ?", (swapped, rec.id))
+    with pytest.raises(ApprovalRefused) as e:
+        o.approve(ADMIN, rec.id, rec.params_sha256)
+    assert e.value.reason == "integrity"
+    # even an action already approved is checked again right before it runs
+    rec2 = o.submit(MALLORY, code("print('hello')", "medium"))
+    wait_for(lambda: o.get(rec2.id).status.final, "first run")
+    rec3 = o.submit(MALLORY, code("print('hi')"))
+    with sqlite3.connect(s.data_dir / "closedpaw.db") as db:
+        db.execute("UPDATE actions SET status = 'approved', parameters = ? WHERE id = ?",
+                   (swapped, rec3.id))
+    o.run_now(rec3.id)
+    assert o.get(rec3.id).status is ActionStatus.FAILED
+    assert "no longer match" in (o.get(rec3.id).error or "")
+    assert all("owned" not in " ".join(a) for a in ran)
+
+
+def test_raising_the_level_is_allowed_lowering_is_not(make_orch: MakeOrch) -> None:
+    o = make_orch()
+    rec = o.submit(MALLORY, ActionRequest(action_type="secret_read",
+                                          parameters={"name": "x"},
+                                          min_level="low"))  # type: ignore[arg-type]
+    assert str(rec.security_level) == "high" and rec.status is ActionStatus.PENDING
+
+
+def test_a_user_cannot_launder_critical_through_min_level_or_rules(make_orch: MakeOrch,
+                                                                   tmp_path: Path) -> None:
+    """A user rule lowers every file_read to low; ClosedPaw's own files stay critical, and a
+    user may not approve them."""
+    s = gate_settings(tmp_path)
+    s.data_dir.mkdir(parents=True)
+    s.rules_path.write_text("version: 1\nrules:\n  - {action_type: file_read, level: low}\n")
+    o = make_orch(s)
+    for path in (s.token_file, s.audit_dir / "audit.key", s.data_dir / "closedpaw.db",
+                 s.rules_path):
+        rec = o.submit(MALLORY, ActionRequest(action_type="file_read",
+                                              parameters={"path": str(path)},
+                                              min_level="low"))  # type: ignore[arg-type]
+        assert str(rec.security_level) == "critical", path
+        with pytest.raises(ApprovalRefused) as e:
+            o.approve(MALLORY, rec.id, rec.params_sha256)
+        assert e.value.reason == "role"
+        assert o.get(rec.id).status is ActionStatus.PENDING
+    # a path that climbs out with '..' does not parse: high, and it can never run
+    sneaky = o.submit(MALLORY, ActionRequest(action_type="file_read", parameters={
+        "path": f"{s.workspace_path}/../api-token"}))
+    assert str(sneaky.security_level) == "high" and sneaky.status is ActionStatus.PENDING
+    o.approve(ADMIN, sneaky.id, sneaky.params_sha256)
+    wait_for(lambda: o.get(sneaky.id).status.final, "the sneaky read")
+    assert o.get(sneaky.id).status is ActionStatus.FAILED and o.get(sneaky.id).result is None

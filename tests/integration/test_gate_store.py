@@ -1,0 +1,313 @@
+"""The orchestrator on a real database: SQLite (WAL) and a real PostgreSQL server.
+
+Approval binding (hash, replay, expiry, role, self-approval), critical never automatic,
+unknown -> high, restart durability, crash recovery, fail closed on audit failure."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from closedpaw.errors import ActionStateError, ApprovalRefused, AuditWriteError
+from closedpaw.orchestrator import ActionRequest, ActionStatus, Orchestrator
+from closedpaw.security import Principal
+from tests.integration.conftest import fake_manager, gate_settings, wait_for
+
+ADMIN = Principal("root-admin", "admin")
+ALICE = Principal("alice", "user")
+BOB = Principal("bob", "user")
+CODE = {"language": "python", "code": "print(6*7)"}
+
+MakeOrch = Callable[..., Orchestrator]
+
+
+def high_code(o: Orchestrator, who: Principal = ALICE) -> str:
+    rec = o.submit(who, ActionRequest(action_type="code_execution", parameters=CODE,
+                                      min_level="high"))  # type: ignore[arg-type]
+    assert rec.status is ActionStatus.PENDING and rec.requires_approval
+    return rec.id
+
+
+def done(o: Orchestrator, aid: str) -> ActionStatus:
+    return wait_for(lambda: o.get(aid).status if o.get(aid).status.final else None,
+                    f"action {aid} to finish")  # type: ignore[no-any-return]
+
+
+def events(o: Orchestrator, aid: str) -> list[str]:
+    return [e.event for e in o.audit.entries() if e.action_id == aid]
+
+
+def test_low_and_medium_run_at_once_and_are_audited(make_orch: MakeOrch, db_url: str,
+                                                    tmp_path: Path) -> None:
+    o = make_orch(gate_settings(tmp_path, db_url=db_url))
+    rec = o.submit(ALICE, ActionRequest(action_type="code_execution", parameters=CODE))
+    assert str(rec.security_level) == "medium" and not rec.requires_approval
+    assert done(o, rec.id) is ActionStatus.COMPLETED
+    got = o.get(rec.id)
+    assert got.result is not None and got.result["stdout"] == "42\n"
+    assert got.result["exit_code"] == 0 and got.result["isolation"]["runtime"] == "fake"
+    assert events(o, rec.id) == ["action.submitted", "action.approved", "action.executing",
+                                 "sandbox.run", "action.completed"]
+    run = next(e for e in o.audit.entries() if e.event == "sandbox.run")
+    assert run.details["isolation"]["network"] == "none"
+    assert o.audit.verify().ok
+
+
+def test_approval_must_carry_the_reviewed_hash(make_orch: MakeOrch, db_url: str,
+                                               tmp_path: Path) -> None:
+    o = make_orch(gate_settings(tmp_path, db_url=db_url))
+    aid = high_code(o)
+    rec = o.get(aid)
+    for wrong in ("0" * 64, rec.params_sha256[:-1] + "0", "", "not-a-hash"):
+        with pytest.raises(ApprovalRefused) as e:
+            o.approve(ADMIN, aid, wrong)
+        assert e.value.reason == "hash_mismatch"
+    assert o.get(aid).status is ActionStatus.PENDING
+    out = o.approve(ADMIN, aid, rec.params_sha256)
+    assert out.decided_by == ADMIN.name
+    assert done(o, aid) is ActionStatus.COMPLETED
+    refused = [e for e in o.audit.entries() if e.event == "approval.refused"]
+    assert len(refused) == 4 and all(e.details["reason"] == "hash_mismatch" for e in refused)
+
+
+def test_an_approval_is_used_once(make_orch: MakeOrch, db_url: str, tmp_path: Path) -> None:
+    o = make_orch(gate_settings(tmp_path, db_url=db_url))
+    aid = high_code(o)
+    sha = o.get(aid).params_sha256
+    o.approve(ADMIN, aid, sha)
+    with pytest.raises(ActionStateError, match="used once"):
+        o.approve(ADMIN, aid, sha)
+    assert done(o, aid) is ActionStatus.COMPLETED
+    with pytest.raises(ActionStateError):
+        o.approve(ADMIN, aid, sha)
+    assert events(o, aid).count("action.executing") == 1
+
+
+def test_concurrent_approvals_only_one_wins(make_orch: MakeOrch, db_url: str,
+                                            tmp_path: Path) -> None:
+    s = gate_settings(tmp_path, db_url=db_url)
+    o1 = make_orch(s)
+    o2 = make_orch(s, start=False)   # a second process on the same database
+    aid = high_code(o1)
+    sha = o1.get(aid).params_sha256
+    wins: list[str] = []
+    errors: list[Exception] = []
+    barrier = threading.Barrier(8)
+
+    def go(o: Orchestrator, who: Principal) -> None:
+        barrier.wait()
+        try:
+            o.approve(who, aid, sha)
+            wins.append(who.name)
+        except (ActionStateError, ApprovalRefused) as e:
+            errors.append(e)
+    threads = [threading.Thread(target=go, args=((o1, o2)[i % 2], Principal(f"p{i}", "user")))
+               for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1, (wins, errors)
+    assert done(o1, aid) is ActionStatus.COMPLETED
+    assert events(o1, aid).count("action.approved") == 1
+    assert o1.audit.verify().ok
+
+
+def test_pending_actions_expire_at_their_ttl(make_orch: MakeOrch, db_url: str,
+                                             tmp_path: Path) -> None:
+    o = make_orch(gate_settings(tmp_path, db_url=db_url, approval_ttl_s=1.0))
+    aid = high_code(o)
+    sha = o.get(aid).params_sha256
+    time.sleep(1.2)
+    with pytest.raises(ApprovalRefused) as e:
+        o.approve(ADMIN, aid, sha)
+    assert e.value.reason == "expired"
+    assert o.get(aid).status is ActionStatus.EXPIRED
+    assert "action.expired" in events(o, aid)
+    assert "action.executing" not in events(o, aid)
+
+
+def test_critical_needs_an_admin(make_orch: MakeOrch, db_url: str, tmp_path: Path) -> None:
+    o = make_orch(gate_settings(tmp_path, db_url=db_url))
+    rec = o.submit(ALICE, ActionRequest(action_type="code_execution", parameters=CODE,
+                                        min_level="critical"))  # type: ignore[arg-type]
+    assert str(rec.security_level) == "critical" and rec.status is ActionStatus.PENDING
+    with pytest.raises(ApprovalRefused) as e:
+        o.approve(BOB, rec.id, rec.params_sha256)
+    assert e.value.reason == "role"
+    o.approve(ADMIN, rec.id, rec.params_sha256)
+    assert done(o, rec.id) is ActionStatus.COMPLETED
+
+
+def test_critical_is_never_automatic(make_orch: MakeOrch, db_url: str, tmp_path: Path) -> None:
+    s = gate_settings(tmp_path, db_url=db_url)
+    s.data_dir.mkdir(parents=True)
+    s.rules_path.write_text("version: 1\nrules:\n  - {action_type: file_write, level: low}\n")
+    o = make_orch(s)
+    plain = o.submit(ALICE, ActionRequest(action_type="file_write", parameters={
+        "path": str(tmp_path / "x.txt"), "content": "hi"}))
+    assert str(plain.security_level) == "low"     # the user's rule applies...
+    assert done(o, plain.id) is ActionStatus.COMPLETED
+    assert (tmp_path / "x.txt").read_text() == "hi"
+    for target in (s.rules_path, s.token_file, s.audit_dir / "audit.key"):
+        rec = o.submit(ADMIN, ActionRequest(action_type="file_write", parameters={
+            "path": str(target), "content": "version: 1\nrules: []\n"}))
+        assert str(rec.security_level) == "critical", target   # ...but never to these
+        assert rec.status is ActionStatus.PENDING
+    time.sleep(0.3)
+    assert s.rules_path.read_text().startswith("version: 1\nrules:\n  - ")
+
+
+def test_self_approval_can_be_forbidden(make_orch: MakeOrch, db_url: str,
+                                        tmp_path: Path) -> None:
+    o = make_orch(gate_settings(tmp_path, db_url=db_url, require_distinct_approver=True))
+    aid = high_code(o, ALICE)
+    sha = o.get(aid).params_sha256
+    with pytest.raises(ApprovalRefused) as e:
+        o.approve(ALICE, aid, sha)
+    assert e.value.reason == "self_approval"
+    o.approve(BOB, aid, sha)
+    assert done(o, aid) is ActionStatus.COMPLETED
+
+
+def test_self_approval_is_allowed_by_default(make_orch: MakeOrch, db_url: str,
+                                             tmp_path: Path) -> None:
+    o = make_orch(gate_settings(tmp_path, db_url=db_url))
+    aid = high_code(o, ALICE)
+    o.approve(ALICE, aid, o.get(aid).params_sha256)
+    assert done(o, aid) is ActionStatus.COMPLETED
+
+
+def test_unknown_types_are_high_and_never_run(make_orch: MakeOrch, db_url: str,
+                                              tmp_path: Path) -> None:
+    o = make_orch(gate_settings(tmp_path, db_url=db_url))
+    rec = o.submit(ALICE, ActionRequest(action_type="format_disk", parameters={"dev": "sda"}))
+    assert str(rec.security_level) == "high" and rec.status is ActionStatus.PENDING
+    assert "unknown action type" in rec.level_reason
+    o.approve(ADMIN, rec.id, rec.params_sha256)
+    assert done(o, rec.id) is ActionStatus.FAILED
+    assert "cannot execute" in (o.get(rec.id).error or "")
+
+
+def test_rejected_actions_never_run(make_orch: MakeOrch, db_url: str, tmp_path: Path) -> None:
+    o = make_orch(gate_settings(tmp_path, db_url=db_url))
+    aid = high_code(o)
+    o.reject(BOB, aid, "not today")
+    assert o.get(aid).status is ActionStatus.REJECTED
+    with pytest.raises(ActionStateError):
+        o.approve(ADMIN, aid, o.get(aid).params_sha256)
+    assert events(o, aid) == ["action.submitted", "action.rejected", "approval.refused"]
+
+
+def test_pending_and_history_survive_a_restart(make_orch: MakeOrch, db_url: str,
+                                               tmp_path: Path) -> None:
+    s = gate_settings(tmp_path, db_url=db_url)
+    o = make_orch(s)
+    pending = high_code(o)
+    finished = o.submit(ALICE, ActionRequest(action_type="code_execution", parameters=CODE)).id
+    done(o, finished)
+    o.close()
+    o2 = make_orch(s)
+    assert [r.id for r in o2.pending()] == [pending]
+    assert o2.get(finished).status is ActionStatus.COMPLETED
+    assert o2.get(finished).result["stdout"] == "42\n"  # type: ignore[index]
+    o2.approve(ADMIN, pending, o2.get(pending).params_sha256)
+    assert done(o2, pending) is ActionStatus.COMPLETED
+    assert o2.audit.verify().ok
+
+
+def test_work_cut_off_by_a_crash_becomes_interrupted(make_orch: MakeOrch, db_url: str,
+                                                     tmp_path: Path) -> None:
+    s = gate_settings(tmp_path, db_url=db_url)
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(argv: Sequence[str], stdin: bytes) -> tuple[int, bytes, bytes]:
+        started.set()
+        release.wait(30)
+        return 0, b"late\n", b""
+    o = make_orch(s, manager=fake_manager(s, slow))
+    aid = o.submit(ALICE, ActionRequest(action_type="code_execution", parameters=CODE)).id
+    assert started.wait(10)
+    assert o.get(aid).status is ActionStatus.EXECUTING
+    # the process "dies"; a new one starts on the same data
+    o2 = make_orch(s, start=False)
+    assert o2.start() == [aid]
+    assert o2.get(aid).status is ActionStatus.INTERRUPTED
+    release.set()
+    time.sleep(0.3)
+    # the dead process's late result cannot overwrite the recorded interruption
+    assert o2.get(aid).status is ActionStatus.INTERRUPTED
+    assert "action.interrupted" in events(o2, aid)
+    assert o2.audit.verify().ok
+
+
+def test_no_audit_no_action(make_orch: MakeOrch, db_url: str, tmp_path: Path) -> None:
+    """Fail closed: when the audit store becomes read-only, nothing is accepted or decided."""
+    s = gate_settings(tmp_path, db_url=db_url)
+    o = make_orch(s)
+    aid = high_code(o)
+    sha = o.get(aid).params_sha256
+    audit_dir = str(s.audit_dir)
+    subprocess.run(["mount", "--bind", audit_dir, audit_dir], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", audit_dir], check=True)
+        with pytest.raises(AuditWriteError):
+            o.submit(ALICE, ActionRequest(action_type="chat", parameters={"message": "hi"}))
+        with pytest.raises(AuditWriteError):
+            o.approve(ADMIN, aid, sha)
+        assert len(o.list_actions()) == 1
+        assert o.get(aid).status is ActionStatus.PENDING
+    finally:
+        subprocess.run(["umount", audit_dir], check=True)
+    o.approve(ADMIN, aid, sha)
+    assert done(o, aid) is ActionStatus.COMPLETED
+    assert o.audit.verify().ok
+
+
+def test_workspace_reads_are_confined_to_the_workspace(make_orch: MakeOrch,
+                                                       tmp_path: Path) -> None:
+    """A medium-risk read of a workspace path that leads out of the workspace (a symlink)
+    fails at execution; the same path submitted as high and approved by a human works."""
+    o = make_orch()
+    ws = o.settings.workspace_path
+    (ws / "notes.txt").write_text("inside")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside")
+    (ws / "link.txt").symlink_to(secret)
+    (ws / "dirlink").symlink_to(tmp_path)
+    ok = o.submit(ALICE, ActionRequest(action_type="file_read",
+                                       parameters={"path": str(ws / "notes.txt")}))
+    assert str(ok.security_level) == "medium" and done(o, ok.id) is ActionStatus.COMPLETED
+    assert o.get(ok.id).result["content"] == "inside"  # type: ignore[index]
+    for path in (ws / "link.txt", ws / "dirlink" / "secret.txt"):
+        bad = o.submit(ALICE, ActionRequest(action_type="file_read",
+                                            parameters={"path": str(path)}))
+        assert str(bad.security_level) == "medium"
+        assert done(o, bad.id) is ActionStatus.FAILED
+        assert "outside the workspace" in (o.get(bad.id).error or "")
+        assert o.get(bad.id).result is None
+    out = o.submit(ALICE, ActionRequest(action_type="file_read",
+                                        parameters={"path": str(secret)}))
+    assert out.status is ActionStatus.PENDING and str(out.security_level) == "high"
+    o.approve(ADMIN, out.id, out.params_sha256)
+    assert done(o, out.id) is ActionStatus.COMPLETED
+    assert o.get(out.id).result["content"] == "outside"  # type: ignore[index]
+
+
+def test_file_write_does_not_follow_a_final_symlink(make_orch: MakeOrch,
+                                                    tmp_path: Path) -> None:
+    o = make_orch()
+    target = tmp_path / "target.txt"
+    target.write_text("original")
+    (tmp_path / "link.txt").symlink_to(target)
+    rec = o.submit(ALICE, ActionRequest(action_type="file_write", parameters={
+        "path": str(tmp_path / "link.txt"), "content": "pwned"}))
+    o.approve(ADMIN, rec.id, rec.params_sha256)
+    assert done(o, rec.id) is ActionStatus.FAILED
+    assert target.read_text() == "original"
