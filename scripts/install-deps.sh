@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Install what ClosedPaw needs on Debian 12: the OCI runtimes (runsc, runc), python3-venv and
-# node (used by the demo and tests), then the project's venv at .venv. Idempotent and quick when
-# everything is already there. Needs root (apt, and sandboxes need root to run).
+# Install what ClosedPaw needs on Debian 12: the OCI runtimes (runsc, runc), python3-venv,
+# node (used by the demo and tests), debootstrap and skopeo (images), then the project's venv
+# at .venv. Idempotent and quick when everything is already there. Needs root (apt, and sandboxes need root to run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,9 @@ command -v runsc >/dev/null 2>&1 || need+=(runsc)
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+# Images: debootstrap builds the python/node/shell/multi images; skopeo fetches registry images.
+[ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing with apt: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -4,7 +4,8 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
 
     ClosedPawError
     ├── ConfigError (ValueError)            bad settings or arguments; fix the input
-    │   └── SpecError                       a sandbox spec or limit is invalid
+    │   ├── SpecError                       a sandbox spec or limit is invalid
+    │   └── PolicyError                     an execution policy file or entry is invalid
     └── SandboxError                        the sandbox engine could not do what was asked
         ├── RuntimeUnavailable              no OCI runtime passed its live probe (fail closed)
         ├── BundleRejected                  the OCI bundle failed a named safety check
@@ -13,6 +14,9 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
         ├── SandboxStateError               the operation is not valid in the current state
         ├── SandboxLimitReached             the max-sandboxes cap is reached
         ├── FileTransferError               /input or /output could not be copied safely
+        ├── ImageError                      an image could not be built, stored or used
+        │   ├── ImageNotFound (LookupError) no image with that name in the store
+        │   └── ImageRejected               an imported image is malformed or tries to escape
         └── SandboxTimeout (TimeoutError)   a lifecycle operation (not a command) timed out
 
 A command that times out, is OOM-killed or exits non-zero is *not* an exception: it is an
@@ -29,6 +33,10 @@ __all__ = [
     "ClosedPawError",
     "ConfigError",
     "FileTransferError",
+    "ImageError",
+    "ImageNotFound",
+    "ImageRejected",
+    "PolicyError",
     "RuntimeFailure",
     "RuntimeUnavailable",
     "SandboxError",
@@ -106,3 +114,26 @@ class FileTransferError(SandboxError):
 
 class SandboxTimeout(SandboxError, TimeoutError):
     """A lifecycle operation (create, stop) did not finish in time."""
+
+
+class PolicyError(ConfigError):
+    """An execution policy is invalid; ``key`` is its dotted path (``python.memory``)."""
+
+    def __init__(self, key: str, problem: str, source: str = "") -> None:
+        self.key = key
+        self.problem = problem
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {problem}")
+
+
+class ImageError(SandboxError):
+    """An image could not be built, stored, imported or used."""
+
+
+class ImageNotFound(ImageError, LookupError):
+    """No image with the given name is in the image store."""
+
+
+class ImageRejected(ImageError):
+    """An image to import is malformed or unsafe (escaping paths, device nodes, ...)."""

@@ -21,10 +21,13 @@ from typing import Any
 from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
 from closedpaw.sandbox.bundle.oci import SANDBOX_GID, SANDBOX_UID, merge_env
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls
+from closedpaw.sandbox.bundle.validate import OVERLAY_ANNOTATION, SANDBOX_ID_ANNOTATION
 from closedpaw.sandbox.cgroups import CgroupAccounting
 from closedpaw.sandbox.drivers.base import DriverFeatures
 from closedpaw.sandbox.files import mount_output, stage_input, unmount_output
 from closedpaw.sandbox.images.host import HostRootfs, prepare_host_rootfs
+from closedpaw.sandbox.images.overlay import mount_overlay, unmount_overlay
+from closedpaw.sandbox.images.store import HOST_IMAGE, ImageStore
 from closedpaw.sandbox.result import Isolation
 from closedpaw.sandbox.spec import SandboxSpec
 from closedpaw.settings import Settings
@@ -69,7 +72,7 @@ def isolation_stamp(config: Mapping[str, Any], features: DriverFeatures) -> Isol
         runtime=features.name, runtime_version=features.version, platform=features.platform,
         seccomp=seccomp,
         seccomp_syscalls=len(allowed_syscalls(lin["seccomp"])) if seccomp else 0,
-        network="none", rootfs="host-bind:ro" if config["root"]["readonly"] else "host-bind:rw",
+        network="none", rootfs=_rootfs_stamp(config),
         user=f"{proc['user']['uid']}:{proc['user']['gid']}",
         capabilities=tuple(proc["capabilities"]["effective"]),
         no_new_privileges=bool(proc["noNewPrivileges"]),
@@ -78,6 +81,15 @@ def isolation_stamp(config: Mapping[str, Any], features: DriverFeatures) -> Isol
         cpu_cores=res["cpu"]["quota"] / res["cpu"]["period"],
         pids_limit=nproc if features.pids_mode == "rlimit" and nproc else res["pids"]["limit"],
     )
+
+
+def _rootfs_stamp(config: Mapping[str, Any]) -> str:
+    ann = config.get("annotations", {})
+    image = ann.get("org.closedpaw.image", HOST_IMAGE)
+    mode = "ro" if config["root"]["readonly"] else "rw"
+    if ann.get(OVERLAY_ANNOTATION) == "overlay":
+        return f"{image}:overlay:{mode}"
+    return f"host-bind:{mode}" if image == HOST_IMAGE else f"{image}:{mode}"
 
 
 class Workspace:
@@ -93,6 +105,11 @@ class Workspace:
         self.bundle = self.dir
         self.input_dir: Path | None = None
         self.output_mount: Path | None = None
+        self.code_dir: Path | None = None
+        self.lower: Path | None = None          # the image root, never written
+        self.image_digest = ""
+        self.overlay = False
+        self.readonly_root = True
         self.cgroups = CgroupAccounting(settings.cgroup_parent, sid)
         self.config: dict[str, Any] = {}
         self._torn_down = False
@@ -108,8 +125,44 @@ class Workspace:
             raise
         return ws
 
+    @property
+    def rootfs(self) -> Path:
+        """The root the runtime sees: the overlay mount, or the image itself."""
+        if self.overlay:
+            return self.dir / "rootfs"
+        assert self.lower is not None
+        return self.lower
+
+    def _resolve_root(self) -> None:
+        spec = self.spec
+        if spec.image == HOST_IMAGE:
+            host = _host_rootfs(self.settings.data_dir)
+            self.lower, self.image_digest = host.path, host.digest
+            self.readonly_root = True if spec.readonly_root is None else spec.readonly_root
+            # The shared skeleton is only ever read-only; a writable root is an overlay on it.
+            self.overlay = not self.readonly_root
+        else:
+            img = ImageStore(self.settings.images).get(spec.image)
+            self.lower, self.image_digest = img.rootfs, img.digest
+            self.readonly_root = False if spec.readonly_root is None else spec.readonly_root
+            # Always an overlay: even a read-only root must not let the runtime create mount
+            # points in the shared image.
+            self.overlay = True
+
     def _allocate(self) -> None:
+        self._resolve_root()
         self.dir.mkdir(parents=True, mode=0o711)
+        if self.overlay:
+            assert self.lower is not None
+            mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
+                          self.spec.limits.disk_mb)
+        if self.spec.code_files:
+            self.code_dir = self.dir / "code"
+            self.code_dir.mkdir(mode=0o755)
+            for name, text in self.spec.code_files.items():
+                p = self.code_dir / name
+                p.write_text(text)
+                os.chmod(p, 0o644)
         if self.spec.input_path is not None:
             self.input_dir = self.dir / "input"
             stage_input(self.spec.input_path, self.input_dir)
@@ -122,14 +175,17 @@ class Workspace:
 
     def build(self, argv: Sequence[str], env: Mapping[str, str], cwd: str) -> dict[str, Any]:
         """Build, validate and write ``config.json`` for ``argv`` as the container process."""
-        rootfs = _host_rootfs(self.settings.data_dir)
+        annotations = {SANDBOX_ID_ANNOTATION: self.sid, "org.closedpaw.image": self.spec.image,
+                       "org.closedpaw.image-digest": self.image_digest,
+                       OVERLAY_ANNOTATION: "overlay" if self.overlay else "bind"}
         inputs = BundleInputs(
             argv=argv, env=merge_env(self.spec.env, env), cwd=cwd, limits=self.spec.limits,
-            rootfs=rootfs.path, cgroups_path=self.cgroups.cgroups_path, host=host_limits(),
+            rootfs=self.rootfs, cgroups_path=self.cgroups.cgroups_path, host=host_limits(),
             machine=platform.machine(), pids_mode=self.features.pids_mode,
             gvisor=self.features.platform.startswith("gvisor"),
-            input_dir=self.input_dir, output_dir=self.output_mount,
-            annotations={"org.closedpaw.sandbox-id": self.sid},
+            input_dir=self.input_dir, output_dir=self.output_mount, code_dir=self.code_dir,
+            usr_source="/usr" if self.spec.image == HOST_IMAGE else None,
+            readonly_root=self.readonly_root, tmpfs=self.spec.tmpfs, annotations=annotations,
         )
         config = build_config(inputs)
         check_config(config, host_limits())
@@ -162,6 +218,8 @@ class Workspace:
         if self.output_mount is not None:
             out = self.output_mount
             steps.append(lambda: unmount_output(out))
+        if self.overlay:
+            steps.append(lambda: unmount_overlay(self.dir / "layer", self.dir / "rootfs"))
         steps.append(lambda: shutil.rmtree(self.dir) if self.dir.exists() else None)
         for step in steps:
             try:

@@ -1,0 +1,244 @@
+"""The image store: named, read-only root filesystems, each with a small manifest.
+
+Layout under the store root (default ``/var/lib/closedpaw/images``)::
+
+    <name>/manifest.json    name, digest, created, size, source
+    <name>/rootfs/          the root filesystem, never written after it is installed
+    .base/                  build caches (the debootstrap base shared by built images)
+    .tmp-*                  images being built or imported (removed on failure)
+
+An image is installed atomically: it is built in a ``.tmp-*`` directory, its digest is
+computed over the whole tree (paths, types, modes, owners, file contents, link targets), and
+the directory is renamed into place. Sandboxes never write to ``rootfs/``: they see it as the
+lower layer of a per-sandbox overlay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from closedpaw.errors import ImageError, ImageNotFound, SpecError
+
+__all__ = ["HOST_IMAGE", "IMAGE_NAME", "Image", "ImageStore", "prepare_rootfs", "tree_digest",
+           "validate_name"]
+
+HOST_IMAGE = "host"
+IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_FORMAT = 1
+
+# Directories every image root gets so runtimes never need to create mount points in it.
+_MOUNT_POINTS = ("proc", "dev", "sys", "run", "input", "output", "code")
+_ETC = {
+    "etc/hosts": "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost\n",
+    "etc/hostname": "sandbox\n",
+    "etc/resolv.conf": "",
+}
+
+
+def validate_name(name: object, field_name: str = "image") -> str:
+    """Return ``name`` if it is a valid image name, else raise :class:`SpecError`."""
+    if not isinstance(name, str) or not IMAGE_NAME.match(name):
+        raise SpecError(field_name, f"{name!r} is not an image name (lower-case letters, "
+                        "digits, '.', '_', '-'; at most 63 characters)")
+    return name
+
+
+@dataclass(frozen=True)
+class Image:
+    """One installed image. ``rootfs`` is read-only by convention and by overlay."""
+
+    name: str
+    digest: str
+    created: str
+    size: int
+    source: dict[str, Any] = field(default_factory=dict)
+    rootfs: Path = Path("/")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rootfs"] = str(self.rootfs)
+        return d
+
+
+def tree_digest(root: Path) -> tuple[str, int]:
+    """``("sha256:<hex>", total bytes)`` of a whole tree; links are never followed."""
+    h = hashlib.sha256(b"closedpaw-tree-v1\n")
+    total = 0
+
+    def walk(d: str, rel: str) -> None:
+        nonlocal total
+        with os.scandir(d) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            st = e.stat(follow_symlinks=False)
+            r = f"{rel}/{e.name}"
+            kind = stat.S_IFMT(st.st_mode)
+            h.update(f"{r}\0{kind:o}\0{stat.S_IMODE(st.st_mode):o}\0{st.st_uid}\0{st.st_gid}\0"
+                     .encode("utf-8", "surrogateescape"))
+            if stat.S_ISLNK(st.st_mode):
+                h.update(os.fsencode(os.readlink(e.path)) + b"\0")
+            elif stat.S_ISREG(st.st_mode):
+                total += st.st_size
+                fh = hashlib.sha256()
+                with open(e.path, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        fh.update(chunk)
+                h.update(fh.digest())
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                h.update(f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}\0".encode())
+            if stat.S_ISDIR(st.st_mode):
+                walk(e.path, r)
+
+    walk(str(root), "")
+    return "sha256:" + h.hexdigest(), total
+
+
+def prepare_rootfs(rootfs: Path) -> None:
+    """Make a root filesystem fit to run sandboxes: mount points, ``/tmp`` 1777, and a
+    neutral ``/etc/hosts``, hostname and empty resolv.conf (nothing of the build host)."""
+    os.chmod(rootfs, 0o755)
+    for d in _MOUNT_POINTS:
+        p = rootfs / d
+        if p.is_symlink() or (p.exists() and not p.is_dir()):
+            p.unlink()
+        p.mkdir(mode=0o755, exist_ok=True)
+    tmp = rootfs / "tmp"
+    if tmp.is_symlink() or (tmp.exists() and not tmp.is_dir()):
+        tmp.unlink()
+    tmp.mkdir(exist_ok=True)
+    os.chmod(tmp, 0o1777)  # runc gives a tmpfs the mode of its mount point
+    (rootfs / "etc").mkdir(mode=0o755, exist_ok=True)
+    for rel, text in _ETC.items():
+        p = rootfs / rel
+        if p.is_symlink() or p.exists():
+            p.unlink()
+        p.write_text(text)
+        os.chmod(p, 0o644)
+
+
+class ImageStore:
+    """Images on disk under ``root``. Safe to share between processes (a file lock guards
+    installs and removals)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- reading ---------------------------------------------------------------------------
+    def _dir(self, name: str) -> Path:
+        return self.root / validate_name(name)
+
+    def exists(self, name: str) -> bool:
+        return (self._dir(name) / "manifest.json").is_file()
+
+    def get(self, name: str) -> Image:
+        d = self._dir(name)
+        try:
+            data = json.loads((d / "manifest.json").read_text())
+        except FileNotFoundError:
+            known = ", ".join(["host", *(i.name for i in self.list())])
+            hint = (f"; build it with 'closedpaw image build {name}'"
+                    if name in ("python", "node", "shell", "multi") else "")
+            raise ImageNotFound(f"image {name!r} is not in the store {self.root} "
+                                f"(available: {known}){hint}") from None
+        except (OSError, ValueError) as e:
+            raise ImageError(f"image {name!r}: unreadable manifest ({e})") from None
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise ImageError(f"image {name!r}: manifest of an unknown format; rebuild it")
+        return Image(name=data["name"], digest=data["digest"], created=data["created"],
+                     size=int(data["size"]), source=dict(data.get("source", {})),
+                     rootfs=d / "rootfs")
+
+    def list(self) -> list[Image]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for d in sorted(self.root.iterdir()):
+            if IMAGE_NAME.match(d.name) and (d / "manifest.json").is_file():
+                with contextlib.suppress(ImageError):
+                    out.append(self.get(d.name))
+        return out
+
+    def verify(self, name: str) -> bool:
+        """Recompute the digest of an installed image and compare it with its manifest."""
+        img = self.get(name)
+        return tree_digest(img.rootfs)[0] == img.digest
+
+    # -- writing ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """An exclusive lock on the whole store (builds, installs, removals)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def staging(self, name: str) -> Iterator[Path]:
+        """A fresh build directory; it is removed unless :meth:`install` consumed it."""
+        validate_name(name)
+        if name == HOST_IMAGE:
+            raise ImageError("'host' is the built-in host-bind image; choose another name")
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.root))
+        try:
+            yield tmp
+        finally:
+            if tmp.exists():
+                remove_tree(tmp)
+
+    def install(self, name: str, staged: Path, source: dict[str, Any]) -> Image:
+        """Digest ``staged/rootfs``, write the manifest and move it into place atomically,
+        replacing an image of the same name. Call with :meth:`lock` held."""
+        rootfs = staged / "rootfs"
+        prepare_rootfs(rootfs)
+        digest, size = tree_digest(rootfs)
+        manifest = {"format": _FORMAT, "name": name, "digest": digest,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "size": size, "source": source}
+        (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        os.chmod(staged, 0o755)
+        final = self._dir(name)
+        old: Path | None = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=self.root))
+            os.rename(final, old / "image")
+        os.rename(staged, final)
+        if old is not None:
+            remove_tree(old)
+        return self.get(name)
+
+    def remove(self, name: str) -> None:
+        if name == HOST_IMAGE:
+            raise ImageError("'host' is built in and cannot be removed")
+        self.get(name)  # raises ImageNotFound
+        with self.lock():
+            d = self._dir(name)
+            gone = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=self.root))
+            os.rename(d, gone / "image")
+            remove_tree(gone)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a tree that may hold read-only directories (as image trees do)."""
+    def onerror(func: Any, p: str, exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o700)
+            func(p)
+    shutil.rmtree(path, onerror=onerror)
