@@ -35,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "streamed and its exit code returned (124 timeout, 137 OOM/killed).")
     r.add_argument("--runtime", choices=("auto", "runsc", "runc"), default=None,
                    help="force a runtime (default: auto = runsc, else runc)")
+    r.add_argument("--policy", metavar="NAME", help="execution policy to start from "
+                   "(see 'closedpaw policy list'); the flags below override it")
+    r.add_argument("--image", metavar="NAME", help="root filesystem: host (default) or an "
+                   "image of the store (see 'closedpaw image list')")
+    r.add_argument("--lang", choices=("python", "node", "bash"), help="run the code given "
+                   "with -c in this language, under its policy (python, node, shell)")
+    r.add_argument("-c", dest="code", metavar="CODE", help="code for --lang; it is written "
+                   "to /code/main.<ext> and run; words after -- become its arguments")
     r.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 256m or 1g "
                    "(default 512m)")
     r.add_argument("--cpus", type=float, metavar="N", help="CPU cores (default 1.0)")
@@ -56,6 +64,37 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print JSON")
     d.add_argument("--fresh", action="store_true", help="re-probe instead of using the cache")
 
+    pol = sub.add_parser("policy", help="list and show execution policies")
+    psub = pol.add_subparsers(dest="policy_command", metavar="ACTION", parser_class=_Parser,
+                              required=True)
+    pl = psub.add_parser("list", help="list the policies (built-in and from the user file)")
+    pl.add_argument("--json", action="store_true", help="print JSON")
+    ps = psub.add_parser("show", help="show one policy, resolved")
+    ps.add_argument("name", metavar="NAME")
+    ps.add_argument("--json", action="store_true", help="print JSON")
+
+    img = sub.add_parser("image", help="build, import, list, inspect and remove images")
+    isub = img.add_subparsers(dest="image_command", metavar="ACTION", parser_class=_Parser,
+                              required=True)
+    ib = isub.add_parser("build", help="build an image with debootstrap (python, node, shell, "
+                         "multi); rebuilds it if it exists")
+    ib.add_argument("name", metavar="NAME")
+    ib.add_argument("--rebuild-base", action="store_true",
+                    help="bootstrap the cached Debian base again too")
+    il = isub.add_parser("list", help="list images")
+    il.add_argument("--json", action="store_true", help="print JSON")
+    ii = isub.add_parser("import", help="import an OCI image layout (directory or tar), a "
+                         "docker-archive tarball, or docker://REF (needs skopeo and a registry)")
+    ii.add_argument("path", metavar="PATH")
+    ii.add_argument("--name", help="image name (default: derived from PATH)")
+    ii.add_argument("--ref", help="which image of a multi-image layout or archive to take")
+    irm = isub.add_parser("rm", help="remove an image")
+    irm.add_argument("name", metavar="NAME")
+    iin = isub.add_parser("inspect", help="show an image's manifest")
+    iin.add_argument("name", metavar="NAME")
+    iin.add_argument("--verify", action="store_true",
+                     help="recompute the digest and compare it with the manifest")
+
     sub.add_parser("demo", help="run Python, node and shell snippets in the sandbox and show "
                    "what protected them")
     return p
@@ -67,11 +106,15 @@ def _die(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
-def _spec(args: argparse.Namespace) -> Any:
+def _spec(args: argparse.Namespace, base: Any) -> Any:
+    """The run's spec: ``base`` (a policy's, or the defaults) with the flags on top."""
+    from dataclasses import replace
     from pathlib import Path
 
-    from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec, parse_size_mb
+    from closedpaw.sandbox.spec import SandboxSpec, parse_size_mb
 
+    if base is None:
+        base = SandboxSpec()
     lim: dict[str, Any] = {}
     if args.memory is not None:
         lim["memory_mb"] = parse_size_mb(args.memory, "--memory")
@@ -83,14 +126,15 @@ def _spec(args: argparse.Namespace) -> Any:
         lim["max_processes"] = args.pids
     if args.timeout is not None:
         lim["timeout_s"] = args.timeout
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(base.env)
     for item in args.env:
         name, sep, value = item.partition("=")
         if not sep:
             _die(f"--env {item!r}: expected NAME=VALUE")
         env[name] = value
-    return SandboxSpec(
-        limits=ResourceLimits(**lim), env=env, workdir=args.workdir or "/tmp",
+    return replace(
+        base, limits=replace(base.limits, **lim) if lim else base.limits, env=env,
+        workdir=args.workdir or base.workdir, image=args.image or base.image,
         input_path=Path(args.input) if args.input else None,
         output_dir=Path(args.output) if args.output else None,
     )
@@ -100,12 +144,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd: list[str] = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    if not cmd:
+    if args.lang is None and args.code is not None:
+        _die("-c CODE needs --lang python|node|bash")
+    if args.lang is not None and args.code is None:
+        _die(f"--lang {args.lang} needs the code with -c, e.g. --lang python -c 'print(1)'")
+    if not cmd and args.lang is None:
         _die("run needs a command after '--', e.g. closedpaw run -- python3 -c 'print(1)'")
     from closedpaw.errors import ClosedPawError
 
     try:
-        spec = _spec(args)
+        base = None
+        if args.policy or args.lang:
+            from closedpaw.sandbox.policy import LANGUAGES, load_policies
+            from closedpaw.settings import Settings
+
+            pols = load_policies(Settings.from_env().policy_file)
+            name = args.policy or LANGUAGES[args.lang].policy
+            base = pols.get(name).spec
+        spec = _spec(args, base)
+        if args.lang:
+            from dataclasses import replace
+
+            from closedpaw.sandbox.policy import LANGUAGES
+
+            lang = LANGUAGES[args.lang]
+            spec = replace(spec, code_files={lang.filename: args.code})
+            cmd = [*lang.argv, f"/code/{lang.filename}", *cmd]
         if args.input:
             import os
             if not os.path.exists(args.input):
@@ -174,6 +238,47 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if report["usable"] else 1
 
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    from closedpaw.errors import ClosedPawError
+    from closedpaw.sandbox.policy import load_policies
+    from closedpaw.settings import Settings
+
+    try:
+        pols = load_policies(Settings.from_env().policy_file)
+        if args.policy_command == "list":
+            rows = [pols.get(n).to_dict() for n in pols.names()]
+            if args.json:
+                sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+                return 0
+            from rich.console import Console
+            from rich.table import Table
+
+            t = Table("policy", "image", "memory", "cpus", "pids", "root", "timeout",
+                      "description", box=None)
+            for r in rows:
+                t.add_row(r["name"], r["image"], f"{r['memory_mb']} MiB", f"{r['cpus']:g}",
+                          str(r["pids"]), "ro" if r["readonly_root"] or r["image"] == "host"
+                          else "overlay rw", f"{r['timeout_s']:g} s", r["description"])
+            Console(width=160).print(t)
+            return 0
+        d = pols.get(args.name).to_dict()
+    except ClosedPawError as e:
+        _die(str(e))
+    if args.json:
+        sys.stdout.write(json.dumps(d, indent=2) + "\n")
+    else:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(d, sort_keys=False))
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from closedpaw.cli.images import main as images_main
+
+    return images_main(args)
+
+
 def cmd_demo(_: argparse.Namespace) -> int:
     from closedpaw.cli.demo import main as demo_main
 
@@ -186,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handlers = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo}
+    handlers = {"run": cmd_run, "doctor": cmd_doctor, "demo": cmd_demo,
+                "policy": cmd_policy, "image": cmd_image}
     try:
         return handlers[args.command](args)
     except BrokenPipeError:
