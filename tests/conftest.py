@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from closedpaw.errors import ImageError
 from closedpaw.sandbox.cgroups import CGROUP_ROOT, is_v2
+from closedpaw.sandbox.images.debootstrap import RECIPES, build_image
+from closedpaw.sandbox.images.store import Image, ImageStore
 from closedpaw.sandbox.manager import SandboxManager
 from closedpaw.settings import Settings
 
@@ -61,6 +64,10 @@ def leftovers(settings: Settings) -> list[str]:
     with open("/proc/mounts") as f:
         found += [f"mount {line.split()[1]}" for line in f
                   if str(settings.state_dir) in line.split()[1]]
+    store = settings.images
+    if store.is_dir():
+        found += [f"image staging dir {p}" for p in store.iterdir()
+                  if p.name.startswith((".tmp-", ".old-"))]
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -71,6 +78,33 @@ def leftovers(settings: Settings) -> list[str]:
         if str(settings.state_dir).encode() in cmd:
             found.append(f"process {pid}: {cmd[:120]!r}")
     return found
+
+
+def require_image_tools() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("building images needs root: run 'make test' as root", pytrace=False)
+    if shutil.which("debootstrap", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+        pytest.fail("debootstrap is not installed: 'apt-get install debootstrap' (make test "
+                    "does this)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def built_images() -> dict[str, Image]:
+    """The python, node, shell and multi images, built for real with debootstrap once and
+    cached in the store between runs (a fresh machine builds them here, ~1-2 minutes)."""
+    require_image_tools()
+    store = ImageStore(sandbox_settings().images)
+    out: dict[str, Image] = {}
+    for name, packages in RECIPES.items():
+        try:
+            img = store.get(name)
+            if (img.source.get("type") != "debootstrap"
+                    or tuple(img.source.get("packages", ())) != packages):
+                raise ImageError("stale")
+        except ImageError:
+            img = build_image(store, name)
+        out[name] = img
+    return out
 
 
 @pytest.fixture

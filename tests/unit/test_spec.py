@@ -54,7 +54,7 @@ def test_bad_env(env: dict[str, object]) -> None:
 
 @pytest.mark.parametrize("image", ["", "Python", "../x", "a/b", "x" * 64, 3])
 def test_bad_image_names(image: object) -> None:
-    with pytest.raises(SpecError, match="^image"):
+    with pytest.raises(SpecError, match=r"^image"):
         SandboxSpec(image=image)  # type: ignore[arg-type]
 
 

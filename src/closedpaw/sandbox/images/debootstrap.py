@@ -82,10 +82,10 @@ def host_mirror(suite: str, apt_dir: Path = Path("/etc/apt")) -> str:
                         return uris[0].rstrip("/")
         else:
             for line in text.splitlines():
-                parts = line.split("#", 1)[0].split()
+                parts = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
                 if parts[:1] != ["deb"]:
                     continue
-                parts = [p for p in parts[1:] if not p.startswith("[")]
+                parts = parts[1:]
                 if len(parts) >= 2 and parts[1] == suite:
                     return parts[0].rstrip("/")
     return FALLBACK_MIRROR

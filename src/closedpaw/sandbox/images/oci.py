@@ -258,6 +258,8 @@ def _apply_member(root: Path, tar: tarfile.TarFile, m: tarfile.TarInfo,
         else:  # fifo
             os.mkfifo(path, 0o600)
     created.add(rel)
+    if m.islnk():
+        return  # a hard link shares its target's inode, owner and mode
     os.lchown(path, m.uid, m.gid)
     if not m.issym():
         os.chmod(path, mode)
