@@ -6,6 +6,7 @@ state directories or runtime processes."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -40,6 +41,24 @@ def sandbox_settings() -> Settings:
     return Settings(state_dir=TEST_STATE, data_dir=DATA_DIR, cgroup_parent=TEST_CGROUP)
 
 
+def image_staging_leftovers(store: Path) -> list[str]:
+    """Build or import directories left in the store. They exist only while the store lock is
+    held, so they count only when nobody holds it (another test run may be building)."""
+    lock = store / ".lock"
+    if not lock.exists():
+        return []
+    fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []
+        return [f"image staging dir {p}" for p in store.iterdir()
+                if p.name.startswith((".tmp-", ".old-"))]
+    finally:
+        os.close(fd)
+
+
 def leftovers(settings: Settings) -> list[str]:
     """Everything a finished manager must not leave behind."""
     found: list[str] = []
@@ -64,10 +83,7 @@ def leftovers(settings: Settings) -> list[str]:
     with open("/proc/mounts") as f:
         found += [f"mount {line.split()[1]}" for line in f
                   if str(settings.state_dir) in line.split()[1]]
-    store = settings.images
-    if store.is_dir():
-        found += [f"image staging dir {p}" for p in store.iterdir()
-                  if p.name.startswith((".tmp-", ".old-"))]
+    found += image_staging_leftovers(settings.images)
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue

@@ -66,8 +66,8 @@ def test_one_exception_tree_drawn_in_the_docstring() -> None:
 
 def test_cli_start_is_lazy() -> None:
     code = ("import sys, closedpaw.cli.main as m; m.build_parser(); "
-            "print(','.join(k for k in ('closedpaw.sandbox.manager','pydantic','subprocess')"
-            " if k in sys.modules))")
+            "print(','.join(k for k in ('closedpaw.sandbox.manager','pydantic','subprocess',"
+            "'yaml','rich') if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "", f"imported at CLI start: {out}"
@@ -77,3 +77,16 @@ def test_every_module_imports() -> None:
     for path in SRC.rglob("*.py"):
         mod = "closedpaw." + ".".join(path.relative_to(SRC).with_suffix("").parts)
         importlib.import_module(mod.removesuffix(".__init__"))
+
+
+def test_plain_and_image_runs_do_not_load_yaml_or_rich() -> None:
+    """YAML and rich are for policies, builds and tables; `closedpaw run` (also with --image)
+    builds its spec without them."""
+    code = ("import sys, closedpaw.cli.main as m\n"
+            "for argv in (['run', '--', 'true'], ['run', '--image', 'node', '--', 'node']):\n"
+            "    m._spec(m.build_parser().parse_args(argv), None)\n"
+            "import closedpaw.sandbox.workspace, closedpaw.sandbox.manager\n"
+            "print(','.join(k for k in ('yaml', 'rich') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "", f"imported on the run path: {out}"

@@ -51,21 +51,36 @@ def _source(img: dict[str, Any]) -> str:
 
 
 def cmd_build(store: ImageStore, args: argparse.Namespace) -> int:
+    """Build with a rich progress bar on a terminal; one line per step otherwise (logs)."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from closedpaw.sandbox.images.debootstrap import BUILD_STEPS, build_image
 
-    with Progress(TextColumn("[bold]{task.fields[step]:<8}"), BarColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.description}"),
-                  console=None, transient=False) as bar:
-        task = bar.add_task("starting", total=len(BUILD_STEPS), step="")
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        last = [""]
 
-        def progress(step: str, detail: str) -> None:
-            done = BUILD_STEPS.index(step) if step in BUILD_STEPS else 0
-            bar.update(task, completed=done, step=step, description=detail[:70])
+        def log(step: str, detail: str) -> None:
+            if step != last[0]:
+                last[0] = step
+                sys.stderr.write(f"closedpaw: building {args.name}: {step}: {detail}\n")
+                sys.stderr.flush()
 
-        img = build_image(store, args.name, rebuild_base=args.rebuild_base, progress=progress)
-        bar.update(task, completed=len(BUILD_STEPS), step="done", description=img.digest)
+        img = build_image(store, args.name, rebuild_base=args.rebuild_base, progress=log)
+    else:
+        with Progress(TextColumn("[bold]{task.fields[step]:<8}"), BarColumn(),
+                      TimeElapsedColumn(), TextColumn("{task.description}"),
+                      console=console) as bar:
+            task = bar.add_task("starting", total=len(BUILD_STEPS), step="")
+
+            def progress(step: str, detail: str) -> None:
+                done = BUILD_STEPS.index(step) if step in BUILD_STEPS else 0
+                bar.update(task, completed=done, step=step, description=detail[:70])
+
+            img = build_image(store, args.name, rebuild_base=args.rebuild_base,
+                              progress=progress)
+            bar.update(task, completed=len(BUILD_STEPS), step="done", description="")
     sys.stdout.write(f"built {img.name} {img.digest} ({_human(img.size)})\n")
     return 0
 
