@@ -54,7 +54,7 @@ def image_staging_leftovers(store: Path) -> list[str]:
         except BlockingIOError:
             return []
         return [f"image staging dir {p}" for p in store.iterdir()
-                if p.name.startswith((".tmp-", ".old-"))]
+                if p.name.startswith(".tmp-")]
     finally:
         os.close(fd)
 
@@ -107,7 +107,9 @@ def require_image_tools() -> None:
 @pytest.fixture(scope="session")
 def built_images() -> dict[str, Image]:
     """The python, node, shell and multi images, built for real with debootstrap once and
-    cached in the store between runs (a fresh machine builds them here, ~1-2 minutes)."""
+    cached in the store between runs (a fresh machine builds them here, ~1-2 minutes).
+    A test may rebuild one (the CLI build test does): use ``ImageStore.get`` for its current
+    root filesystem rather than the ``rootfs`` recorded here."""
     require_image_tools()
     store = ImageStore(sandbox_settings().images)
     out: dict[str, Image] = {}

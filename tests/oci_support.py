@@ -57,8 +57,11 @@ def _blob(root: Path, data: bytes) -> str:
 
 
 def oci_layout(root: Path, layers: Sequence[bytes], *, ref: str = "latest",
-               gz: Sequence[bool] | None = None) -> Path:
-    """Write an OCI image layout at ``root`` with ``layers`` (raw or gzip tar bytes)."""
+               gz: Sequence[bool] | None = None, nested: bool = False,
+               extra_refs: Sequence[str] = ()) -> Path:
+    """Write an OCI image layout at ``root`` with ``layers`` (raw or gzip tar bytes).
+    ``nested`` puts the manifest behind a multi-platform image index (as registries do);
+    ``extra_refs`` adds more names for other (empty) images to the layout's index."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     gz = gz or [False] * len(layers)
@@ -76,11 +79,22 @@ def oci_layout(root: Path, layers: Sequence[bytes], *, ref: str = "latest",
                                       "digest": cdigest, "size": len(config)},
                            "layers": lays}).encode()
     mdigest = _blob(root, manifest)
+    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": mdigest, "size": len(manifest)}
+    if nested:
+        other = dict(entry, platform={"os": "linux", "architecture": "s390x"})
+        index = json.dumps({"schemaVersion": 2, "manifests": [
+            other, dict(entry, platform={"os": "linux", "architecture": "amd64"})]}).encode()
+        entry = {"mediaType": "application/vnd.oci.image.index.v1+json",
+                 "digest": _blob(root, index), "size": len(index)}
+    empty = json.dumps({"schemaVersion": 2, "layers": []}).encode()
+    others = [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+               "digest": _blob(root, empty), "size": len(empty),
+               "annotations": {"org.opencontainers.image.ref.name": r}} for r in extra_refs]
     (root / "index.json").write_text(json.dumps({
         "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": mdigest, "size": len(manifest),
-                       "annotations": {"org.opencontainers.image.ref.name": ref}}]}))
+        "manifests": [*others, dict(entry, annotations={
+            "org.opencontainers.image.ref.name": ref})]}))
     return root
 
 

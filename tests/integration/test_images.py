@@ -132,11 +132,11 @@ def imported(built_images: dict[str, Image], tmp_path_factory: pytest.TempPathFa
     from tests.conftest import sandbox_settings
     from tests.oci_support import Entry, layer_tar, oci_layout, tar_tree
 
+    store = ImageStore(sandbox_settings().images)
     top = layer_tar([Entry("usr/bin/.wh.rm"), Entry("hello.txt", data=b"from layer two\n"),
                      Entry("greeting", "symlink", target="/hello.txt")], gz=True)
     layout = oci_layout(tmp_path_factory.mktemp("oci") / "layout",
-                        [tar_tree(built_images["shell"].rootfs), top], gz=[False, True])
-    store = ImageStore(sandbox_settings().images)
+                        [tar_tree(store.get("shell").rootfs), top], gz=[False, True])
     img = import_image(store, layout, name="test-imported-shell")
     yield img.name
     store.remove(img.name)

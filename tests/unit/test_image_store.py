@@ -10,7 +10,14 @@ import pytest
 
 from closedpaw.errors import ImageError, ImageNotFound, SpecError
 from closedpaw.sandbox.images.debootstrap import FALLBACK_MIRROR, host_mirror, host_suite
-from closedpaw.sandbox.images.store import ImageStore, tree_digest, validate_name
+from closedpaw.sandbox.images.overlay import mount_overlay, unmount_overlay
+from closedpaw.sandbox.images.store import (
+    Image,
+    ImageStore,
+    overlay_lower_dirs,
+    tree_digest,
+    validate_name,
+)
 
 
 def tree(root: Path) -> Path:
@@ -112,3 +119,44 @@ def test_suite_from_os_release(tmp_path: Path) -> None:
     f = tmp_path / "os-release"
     f.write_text('NAME="Debian GNU/Linux"\nVERSION_CODENAME=bookworm\n')
     assert host_suite(f) == "bookworm"
+
+
+def install_tree(store: ImageStore, name: str, content: str) -> Image:
+    with store.lock(), store.staging(name) as staged:
+        (staged / "rootfs").mkdir()
+        (staged / "rootfs/v").write_text(content)
+        return store.install(name, staged, {"type": "test"})
+
+
+def test_a_root_in_use_by_an_overlay_outlives_rebuild_and_rm(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("mounting overlays needs root: run 'make test' as root", pytrace=False)
+    store = ImageStore(tmp_path / "store")
+    old = install_tree(store, "img", "1")
+    sb = tmp_path / "sandbox"
+    sb.mkdir()
+    mount_overlay(old.rootfs, sb / "layer", sb / "rootfs", 8)
+    try:
+        assert str(old.rootfs) in overlay_lower_dirs()
+        new = install_tree(store, "img", "2")
+        assert new.rootfs != old.rootfs and store.get("img").digest == new.digest
+        assert (sb / "rootfs/v").read_text() == "1"   # the running sandbox keeps its files
+        assert old.rootfs.is_dir()
+        store.remove("img")
+        assert store.list() == [] and not new.rootfs.exists() and old.rootfs.is_dir()
+    finally:
+        unmount_overlay(sb / "layer", sb / "rootfs")
+    assert str(old.rootfs) not in overlay_lower_dirs()
+    again = install_tree(store, "img", "3")                # the next install sweeps
+    assert not old.rootfs.exists() and again.rootfs.is_dir()
+    assert sorted(p.name for p in (store.root / "img").iterdir()) == \
+        ["manifest.json", again.rootfs.name]
+
+
+def test_reinstalling_the_same_tree_installs_it_afresh(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "store")
+    a = install_tree(store, "img", "same")
+    b = install_tree(store, "img", "same")
+    assert a.rootfs != b.rootfs and a.digest == b.digest and store.verify("img")
+    assert sorted(p.name for p in (store.root / "img").iterdir()) == \
+        ["manifest.json", b.rootfs.name]

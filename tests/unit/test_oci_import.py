@@ -177,3 +177,37 @@ def test_missing_path_and_bad_names(store: ImageStore, tmp_path: Path) -> None:
         with pytest.raises((ImageError, ValueError)):
             import_image(store, layout, name=bad)
     assert store.list() == []
+
+
+def test_skopeo_fetch_writes_a_layout_we_import(store: ImageStore, tmp_path: Path) -> None:
+    """The docker:// path copies with skopeo into an OCI layout first; no registry is
+    reachable in tests, so skopeo copies from a local layout through the same call."""
+    import shutil
+
+    from closedpaw.sandbox.images.oci import _fetch
+
+    if shutil.which("skopeo") is None:
+        pytest.fail("skopeo is not installed: 'apt-get install skopeo' (make test does this)",
+                    pytrace=False)
+    src = oci_layout(tmp_path / "src", [layer_tar(BASE, gz=True), layer_tar(TOP, gz=True)],
+                     gz=[True, True])
+    _fetch(f"oci:{src}:latest", tmp_path / "fetched")
+    img = import_image(store, tmp_path / "fetched", name="fetched", ref="image")
+    check_imported(store, "fetched")
+    assert img.source["type"] == "oci-layout"
+    with pytest.raises(ImageError, match="skopeo copy"):
+        _fetch(f"oci:{tmp_path / 'absent'}:latest", tmp_path / "x")
+
+
+def test_platform_index_and_choosing_among_several_images(store: ImageStore,
+                                                          tmp_path: Path) -> None:
+    layout = oci_layout(tmp_path / "l", [layer_tar(BASE), layer_tar(TOP)], ref="v2",
+                        nested=True, extra_refs=["v1"])
+    with pytest.raises(ImageError, match="holds 2 images; choose one with --ref"):
+        import_image(store, layout, name="multi")
+    with pytest.raises(ImageError, match="no image 'v3'"):
+        import_image(store, layout, name="multi", ref="v3")
+    img = import_image(store, layout, name="multi", ref="v2")   # via the amd64 entry
+    assert (img.source["ref"], img.source["layers"]) == ("v2", 2)
+    check_imported(store, "multi")
+    assert import_image(store, layout, name="empty", ref="v1").size >= 0

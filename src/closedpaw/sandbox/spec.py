@@ -48,7 +48,8 @@ def _check_number(name: str, value: object, lo: float, hi: float, *, integer: bo
     if integer and not isinstance(value, int):
         raise SpecError(name, "must be a whole number")
     if not (lo <= value <= hi) or (isinstance(value, float) and math.isnan(value)):
-        raise SpecError(name, f"must be between {lo:g} and {hi:g}, got {value!r}")
+        bounds = f"{int(lo)} and {int(hi)}" if integer else f"{lo:g} and {hi:g}"
+        raise SpecError(name, f"must be between {bounds}, got {value!r}")
 
 
 def _from_dict(cls: type[_T], data: Mapping[str, Any], where: str) -> _T:

@@ -289,6 +289,7 @@ def _oci_layers(src: _Source, ref: str | None
     index = src.json("index.json")
     entry = _pick(index.get("manifests") if isinstance(index, dict) else None, ref,
                   "index.json")
+    info = {"manifest": entry.get("digest"), "ref": entry.get("annotations", {}).get(_REF)}
     for _ in range(4):  # an index may point at a platform index
         if entry.get("mediaType") not in _INDEX_TYPES:
             break
@@ -311,7 +312,6 @@ def _oci_layers(src: _Source, ref: str | None
         if mt not in _LAYER_TYPES:
             raise ImageError(f"layer media type {mt!r} is not supported (tar or tar+gzip)")
         out.append((_blob_name(layer.get("digest")), layer["digest"]))
-    info = {"manifest": entry.get("digest"), "ref": entry.get("annotations", {}).get(_REF)}
     return out, info
 
 

@@ -2,15 +2,18 @@
 
 Layout under the store root (default ``/var/lib/closedpaw/images``)::
 
-    <name>/manifest.json    name, digest, created, size, source
-    <name>/rootfs/          the root filesystem, never written after it is installed
-    .base/                  build caches (the debootstrap base shared by built images)
-    .tmp-*                  images being built or imported (removed on failure)
+    <name>/manifest.json             name, digest, created, size, source, rootfs
+    <name>/rootfs-<digest>-<nonce>/  the root filesystem, never written once installed
+    .base/                           build caches (the debootstrap base of built images)
+    .tmp-*                           images being built or imported (removed on failure)
 
 An image is installed atomically: it is built in a ``.tmp-*`` directory, its digest is
-computed over the whole tree (paths, types, modes, owners, file contents, link targets), and
-the directory is renamed into place. Sandboxes never write to ``rootfs/``: they see it as the
-lower layer of a per-sandbox overlay.
+computed over the whole tree (paths, types, modes, owners, file contents, link targets), the
+tree is renamed into place under a name of its own digest, and only then does the manifest
+switch to it. Sandboxes never write to a root filesystem: they see it as the lower layer of a
+per-sandbox overlay. A root filesystem that a rebuild or ``rm`` replaced is deleted as soon as
+no overlay uses it any more (at once, or at the next install or removal), so running
+sandboxes never lose files under them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
 import tempfile
@@ -37,7 +41,8 @@ __all__ = ["HOST_IMAGE", "IMAGE_NAME", "Image", "ImageStore", "prepare_rootfs", 
 
 HOST_IMAGE = "host"
 IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_FORMAT = 1
+_FORMAT = 2
+_ROOTFS_DIR = re.compile(r"rootfs-[0-9a-f]{16}-[0-9a-f]{8}")
 
 # Directories every image root gets so runtimes never need to create mount points in it.
 _MOUNT_POINTS = ("proc", "dev", "sys", "run", "input", "output", "code")
@@ -134,7 +139,7 @@ class ImageStore:
     installs and removals)."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).absolute()
 
     # -- reading ---------------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
@@ -157,9 +162,12 @@ class ImageStore:
             raise ImageError(f"image {name!r}: unreadable manifest ({e})") from None
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise ImageError(f"image {name!r}: manifest of an unknown format; rebuild it")
+        rootfs = data.get("rootfs", "")
+        if not isinstance(rootfs, str) or not _ROOTFS_DIR.fullmatch(rootfs):
+            raise ImageError(f"image {name!r}: manifest names no valid root; rebuild it")
         return Image(name=data["name"], digest=data["digest"], created=data["created"],
                      size=int(data["size"]), source=dict(data.get("source", {})),
-                     rootfs=d / "rootfs")
+                     rootfs=d / rootfs)
 
     def list(self) -> list[Image]:
         if not self.root.is_dir():
@@ -209,30 +217,61 @@ class ImageStore:
         rootfs = staged / "rootfs"
         prepare_rootfs(rootfs)
         digest, size = tree_digest(rootfs)
+        # Unique per install: a reinstall never reuses (or trusts) an existing directory.
+        version = f"rootfs-{digest.split(':', 1)[1][:16]}-{secrets.token_hex(4)}"
         manifest = {"format": _FORMAT, "name": name, "digest": digest,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "size": size, "source": source}
-        (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        os.chmod(staged, 0o755)
+                    "size": size, "source": source, "rootfs": version}
         final = self._dir(name)
-        old: Path | None = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=self.root))
-            os.rename(final, old / "image")
-        os.rename(staged, final)
-        if old is not None:
-            remove_tree(old)
+        final.mkdir(mode=0o755, exist_ok=True)
+        os.rename(rootfs, final / version)
+        tmp = final / ".manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final / "manifest.json")
+        self._sweep(name, keep=version)
         return self.get(name)
 
     def remove(self, name: str) -> None:
+        """Remove an image. Root filesystems still under a running sandbox's overlay stay
+        until it ends (they are swept at the next install or removal)."""
         if name == HOST_IMAGE:
             raise ImageError("'host' is built in and cannot be removed")
         self.get(name)  # raises ImageNotFound
         with self.lock():
-            d = self._dir(name)
-            gone = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=self.root))
-            os.rename(d, gone / "image")
-            remove_tree(gone)
+            os.unlink(self._dir(name) / "manifest.json")
+            self._sweep(name, keep=None)
+
+    def _sweep(self, name: str, keep: str | None) -> None:
+        """Delete everything of ``name`` but its manifest and ``keep`` that no overlay uses
+        (replaced roots, and leftovers of older store formats)."""
+        d = self._dir(name)
+        used = overlay_lower_dirs()
+        for p in d.iterdir():
+            if p.name not in ("manifest.json", keep) and str(p) not in used:
+                if p.is_dir() and not p.is_symlink():
+                    remove_tree(p)
+                else:
+                    p.unlink()
+        if keep is None and not any(d.iterdir()):
+            d.rmdir()
+
+
+def overlay_lower_dirs(mountinfo: Path = Path("/proc/self/mountinfo")) -> set[str]:
+    """Every lower directory of every overlay mounted on this host."""
+    out: set[str] = set()
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        if " - overlay " not in line:
+            continue
+        for opt in line.rsplit(" ", 1)[-1].split(","):
+            if opt.startswith("lowerdir="):
+                for p in opt[len("lowerdir="):].split(":"):
+                    out.add(p.replace("\\040", " ").replace("\\011", "\t"))
+    return out
 
 
 def remove_tree(path: Path) -> None:
