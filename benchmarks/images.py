@@ -57,7 +57,8 @@ class BenchError(Exception):
 
 
 def host_case(cmd: str) -> Case:
-    argv = [shutil.which(COMMANDS[cmd][0]) or COMMANDS[cmd][0], *COMMANDS[cmd][1:]]
+    # The host's own binaries, never a PATH shim (pyenv's python3 is a bash script).
+    argv = [f"/usr/bin/{COMMANDS[cmd][0]}", *COMMANDS[cmd][1:]]
 
     def once() -> dict[str, float]:
         t0 = time.perf_counter_ns()
@@ -106,7 +107,7 @@ def render(res: dict[str, Any]) -> str:
                 lines.append(f"  {'image ' + image:<26}{d['run']['min_ms']:8.1f}  "
                              f"{d['run']['median_ms']:9.1f}  "
                              f"{d['run_drain']['median_ms']:10.1f}  "
-                             f"{d['ratio_vs_host_bind']:<13.2f}"
+                             f"{format(d['ratio_vs_host_bind'], '.2f') + 'x':<13}"
                              f"{d['run']['median_ms'] / h['median_ms']:.1f}x")
     lines += ["", "host floor (no sandbox): " + ", ".join(
         f"{c} {res['host'][c]['run']['median_ms']:.1f} ms" for c in COMMANDS),

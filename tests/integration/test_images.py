@@ -34,6 +34,8 @@ def test_each_language_runs_in_its_image(mgr: SandboxManager, runtime: str,
     assert (r.exit_code, r.stdout_text.strip()) == (0, expected), r.stderr_text
     assert r.isolation.rootfs == f"{image}:overlay:rw"
     assert r.isolation.runtime == runtime
+    assert r.isolation.image == image
+    assert r.isolation.image_digest == ImageStore(mgr.settings.images).get(image).digest
 
 
 @pytest.mark.parametrize(("image", "argv"), [("python", NODE), ("node", PY), ("shell", PY)])

@@ -80,6 +80,8 @@ def isolation_stamp(config: Mapping[str, Any], features: DriverFeatures) -> Isol
         memory_limit_mb=res["memory"]["limit"] // (1024 * 1024),
         cpu_cores=res["cpu"]["quota"] / res["cpu"]["period"],
         pids_limit=nproc if features.pids_mode == "rlimit" and nproc else res["pids"]["limit"],
+        image=config.get("annotations", {}).get("org.closedpaw.image", HOST_IMAGE),
+        image_digest=config.get("annotations", {}).get("org.closedpaw.image-digest", ""),
     )
 
 
