@@ -150,3 +150,29 @@ def test_an_imported_oci_image_runs_with_its_layers_applied(
                  "type -P cat"], SandboxSpec(image=imported, limits=SMALL), runtime=runtime)
     assert r.stdout_text == "from layer two\nno rm\n/usr/bin/cat\n", r.stderr_text
     assert r.isolation.rootfs == f"{imported}:overlay:rw"
+
+
+def test_the_shared_host_skeleton_is_never_written_by_the_runtime(
+        mgr: SandboxManager, runtime: str) -> None:
+    """Runtimes create a missing working directory or mount point in the root before making
+    it read-only; the host image then gets a read-only overlay of its own instead."""
+    from closedpaw.sandbox.images.host import prepare_host_rootfs
+
+    skeleton = prepare_host_rootfs(mgr.settings.data_dir).path
+
+    def snap() -> list[tuple[str, int]]:
+        return sorted((p.name, p.lstat().st_mtime_ns) for p in [skeleton, *skeleton.iterdir()])
+
+    before = snap()
+    code = "import os; open('/scratch/f','w').write('1'); print(os.getcwd())"
+    r = mgr.run(["python3", "-c", code],
+                SandboxSpec(tmpfs={"/scratch": 4}, workdir="/scratch", limits=SMALL),
+                runtime=runtime)
+    assert (r.exit_code, r.stdout_text) == (0, "/scratch\n"), r.stderr_text
+    assert r.isolation.rootfs == "host:overlay:ro"
+    r = mgr.run(["python3", "-c", "import os; print(os.getcwd())"],
+                SandboxSpec(workdir="/not/in/the/skeleton", limits=SMALL), runtime=runtime)
+    assert (r.exit_code, r.stdout_text) == (0, "/not/in/the/skeleton\n"), r.stderr_text
+    r = mgr.run(["true"], SandboxSpec(workdir="/tmp", limits=SMALL), runtime=runtime)
+    assert r.exit_code == 0 and r.isolation.rootfs == "host-bind:ro"  # no overlay needed
+    assert snap() == before

@@ -13,6 +13,7 @@ import platform
 import resource
 import secrets
 import shutil
+import stat
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -83,6 +84,25 @@ def isolation_stamp(config: Mapping[str, Any], features: DriverFeatures) -> Isol
         image=config.get("annotations", {}).get("org.closedpaw.image", HOST_IMAGE),
         image_digest=config.get("annotations", {}).get("org.closedpaw.image-digest", ""),
     )
+
+
+# Where the engine mounts something: a working directory below these needs nothing created
+# in the image itself.
+_ENGINE_MOUNTS = ("/proc", "/dev", "/sys", "/usr", "/tmp", "/input", "/output", "/code")
+
+
+def _dir_in(root: Path, path: str) -> bool:
+    """Is ``path`` a real directory inside ``root`` (no component a symlink)?"""
+    cur = root
+    for part in (p for p in path.split("/") if p):
+        cur = cur / part
+        try:
+            st = os.lstat(cur)
+        except OSError:
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+    return True
 
 
 def _rootfs_stamp(config: Mapping[str, Any]) -> str:
@@ -175,8 +195,27 @@ class Workspace:
         if self.features.memory_cgroup:
             self.cgroups.prepare(self.spec.limits.memory_mb * 1024 * 1024)
 
+    def _runtime_would_write(self, cwd: str) -> bool:
+        """Would the runtime have to create a directory in the image to start (a missing
+        working directory or tmpfs mount point)? Runtimes do that before making the root
+        read-only, so it would change an image shared by every sandbox."""
+        assert self.lower is not None
+        if any(not _dir_in(self.lower, m) for m in self.spec.tmpfs):
+            return True
+        mounted = (*_ENGINE_MOUNTS, *self.spec.tmpfs)
+        if any(cwd == m or cwd.startswith(m + "/") for m in mounted):
+            return False
+        return not _dir_in(self.lower, cwd)
+
     def build(self, argv: Sequence[str], env: Mapping[str, str], cwd: str) -> dict[str, Any]:
         """Build, validate and write ``config.json`` for ``argv`` as the container process."""
+        if not self.overlay and self._runtime_would_write(cwd):
+            # The host skeleton lacks a directory the runtime must create: give this sandbox
+            # its own (still read-only) overlay, so the shared skeleton is never touched.
+            assert self.lower is not None
+            mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
+                          self.spec.limits.disk_mb)
+            self.overlay = True
         annotations = {SANDBOX_ID_ANNOTATION: self.sid, "org.closedpaw.image": self.spec.image,
                        "org.closedpaw.image-digest": self.image_digest,
                        OVERLAY_ANNOTATION: "overlay" if self.overlay else "bind"}
