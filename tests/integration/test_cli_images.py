@@ -17,15 +17,18 @@ from tests.oci_support import Entry, layer_tar, oci_layout
 CLI = str(Path(sys.executable).with_name("closedpaw"))
 
 
-def cli(*args: str, env: dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+        user: tuple[int, int] | None = None) -> subprocess.CompletedProcess[str]:
     full = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "CLOSEDPAW_STATE_DIR": str(sandbox_settings().state_dir),
             "CLOSEDPAW_DATA_DIR": str(sandbox_settings().data_dir),
             "CLOSEDPAW_CGROUP_PARENT": TEST_CGROUP,
             "CLOSEDPAW_POLICY_FILE": "/nonexistent/closedpaw-policies.yaml", **(env or {})}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=full,
-                          timeout=timeout, check=False)
+    cmd = [CLI, *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, env=full, timeout=timeout,
+                          check=False)
 
 
 def one_line_error(p: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -157,3 +160,38 @@ def test_image_build_shows_progress_and_rebuilds(built_images: dict[str, Image])
     assert not (after.rootfs / "var/lib/apt/lists").exists() or \
         not any((after.rootfs / "var/lib/apt/lists").iterdir())
     assert not any((after.rootfs / "var/cache/apt").iterdir())
+
+
+def test_changing_images_as_another_user_is_refused_cleanly(
+        tmp_path: Path, built_images: dict[str, Image]) -> None:
+    nobody = (65534, 65534)
+    good = oci_layout(tmp_path / "good", [layer_tar([Entry("hello", data=b"hi\n")])])
+    tmp_path.chmod(0o755)
+    one_line_error(cli("image", "import", str(good), "--name", "x", user=nobody), "needs root")
+    one_line_error(cli("image", "rm", "shell", user=nobody), "changing images needs root")
+    one_line_error(cli("image", "build", "shell", user=nobody), "needs root")
+    p = cli("image", "list", "--json", user=nobody)   # reading the store is fine
+    assert p.returncode == 0 and "shell" in {r["name"] for r in json.loads(p.stdout)}
+    assert ImageStore(sandbox_settings().images).verify("shell")
+
+
+def test_doctor_reports_images_overlayfs_and_the_policy_file(
+        tmp_path: Path, built_images: dict[str, Image]) -> None:
+    pol = tmp_path / "p.yaml"
+    pol.write_text("policies: {}\n")
+    d = json.loads(cli("doctor", "--json", env={"CLOSEDPAW_POLICY_FILE": str(pol)}).stdout)
+    assert {"host", "python", "node", "shell", "multi"} <= set(d["images"])
+    assert d["overlayfs"] is True and d["image_dir"] == str(sandbox_settings().images)
+    assert (d["policy_file"], d["policy_file_exists"]) == (str(pol), True)
+    text = cli("doctor").stdout
+    assert "overlayfs yes" in text and "(absent)" in text
+
+
+def test_help_is_true() -> None:
+    p = cli("run", "--help")
+    for flag in ("--policy", "--image", "--lang", "-c CODE"):
+        assert flag in p.stdout
+    p = cli("image", "--help")
+    for action in ("build", "list", "import", "rm", "inspect"):
+        assert action in p.stdout
+    assert "list" in cli("policy", "--help").stdout and "show" in cli("policy", "--help").stdout

@@ -136,6 +136,8 @@ def main(args: argparse.Namespace) -> int:
             return 0 if d.get("verified", True) else 1
     except ClosedPawError as e:
         _die(str(e))
+    except OSError as e:
+        _die(f"{e.filename or 'image store'}: {e.strerror or e}")
     except KeyboardInterrupt:
         sys.stderr.write("closedpaw: interrupted; nothing was installed\n")
         return 130

@@ -356,6 +356,8 @@ def import_image(store: ImageStore, path: str | Path, *, name: str | None = None
     """Import an OCI layout (dir or tar), a docker-archive tar or ``docker://REF``."""
     spath = str(path)
     name = validate_name(name or _derive_name(spath, ref), "--name")
+    if os.geteuid() != 0:
+        raise ImageError("importing images needs root (file owners of the layers are kept)")
     with tempfile.TemporaryDirectory(prefix="closedpaw-fetch-") as fetched:
         if spath.startswith("docker://"):
             _fetch(spath, Path(fetched) / "layout")

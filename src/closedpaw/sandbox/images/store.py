@@ -188,9 +188,13 @@ class ImageStore:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """An exclusive lock on the whole store (builds, installs, removals)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o755)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.root, 0o755)
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except PermissionError:
+            raise ImageError(f"the image store {self.root} is not writable by this user; "
+                             "changing images needs root") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
