@@ -176,3 +176,17 @@ def test_the_shared_host_skeleton_is_never_written_by_the_runtime(
     r = mgr.run(["true"], SandboxSpec(workdir="/tmp", limits=SMALL), runtime=runtime)
     assert r.exit_code == 0 and r.isolation.rootfs == "host-bind:ro"  # no overlay needed
     assert snap() == before
+
+
+@pytest.mark.parametrize(("image", "lang", "code", "expected"), [
+    ("python", "python", "import sys; print('py', sys.argv[1:])", "py ['a']"),
+    ("multi", "node", "console.log('node', process.argv.slice(2))", "node [ 'a' ]"),
+    ("shell", "bash", 'echo "bash $1"', "bash a"),
+])
+def test_long_lived_sandboxes_run_code_as_files(
+        mgr: SandboxManager, runtime: str, built_images: dict[str, Image], image: str,
+        lang: str, code: str, expected: str) -> None:
+    with mgr.create(SandboxSpec(image=image, limits=SMALL), runtime=runtime) as sb:
+        for _ in range(2):
+            r = sb.code.run(lang, code, args=["a"])
+            assert (r.exit_code, r.stdout_text.strip()) == (0, expected), r.stderr_text
