@@ -175,6 +175,8 @@ def test_the_shared_host_skeleton_is_never_written_by_the_runtime(
     assert (r.exit_code, r.stdout_text) == (0, "/not/in/the/skeleton\n"), r.stderr_text
     r = mgr.run(["true"], SandboxSpec(workdir="/tmp", limits=SMALL), runtime=runtime)
     assert r.exit_code == 0 and r.isolation.rootfs == "host-bind:ro"  # no overlay needed
+    r = mgr.run(["true"], SandboxSpec(readonly_root=False, limits=SMALL), runtime=runtime)
+    assert r.exit_code == 0 and r.isolation.rootfs == "host:overlay:rw"  # by policy
     assert snap() == before
 
 

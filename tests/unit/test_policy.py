@@ -107,6 +107,15 @@ def test_bad_files_are_refused(tmp_path: Path, text: str, key: str) -> None:
     assert e.value.key == key, str(e.value)
 
 
+def test_a_policy_serving_another_language_is_refused_for_code() -> None:
+    pols = load_policies(None)
+    assert pols.for_language("python", "multi").name == "multi"   # multi declares none
+    assert pols.for_language("bash").name == "shell"
+    with pytest.raises(PolicyError) as e:
+        pols.for_language("node", "python")
+    assert e.value.key == "policies.python.language" and "serves python, not node" in str(e.value)
+
+
 def test_unknown_policy_and_language() -> None:
     pols = load_policies(None)
     with pytest.raises(PolicyError, match="no such policy; known: default"):

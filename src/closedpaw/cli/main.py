@@ -155,12 +155,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         base = None
         if args.policy or args.lang:
-            from closedpaw.sandbox.policy import LANGUAGES, load_policies
+            from closedpaw.sandbox.policy import load_policies
             from closedpaw.settings import Settings
 
             pols = load_policies(Settings.from_env().policy_file)
-            name = args.policy or LANGUAGES[args.lang].policy
-            base = pols.get(name).spec
+            base = (pols.for_language(args.lang, args.policy) if args.lang
+                    else pols.get(args.policy)).spec
         spec = _spec(args, base)
         if args.lang:
             from dataclasses import replace

@@ -183,7 +183,7 @@ class SandboxManager:
             raise SpecError("code", "must be text")
         language = LANGUAGES[lang]
         if spec is None:
-            spec = self.spec_for(policy or language.policy)
+            spec = self.policies().for_language(lang, policy).spec
         spec = replace(spec, code_files={**spec.code_files, language.filename: code})
         argv = [*language.argv, f"/code/{language.filename}", *args]
         return self.run(argv, spec, runtime=runtime, stdin=stdin, sink=sink)

@@ -84,10 +84,16 @@ class PolicySet:
         except KeyError:
             raise PolicyError(name, f"no such policy; known: {', '.join(self.names())}") from None
 
-    def for_language(self, lang: str) -> ExecutionPolicy:
+    def for_language(self, lang: str, policy: str | None = None) -> ExecutionPolicy:
+        """The policy to run ``lang`` code under: ``policy`` if given, else the language's
+        own (python, node, shell). A policy that declares another language is refused."""
         if lang not in LANGUAGES:
             raise PolicyError("lang", f"{lang!r} is not one of {', '.join(LANGUAGES)}")
-        return self.get(LANGUAGES[lang].policy)
+        pol = self.get(policy or LANGUAGES[lang].policy)
+        if pol.language is not None and pol.language != lang:
+            raise PolicyError(f"policies.{pol.name}.language",
+                              f"the policy serves {pol.language}, not {lang}")
+        return pol
 
 
 def _size(key: str, v: object) -> int:
