@@ -98,21 +98,26 @@ def oci_layout(root: Path, layers: Sequence[bytes], *, ref: str = "latest",
     return root
 
 
-def docker_archive(path: Path, layers: Sequence[bytes], tag: str = "demo:1") -> Path:
-    """Write a ``docker save`` style tarball with ``layers``."""
+def docker_archive(path: Path, layers: Sequence[bytes], tag: str = "demo:1",
+                   diff_ids: Sequence[str] | None = None) -> Path:
+    """Write a legacy ``docker save`` style tarball with uncompressed ``layers``; the config's
+    diff_ids are their digests unless given."""
+    def add(t: tarfile.TarFile, name: str, data: bytes) -> None:
+        ti = tarfile.TarInfo(name)
+        ti.size = len(data)
+        t.addfile(ti, io.BytesIO(data))
+
+    if diff_ids is None:
+        diff_ids = [f"sha256:{hashlib.sha256(d).hexdigest()}" for d in layers]
     with tarfile.open(path, "w") as t:
         names = []
         for i, data in enumerate(layers):
-            name = f"layer{i}/layer.tar"
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            t.addfile(ti, io.BytesIO(data))
-            names.append(name)
-        man = json.dumps([{"Config": "config.json", "RepoTags": [tag],
-                           "Layers": names}]).encode()
-        ti = tarfile.TarInfo("manifest.json")
-        ti.size = len(man)
-        t.addfile(ti, io.BytesIO(man))
+            names.append(f"layer{i}/layer.tar")
+            add(t, names[-1], data)
+        add(t, "config.json", json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+            "type": "layers", "diff_ids": list(diff_ids)}}).encode())
+        add(t, "manifest.json", json.dumps([{"Config": "config.json", "RepoTags": [tag],
+                                             "Layers": names}]).encode())
     return path
 
 

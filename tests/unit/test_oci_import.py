@@ -4,6 +4,7 @@ the image directory or carry devices, leaving the host and the store unchanged."
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -146,6 +147,29 @@ def test_malicious_layers_are_refused_and_nothing_lands(store: ImageStore, tmp_p
     assert Path("/etc/passwd").stat().st_nlink == passwd.st_nlink
     assert store.list() == []
     assert [p.name for p in store.root.iterdir()] == [".lock"], "staging left behind"
+
+
+def test_a_docker_archive_layer_must_match_its_diff_id(store: ImageStore,
+                                                      tmp_path: Path) -> None:
+    good, evil = layer_tar([Entry("f", data=b"ok")]), layer_tar([Entry("f", data=b"evil")])
+    bad = f"sha256:{hashlib.sha256(good).hexdigest()}"
+    arch = docker_archive(tmp_path / "a.tar", [evil], diff_ids=[bad])
+    with pytest.raises(ImageRejected, match="does not match its digest"):
+        import_image(store, arch, name="a")
+    arch = docker_archive(tmp_path / "b.tar", [good], diff_ids=[])
+    with pytest.raises(ImageRejected, match="diff_ids"):
+        import_image(store, arch, name="b")
+    assert store.list() == []
+
+
+def test_a_layout_blob_linking_out_of_the_layout_is_refused(store: ImageStore,
+                                                           tmp_path: Path) -> None:
+    layout = oci_layout(tmp_path / "l", [layer_tar([Entry("f", data=b"x")])])
+    os.rename(layout / "blobs", tmp_path / "real-blobs")
+    os.symlink(tmp_path / "real-blobs", layout / "blobs")
+    with pytest.raises(ImageRejected, match="symbolic link"):
+        import_image(store, layout, name="l")
+    assert store.list() == []
 
 
 def test_a_tampered_blob_is_refused(store: ImageStore, tmp_path: Path) -> None:

@@ -84,6 +84,8 @@ class _Source:
             p = self.path / name
             if p.is_symlink() or not p.is_file():
                 raise ImageRejected(f"{name} is missing from {self.path} or not a plain file")
+            if not p.resolve().is_relative_to(self.path.resolve()):
+                raise ImageRejected(f"{name} leads out of {self.path} through a symbolic link")
             with open(p, "rb") as f:
                 yield f
             return
@@ -321,11 +323,22 @@ def _docker_layers(src: _Source, ref: str | None
     layers = entry.get("Layers")
     if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
         raise ImageRejected("manifest.json has no layer list")
+    # Legacy archives name layers <id>/layer.tar; the config's diff_ids (digests of the
+    # uncompressed layers) are what vouches for them.
+    config_name = entry.get("Config")
+    if not isinstance(config_name, str):
+        raise ImageRejected("manifest.json names no image config")
+    config = src.json(_clean_name(config_name, "config file"))
+    diff_ids = config.get("rootfs", {}).get("diff_ids") if isinstance(config, dict) else None
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
+        raise ImageRejected("the image config's rootfs.diff_ids do not match the layer list")
     out: list[tuple[str, str | None]] = []
-    for name in layers:
+    for name, diff_id in zip(layers, diff_ids, strict=True):
         clean = _clean_name(name, "layer file")
         m = re.fullmatch(r"blobs/sha256/([0-9a-f]{64})", clean)
-        out.append((clean, f"sha256:{m.group(1)}" if m else None))
+        if m is None:
+            _blob_name(diff_id)  # validates its form
+        out.append((clean, f"sha256:{m.group(1)}" if m else str(diff_id)))
     tags = entry.get("RepoTags") or []
     return out, {"ref": tags[0] if tags else None}
 
