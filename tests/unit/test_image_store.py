@@ -15,6 +15,7 @@ from closedpaw.sandbox.images.store import (
     Image,
     ImageStore,
     overlay_lower_dirs,
+    remove_tree,
     tree_digest,
     validate_name,
 )
@@ -160,3 +161,22 @@ def test_reinstalling_the_same_tree_installs_it_afresh(tmp_path: Path) -> None:
     assert a.rootfs != b.rootfs and a.digest == b.digest and store.verify("img")
     assert sorted(p.name for p in (store.root / "img").iterdir()) == \
         ["manifest.json", b.rootfs.name]
+
+
+def test_remove_tree_never_deletes_through_a_mount(tmp_path: Path) -> None:
+    """A build chroot's /proc or /dev left mounted must stop the cleanup, not be emptied."""
+    if os.geteuid() != 0:
+        pytest.fail("mounting needs root: run 'make test' as root", pytrace=False)
+    from closedpaw.sandbox.files import mount_output, unmount_output
+
+    victim = tmp_path / "tree/dev"
+    mount_output(victim, 1)
+    (victim / "precious").write_text("keep me")
+    try:
+        with pytest.raises(ImageError, match="still mounted"):
+            remove_tree(tmp_path / "tree")
+        assert (victim / "precious").read_text() == "keep me"
+    finally:
+        unmount_output(victim)
+    remove_tree(tmp_path / "tree")
+    assert not (tmp_path / "tree").exists()

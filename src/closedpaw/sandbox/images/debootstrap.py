@@ -13,6 +13,7 @@ import ctypes
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +35,7 @@ BUILD_STEPS = ("base", "copy", "install", "clean", "digest")
 Progress = Callable[[str, str], None]
 
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_MS_BIND, _MS_REC, _MNT_DETACH = 4096, 16384, 2
+_MS_NOSUID, _MNT_DETACH = 2, 2
 # Removed from every built image: apt lists and caches, logs, the build host's traces.
 # /dev is emptied too: sandboxes get their own /dev, so the image needs no device nodes.
 _CLEAN = ("var/lib/apt/lists", "var/cache/apt", "var/cache/debconf", "var/log", "dev")
@@ -156,25 +157,46 @@ def _empty_dir(d: Path) -> None:
                 e.unlink()
 
 
+# The device nodes package scripts need, made on a private tmpfs: the host's /dev is never
+# bound into the build chroot.
+_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+            ("urandom", 1, 9), ("tty", 5, 0))
+
+
 @contextlib.contextmanager
 def _chroot_mounts(root: Path) -> Iterator[None]:
-    """/proc and /dev for package scripts in the chroot; always unmounted afterwards."""
+    """/proc and a private /dev for package scripts in the chroot; always unmounted, and the
+    build fails rather than go on with anything still mounted."""
     libc = ctypes.CDLL(None, use_errno=True)
     done: list[Path] = []
+
+    def mount(src: bytes, dst: Path, fstype: bytes, data: bytes | None) -> None:
+        dst.mkdir(exist_ok=True)
+        if libc.mount(src, str(dst).encode(), fstype, _MS_NOSUID, data) != 0:
+            err = ctypes.get_errno()
+            raise ImageError(f"could not mount {fstype.decode()} in the build chroot: "
+                             f"{os.strerror(err)}")
+        done.append(dst)
+
     try:
-        for src, dst, fstype, flags in (("proc", root / "proc", b"proc", 0),
-                                        ("/dev", root / "dev", None, _MS_BIND | _MS_REC)):
-            dst.mkdir(exist_ok=True)
-            rc = libc.mount(src.encode(), str(dst).encode(), fstype, flags, None)
-            if rc != 0:
-                err = ctypes.get_errno()
-                raise ImageError(f"could not mount {src} in the build chroot: "
-                                 f"{os.strerror(err)}")
-            done.append(dst)
+        mount(b"proc", root / "proc", b"proc", None)
+        dev = root / "dev"
+        mount(b"tmpfs", dev, b"tmpfs", b"mode=0755,size=1m")
+        for name, major, minor in _DEVICES:
+            os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+            os.chmod(dev / name, 0o666)
+        for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            os.symlink(target, dev / name)
+        (dev / "pts").mkdir()
+        (dev / "shm").mkdir(mode=0o1777)
         yield
     finally:
         for dst in reversed(done):
             libc.umount2(str(dst).encode(), _MNT_DETACH)
+        left = [str(d) for d in done if os.path.ismount(d)]
+        if left:
+            raise ImageError(f"could not unmount {left} after the build")
 
 
 def build_image(store: ImageStore, name: str, *, packages: Sequence[str] | None = None,

@@ -254,7 +254,8 @@ class ImageStore:
         for p in d.iterdir():
             if p.name not in ("manifest.json", keep) and str(p) not in used:
                 if p.is_dir() and not p.is_symlink():
-                    remove_tree(p)
+                    with contextlib.suppress(ImageError):  # mounted inside: next sweep
+                        remove_tree(p)
                 else:
                     p.unlink()
         if keep is None and not any(d.iterdir()):
@@ -278,8 +279,30 @@ def overlay_lower_dirs(mountinfo: Path = Path("/proc/self/mountinfo")) -> set[st
     return out
 
 
+def mounts_under(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
+    """Mount points at or below ``path``."""
+    base = os.path.abspath(path)
+    out: list[str] = []
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) > 4:
+            mp = fields[4].replace("\\040", " ").replace("\\011", "\t")
+            if mp == base or mp.startswith(base + "/"):
+                out.append(mp)
+    return out
+
+
 def remove_tree(path: Path) -> None:
-    """Remove a tree that may hold read-only directories (as image trees do)."""
+    """Remove a tree that may hold read-only directories (as image trees do). Refuses when
+    anything is mounted inside it: deleting through a mount would delete what it shows."""
+    mounted = mounts_under(path)
+    if mounted:
+        raise ImageError(f"refusing to remove {path}: still mounted there: {mounted}")
+
     def onerror(func: Any, p: str, exc: Any) -> None:
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(p), 0o700)
