@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 512m)")
     r.add_argument("--cpus", type=float, metavar="N", help="CPU cores (default 1.0)")
     r.add_argument("--pids", type=int, metavar="N", help="max processes (default 64)")
-    r.add_argument("--disk", metavar="SIZE", help="size of the writable /tmp (default 1g)")
+    r.add_argument("--disk", metavar="SIZE", help="size of the writable /tmp, and of the "
+                   "writable layer of a store image's root (default 1g)")
     r.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="wall-clock limit (default 1800)")
     r.add_argument("--input", metavar="PATH", help="file or directory copied to /input "
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print one JSON result object")
     r.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
-    d = sub.add_parser("doctor", help="show runtimes, their live probes and what is enforced")
+    d = sub.add_parser("doctor", help="show runtimes, their live probes, what is enforced, "
+                       "images and the policy file")
     d.add_argument("--json", action="store_true", help="print JSON")
     d.add_argument("--fresh", action="store_true", help="re-probe instead of using the cache")
 
@@ -78,14 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
                               required=True)
     ib = isub.add_parser("build", help="build an image with debootstrap (python, node, shell, "
                          "multi); rebuilds it if it exists")
-    ib.add_argument("name", metavar="NAME")
+    ib.add_argument("name", metavar="NAME",
+                    help="python, node, shell or multi")
     ib.add_argument("--rebuild-base", action="store_true",
                     help="bootstrap the cached Debian base again too")
     il = isub.add_parser("list", help="list images")
     il.add_argument("--json", action="store_true", help="print JSON")
     ii = isub.add_parser("import", help="import an OCI image layout (directory or tar), a "
                          "docker-archive tarball, or docker://REF (needs skopeo and a registry)")
-    ii.add_argument("path", metavar="PATH")
+    ii.add_argument("path", metavar="PATH", help="an OCI layout directory or tar, a "
+                    "docker-archive tar, or docker://REF")
     ii.add_argument("--name", help="image name (default: derived from PATH)")
     ii.add_argument("--ref", help="which image of a multi-image layout or archive to take")
     irm = isub.add_parser("rm", help="remove an image")
