@@ -235,3 +235,35 @@ def test_platform_index_and_choosing_among_several_images(store: ImageStore,
     assert (img.source["ref"], img.source["layers"]) == ("v2", 2)
     check_imported(store, "multi")
     assert import_image(store, layout, name="empty", ref="v1").size >= 0
+
+
+def test_preparing_an_image_never_writes_through_its_links(store: ImageStore,
+                                                          tmp_path: Path) -> None:
+    """Import writes /etc/hosts, hostname, resolv.conf and mount points into the image: an
+    image whose /etc, /tmp or /etc/hosts links to a host path must not reach that path."""
+    victim = tmp_path / "host-etc"
+    victim.mkdir()
+    (victim / "hosts").write_text("host's hosts\n")
+    (victim / "tmpfile").write_text("host's file\n")
+    stamp = {p.name: (p.read_text(), p.stat().st_mode) for p in victim.iterdir()}
+    for_links = [
+        [Entry("etc", "symlink", target=str(victim))],
+        [Entry("etc", "symlink", target="../" * 20 + str(victim).lstrip("/"))],
+    ]
+    for i, layer in enumerate(for_links):
+        layout = oci_layout(tmp_path / f"l{i}", [layer_tar(layer)])
+        with pytest.raises(ImageRejected, match="not a directory"):
+            import_image(store, layout, name=f"e{i}")
+    layout = oci_layout(tmp_path / "ok", [layer_tar([
+        Entry("etc", "dir", mode=0o755),
+        Entry("etc/hosts", "symlink", target=str(victim / "hosts")),
+        Entry("tmp", "symlink", target=str(victim)),
+        Entry("input", "symlink", target=str(victim)),
+    ])])
+    img = import_image(store, layout, name="links")
+    r = img.rootfs
+    assert not (r / "etc/hosts").is_symlink() and "localhost" in (r / "etc/hosts").read_text()
+    assert not (r / "tmp").is_symlink() and (r / "tmp").is_dir()
+    assert not (r / "input").is_symlink()
+    assert {p.name: (p.read_text(), p.stat().st_mode) for p in victim.iterdir()} == stamp
+    assert [i.name for i in store.list()] == ["links"]

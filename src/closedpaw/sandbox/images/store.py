@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from closedpaw.errors import ImageError, ImageNotFound, SpecError
+from closedpaw.errors import ImageError, ImageNotFound, ImageRejected, SpecError
 
 __all__ = ["HOST_IMAGE", "IMAGE_NAME", "Image", "ImageStore", "prepare_rootfs", "tree_digest",
            "validate_name"]
@@ -113,25 +113,60 @@ def tree_digest(root: Path) -> tuple[str, int]:
 
 def prepare_rootfs(rootfs: Path) -> None:
     """Make a root filesystem fit to run sandboxes: mount points, ``/tmp`` 1777, and a
-    neutral ``/etc/hosts``, hostname and empty resolv.conf (nothing of the build host)."""
+    neutral ``/etc/hosts``, hostname and empty resolv.conf (nothing of the build host).
+
+    Every step works relative to directory descriptors and never follows a link: the tree
+    may come from an untrusted image whose ``/etc`` or ``/tmp`` is a link to the host's.
+    """
     os.chmod(rootfs, 0o755)
-    for d in _MOUNT_POINTS:
-        p = rootfs / d
-        if p.is_symlink() or (p.exists() and not p.is_dir()):
-            p.unlink()
-        p.mkdir(mode=0o755, exist_ok=True)
-    tmp = rootfs / "tmp"
-    if tmp.is_symlink() or (tmp.exists() and not tmp.is_dir()):
-        tmp.unlink()
-    tmp.mkdir(exist_ok=True)
-    os.chmod(tmp, 0o1777)  # runc gives a tmpfs the mode of its mount point
-    (rootfs / "etc").mkdir(mode=0o755, exist_ok=True)
-    for rel, text in _ETC.items():
-        p = rootfs / rel
-        if p.is_symlink() or p.exists():
-            p.unlink()
-        p.write_text(text)
-        os.chmod(p, 0o644)
+    root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for d in _MOUNT_POINTS:
+            os.close(_real_dir(root_fd, d, 0o755, replace=True))
+        tmp_fd = _real_dir(root_fd, "tmp", 0o1777, replace=True)
+        try:
+            os.fchmod(tmp_fd, 0o1777)  # runc gives a tmpfs the mode of its mount point
+        finally:
+            os.close(tmp_fd)
+        etc_fd = _real_dir(root_fd, "etc", 0o755, replace=False)
+        try:
+            for rel, text in _ETC.items():
+                name = rel.split("/", 1)[1]
+                try:
+                    st = os.stat(name, dir_fd=etc_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    pass
+                else:
+                    if stat.S_ISDIR(st.st_mode):
+                        raise ImageRejected(f"/{rel} is a directory in this image")
+                    os.unlink(name, dir_fd=etc_fd)
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o644, dir_fd=etc_fd)
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+                    os.fchmod(f.fileno(), 0o644)
+        finally:
+            os.close(etc_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _real_dir(parent_fd: int, name: str, mode: int, *, replace: bool) -> int:
+    """Open ``name`` under ``parent_fd`` as a real directory, creating it if missing. Anything
+    else there (a link, a file) is replaced when ``replace``, else the image is refused."""
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.mkdir(name, mode, dir_fd=parent_fd)
+    else:
+        if not stat.S_ISDIR(st.st_mode):
+            if not replace:
+                raise ImageRejected(f"/{name} is not a directory in this image (a link or a "
+                                    "file); refusing to write through it")
+            os.unlink(name, dir_fd=parent_fd)
+            os.mkdir(name, mode, dir_fd=parent_fd)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   dir_fd=parent_fd)
 
 
 class ImageStore:
