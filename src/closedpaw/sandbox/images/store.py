@@ -197,6 +197,8 @@ class ImageStore:
             raise ImageError(f"image {name!r}: unreadable manifest ({e})") from None
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise ImageError(f"image {name!r}: manifest of an unknown format; rebuild it")
+        if data.get("name") != name:
+            raise ImageError(f"image {name!r}: its manifest names {data.get('name')!r}")
         rootfs = data.get("rootfs", "")
         if not isinstance(rootfs, str) or not _ROOTFS_DIR.fullmatch(rootfs):
             raise ImageError(f"image {name!r}: manifest names no valid root; rebuild it")
