@@ -114,10 +114,10 @@ def _blob_name(digest: object) -> str:
     return "blobs/sha256/" + digest.split(":", 1)[1]
 
 
-def _verified(src: _Source, name: str, digest: str | None) -> Path:
-    """Copy a blob to a temporary file, checking its digest; the caller removes it."""
+def _verified(src: _Source, name: str, digest: str | None, workdir: Path) -> Path:
+    """Copy a blob to a file in ``workdir``, checking its digest; the caller removes it."""
     h = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix="closedpaw-layer-")
+    fd, tmp = tempfile.mkstemp(prefix="layer-", dir=workdir)
     try:
         with os.fdopen(fd, "wb") as out, src.open(name) as f:
             while chunk := f.read(1 << 20):
@@ -371,7 +371,9 @@ def import_image(store: ImageStore, path: str | Path, *, name: str | None = None
     name = validate_name(name or _derive_name(spath, ref), "--name")
     if os.geteuid() != 0:
         raise ImageError("importing images needs root (file owners of the layers are kept)")
-    with tempfile.TemporaryDirectory(prefix="closedpaw-fetch-") as fetched:
+    # Downloads and layer copies stay on the store's filesystem (/tmp may be a small tmpfs).
+    store.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-fetch-", dir=store.root) as fetched:
         if spath.startswith("docker://"):
             _fetch(spath, Path(fetched) / "layout")
             src_path, kind = Path(fetched) / "layout", "registry"
@@ -397,13 +399,14 @@ def import_image(store: ImageStore, path: str | Path, *, name: str | None = None
                 rootfs = staged / "rootfs"
                 rootfs.mkdir(mode=0o755)
                 for blob, digest in layers:
-                    tmp = _verified(src, blob, digest)
+                    tmp = _verified(src, blob, digest, staged)
                     try:
                         with open(tmp, "rb") as f:
                             apply_layer(rootfs, f)
                     finally:
                         os.unlink(tmp)
-                source = {"type": kind, "path": spath if kind != "registry" else None,
+                source = {"type": kind,
+                          "path": str(src_path.absolute()) if kind != "registry" else None,
                           "layers": len(layers), **{k: v for k, v in info.items() if v}}
                 if kind == "registry":
                     source["ref"] = spath
