@@ -20,6 +20,7 @@ test: deps
 bench: deps
 	.venv/bin/python benchmarks/oneshot.py
 	.venv/bin/python benchmarks/gate.py
+	.venv/bin/python benchmarks/images.py
 
 lint: deps
 	.venv/bin/ruff check src tests benchmarks

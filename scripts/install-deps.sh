@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what ClosedPaw needs on Debian 12: the OCI runtimes (runsc, runc), python3-venv,
-# node (used by the demo and tests) and postgresql (the test suite starts a throwaway cluster;
-# the system service is not used), then the project's venv at .venv. Idempotent and quick when
-# everything is already there. Needs root (apt, and sandboxes need root to run).
+# node (used by the demo and tests), postgresql (the test suite starts a throwaway cluster; the
+# system service is not used), debootstrap and skopeo (images), then the project's venv at
+# .venv. Idempotent and quick when everything is already there. Needs root (apt, and sandboxes
+# need root to run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,9 @@ command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
+# Images: debootstrap builds the python/node/shell/multi images; skopeo fetches registry images.
+[ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing with apt: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

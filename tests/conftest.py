@@ -6,6 +6,7 @@ state directories or runtime processes."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from closedpaw.errors import ImageError
 from closedpaw.sandbox.cgroups import CGROUP_ROOT, is_v2
+from closedpaw.sandbox.images.debootstrap import RECIPES, build_image
+from closedpaw.sandbox.images.store import Image, ImageStore
 from closedpaw.sandbox.manager import SandboxManager
 from closedpaw.settings import Settings
 
@@ -35,6 +39,24 @@ def require_runtime(name: str) -> None:
 
 def sandbox_settings() -> Settings:
     return Settings(state_dir=TEST_STATE, data_dir=DATA_DIR, cgroup_parent=TEST_CGROUP)
+
+
+def image_staging_leftovers(store: Path) -> list[str]:
+    """Build or import directories left in the store. They exist only while the store lock is
+    held, so they count only when nobody holds it (another test run may be building)."""
+    lock = store / ".lock"
+    if not lock.exists():
+        return []
+    fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []
+        return [f"image staging dir {p}" for p in store.iterdir()
+                if p.name.startswith(".tmp-")]
+    finally:
+        os.close(fd)
 
 
 def leftovers(settings: Settings) -> list[str]:
@@ -61,6 +83,7 @@ def leftovers(settings: Settings) -> list[str]:
     with open("/proc/mounts") as f:
         found += [f"mount {line.split()[1]}" for line in f
                   if str(settings.state_dir) in line.split()[1]]
+    found += image_staging_leftovers(settings.images)
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -71,6 +94,49 @@ def leftovers(settings: Settings) -> list[str]:
         if str(settings.state_dir).encode() in cmd:
             found.append(f"process {pid}: {cmd[:120]!r}")
     return found
+
+
+def require_image_tools() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("building images needs root: run 'make test' as root", pytrace=False)
+    if shutil.which("debootstrap", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+        pytest.fail("debootstrap is not installed: 'apt-get install debootstrap' (make test "
+                    "does this)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def built_images() -> dict[str, Image]:
+    """The python, node, shell and multi images, built for real with debootstrap once and
+    cached in the store between runs (a fresh machine builds them here, ~1-2 minutes).
+    A test may rebuild one (the CLI build test does): use ``ImageStore.get`` for its current
+    root filesystem rather than the ``rootfs`` recorded here."""
+    require_image_tools()
+    store = ImageStore(sandbox_settings().images)
+    out: dict[str, Image] = {}
+    for name, packages in RECIPES.items():
+        try:
+            img = store.get(name)
+            if (img.source.get("type") != "debootstrap"
+                    or tuple(img.source.get("packages", ())) != packages):
+                raise ImageError("stale")
+        except ImageError:
+            img = build_image(store, name)
+        out[name] = img
+    return out
+
+
+def settled_leftovers(settings: Settings, timeout_s: float = 20.0) -> list[str]:
+    """:func:`leftovers` once teardown has had time to finish: ``closedpaw run`` hands it to a
+    detached child and exits. Also fails on errors that child logged."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while (left := leftovers(settings)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    errors = settings.state_dir / "cleanup-errors.log"
+    if errors.exists():
+        left.append(f"cleanup errors: {errors.read_text()}")
+    return left
 
 
 @pytest.fixture

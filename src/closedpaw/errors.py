@@ -5,16 +5,20 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     ClosedPawError
     ├── ConfigError (ValueError)            bad settings or arguments; fix the input
     │   ├── SpecError                       a sandbox spec or limit is invalid
-    │   └── RulesError                      the risk rules YAML is invalid (nothing is loaded)
-    └── SandboxError                        the sandbox engine could not do what was asked
-        ├── RuntimeUnavailable              no OCI runtime passed its live probe (fail closed)
-        ├── BundleRejected                  the OCI bundle failed a named safety check
-        ├── RuntimeFailure                  runc/runsc itself failed; stderr is mapped to a hint
-        ├── SandboxNotFound (LookupError)   no sandbox with that id
-        ├── SandboxStateError               the operation is not valid in the current state
-        ├── SandboxLimitReached             the max-sandboxes cap is reached
-        ├── FileTransferError               /input or /output could not be copied safely
-        └── SandboxTimeout (TimeoutError)   a lifecycle operation (not a command) timed out
+    │   ├── RulesError                      the risk rules YAML is invalid (nothing is loaded)
+    │   └── PolicyError                     an execution policy file or entry is invalid
+    ├── SandboxError                        the sandbox engine could not do what was asked
+    │   ├── RuntimeUnavailable              no OCI runtime passed its live probe (fail closed)
+    │   ├── BundleRejected                  the OCI bundle failed a named safety check
+    │   ├── RuntimeFailure                  runc/runsc itself failed; stderr is mapped to a hint
+    │   ├── SandboxNotFound (LookupError)   no sandbox with that id
+    │   ├── SandboxStateError               the operation is not valid in the current state
+    │   ├── SandboxLimitReached             the max-sandboxes cap is reached
+    │   ├── FileTransferError               /input or /output could not be copied safely
+    │   ├── ImageError                      an image could not be built, stored or used
+    │   │   ├── ImageNotFound (LookupError) no image with that name in the store
+    │   │   └── ImageRejected               an imported image is malformed or tries to escape
+    │   └── SandboxTimeout (TimeoutError)   a lifecycle operation (not a command) timed out
     ├── AuditError                          the audit log failed
     │   ├── AuditWriteError                 an entry could not be written: the act is refused
     │   └── AuditChainBroken                verify found the first entry that does not check
@@ -55,8 +59,12 @@ __all__ = [
     "ConfigError",
     "FileTransferError",
     "GateError",
+    "ImageError",
+    "ImageNotFound",
+    "ImageRejected",
     "InvalidRequest",
     "PermissionDenied",
+    "PolicyError",
     "RateLimited",
     "RulesError",
     "RuntimeFailure",
@@ -240,3 +248,24 @@ class RateLimited(ClosedPawError):
     def __init__(self, retry_after: float) -> None:
         self.retry_after = retry_after
         super().__init__(f"rate limit exceeded; retry after {retry_after:.0f} s")
+class PolicyError(ConfigError):
+    """An execution policy is invalid; ``key`` is its dotted path (``python.memory``)."""
+
+    def __init__(self, key: str, problem: str, source: str = "") -> None:
+        self.key = key
+        self.problem = problem
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {problem}")
+
+
+class ImageError(SandboxError):
+    """An image could not be built, stored, imported or used."""
+
+
+class ImageNotFound(ImageError, LookupError):
+    """No image with the given name is in the image store."""
+
+
+class ImageRejected(ImageError):
+    """An image to import is malformed or unsafe (escaping paths, device nodes, ...)."""

@@ -23,7 +23,9 @@ class Settings:
     """Process-wide configuration of the sandbox engine and the gate.
 
     ``state_dir`` holds per-sandbox bundles and runtime state (a tmpfs such as /run is best);
-    ``data_dir`` holds durable data such as the prepared host root filesystem and probe cache.
+    ``data_dir`` holds durable data such as the prepared host root filesystem and probe cache;
+    ``image_dir`` the image store (default ``data_dir/images``); ``policy_file`` the user's
+    execution policies, read over the built-in ones when it exists.
     """
 
     state_dir: Path = Path("/run/closedpaw")
@@ -53,6 +55,8 @@ class Settings:
     api_url: str | None = None
     #: bearer token the CLI sends; None = read ``data_dir/api-token``.
     api_token: str | None = None
+    image_dir: Path | None = None
+    policy_file: Path = Path("/etc/closedpaw/policies.yaml")
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_CHOICES:
@@ -100,6 +104,11 @@ class Settings:
         host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
         return f"http://{host}:{self.api_port}"
 
+    @property
+    def images(self) -> Path:
+        """The image store directory."""
+        return self.image_dir if self.image_dir is not None else self.data_dir / "images"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``CLOSEDPAW_*`` variables over the defaults."""
@@ -109,6 +118,10 @@ class Settings:
             kwargs["state_dir"] = Path(v)
         if v := env.get("CLOSEDPAW_DATA_DIR"):
             kwargs["data_dir"] = Path(v)
+        if v := env.get("CLOSEDPAW_IMAGE_DIR"):
+            kwargs["image_dir"] = Path(v)
+        if v := env.get("CLOSEDPAW_POLICY_FILE"):
+            kwargs["policy_file"] = Path(v)
         if v := env.get("CLOSEDPAW_CGROUP_PARENT"):
             kwargs["cgroup_parent"] = v
         if v := env.get("CLOSEDPAW_RUNTIME"):

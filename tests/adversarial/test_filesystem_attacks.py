@@ -267,8 +267,10 @@ def test_working_directory_cannot_create_host_directories(mgr: SandboxManager, r
                                                           tmp_path: Path) -> None:
     """A missing working directory would be created by the runtime before the root turns
     read-only: runc in the shared image, runsc's root gofer even through the read-only /usr
-    bind. Such specs are refused before any runtime sees them, and exec into a live sandbox
-    with a missing directory is an error of that exec only."""
+    bind. One missing from the image is created in the sandbox's own overlay instead; one
+    beneath a mount is refused before any runtime sees it; exec into a live sandbox with a
+    missing directory is an error of that exec only. The host and the image stay as they
+    were."""
     from closedpaw.errors import SpecError
 
     marker = "closedpaw-adv-wd-" + secrets.token_hex(6)
@@ -276,11 +278,17 @@ def test_working_directory_cannot_create_host_directories(mgr: SandboxManager, r
     before = snapshot(rootfs)
     usr_before = os.stat("/usr").st_mtime_ns
     (tmp_path / "in").mkdir()
-    attempts = [f"/{marker}", f"/usr/{marker}", f"/etc/{marker}", f"/bin/{marker}",
-                f"/var/tmp/{marker}", f"/input/{marker}", f"/etc/alternatives/../{marker}"]
-    for wd in attempts:
+    refused = [f"/usr/{marker}", f"/bin/{marker}", f"/var/tmp/{marker}", f"/input/{marker}",
+               f"/tmp/{marker}", f"/proc/{marker}"]
+    for wd in refused:
         with pytest.raises(SpecError, match="workdir"):
             mgr.run(["true"], spec(workdir=wd, input_path=tmp_path / "in"), runtime=runtime)
+    for wd in (f"/{marker}", f"/etc/{marker}/deeper", f"/etc/alternatives/./{marker}"):
+        r = mgr.run(["python3", "-c", "import os; print(os.getcwd())"], spec(workdir=wd),
+                    runtime=runtime)
+        assert r.exit_code == 0, r
+        assert r.stdout_text == os.path.normpath(wd) + "\n", r
+        assert r.isolation.rootfs.endswith(":overlay:ro"), r.isolation
     with mgr.create(spec(), runtime=runtime) as sb:
         for wd in (f"/usr/{marker}", f"/{marker}", f"/tmp/{marker}"):
             with pytest.raises(SpecError, match="workdir"):

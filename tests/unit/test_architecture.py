@@ -87,3 +87,16 @@ def test_every_module_imports() -> None:
     for path in SRC.rglob("*.py"):
         mod = "closedpaw." + ".".join(path.relative_to(SRC).with_suffix("").parts)
         importlib.import_module(mod.removesuffix(".__init__"))
+
+
+def test_plain_and_image_runs_do_not_load_yaml_or_rich() -> None:
+    """YAML and rich are for policies, builds and tables; `closedpaw run` (also with --image)
+    builds its spec without them."""
+    code = ("import sys, closedpaw.cli.main as m\n"
+            "for argv in (['run', '--', 'true'], ['run', '--image', 'node', '--', 'node']):\n"
+            "    m._spec(m.build_parser().parse_args(argv), None)\n"
+            "import closedpaw.sandbox.workspace, closedpaw.sandbox.manager\n"
+            "print(','.join(k for k in ('yaml', 'rich') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "", f"imported on the run path: {out}"

@@ -205,3 +205,37 @@ def test_more_weakenings_are_caught() -> None:
 
 def test_a_malformed_config_fails_rather_than_crashes() -> None:
     assert failures({"process": {}}, HOST)
+
+
+OVERLAY_ROOT = Path("/run/closedpaw/sandboxes/cp-1/rootfs")
+
+
+def overlay_config(**kw: Any) -> dict[str, Any]:
+    ann = {"org.closedpaw.sandbox-id": "cp-1", "org.closedpaw.rootfs": "overlay"}
+    return make(rootfs=OVERLAY_ROOT, readonly_root=False, usr_source=None, annotations=ann, **kw)
+
+
+def test_a_writable_root_is_accepted_only_as_the_sandboxs_own_overlay() -> None:
+    assert failures(overlay_config(), HOST) == []
+    weakened: list[Callable[[dict[str, Any]], object]] = [
+        lambda c: c["annotations"].update({"org.closedpaw.rootfs": "bind"}),
+        lambda c: c["annotations"].pop("org.closedpaw.rootfs"),
+        lambda c: c["annotations"].update({"org.closedpaw.sandbox-id": "cp-2"}),
+        lambda c: c["root"].update(path="/var/lib/closedpaw/images/python/rootfs"),
+        lambda c: c["root"].update(path="/"),
+        lambda c: c["root"].update(path="/run/closedpaw/sandboxes/cp-1/rootfs/../../cp-2/rootfs"),
+    ]
+    for weaken in weakened:
+        c = overlay_config()
+        weaken(c)
+        assert [n for n, _ in failures(c, HOST)] == ["root_readonly"], c["root"]
+
+
+def test_store_images_bring_their_own_usr_and_policies_add_sized_tmpfs() -> None:
+    c = overlay_config(tmpfs={"/cache": 16}, code_dir=Path("/run/x/code"))
+    dests = {m["destination"]: m for m in c["mounts"]}
+    assert "/usr" not in dests
+    assert dests["/cache"]["type"] == "tmpfs" and "size=16m" in dests["/cache"]["options"]
+    assert {"nosuid", "nodev"} <= set(dests["/cache"]["options"])
+    assert dests["/code"]["options"] == ["rbind", "ro", "nosuid", "nodev"]
+    assert failures(c, HOST) == []

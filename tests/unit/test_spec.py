@@ -52,9 +52,33 @@ def test_bad_env(env: dict[str, object]) -> None:
         SandboxSpec(env=env)  # type: ignore[arg-type]
 
 
-def test_only_the_host_image_exists_for_now() -> None:
-    with pytest.raises(SpecError, match="image"):
-        SandboxSpec(image="python")
+@pytest.mark.parametrize("image", ["", "Python", "../x", "a/b", "x" * 64, 3])
+def test_bad_image_names(image: object) -> None:
+    with pytest.raises(SpecError, match=r"^image"):
+        SandboxSpec(image=image)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("tmpfs", "key"), [
+    ({"relative": 8}, "tmpfs.relative"), ({"/a/../b": 8}, "tmpfs./a/../b"),
+    ({"/proc/x": 8}, "tmpfs./proc/x"), ({"/tmp": 8}, "tmpfs./tmp"), ({"/": 8}, "tmpfs./"),
+    ({"/cache": 0}, "tmpfs./cache"), ({"/cache": "8m"}, "tmpfs./cache"),
+])
+def test_bad_tmpfs(tmpfs: dict[str, object], key: str) -> None:
+    with pytest.raises(SpecError) as e:
+        SandboxSpec(tmpfs=tmpfs)  # type: ignore[arg-type]
+    assert e.value.field == key
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".hidden"])
+def test_bad_code_file_names(name: str) -> None:
+    with pytest.raises(SpecError, match="code_files"):
+        SandboxSpec(code_files={name: "print(1)"})
+
+
+def test_readonly_root_must_be_a_bool() -> None:
+    with pytest.raises(SpecError, match="readonly_root"):
+        SandboxSpec(readonly_root="yes")  # type: ignore[arg-type]
+    assert SandboxSpec(image="python", readonly_root=True).readonly_root is True
 
 
 def test_paths_are_coerced() -> None:

@@ -35,11 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "streamed and its exit code returned (124 timeout, 137 OOM/killed).")
     r.add_argument("--runtime", choices=("auto", "runsc", "runc"), default=None,
                    help="force a runtime (default: auto = runsc, else runc)")
+    r.add_argument("--policy", metavar="NAME", help="execution policy to start from "
+                   "(see 'closedpaw policy list'); the flags below override it")
+    r.add_argument("--image", metavar="NAME", help="root filesystem: host (default) or an "
+                   "image of the store (see 'closedpaw image list')")
+    r.add_argument("--lang", choices=("python", "node", "bash"), help="run the code given "
+                   "with -c in this language, under its policy (python, node, shell)")
+    r.add_argument("-c", dest="code", metavar="CODE", help="code for --lang; it is written "
+                   "to /code/main.<ext> and run; words after -- become its arguments")
     r.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 256m or 1g "
                    "(default 512m)")
     r.add_argument("--cpus", type=float, metavar="N", help="CPU cores (default 1.0)")
     r.add_argument("--pids", type=int, metavar="N", help="max processes (default 64)")
-    r.add_argument("--disk", metavar="SIZE", help="size of the writable /tmp (default 1g)")
+    r.add_argument("--disk", metavar="SIZE", help="size of the writable /tmp, and of the "
+                   "writable layer of a store image's root (default 1g)")
     r.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="wall-clock limit (default 1800)")
     r.add_argument("--input", metavar="PATH", help="file or directory copied to /input "
@@ -52,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print one JSON result object")
     r.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
-    d = sub.add_parser("doctor", help="show runtimes, their live probes and what is enforced")
+    d = sub.add_parser("doctor", help="show runtimes, their live probes, what is enforced, "
+                       "images and the policy file")
     d.add_argument("--json", action="store_true", help="print JSON")
     d.add_argument("--fresh", action="store_true", help="re-probe instead of using the cache")
 
@@ -62,6 +72,39 @@ def build_parser() -> argparse.ArgumentParser:
                        "of living processes are left alone. Exit 1 if anything could not be "
                        "removed.")
     g.add_argument("--json", action="store_true", help="print JSON")
+
+    pol = sub.add_parser("policy", help="list and show execution policies")
+    psub = pol.add_subparsers(dest="policy_command", metavar="ACTION", parser_class=_Parser,
+                              required=True)
+    pl = psub.add_parser("list", help="list the policies (built-in and from the user file)")
+    pl.add_argument("--json", action="store_true", help="print JSON")
+    ps = psub.add_parser("show", help="show one policy, resolved")
+    ps.add_argument("name", metavar="NAME")
+    ps.add_argument("--json", action="store_true", help="print JSON")
+
+    img = sub.add_parser("image", help="build, import, list, inspect and remove images")
+    isub = img.add_subparsers(dest="image_command", metavar="ACTION", parser_class=_Parser,
+                              required=True)
+    ib = isub.add_parser("build", help="build an image with debootstrap (python, node, shell, "
+                         "multi); rebuilds it if it exists")
+    ib.add_argument("name", metavar="NAME",
+                    help="python, node, shell or multi")
+    ib.add_argument("--rebuild-base", action="store_true",
+                    help="bootstrap the cached Debian base again too")
+    il = isub.add_parser("list", help="list images")
+    il.add_argument("--json", action="store_true", help="print JSON")
+    ii = isub.add_parser("import", help="import an OCI image layout (directory or tar), a "
+                         "docker-archive tarball, or docker://REF (needs skopeo and a registry)")
+    ii.add_argument("path", metavar="PATH", help="an OCI layout directory or tar, a "
+                    "docker-archive tar, or docker://REF")
+    ii.add_argument("--name", help="image name (default: derived from PATH)")
+    ii.add_argument("--ref", help="which image of a multi-image layout or archive to take")
+    irm = isub.add_parser("rm", help="remove an image")
+    irm.add_argument("name", metavar="NAME")
+    iin = isub.add_parser("inspect", help="show an image's manifest")
+    iin.add_argument("name", metavar="NAME")
+    iin.add_argument("--verify", action="store_true",
+                     help="recompute the digest and compare it with the manifest")
 
     sub.add_parser("demo", help="run Python, node and shell snippets in the sandbox and show "
                    "what protected them")
@@ -77,11 +120,15 @@ def _die(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
-def _spec(args: argparse.Namespace) -> Any:
+def _spec(args: argparse.Namespace, base: Any) -> Any:
+    """The run's spec: ``base`` (a policy's, or the defaults) with the flags on top."""
+    from dataclasses import replace
     from pathlib import Path
 
-    from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec, parse_size_mb
+    from closedpaw.sandbox.spec import SandboxSpec, parse_size_mb
 
+    if base is None:
+        base = SandboxSpec()
     lim: dict[str, Any] = {}
     if args.memory is not None:
         lim["memory_mb"] = parse_size_mb(args.memory, "--memory")
@@ -93,14 +140,15 @@ def _spec(args: argparse.Namespace) -> Any:
         lim["max_processes"] = args.pids
     if args.timeout is not None:
         lim["timeout_s"] = args.timeout
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(base.env)
     for item in args.env:
         name, sep, value = item.partition("=")
         if not sep:
             _die(f"--env {item!r}: expected NAME=VALUE")
         env[name] = value
-    return SandboxSpec(
-        limits=ResourceLimits(**lim), env=env, workdir=args.workdir or "/tmp",
+    return replace(
+        base, limits=replace(base.limits, **lim) if lim else base.limits, env=env,
+        workdir=args.workdir or base.workdir, image=args.image or base.image,
         input_path=Path(args.input) if args.input else None,
         output_dir=Path(args.output) if args.output else None,
     )
@@ -110,12 +158,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd: list[str] = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    if not cmd:
+    if args.lang is None and args.code is not None:
+        _die("-c CODE needs --lang python|node|bash")
+    if args.lang is not None and args.code is None:
+        _die(f"--lang {args.lang} needs the code with -c, e.g. --lang python -c 'print(1)'")
+    if not cmd and args.lang is None:
         _die("run needs a command after '--', e.g. closedpaw run -- python3 -c 'print(1)'")
     from closedpaw.errors import ClosedPawError
 
     try:
-        spec = _spec(args)
+        base = None
+        if args.policy or args.lang:
+            from closedpaw.sandbox.policy import load_policies
+            from closedpaw.settings import Settings
+
+            pols = load_policies(Settings.from_env().policy_file)
+            base = (pols.for_language(args.lang, args.policy) if args.lang
+                    else pols.get(args.policy)).spec
+        spec = _spec(args, base)
+        if args.lang:
+            from dataclasses import replace
+
+            from closedpaw.sandbox.policy import LANGUAGES
+
+            lang = LANGUAGES[args.lang]
+            spec = replace(spec, code_files={lang.filename: args.code})
+            cmd = [*lang.argv, f"/code/{lang.filename}", *cmd]
         if args.input:
             import os
             if not os.path.exists(args.input):
@@ -215,6 +283,47 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    from closedpaw.errors import ClosedPawError
+    from closedpaw.sandbox.policy import load_policies
+    from closedpaw.settings import Settings
+
+    try:
+        pols = load_policies(Settings.from_env().policy_file)
+        if args.policy_command == "list":
+            rows = [pols.get(n).to_dict() for n in pols.names()]
+            if args.json:
+                sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+                return 0
+            from rich.console import Console
+            from rich.table import Table
+
+            t = Table("policy", "image", "memory", "cpus", "pids", "root", "timeout",
+                      "description", box=None)
+            for r in rows:
+                t.add_row(r["name"], r["image"], f"{r['memory_mb']} MiB", f"{r['cpus']:g}",
+                          str(r["pids"]), "ro" if r["readonly_root"] or r["image"] == "host"
+                          else "overlay rw", f"{r['timeout_s']:g} s", r["description"])
+            Console(width=160).print(t)
+            return 0
+        d = pols.get(args.name).to_dict()
+    except ClosedPawError as e:
+        _die(str(e))
+    if args.json:
+        sys.stdout.write(json.dumps(d, indent=2) + "\n")
+    else:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(d, sort_keys=False))
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from closedpaw.cli.images import main as images_main
+
+    return images_main(args)
+
+
 def cmd_demo(_: argparse.Namespace) -> int:
     from closedpaw.cli.demo import main as demo_main
 
@@ -227,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handlers = {"run": cmd_run, "doctor": cmd_doctor, "gc": cmd_gc, "demo": cmd_demo}
+    handlers = {"run": cmd_run, "doctor": cmd_doctor, "gc": cmd_gc, "demo": cmd_demo,
+                "policy": cmd_policy, "image": cmd_image}
     from closedpaw.cli.gate import HANDLERS as gate_handlers
 
     handlers.update(gate_handlers)

@@ -25,12 +25,16 @@ from closedpaw.sandbox.result import ExecutionResult, Isolation, ResourceUsage, 
 from closedpaw.sandbox.spec import ExecRequest, ResourceLimits, SandboxSpec
 
 if TYPE_CHECKING:
+    from closedpaw.sandbox.images.store import ImageStore
     from closedpaw.sandbox.manager import SandboxManager
     from closedpaw.sandbox.output import OutputSink
+    from closedpaw.sandbox.policy import ExecutionPolicy, load_policies
 
 __all__ = [
     "ExecRequest",
+    "ExecutionPolicy",
     "ExecutionResult",
+    "ImageStore",
     "Isolation",
     "ResourceLimits",
     "ResourceUsage",
@@ -41,6 +45,7 @@ __all__ = [
     "SandboxStatus",
     "SkippedFile",
     "default_manager",
+    "load_policies",
     "run",
 ]
 
@@ -71,6 +76,14 @@ def __getattr__(name: str) -> object:
         from closedpaw.sandbox import manager
 
         return getattr(manager, name)
+    if name in ("ExecutionPolicy", "load_policies"):
+        from closedpaw.sandbox import policy
+
+        return getattr(policy, name)
+    if name == "ImageStore":
+        from closedpaw.sandbox.images.store import ImageStore
+
+        return ImageStore
     if name in ("Sandbox", "SandboxStatus"):
         from closedpaw.sandbox import sandbox
 

@@ -10,6 +10,7 @@ from closedpaw.errors import ClosedPawError
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls, load_profile, to_oci
 from closedpaw.sandbox.cgroups import CGROUP_ROOT, is_v2
 from closedpaw.sandbox.drivers.detect import PREFERENCE
+from closedpaw.sandbox.images.store import ImageStore
 from closedpaw.settings import Settings
 
 __all__ = ["diagnose", "render"]
@@ -23,6 +24,17 @@ def _cgroup_controllers() -> dict[str, bool]:
             have = set()
         return {c: c in have for c in ("memory", "cpu", "pids")}
     return {c: (CGROUP_ROOT / c).is_dir() for c in ("memory", "cpu", "cpuacct", "pids")}
+
+
+def _overlayfs() -> bool:
+    """Per-sandbox writable roots need overlayfs (loaded on first mount if it is a module)."""
+    try:
+        with open("/proc/filesystems") as f:
+            if any(line.split()[-1] == "overlay" for line in f if line.strip()):
+                return True
+    except OSError:
+        return False
+    return os.path.exists(f"/lib/modules/{platform.release()}/kernel/fs/overlayfs")
 
 
 def diagnose(settings: Settings | None = None, *, fresh: bool = False) -> dict[str, Any]:
@@ -39,6 +51,11 @@ def diagnose(settings: Settings | None = None, *, fresh: bool = False) -> dict[s
         "state_dir": str(settings.state_dir),
         "data_dir": str(settings.data_dir),
         "seccomp_profile_syscalls": syscalls,
+        "image_dir": str(settings.images),
+        "images": ["host", *(i.name for i in ImageStore(settings.images).list())],
+        "overlayfs": _overlayfs(),
+        "policy_file": str(settings.policy_file),
+        "policy_file_exists": settings.policy_file.exists(),
         "runtimes": [],
         "selected": None,
         "usable": False,
@@ -81,7 +98,11 @@ def render(r: dict[str, Any]) -> str:
     out = [f"root: {'yes' if r['root'] else 'NO - sandboxes need root'}",
            f"kernel: {r['kernel']}, cgroup {r['cgroup']} "
            + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in r["cgroup_controllers"].items()),
-           f"seccomp allowlist: {r['seccomp_profile_syscalls']} syscalls, default deny", ""]
+           f"seccomp allowlist: {r['seccomp_profile_syscalls']} syscalls, default deny",
+           f"images ({r['image_dir']}): {', '.join(r['images'])}; overlayfs "
+           f"{'yes' if r['overlayfs'] else 'NO - store images cannot run'}",
+           f"policies: built-in + {r['policy_file']} "
+           f"({'present' if r['policy_file_exists'] else 'absent'})", ""]
     for e in r["runtimes"]:
         if not e["installed"]:
             out.append(f"{e['name']:6} not installed: {e.get('detail', '')}")

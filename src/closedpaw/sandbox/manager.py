@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -32,6 +32,7 @@ from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
 from closedpaw.settings import Settings
 
 if TYPE_CHECKING:
+    from closedpaw.sandbox.policy import PolicySet
     from closedpaw.sandbox.reconcile import GcReport
 
 __all__ = ["SandboxInfo", "SandboxManager", "require_root"]
@@ -70,6 +71,7 @@ class SandboxManager:
         self.reaper = reaper or Reaper()
         self._live: dict[str, Sandbox] = {}
         self._inflight = 0
+        self._policies: PolicySet | None = None
         self._lock = threading.Lock()
 
     # -- drivers --------------------------------------------------------------------------
@@ -156,6 +158,39 @@ class SandboxManager:
                 driver.delete(sid)
             ws.teardown()
         self.reaper.submit(f"sandbox {sid}", job)
+
+    # -- policies and code -----------------------------------------------------------------
+    def policies(self) -> PolicySet:
+        """The built-in policies with ``settings.policy_file`` on top (loaded once)."""
+        if self._policies is None:
+            from closedpaw.sandbox.policy import load_policies
+
+            self._policies = load_policies(self.settings.policy_file)
+        return self._policies
+
+    def spec_for(self, policy: str) -> SandboxSpec:
+        """The :class:`SandboxSpec` of a named execution policy."""
+        return self.policies().get(policy).spec
+
+    def run_code(self, lang: str, code: str, *, policy: str | None = None,
+                 spec: SandboxSpec | None = None, runtime: str | None = None,
+                 stdin: bytes = b"", args: Sequence[str] = (),
+                 sink: OutputSink | None = None) -> ExecutionResult:
+        """Run ``code`` in ``lang`` (python, node, bash): the code is written read-only to
+        ``/code/main.<ext>`` and run by the language's interpreter under the language's
+        policy (or ``policy``, or an explicit ``spec``)."""
+        from closedpaw.sandbox.policy import LANGUAGES
+
+        if lang not in LANGUAGES:
+            raise SpecError("lang", f"{lang!r} is not one of {', '.join(LANGUAGES)}")
+        if not isinstance(code, str):
+            raise SpecError("code", "must be text")
+        language = LANGUAGES[lang]
+        if spec is None:
+            spec = self.policies().for_language(lang, policy).spec
+        spec = replace(spec, code_files={**spec.code_files, language.filename: code})
+        argv = [*language.argv, f"/code/{language.filename}", *args]
+        return self.run(argv, spec, runtime=runtime, stdin=stdin, sink=sink)
 
     # -- long-lived ----------------------------------------------------------------------------
     def create(self, spec: SandboxSpec | None = None, *, runtime: str | None = None) -> Sandbox:

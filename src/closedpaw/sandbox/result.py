@@ -18,7 +18,7 @@ class Isolation:
     seccomp: bool              # a default-deny syscall allowlist was enforced
     seccomp_syscalls: int      # how many syscalls the allowlist admits
     network: str               # "none": a private network namespace with loopback only
-    rootfs: str                # e.g. "host-bind:ro"
+    rootfs: str                # "host-bind:ro", or "<image>:overlay:rw|ro" for store images
     user: str                  # "uid:gid" of the sandboxed process
     capabilities: tuple[str, ...] = ()
     no_new_privileges: bool = True
@@ -26,6 +26,8 @@ class Isolation:
     memory_limit_mb: int = 0
     cpu_cores: float = 0.0
     pids_limit: int = 0
+    image: str = "host"        # the image name, and its digest (the host skeleton's for host)
+    image_digest: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,8 +1,9 @@
 """Sandbox: a long-lived container that runs many commands, built from small parts.
 
-``sb.commands.run([...])`` (or ``sb.exec``) runs a command; ``sb.files.collect()`` copies
-``/output`` back. Lifecycle: pending -> creating -> running <-> paused -> stopping -> stopped,
-or error. ``with manager.create(spec) as sb:`` deletes it on exit.
+``sb.commands.run([...])`` (or ``sb.exec``) runs a command; ``sb.code.run("python", src)``
+runs code as a file; ``sb.files.collect()`` copies ``/output`` back. Lifecycle: pending ->
+creating -> running <-> paused -> stopping -> stopped, or error. ``with manager.create(spec)
+as sb:`` deletes it on exit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from closedpaw.errors import SandboxStateError, SandboxTimeout
+from closedpaw.errors import SandboxStateError, SandboxTimeout, SpecError
 from closedpaw.sandbox.drivers.base import Driver
 from closedpaw.sandbox.drivers.errors import command_start_failure
 from closedpaw.sandbox.execute import Outcome, runtime_failure, supervise
@@ -61,6 +62,35 @@ class Commands:
                              sink=sink)
 
 
+class Code:
+    """Runs code in a language (python, node, bash) in its sandbox: the code is written to a
+    file under ``/tmp/.closedpaw-code`` by the sandbox's own shell (the host never writes into
+    a live sandbox), then run by the language's interpreter."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sb = sandbox
+        self._n = itertools.count(1)
+
+    def run(self, lang: str, code: str, *, args: Sequence[str] = (), stdin: bytes = b"",
+            env: Mapping[str, str] | None = None, timeout_s: float | None = None,
+            sink: OutputSink | None = None) -> ExecutionResult:
+        from closedpaw.sandbox.policy import LANGUAGES
+
+        if lang not in LANGUAGES:
+            raise SpecError("lang", f"{lang!r} is not one of {', '.join(LANGUAGES)}")
+        if not isinstance(code, str):
+            raise SpecError("code", "must be text")
+        language = LANGUAGES[lang]
+        path = f"/tmp/.closedpaw-code/{next(self._n)}-{language.filename}"
+        w = self._sb.exec(["sh", "-c", 'umask 022; mkdir -p "${1%/*}" && cat > "$1"', "sh",
+                           path], stdin=code.encode(), timeout_s=timeout_s)
+        if w.exit_code != 0:
+            raise SandboxStateError(f"could not write the code into sandbox {self._sb.id}: "
+                                    f"{w.stderr_text.strip()[:300] or f'exit {w.exit_code}'}")
+        return self._sb.exec([*language.argv, path, *args], stdin=stdin, env=env,
+                             timeout_s=timeout_s, sink=sink)
+
+
 class Files:
     """Copies ``/output`` back to the spec's ``output_dir`` (or another directory)."""
 
@@ -89,6 +119,7 @@ class Sandbox:
         self.workspace: Workspace | None = None
         self.commands = Commands(self)
         self.files = Files(self)
+        self.code = Code(self)
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
 

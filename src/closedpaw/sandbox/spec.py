@@ -20,6 +20,10 @@ from closedpaw.errors import SpecError
 __all__ = ["ExecRequest", "ResourceLimits", "SandboxSpec", "parse_size_mb"]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_CODE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# Where extra tmpfs mounts may not go: the kernel filesystems and the engine's own mounts.
+_RESERVED_MOUNTS = ("/", "/proc", "/dev", "/sys", "/tmp", "/input", "/output", "/code", "/usr")
 _T = TypeVar("_T")
 
 MIB = 1024 * 1024
@@ -44,7 +48,8 @@ def _check_number(name: str, value: object, lo: float, hi: float, *, integer: bo
     if integer and not isinstance(value, int):
         raise SpecError(name, "must be a whole number")
     if not (lo <= value <= hi) or (isinstance(value, float) and math.isnan(value)):
-        raise SpecError(name, f"must be between {lo:g} and {hi:g}, got {value!r}")
+        bounds = f"{int(lo)} and {int(hi)}" if integer else f"{lo:g} and {hi:g}"
+        raise SpecError(name, f"must be between {bounds}, got {value!r}")
 
 
 def _from_dict(cls: type[_T], data: Mapping[str, Any], where: str) -> _T:
@@ -106,6 +111,12 @@ class SandboxSpec:
     (PATH, HOME, LANG); nothing is inherited from the host. ``input_path`` (a file or
     directory on the host) is copied to ``/input`` read-only; when ``output_dir`` is set,
     ``/output`` is writable (capped at ``limits.output_dir_mb``) and collected there.
+
+    ``image`` names the root filesystem: ``host`` (the host's /usr, read-only) or an image of
+    the store. ``readonly_root``: ``None`` means the image's default - read-only for
+    ``host``; for store images a writable per-sandbox overlay (upper layer on a tmpfs of
+    ``limits.disk_mb``) that vanishes with the sandbox. ``tmpfs`` adds sized tmpfs mounts
+    (path -> MiB). ``code_files`` (name -> text) are written read-only under ``/code``.
     """
 
     limits: ResourceLimits = field(default_factory=ResourceLimits)
@@ -114,6 +125,9 @@ class SandboxSpec:
     image: str = "host"
     input_path: Path | None = None
     output_dir: Path | None = None
+    readonly_root: bool | None = None
+    tmpfs: Mapping[str, int] = field(default_factory=dict)
+    code_files: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.limits, ResourceLimits):
@@ -129,8 +143,29 @@ class SandboxSpec:
             raise SpecError("workdir", "must be an absolute path inside the sandbox")
         if ".." in self.workdir.split("/") or "\0" in self.workdir:
             raise SpecError("workdir", "must not contain '..' or NUL")
-        if self.image != "host":
-            raise SpecError("image", f"unknown image {self.image!r}; available: host")
+        if not isinstance(self.image, str) or not _IMAGE_NAME.match(self.image):
+            raise SpecError("image", f"{self.image!r} is not an image name (lower-case "
+                            "letters, digits, '.', '_', '-')")
+        if self.readonly_root is not None and not isinstance(self.readonly_root, bool):
+            raise SpecError("readonly_root", "must be true, false or unset")
+        if not isinstance(self.tmpfs, Mapping):
+            raise SpecError("tmpfs", "must be a mapping of absolute paths to sizes in MiB")
+        for path, size in self.tmpfs.items():
+            key = f"tmpfs.{path}"
+            if (not isinstance(path, str) or not path.startswith("/") or "\0" in path
+                    or ".." in path.split("/") or path.rstrip("/") != path):
+                raise SpecError(key, "must be an absolute path without '..' or a trailing /")
+            if any(path == r or (r != "/" and path.startswith(r + "/"))
+                   for r in _RESERVED_MOUNTS):
+                raise SpecError(key, "is reserved for the engine's own mounts")
+            _check_number(key, size, 1, 1024 * 1024, integer=True)
+        if not isinstance(self.code_files, Mapping):
+            raise SpecError("code_files", "must be a mapping of file names to text")
+        for cname, text in self.code_files.items():
+            if not isinstance(cname, str) or not _CODE_NAME.match(cname):
+                raise SpecError(f"code_files.{cname}", "must be a plain file name")
+            if not isinstance(text, str):
+                raise SpecError(f"code_files.{cname}", "must be text")
         if self.input_path is not None:
             object.__setattr__(self, "input_path", Path(self.input_path))
         if self.output_dir is not None:

@@ -1,12 +1,14 @@
-"""Mounts of a sandbox: the kernel filesystems, the read-only host /usr, a sized /tmp, and
-optional /input (read-only) and /output (writable) binds. Pure functions."""
+"""Mounts of a sandbox: the kernel filesystems, the read-only host /usr (host image only), a
+sized /tmp, extra sized tmpfs mounts, and optional /input and /code (read-only) and /output
+(writable) binds. Pure functions."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MASKED_PATHS", "READONLY_PATHS", "base_mounts", "file_mounts"]
+__all__ = ["MASKED_PATHS", "READONLY_PATHS", "base_mounts", "file_mounts", "tmpfs_mounts"]
 
 # Paths hidden from the sandbox (the lists Docker uses).
 MASKED_PATHS = (
@@ -19,8 +21,13 @@ READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 _SAFE = ["nosuid", "nodev"]
 
 
-def base_mounts(*, disk_mb: int, usr_source: str = "/usr") -> list[dict[str, Any]]:
-    """Mounts every sandbox gets. ``/usr`` is a read-only bind of the host's."""
+def base_mounts(*, disk_mb: int, usr_source: str | None = "/usr") -> list[dict[str, Any]]:
+    """Mounts every sandbox gets. ``/usr`` is a read-only bind of the host's for the host
+    image (``usr_source``); images of the store bring their own (``usr_source=None``)."""
+    usr: list[dict[str, Any]] = []
+    if usr_source is not None:
+        usr.append({"destination": "/usr", "type": "bind", "source": usr_source,
+                    "options": ["rbind", "ro", *_SAFE]})
     return [
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev"]},
@@ -34,16 +41,26 @@ def base_mounts(*, disk_mb: int, usr_source: str = "/usr") -> list[dict[str, Any
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
          "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/usr", "type": "bind", "source": usr_source,
-         "options": ["rbind", "ro", *_SAFE]},
+        *usr,
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
          "options": [*_SAFE, "mode=1777", f"size={disk_mb}m"]},
     ]
 
 
-def file_mounts(*, input_dir: Path | None, output_dir: Path | None) -> list[dict[str, Any]]:
-    """Bind the staged input read-only at /input and the capped output dir at /output."""
+def tmpfs_mounts(sizes: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Extra sized tmpfs mounts asked for by a policy (path -> MiB)."""
+    return [{"destination": path, "type": "tmpfs", "source": "tmpfs",
+             "options": [*_SAFE, "mode=1777", f"size={mb}m"]} for path, mb in sorted(sizes.items())]
+
+
+def file_mounts(*, input_dir: Path | None, output_dir: Path | None,
+                code_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Bind the staged input read-only at /input, the capped output dir at /output and the
+    code files read-only at /code."""
     out: list[dict[str, Any]] = []
+    if code_dir is not None:
+        out.append({"destination": "/code", "type": "bind", "source": str(code_dir),
+                    "options": ["rbind", "ro", *_SAFE]})
     if input_dir is not None:
         out.append({"destination": "/input", "type": "bind", "source": str(input_dir),
                     "options": ["rbind", "ro", *_SAFE]})

@@ -55,7 +55,10 @@ class BundleInputs:
     seccomp_profile: Mapping[str, Any] | None = None
     input_dir: Path | None = None
     output_dir: Path | None = None
-    usr_source: str = "/usr"
+    usr_source: str | None = "/usr"
+    readonly_root: bool = True
+    tmpfs: Mapping[str, int] = field(default_factory=dict)
+    code_dir: Path | None = None
     hostname: str = "sandbox"
     annotations: Mapping[str, str] = field(default_factory=dict)
 
@@ -75,10 +78,12 @@ def build_config(b: BundleInputs) -> dict[str, Any]:
             "rlimits": _res.rlimits(b.limits, b.host, b.pids_mode),
             "noNewPrivileges": True,
         },
-        "root": {"path": str(b.rootfs), "readonly": True},
+        "root": {"path": str(b.rootfs), "readonly": b.readonly_root},
         "hostname": b.hostname,
         "mounts": [*_mounts.base_mounts(disk_mb=b.limits.disk_mb, usr_source=b.usr_source),
-                   *_mounts.file_mounts(input_dir=b.input_dir, output_dir=b.output_dir)],
+                   *_mounts.tmpfs_mounts(b.tmpfs),
+                   *_mounts.file_mounts(input_dir=b.input_dir, output_dir=b.output_dir,
+                                        code_dir=b.code_dir)],
         "annotations": {**b.annotations,
                         _res.MEMORY_ANNOTATION: str(b.limits.memory_mb * MIB)},
         "linux": {

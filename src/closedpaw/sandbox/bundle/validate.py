@@ -52,8 +52,24 @@ def no_new_privileges(c: Config, _: HostLimits) -> str | None:
     return None if c["process"].get("noNewPrivileges") is True else "noNewPrivileges is off"
 
 
+OVERLAY_ANNOTATION = "org.closedpaw.rootfs"
+SANDBOX_ID_ANNOTATION = "org.closedpaw.sandbox-id"
+
+
 def root_readonly(c: Config, _: HostLimits) -> str | None:
-    return None if c["root"].get("readonly") is True else "root filesystem is writable"
+    """The root is read-only, or it is this sandbox's own disposable overlay: the directory
+    ``<state>/sandboxes/<sandbox-id>/rootfs`` declared as ``overlay`` by annotation, which the
+    workspace mounts (upper layer on a per-sandbox tmpfs) and removes with the sandbox."""
+    if c["root"].get("readonly") is True:
+        return None
+    ann = c.get("annotations", {})
+    sid = ann.get(SANDBOX_ID_ANNOTATION)
+    path = os.path.normpath(str(c["root"].get("path", "")))
+    parts = path.split("/")
+    if (ann.get(OVERLAY_ANNOTATION) == "overlay" and sid and len(parts) >= 4
+            and parts[-1] == "rootfs" and parts[-2] == sid and parts[-3] == "sandboxes"):
+        return None
+    return "root filesystem is writable and is not a per-sandbox disposable overlay"
 
 
 def masked_and_readonly_paths(c: Config, _: HostLimits) -> str | None:

@@ -18,8 +18,8 @@ from closedpaw.errors import RuntimeUnavailable
 
 __all__ = ["MOUNT_POINTS", "HostRootfs", "prepare_host_rootfs"]
 
-_VERSION = "3"
-MOUNT_POINTS = ("usr", "proc", "dev", "sys", "tmp", "input", "output", "run", "etc")
+_VERSION = "4"
+MOUNT_POINTS = ("usr", "proc", "dev", "sys", "tmp", "input", "output", "code", "run", "etc")
 _TOP_LINKS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
 
 _FILES = {

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Cold one-shot latency per image and driver, next to the host-bind image running the same
+command, and the host itself as the floor.
+
+    sudo .venv/bin/python benchmarks/images.py [--runs N] [--json PATH]
+
+"Cold" means a fresh sandbox per run (``mgr.run``): for a store image that includes mounting
+its overlay (a tmpfs for the upper layer plus overlayfs) and, in ``+drain``, unmounting it.
+Commands: ``python3 -c pass`` (python, multi), ``node -e 0`` (node), ``bash -c :`` (shell).
+
+Cases per driver: ``host-bind <cmd>`` (the default image: the host's /usr, read-only root, no
+overlay) and ``<image>`` for python, node, shell and multi; plus the host running each command
+without a sandbox. Images are built first if missing (``closedpaw image build``). Cases run
+round-robin, rotating, after 2 warm-up runs each. Results go to
+``benchmarks/results/images.json``; exit 1 if anything leaked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import REPO, cgroup_children, machine_info, mounts_under, summary
+
+from closedpaw.sandbox.bundle.oci import BASE_ENV
+from closedpaw.sandbox.images.debootstrap import RECIPES, build_image
+from closedpaw.sandbox.images.store import ImageStore
+from closedpaw.sandbox.manager import SandboxManager, require_root
+from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
+from closedpaw.settings import Settings
+
+WARMUP = 2
+DRIVERS = ("runc", "runsc")
+COMMANDS = {"python": ["python3", "-c", "pass"], "node": ["node", "-e", "0"],
+            "bash": ["bash", "-c", ":"]}
+IMAGE_CMD = {"python": "python", "node": "node", "shell": "bash", "multi": "python"}
+BENCH = Settings(state_dir=Path("/run/closedpaw-bench-images"),
+                 cgroup_parent="closedpaw-bench-images")
+LIMITS = ResourceLimits(memory_mb=512, disk_mb=64, timeout_s=60)
+DEFAULT_JSON = REPO / "benchmarks" / "results" / "images.json"
+
+Case = Callable[[], dict[str, float]]
+
+
+class BenchError(Exception):
+    pass
+
+
+def host_case(cmd: str) -> Case:
+    # The host's own binaries, never a PATH shim (pyenv's python3 is a bash script).
+    argv = [f"/usr/bin/{COMMANDS[cmd][0]}", *COMMANDS[cmd][1:]]
+
+    def once() -> dict[str, float]:
+        t0 = time.perf_counter_ns()
+        p = subprocess.run(argv, env=dict(BASE_ENV), stdin=subprocess.DEVNULL,
+                           capture_output=True, check=False)
+        t = (time.perf_counter_ns() - t0) / 1e6
+        if p.returncode != 0:
+            raise BenchError(f"host {argv} exited {p.returncode}")
+        return {"run": t}
+    return once
+
+
+def sandbox_case(mgr: SandboxManager, driver: str, image: str, cmd: str) -> Case:
+    spec = SandboxSpec(image=image, limits=LIMITS)
+    argv = COMMANDS[cmd]
+
+    def once() -> dict[str, float]:
+        t0 = time.perf_counter_ns()
+        r = mgr.run(argv, spec, runtime=driver)
+        t1 = time.perf_counter_ns()
+        mgr.reaper.drain()
+        t2 = time.perf_counter_ns()
+        if r.exit_code != 0:
+            raise BenchError(f"{driver} {image} {argv} exited {r.exit_code}: "
+                             f"{r.stderr_text[-400:]}")
+        return {"run": (t1 - t0) / 1e6, "run_drain": (t2 - t0) / 1e6}
+    return once
+
+
+def render(res: dict[str, Any]) -> str:
+    lines = []
+    for drv in DRIVERS:
+        lines += ["", f"{drv}  ({res['machine']['runtimes'][drv]})",
+                  f"  {'case':<26}{'min ms':>8}  {'median ms':>9}  {'+drain med':>10}  "
+                  f"{'vs host-bind':<13}vs host"]
+        for cmd in COMMANDS:
+            h = res["host"][cmd]["run"]
+            b = res[drv][f"host-bind:{cmd}"]
+            lines.append(f"  {'host-bind ' + cmd:<26}{b['run']['min_ms']:8.1f}  "
+                         f"{b['run']['median_ms']:9.1f}  {b['run_drain']['median_ms']:10.1f}  "
+                         f"{'1.00x':<13}{b['run']['median_ms'] / h['median_ms']:.1f}x")
+            for image, c in IMAGE_CMD.items():
+                if c != cmd:
+                    continue
+                d = res[drv][image]
+                lines.append(f"  {'image ' + image:<26}{d['run']['min_ms']:8.1f}  "
+                             f"{d['run']['median_ms']:9.1f}  "
+                             f"{d['run_drain']['median_ms']:10.1f}  "
+                             f"{format(d['ratio_vs_host_bind'], '.2f') + 'x':<13}"
+                             f"{d['run']['median_ms'] / h['median_ms']:.1f}x")
+    lines += ["", "host floor (no sandbox): " + ", ".join(
+        f"{c} {res['host'][c]['run']['median_ms']:.1f} ms" for c in COMMANDS),
+        "ratios compare medians of mgr.run (the caller's wait); +drain adds teardown."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=10, help="measured runs per case (>= 5)")
+    ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    args = ap.parse_args(argv)
+    if args.runs < 5:
+        ap.error("--runs must be at least 5")
+    require_root()
+    store = ImageStore(BENCH.images)
+    built = {}
+    for name in RECIPES:
+        if not store.exists(name):
+            print(f"building image {name} (once)...", file=sys.stderr)
+            build_image(store, name)
+        built[name] = store.get(name).digest
+
+    mgr = SandboxManager(BENCH)
+    cases: list[tuple[str, Case]] = [(f"host:{c}", host_case(c)) for c in COMMANDS]
+    for drv in DRIVERS:
+        mgr.driver(drv)
+        cases += [(f"{drv}:host-bind:{c}", sandbox_case(mgr, drv, "host", c)) for c in COMMANDS]
+        cases += [(f"{drv}:{i}", sandbox_case(mgr, drv, i, c)) for i, c in IMAGE_CMD.items()]
+    samples: dict[str, dict[str, list[float]]] = {k: {} for k, _ in cases}
+    t_start = time.monotonic()
+    try:
+        for _, fn in cases:
+            for _ in range(WARMUP):
+                fn()
+        for i in range(args.runs):
+            k = i % len(cases)
+            for key, fn in cases[k:] + cases[:k]:
+                for metric, ms in fn().items():
+                    samples[key].setdefault(metric, []).append(ms)
+            print(f"\rround {i + 1}/{args.runs}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+    finally:
+        mgr.close()
+
+    leaks: dict[str, Any] = {}
+    if mgr.reaper.errors:
+        leaks["reaper_errors"] = list(mgr.reaper.errors)
+    sb = BENCH.state_dir / "sandboxes"
+    if sb.exists() and any(sb.iterdir()):
+        leaks["state_dirs"] = sorted(p.name for p in sb.iterdir())
+    mounts = mounts_under(str(BENCH.state_dir) + "/")
+    if mounts:
+        leaks["mounts"] = mounts
+    cg = {k: v for k, v in cgroup_children(BENCH.cgroup_parent).items() if v}
+    if cg:
+        leaks["cgroups"] = cg
+
+    res: dict[str, Any] = {
+        "benchmark": "images", "machine": machine_info(),
+        "config": {"runs": args.runs, "warmup": WARMUP, "commands": COMMANDS,
+                   "image_commands": IMAGE_CMD, "images": built,
+                   "limits": LIMITS.to_dict(), "elapsed_s": round(time.monotonic() - t_start, 1)},
+        "host": {c: {m: summary(v) for m, v in samples[f"host:{c}"].items()} for c in COMMANDS},
+    }
+    for drv in DRIVERS:
+        d: dict[str, Any] = {}
+        for key, s in samples.items():
+            if key.startswith(drv + ":"):
+                d[key.split(":", 1)[1]] = {m: summary(v) for m, v in s.items()}
+        for image, c in IMAGE_CMD.items():
+            d[image]["ratio_vs_host_bind"] = round(
+                d[image]["run"]["median_ms"] / d[f"host-bind:{c}"]["run"]["median_ms"], 3)
+        res[drv] = d
+    res["leaks"] = leaks
+    print(render(res))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1) + "\n")
+    os.replace(tmp, args.json)
+    print(f"\nwrote {args.json}")
+    if leaks:
+        print(f"LEAKED: {json.dumps(leaks, indent=1)}", file=sys.stderr)
+        return 1
+    shutil.rmtree(BENCH.state_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except BenchError as e:
+        print(f"images: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,144 @@
+"""``closedpaw image build|list|import|rm|inspect``: the image store from the command line.
+
+Building shows a rich progress bar (debootstrap and apt take a minute or more on a fresh
+machine); every other command is quick. Errors exit 2 with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, NoReturn
+
+from closedpaw.errors import ClosedPawError
+from closedpaw.sandbox.images.store import HOST_IMAGE, Image, ImageStore
+from closedpaw.settings import Settings
+
+EXIT_USAGE = 2
+
+
+def _die(message: str) -> NoReturn:
+    sys.stderr.write(f"closedpaw: error: {' '.join(str(message).split())}\n")
+    raise SystemExit(EXIT_USAGE)
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _host_row(settings: Settings) -> dict[str, Any]:
+    from closedpaw.sandbox.images.host import prepare_host_rootfs
+
+    host = prepare_host_rootfs(settings.data_dir)
+    return {"name": HOST_IMAGE, "digest": f"host-{host.digest}", "created": "", "size": 0,
+            "source": {"type": "host-bind", "usr": "/usr"}, "rootfs": str(host.path)}
+
+
+def _source(img: dict[str, Any]) -> str:
+    src = img.get("source", {})
+    kind = src.get("type", "?")
+    if kind == "debootstrap":
+        return f"debootstrap {src.get('suite')} + {' '.join(src.get('packages', []))}"
+    if kind in ("oci-layout", "docker-archive", "registry"):
+        return f"{kind} {src.get('path') or src.get('ref', '')}"
+    return str(kind)
+
+
+def cmd_build(store: ImageStore, args: argparse.Namespace) -> int:
+    """Build with a rich progress bar on a terminal; one line per step otherwise (logs)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from closedpaw.sandbox.images.debootstrap import BUILD_STEPS, build_image
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        last = [""]
+
+        def log(step: str, detail: str) -> None:
+            if step != last[0]:
+                last[0] = step
+                sys.stderr.write(f"closedpaw: building {args.name}: {step}: {detail}\n")
+                sys.stderr.flush()
+
+        img = build_image(store, args.name, rebuild_base=args.rebuild_base, progress=log)
+    else:
+        with Progress(TextColumn("[bold]{task.fields[step]:<8}"), BarColumn(),
+                      TimeElapsedColumn(), TextColumn("{task.description}"),
+                      console=console) as bar:
+            task = bar.add_task("starting", total=len(BUILD_STEPS), step="")
+
+            def progress(step: str, detail: str) -> None:
+                done = BUILD_STEPS.index(step) if step in BUILD_STEPS else 0
+                bar.update(task, completed=done, step=step, description=detail[:70])
+
+            img = build_image(store, args.name, rebuild_base=args.rebuild_base,
+                              progress=progress)
+            bar.update(task, completed=len(BUILD_STEPS), step="done", description="")
+    sys.stdout.write(f"built {img.name} {img.digest} ({_human(img.size)})\n")
+    return 0
+
+
+def cmd_import(store: ImageStore, args: argparse.Namespace) -> int:
+    from closedpaw.sandbox.images.oci import import_image
+
+    img = import_image(store, args.path, name=args.name, ref=args.ref)
+    sys.stdout.write(f"imported {img.name} {img.digest} ({_human(img.size)})\n")
+    return 0
+
+
+def _rows(store: ImageStore, settings: Settings) -> list[dict[str, Any]]:
+    return [_host_row(settings), *(i.to_dict() for i in store.list())]
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    store = ImageStore(settings.images)
+    action = args.image_command
+    try:
+        if action == "build":
+            return cmd_build(store, args)
+        if action == "import":
+            return cmd_import(store, args)
+        if action == "rm":
+            store.remove(args.name)
+            sys.stdout.write(f"removed {args.name}\n")
+            return 0
+        if action == "list":
+            rows = _rows(store, settings)
+            if args.json:
+                sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+                return 0
+            from rich.console import Console
+            from rich.table import Table
+
+            t = Table("image", "digest", "size", "created", "source", box=None)
+            for r in rows:
+                t.add_row(r["name"], r["digest"][:19], _human(r["size"]) if r["size"] else "-",
+                          r["created"] or "-", _source(r))
+            Console(width=160).print(t)
+            return 0
+        if action == "inspect":
+            if args.name == HOST_IMAGE:
+                d = _host_row(settings)
+            else:
+                img: Image = store.get(args.name)
+                d = img.to_dict()
+                if args.verify:
+                    d["verified"] = store.verify(args.name)
+            sys.stdout.write(json.dumps(d, indent=2) + "\n")
+            return 0 if d.get("verified", True) else 1
+    except ClosedPawError as e:
+        _die(str(e))
+    except OSError as e:
+        _die(f"{e.filename or 'image store'}: {e.strerror or e}")
+    except KeyboardInterrupt:
+        sys.stderr.write("closedpaw: interrupted; nothing was installed\n")
+        return 130
+    _die(f"unknown image action {action!r}")
