@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from closedpaw.errors import ActionStateError, ApprovalRefused, AuditWriteError
+from closedpaw.errors import ActionStateError, ApprovalRefused, AuditWriteError, InvalidRequest
 from closedpaw.orchestrator import ActionRequest, ActionStatus, Orchestrator
 from closedpaw.security import Principal
 from tests.integration.conftest import fake_manager, gate_settings, wait_for
@@ -311,3 +311,27 @@ def test_file_write_does_not_follow_a_final_symlink(make_orch: MakeOrch,
     o.approve(ADMIN, rec.id, rec.params_sha256)
     assert done(o, rec.id) is ActionStatus.FAILED
     assert target.read_text() == "original"
+
+
+def test_code_runs_under_its_named_policy(make_orch: MakeOrch, db_url: str,
+                                          tmp_path: Path) -> None:
+    """The policy's limits reach the sandbox (timeout replaced by the action's); an unknown
+    policy is refused at submission with a message naming it; built-in policies are medium."""
+    o = make_orch(gate_settings(tmp_path, db_url=db_url))
+    rec = o.submit(ALICE, ActionRequest(
+        action_type="code_execution",
+        parameters={**CODE, "policy": "default", "timeout_s": 5}))  # type: ignore[arg-type]
+    assert done(o, rec.id) is ActionStatus.COMPLETED
+    result = o.get(rec.id).result
+    assert result is not None
+    want = o.sandbox_manager().spec_for("default").limits.memory_mb
+    assert result["isolation"]["memory_limit_mb"] == want
+    before = len(o.audit.entries())
+    with pytest.raises(InvalidRequest, match="no-such-policy"):
+        o.submit(ALICE, ActionRequest(
+            action_type="code_execution",
+            parameters={**CODE, "policy": "no-such-policy"}))  # type: ignore[arg-type]
+    assert len(o.audit.entries()) == before  # nothing was stored or run
+    py = o.submit(ALICE, ActionRequest(action_type="code_execution",
+                                       parameters={**CODE, "policy": "python"}))  # type: ignore[arg-type]
+    assert str(py.security_level) == "medium"

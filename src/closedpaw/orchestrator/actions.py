@@ -110,12 +110,13 @@ class ChatParams(_Params):
 
 class CodeExecutionParams(_Params):
     """Either ``language`` + ``code`` or an explicit ``argv``; runs in a sandbox with no
-    network and no host mounts (the ``default`` policy)."""
+    network and no host mounts, under the named execution policy (``closedpaw policy list``;
+    its limits, image and environment; ``timeout_s`` replaces the policy's timeout)."""
 
     language: Literal["python", "node", "bash", "shell"] | None = None
     code: str | None = None
     argv: list[str] | None = Field(default=None, min_length=1, max_length=4096)
-    policy: Literal["default"] = "default"
+    policy: str = Field(default="default", pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)
 
     @model_validator(mode="after")

@@ -29,6 +29,8 @@ from closedpaw.errors import (
 from closedpaw.orchestrator.actions import (
     ActionRequest,
     ActionStatus,
+    CodeExecutionParams,
+    ParsedAction,
     RiskLevel,
     parse_action,
 )
@@ -179,8 +181,21 @@ class Orchestrator:
         return Principal(row.name, row.role) if row else None
 
     # -- actions ---------------------------------------------------------------------------
+    def _check_policy(self, parsed: ParsedAction) -> None:
+        """Code naming an execution policy that does not exist is refused at once (422),
+        rather than waiting for an approval it could never use."""
+        from closedpaw.errors import PolicyError
+
+        p = parsed.action.parameters if parsed.action is not None else None
+        if isinstance(p, CodeExecutionParams):
+            try:
+                self.sandbox_manager().policies().get(p.policy)
+            except PolicyError as e:
+                raise InvalidRequest(f"parameters.policy: {e}") from None
+
     def submit(self, principal: Principal, req: ActionRequest) -> ActionRecord:
         parsed = parse_action(req.action_type, req.parameters)
+        self._check_policy(parsed)
         decision = self.rules.classify(parsed, req.min_level)
         now = time.time()
         needs = decision.level.needs_approval

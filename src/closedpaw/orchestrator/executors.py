@@ -50,10 +50,15 @@ def execute(orch: Orchestrator, rec: ActionRecord, parsed: ParsedAction) -> dict
 
 
 def _code(orch: Orchestrator, rec: ActionRecord, p: CodeExecutionParams) -> dict[str, Any]:
-    from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
+    from dataclasses import replace
 
-    spec = SandboxSpec(limits=ResourceLimits(timeout_s=p.timeout_s, network_enabled=False))
-    result = orch.sandbox_manager().run(p.command(), spec)
+    mgr = orch.sandbox_manager()
+    base = mgr.spec_for(p.policy)  # PolicyError (the action fails) for an unknown name
+    if base.limits.network_enabled:
+        raise GateError(f"policy {p.policy!r} enables the network; code_execution runs "
+                        "only in sandboxes without one")
+    spec = replace(base, limits=replace(base.limits, timeout_s=p.timeout_s))
+    result = mgr.run(p.command(), spec)
     out = result.to_dict()
     orch.audit.append(AuditEvent.SANDBOX_RUN, principal="system", action_id=rec.id,
                       details={"sandbox_id": result.sandbox_id, "exit_code": result.exit_code,
