@@ -26,7 +26,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="closedpaw", description="ClosedPaw: run untrusted code in hardened "
-                "gVisor (runsc) or runc sandboxes built from OCI bundles.")
+                "gVisor (runsc) or runc sandboxes built from OCI bundles, and gate every risky "
+                "act (risk levels, approvals bound to the exact parameters, a tamper-evident "
+                "audit log, an authenticated HTTP API on loopback).")
     p.add_argument("--version", action="version", version="closedpaw 0.1.0")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
