@@ -154,3 +154,24 @@ def runtime_ids(binary: str, global_args: Sequence[str], list_args: Sequence[str
             return []
         raise RuntimeError(f"{binary} list failed ({p.returncode}): {p.stderr.strip()}")
     return [ln.strip() for ln in p.stdout.splitlines() if ln.strip()]
+
+
+Samples = dict[str, dict[str, list[float]]]
+
+
+def run_rounds(cases: Sequence[tuple[str, Callable[[], dict[str, float]]]], runs: int,
+               warmup: int, samples: Samples) -> None:
+    """Warm every case up, then run them round-robin, the order rotating every round, so slow
+    drift on the host hits all of them alike. Each call returns ``{metric: ms}``."""
+    import sys
+
+    for _key, fn in cases:
+        for _ in range(warmup):
+            fn()
+    for i in range(runs):
+        k = i % len(cases)
+        for key, fn in [*cases[k:], *cases[:k]]:
+            for metric, ms in fn().items():
+                samples.setdefault(key, {}).setdefault(metric, []).append(ms)
+        print(f"\rround {i + 1}/{runs}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, cgroup_children, machine_info, mounts_under, summary
+from _common import REPO, cgroup_children, machine_info, mounts_under, run_rounds, summary
 
 from closedpaw.sandbox.bundle.oci import BASE_ENV
 from closedpaw.sandbox.images.debootstrap import RECIPES, build_image
@@ -140,16 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     samples: dict[str, dict[str, list[float]]] = {k: {} for k, _ in cases}
     t_start = time.monotonic()
     try:
-        for _, fn in cases:
-            for _ in range(WARMUP):
-                fn()
-        for i in range(args.runs):
-            k = i % len(cases)
-            for key, fn in cases[k:] + cases[:k]:
-                for metric, ms in fn().items():
-                    samples[key].setdefault(metric, []).append(ms)
-            print(f"\rround {i + 1}/{args.runs}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
+        run_rounds(cases, args.runs, WARMUP, samples)
     finally:
         mgr.close()
 

@@ -44,6 +44,7 @@ from _common import (
     mounts_under,
     processes_mentioning,
     remove_empty_cgroup_parents,
+    run_rounds,
     runtime_ids,
     summary,
 )
@@ -280,16 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     failure: BaseException | None = None
     t_start = time.monotonic()
     try:
-        for _key, fn in cases:
-            for _ in range(WARMUP):
-                fn()
-        for i in range(args.runs):
-            k = i % len(cases)
-            for key, fn in cases[k:] + cases[:k]:
-                for metric, ms in fn().items():
-                    samples[key].setdefault(metric, []).append(ms)
-            print(f"\rround {i + 1}/{args.runs}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
+        run_rounds(cases, args.runs, WARMUP, samples)
     except BaseException as e:
         failure = e
     finally:

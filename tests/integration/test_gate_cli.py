@@ -205,6 +205,32 @@ def test_audit_verify_names_the_first_bad_entry(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no audit log" in missing.stderr
 
 
+def _start_server(script: str, s: Settings) -> tuple[subprocess.Popen[bytes], str]:
+    """``script`` (argv: port, data dir, state dir, cgroup parent) in a child process, once
+    its health probe answers on 127.0.0.1."""
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-c", script, str(port), str(s.data_dir),
+                          str(s.state_dir), TEST_CGROUP], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(url + "/api/health", trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            assert p.poll() is None, p.stderr.read() if p.stderr else ""
+            return False
+    try:
+        wait_for(up, "the server")
+    except BaseException:
+        p.kill()
+        p.wait()
+        if p.stderr:
+            p.stderr.close()
+        raise
+    return p, url
+
+
 SLOW_SERVER = """
 import sys, time, uvicorn
 from pathlib import Path
@@ -228,20 +254,8 @@ uvicorn.run(create_app(s, orchestrator=o), host="127.0.0.1", port=int(sys.argv[1
 
 def test_kill_9_mid_execution_then_restart(tmp_path: Path) -> None:
     s = gate_settings(tmp_path)
-    port = free_port()
-    p = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, str(port), str(s.data_dir),
-                          str(s.state_dir), TEST_CGROUP], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)
+    p, url = _start_server(SLOW_SERVER, s)
     try:
-        url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return httpx.get(url + "/api/health", trust_env=False).status_code == 200
-            except httpx.HTTPError:
-                assert p.poll() is None, p.stderr.read() if p.stderr else ""
-                return False
-        wait_for(up, "the server")
         token = s.token_file.read_text().strip()
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                           trust_env=False) as c:
@@ -294,22 +308,10 @@ def test_kill_9_with_a_real_sandbox_running_then_restart_reaps_it(tmp_path: Path
     container, cgroups and state (audited as sandbox.reaped)."""
     require_runtime("runc")
     s = gate_settings(tmp_path, runtime="runc")
-    port = free_port()
-    p = subprocess.Popen([sys.executable, "-c", REAL_SERVER, str(port), str(s.data_dir),
-                          str(s.state_dir), TEST_CGROUP], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)
     slow = {"action_type": "code_execution",
             "parameters": {"language": "python", "code": "import time; time.sleep(600)"}}
+    p, url = _start_server(REAL_SERVER, s)
     try:
-        url = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return httpx.get(url + "/api/health", trust_env=False).status_code == 200
-            except httpx.HTTPError:
-                assert p.poll() is None, p.stderr.read() if p.stderr else ""
-                return False
-        wait_for(up, "the server")
         token = s.token_file.read_text().strip()
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                           trust_env=False) as c:
