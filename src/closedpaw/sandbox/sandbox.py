@@ -255,8 +255,9 @@ class Sandbox:
             with contextlib.suppress(Exception):
                 self.driver.resume(self.id)
         self.status = SandboxStatus.STOPPING
-        if self._channel is not None:
-            self._channel.close()
+        if self._init is not None:
+            self._stop_agent(grace_s)
+            return
         try:
             if self.driver.kill(self.id, "TERM", all_processes=True):
                 end = time.monotonic() + grace_s
@@ -274,6 +275,24 @@ class Sandbox:
         except BaseException:
             self.status = SandboxStatus.ERROR
             raise
+        self.status = SandboxStatus.STOPPED
+
+    def _stop_agent(self, grace_s: float) -> None:
+        """Close the channel: the agent kills its commands and exits, and the foreground
+        runtime process then removes the container itself (a `kill --all` would race it)."""
+        init = self._init
+        assert init is not None and self._channel is not None
+        self._channel.close()
+        try:
+            init.wait(timeout=grace_s)
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.driver.kill(self.id, "KILL", all_processes=True)
+            try:
+                init.wait(timeout=10)
+            except Exception as e:
+                self.status = SandboxStatus.ERROR
+                raise SandboxTimeout(f"sandbox {self.id} did not stop after SIGKILL") from e
         self.status = SandboxStatus.STOPPED
 
     def delete(self) -> None:
