@@ -218,12 +218,12 @@ class Sandbox:
 
     def _agent_broken(self, reason: str) -> None:
         """The channel failed (called from its reader thread): end this sandbox."""
-        if self.status in (SandboxStatus.STOPPING, SandboxStatus.STOPPED):
-            return
-        self.status = SandboxStatus.ERROR
-        with contextlib.suppress(Exception):
-            self.driver.kill(self.id, "KILL", all_processes=True)
-        self._teardown()
+        with self._lock:
+            if self.workspace is None or self.status in (
+                    SandboxStatus.STOPPING, SandboxStatus.STOPPED, SandboxStatus.ERROR):
+                return
+            self.status = SandboxStatus.ERROR
+        self._teardown()  # its reaper job force-deletes the container by id
 
     def refresh_status(self) -> SandboxStatus:
         """Ask the runtime; a container that died on its own is reported stopped."""
@@ -446,6 +446,8 @@ class Sandbox:
         def oom() -> bool:
             hit = ws.cgroups.oom_kills_since_last() > 0
             if hit:
+                if self.status is SandboxStatus.ERROR:  # the OOM killer ended it
+                    self.status = SandboxStatus.STOPPED
                 self.refresh_status()
             return hit
         r = ch.open(typ, payload, cap)

@@ -113,6 +113,11 @@ class ExecStream:
                 self._ch.finish(self._req)
                 reason = str((ev.info or {}).get("reason", "broken"))
                 self._final = ev
+                if self._oom():
+                    # the kernel's OOM killer took the sandbox (under runsc it may pick the
+                    # Sentry): report the OOM kill, as the exec path always did
+                    self.result = self._build(Event("exit", info={"code": 137}), oom=True)
+                    raise StopIteration
                 raise AgentProtocolError(reason)
             if ev.kind in ("stdout", "stderr"):
                 (self._out if ev.kind == "stdout" else self._err).extend(ev.data)
@@ -164,11 +169,11 @@ class ExecStream:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _build(self, ev: Event) -> ExecutionResult:
+    def _build(self, ev: Event, oom: bool | None = None) -> ExecutionResult:
         info = ev.info or {}
         duration_ms = (time.monotonic() - self._t0) * 1000
         usage = self._finish(self)
-        oom = self._oom()
+        oom = self._oom() if oom is None else oom
         out_total = int(_num(info, "out_total"))
         err_total = int(_num(info, "err_total"))
         timed_out = info.get("timed_out") is True
