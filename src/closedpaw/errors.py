@@ -11,6 +11,8 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     │   ├── RuntimeUnavailable              no OCI runtime passed its live probe (fail closed)
     │   ├── BundleRejected                  the OCI bundle failed a named safety check
     │   ├── RuntimeFailure                  runc/runsc itself failed; stderr is mapped to a hint
+    │   ├── AgentProtocolError              the in-sandbox agent broke the protocol or died;
+    │   │                                   that sandbox was ended (never the host process)
     │   ├── SandboxNotFound (LookupError)   no sandbox with that id
     │   ├── SandboxStateError               the operation is not valid in the current state
     │   ├── SandboxLimitReached             the max-sandboxes cap is reached
@@ -48,6 +50,7 @@ from __future__ import annotations
 __all__ = [
     "ActionNotFound",
     "ActionStateError",
+    "AgentProtocolError",
     "ApprovalRefused",
     "AuditChainBroken",
     "AuditError",
@@ -121,6 +124,11 @@ class BundleRejected(SandboxError):
         self.failures = failures
         detail = "; ".join(f"{name}: {why}" for name, why in failures)
         super().__init__(f"bundle refused by safety checks: {detail}")
+
+
+class AgentProtocolError(SandboxError):
+    """The in-sandbox agent sent a malformed, oversized or truncated frame, broke the
+    sequence, or its channel closed: the sandbox it ran in has been killed and deleted."""
 
 
 class RuntimeFailure(SandboxError):

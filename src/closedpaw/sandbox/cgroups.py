@@ -117,6 +117,17 @@ class CgroupAccounting:
         peak = _read_int(self._dir("memory") / "memory.max_usage_in_bytes")
         return ResourceUsage(None if ns is None else ns / 1e6, peak)
 
+    def reset_peak(self) -> bool:
+        """Restart peak-memory tracking from the current usage (cgroup v1:
+        ``memory.max_usage_in_bytes``; v2: ``memory.peak``, writable on kernels >= 6.12).
+        Returns whether the reset worked, i.e. whether the next peak is this interval's."""
+        name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
+        try:
+            (self._dir("memory") / name).write_text("0")
+        except OSError:
+            return False
+        return True
+
     def remove(self) -> None:
         """Remove what is left of this sandbox's cgroups in every hierarchy. Idempotent."""
         if self._efd is not None:

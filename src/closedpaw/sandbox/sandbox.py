@@ -1,9 +1,17 @@
 """Sandbox: a long-lived container that runs many commands, built from small parts.
 
-``sb.commands.run([...])`` (or ``sb.exec``) runs a command; ``sb.code.run("python", src)``
-runs code as a file; ``sb.files.collect()`` copies ``/output`` back. Lifecycle: pending ->
-creating -> running <-> paused -> stopping -> stopped, or error. ``with manager.create(spec)
-as sb:`` deletes it on exit.
+``sb.commands.run([...])`` (or ``sb.exec``) runs a command; ``sb.stream([...])`` yields its
+output chunks as they come; ``sb.code.run("x = 1")`` runs a cell in a persistent interpreter
+(python, node; state is kept between cells); ``sb.files.collect()`` copies ``/output`` back.
+Lifecycle: pending -> creating -> running <-> paused -> stopping -> stopped, or error.
+``with manager.create(spec) as sb:`` deletes it on exit.
+
+When the image has ``/usr/bin/python3`` (the host, python and multi images), the sandbox's
+init is the in-sandbox agent (:mod:`closedpaw.sandbox.inside.cp_agent`), started in the
+foreground by ``runc run``/``runsc run`` with a pipe pair as its stdin/stdout: commands start
+in ~1 ms instead of a ``runc exec``/``runsc exec`` each. Images without python3 (node, shell)
+keep the idle shell init and run each command with the runtime's ``exec`` (``agent`` is then
+False on the sandbox and in ``sb.info()``).
 """
 
 from __future__ import annotations
@@ -20,23 +28,31 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from closedpaw.errors import SandboxStateError, SandboxTimeout, SpecError
-from closedpaw.sandbox.drivers.base import Driver
+from closedpaw.errors import AgentProtocolError, SandboxStateError, SandboxTimeout, SpecError
+from closedpaw.sandbox.channel import T_CELL, T_EXEC, AgentChannel
+from closedpaw.sandbox.drivers.base import Driver, Process
 from closedpaw.sandbox.drivers.errors import command_start_failure
 from closedpaw.sandbox.execute import Outcome, runtime_failure, supervise
 from closedpaw.sandbox.files import collect_output
 from closedpaw.sandbox.output import OutputSink
 from closedpaw.sandbox.result import ExecutionResult, ResourceUsage, SkippedFile
 from closedpaw.sandbox.spec import ExecRequest, SandboxSpec
+from closedpaw.sandbox.stream import CodeResult, ExecStream
 from closedpaw.sandbox.workspace import Workspace
 
 if TYPE_CHECKING:
     from closedpaw.sandbox.manager import SandboxManager
 
-__all__ = ["INIT_ARGV", "Sandbox", "SandboxStatus"]
+__all__ = ["AGENT_ARGV", "INIT_ARGV", "Sandbox", "SandboxStatus"]
 
-# The idle init of a long-lived sandbox: exits on TERM, and its `wait` reaps orphans.
+# The idle init of a long-lived sandbox without python3: exits on TERM, and its `wait` reaps
+# orphans.
 INIT_ARGV = ("/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait; done")
+# The agent init: the image's own python3, isolated (-I) and without site (-S).
+AGENT_ARGV = ("/usr/bin/python3", "-I", "-S", "/.closedpaw/cp_agent.py")
+AGENT_DIR = Path(__file__).resolve().parent / "inside"
+AGENT_START_TIMEOUT_S = 30.0
+STATEFUL_LANGS = ("python", "node")
 
 
 class SandboxStatus(enum.StrEnum):
@@ -61,25 +77,56 @@ class Commands:
         return self._sb.exec(argv, stdin=stdin, env=env, workdir=workdir, timeout_s=timeout_s,
                              sink=sink)
 
+    def stream(self, argv: Sequence[str], *, stdin: bytes = b"",
+               env: Mapping[str, str] | None = None, workdir: str | None = None,
+               timeout_s: float | None = None) -> ExecStream:
+        return self._sb.stream(argv, stdin=stdin, env=env, workdir=workdir,
+                               timeout_s=timeout_s)
+
 
 class Code:
-    """Runs code in a language (python, node, bash) in its sandbox: the code is written to a
-    file under ``/tmp/.closedpaw-code`` by the sandbox's own shell (the host never writes into
-    a live sandbox), then run by the language's interpreter."""
+    """Runs code in its sandbox.
+
+    ``run("x = 1")`` then ``run("print(x + 1)")``: python (the default) and node cells run in
+    a persistent interpreter inside the sandbox, like a notebook kernel; the result is a
+    :class:`~closedpaw.sandbox.stream.CodeResult` with stdout, stderr, ``value`` (the repr of
+    the last expression) and ``error`` (with its traceback; ``exit_code`` is then 1). A cell
+    that times out, or an interpreter that dies, is reported (``restarted``) and the next cell
+    starts a fresh interpreter. ``run(lang, code, args=..., stdin=..., env=...)`` with any of
+    those (or ``stateful=False``, or bash, or an image without python3) runs the code as a
+    file instead: written under ``/tmp/.closedpaw-code`` by the sandbox's own shell (the host
+    never writes into a live sandbox), then run by the language's interpreter, stateless.
+    """
 
     def __init__(self, sandbox: Sandbox) -> None:
         self._sb = sandbox
         self._n = itertools.count(1)
+        self._locks = {lang: threading.Lock() for lang in STATEFUL_LANGS}
 
-    def run(self, lang: str, code: str, *, args: Sequence[str] = (), stdin: bytes = b"",
-            env: Mapping[str, str] | None = None, timeout_s: float | None = None,
-            sink: OutputSink | None = None) -> ExecutionResult:
+    def run(self, lang: str, code: str | None = None, *, args: Sequence[str] = (),
+            stdin: bytes = b"", env: Mapping[str, str] | None = None,
+            timeout_s: float | None = None, sink: OutputSink | None = None,
+            stateful: bool | None = None) -> ExecutionResult:
         from closedpaw.sandbox.policy import LANGUAGES
 
+        if code is None:  # run("x = 1"): a python cell
+            lang, code = "python", lang
         if lang not in LANGUAGES:
             raise SpecError("lang", f"{lang!r} is not one of {', '.join(LANGUAGES)}")
         if not isinstance(code, str):
             raise SpecError("code", "must be text")
+        can = lang in STATEFUL_LANGS and self._sb.agent
+        if stateful is None:
+            stateful = can and not args and not stdin and not env
+        elif stateful and not can:
+            raise SpecError("stateful", f"{lang} cells need the in-sandbox agent and a "
+                            "python or node interpreter (this sandbox: "
+                            f"{'agent' if self._sb.agent else 'no agent: image lacks python3'})")
+        elif stateful and (args or stdin or env):
+            raise SpecError("stateful", "cells take no args, stdin or env")
+        if stateful:
+            with self._locks[lang]:
+                return self._sb.cell(lang, code, timeout_s=timeout_s, sink=sink)
         language = LANGUAGES[lang]
         path = f"/tmp/.closedpaw-code/{next(self._n)}-{language.filename}"
         w = self._sb.exec(["sh", "-c", 'umask 022; mkdir -p "${1%/*}" && cat > "$1"', "sh",
@@ -122,6 +169,9 @@ class Sandbox:
         self.code = Code(self)
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
+        self.agent = False            # commands go through the in-sandbox agent
+        self._channel: AgentChannel | None = None
+        self._init: Process | None = None
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.id} {self.driver.name} {self.status.value}>"
@@ -132,15 +182,48 @@ class Sandbox:
             raise SandboxStateError(f"sandbox {self.id} is {self.status.value}, not pending")
         self.status = SandboxStatus.CREATING
         try:
-            self.workspace = Workspace.allocate(self.manager.settings, self.id, self.spec,
-                                                self.driver.features())
-            self.workspace.build(list(INIT_ARGV), {}, "/")
-            self.driver.create(self.id, self.workspace.bundle)
+            ws = self.workspace = Workspace.allocate(self.manager.settings, self.id, self.spec,
+                                                     self.driver.features())
+            if self.driver.name in ("runc", "runsc") and ws.has_program(AGENT_ARGV[0]):
+                self._start_agent(ws)
+            else:
+                ws.build(list(INIT_ARGV), {}, "/")
+                self.driver.create(self.id, ws.bundle)
         except BaseException:
             self.status = SandboxStatus.ERROR
             self._teardown()
             raise
         self.status = SandboxStatus.RUNNING
+
+    def _start_agent(self, ws: Workspace) -> None:
+        ws.agent_dir = AGENT_DIR
+        ws.build(list(AGENT_ARGV), {}, "/")
+        log = ws.dir / "runtime.log"
+        self._init = self.driver.run(self.id, ws.bundle, stdin=True, log=log)
+        self._channel = AgentChannel(self._init, self.id, on_broken=self._agent_broken)
+        try:
+            self._channel.wait_ready(AGENT_START_TIMEOUT_S)
+        except AgentProtocolError as e:
+            from closedpaw.sandbox.execute import _runtime_errors
+
+            detail = ""
+            with contextlib.suppress(OSError):
+                detail = _runtime_errors(log)
+            if detail:
+                from closedpaw.sandbox.drivers.errors import map_runtime_error
+
+                raise map_runtime_error(self.driver.name, "create", detail, 1) from e
+            raise
+        self.agent = True
+
+    def _agent_broken(self, reason: str) -> None:
+        """The channel failed (called from its reader thread): end this sandbox."""
+        with self._lock:
+            if self.workspace is None or self.status in (
+                    SandboxStatus.STOPPING, SandboxStatus.STOPPED, SandboxStatus.ERROR):
+                return
+            self.status = SandboxStatus.ERROR
+        self._teardown()  # its reaper job force-deletes the container by id
 
     def refresh_status(self) -> SandboxStatus:
         """Ask the runtime; a container that died on its own is reported stopped."""
@@ -172,6 +255,9 @@ class Sandbox:
             with contextlib.suppress(Exception):
                 self.driver.resume(self.id)
         self.status = SandboxStatus.STOPPING
+        if self._init is not None:
+            self._stop_agent(grace_s)
+            return
         try:
             if self.driver.kill(self.id, "TERM", all_processes=True):
                 end = time.monotonic() + grace_s
@@ -191,6 +277,24 @@ class Sandbox:
             raise
         self.status = SandboxStatus.STOPPED
 
+    def _stop_agent(self, grace_s: float) -> None:
+        """Close the channel: the agent kills its commands and exits, and the foreground
+        runtime process then removes the container itself (a `kill --all` would race it)."""
+        init = self._init
+        assert init is not None and self._channel is not None
+        self._channel.close()
+        try:
+            init.wait(timeout=grace_s)
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.driver.kill(self.id, "KILL", all_processes=True)
+            try:
+                init.wait(timeout=10)
+            except Exception as e:
+                self.status = SandboxStatus.ERROR
+                raise SandboxTimeout(f"sandbox {self.id} did not stop after SIGKILL") from e
+        self.status = SandboxStatus.STOPPED
+
     def delete(self) -> None:
         """Stop (if needed), collect /output if configured, and remove everything."""
         try:
@@ -207,10 +311,15 @@ class Sandbox:
     def _teardown(self) -> None:
         ws, self.workspace = self.workspace, None
         driver, sid = self.driver, self.id
+        init, self._init = self._init, None
+        if self._channel is not None:
+            self._channel.close()
 
         def job() -> None:
             if driver.state(sid) is not None:
                 driver.delete(sid)
+            if init is not None:
+                _end_init(init)
             if ws is not None:
                 ws.teardown()
         self.manager.reaper.submit(f"sandbox {sid}", job)
@@ -236,6 +345,9 @@ class Sandbox:
              env: Mapping[str, str] | None = None, workdir: str | None = None,
              timeout_s: float | None = None, sink: OutputSink | None = None) -> ExecutionResult:
         """Run a command in this sandbox. Timeouts kill that command only."""
+        if self.agent:
+            return self.stream(argv, stdin=stdin, env=env, workdir=workdir,
+                               timeout_s=timeout_s).drain(sink)
         req = ExecRequest(argv=argv, stdin=stdin, env=env or {}, workdir=workdir,
                           timeout_s=timeout_s)
         self._require(SandboxStatus.RUNNING)
@@ -278,6 +390,78 @@ class Sandbox:
         return self.make_result(ws, out, req.argv, oom=oom,
                                 usage=ResourceUsage(cpu, after.peak_memory_bytes))
 
+    def stream(self, argv: Sequence[str], *, stdin: bytes = b"",
+               env: Mapping[str, str] | None = None, workdir: str | None = None,
+               timeout_s: float | None = None) -> ExecStream:
+        """Start a command and return an :class:`ExecStream` of its output chunks
+        (``for stream, data in sb.stream([...])`` or ``async for``); ``.result`` holds the
+        :class:`ExecutionResult` afterwards. Needs the agent (images with python3)."""
+        req = ExecRequest(argv=argv, stdin=stdin, env=env or {}, workdir=workdir,
+                          timeout_s=timeout_s)
+        self._require(SandboxStatus.RUNNING)
+        if not self.agent:
+            raise SandboxStateError(f"sandbox {self.id} has no agent (its image lacks "
+                                    "/usr/bin/python3): use exec(..., sink=...) to stream")
+        ws = self.workspace
+        assert ws is not None
+        from closedpaw.sandbox.bundle.oci import merge_env
+
+        timeout = req.timeout_s or self.spec.limits.timeout_s
+        cap = self.spec.limits.output_cap_bytes
+        return self._open(ws, T_EXEC, {
+            "argv": list(req.argv), "cwd": req.workdir or self.spec.workdir,
+            "env": dict(e.split("=", 1) for e in merge_env(self.spec.env, req.env)),
+            "stdin": bool(req.stdin), "timeout_ms": timeout * 1000, "cap": cap,
+        }, list(req.argv), timeout, cap, req.stdin)
+
+    def cell(self, lang: str, code: str, *, timeout_s: float | None = None,
+             sink: OutputSink | None = None) -> CodeResult:
+        """Run one code cell in this sandbox's persistent ``lang`` interpreter (see
+        :class:`Code`; use ``sb.code.run``, which also serialises cells per language)."""
+        self._require(SandboxStatus.RUNNING)
+        if not self.agent or lang not in STATEFUL_LANGS:
+            raise SandboxStateError(f"sandbox {self.id} cannot run {lang} cells")
+        ws = self.workspace
+        assert ws is not None
+        timeout = timeout_s or self.spec.limits.timeout_s
+        cap = self.spec.limits.output_cap_bytes
+        res = self._open(ws, T_CELL, {"lang": lang, "code": code, "timeout_ms": timeout * 1000,
+                                       "cap": cap}, [lang], timeout, cap, b"").drain(sink)
+        assert isinstance(res, CodeResult)
+        return res
+
+    def _open(self, ws: Workspace, typ: int, payload: dict[str, object], argv: list[str],
+              timeout: float, cap: int, stdin: bytes) -> ExecStream:
+        ch = self._channel
+        assert ch is not None
+        ws.cgroups.reset_peak()
+        before = ws.cgroups.usage()
+
+        def finish(_: ExecStream) -> ResourceUsage:
+            after = ws.cgroups.usage()
+            cpu = (None if after.cpu_time_ms is None or before.cpu_time_ms is None
+                   else after.cpu_time_ms - before.cpu_time_ms)
+            return ResourceUsage(cpu, after.peak_memory_bytes)
+
+        def oom() -> bool:
+            hit = ws.cgroups.oom_kills_since_last() > 0
+            if hit:
+                if self.status is SandboxStatus.ERROR:  # the OOM killer ended it
+                    self.status = SandboxStatus.STOPPED
+                self.refresh_status()
+            return hit
+        r = ch.open(typ, payload, cap)
+        if stdin:
+            ch.send_stdin(r, stdin)
+        return ExecStream(ch, r, sid=self.id, argv=argv, isolation=ws.isolation(),
+                          timeout_s=timeout, cap=cap, finish=finish, oom=oom)
+
+    def usage(self) -> ResourceUsage:
+        """CPU time and peak memory of the whole sandbox so far (its cgroup; the peak since
+        the last exec when resetting is supported, see README "Resource usage")."""
+        ws = self.workspace
+        return ws.cgroups.usage() if ws is not None else ResourceUsage()
+
     @staticmethod
     def make_result(ws: Workspace, out: Outcome, argv: Sequence[str], *, oom: bool,
                     usage: ResourceUsage, files: Sequence[str] = (),
@@ -303,3 +487,19 @@ class Sandbox:
             stderr_total_bytes=c.stderr_total, usage=usage, output_files=tuple(files),
             skipped_files=tuple(skipped),
         )
+
+
+def _end_init(init: Process) -> None:
+    """Reap the foreground runtime process of an agent sandbox (its container is deleted)."""
+    try:
+        init.wait(timeout=10)
+    except Exception:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(init.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            init.kill()
+            init.wait(timeout=10)
+    for f in (init.stdin, init.stdout, init.stderr):
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()

@@ -199,6 +199,7 @@ class Workspace:
         self.input_dir: Path | None = None
         self.output_mount: Path | None = None
         self.code_dir: Path | None = None
+        self.agent_dir: Path | None = None     # the agent's files, bound at /.closedpaw
         self.lower: Path | None = None          # the image root, never written
         self.image_digest = ""
         self.overlay = False
@@ -305,6 +306,7 @@ class Workspace:
             machine=os.uname().machine, pids_mode=self.features.pids_mode,
             gvisor=self.features.platform.startswith("gvisor"),
             input_dir=self.input_dir, output_dir=self.output_mount, code_dir=self.code_dir,
+            agent_dir=self.agent_dir,
             usr_source="/usr" if self.spec.image == HOST_IMAGE else None,
             readonly_root=self.readonly_root, tmpfs=self.spec.tmpfs, annotations=annotations,
         )
@@ -318,6 +320,24 @@ class Workspace:
         with open(p, "w") as f:
             f.write(json.dumps(base))
         return p
+
+    def has_program(self, path: str) -> bool:
+        """Does the sandbox's root hold ``path`` (e.g. ``/usr/bin/python3``)? The host image
+        sees the host's /usr (bound read-only); store images their own."""
+        if self.spec.image == HOST_IMAGE and _under(path, "/usr"):
+            return os.path.exists(path)
+        assert self.lower is not None
+        cur = self.lower / path.lstrip("/")
+        for _ in range(_MAX_LINKS):  # resolve links inside the image, never on the host
+            if not cur.is_symlink():
+                return cur.is_file()
+            target = os.readlink(cur)
+            cur = Path(os.path.normpath(
+                (self.lower / target.lstrip("/")) if target.startswith("/")
+                else (cur.parent / target)))
+            if not _under(str(cur), str(self.lower)):
+                return False
+        return False
 
     def isolation(self) -> Isolation:
         return isolation_stamp(self.config, self.features)

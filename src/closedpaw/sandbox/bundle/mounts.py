@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MASKED_PATHS", "READONLY_PATHS", "base_mounts", "file_mounts", "tmpfs_mounts"]
+__all__ = ["AGENT_MOUNT", "MASKED_PATHS", "READONLY_PATHS", "base_mounts", "file_mounts",
+           "tmpfs_mounts"]
 
 # Paths hidden from the sandbox (the lists Docker uses).
 MASKED_PATHS = (
@@ -19,6 +20,7 @@ MASKED_PATHS = (
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
 _SAFE = ["nosuid", "nodev"]
+AGENT_MOUNT = "/.closedpaw"
 
 
 def base_mounts(*, disk_mb: int, usr_source: str | None = "/usr") -> list[dict[str, Any]]:
@@ -54,10 +56,14 @@ def tmpfs_mounts(sizes: Mapping[str, int]) -> list[dict[str, Any]]:
 
 
 def file_mounts(*, input_dir: Path | None, output_dir: Path | None,
-                code_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Bind the staged input read-only at /input, the capped output dir at /output and the
-    code files read-only at /code."""
+                code_dir: Path | None = None,
+                agent_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Bind the staged input read-only at /input, the capped output dir at /output, the
+    code files read-only at /code and the in-sandbox agent read-only at /.closedpaw."""
     out: list[dict[str, Any]] = []
+    if agent_dir is not None:
+        out.append({"destination": AGENT_MOUNT, "type": "bind", "source": str(agent_dir),
+                    "options": ["rbind", "ro", *_SAFE]})
     if code_dir is not None:
         out.append({"destination": "/code", "type": "bind", "source": str(code_dir),
                     "options": ["rbind", "ro", *_SAFE]})

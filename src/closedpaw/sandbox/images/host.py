@@ -18,8 +18,9 @@ from closedpaw.errors import RuntimeUnavailable
 
 __all__ = ["MOUNT_POINTS", "HostRootfs", "prepare_host_rootfs"]
 
-_VERSION = "4"
-MOUNT_POINTS = ("usr", "proc", "dev", "sys", "tmp", "input", "output", "code", "run", "etc")
+_VERSION = "5"
+MOUNT_POINTS = ("usr", "proc", "dev", "sys", "tmp", "input", "output", "code", "run", "etc",
+                ".closedpaw")
 _TOP_LINKS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
 
 _FILES = {
