@@ -35,7 +35,9 @@ PRELUDE = f"""
 import os, struct, sys, json, time
 H = struct.Struct({HEADER.format!r})
 def send(t, rid, seq, payload=b"", n=None):
-    os.write(1, H.pack(t, 0, 0, rid, seq, len(payload) if n is None else n) + payload)
+    data = memoryview(H.pack(t, 0, 0, rid, seq, len(payload) if n is None else n) + payload)
+    while data:  # pipes (gVisor's especially) take big writes in parts
+        data = data[os.write(1, data):]
 def ready():
     send(16, 0, 0, b"{{}}")
 def request():

@@ -70,8 +70,14 @@ def test_gc_removes_what_a_killed_owner_left_and_spares_live_sandboxes(tmp_path:
             owner.kill()
             _, err = owner.communicate()
             raise AssertionError(f"owner failed: {err.decode()[-2000:]}")
-        # Wait until both one-shots run too: four state dirs with the owner's.
-        assert _wait(lambda: len(list((s.state_dir / "sandboxes").iterdir())) == 4, 30)
+        # Wait until both one-shots run too: four state dirs, and containers on both runtimes
+        # (a state dir is made before its container).
+        def all_up() -> bool:
+            left = leftovers(s)
+            return (sum(x.startswith("state dir") for x in left) == 4
+                    and sum("runc container" in x for x in left) >= 2
+                    and sum("runsc container" in x for x in left) >= 2)
+        assert _wait(all_up, 60), leftovers(s)
         live = live_mgr.create(SandboxSpec(limits=ResourceLimits(memory_mb=128)),
                                runtime="runc")
         owner.send_signal(signal.SIGKILL)

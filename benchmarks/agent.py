@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""The warm path of ClosedPaw: commands and code cells through the in-sandbox agent, side by
+side with the runtime's own ``exec`` into the very same container, and with the host.
+
+    sudo .venv/bin/python benchmarks/agent.py [--runs N] [--json PATH]
+
+Per driver (runc, runsc), in one long-lived sandbox of the default policy:
+
+* ``raw exec``    ``runc exec`` / ``runsc exec`` (the driver's global flags, ``--user
+                  65534:65534``) of ``/bin/true`` and of ``python3 -c pass``: the floor the
+                  agent is judged against;
+* ``agent exec``  ``sb.exec([...])`` of the same commands through the agent;
+* ``cell``        ``sb.code.run("1 + 1")``: a round trip to the persistent python kernel;
+* ``host``        ``/usr/bin/python3 -c pass`` on the host (the floor of the work itself).
+
+Those cases run round-robin (order rotating) after warm-up. Then, measured apart:
+
+* ``concurrent``  20 one-shot ``mgr.run(["python3", "-c", "pass"])`` at once: wall time and
+                  failures (3 rounds);
+* ``cpu``         a pure-Python loop of ~2 s on the host, and through the agent in each
+                  driver (3 rounds each): the overhead of the sandbox on CPU-bound work.
+
+Targets (issue 5): agent ``/bin/true`` <= 0.2x raw exec; agent ``python3 -c pass`` <= 1.3x
+the host on runc; cell <= 3 ms on runc and <= 10 ms on runsc; 20 concurrent one-shots on runsc
+<= 1.5 s with 0 failures; CPU-bound overhead <= 3 %. Afterwards it checks that nothing it
+started leaked and exits 1 if anything did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    cgroup_children,
+    machine_info,
+    mounts_under,
+    processes_mentioning,
+    remove_empty_cgroup_parents,
+    run_rounds,
+    summary,
+)
+
+from closedpaw.sandbox.bundle.oci import BASE_ENV
+from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver, clean_env
+from closedpaw.sandbox.manager import SandboxManager, require_root
+from closedpaw.sandbox.sandbox import Sandbox
+from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
+from closedpaw.settings import Settings
+
+WARMUP = 3
+DRIVERS = ("runc", "runsc")
+COMMANDS = {"true": ["/bin/true"], "python": ["/usr/bin/python3", "-c", "pass"]}
+CONCURRENT = 20
+CPU_LOOP = "s = 0\nfor i in range({n}):\n    s += i\n"
+TARGETS = {"true_vs_raw_max": 0.2, "python_vs_host_max_runc": 1.3,
+           "cell_max_ms": {"runc": 3.0, "runsc": 10.0}, "concurrent_runsc_max_ms": 1500.0,
+           "cpu_overhead_max": 0.03}
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "agent.json"
+BENCH = Settings(state_dir=Path("/run/closedpaw-bench-agent"),
+                 cgroup_parent="closedpaw-bench-agent", max_sandboxes=CONCURRENT + 4)
+SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=256, timeout_s=120))
+
+Case = Any
+
+
+class BenchError(Exception):
+    pass
+
+
+def _ms(t0: int) -> float:
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
+def host_case() -> Case:
+    env = dict(BASE_ENV)
+
+    def once() -> dict[str, float]:
+        t0 = time.perf_counter_ns()
+        p = subprocess.run(COMMANDS["python"], env=env, capture_output=True, check=False,
+                           stdin=subprocess.DEVNULL)
+        t = _ms(t0)
+        if p.returncode != 0:
+            raise BenchError(f"host python exited {p.returncode}")
+        return {"host": t}
+    return once
+
+
+def raw_exec_case(drv: OCICLIDriver, sb: Sandbox, argv: list[str]) -> Case:
+    cmd = [drv.binary, *drv.global_args(), "exec", "--user", "65534:65534", "--cwd", "/tmp",
+           "--env", f"PATH={BASE_ENV['PATH']}", sb.id, *argv]
+    env = clean_env()
+
+    def once() -> dict[str, float]:
+        t0 = time.perf_counter_ns()
+        p = subprocess.run(cmd, env=env, capture_output=True, check=False,
+                           stdin=subprocess.DEVNULL)
+        t = _ms(t0)
+        if p.returncode != 0:
+            raise BenchError(f"raw {drv.name} exec {argv} exited {p.returncode}: "
+                             f"{p.stderr.decode(errors='replace')[-400:]}")
+        return {"raw": t}
+    return once
+
+
+def agent_exec_case(sb: Sandbox, argv: list[str]) -> Case:
+    def once() -> dict[str, float]:
+        t0 = time.perf_counter_ns()
+        r = sb.exec(argv)
+        t = _ms(t0)
+        if r.exit_code != 0:
+            raise BenchError(f"agent exec {argv} exited {r.exit_code}: {r.stderr_text[-400:]}")
+        return {"agent": t}
+    return once
+
+
+def cell_case(sb: Sandbox) -> Case:
+    def once() -> dict[str, float]:
+        t0 = time.perf_counter_ns()
+        r = sb.code.run("1 + 1")
+        t = _ms(t0)
+        if getattr(r, "value", None) != "2":
+            raise BenchError(f"cell gave {r!r}")
+        return {"cell": t}
+    return once
+
+
+def concurrent_round(mgr: SandboxManager, name: str) -> tuple[float, int]:
+    def one(_: int) -> bool:
+        try:
+            return mgr.run(["python3", "-c", "pass"], SPEC, runtime=name).exit_code == 0
+        except Exception:
+            return False
+    with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+        t0 = time.perf_counter_ns()
+        ok = list(pool.map(one, range(CONCURRENT)))
+        t = _ms(t0)
+    mgr.reaper.drain()
+    return t, ok.count(False)
+
+
+def calibrate_loop() -> int:
+    """Iterations of the loop that take ~2 s on the host."""
+    n = 2_000_000
+    while True:
+        t0 = time.perf_counter_ns()
+        subprocess.run(["/usr/bin/python3", "-c", CPU_LOOP.format(n=n)], check=True,
+                       env=dict(BASE_ENV))
+        t = _ms(t0)
+        if t > 400:
+            return int(n * 2000 / t)
+        n *= 4
+
+
+def cpu_rounds(n: int, sandboxes: dict[str, Sandbox], rounds: int) -> dict[str, list[float]]:
+    code = CPU_LOOP.format(n=n)
+    out: dict[str, list[float]] = {"host": [], **{k: [] for k in sandboxes}}
+    for _ in range(rounds):
+        t0 = time.perf_counter_ns()
+        subprocess.run(["/usr/bin/python3", "-c", code], check=True, env=dict(BASE_ENV))
+        out["host"].append(_ms(t0))
+        for name, sb in sandboxes.items():
+            t0 = time.perf_counter_ns()
+            r = sb.exec(["/usr/bin/python3", "-c", code])
+            out[name].append(_ms(t0))
+            if r.exit_code != 0:
+                raise BenchError(f"cpu loop in {name} exited {r.exit_code}")
+    return out
+
+
+def leaks_of(settings: Settings, drivers: dict[str, OCICLIDriver]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    d = settings.state_dir / "sandboxes"
+    if d.exists() and (left := sorted(p.name for p in d.iterdir())):
+        found["state_dirs"] = left
+    cg = {k: v for k, v in cgroup_children(settings.cgroup_parent).items() if v}
+    if cg:
+        found["cgroups"] = [f"{k}/{c}" for k, v in cg.items() for c in v]
+    if m := mounts_under(str(settings.state_dir) + "/"):
+        found["mounts"] = m
+    for name, drv in drivers.items():
+        if (settings.state_dir / name).exists() and (ids := drv.list_ids()):
+            found[f"{name}_containers"] = list(ids)
+    if procs := processes_mentioning(str(settings.state_dir) + "/"):
+        found["processes"] = procs
+    return found
+
+
+def _row(lines: list[str], label: str, s: dict[str, Any], ratio: str = "") -> None:
+    lines.append(f"  {label:<34}{s['min_ms']:8.2f}  {s['median_ms']:9.2f}  {ratio}")
+
+
+def render(res: dict[str, Any]) -> str:
+    lines = [f"host python3 -c pass: median {res['host']['median_ms']:.1f} ms"]
+    for name in DRIVERS:
+        d = res[name]
+        r = d["ratios"]
+        lines += ["", f"{name}  ({res['machine']['runtimes'][name]})",
+                  f"  {'case':<34}{'min ms':>8}  {'median ms':>9}  ratio"]
+
+        def row(label: str, s: dict[str, Any], ratio: str = "", out: list[str] = lines) -> None:
+            _row(out, label, s, ratio)
+        ok = "ok" if r["true_vs_raw"] <= TARGETS["true_vs_raw_max"] else "MISS"
+        row(f"raw {name} exec /bin/true", d["true"]["raw"])
+        row("agent exec /bin/true", d["true"]["agent"],
+            f"{r['true_vs_raw']:.3f}x raw ({ok} <= 0.2x)")
+        row(f"raw {name} exec python3 -c pass", d["python"]["raw"])
+        tgt = " (ok <= 1.3x)" if r["python_vs_host"] <= 1.3 else " (MISS <= 1.3x)"
+        row("agent exec python3 -c pass", d["python"]["agent"],
+            f"{r['python_vs_raw']:.3f}x raw, {r['python_vs_host']:.2f}x host"
+            + (tgt if name == "runc" else ""))
+        cap = TARGETS["cell_max_ms"][name]  # type: ignore[index]
+        row("code cell 1 + 1 (python kernel)", d["cell"],
+            f"{'ok' if d['cell']['median_ms'] <= cap else 'MISS'} <= {cap:g} ms")
+        c = d["concurrent"]
+        lines.append(f"  {CONCURRENT} concurrent one-shots: wall median {c['median_ms']:.0f} ms "
+                     f"(min {c['min_ms']:.0f}), {d['concurrent_failures']} failures")
+        lines.append(f"  CPU-bound loop: {d['cpu']['median_ms']:.0f} ms vs host "
+                     f"{res['cpu_host']['median_ms']:.0f} ms: overhead "
+                     f"{r['cpu_overhead'] * 100:+.1f} % "
+                     f"({'ok' if r['cpu_overhead'] <= 0.03 else 'MISS'} <= 3 %)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=30, help="measured runs per case (>= 10)")
+    ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    args = ap.parse_args(argv)
+    if args.runs < 10:
+        ap.error("--runs must be at least 10")
+    require_root()
+    mgr = SandboxManager(BENCH)
+    drivers: dict[str, OCICLIDriver] = {}
+    boxes: dict[str, Sandbox] = {}
+    samples: dict[str, dict[str, list[float]]] = {}
+    extra: dict[str, Any] = {}
+    t_start = time.monotonic()
+    try:
+        for name in DRIVERS:
+            drv = mgr.driver(name)
+            assert isinstance(drv, OCICLIDriver)
+            drivers[name] = drv
+            boxes[name] = mgr.create(SPEC, runtime=name)
+            if not boxes[name].agent:
+                raise BenchError(f"{name}: the sandbox has no agent")
+        cases: list[tuple[str, Case]] = [("host", host_case())]
+        for name, sb in boxes.items():
+            for label, cmd in COMMANDS.items():
+                cases.append((f"{name}:{label}:raw", raw_exec_case(drivers[name], sb, cmd)))
+                cases.append((f"{name}:{label}:agent", agent_exec_case(sb, cmd)))
+            cases.append((f"{name}:cell", cell_case(sb)))
+        run_rounds(cases, args.runs, WARMUP, samples)
+        for name in DRIVERS:
+            walls, fails = [], 0
+            for _ in range(3):
+                t, f = concurrent_round(mgr, name)
+                walls.append(t)
+                fails += f
+            extra[f"{name}:concurrent"] = (walls, fails)
+        n = calibrate_loop()
+        extra["cpu_loop_iterations"] = n
+        extra["cpu"] = cpu_rounds(n, boxes, 3)
+    finally:
+        for sb in boxes.values():
+            sb.delete()
+        mgr.close()
+    elapsed = time.monotonic() - t_start
+    leaks = leaks_of(BENCH, drivers)
+    if not leaks:
+        shutil.rmtree(BENCH.state_dir, ignore_errors=True)
+        if bad := remove_empty_cgroup_parents(BENCH.cgroup_parent):
+            leaks["cgroup_parents"] = bad
+
+    host = summary(samples["host"]["host"])
+    cpu_host = summary(extra["cpu"]["host"])
+    res: dict[str, Any] = {
+        "benchmark": "agent", "machine": machine_info(), "host": host, "cpu_host": cpu_host,
+        "config": {"runs": args.runs, "warmup": WARMUP, "order": "round-robin, rotating",
+                   "concurrent": CONCURRENT, "cpu_loop_iterations": extra["cpu_loop_iterations"],
+                   "targets": TARGETS, "elapsed_s": round(elapsed, 1)},
+    }
+    for name in DRIVERS:
+        d: dict[str, Any] = {}
+        for label in COMMANDS:
+            d[label] = {k: summary(v[k]) for k, v in
+                        ((k, samples[f"{name}:{label}:{k}"]) for k in ("raw", "agent"))}
+        d["cell"] = summary(samples[f"{name}:cell"]["cell"])
+        walls, fails = extra[f"{name}:concurrent"]
+        d["concurrent"] = summary(walls)
+        d["concurrent_failures"] = fails
+        d["cpu"] = summary(extra["cpu"][name])
+        med = statistics.median
+        d["ratios"] = {
+            "true_vs_raw": round(d["true"]["agent"]["median_ms"]
+                                 / d["true"]["raw"]["median_ms"], 3),
+            "python_vs_raw": round(d["python"]["agent"]["median_ms"]
+                                   / d["python"]["raw"]["median_ms"], 3),
+            "python_vs_host": round(d["python"]["agent"]["median_ms"] / host["median_ms"], 3),
+            "cpu_overhead": round(med(extra["cpu"][name]) / med(extra["cpu"]["host"]) - 1, 4),
+        }
+        res[name] = d
+    res["leaks"] = leaks
+    print(render(res))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1) + "\n")
+    os.replace(tmp, args.json)
+    print(f"\nwrote {args.json}")
+    if leaks:
+        print(f"\nLEAKED: {json.dumps(leaks, indent=1)}", file=sys.stderr)
+        return 1
+    print("cleanup verified: no containers, cgroups, mounts, processes or state dirs left")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except BenchError as e:
+        print(f"agent: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
