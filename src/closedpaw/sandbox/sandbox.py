@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from closedpaw.errors import SandboxStateError, SandboxTimeout, SpecError
+from closedpaw.errors import SandboxStateError, SandboxTimeout, SnapshotError, SpecError
 from closedpaw.sandbox.drivers.base import Driver
 from closedpaw.sandbox.drivers.errors import command_start_failure
 from closedpaw.sandbox.execute import Outcome, runtime_failure, supervise
@@ -122,12 +122,16 @@ class Sandbox:
         self.code = Code(self)
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
+        self.restored = False           # resumed from a snapshot rather than booted
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.id} {self.driver.name} {self.status.value}>"
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, restore_from: Path | None = None) -> None:
+        """Boot the sandbox, or with ``restore_from`` (a runsc checkpoint image of a sandbox
+        of the same spec) resume the checkpointed processes. Either way the bundle is built
+        and checked the same way."""
         if self.status is not SandboxStatus.PENDING:
             raise SandboxStateError(f"sandbox {self.id} is {self.status.value}, not pending")
         self.status = SandboxStatus.CREATING
@@ -135,7 +139,15 @@ class Sandbox:
             self.workspace = Workspace.allocate(self.manager.settings, self.id, self.spec,
                                                 self.driver.features())
             self.workspace.build(list(INIT_ARGV), {}, "/")
-            self.driver.create(self.id, self.workspace.bundle)
+            if restore_from is None:
+                self.driver.create(self.id, self.workspace.bundle)
+            else:
+                restore = getattr(self.driver, "restore", None)
+                if restore is None:
+                    raise SnapshotError(f"the {self.driver.name} driver cannot restore "
+                                        "snapshots; use runsc")
+                restore(self.id, self.workspace.bundle, restore_from)
+                self.restored = True
         except BaseException:
             self.status = SandboxStatus.ERROR
             self._teardown()
@@ -153,6 +165,16 @@ class Sandbox:
             elif st == "running":
                 self.status = SandboxStatus.RUNNING
         return self.status
+
+    def usage(self) -> ResourceUsage:
+        """What the whole sandbox used since it started, from its cgroups: CPU time, peak and
+        current memory of every process in it (its init, every command and, under runsc,
+        the Sentry and gofer of the user-space kernel)."""
+        ws = self.workspace
+        if ws is None:
+            raise SandboxStateError(f"sandbox {self.id} is {self.status.value}; its cgroups "
+                                    "are gone")
+        return ws.cgroups.usage()
 
     def pause(self) -> None:
         self._require(SandboxStatus.RUNNING)
@@ -173,14 +195,14 @@ class Sandbox:
                 self.driver.resume(self.id)
         self.status = SandboxStatus.STOPPING
         try:
-            if self.driver.kill(self.id, "TERM", all_processes=True):
+            if self._signal("TERM"):
                 end = time.monotonic() + grace_s
                 while time.monotonic() < end:
                     if self.driver.state(self.id) in (None, "stopped"):
                         break
                     time.sleep(0.02)
             if self.driver.state(self.id) not in (None, "stopped"):
-                self.driver.kill(self.id, "KILL", all_processes=True)
+                self._signal("KILL")
                 end = time.monotonic() + 10
                 while self.driver.state(self.id) not in (None, "stopped"):
                     if time.monotonic() > end:
@@ -190,6 +212,14 @@ class Sandbox:
             self.status = SandboxStatus.ERROR
             raise
         self.status = SandboxStatus.STOPPED
+
+    def _signal(self, sig: str) -> bool:
+        found = self.driver.kill(self.id, sig, all_processes=True)
+        if found and self.restored:
+            # runsc (2022) `kill --all` misses the processes of a restored container; its
+            # init's death ends every process of the container, so signal the init too.
+            self.driver.kill(self.id, sig)
+        return found
 
     def delete(self) -> None:
         """Stop (if needed), collect /output if configured, and remove everything."""
