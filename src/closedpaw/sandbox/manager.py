@@ -225,21 +225,36 @@ class SandboxManager:
     # -- warm pools and snapshots -----------------------------------------------------------
     def pool(self, policy: str | None = None, *, spec: SandboxSpec | None = None,
              runtime: str | None = None, size: int | None = None,
-             idle_timeout_s: float | None = None,
-             snapshot: Snapshot | None = None) -> SandboxPool:
+             idle_timeout_s: float | None = None, snapshot: Snapshot | None = None,
+             warmup: Sequence[Sequence[str]] | None = None) -> SandboxPool:
         """A warm pool of ``size`` (default ``settings.pool_size``) running sandboxes of a
-        named policy, an explicit ``spec``, or clones of ``snapshot``. Close it (or use
+        named policy or an explicit ``spec``, or clones of ``snapshot``. With ``warmup``
+        (runsc) the pool first takes its own snapshot after running those commands, fills
+        itself with clones of it and removes the image when closed. Close the pool (or use
         ``with``); :meth:`cleanup` closes the pools that are still open."""
         from closedpaw.sandbox.pool import SandboxPool
 
-        if sum(x is not None for x in (policy, spec, snapshot)) > 1:
-            raise SpecError("pool", "give one of policy, spec or snapshot")
-        if snapshot is not None:
-            spec = snapshot.spec
-        elif policy is not None:
+        if policy is not None and spec is not None:
+            raise SpecError("pool", "give a policy or a spec, not both")
+        if snapshot is not None and (policy is not None or spec is not None
+                                     or warmup is not None):
+            raise SpecError("pool", "a snapshot pool takes the snapshot's spec; give no "
+                            "policy, spec or warmup")
+        if policy is not None:
             spec = self.spec_for(policy)
-        p = SandboxPool(self, spec or SandboxSpec(), runtime=runtime, size=size,
-                        idle_timeout_s=idle_timeout_s, snapshot=snapshot, name=policy or "")
+        owned = None
+        if warmup is not None:
+            owned = snapshot = self.snapshot(spec, warmup=warmup, runtime=runtime or "runsc")
+        if snapshot is not None:
+            spec, runtime = snapshot.spec, snapshot.runtime
+        try:
+            p = SandboxPool(self, spec or SandboxSpec(), runtime=runtime, size=size,
+                            idle_timeout_s=idle_timeout_s, snapshot=snapshot,
+                            owns_snapshot=owned is not None, name=policy or "")
+        except BaseException:
+            if owned is not None:
+                owned.remove()
+            raise
         with self._lock:
             self._pools.add(p)
         return p

@@ -21,7 +21,8 @@ Rules the pool keeps:
 * After ``idle_timeout_s`` without an acquire the pool deletes its ready sandboxes (an idle
   runsc sandbox holds memory) and warms up again on the next acquire.
 * :meth:`SandboxPool.close` (or leaving ``with``) stops the refill thread and deletes every
-  sandbox still in the pool. The manager closes its pools on ``cleanup``.
+  sandbox still in the pool, and the checkpoint image of a pool that took its own snapshot
+  (``warmup=``). The manager closes its pools on ``cleanup``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class SandboxPool:
     def __init__(self, manager: SandboxManager, spec: SandboxSpec, *,
                  runtime: str | None = None, size: int | None = None,
                  idle_timeout_s: float | None = None, snapshot: Snapshot | None = None,
-                 name: str = "") -> None:
+                 owns_snapshot: bool = False, name: str = "") -> None:
         settings = manager.settings
         self.size = settings.pool_size if size is None else size
         self.idle_timeout_s = (settings.pool_idle_timeout_s if idle_timeout_s is None
@@ -86,6 +87,7 @@ class SandboxPool:
         self.spec = spec
         self.runtime = runtime
         self.snapshot = snapshot
+        self.owns_snapshot = owns_snapshot
         self.name = name or (snapshot.id if snapshot is not None else "pool")
         # Resolve the driver now: a missing runtime fails here, not in the thread.
         manager.driver(runtime)
@@ -184,6 +186,8 @@ class SandboxPool:
             left = list(self._ready)
             self._ready.clear()
         self._delete_all(left)
+        if self.owns_snapshot and self.snapshot is not None:
+            self.snapshot.remove()
         self.manager._forget_pool(self)
 
     def __enter__(self) -> SandboxPool:
