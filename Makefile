@@ -22,6 +22,7 @@ bench: deps
 	.venv/bin/python benchmarks/gate.py
 	.venv/bin/python benchmarks/images.py
 	.venv/bin/python benchmarks/agent.py
+	.venv/bin/python benchmarks/pool.py
 
 lint: deps
 	.venv/bin/ruff check src tests benchmarks

@@ -65,6 +65,8 @@ def leftovers(settings: Settings) -> list[str]:
     sandboxes = settings.state_dir / "sandboxes"
     if sandboxes.exists():
         found += [f"state dir {p}" for p in sandboxes.iterdir()]
+    if settings.snapshots.exists():
+        found += [f"snapshot image {p}" for p in settings.snapshots.iterdir()]
     for rt in RUNTIMES:
         root = settings.state_dir / rt
         binary = shutil.which(rt, path="/usr/sbin:/usr/bin:/sbin:/bin")

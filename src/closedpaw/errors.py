@@ -16,6 +16,8 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     │   ├── SandboxNotFound (LookupError)   no sandbox with that id
     │   ├── SandboxStateError               the operation is not valid in the current state
     │   ├── SandboxLimitReached             the max-sandboxes cap is reached
+    │   ├── PoolExhausted (TimeoutError)    no pooled or new sandbox became ready in time
+    │   ├── SnapshotError                   a checkpoint could not be taken or restored
     │   ├── FileTransferError               /input or /output could not be copied safely
     │   ├── ImageError                      an image could not be built, stored or used
     │   │   ├── ImageNotFound (LookupError) no image with that name in the store
@@ -68,6 +70,7 @@ __all__ = [
     "InvalidRequest",
     "PermissionDenied",
     "PolicyError",
+    "PoolExhausted",
     "RateLimited",
     "RulesError",
     "RuntimeFailure",
@@ -77,6 +80,7 @@ __all__ = [
     "SandboxNotFound",
     "SandboxStateError",
     "SandboxTimeout",
+    "SnapshotError",
     "SpecError",
     "StoreError",
 ]
@@ -155,6 +159,15 @@ class SandboxStateError(SandboxError):
 
 class SandboxLimitReached(SandboxError):
     """The configured maximum number of live sandboxes is reached."""
+
+
+class PoolExhausted(SandboxError, TimeoutError):
+    """A warm pool had no ready sandbox and none could be created (the max-sandboxes cap is
+    reached, or refills keep failing) before the acquire timeout."""
+
+
+class SnapshotError(SandboxError):
+    """A sandbox snapshot could not be taken or restored (or the runtime cannot do it)."""
 
 
 class FileTransferError(SandboxError):

@@ -57,6 +57,15 @@ class Settings:
     api_token: str | None = None
     image_dir: Path | None = None
     policy_file: Path = Path("/etc/closedpaw/policies.yaml")
+    # -- warm pools and snapshots ---------------------------------------------------------
+    #: pre-started sandboxes a warm pool keeps ready (``SandboxManager.pool``).
+    pool_size: int = 2
+    #: seconds without an acquire after which a pool deletes its ready sandboxes (it warms
+    #: up again on the next acquire); 0 = never.
+    pool_idle_timeout_s: float = 300.0
+    #: where checkpoint images live (root-only: they hold the memory of the warmed
+    #: sandbox); None = ``state_dir/snapshots``.
+    snapshot_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIME_CHOICES:
@@ -73,6 +82,10 @@ class Settings:
             raise ConfigError("approval_ttl_s: must be between 1 second and 30 days")
         if self.rate_limit_per_minute < 1:
             raise ConfigError("rate_limit_per_minute: must be at least 1")
+        if self.pool_size < 1:
+            raise ConfigError("pool_size: must be at least 1")
+        if self.pool_idle_timeout_s < 0:
+            raise ConfigError("pool_idle_timeout_s: must be 0 (never) or more seconds")
         if not (0 <= self.api_port <= 65535):
             raise ConfigError("api_port: must be between 0 and 65535")
 
@@ -109,6 +122,12 @@ class Settings:
         """The image store directory."""
         return self.image_dir if self.image_dir is not None else self.data_dir / "images"
 
+    @property
+    def snapshots(self) -> Path:
+        """The directory of checkpoint images."""
+        return self.snapshot_dir if self.snapshot_dir is not None else (
+            self.state_dir / "snapshots")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``CLOSEDPAW_*`` variables over the defaults."""
@@ -120,6 +139,13 @@ class Settings:
             kwargs["data_dir"] = Path(v)
         if v := env.get("CLOSEDPAW_IMAGE_DIR"):
             kwargs["image_dir"] = Path(v)
+        if v := env.get("CLOSEDPAW_SNAPSHOT_DIR"):
+            kwargs["snapshot_dir"] = Path(v)
+        if v := env.get("CLOSEDPAW_POOL_IDLE_TIMEOUT"):
+            try:
+                kwargs["pool_idle_timeout_s"] = float(v)
+            except ValueError:
+                raise ConfigError(f"CLOSEDPAW_POOL_IDLE_TIMEOUT: {v!r} is not a number") from None
         if v := env.get("CLOSEDPAW_POLICY_FILE"):
             kwargs["policy_file"] = Path(v)
         if v := env.get("CLOSEDPAW_CGROUP_PARENT"):
@@ -147,7 +173,8 @@ class Settings:
         for key, name in (("max_sandboxes", "CLOSEDPAW_MAX_SANDBOXES"),
                           ("output_cap_bytes", "CLOSEDPAW_OUTPUT_CAP_BYTES"),
                           ("rate_limit_per_minute", "CLOSEDPAW_RATE_LIMIT"),
-                          ("api_port", "CLOSEDPAW_API_PORT")):
+                          ("api_port", "CLOSEDPAW_API_PORT"),
+                          ("pool_size", "CLOSEDPAW_POOL_SIZE")):
             if v := env.get(name):
                 try:
                     kwargs[key] = int(v)

@@ -112,10 +112,12 @@ class CgroupAccounting:
             d = self._dir("memory")
             usec = _read_keyed(d / "cpu.stat", "usage_usec")
             peak = _read_int(d / "memory.peak")
-            return ResourceUsage(None if usec is None else usec / 1000.0, peak)
+            return ResourceUsage(None if usec is None else usec / 1000.0, peak,
+                                 _read_int(d / "memory.current"))
         ns = _read_int(self._dir("cpuacct") / "cpuacct.usage")
         peak = _read_int(self._dir("memory") / "memory.max_usage_in_bytes")
-        return ResourceUsage(None if ns is None else ns / 1e6, peak)
+        return ResourceUsage(None if ns is None else ns / 1e6, peak,
+                             _read_int(self._dir("memory") / "memory.usage_in_bytes"))
 
     def reset_peak(self) -> bool:
         """Restart peak-memory tracking from the current usage (cgroup v1:

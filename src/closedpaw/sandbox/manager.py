@@ -32,8 +32,12 @@ from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
 from closedpaw.settings import Settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from closedpaw.sandbox.policy import PolicySet
+    from closedpaw.sandbox.pool import SandboxPool
     from closedpaw.sandbox.reconcile import GcReport
+    from closedpaw.sandbox.snapshot import Snapshot
 
 __all__ = ["SandboxInfo", "SandboxManager", "require_root"]
 
@@ -72,6 +76,8 @@ class SandboxManager:
         self._live: dict[str, Sandbox] = {}
         self._inflight = 0
         self._policies: PolicySet | None = None
+        self._pools: set[SandboxPool] = set()
+        self._snapshots: set[Snapshot] = set()
         self._lock = threading.Lock()
 
     # -- drivers --------------------------------------------------------------------------
@@ -139,7 +145,7 @@ class SandboxManager:
             oom = ws.cgroups.oom_kills_since_last() > 0
             if err is not None and not oom:  # under runsc an OOM may take the Sentry with it
                 raise err
-            usage = ws.cgroups.usage()
+            usage = replace(ws.cgroups.usage(), memory_bytes=None)
             files: list[str] = []
             skipped: list[SkippedFile] = []
             if spec.output_dir is not None and ws.output_mount is not None:
@@ -193,8 +199,14 @@ class SandboxManager:
         return self.run(argv, spec, runtime=runtime, stdin=stdin, sink=sink)
 
     # -- long-lived ----------------------------------------------------------------------------
-    def create(self, spec: SandboxSpec | None = None, *, runtime: str | None = None) -> Sandbox:
-        """Create and start a long-lived sandbox. Delete it (or use ``with``) when done."""
+    def create(self, spec: SandboxSpec | None = None, *, runtime: str | None = None,
+               restore_from: Path | None = None, agent: bool = True) -> Sandbox:
+        """Create and start a long-lived sandbox. Delete it (or use ``with``) when done.
+
+        ``restore_from`` is a checkpoint image (runsc only): the sandbox resumes the
+        checkpointed processes instead of booting; use :class:`~closedpaw.sandbox.snapshot.
+        Snapshot`, which keeps spec and image together. ``agent=False`` keeps the runtime's
+        ``exec`` instead of the in-sandbox agent (snapshots need that)."""
         spec = spec or SandboxSpec()
         driver = self.driver(runtime)
         self._reserve()
@@ -202,7 +214,7 @@ class SandboxManager:
         try:
             with self._lock:
                 self._live[sb.id] = sb
-            sb.start()
+            sb.start(restore_from=restore_from, agent=agent)
         except BaseException:
             with self._lock:
                 self._live.pop(sb.id, None)
@@ -210,6 +222,67 @@ class SandboxManager:
         finally:
             self._release()
         return sb
+
+    # -- warm pools and snapshots -----------------------------------------------------------
+    def pool(self, policy: str | None = None, *, spec: SandboxSpec | None = None,
+             runtime: str | None = None, size: int | None = None,
+             idle_timeout_s: float | None = None, snapshot: Snapshot | None = None,
+             warmup: Sequence[Sequence[str]] | None = None) -> SandboxPool:
+        """A warm pool of ``size`` (default ``settings.pool_size``) running sandboxes of a
+        named policy or an explicit ``spec``, or clones of ``snapshot``. With ``warmup``
+        (runsc) the pool first takes its own snapshot after running those commands, fills
+        itself with clones of it and removes the image when closed. Close the pool (or use
+        ``with``); :meth:`cleanup` closes the pools that are still open."""
+        from closedpaw.sandbox.pool import SandboxPool
+
+        if policy is not None and spec is not None:
+            raise SpecError("pool", "give a policy or a spec, not both")
+        if snapshot is not None and (policy is not None or spec is not None
+                                     or warmup is not None):
+            raise SpecError("pool", "a snapshot pool takes the snapshot's spec; give no "
+                            "policy, spec or warmup")
+        if policy is not None:
+            spec = self.spec_for(policy)
+        owned = None
+        if warmup is not None:
+            owned = snapshot = self.snapshot(spec, warmup=warmup, runtime=runtime or "runsc")
+        if snapshot is not None:
+            spec, runtime = snapshot.spec, snapshot.runtime
+        try:
+            p = SandboxPool(self, spec or SandboxSpec(), runtime=runtime, size=size,
+                            idle_timeout_s=idle_timeout_s, snapshot=snapshot,
+                            owns_snapshot=owned is not None, name=policy or "")
+        except BaseException:
+            if owned is not None:
+                owned.remove()
+            raise
+        with self._lock:
+            self._pools.add(p)
+        return p
+
+    def _forget_pool(self, pool: SandboxPool) -> None:
+        with self._lock:
+            self._pools.discard(pool)
+
+    def snapshot(self, spec: SandboxSpec | None = None, *, policy: str | None = None,
+                 warmup: Sequence[Sequence[str]] = (), runtime: str = "runsc") -> Snapshot:
+        """Start a sandbox, run the ``warmup`` commands in it and checkpoint it (runsc):
+        :meth:`Snapshot.restore` then starts clones of that state. Remove it when done."""
+        from closedpaw.sandbox.snapshot import Snapshot
+
+        if policy is not None:
+            if spec is not None:
+                raise SpecError("snapshot", "give a policy or a spec, not both")
+            spec = self.spec_for(policy)
+        return Snapshot.take(self, spec or SandboxSpec(), warmup=warmup, runtime=runtime)
+
+    def _track_snapshot(self, snap: Snapshot) -> None:
+        with self._lock:
+            self._snapshots.add(snap)
+
+    def _forget_snapshot(self, snap: Snapshot) -> None:
+        with self._lock:
+            self._snapshots.discard(snap)
 
     def _forget(self, sid: str) -> None:
         with self._lock:
@@ -232,11 +305,19 @@ class SandboxManager:
 
     def cleanup(self) -> int:
         """Stop and delete every live sandbox of this manager; wait for teardown. Returns how
-        many were deleted."""
+        many were deleted. Open pools are closed first (their refills would race it)."""
+        with self._lock:
+            pools = list(self._pools)
+        for p in pools:
+            p.close()
         with self._lock:
             boxes = list(self._live.values())
         for b in boxes:
             b.delete()
+        with self._lock:
+            snaps = list(self._snapshots)
+        for s in snaps:
+            s.remove()
         self.reaper.drain()
         return len(boxes)
 

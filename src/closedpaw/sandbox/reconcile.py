@@ -3,7 +3,8 @@
 Everything ClosedPaw creates for a sandbox is named by its id (``cp-`` + 12 hex digits): the
 state directory ``<state_dir>/sandboxes/<id>`` (bundle, staged /input, the /output tmpfs),
 the container in the runtime's root ``<state_dir>/<runtime>``, and the cgroups
-``<cgroup_parent>/<id>``. A sandbox is garbage when its owner is gone, which the owner's lock
+``<cgroup_parent>/<id>``; a snapshot's image is ``<snapshots>/snap-<12 hex>``, locked the
+same way. A sandbox is garbage when its owner is gone, which the owner's lock
 on the state directory tells (:mod:`closedpaw.sandbox.ownership`); containers and cgroups with
 no state directory at all are garbage too, since the directory is made first and removed last.
 Live sandboxes of other processes are never touched; nor are cgroups that have processes or
@@ -30,6 +31,7 @@ from closedpaw.settings import Settings
 __all__ = ["GcReport", "collect_garbage"]
 
 _ID = re.compile(r"^cp-[0-9a-f]{12}$")
+_SNAP = re.compile(r"^snap-[0-9a-f]{12}$")
 
 
 @dataclass(frozen=True)
@@ -160,8 +162,27 @@ class _Collector:
                 continue
             self.details.append(f"{sid}: cgroups")
             self._try(sid, CgroupAccounting(self.settings.cgroup_parent, sid).remove)
+        self.snapshots()
         return GcReport(tuple(dict.fromkeys(self.removed)), tuple(self.live),
                         tuple(self.errors), tuple(self.details))
+
+    def snapshots(self) -> None:
+        """Checkpoint images (they may hold secrets) whose owner is gone."""
+        try:
+            entries = sorted(os.scandir(self.settings.snapshots), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        for e in entries:
+            name = e.name.removeprefix(ownership.NEW_PREFIX)
+            if not _SNAP.match(name) or not e.is_dir(follow_symlinks=False):
+                continue
+            fd = ownership.orphaned(Path(e.path))
+            if fd is None:
+                if Path(e.path).exists():
+                    self.live.append(name)
+                continue
+            self.details.append(f"{name}: snapshot image of a dead owner")
+            self._try(name, lambda p=Path(e.path), fd=fd: ownership.remove(p, fd))
 
     def _try(self, sid: str, job: Any) -> None:
         try:

@@ -42,6 +42,8 @@ class ResourceUsage:
 
     cpu_time_ms: float | None = None
     peak_memory_bytes: int | None = None
+    #: memory charged right now (``Sandbox.usage`` only; ``None`` on per-command results).
+    memory_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

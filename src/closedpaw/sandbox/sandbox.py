@@ -28,7 +28,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from closedpaw.errors import AgentProtocolError, SandboxStateError, SandboxTimeout, SpecError
+from closedpaw.errors import (
+    AgentProtocolError,
+    SandboxStateError,
+    SandboxTimeout,
+    SnapshotError,
+    SpecError,
+)
 from closedpaw.sandbox.channel import T_CELL, T_EXEC, AgentChannel
 from closedpaw.sandbox.drivers.base import Driver, Process
 from closedpaw.sandbox.drivers.errors import command_start_failure
@@ -172,23 +178,38 @@ class Sandbox:
         self.agent = False            # commands go through the in-sandbox agent
         self._channel: AgentChannel | None = None
         self._init: Process | None = None
+        self.restored = False           # resumed from a snapshot rather than booted
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.id} {self.driver.name} {self.status.value}>"
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, restore_from: Path | None = None, *, agent: bool = True) -> None:
+        """Boot the sandbox, or with ``restore_from`` (a runsc checkpoint image of a sandbox
+        of the same spec) resume the checkpointed processes. Either way the bundle is built
+        and checked the same way. ``agent=False`` (and any restore) keeps the idle shell init
+        and the runtime's ``exec``: snapshots are taken and restored that way, since the
+        agent's channel is a pipe to one host process and cannot be checkpointed."""
         if self.status is not SandboxStatus.PENDING:
             raise SandboxStateError(f"sandbox {self.id} is {self.status.value}, not pending")
         self.status = SandboxStatus.CREATING
         try:
             ws = self.workspace = Workspace.allocate(self.manager.settings, self.id, self.spec,
                                                      self.driver.features())
-            if self.driver.name in ("runc", "runsc") and ws.has_program(AGENT_ARGV[0]):
+            if (agent and restore_from is None and self.driver.name in ("runc", "runsc")
+                    and ws.has_program(AGENT_ARGV[0])):
                 self._start_agent(ws)
             else:
                 ws.build(list(INIT_ARGV), {}, "/")
-                self.driver.create(self.id, ws.bundle)
+                if restore_from is None:
+                    self.driver.create(self.id, ws.bundle)
+                else:
+                    restore = getattr(self.driver, "restore", None)
+                    if restore is None:
+                        raise SnapshotError(f"the {self.driver.name} driver cannot restore "
+                                            "snapshots; use runsc")
+                    restore(self.id, ws.bundle, restore_from)
+                    self.restored = True
         except BaseException:
             self.status = SandboxStatus.ERROR
             self._teardown()
@@ -237,6 +258,17 @@ class Sandbox:
                 self.status = SandboxStatus.RUNNING
         return self.status
 
+    def usage(self) -> ResourceUsage:
+        """What the whole sandbox used since it started, from its cgroups: CPU time, peak and
+        current memory of every process in it (its init, every command and, under runsc,
+        the Sentry and gofer of the user-space kernel). The peak is since the last command
+        through the agent where the kernel lets it be reset (see README "Resource usage")."""
+        ws = self.workspace
+        if ws is None:
+            raise SandboxStateError(f"sandbox {self.id} is {self.status.value}; its cgroups "
+                                    "are gone")
+        return ws.cgroups.usage()
+
     def pause(self) -> None:
         self._require(SandboxStatus.RUNNING)
         self.driver.pause(self.id)
@@ -259,14 +291,14 @@ class Sandbox:
             self._stop_agent(grace_s)
             return
         try:
-            if self.driver.kill(self.id, "TERM", all_processes=True):
+            if self._signal("TERM"):
                 end = time.monotonic() + grace_s
                 while time.monotonic() < end:
                     if self.driver.state(self.id) in (None, "stopped"):
                         break
                     time.sleep(0.02)
             if self.driver.state(self.id) not in (None, "stopped"):
-                self.driver.kill(self.id, "KILL", all_processes=True)
+                self._signal("KILL")
                 end = time.monotonic() + 10
                 while self.driver.state(self.id) not in (None, "stopped"):
                     if time.monotonic() > end:
@@ -294,6 +326,14 @@ class Sandbox:
                 self.status = SandboxStatus.ERROR
                 raise SandboxTimeout(f"sandbox {self.id} did not stop after SIGKILL") from e
         self.status = SandboxStatus.STOPPED
+
+    def _signal(self, sig: str) -> bool:
+        found = self.driver.kill(self.id, sig, all_processes=True)
+        if found and self.restored:
+            # runsc (2022) `kill --all` misses the processes of a restored container; its
+            # init's death ends every process of the container, so signal the init too.
+            self.driver.kill(self.id, sig)
+        return found
 
     def delete(self) -> None:
         """Stop (if needed), collect /output if configured, and remove everything."""
@@ -455,12 +495,6 @@ class Sandbox:
             ch.send_stdin(r, stdin)
         return ExecStream(ch, r, sid=self.id, argv=argv, isolation=ws.isolation(),
                           timeout_s=timeout, cap=cap, finish=finish, oom=oom)
-
-    def usage(self) -> ResourceUsage:
-        """CPU time and peak memory of the whole sandbox so far (its cgroup; the peak since
-        the last exec when resetting is supported, see README "Resource usage")."""
-        ws = self.workspace
-        return ws.cgroups.usage() if ws is not None else ResourceUsage()
 
     @staticmethod
     def make_result(ws: Workspace, out: Outcome, argv: Sequence[str], *, oom: bool,

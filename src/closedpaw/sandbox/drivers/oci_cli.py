@@ -16,9 +16,10 @@ __all__ = ["OCICLIDriver", "clean_env"]
 
 # Runtime messages that mean "that container (or its whole sandbox) no longer exists or no
 # longer runs": a kill or delete of it has nothing left to do. "connection refused" is runsc
-# failing to reach the control server of a Sentry that died (e.g. picked by the OOM killer).
+# failing to reach the control server of a Sentry that died (e.g. picked by the OOM killer);
+# a missing "<id>.state" file is a runsc delete that was cut short (its owner was killed).
 _GONE = ("does not exist", "not exist", "not found", "not running", "container is stopped",
-         "connection refused")
+         "connection refused", ".state: no such file or directory")
 
 _SEARCH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin")
 

@@ -7,10 +7,12 @@ nested virtualisation, and systrap does not exist in older releases), ``--networ
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from closedpaw.sandbox.drivers.base import DriverFeatures
-from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver
+from closedpaw.sandbox.drivers.errors import map_runtime_error
+from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver, clean_env
 
 __all__ = ["RunscDriver"]
 
@@ -45,6 +47,27 @@ class RunscDriver(OCICLIDriver):
         p = self._call("kill", "kill", "--pid", str(pid), cid, "KILL", timeout=15,
                        ok_missing=True)
         return p.returncode == 0
+
+    def checkpoint(self, cid: str, image_dir: Path) -> None:
+        """Save the container's whole state into ``image_dir``; the container exits."""
+        self._call("checkpoint", "checkpoint", f"--image-path={image_dir}", cid, timeout=120)
+
+    def restore(self, cid: str, bundle: Path, image_dir: Path) -> None:
+        """Start container ``cid`` from ``bundle``, resuming the state saved in
+        ``image_dir`` instead of booting its init (detached, like :meth:`create`)."""
+        self.root_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log = bundle / "create.log"
+        p = subprocess.run(self._cmd("restore", "--detach", f"--image-path={image_dir}",
+                                     "--bundle", str(bundle), cid, log=log),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env=clean_env(), timeout=120,
+                           check=False)
+        if p.returncode != 0:
+            try:
+                text = log.read_text(errors="replace")
+            except OSError:
+                text = ""
+            raise map_runtime_error(self.name, "restore", text, p.returncode)
 
     def list_args(self) -> list[str]:
         return ["list", "-quiet"]
