@@ -162,3 +162,32 @@ def test_manager_cleanup_closes_open_pools(settings: Settings, runtime: str) -> 
     m.cleanup()
     assert not pool._thread.is_alive()
     assert leftovers(settings) == []
+
+
+def test_a_pooled_sandbox_that_died_while_waiting_is_never_handed_out(
+        mgr: SandboxManager, runtime: str) -> None:
+    """Its runtime process is killed from the host while it waits in the pool: the agent's
+    channel breaks, the sandbox is torn down, and acquire hands out only living ones."""
+    import os
+    import signal
+
+    with mgr.pool(spec=SPEC, runtime=runtime, size=2, idle_timeout_s=0) as pool:
+        assert pool.wait_ready(timeout_s=60), pool.errors
+        victim = next(b for b in mgr.list())
+        sb_victim = mgr.get(victim.id)
+        assert sb_victim.agent, "this test needs the in-sandbox agent"
+        pid = mgr.driver(runtime).state_pid(victim.id)  # type: ignore[attr-defined]
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # the sandbox's init (the agent) dies
+        deadline = time.monotonic() + 30
+        while sb_victim.status is SandboxStatus.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sb_victim.status is not SandboxStatus.RUNNING
+        handed = []
+        for _ in range(2):
+            sb = pool.acquire(timeout_s=60)
+            handed.append(sb.id)
+            with sb:
+                assert sb.exec(["echo", "alive"]).stdout == b"alive\n"
+        assert victim.id not in handed
+    mgr.reaper.drain()
