@@ -175,3 +175,39 @@ def run_rounds(cases: Sequence[tuple[str, Callable[[], dict[str, float]]]], runs
                 samples.setdefault(key, {}).setdefault(metric, []).append(ms)
         print(f"\rround {i + 1}/{runs}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
+
+
+def bench_args(doc: str, default_json: Path, runs: int, min_runs: int,
+               argv: list[str] | None = None) -> Any:
+    """The command line every benchmark takes: ``--runs N`` and ``--json PATH``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=runs,
+                    help=f"measured runs per case (>= {min_runs})")
+    ap.add_argument("--json", type=Path, default=default_json, help="where to write results")
+    args = ap.parse_args(argv)
+    if args.runs < min_runs:
+        ap.error(f"--runs must be at least {min_runs}")
+    return args
+
+
+def write_report(res: dict[str, Any], path: Path, text: str, leaks: dict[str, Any]) -> int:
+    """Print ``text``, write ``res`` (with its leaks) atomically to ``path`` as JSON; exit
+    status 1 when anything leaked, else 0."""
+    import json
+    import sys
+
+    res["leaks"] = leaks
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1) + "\n")
+    os.replace(tmp, path)
+    print(f"\nwrote {path}")
+    if leaks:
+        print(f"\nLEAKED (fix before trusting anything): {json.dumps(leaks, indent=1)}",
+              file=sys.stderr)
+        return 1
+    print("cleanup verified: nothing the benchmark started was left behind")
+    return 0

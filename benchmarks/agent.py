@@ -31,9 +31,6 @@ started leaked and exits 1 if anything did.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -46,6 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    bench_args,
     cgroup_children,
     machine_info,
     mounts_under,
@@ -53,6 +51,7 @@ from _common import (
     remove_empty_cgroup_parents,
     run_rounds,
     summary,
+    write_report,
 )
 
 from closedpaw.sandbox.bundle.oci import BASE_ENV
@@ -287,12 +286,7 @@ def render(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=30, help="measured runs per case (>= 10)")
-    ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
-    args = ap.parse_args(argv)
-    if args.runs < 10:
-        ap.error("--runs must be at least 10")
+    args = bench_args(__doc__ or "", DEFAULT_JSON, 30, 10, argv)
     require_root()
     mgr = SandboxManager(BENCH)
     drivers: dict[str, OCICLIDriver] = {}
@@ -372,18 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                                          - 1, 4),
         }
         res[name] = d
-    res["leaks"] = leaks
-    print(render(res))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=1) + "\n")
-    os.replace(tmp, args.json)
-    print(f"\nwrote {args.json}")
-    if leaks:
-        print(f"\nLEAKED: {json.dumps(leaks, indent=1)}", file=sys.stderr)
-        return 1
-    print("cleanup verified: no containers, cgroups, mounts, processes or state dirs left")
-    return 0
+    return write_report(res, args.json, render(res), leaks)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,6 @@ round-robin, rotating, after 2 warm-up runs each. Results go to
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -30,7 +27,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, cgroup_children, machine_info, mounts_under, run_rounds, summary
+from _common import (
+    REPO,
+    bench_args,
+    cgroup_children,
+    machine_info,
+    mounts_under,
+    run_rounds,
+    summary,
+    write_report,
+)
 
 from closedpaw.sandbox.bundle.oci import BASE_ENV
 from closedpaw.sandbox.images.debootstrap import RECIPES, build_image
@@ -116,12 +122,7 @@ def render(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=10, help="measured runs per case (>= 5)")
-    ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
-    args = ap.parse_args(argv)
-    if args.runs < 5:
-        ap.error("--runs must be at least 5")
+    args = bench_args(__doc__ or "", DEFAULT_JSON, 10, 5, argv)
     require_root()
     store = ImageStore(BENCH.images)
     built = {}
@@ -173,18 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             d[image]["ratio_vs_host_bind"] = round(
                 d[image]["run"]["median_ms"] / d[f"host-bind:{c}"]["run"]["median_ms"], 3)
         res[drv] = d
-    res["leaks"] = leaks
-    print(render(res))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=1) + "\n")
-    os.replace(tmp, args.json)
-    print(f"\nwrote {args.json}")
-    if leaks:
-        print(f"LEAKED: {json.dumps(leaks, indent=1)}", file=sys.stderr)
-        return 1
-    shutil.rmtree(BENCH.state_dir, ignore_errors=True)
-    return 0
+    code = write_report(res, args.json, render(res), leaks)
+    if code == 0:
+        shutil.rmtree(BENCH.state_dir, ignore_errors=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ on the host hits all of them alike. Targets: library <= 1.2x raw runc and <= 1.1
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     REPO,
+    bench_args,
     cgroup_children,
     machine_info,
     mounts_under,
@@ -47,6 +47,7 @@ from _common import (
     run_rounds,
     runtime_ids,
     summary,
+    write_report,
 )
 
 from closedpaw.sandbox.bundle.oci import BASE_ENV
@@ -243,15 +244,10 @@ def ratios(d: dict[str, Any], host: dict[str, Any]) -> dict[str, float]:
 # -- main ----------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=15, help="measured runs per case (>= 10)")
-    ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
-    args = ap.parse_args(argv)
-    if args.runs < 10:
-        ap.error("--runs must be at least 10")
+    args = bench_args(__doc__ or "", DEFAULT_JSON, 15, 10, argv)
     require_root()
     if not CLI.exists():
-        ap.error(f"{CLI} not found (pip install -e . into .venv)")
+        raise BenchError(f"{CLI} not found: run make deps (pip install -e . into .venv)")
 
     mgr = SandboxManager(BENCH)
     drivers: dict[str, OCICLIDriver] = {}
@@ -352,20 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             "cli": d["ratios"]["cli_minus_library_ms"] <= TARGET_CLI_DELTA_MS,
         }
         results[name] = d
-    results["leaks"] = leaks
-
-    print(render(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    os.replace(tmp, args.json)
-    print(f"\nwrote {args.json}")
-    if leaks:
-        print(f"\nLEAKED (fix before trusting anything): {json.dumps(leaks, indent=1)}",
-              file=sys.stderr)
-        return 1
-    print("cleanup verified: no containers, cgroups, mounts, processes or state dirs left")
-    return 0
+    return write_report(results, args.json, render(results), leaks)
 
 
 if __name__ == "__main__":

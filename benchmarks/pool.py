@@ -28,7 +28,6 @@ before the leak check: nothing this benchmark starts may be left behind (exit 1 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -42,10 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     REPO,
+    bench_args,
     machine_info,
     processes_mentioning,
     remove_empty_cgroup_parents,
     summary,
+    write_report,
 )
 from oneshot import RAW_FLAGS, footprint
 
@@ -264,12 +265,7 @@ def render(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=10, help="measured runs per case (>= 5)")
-    ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
-    args = ap.parse_args(argv)
-    if args.runs < 5:
-        ap.error("--runs must be at least 5")
+    args = bench_args(__doc__ or "", DEFAULT_JSON, 10, 5, argv)
     require_root()
     mgr = SandboxManager(BENCH)
     drivers: dict[str, OCICLIDriver] = {}
@@ -311,18 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"LEAKED: {json.dumps(leaks, indent=1)}", file=sys.stderr)
         raise failure
     res["machine"]["loadavg_end"] = os.getloadavg()
-    res["leaks"] = leaks
-    print(render(res))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=1) + "\n")
-    os.replace(tmp, args.json)
-    print(f"\nwrote {args.json}")
-    if leaks:
-        print(f"\nLEAKED: {json.dumps(leaks, indent=1)}", file=sys.stderr)
-        return 1
-    print("cleanup verified: no containers, cgroups, mounts, processes, images or state dirs")
-    return 0
+    return write_report(res, args.json, render(res), leaks)
 
 
 if __name__ == "__main__":
