@@ -17,6 +17,8 @@ import httpx
 import pytest
 
 from closedpaw.orchestrator import Orchestrator
+from closedpaw.sandbox.drivers.runc import RuncDriver
+from closedpaw.sandbox.manager import SandboxManager
 from closedpaw.settings import Settings
 from tests.conftest import TEST_CGROUP, TEST_STATE, leftovers, require_runtime
 from tests.integration.conftest import (
@@ -316,10 +318,16 @@ def test_kill_9_with_a_real_sandbox_running_then_restart_reaps_it(tmp_path: Path
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                           trust_env=False) as c:
             aid = c.post("/api/actions", json=slow).json()["action_id"]
-            wait_for(lambda: any("runc container" in x for x in leftovers(s)),
-                     "the sandbox to start")
+            runc = RuncDriver(s.state_dir / "runc")
+            wait_for(lambda: any(runc.state(i) == "running" for i in runc.list_ids()),
+                     "the sandbox to run")
         p.send_signal(signal.SIGKILL)
         p.wait(10)
+    except BaseException:
+        p.kill()  # whatever failed, leave no sandbox behind: its owner dies, gc reaps it
+        p.wait()
+        SandboxManager(s).gc()
+        raise
     finally:
         if p.poll() is None:
             p.kill()
@@ -327,9 +335,10 @@ def test_kill_9_with_a_real_sandbox_running_then_restart_reaps_it(tmp_path: Path
         if p.stderr:
             p.stderr.close()
     left = leftovers(s)
-    assert any("runc container" in x for x in left) and any("cgroup" in x for x in left), left
     orch = Orchestrator(s)
     try:
+        assert any("runc container" in x for x in left), left
+        assert any("cgroup" in x for x in left), left
         with live_server(s, orch) as live, live.client() as c:
             assert not leftovers(s), leftovers(s)
             assert c.get(f"/api/actions/{aid}").json()["status"] == "interrupted"
@@ -340,6 +349,7 @@ def test_kill_9_with_a_real_sandbox_running_then_restart_reaps_it(tmp_path: Path
             assert c.get("/api/audit/verify").json()["ok"] is True
     finally:
         orch.close()
+        SandboxManager(s).gc()  # a no-op when the restart reaped it, as it must
     assert not leftovers(s), leftovers(s)
 
 

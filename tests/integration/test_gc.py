@@ -99,6 +99,9 @@ def test_gc_removes_what_a_killed_owner_left_and_spares_live_sandboxes(tmp_path:
         assert len(report["removed"]) == 4, report
         assert report["live"] == [live.id], report
         assert report["errors"] == []
+        # the one-shots' foreground `runc run`/`runsc run` outlived their owner: gc stops them
+        # first, so none can finish creating a container after it
+        assert sum("runtime process" in d for d in report["details"]) >= 2, report
 
         remaining = leftovers(s)
         assert all(live.id in x for x in remaining), remaining

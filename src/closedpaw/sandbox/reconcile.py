@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,13 @@ class GcReport:
     def to_dict(self) -> dict[str, Any]:
         return {"removed": list(self.removed), "live": list(self.live),
                 "errors": list(self.errors), "details": list(self.details)}
+
+
+def _scandir(d: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(d))
+    except OSError:
+        return []
 
 
 def _mounts_under(path: Path) -> list[Path]:
@@ -92,6 +100,26 @@ def _abandoned_cgroup(parent: str, sid: str, grace_s: float) -> bool:
     return True
 
 
+def _runtime_processes(bundle: Path) -> list[int]:
+    """Runtime processes (``runc``/``runsc``) still working on ``bundle``: a foreground
+    ``run`` whose owner died keeps going in its own session, and may still be creating the
+    container."""
+    needle = os.fsencode(str(bundle))
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        prog = os.path.basename(argv[0]) if argv else b""
+        if prog in (b"runc", b"runsc") and any(a == needle for a in argv):
+            pids.append(int(name))
+    return pids
+
+
 class _Collector:
     def __init__(self, settings: Settings, drivers: Mapping[str, Driver]) -> None:
         self.settings = settings
@@ -105,9 +133,16 @@ class _Collector:
     def has_state(self, sid: str) -> bool:
         return any((self.sandboxes / n).exists() for n in (sid, ownership.NEW_PREFIX + sid))
 
-    def stop_container(self, sid: str) -> None:
+    def stop_container(self, sid: str, *, force: bool = False) -> None:
+        """Kill and delete ``sid`` in every runtime that knows it (with ``force``, in every
+        runtime whose root has any trace of it: a half-created container has no loadable
+        state, but ``delete --force`` still removes it)."""
         for name, drv in self.drivers.items():
-            if drv.state(sid) is None:
+            known = drv.state(sid) is not None
+            root = getattr(drv, "root_dir", None)
+            trace = root is not None and any(
+                e.name.startswith(sid) for e in _scandir(Path(root)))
+            if not known and not (force and trace):
                 continue
             self.details.append(f"{sid}: {name} container")
             with contextlib.suppress(Exception):
@@ -116,7 +151,14 @@ class _Collector:
 
     def reap(self, sid: str, path: Path, fd: int) -> None:
         try:
-            self.stop_container(sid)
+            # First stop any runtime process still at work on this bundle (it could finish
+            # creating the container after us), then kill and delete the container by id
+            # even when the runtime cannot load its state yet.
+            for pid in _runtime_processes(path):
+                self.details.append(f"{sid}: runtime process {pid}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.stop_container(sid, force=True)
             for m in _mounts_under(path):
                 self.details.append(f"{sid}: mount {m}")
                 unmount_output(m)
