@@ -56,6 +56,17 @@ def _hide_from_sandbox() -> None:
         pass
 
 
+
+def read_chunk(fd: int) -> bytes | None:
+    """Up to 64 KiB from a non-blocking ``fd``: ``None`` when nothing is there yet, ``b""`` at
+    end of file or on an error (the stream is over either way)."""
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
 class Job:
     """A command (or a kernel cell) whose output is streamed under one request id."""
 
@@ -247,12 +258,9 @@ class Agent:
 
     def pump(self, job: Job, fd: int) -> None:
         typ = job.fds[fd]
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
+        data = read_chunk(fd)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.sel.unregister(fd)
             if job.kernel is None:
@@ -390,12 +398,9 @@ class Agent:
         return k
 
     def kernel_output(self, k: Kernel, fd: int) -> None:
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
+        data = read_chunk(fd)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             if fd in self.sel.get_map():
                 self.sel.unregister(fd)
