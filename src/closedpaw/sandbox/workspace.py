@@ -280,14 +280,15 @@ class Workspace:
     def build(self, argv: Sequence[str], env: Mapping[str, str], cwd: str) -> dict[str, Any]:
         """Build, validate and write ``config.json`` for ``argv`` as the container process."""
         assert self.lower is not None
-        planned = build_config(self._inputs(argv, env, cwd))["mounts"]
-        if self._needs_overlay(cwd, planned) and not self.overlay:
+        config = build_config(self._inputs(argv, env, cwd))
+        # Always checked: a working directory under a mount is refused even on an overlay.
+        if self._needs_overlay(cwd, config["mounts"]) and not self.overlay:
             # The host skeleton lacks a directory the runtime must create: give this sandbox
             # its own (still read-only) overlay, so the shared skeleton is never touched.
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
                           self.spec.limits.disk_mb)
             self.overlay = True
-        config = build_config(self._inputs(argv, env, cwd))
+            config = build_config(self._inputs(argv, env, cwd))  # the root is the overlay now
         check_config(config, host_limits())
         tmp = self.dir / "config.json.tmp"
         with open(tmp, "w") as f:
