@@ -211,3 +211,16 @@ def write_report(res: dict[str, Any], path: Path, text: str, leaks: dict[str, An
         return 1
     print("cleanup verified: nothing the benchmark started was left behind")
     return 0
+
+
+def remove_bench_state(state_dir: Path, cgroup_parent: str, leaks: dict[str, Any],
+                       key: str = "cgroup_parents") -> None:
+    """When nothing leaked, remove the benchmark's own state dir and empty cgroup parents;
+    parents that cannot go are recorded in ``leaks[key]``."""
+    import shutil
+
+    if leaks:
+        return
+    shutil.rmtree(state_dir, ignore_errors=True)
+    if bad := remove_empty_cgroup_parents(cgroup_parent):
+        leaks[key] = bad

@@ -31,7 +31,6 @@ started leaked and exits 1 if anything did.
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ from _common import (
     machine_info,
     mounts_under,
     processes_mentioning,
-    remove_empty_cgroup_parents,
+    remove_bench_state,
     run_rounds,
     summary,
     write_report,
@@ -328,10 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         mgr.close()
     elapsed = time.monotonic() - t_start
     leaks = leaks_of(BENCH, drivers)
-    if not leaks:
-        shutil.rmtree(BENCH.state_dir, ignore_errors=True)
-        if bad := remove_empty_cgroup_parents(BENCH.cgroup_parent):
-            leaks["cgroup_parents"] = bad
+    remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks)
 
     host = summary(samples["host"]["host"])
     cpu_host = summary(extra["cpu"]["host"])

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -43,7 +42,7 @@ from _common import (
     machine_info,
     mounts_under,
     processes_mentioning,
-    remove_empty_cgroup_parents,
+    remove_bench_state,
     run_rounds,
     runtime_ids,
     summary,
@@ -304,11 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         time.sleep(0.3)
     leaks.update({f"cli_{k}": v for k, v in cli_new.items()})
-    if not leaks:
-        shutil.rmtree(BENCH.state_dir, ignore_errors=True)
-        bad = remove_empty_cgroup_parents(BENCH.cgroup_parent)
-        if bad:
-            leaks["bench_cgroup_parents"] = bad
+    remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks, "bench_cgroup_parents")
 
     if failure is not None:
         if leaks:

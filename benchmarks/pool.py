@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -44,7 +43,7 @@ from _common import (
     bench_args,
     machine_info,
     processes_mentioning,
-    remove_empty_cgroup_parents,
+    remove_bench_state,
     summary,
     write_report,
 )
@@ -297,11 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = processes_mentioning(str(BENCH.state_dir) + "/")
     if procs:
         leaks["processes"] = procs
-    if not leaks:
-        shutil.rmtree(BENCH.state_dir, ignore_errors=True)
-        bad = remove_empty_cgroup_parents(BENCH.cgroup_parent)
-        if bad:
-            leaks["cgroup_parents"] = bad
+    remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks)
     if failure is not None:
         if leaks:
             print(f"LEAKED: {json.dumps(leaks, indent=1)}", file=sys.stderr)
