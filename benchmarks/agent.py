@@ -55,8 +55,8 @@ from _common import (
 
 from closedpaw.sandbox.bundle.oci import BASE_ENV
 from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver, clean_env
-from closedpaw.sandbox.manager import SandboxManager, require_root
-from closedpaw.sandbox.sandbox import Sandbox
+from closedpaw.sandbox.lifecycle.manager import SandboxManager, require_root
+from closedpaw.sandbox.lifecycle.sandbox import Sandbox
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 
@@ -156,30 +156,30 @@ def spawn_floor_case(sb: Sandbox) -> Case:
 def raw_concurrent_round(drv: OCICLIDriver) -> float:
     """The floor of the concurrency case: CONCURRENT raw ``run``s of the same bundle the
     library writes, started at once (allocation and deletion untimed)."""
-    from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
+    from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
 
     wss = []
     try:
         for _ in range(CONCURRENT):
-            ws = Workspace.allocate(BENCH, new_sandbox_id(), SPEC, drv.features())
-            wss.append(ws)
-            ws.build(["/usr/bin/python3", "-c", "pass"], {}, "/tmp")
+            sd = SandboxDir.allocate(BENCH, new_sandbox_id(), SPEC, drv.features())
+            wss.append(sd)
+            sd.build(["/usr/bin/python3", "-c", "pass"], {}, "/tmp")
         drv.root_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         env = clean_env()
         t0 = time.perf_counter_ns()
         procs = [subprocess.Popen([drv.binary, *drv.global_args(), "run", "--bundle",
-                                   str(ws.bundle), ws.sid], env=env,
+                                   str(sd.bundle), sd.sid], env=env,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for ws in wss]
+                                  stderr=subprocess.DEVNULL) for sd in wss]
         codes = [p.wait() for p in procs]
         t = _ms(t0)
         if any(codes):
             raise BenchError(f"raw concurrent {drv.name} runs exited {codes}")
         return t
     finally:
-        for ws in wss:
-            drv.delete(ws.sid)
-            ws.teardown()
+        for sd in wss:
+            drv.delete(sd.sid)
+            sd.teardown()
 
 
 def concurrent_round(mgr: SandboxManager, name: str) -> tuple[float, int]:

@@ -41,7 +41,7 @@ from _common import (
 from closedpaw.sandbox.bundle.oci import BASE_ENV
 from closedpaw.sandbox.images.debootstrap import RECIPES, build_image
 from closedpaw.sandbox.images.store import ImageStore
-from closedpaw.sandbox.manager import SandboxManager, require_root
+from closedpaw.sandbox.lifecycle.manager import SandboxManager, require_root
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 

@@ -10,7 +10,7 @@ Cases (per driver), each timed with ``time.perf_counter_ns`` around one call onl
                floor of the work itself (shared by both drivers);
 * ``raw``      ``runc --root R run --bundle B ID`` / ``runsc --root R --platform=ptrace
                --network=none --oci-seccomp run --bundle B ID`` on the very config.json the
-               library writes (a fresh Workspace per run, allocated and torn down outside the
+               library writes (a fresh SandboxDir per run, allocated and torn down outside the
                timed region; the container is force-deleted afterwards, also untimed);
 * ``library``  ``mgr.run(["python3", "-c", "pass"], runtime=X)`` in this warm process (probe
                cached); ``library+drain`` also waits for ``mgr.reaper.drain()`` (teardown);
@@ -51,9 +51,9 @@ from _common import (
 
 from closedpaw.sandbox.bundle.oci import BASE_ENV
 from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver, clean_env
-from closedpaw.sandbox.manager import SandboxManager, require_root
+from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
+from closedpaw.sandbox.lifecycle.manager import SandboxManager, require_root
 from closedpaw.sandbox.spec import SandboxSpec
-from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
 from closedpaw.settings import Settings
 
 WARMUP = 2
@@ -78,7 +78,7 @@ class BenchError(Exception):
 
 # -- cases ---------------------------------------------------------------------------------
 # Each case is a callable doing ONE run and returning {metric: ms}; anything it does outside
-# the timed call (workspace allocation, deletion, teardown) is not counted.
+# the timed call (state dir allocation, deletion, teardown) is not counted.
 
 Case = Callable[[], dict[str, float]]
 
@@ -104,13 +104,13 @@ def raw_case(name: str, driver: OCICLIDriver, raw_live: set[str]) -> Case:
 
     def once() -> dict[str, float]:
         sid = new_sandbox_id()
-        ws = Workspace.allocate(BENCH, sid, SandboxSpec(), features)
+        sd = SandboxDir.allocate(BENCH, sid, SandboxSpec(), features)
         raw_live.add(sid)
         try:
-            ws.build(RAW_ARGV, {}, "/tmp")
+            sd.build(RAW_ARGV, {}, "/tmp")
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             cmd = [driver.binary, "--root", str(root), *RAW_FLAGS[name],
-                   "run", "--bundle", str(ws.bundle), sid]
+                   "run", "--bundle", str(sd.bundle), sid]
             t0 = time.perf_counter_ns()
             p = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                                check=False)
@@ -120,7 +120,7 @@ def raw_case(name: str, driver: OCICLIDriver, raw_live: set[str]) -> Case:
                                  f"{p.stderr.decode(errors='replace')[-600:]}")
         finally:
             driver.delete(sid)        # `run` removes it on exit; --force makes sure
-            ws.teardown()
+            sd.teardown()
             raw_live.discard(sid)
         return {"raw": t}
     return once

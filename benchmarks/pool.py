@@ -50,10 +50,10 @@ from _common import (
 from oneshot import RAW_FLAGS, footprint
 
 from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver, clean_env
-from closedpaw.sandbox.manager import SandboxManager, require_root
-from closedpaw.sandbox.sandbox import Sandbox
+from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
+from closedpaw.sandbox.lifecycle.manager import SandboxManager, require_root
+from closedpaw.sandbox.lifecycle.sandbox import Sandbox
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
-from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
 from closedpaw.settings import Settings
 
 DRIVERS = ("runc", "runsc")
@@ -77,12 +77,12 @@ def ms_since(t0: int) -> float:
 
 def raw_run(driver: OCICLIDriver, name: str) -> float:
     sid = new_sandbox_id()
-    ws = Workspace.allocate(BENCH, sid, SandboxSpec(), driver.features())
+    sd = SandboxDir.allocate(BENCH, sid, SandboxSpec(), driver.features())
     try:
-        ws.build(["/bin/true"], {}, "/tmp")
+        sd.build(["/bin/true"], {}, "/tmp")
         driver.root_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         cmd = [driver.binary, "--root", str(driver.root_dir), *RAW_FLAGS[name], "run",
-               "--bundle", str(ws.bundle), sid]
+               "--bundle", str(sd.bundle), sid]
         t0 = time.perf_counter_ns()
         p = subprocess.run(cmd, env=clean_env(), stdin=subprocess.DEVNULL,
                            capture_output=True, check=False)
@@ -91,7 +91,7 @@ def raw_run(driver: OCICLIDriver, name: str) -> float:
             raise BenchError(f"raw {name} run exited {p.returncode}: {p.stderr[-400:]!r}")
     finally:
         driver.delete(sid)
-        ws.teardown()
+        sd.teardown()
     return t
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from closedpaw.errors import ImageError
-from closedpaw.sandbox.cgroups import CGROUP_ROOT, is_v2
+from closedpaw.sandbox.host.cgroups import CGROUP_ROOT, is_v2
 from closedpaw.sandbox.images.debootstrap import RECIPES, build_image
 from closedpaw.sandbox.images.store import Image, ImageStore
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.settings import Settings
 
 RUNTIMES = ("runc", "runsc")

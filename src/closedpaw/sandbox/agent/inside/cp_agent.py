@@ -13,7 +13,7 @@ its stdin (requests from the host) and stdout (replies). It
 
 Frame: a 16-byte big-endian header (type u8, flags u8, reserved u16, request id u32,
 sequence u32, payload length u32) and at most ``MAX_PAYLOAD`` bytes of payload.
-The host side is :mod:`closedpaw.sandbox.channel`; the constants must match.
+The host side is :mod:`closedpaw.sandbox.agent.channel`; the constants must match.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Host side of the in-sandbox agent's channel: framing, validation, request multiplexing.
 
-The agent (:mod:`closedpaw.sandbox.inside.cp_agent`) is PID 1 of a long-lived sandbox; its
+The agent (:mod:`closedpaw.sandbox.agent.inside.cp_agent`) is PID 1 of a long-lived sandbox; its
 stdin/stdout are a pipe pair held by the foreground ``runc run``/``runsc run`` the host
 started. Everything the agent sends is untrusted: one reader thread per sandbox reads frames
 with a hard cap per frame (``MAX_PAYLOAD``), checks the type, the request id, the sequence

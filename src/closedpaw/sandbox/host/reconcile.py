@@ -5,7 +5,7 @@ state directory ``<state_dir>/sandboxes/<id>`` (bundle, staged /input, the /outp
 the container in the runtime's root ``<state_dir>/<runtime>``, and the cgroups
 ``<cgroup_parent>/<id>``; a snapshot's image is ``<snapshots>/snap-<12 hex>``, locked the
 same way. A sandbox is garbage when its owner is gone, which the owner's lock
-on the state directory tells (:mod:`closedpaw.sandbox.ownership`); containers and cgroups with
+on the state directory tells (:mod:`closedpaw.sandbox.host.ownership`); containers and cgroups with
 no state directory at all are garbage too, since the directory is made first and removed last.
 Live sandboxes of other processes are never touched; nor are cgroups that have processes or
 are younger than a minute, since another instance may share the cgroup parent.
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from closedpaw.sandbox import ownership
-from closedpaw.sandbox.cgroups import CGROUP_ROOT, CgroupAccounting, is_v2
 from closedpaw.sandbox.drivers.base import Driver
-from closedpaw.sandbox.files import unmount_output
+from closedpaw.sandbox.host import ownership
+from closedpaw.sandbox.host.cgroups import CGROUP_ROOT, CgroupAccounting, is_v2
+from closedpaw.sandbox.host.files import unmount_output
 from closedpaw.settings import Settings
 
 __all__ = ["GcReport", "collect_garbage"]
