@@ -43,10 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     bench_args,
-    cgroup_children,
+    footprint,
     machine_info,
-    mounts_under,
-    processes_mentioning,
     remove_bench_state,
     run_rounds,
     summary,
@@ -225,24 +223,6 @@ def cpu_rounds(n: int, sandboxes: dict[str, Sandbox], rounds: int) -> dict[str, 
     return out
 
 
-def leaks_of(settings: Settings, drivers: dict[str, OCICLIDriver]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    d = settings.state_dir / "sandboxes"
-    if d.exists() and (left := sorted(p.name for p in d.iterdir())):
-        found["state_dirs"] = left
-    cg = {k: v for k, v in cgroup_children(settings.cgroup_parent).items() if v}
-    if cg:
-        found["cgroups"] = [f"{k}/{c}" for k, v in cg.items() for c in v]
-    if m := mounts_under(str(settings.state_dir) + "/"):
-        found["mounts"] = m
-    for name, drv in drivers.items():
-        if (settings.state_dir / name).exists() and (ids := drv.list_ids()):
-            found[f"{name}_containers"] = list(ids)
-    if procs := processes_mentioning(str(settings.state_dir) + "/"):
-        found["processes"] = procs
-    return found
-
-
 def _row(lines: list[str], label: str, s: dict[str, Any], ratio: str = "") -> None:
     lines.append(f"  {label:<34}{s['min_ms']:8.2f}  {s['median_ms']:9.2f}  {ratio}")
 
@@ -326,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             sb.delete()
         mgr.close()
     elapsed = time.monotonic() - t_start
-    leaks = leaks_of(BENCH, drivers)
+    leaks = footprint(BENCH)
     remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks)
 
     host = summary(samples["host"]["host"])

@@ -38,13 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     REPO,
     bench_args,
-    cgroup_children,
+    footprint,
     machine_info,
-    mounts_under,
-    processes_mentioning,
+    new_items,
     remove_bench_state,
     run_rounds,
-    runtime_ids,
     summary,
     write_report,
 )
@@ -160,34 +158,6 @@ def cli_case(name: str) -> Case:
 
 # -- leak bookkeeping ------------------------------------------------------------------------
 
-def _dir_entries(d: Path) -> set[str]:
-    try:
-        return {e.name for e in os.scandir(d)}
-    except FileNotFoundError:
-        return set()
-
-
-def footprint(settings: Settings, drivers: dict[str, OCICLIDriver]) -> dict[str, list[str]]:
-    """Everything of ``settings``' that may outlive a sandbox, as sorted lists."""
-    fp: dict[str, list[str]] = {
-        "state_dirs": sorted(_dir_entries(settings.state_dir / "sandboxes")),
-        "cgroups": sorted(f"{k}/{c}" for k, v in cgroup_children(settings.cgroup_parent).items()
-                          for c in v),
-        "mounts": sorted(mounts_under(str(settings.state_dir) + "/")),
-    }
-    for name, drv in drivers.items():
-        root = settings.state_dir / name
-        fp[f"{name}_containers"] = (sorted(runtime_ids(drv.binary, ["--root", str(root)],
-                                                       LIST_ARGS[name]))
-                                    if root.exists() else [])
-    return fp
-
-
-def new_items(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, list[str]]:
-    return {k: sorted(set(v) - set(before.get(k, []))) for k, v in after.items()
-            if set(v) - set(before.get(k, []))}
-
-
 # -- report ------------------------------------------------------------------------------------
 
 def _fmt_row(case: str, s: dict[str, Any] | None, ratio: str, floor: str) -> str:
@@ -258,12 +228,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"from the raw case's; update RAW_FLAGS")
         drivers[name] = drv
 
-    pre = footprint(BENCH, drivers)
+    pre = footprint(BENCH)
     if any(pre.values()):
         raise BenchError(f"leftovers from an earlier run under {BENCH.state_dir} / "
                          f"{BENCH.cgroup_parent}; clean them first: {pre}")
-    cli_drivers = {n: type(d)(CLI_DEFAULTS.state_dir / n) for n, d in drivers.items()}
-    cli_before = footprint(CLI_DEFAULTS, cli_drivers)
+    cli_before = footprint(CLI_DEFAULTS)
 
     raw_live: set[str] = set()
     cases: list[tuple[str, Case]] = [("host", host_case())]
@@ -291,14 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     leaks: dict[str, Any] = {}
     if mgr.reaper.errors:
         leaks["reaper_errors"] = list(mgr.reaper.errors)
-    after = footprint(BENCH, drivers)
+    after = footprint(BENCH)
     leaks.update({f"bench_{k}": v for k, v in after.items() if v})
-    procs = processes_mentioning(str(BENCH.state_dir) + "/")
-    if procs:
-        leaks["bench_processes"] = procs
     cli_new: dict[str, list[str]] = {}
     for _ in range(10):  # the CLI drains before exiting; allow a moment for other users' runs
-        cli_new = new_items(cli_before, footprint(CLI_DEFAULTS, cli_drivers))
+        cli_new = new_items(cli_before, footprint(CLI_DEFAULTS))
         if not cli_new:
             break
         time.sleep(0.3)

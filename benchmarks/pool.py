@@ -41,15 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     REPO,
     bench_args,
+    footprint,
     machine_info,
-    processes_mentioning,
     remove_bench_state,
     summary,
     write_report,
 )
-from oneshot import RAW_FLAGS, footprint
+from oneshot import RAW_FLAGS
 
 from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver, clean_env
+from closedpaw.sandbox.host import inventory
 from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
 from closedpaw.sandbox.lifecycle.manager import SandboxManager, require_root
 from closedpaw.sandbox.lifecycle.sandbox import Sandbox
@@ -98,7 +99,7 @@ def raw_run(driver: OCICLIDriver, name: str) -> float:
 def pss_bytes(sid: str) -> int:
     """Summed PSS of the host processes whose command line names the sandbox."""
     total = 0
-    for line in processes_mentioning(sid):
+    for line in inventory.processes_mentioning(sid):
         pid = line.split(":", 1)[0]
         try:
             for row in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         drv = mgr.driver(name)
         assert isinstance(drv, OCICLIDriver)
         drivers[name] = drv
-    pre = footprint(BENCH, drivers)
+    pre = footprint(BENCH)
     if any(pre.values()):
         raise BenchError(f"leftovers from an earlier run under {BENCH.state_dir}: {pre}")
     res: dict[str, Any] = {"benchmark": "pool", "machine": machine_info(),
@@ -287,15 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         failure = e
     finally:
         mgr.close()
-    leaks: dict[str, Any] = {f"bench_{k}": v for k, v in footprint(BENCH, drivers).items()
+    leaks: dict[str, Any] = {f"bench_{k}": v for k, v in footprint(BENCH).items()
                              if v}
     if mgr.reaper.errors:
         leaks["reaper_errors"] = list(mgr.reaper.errors)
-    if BENCH.snapshots.exists() and any(BENCH.snapshots.iterdir()):
-        leaks["snapshots"] = [str(p) for p in BENCH.snapshots.iterdir()]
-    procs = processes_mentioning(str(BENCH.state_dir) + "/")
-    if procs:
-        leaks["processes"] = procs
     remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks)
     if failure is not None:
         if leaks:
