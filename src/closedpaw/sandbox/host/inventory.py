@@ -13,11 +13,9 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from closedpaw.sandbox.drivers.base import Driver
 from closedpaw.sandbox.host.cgroups import CGROUP_ROOT, is_v2
 from closedpaw.settings import Settings
 
@@ -167,18 +165,12 @@ class Inventory:
         return bool(self.lines())
 
 
-def take(settings: Settings, drivers: Mapping[str, Driver] | None = None) -> Inventory:
-    """The inventory under ``settings``. Containers are listed through ``drivers`` when given
-    (their own roots), else through the ``runc``/``runsc`` binaries on the system path with
-    the roots ClosedPaw uses (``<state_dir>/<runtime>``)."""
+def take(settings: Settings) -> Inventory:
+    """The inventory under ``settings``; containers are listed with the ``runc``/``runsc``
+    binaries on the system path under the roots ClosedPaw uses (``<state_dir>/<runtime>``)."""
     sandboxes = settings.state_dir / "sandboxes"
-    containers: list[tuple[str, str]] = []
-    if drivers is not None:
-        for name, drv in drivers.items():
-            containers += [(name, c) for c in drv.list_ids()]
-    else:
-        for rt in RUNTIMES:
-            containers += [(rt, c) for c in container_ids(rt, settings.state_dir / rt)]
+    containers = [(rt, c) for rt in RUNTIMES
+                  for c in container_ids(rt, settings.state_dir / rt)]
     cgroups = [base / kid for base, kids in cgroup_children(settings.cgroup_parent).items()
                for kid in kids]
     return Inventory(

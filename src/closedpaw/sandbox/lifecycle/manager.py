@@ -252,7 +252,7 @@ class SandboxManager:
         return sb
 
     def list(self) -> list[SandboxInfo]:
-        boxes = self.live.live()
+        boxes = self.live.sandboxes()
         return [SandboxInfo(b.id, b.status, b.driver.name, b.created_at) for b in boxes]
 
     def status(self, sid: str) -> SandboxStatus:

@@ -101,7 +101,7 @@ class Registry(Generic[S]):
         with self._lock:
             return self._live.get(sid)
 
-    def live(self) -> list[S]:
+    def sandboxes(self) -> list[S]:
         with self._lock:
             return list(self._live.values())
 
@@ -130,7 +130,7 @@ class Registry(Generic[S]):
             pools = list(self._pools)
         for p in pools:
             p.close()
-        boxes = self.live()
+        boxes = self.sandboxes()
         for b in boxes:
             b.delete()
         with self._lock:

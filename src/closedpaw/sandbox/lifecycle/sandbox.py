@@ -80,7 +80,7 @@ class Code:
 
     ``run("x = 1")`` then ``run("print(x + 1)")``: python (the default) and node cells run in
     a persistent interpreter inside the sandbox, like a notebook kernel; the result is a
-    :class:`~closedpaw.sandbox.agent.stream.CodeResult` with stdout, stderr, ``value`` (the repr of
+    :class:`~closedpaw.sandbox.result.CodeResult` with stdout, stderr, ``value`` (the repr of
     the last expression) and ``error`` (with its traceback; ``exit_code`` is then 1). A cell
     that times out, or an interpreter that dies, is reported (``restarted``) and the next cell
     starts a fresh interpreter. ``run(lang, code, args=..., stdin=..., env=...)`` with any of
