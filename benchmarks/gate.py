@@ -25,7 +25,7 @@ from _common import REPO, summary, timed
 from closedpaw.audit import AuditEvent, AuditLog
 from closedpaw.orchestrator import ActionRequest, ActionStatus, Orchestrator
 from closedpaw.sandbox.drivers.fake import FakeDriver
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.security import Principal
 from closedpaw.settings import Settings
 

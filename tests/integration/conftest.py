@@ -25,7 +25,7 @@ import pytest
 from closedpaw.api import create_app
 from closedpaw.orchestrator import Orchestrator
 from closedpaw.sandbox.drivers.fake import FakeDriver, Handler
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.settings import Settings
 from tests.conftest import TEST_CGROUP, leftovers
 

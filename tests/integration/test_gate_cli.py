@@ -18,7 +18,7 @@ import pytest
 
 from closedpaw.orchestrator import Orchestrator
 from closedpaw.sandbox.drivers.runc import RuncDriver
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.settings import Settings
 from tests.conftest import TEST_CGROUP, TEST_STATE, leftovers, require_runtime
 from tests.integration.conftest import (
@@ -239,7 +239,7 @@ from pathlib import Path
 from closedpaw.api import create_app
 from closedpaw.orchestrator import Orchestrator
 from closedpaw.sandbox.drivers.fake import FakeDriver
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.settings import Settings
 
 def slow(argv, stdin):

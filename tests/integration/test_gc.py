@@ -13,7 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from tests.conftest import TEST_CGROUP, leftovers, require_runtime, sandbox_settings
 
@@ -22,7 +22,7 @@ CLI = str(Path(sys.executable).with_name("closedpaw"))
 OWNER = textwrap.dedent("""
     import sys, threading
     from pathlib import Path
-    from closedpaw.sandbox.manager import SandboxManager
+    from closedpaw.sandbox.lifecycle.manager import SandboxManager
     from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
     from closedpaw.settings import Settings
 

@@ -191,8 +191,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not os.path.exists(args.input):
                 _die(f"--input {args.input}: no such file or directory")
         stdin = sys.stdin.buffer.read() if args.stdin else b""
-        from closedpaw.sandbox.manager import SandboxManager
-        from closedpaw.sandbox.reaper import Reaper
+        from closedpaw.sandbox.host.reaper import Reaper
+        from closedpaw.sandbox.lifecycle.manager import SandboxManager
         from closedpaw.settings import Settings
 
         settings = Settings.from_env()
@@ -267,7 +267,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from closedpaw.errors import ClosedPawError
-    from closedpaw.sandbox.manager import SandboxManager
+    from closedpaw.sandbox.lifecycle.manager import SandboxManager
 
     try:
         report = SandboxManager().gc()

@@ -42,7 +42,7 @@ from closedpaw.security.tokens import hash_token, new_token
 from closedpaw.settings import Settings
 
 if TYPE_CHECKING:
-    from closedpaw.sandbox.manager import SandboxManager
+    from closedpaw.sandbox.lifecycle.manager import SandboxManager
 
 __all__ = ["Listener", "Orchestrator"]
 
@@ -123,7 +123,7 @@ class Orchestrator:
     def sandbox_manager(self) -> SandboxManager:
         with self._lock:
             if self._manager is None:
-                from closedpaw.sandbox.manager import SandboxManager
+                from closedpaw.sandbox.lifecycle.manager import SandboxManager
 
                 self._manager = SandboxManager(self.settings)
             return self._manager

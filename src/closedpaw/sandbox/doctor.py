@@ -8,8 +8,8 @@ from typing import Any
 
 from closedpaw.errors import ClosedPawError
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls, load_profile, to_oci
-from closedpaw.sandbox.cgroups import CGROUP_ROOT, is_v2
 from closedpaw.sandbox.drivers.detect import PREFERENCE
+from closedpaw.sandbox.host.cgroups import CGROUP_ROOT, is_v2
 from closedpaw.sandbox.images.store import ImageStore
 from closedpaw.settings import Settings
 
@@ -38,7 +38,7 @@ def _overlayfs() -> bool:
 
 
 def diagnose(settings: Settings | None = None, *, fresh: bool = False) -> dict[str, Any]:
-    from closedpaw.sandbox.manager import SandboxManager
+    from closedpaw.sandbox.lifecycle.manager import SandboxManager
 
     settings = settings or Settings.from_env()
     root = os.geteuid() == 0

@@ -1,6 +1,6 @@
 """A sandbox's footprint on the host: its state dir, bundle, files and cgroups.
 
-:meth:`Workspace.allocate` builds everything a runtime needs; :meth:`Workspace.teardown` removes
+:meth:`SandboxDir.allocate` builds everything a runtime needs; :meth:`SandboxDir.teardown` removes
 all of it and is safe to call more than once. Bundle content comes from the pure functions in
 :mod:`closedpaw.sandbox.bundle` and is validated before it is written.
 """
@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from closedpaw.errors import SpecError
-from closedpaw.sandbox import ownership
 from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
 from closedpaw.sandbox.bundle.oci import SANDBOX_GID, SANDBOX_UID, merge_env
 from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls
 from closedpaw.sandbox.bundle.validate import OVERLAY_ANNOTATION, SANDBOX_ID_ANNOTATION
-from closedpaw.sandbox.cgroups import CgroupAccounting
 from closedpaw.sandbox.drivers.base import DriverFeatures
-from closedpaw.sandbox.files import mount_output, stage_input, unmount_output
+from closedpaw.sandbox.host import ownership
+from closedpaw.sandbox.host.cgroups import CgroupAccounting
+from closedpaw.sandbox.host.files import mount_output, stage_input, unmount_output
 from closedpaw.sandbox.images.host import HostRootfs, prepare_host_rootfs
 from closedpaw.sandbox.images.overlay import mount_overlay, unmount_overlay
 from closedpaw.sandbox.images.store import HOST_IMAGE, ImageStore
@@ -33,7 +33,7 @@ from closedpaw.sandbox.result import Isolation
 from closedpaw.sandbox.spec import SandboxSpec
 from closedpaw.settings import Settings
 
-__all__ = ["ID_PREFIX", "Workspace", "host_limits", "new_sandbox_id"]
+__all__ = ["ID_PREFIX", "SandboxDir", "host_limits", "new_sandbox_id"]
 
 ID_PREFIX = "cp-"
 
@@ -185,7 +185,7 @@ def _rootfs_stamp(config: Mapping[str, Any]) -> str:
     return f"host-bind:{mode}" if image == HOST_IMAGE else f"{image}:{mode}"
 
 
-class Workspace:
+class SandboxDir:
     """Host-side state of one sandbox under ``settings.state_dir/sandboxes/<id>``."""
 
     def __init__(self, settings: Settings, sid: str, spec: SandboxSpec,
@@ -211,7 +211,7 @@ class Workspace:
 
     @classmethod
     def allocate(cls, settings: Settings, sid: str, spec: SandboxSpec,
-                 features: DriverFeatures) -> Workspace:
+                 features: DriverFeatures) -> SandboxDir:
         ws = cls(settings, sid, spec, features)
         try:
             ws._allocate()

@@ -1,6 +1,6 @@
 """Host side of the in-sandbox agent's channel: framing, validation, request multiplexing.
 
-The agent (:mod:`closedpaw.sandbox.inside.cp_agent`) is PID 1 of a long-lived sandbox; its
+The agent (:mod:`closedpaw.sandbox.agent.inside.cp_agent`) is PID 1 of a long-lived sandbox; its
 stdin/stdout are a pipe pair held by the foreground ``runc run``/``runsc run`` the host
 started. Everything the agent sends is untrusted: one reader thread per sandbox reads frames
 with a hard cap per frame (``MAX_PAYLOAD``), checks the type, the request id, the sequence
@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import marshal
 import os
 import queue
 import struct
@@ -130,7 +131,7 @@ class AgentChannel:
             self._next = 1 if self._next >= _MAX_RID else self._next + 1
             req = Request(rid, cap)
             self._reqs[rid] = req
-        body = json.dumps(payload).encode()
+        body = marshal.dumps(payload)  # the agent trusts the host; the reverse stays JSON
         if len(body) > MAX_PAYLOAD:
             with self._lock:
                 self._reqs.pop(rid, None)

@@ -5,8 +5,9 @@ state directory ``<state_dir>/sandboxes/<id>`` (bundle, staged /input, the /outp
 the container in the runtime's root ``<state_dir>/<runtime>``, and the cgroups
 ``<cgroup_parent>/<id>``; a snapshot's image is ``<snapshots>/snap-<12 hex>``, locked the
 same way. A sandbox is garbage when its owner is gone, which the owner's lock
-on the state directory tells (:mod:`closedpaw.sandbox.ownership`); containers and cgroups with
+on the state directory tells (:mod:`closedpaw.sandbox.host.ownership`); containers and cgroups with
 no state directory at all are garbage too, since the directory is made first and removed last.
+What exists is read from :mod:`closedpaw.sandbox.host.inventory`.
 Live sandboxes of other processes are never touched; nor are cgroups that have processes or
 are younger than a minute, since another instance may share the cgroup parent.
 """
@@ -23,10 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from closedpaw.sandbox import ownership
-from closedpaw.sandbox.cgroups import CGROUP_ROOT, CgroupAccounting, is_v2
 from closedpaw.sandbox.drivers.base import Driver
-from closedpaw.sandbox.files import unmount_output
+from closedpaw.sandbox.host import ownership
+from closedpaw.sandbox.host.cgroups import CgroupAccounting
+from closedpaw.sandbox.host.files import unmount_output
+from closedpaw.sandbox.host.inventory import (
+    cgroup_bases,
+    cgroup_children,
+    mounts_under,
+    runtime_processes,
+)
 from closedpaw.settings import Settings
 
 __all__ = ["GcReport", "collect_garbage"]
@@ -54,39 +61,16 @@ def _scandir(d: Path) -> list[os.DirEntry[str]]:
         return []
 
 
-def _mounts_under(path: Path) -> list[Path]:
-    prefix = str(path).rstrip("/") + "/"
-    out = []
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                mnt = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
-                             line.split()[1])
-                if mnt.startswith(prefix):
-                    out.append(Path(mnt))
-    except OSError:
-        pass
-    return sorted(out, key=lambda p: len(str(p)), reverse=True)
-
-
 def _cgroup_ids(parent: str) -> set[str]:
-    bases = [CGROUP_ROOT / parent] if is_v2() else [
-        d / parent for d in CGROUP_ROOT.iterdir() if d.is_dir() and not d.is_symlink()]
-    ids: set[str] = set()
-    for base in bases:
-        with contextlib.suppress(OSError):
-            ids.update(e.name for e in os.scandir(base) if e.is_dir() and _ID.match(e.name))
-    return ids
+    return {k for kids in cgroup_children(parent).values() for k in kids if _ID.match(k)}
 
 
 def _abandoned_cgroup(parent: str, sid: str, grace_s: float) -> bool:
     """No process in any of the sandbox's cgroups, and none created in the last ``grace_s``
     seconds. Another ClosedPaw instance may share the cgroup parent with a different state
     dir; its sandboxes' cgroups are busy or new, so they are never taken."""
-    bases = [CGROUP_ROOT / parent / sid] if is_v2() else [
-        d / parent / sid for d in CGROUP_ROOT.iterdir() if d.is_dir() and not d.is_symlink()]
     now = time.time()
-    for base in bases:
+    for base in (b / sid for b in cgroup_bases(parent)):
         if not base.is_dir():
             continue
         for dirpath, _, files in os.walk(base):
@@ -98,26 +82,6 @@ def _abandoned_cgroup(parent: str, sid: str, grace_s: float) -> bool:
             except OSError:
                 continue
     return True
-
-
-def _runtime_processes(bundle: Path) -> list[int]:
-    """Runtime processes (``runc``/``runsc``) still working on ``bundle``: a foreground
-    ``run`` whose owner died keeps going in its own session, and may still be creating the
-    container."""
-    needle = os.fsencode(str(bundle))
-    pids = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        prog = os.path.basename(argv[0]) if argv else b""
-        if prog in (b"runc", b"runsc") and any(a == needle for a in argv):
-            pids.append(int(name))
-    return pids
 
 
 class _Collector:
@@ -154,12 +118,12 @@ class _Collector:
             # First stop any runtime process still at work on this bundle (it could finish
             # creating the container after us), then kill and delete the container by id
             # even when the runtime cannot load its state yet.
-            for pid in _runtime_processes(path):
+            for pid in runtime_processes(path):
                 self.details.append(f"{sid}: runtime process {pid}")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             self.stop_container(sid, force=True)
-            for m in _mounts_under(path):
+            for m in mounts_under(path):
                 self.details.append(f"{sid}: mount {m}")
                 unmount_output(m)
             CgroupAccounting(self.settings.cgroup_parent, sid).remove()

@@ -7,7 +7,7 @@ Lifecycle: pending -> creating -> running <-> paused -> stopping -> stopped, or 
 ``with manager.create(spec) as sb:`` deletes it on exit.
 
 When the image has ``/usr/bin/python3`` (the host, python and multi images), the sandbox's
-init is the in-sandbox agent (:mod:`closedpaw.sandbox.inside.cp_agent`), started in the
+init is the in-sandbox agent (:mod:`closedpaw.sandbox.agent.inside.cp_agent`), started in the
 foreground by ``runc run``/``runsc run`` with a pipe pair as its stdin/stdout: commands start
 in ~1 ms instead of a ``runc exec``/``runsc exec`` each. Images without python3 (node, shell)
 keep the idle shell init and run each command with the runtime's ``exec`` (``agent`` is then
@@ -17,7 +17,6 @@ False on the sandbox and in ``sb.info()``).
 from __future__ import annotations
 
 import contextlib
-import enum
 import itertools
 import os
 import signal
@@ -26,7 +25,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from closedpaw.errors import (
     AgentProtocolError,
@@ -35,40 +33,27 @@ from closedpaw.errors import (
     SnapshotError,
     SpecError,
 )
-from closedpaw.sandbox.channel import T_CELL, T_EXEC, AgentChannel
+from closedpaw.sandbox.agent.channel import T_CELL, T_EXEC, AgentChannel
+from closedpaw.sandbox.agent.stream import ExecStream
 from closedpaw.sandbox.drivers.base import Driver, Process
-from closedpaw.sandbox.drivers.errors import command_start_failure
-from closedpaw.sandbox.execute import Outcome, runtime_failure, supervise
-from closedpaw.sandbox.files import collect_output
-from closedpaw.sandbox.output import OutputSink
-from closedpaw.sandbox.result import ExecutionResult, ResourceUsage, SkippedFile
+from closedpaw.sandbox.host.files import collect_output
+from closedpaw.sandbox.host.output import OutputSink
+from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
+from closedpaw.sandbox.lifecycle.execute import make_result, runtime_failure, supervise
+from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
+from closedpaw.sandbox.result import CodeResult, ExecutionResult, ResourceUsage, SkippedFile
 from closedpaw.sandbox.spec import ExecRequest, SandboxSpec
-from closedpaw.sandbox.stream import CodeResult, ExecStream
-from closedpaw.sandbox.workspace import Workspace
 
-if TYPE_CHECKING:
-    from closedpaw.sandbox.manager import SandboxManager
-
-__all__ = ["AGENT_ARGV", "INIT_ARGV", "Sandbox", "SandboxStatus"]
+__all__ = ["AGENT_ARGV", "INIT_ARGV", "Sandbox"]
 
 # The idle init of a long-lived sandbox without python3: exits on TERM, and its `wait` reaps
 # orphans.
 INIT_ARGV = ("/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait; done")
 # The agent init: the image's own python3, isolated (-I) and without site (-S).
 AGENT_ARGV = ("/usr/bin/python3", "-I", "-S", "/.closedpaw/cp_agent.py")
-AGENT_DIR = Path(__file__).resolve().parent / "inside"
+AGENT_DIR = Path(__file__).resolve().parent.parent / "agent" / "inside"
 AGENT_START_TIMEOUT_S = 30.0
 STATEFUL_LANGS = ("python", "node")
-
-
-class SandboxStatus(enum.StrEnum):
-    PENDING = "pending"
-    CREATING = "creating"
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    ERROR = "error"
 
 
 class Commands:
@@ -95,7 +80,7 @@ class Code:
 
     ``run("x = 1")`` then ``run("print(x + 1)")``: python (the default) and node cells run in
     a persistent interpreter inside the sandbox, like a notebook kernel; the result is a
-    :class:`~closedpaw.sandbox.stream.CodeResult` with stdout, stderr, ``value`` (the repr of
+    :class:`~closedpaw.sandbox.result.CodeResult` with stdout, stderr, ``value`` (the repr of
     the last expression) and ``error`` (with its traceback; ``exit_code`` is then 1). A cell
     that times out, or an interpreter that dies, is reported (``restarted``) and the next cell
     starts a fresh interpreter. ``run(lang, code, args=..., stdin=..., env=...)`` with any of
@@ -151,25 +136,25 @@ class Files:
         self._sb = sandbox
 
     def collect(self, dest: Path | None = None) -> tuple[list[str], list[SkippedFile]]:
-        ws = self._sb.workspace
+        sd = self._sb.state_dir
         target = dest or self._sb.spec.output_dir
-        if ws is None or ws.output_mount is None or target is None:
+        if sd is None or sd.output_mount is None or target is None:
             raise SandboxStateError("this sandbox has no /output (set SandboxSpec.output_dir)")
-        return collect_output(ws.output_mount, Path(target))
+        return collect_output(sd.output_mount, Path(target))
 
 
 class Sandbox:
-    """Created by :meth:`SandboxManager.create`; not constructed directly."""
+    """Created by :meth:`SandboxManager.create` (or :meth:`launch`); not constructed directly."""
 
-    def __init__(self, manager: SandboxManager, driver: Driver, spec: SandboxSpec,
+    def __init__(self, registry: Registry[Sandbox], driver: Driver, spec: SandboxSpec,
                  sid: str) -> None:
-        self.manager = manager
+        self.registry = registry
         self.driver = driver
         self.spec = spec
         self.id = sid
         self.status = SandboxStatus.PENDING
         self.created_at = time.time()
-        self.workspace: Workspace | None = None
+        self.state_dir: SandboxDir | None = None
         self.commands = Commands(self)
         self.files = Files(self)
         self.code = Code(self)
@@ -183,6 +168,23 @@ class Sandbox:
     def __repr__(self) -> str:
         return f"<Sandbox {self.id} {self.driver.name} {self.status.value}>"
 
+    @classmethod
+    def launch(cls, registry: Registry[Sandbox], spec: SandboxSpec, *,
+               runtime: str | None = None, restore_from: Path | None = None,
+               agent: bool = True) -> Sandbox:
+        """Create, register and start a sandbox under the registry's cap (what
+        :meth:`SandboxManager.create`, pools and snapshots do)."""
+        driver = registry.driver(runtime)
+        with registry.slot():
+            sb = cls(registry, driver, spec, new_sandbox_id())
+            registry.add(sb)
+            try:
+                sb.start(restore_from=restore_from, agent=agent)
+            except BaseException:
+                registry.forget(sb.id)
+                raise
+        return sb
+
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, restore_from: Path | None = None, *, agent: bool = True) -> None:
         """Boot the sandbox, or with ``restore_from`` (a runsc checkpoint image of a sandbox
@@ -194,21 +196,21 @@ class Sandbox:
             raise SandboxStateError(f"sandbox {self.id} is {self.status.value}, not pending")
         self.status = SandboxStatus.CREATING
         try:
-            ws = self.workspace = Workspace.allocate(self.manager.settings, self.id, self.spec,
+            sd = self.state_dir = SandboxDir.allocate(self.registry.settings, self.id, self.spec,
                                                      self.driver.features())
             if (agent and restore_from is None and self.driver.name in ("runc", "runsc")
-                    and ws.has_program(AGENT_ARGV[0])):
-                self._start_agent(ws)
+                    and sd.has_program(AGENT_ARGV[0])):
+                self._start_agent(sd)
             else:
-                ws.build(list(INIT_ARGV), {}, "/")
+                sd.build(list(INIT_ARGV), {}, "/")
                 if restore_from is None:
-                    self.driver.create(self.id, ws.bundle)
+                    self.driver.create(self.id, sd.bundle)
                 else:
                     restore = getattr(self.driver, "restore", None)
                     if restore is None:
                         raise SnapshotError(f"the {self.driver.name} driver cannot restore "
                                             "snapshots; use runsc")
-                    restore(self.id, ws.bundle, restore_from)
+                    restore(self.id, sd.bundle, restore_from)
                     self.restored = True
         except BaseException:
             self.status = SandboxStatus.ERROR
@@ -216,16 +218,16 @@ class Sandbox:
             raise
         self.status = SandboxStatus.RUNNING
 
-    def _start_agent(self, ws: Workspace) -> None:
-        ws.agent_dir = AGENT_DIR
-        ws.build(list(AGENT_ARGV), {}, "/")
-        log = ws.dir / "runtime.log"
-        self._init = self.driver.run(self.id, ws.bundle, stdin=True, log=log)
+    def _start_agent(self, sd: SandboxDir) -> None:
+        sd.agent_dir = AGENT_DIR
+        sd.build(list(AGENT_ARGV), {}, "/")
+        log = sd.dir / "runtime.log"
+        self._init = self.driver.run(self.id, sd.bundle, stdin=True, log=log)
         self._channel = AgentChannel(self._init, self.id, on_broken=self._agent_broken)
         try:
             self._channel.wait_ready(AGENT_START_TIMEOUT_S)
         except AgentProtocolError as e:
-            from closedpaw.sandbox.execute import _runtime_errors
+            from closedpaw.sandbox.lifecycle.execute import _runtime_errors
 
             detail = ""
             with contextlib.suppress(OSError):
@@ -240,7 +242,7 @@ class Sandbox:
     def _agent_broken(self, reason: str) -> None:
         """The channel failed (called from its reader thread): end this sandbox."""
         with self._lock:
-            if self.workspace is None or self.status in (
+            if self.state_dir is None or self.status in (
                     SandboxStatus.STOPPING, SandboxStatus.STOPPED, SandboxStatus.ERROR):
                 return
             self.status = SandboxStatus.ERROR
@@ -263,11 +265,11 @@ class Sandbox:
         current memory of every process in it (its init, every command and, under runsc,
         the Sentry and gofer of the user-space kernel). The peak is since the last command
         through the agent where the kernel lets it be reset (see README "Resource usage")."""
-        ws = self.workspace
-        if ws is None:
+        sd = self.state_dir
+        if sd is None:
             raise SandboxStateError(f"sandbox {self.id} is {self.status.value}; its cgroups "
                                     "are gone")
-        return ws.cgroups.usage()
+        return sd.cgroups.usage()
 
     def pause(self) -> None:
         self._require(SandboxStatus.RUNNING)
@@ -342,14 +344,14 @@ class Sandbox:
                                SandboxStatus.STOPPING):
                 self.stop()
         finally:
-            ws = self.workspace
-            if ws is not None and ws.output_mount is not None and self.spec.output_dir:
+            sd = self.state_dir
+            if sd is not None and sd.output_mount is not None and self.spec.output_dir:
                 with contextlib.suppress(Exception):
-                    collect_output(ws.output_mount, self.spec.output_dir)
+                    collect_output(sd.output_mount, self.spec.output_dir)
             self._teardown()
 
     def _teardown(self) -> None:
-        ws, self.workspace = self.workspace, None
+        sd, self.state_dir = self.state_dir, None
         driver, sid = self.driver, self.id
         init, self._init = self._init, None
         if self._channel is not None:
@@ -360,10 +362,10 @@ class Sandbox:
                 driver.delete(sid)
             if init is not None:
                 _end_init(init)
-            if ws is not None:
-                ws.teardown()
-        self.manager.reaper.submit(f"sandbox {sid}", job)
-        self.manager._forget(sid)
+            if sd is not None:
+                sd.teardown()
+        self.registry.reaper.submit(f"sandbox {sid}", job)
+        self.registry.forget(sid)
         if self.status is not SandboxStatus.ERROR:
             self.status = SandboxStatus.STOPPED
 
@@ -391,13 +393,13 @@ class Sandbox:
         req = ExecRequest(argv=argv, stdin=stdin, env=env or {}, workdir=workdir,
                           timeout_s=timeout_s)
         self._require(SandboxStatus.RUNNING)
-        ws = self.workspace
-        assert ws is not None
+        sd = self.state_dir
+        assert sd is not None
         n = next(self._seq)
-        pjson = ws.write_process(f"exec-{n}", req.argv, req.env, req.workdir or self.spec.workdir)
-        pid_file = ws.dir / f"exec-{n}.pid"
-        log = ws.dir / f"exec-{n}.log"
-        before = ws.cgroups.usage()
+        pjson = sd.write_process(f"exec-{n}", req.argv, req.env, req.workdir or self.spec.workdir)
+        pid_file = sd.dir / f"exec-{n}.pid"
+        log = sd.dir / f"exec-{n}.log"
+        before = sd.cgroups.usage()
         t0 = time.monotonic()
         proc = self.driver.exec(self.id, pjson, stdin=bool(req.stdin), log=log,
                                 pid_file=pid_file)
@@ -414,20 +416,20 @@ class Sandbox:
         err = runtime_failure(self.driver, "exec", out)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(log)
-        oom = ws.cgroups.oom_kills_since_last() > 0
+        oom = sd.cgroups.oom_kills_since_last() > 0
         if err is not None and not oom:
             # The runtime failed, not the command. If the container died under us, say so.
             if self.refresh_status() is SandboxStatus.STOPPED:
                 raise SandboxStateError(f"sandbox {self.id} stopped while running "
                                         f"{req.argv[0]!r}: {err}") from err
             raise err
-        after = ws.cgroups.usage()
+        after = sd.cgroups.usage()
         cpu = (None if after.cpu_time_ms is None or before.cpu_time_ms is None
                else after.cpu_time_ms - before.cpu_time_ms)
         if oom:
             # The kernel may have killed the init too; the sandbox is then gone.
             self.refresh_status()
-        return self.make_result(ws, out, req.argv, oom=oom,
+        return make_result(sd, out, req.argv, oom=oom,
                                 usage=ResourceUsage(cpu, after.peak_memory_bytes))
 
     def stream(self, argv: Sequence[str], *, stdin: bytes = b"",
@@ -442,13 +444,13 @@ class Sandbox:
         if not self.agent:
             raise SandboxStateError(f"sandbox {self.id} has no agent (its image lacks "
                                     "/usr/bin/python3): use exec(..., sink=...) to stream")
-        ws = self.workspace
-        assert ws is not None
+        sd = self.state_dir
+        assert sd is not None
         from closedpaw.sandbox.bundle.oci import merge_env
 
         timeout = req.timeout_s or self.spec.limits.timeout_s
         cap = self.spec.limits.output_cap_bytes
-        return self._open(ws, T_EXEC, {
+        return self._open(sd, T_EXEC, {
             "argv": list(req.argv), "cwd": req.workdir or self.spec.workdir,
             "env": dict(e.split("=", 1) for e in merge_env(self.spec.env, req.env)),
             "stdin": bool(req.stdin), "timeout_ms": timeout * 1000, "cap": cap,
@@ -461,30 +463,30 @@ class Sandbox:
         self._require(SandboxStatus.RUNNING)
         if not self.agent or lang not in STATEFUL_LANGS:
             raise SandboxStateError(f"sandbox {self.id} cannot run {lang} cells")
-        ws = self.workspace
-        assert ws is not None
+        sd = self.state_dir
+        assert sd is not None
         timeout = timeout_s or self.spec.limits.timeout_s
         cap = self.spec.limits.output_cap_bytes
-        res = self._open(ws, T_CELL, {"lang": lang, "code": code, "timeout_ms": timeout * 1000,
+        res = self._open(sd, T_CELL, {"lang": lang, "code": code, "timeout_ms": timeout * 1000,
                                        "cap": cap}, [lang], timeout, cap, b"").drain(sink)
         assert isinstance(res, CodeResult)
         return res
 
-    def _open(self, ws: Workspace, typ: int, payload: dict[str, object], argv: list[str],
+    def _open(self, sd: SandboxDir, typ: int, payload: dict[str, object], argv: list[str],
               timeout: float, cap: int, stdin: bytes) -> ExecStream:
         ch = self._channel
         assert ch is not None
-        ws.cgroups.reset_peak()
-        before = ws.cgroups.usage()
+        sd.cgroups.reset_peak()
+        before = sd.cgroups.usage()
 
         def finish(_: ExecStream) -> ResourceUsage:
-            after = ws.cgroups.usage()
+            after = sd.cgroups.usage()
             cpu = (None if after.cpu_time_ms is None or before.cpu_time_ms is None
                    else after.cpu_time_ms - before.cpu_time_ms)
             return ResourceUsage(cpu, after.peak_memory_bytes)
 
         def oom() -> bool:
-            hit = ws.cgroups.oom_kills_since_last() > 0
+            hit = sd.cgroups.oom_kills_since_last() > 0
             if hit:
                 if self.status is SandboxStatus.ERROR:  # the OOM killer ended it
                     self.status = SandboxStatus.STOPPED
@@ -493,34 +495,8 @@ class Sandbox:
         r = ch.open(typ, payload, cap)
         if stdin:
             ch.send_stdin(r, stdin)
-        return ExecStream(ch, r, sid=self.id, argv=argv, isolation=ws.isolation(),
+        return ExecStream(ch, r, sid=self.id, argv=argv, isolation=sd.isolation(),
                           timeout_s=timeout, cap=cap, finish=finish, oom=oom)
-
-    @staticmethod
-    def make_result(ws: Workspace, out: Outcome, argv: Sequence[str], *, oom: bool,
-                    usage: ResourceUsage, files: Sequence[str] = (),
-                    skipped: Sequence[SkippedFile] = ()) -> ExecutionResult:
-        c = out.captured
-        exit_code = out.exit_code
-        stderr = c.stderr
-        start = (command_start_failure(out.runtime_error)
-                 if out.runtime_error and exit_code != 0 and not out.killed_by_us and not oom
-                 else None)
-        if start is not None:
-            # The runtime could not start the command: report it as the shell would.
-            exit_code, why = start
-            cmd = argv[0] if argv else "command"
-            stderr = f"closedpaw: {cmd}: {why}\n".encode()
-        if out.killed_by_us or oom:
-            exit_code = 128 + signal.SIGKILL
-        return ExecutionResult(
-            sandbox_id=ws.sid, exit_code=exit_code, stdout=c.stdout, stderr=stderr,
-            duration_ms=out.duration_ms, isolation=ws.isolation(), timed_out=out.killed_by_us,
-            oom_killed=oom, stdout_truncated=c.stdout_truncated,
-            stderr_truncated=c.stderr_truncated, stdout_total_bytes=c.stdout_total,
-            stderr_total_bytes=c.stderr_total, usage=usage, output_files=tuple(files),
-            skipped_files=tuple(skipped),
-        )
 
 
 def _end_init(init: Process) -> None:

@@ -1,43 +1,41 @@
 """SandboxManager: resolves a driver, runs one-shots, creates long-lived sandboxes, keeps the
-max-sandboxes cap and cleans up. It owns a :class:`~closedpaw.sandbox.reaper.Reaper`, so
+max-sandboxes cap and cleans up. It owns a :class:`~closedpaw.sandbox.host.reaper.Reaper`, so
 teardown happens off the caller's critical path but always happens.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from closedpaw.errors import (
-    RuntimeUnavailable,
-    SandboxLimitReached,
-    SandboxNotFound,
-    SpecError,
-)
+from closedpaw.errors import RuntimeUnavailable, SandboxNotFound, SpecError
 from closedpaw.sandbox.drivers.base import Driver
 from closedpaw.sandbox.drivers.detect import PROBE_MARKER, RuntimeRegistry
-from closedpaw.sandbox.execute import runtime_failure, supervise
-from closedpaw.sandbox.files import collect_output
-from closedpaw.sandbox.output import OutputSink
-from closedpaw.sandbox.reaper import Reaper
+from closedpaw.sandbox.host.files import collect_output
+from closedpaw.sandbox.host.output import OutputSink
+from closedpaw.sandbox.host.reaper import Reaper
+from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
+from closedpaw.sandbox.lifecycle.execute import make_result, runtime_failure, supervise
+from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
 from closedpaw.sandbox.result import ExecutionResult, SkippedFile
-from closedpaw.sandbox.sandbox import Sandbox, SandboxStatus
 from closedpaw.sandbox.spec import ExecRequest, ResourceLimits, SandboxSpec
-from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
 from closedpaw.settings import Settings
 
 if TYPE_CHECKING:
+    # Not imported at run time: the one-shot path (`closedpaw run`) stays free of the
+    # long-lived machinery (the agent channel and streams, asyncio).
     from pathlib import Path
 
+    from closedpaw.sandbox.host.reconcile import GcReport
+    from closedpaw.sandbox.lifecycle.pool import SandboxPool
+    from closedpaw.sandbox.lifecycle.sandbox import Sandbox
+    from closedpaw.sandbox.lifecycle.snapshot import Snapshot
     from closedpaw.sandbox.policy import PolicySet
-    from closedpaw.sandbox.pool import SandboxPool
-    from closedpaw.sandbox.reconcile import GcReport
-    from closedpaw.sandbox.snapshot import Snapshot
 
 __all__ = ["SandboxInfo", "SandboxManager", "require_root"]
 
@@ -73,12 +71,9 @@ class SandboxManager:
         self._pinned = driver
         self.registry = RuntimeRegistry(self.settings, self._probe)
         self.reaper = reaper or Reaper()
-        self._live: dict[str, Sandbox] = {}
-        self._inflight = 0
+        #: the live sandboxes, the cap, open pools and snapshots (handed to each of them)
+        self.live: Registry[Sandbox] = Registry(self.settings, self.reaper, self.driver)
         self._policies: PolicySet | None = None
-        self._pools: set[SandboxPool] = set()
-        self._snapshots: set[Snapshot] = set()
-        self._lock = threading.Lock()
 
     # -- drivers --------------------------------------------------------------------------
     def driver(self, runtime: str | None = None) -> Driver:
@@ -97,19 +92,6 @@ class SandboxManager:
         return False, (f"probe sandbox exited {res.exit_code}: "
                        f"{res.stderr_text.strip()[:300] or 'no output'}")
 
-    # -- the cap ---------------------------------------------------------------------------
-    def _reserve(self) -> None:
-        with self._lock:
-            if len(self._live) + self._inflight >= self.settings.max_sandboxes:
-                raise SandboxLimitReached(
-                    f"{self.settings.max_sandboxes} sandboxes are already live "
-                    "(max_sandboxes); delete some or raise CLOSEDPAW_MAX_SANDBOXES")
-            self._inflight += 1
-
-    def _release(self) -> None:
-        with self._lock:
-            self._inflight -= 1
-
     # -- one-shot ------------------------------------------------------------------------------
     def run(self, argv: Sequence[str], spec: SandboxSpec | None = None, *,
             runtime: str | None = None, stdin: bytes = b"", env: Mapping[str, str] | None = None,
@@ -126,43 +108,46 @@ class SandboxManager:
     def _run_with(self, driver: Driver, argv: list[str], spec: SandboxSpec, *, stdin: bytes,
                   sink: OutputSink | None, env: Mapping[str, str], workdir: str | None,
                   count: bool) -> ExecutionResult:
-        if count:
-            self._reserve()
+        with self.live.slot() if count else contextlib.nullcontext():
+            return self._run_once(driver, argv, spec, stdin=stdin, sink=sink, env=env,
+                                  workdir=workdir)
+
+    def _run_once(self, driver: Driver, argv: list[str], spec: SandboxSpec, *, stdin: bytes,
+                  sink: OutputSink | None, env: Mapping[str, str],
+                  workdir: str | None) -> ExecutionResult:
         sid = new_sandbox_id()
-        ws: Workspace | None = None
+        sd: SandboxDir | None = None
         started = False
         try:
-            ws = Workspace.allocate(self.settings, sid, spec, driver.features())
-            ws.build(argv, env, workdir or spec.workdir)
-            log = ws.dir / "runtime.log"
+            sd = SandboxDir.allocate(self.settings, sid, spec, driver.features())
+            sd.build(argv, env, workdir or spec.workdir)
+            log = sd.dir / "runtime.log"
             t0 = time.monotonic()
-            proc = driver.run(sid, ws.bundle, stdin=bool(stdin), log=log)
+            proc = driver.run(sid, sd.bundle, stdin=bool(stdin), log=log)
             started = True
             out = supervise(driver, proc, cid=sid, timeout_s=spec.limits.timeout_s,
                             cap=spec.limits.output_cap_bytes, stdin_data=stdin, sink=sink,
                             log_file=log, started=t0)
             err = runtime_failure(driver, "run", out)
-            oom = ws.cgroups.oom_kills_since_last() > 0
+            oom = sd.cgroups.oom_kills_since_last() > 0
             if err is not None and not oom:  # under runsc an OOM may take the Sentry with it
                 raise err
-            usage = replace(ws.cgroups.usage(), memory_bytes=None)
+            usage = replace(sd.cgroups.usage(), memory_bytes=None)
             files: list[str] = []
             skipped: list[SkippedFile] = []
-            if spec.output_dir is not None and ws.output_mount is not None:
-                files, skipped = collect_output(ws.output_mount, spec.output_dir)
-            return Sandbox.make_result(ws, out, argv, oom=oom, usage=usage, files=files,
-                                       skipped=skipped)
+            if spec.output_dir is not None and sd.output_mount is not None:
+                files, skipped = collect_output(sd.output_mount, spec.output_dir)
+            return make_result(sd, out, argv, oom=oom, usage=usage, files=files,
+                               skipped=skipped)
         finally:
-            if ws is not None:
-                self._teardown_later(driver, sid, ws, started)
-            if count:
-                self._release()
+            if sd is not None:
+                self._teardown_later(driver, sid, sd, started)
 
-    def _teardown_later(self, driver: Driver, sid: str, ws: Workspace, started: bool) -> None:
+    def _teardown_later(self, driver: Driver, sid: str, sd: SandboxDir, started: bool) -> None:
         def job() -> None:
             if started and driver.state(sid) is not None:
                 driver.delete(sid)
-            ws.teardown()
+            sd.teardown()
         self.reaper.submit(f"sandbox {sid}", job)
 
     # -- policies and code -----------------------------------------------------------------
@@ -204,24 +189,13 @@ class SandboxManager:
         """Create and start a long-lived sandbox. Delete it (or use ``with``) when done.
 
         ``restore_from`` is a checkpoint image (runsc only): the sandbox resumes the
-        checkpointed processes instead of booting; use :class:`~closedpaw.sandbox.snapshot.
-        Snapshot`, which keeps spec and image together. ``agent=False`` keeps the runtime's
+        checkpointed processes instead of booting; use :class:`~closedpaw.sandbox.Snapshot`,
+        which keeps spec and image together. ``agent=False`` keeps the runtime's
         ``exec`` instead of the in-sandbox agent (snapshots need that)."""
-        spec = spec or SandboxSpec()
-        driver = self.driver(runtime)
-        self._reserve()
-        sb = Sandbox(self, driver, spec, new_sandbox_id())
-        try:
-            with self._lock:
-                self._live[sb.id] = sb
-            sb.start(restore_from=restore_from, agent=agent)
-        except BaseException:
-            with self._lock:
-                self._live.pop(sb.id, None)
-            raise
-        finally:
-            self._release()
-        return sb
+        from closedpaw.sandbox.lifecycle.sandbox import Sandbox
+
+        return Sandbox.launch(self.live, spec or SandboxSpec(), runtime=runtime,
+                              restore_from=restore_from, agent=agent)
 
     # -- warm pools and snapshots -----------------------------------------------------------
     def pool(self, policy: str | None = None, *, spec: SandboxSpec | None = None,
@@ -233,7 +207,7 @@ class SandboxManager:
         (runsc) the pool first takes its own snapshot after running those commands, fills
         itself with clones of it and removes the image when closed. Close the pool (or use
         ``with``); :meth:`cleanup` closes the pools that are still open."""
-        from closedpaw.sandbox.pool import SandboxPool
+        from closedpaw.sandbox.lifecycle.pool import SandboxPool
 
         if policy is not None and spec is not None:
             raise SpecError("pool", "give a policy or a spec, not both")
@@ -249,55 +223,36 @@ class SandboxManager:
         if snapshot is not None:
             spec, runtime = snapshot.spec, snapshot.runtime
         try:
-            p = SandboxPool(self, spec or SandboxSpec(), runtime=runtime, size=size,
+            p = SandboxPool(self.live, spec or SandboxSpec(), runtime=runtime, size=size,
                             idle_timeout_s=idle_timeout_s, snapshot=snapshot,
                             owns_snapshot=owned is not None, name=policy or "")
         except BaseException:
             if owned is not None:
                 owned.remove()
             raise
-        with self._lock:
-            self._pools.add(p)
+        self.live.add_pool(p)
         return p
-
-    def _forget_pool(self, pool: SandboxPool) -> None:
-        with self._lock:
-            self._pools.discard(pool)
 
     def snapshot(self, spec: SandboxSpec | None = None, *, policy: str | None = None,
                  warmup: Sequence[Sequence[str]] = (), runtime: str = "runsc") -> Snapshot:
         """Start a sandbox, run the ``warmup`` commands in it and checkpoint it (runsc):
         :meth:`Snapshot.restore` then starts clones of that state. Remove it when done."""
-        from closedpaw.sandbox.snapshot import Snapshot
+        from closedpaw.sandbox.lifecycle.snapshot import Snapshot
 
         if policy is not None:
             if spec is not None:
                 raise SpecError("snapshot", "give a policy or a spec, not both")
             spec = self.spec_for(policy)
-        return Snapshot.take(self, spec or SandboxSpec(), warmup=warmup, runtime=runtime)
-
-    def _track_snapshot(self, snap: Snapshot) -> None:
-        with self._lock:
-            self._snapshots.add(snap)
-
-    def _forget_snapshot(self, snap: Snapshot) -> None:
-        with self._lock:
-            self._snapshots.discard(snap)
-
-    def _forget(self, sid: str) -> None:
-        with self._lock:
-            self._live.pop(sid, None)
+        return Snapshot.take(self.live, spec or SandboxSpec(), warmup=warmup, runtime=runtime)
 
     def get(self, sid: str) -> Sandbox:
-        with self._lock:
-            sb = self._live.get(sid)
+        sb = self.live.get(sid)
         if sb is None:
             raise SandboxNotFound(f"no live sandbox {sid!r}")
         return sb
 
     def list(self) -> list[SandboxInfo]:
-        with self._lock:
-            boxes = list(self._live.values())
+        boxes = self.live.sandboxes()
         return [SandboxInfo(b.id, b.status, b.driver.name, b.created_at) for b in boxes]
 
     def status(self, sid: str) -> SandboxStatus:
@@ -306,27 +261,14 @@ class SandboxManager:
     def cleanup(self) -> int:
         """Stop and delete every live sandbox of this manager; wait for teardown. Returns how
         many were deleted. Open pools are closed first (their refills would race it)."""
-        with self._lock:
-            pools = list(self._pools)
-        for p in pools:
-            p.close()
-        with self._lock:
-            boxes = list(self._live.values())
-        for b in boxes:
-            b.delete()
-        with self._lock:
-            snaps = list(self._snapshots)
-        for s in snaps:
-            s.remove()
-        self.reaper.drain()
-        return len(boxes)
+        return self.live.cleanup()
 
     def gc(self) -> GcReport:
         """Remove leftovers of sandboxes whose owning process died (see
-        :mod:`closedpaw.sandbox.reconcile`). Live sandboxes, this manager's or another
+        :mod:`closedpaw.sandbox.host.reconcile`). Live sandboxes, this manager's or another
         process's, are left alone."""
         from closedpaw.sandbox.drivers.detect import PREFERENCE
-        from closedpaw.sandbox.reconcile import collect_garbage
+        from closedpaw.sandbox.host.reconcile import collect_garbage
 
         drivers: dict[str, Driver] = {}
         if self._pinned is not None:

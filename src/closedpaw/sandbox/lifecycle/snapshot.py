@@ -27,15 +27,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from closedpaw.errors import SnapshotError
-from closedpaw.sandbox import ownership
-from closedpaw.sandbox.sandbox import Sandbox
+from closedpaw.sandbox.host import ownership
+from closedpaw.sandbox.lifecycle.registry import Registry
+from closedpaw.sandbox.lifecycle.sandbox import Sandbox
 from closedpaw.sandbox.spec import SandboxSpec
-
-if TYPE_CHECKING:
-    from closedpaw.sandbox.manager import SandboxManager
 
 __all__ = ["SNAPSHOT_PREFIX", "Snapshot"]
 
@@ -56,9 +53,9 @@ class Snapshot:
     """A checkpoint image of a warmed sandbox and the spec it was taken with. Created by
     :meth:`SandboxManager.snapshot`."""
 
-    def __init__(self, manager: SandboxManager, spec: SandboxSpec, runtime: str, sid: str,
+    def __init__(self, registry: Registry[Sandbox], spec: SandboxSpec, runtime: str, sid: str,
                  path: Path, lock_fd: int) -> None:
-        self.manager = manager
+        self.registry = registry
         self.spec = spec
         self.runtime = runtime
         self.id = sid
@@ -72,24 +69,24 @@ class Snapshot:
         return f"<Snapshot {self.id} {'removed' if self.removed else self.image}>"
 
     @classmethod
-    def take(cls, manager: SandboxManager, spec: SandboxSpec, *,
+    def take(cls, registry: Registry[Sandbox], spec: SandboxSpec, *,
              warmup: Sequence[Sequence[str]] = (), runtime: str = "runsc") -> Snapshot:
-        driver = manager.driver(runtime)
+        driver = registry.driver(runtime)
         checkpoint = getattr(driver, "checkpoint", None)
         if checkpoint is None or getattr(driver, "restore", None) is None:
             raise SnapshotError(f"the {driver.name} driver cannot checkpoint sandboxes; "
                                 "snapshots need runsc")
         sid = SNAPSHOT_PREFIX + os.urandom(6).hex()
-        root = manager.settings.snapshots
+        root = registry.settings.snapshots
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)
         path = root / sid
         fd = ownership.claim(path)
-        snap = cls(manager, spec, runtime, sid, path, fd)
+        snap = cls(registry, spec, runtime, sid, path, fd)
         try:
             os.chmod(path, 0o700)
             snap.image.mkdir(mode=0o700)
-            with manager.create(spec, runtime=runtime, agent=False) as sb:
+            with Sandbox.launch(registry, spec, runtime=runtime, agent=False) as sb:
                 for argv in warmup:
                     r = sb.exec(argv)
                     if r.exit_code != 0:
@@ -105,7 +102,7 @@ class Snapshot:
         except BaseException:
             snap.remove()
             raise
-        manager._track_snapshot(snap)
+        registry.add_snapshot(snap)
         return snap
 
     @property
@@ -119,7 +116,8 @@ class Snapshot:
         """A new running sandbox resumed from this snapshot. The caller owns it."""
         if self.removed:
             raise SnapshotError(f"snapshot {self.id} was removed")
-        return self.manager.create(self.spec, runtime=self.runtime, restore_from=self.image)
+        return Sandbox.launch(self.registry, self.spec, runtime=self.runtime,
+                              restore_from=self.image)
 
     def remove(self) -> None:
         """Delete the image (it may hold secrets). Idempotent."""
@@ -128,7 +126,7 @@ class Snapshot:
             if fd is None:
                 return
             ownership.remove(self.dir, fd)
-        self.manager._forget_snapshot(self)
+        self.registry.forget_snapshot(self)
 
     def __enter__(self) -> Snapshot:
         return self

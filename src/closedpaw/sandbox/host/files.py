@@ -10,13 +10,16 @@ link already in the destination can redirect a write elsewhere on the host.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from closedpaw.errors import FileTransferError
 from closedpaw.sandbox.result import SkippedFile
+
+if TYPE_CHECKING:
+    import ctypes
 
 __all__ = ["MAX_OUTPUT_ENTRIES", "collect_output", "mount_output", "stage_input",
            "unmount_output"]
@@ -29,10 +32,19 @@ _libc = None
 
 
 def _lib() -> ctypes.CDLL:
+    """libc for mount(2)/umount2(2); ctypes loads only when /output is used."""
     global _libc
     if _libc is None:
+        import ctypes
+
         _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def stage_input(src: Path, dest: Path) -> None:
@@ -77,7 +89,7 @@ def mount_output(path: Path, size_mb: int, uid: int = 65534, gid: int = 65534) -
     rc = _lib().mount(b"tmpfs", str(path).encode(), b"tmpfs",
                       _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, opts)
     if rc != 0:
-        err = ctypes.get_errno()
+        err = _errno()
         raise FileTransferError(f"could not mount the /output tmpfs at {path}: "
                                 f"{os.strerror(err)} (needs root)")
 

@@ -13,49 +13,25 @@ import queue
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from closedpaw.errors import AgentProtocolError, SpecError
-from closedpaw.sandbox.channel import T_KILL, AgentChannel, Event, Request
-from closedpaw.sandbox.output import OutputSink
-from closedpaw.sandbox.result import ExecutionResult, Isolation, ResourceUsage
+from closedpaw.sandbox.agent.channel import T_KILL, AgentChannel, Event, Request
+from closedpaw.sandbox.host.output import OutputSink
+from closedpaw.sandbox.result import (
+    CodeError,
+    CodeResult,
+    ExecutionResult,
+    Isolation,
+    ResourceUsage,
+)
 
-__all__ = ["CodeError", "CodeResult", "ExecStream"]
+__all__ = ["ExecStream"]
 
 # How long past a command's own deadline the host waits for the agent's answer before it
 # declares the agent unresponsive and ends the sandbox.
 BACKSTOP_S = 10.0
 _MAX_NUM = 1 << 62
-
-
-@dataclass(frozen=True)
-class CodeError:
-    """An exception raised by a code cell: its type name, message and traceback text."""
-
-    name: str
-    message: str
-    traceback: str
-
-
-@dataclass(frozen=True)
-class CodeResult(ExecutionResult):
-    """An :class:`ExecutionResult` of a stateful code cell, plus ``value`` (the ``repr`` of
-    the last expression, when it was not None/undefined), ``error`` (what the cell raised)
-    and ``restarted`` (the interpreter died or timed out and its state is lost)."""
-
-    value: str | None = None
-    error: CodeError | None = None
-    restarted: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d["value"] = self.value
-        d["error"] = None if self.error is None else {
-            "name": self.error.name, "message": self.error.message,
-            "traceback": self.error.traceback}
-        d["restarted"] = self.restarted
-        return d
 
 
 def _num(info: dict[str, Any], key: str) -> float:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from closedpaw.errors import SpecError
@@ -21,9 +21,11 @@ from closedpaw.sandbox.drivers.errors import (
     map_runtime_error,
     missing_workdir,
 )
-from closedpaw.sandbox.output import Captured, OutputSink, pump
+from closedpaw.sandbox.host.output import Captured, OutputSink, pump
+from closedpaw.sandbox.host.statedir import SandboxDir
+from closedpaw.sandbox.result import ExecutionResult, ResourceUsage, SkippedFile
 
-__all__ = ["Outcome", "supervise"]
+__all__ = ["Outcome", "make_result", "runtime_failure", "supervise"]
 
 KILL_RETRY_S = 3.0
 
@@ -110,3 +112,29 @@ def runtime_failure(driver: Driver, action: str, outcome: Outcome) -> Exception 
                          "directory, or closed to the sandbox user (create it first, e.g. "
                          "with mkdir -p in an earlier command)")
     return map_runtime_error(driver.name, action, outcome.runtime_error, outcome.exit_code)
+
+
+def make_result(sd: SandboxDir, out: Outcome, argv: Sequence[str], *, oom: bool,
+                usage: ResourceUsage, files: Sequence[str] = (),
+                skipped: Sequence[SkippedFile] = ()) -> ExecutionResult:
+    c = out.captured
+    exit_code = out.exit_code
+    stderr = c.stderr
+    start = (command_start_failure(out.runtime_error)
+             if out.runtime_error and exit_code != 0 and not out.killed_by_us and not oom
+             else None)
+    if start is not None:
+        # The runtime could not start the command: report it as the shell would.
+        exit_code, why = start
+        cmd = argv[0] if argv else "command"
+        stderr = f"closedpaw: {cmd}: {why}\n".encode()
+    if out.killed_by_us or oom:
+        exit_code = 128 + signal.SIGKILL
+    return ExecutionResult(
+        sandbox_id=sd.sid, exit_code=exit_code, stdout=c.stdout, stderr=stderr,
+        duration_ms=out.duration_ms, isolation=sd.isolation(), timed_out=out.killed_by_us,
+        oom_killed=oom, stdout_truncated=c.stdout_truncated,
+        stderr_truncated=c.stderr_truncated, stdout_total_bytes=c.stdout_total,
+        stderr_total_bytes=c.stderr_total, usage=usage, output_files=tuple(files),
+        skipped_files=tuple(skipped),
+    )

@@ -5,7 +5,7 @@ profile) with the image's own ``python3 -I -S``. It imports nothing of ClosedPaw
 bind-mounted read-only at ``/.closedpaw/cp_agent.py`` and speaks only the frame protocol on
 its stdin (requests from the host) and stdout (replies). It
 
-* starts each command directly (fork/exec with its own pipes, a new session, no shell),
+* starts each command directly (posix_spawn with its own pipes, a new session, no shell),
 * streams stdout/stderr in frames carrying the request id and a per-request sequence number,
 * enforces each command's timeout (SIGKILL of its process group) and its output cap,
 * reports the exit status, and reaps every zombie of the sandbox (it is init),
@@ -13,23 +13,33 @@ its stdin (requests from the host) and stdout (replies). It
 
 Frame: a 16-byte big-endian header (type u8, flags u8, reserved u16, request id u32,
 sequence u32, payload length u32) and at most ``MAX_PAYLOAD`` bytes of payload.
-The host side is :mod:`closedpaw.sandbox.channel`; the constants must match.
+Requests (EXEC, CELL) carry a ``marshal``-encoded dict from the host; replies (READY, EXIT,
+RESULT) carry a JSON object, which the host parses as untrusted.
+The host side is :mod:`closedpaw.sandbox.agent.channel`; the constants must match.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import selectors
-import signal
-import struct
-import subprocess
+# Only built-in modules: every import costs a path search and file reads, and under gVisor
+# (ptrace) each of those syscalls is slow, so the agent keeps its start-up to the interpreter
+# itself. `posix` is `os` without its Python layer, `_signal` is `signal` without its enums,
+# `select.poll` stands in for `selectors`, posix_spawn for `subprocess`, marshal (requests from
+# the trusted host) and a few lines of JSON writing (replies) for `json`; code cells, which
+# start an interpreter anyway, import json when the first one runs.
+import _signal  # type: ignore[import-not-found]  # no stub; `signal` minus its enums
+import marshal
+import posix
+import select
 import sys
 import time
-from typing import Any
+from _struct import Struct
+from errno import EACCES, ENOENT, ENOTDIR
 
-HEADER = struct.Struct(">BBHIII")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+HEADER = Struct(">BBHIII")
 MAX_PAYLOAD = 256 * 1024
 # host -> agent
 T_EXEC, T_STDIN, T_KILL, T_CELL = 1, 2, 3, 4
@@ -56,16 +66,105 @@ def _hide_from_sandbox() -> None:
         pass
 
 
+_json_module: Any = None
+
+
+def _json() -> Any:
+    """The json module, imported on first use (code cells only)."""
+    global _json_module
+    if _json_module is None:
+        import json
+
+        _json_module = json
+    return _json_module
+
+
+def _quote(text: str) -> str:
+    """``text`` as a JSON string, ASCII only (what ``json.dumps`` writes)."""
+    out = ['"']
+    for ch in text:
+        c = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif 0x20 <= c < 0x7F:
+            out.append(ch)
+        elif c > 0xFFFF:
+            c -= 0x10000
+            out.append(f"\\u{0xD800 | (c >> 10):04x}\\u{0xDC00 | (c & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{c:04x}")
+    out.append('"')
+    return "".join(out)
+
+
+def dumps(obj: dict[str, Any]) -> bytes:
+    """A flat dict of str, int, float, bool and None values as a JSON object."""
+    parts = []
+    for k, v in obj.items():
+        if v is None:
+            enc = "null"
+        elif v is True or v is False:
+            enc = "true" if v else "false"
+        elif isinstance(v, int):
+            enc = str(v)
+        elif isinstance(v, float):
+            enc = repr(v) if v - v == 0 else "0"  # finite only
+        else:
+            enc = _quote(str(v))
+        parts.append(f"{_quote(k)}: {enc}")
+    return ("{" + ", ".join(parts) + "}").encode()
+
+
+def _candidates(file: str, env: dict[str, str]) -> list[str]:
+    """Where ``file`` may be: itself when it has a slash, else each directory of the ``PATH``
+    of ``env`` (``/bin:/usr/bin`` without one), as ``subprocess`` searches."""
+    if "/" in file:
+        return [file]
+    path = env.get("PATH", "/bin:/usr/bin")
+    return [f"{d.rstrip('/')}/{file}" if d else file for d in path.split(":")]
+
+
+def spawn(argv: list[str], env: dict[str, str], cwd: str, stdin: int, stdout: int,
+          stderr: int) -> int:
+    """Start ``argv`` in ``cwd`` in a new session with the given fds as 0, 1 and 2, nothing
+    else open (every other fd of the agent is close-on-exec) and default SIGPIPE/SIGXFSZ;
+    returns the pid. ``posix_spawn`` (a vfork-style clone: no copy of the agent's memory,
+    which gVisor makes slow) cannot change directory, so the agent changes its own and back.
+    Raises ``OSError`` (``filename`` is ``cwd`` when the directory was the problem)."""
+    actions = [(posix.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate((stdin, stdout, stderr))]
+    posix.chdir(cwd)  # OSError(filename=cwd): the caller reports a bad workdir
+    try:
+        saved = 0
+        for path in _candidates(argv[0], env):
+            if not posix.access(path, posix.X_OK):
+                try:
+                    posix.stat(path)
+                except OSError:
+                    continue        # not there: try the next directory
+                saved = saved or EACCES
+                continue
+            try:
+                return posix.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
+                                         setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
+            except OSError as e:
+                if e.errno not in (ENOENT, ENOTDIR):
+                    saved = saved or e.errno or EACCES
+        err = saved or ENOENT
+        raise OSError(err, posix.strerror(err), argv[0])
+    finally:
+        posix.chdir("/")
+
 
 def read_chunk(fd: int) -> bytes | None:
     """Up to 64 KiB from a non-blocking ``fd``: ``None`` when nothing is there yet, ``b""`` at
     end of file or on an error (the stream is over either way)."""
     try:
-        return os.read(fd, 65536)
+        return posix.read(fd, 65536)
     except BlockingIOError:
         return None
     except OSError:
         return b""
+
 
 class Job:
     """A command (or a kernel cell) whose output is streamed under one request id."""
@@ -95,40 +194,66 @@ class Kernel:
     """A persistent interpreter: cells go in on a control pipe, results come back on another,
     the cell's prints arrive on the interpreter's own stdout/stderr pipes."""
 
-    def __init__(self, lang: str, proc: subprocess.Popen[bytes], ctl_w: int, res_r: int) -> None:
+    def __init__(self, lang: str, pid: int, out_fd: int, err_fd: int, ctl_w: int,
+                 res_r: int) -> None:
         self.lang = lang
-        self.proc = proc
+        self.pid = pid
         self.ctl_w = ctl_w
         self.res_r = res_r
         self.res_buf = bytearray()
-        assert proc.stdout is not None and proc.stderr is not None
-        self.out_fd = proc.stdout.fileno()
-        self.err_fd = proc.stderr.fileno()
+        self.out_fd = out_fd
+        self.err_fd = err_fd
         self.job: Job | None = None
         self.status: int | None = None
 
 
+def _close(*fds: int) -> None:
+    for fd in fds:
+        try:  # noqa: SIM105 (contextlib is not imported here)
+            posix.close(fd)
+        except OSError:
+            pass
+
+
+def _killpg(pid: int) -> None:
+    try:  # noqa: SIM105 (contextlib is not imported here)
+        posix.killpg(pid, _signal.SIGKILL)
+    except OSError:
+        pass
+
+
 class Agent:
     def __init__(self) -> None:
-        self.inp = os.dup(0)
-        self.out = os.dup(1)
-        null = os.open("/dev/null", os.O_RDWR)
+        try:
+            inherited = [int(n) for n in posix.listdir("/proc/self/fd")]
+        except OSError:
+            inherited = []
+        for fd in inherited:  # nothing the runtime passed on leaks to commands
+            if fd > 2:
+                try:  # noqa: SIM105 (contextlib is not imported here)
+                    posix.set_inheritable(fd, False)
+                except OSError:
+                    pass
+        self.inp = posix.dup(0)
+        self.out = posix.dup(1)
+        null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
         for fd in (0, 1):
-            os.dup2(null, fd)
-        os.close(null)
-        os.set_inheritable(self.inp, False)
-        os.set_inheritable(self.out, False)
-        os.set_blocking(self.inp, False)
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.inp, selectors.EVENT_READ, "chan")
-        wr, ww = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            posix.dup2(null, fd)
+        self.null = null                       # the stdin of commands that take none
+        posix.set_inheritable(self.inp, False)
+        posix.set_inheritable(self.out, False)
+        posix.set_blocking(self.inp, False)
+        self.poll = select.poll()
+        self.tags: dict[int, Any] = {}         # watched fd -> what it is
+        self.watch(self.inp, "chan")
+        wr, ww = posix.pipe2(posix.O_NONBLOCK | posix.O_CLOEXEC)
         self.wake_r = wr
-        signal.set_wakeup_fd(ww)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
+        _signal.set_wakeup_fd(ww)
+        _signal.signal(_signal.SIGCHLD, lambda *_: None)
         self.stop = False
-        signal.signal(signal.SIGTERM, self._term)
-        signal.signal(signal.SIGINT, self._term)
-        self.sel.register(wr, selectors.EVENT_READ, "wake")
+        _signal.signal(_signal.SIGTERM, self._term)
+        _signal.signal(_signal.SIGINT, self._term)
+        self.watch(wr, "wake")
         self.buf = bytearray()
         self.jobs: dict[int, Job] = {}
         self.by_pid: dict[int, Job] = {}
@@ -138,13 +263,21 @@ class Agent:
     def _term(self, *_: object) -> None:
         self.stop = True
 
+    def watch(self, fd: int, tag: Any, write: bool = False) -> None:
+        self.tags[fd] = tag
+        self.poll.register(fd, select.POLLOUT if write else select.POLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        if self.tags.pop(fd, None) is not None:
+            self.poll.unregister(fd)
+
     # -- channel ------------------------------------------------------------------------------
     def send(self, typ: int, rid: int, seq: int, payload: bytes = b"") -> None:
         data = HEADER.pack(typ, 0, 0, rid, seq, len(payload)) + payload
         view = memoryview(data)
         while view:
             try:
-                n = os.write(self.out, view)
+                n = posix.write(self.out, view)
             except BlockingIOError:
                 time.sleep(0.001)
                 continue
@@ -157,7 +290,7 @@ class Agent:
     def read_channel(self) -> None:
         while True:
             try:
-                data = os.read(self.inp, 1 << 20)
+                data = posix.read(self.inp, 1 << 20)
             except BlockingIOError:
                 break
             if not data:
@@ -178,7 +311,7 @@ class Agent:
 
     def handle(self, typ: int, rid: int, payload: bytes) -> None:
         if typ == T_EXEC:
-            self.start_exec(rid, json.loads(payload))
+            self.start_exec(rid, marshal.loads(payload))
         elif typ == T_STDIN:
             job = self.jobs.get(rid)
             if job is not None and job.stdin_fd is not None:
@@ -193,21 +326,24 @@ class Agent:
                 job.killed = True
                 self.kill_job(job)
         elif typ == T_CELL:
-            self.start_cell(rid, json.loads(payload))
+            self.start_cell(rid, marshal.loads(payload))
 
     # -- commands -----------------------------------------------------------------------------
     def start_exec(self, rid: int, req: dict[str, Any]) -> None:
         job = Job(rid, int(req["cap"]), time.monotonic() + float(req["timeout_ms"]) / 1000)
         argv = [str(a) for a in req["argv"]]
         cwd = str(req["cwd"])
+        env = {str(k): str(v) for k, v in req["env"].items()}
+        out_r, out_w = posix.pipe2(posix.O_CLOEXEC)
+        err_r, err_w = posix.pipe2(posix.O_CLOEXEC)
+        in_r = in_w = -1
+        if req.get("stdin"):
+            in_r, in_w = posix.pipe2(posix.O_CLOEXEC)
         try:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE if req.get("stdin") else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-                env={str(k): str(v) for k, v in req["env"].items()},
-                start_new_session=True, close_fds=True, bufsize=0)
+            job.pid = spawn(argv, env, cwd, in_r if in_w >= 0 else self.null, out_w, err_w)
         except OSError as e:
-            if getattr(e, "filename", None) == cwd:
+            _close(out_r, err_r, *((in_w,) if in_w >= 0 else ()))
+            if e.filename == cwd:
                 why, code = "workdir", 126
             elif isinstance(e, FileNotFoundError):
                 why, code = "not-found", 127
@@ -215,22 +351,18 @@ class Agent:
                 why, code = "permission", 126
             else:
                 why, code = "exec-failed", 126
-            self.send_job(job, T_EXIT, json.dumps(
-                {"code": code, "spawn_error": why, "message": str(e.strerror or e)}).encode())
+            self.send_job(job, T_EXIT, dumps(
+                {"code": code, "spawn_error": why, "message": str(e.strerror or e)}))
             return
-        job.pid = proc.pid
-        proc.returncode = 0  # we reap it ourselves (os.wait4); subprocess must never wait
-        assert proc.stdout is not None and proc.stderr is not None
-        for f, typ in ((proc.stdout, T_OUT), (proc.stderr, T_ERR)):
-            fd = os.dup(f.fileno())
-            f.close()
-            os.set_blocking(fd, False)
+        finally:
+            _close(out_w, err_w, *((in_r,) if in_w >= 0 else ()))
+        for fd, typ in ((out_r, T_OUT), (err_r, T_ERR)):
+            posix.set_blocking(fd, False)
             job.fds[fd] = typ
-            self.sel.register(fd, selectors.EVENT_READ, job)
-        if proc.stdin is not None:
-            job.stdin_fd = os.dup(proc.stdin.fileno())
-            proc.stdin.close()
-            os.set_blocking(job.stdin_fd, False)
+            self.watch(fd, job)
+        if in_w >= 0:
+            posix.set_blocking(in_w, False)
+            job.stdin_fd = in_w
         self.jobs[rid] = job
         self.by_pid[job.pid] = job
 
@@ -240,20 +372,20 @@ class Agent:
             return
         try:
             while job.stdin_buf:
-                n = os.write(fd, job.stdin_buf[:65536])
+                n = posix.write(fd, job.stdin_buf[:65536])
                 del job.stdin_buf[:n]
         except BlockingIOError:
             pass
         except OSError:  # the command closed its stdin: drop the rest
             job.stdin_buf.clear()
-        registered = fd in self.sel.get_map()
+        registered = fd in self.tags
         if job.stdin_buf and not registered:
-            self.sel.register(fd, selectors.EVENT_WRITE, ("stdin", job))
+            self.watch(fd, ("stdin", job), write=True)
         elif not job.stdin_buf:
             if registered:
-                self.sel.unregister(fd)
+                self.unwatch(fd)
             if job.stdin_eof:
-                os.close(fd)
+                posix.close(fd)
                 job.stdin_fd = None
 
     def pump(self, job: Job, fd: int) -> None:
@@ -262,9 +394,9 @@ class Agent:
         if data is None:
             return
         if not data:
-            self.sel.unregister(fd)
+            self.unwatch(fd)
             if job.kernel is None:
-                os.close(fd)
+                posix.close(fd)
             del job.fds[fd]
             return
         self.forward(job, typ, data)
@@ -280,15 +412,14 @@ class Agent:
 
     def kill_job(self, job: Job) -> None:
         if job.pid and job.status is None:
-            with contextlib.suppress(OSError):
-                os.killpg(job.pid, signal.SIGKILL)
+            _killpg(job.pid)
         if job.drain_until is None:
             job.drain_until = time.monotonic() + DRAIN_GRACE_S
 
     def reap(self) -> None:
         while True:
             try:
-                pid, status, ru = os.wait4(-1, os.WNOHANG)
+                pid, status, ru = posix.wait4(-1, posix.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -315,20 +446,19 @@ class Agent:
                     job.drain_until = now + DRAIN_GRACE_S
                 continue
             for fd in list(job.fds):
-                self.sel.unregister(fd)
-                os.close(fd)
+                self.unwatch(fd)
+                posix.close(fd)
             job.fds.clear()
             if job.stdin_fd is not None:
-                if job.stdin_fd in self.sel.get_map():
-                    self.sel.unregister(job.stdin_fd)
-                os.close(job.stdin_fd)
+                self.unwatch(job.stdin_fd)
+                posix.close(job.stdin_fd)
                 job.stdin_fd = None
-            code = os.waitstatus_to_exitcode(job.status)
-            self.send_job(job, T_EXIT, json.dumps({
+            code = posix.waitstatus_to_exitcode(job.status)
+            self.send_job(job, T_EXIT, dumps({
                 "code": 128 - code if code < 0 else code, "timed_out": job.timed_out,
                 "killed": job.killed, "out_total": job.total[T_OUT],
                 "err_total": job.total[T_ERR], "cpu_ms": job.cpu_ms,
-                "maxrss_kb": job.maxrss_kb}).encode())
+                "maxrss_kb": job.maxrss_kb}))
             del self.jobs[job.rid]
 
     def check_deadlines(self) -> float:
@@ -366,35 +496,38 @@ class Agent:
         job.fds = {k.out_fd: T_OUT, k.err_fd: T_ERR}
         k.job = job
         self.jobs[rid] = job
-        line = json.dumps({"code": str(req["code"]), "value_cap": VALUE_CAP}).encode() + b"\n"
+        line = _json().dumps({"code": str(req["code"]), "value_cap": VALUE_CAP}).encode()
         try:
-            os.set_blocking(k.ctl_w, True)
-            os.write(k.ctl_w, line)
+            posix.set_blocking(k.ctl_w, True)
+            posix.write(k.ctl_w, line + b"\n")
         except OSError:
             self.kill_kernel(k)
 
     def spawn_kernel(self, lang: str) -> Kernel:
         argv = KERNELS[lang]
-        ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
-        res_r, res_w = os.pipe2(os.O_CLOEXEC)
+        env = {k.decode(errors="surrogateescape"): v.decode(errors="surrogateescape")
+               for k, v in posix.environ.items()}
+        ctl_r, ctl_w = posix.pipe2(posix.O_CLOEXEC)
+        res_r, res_w = posix.pipe2(posix.O_CLOEXEC)
+        out_r, out_w = posix.pipe2(posix.O_CLOEXEC)
+        err_r, err_w = posix.pipe2(posix.O_CLOEXEC)
         try:
-            proc = subprocess.Popen(
-                [*argv, str(ctl_r), str(res_w)], stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/tmp",
-                env=dict(os.environ), start_new_session=True, close_fds=True,
-                pass_fds=(ctl_r, res_w), bufsize=0)
+            for fd in (ctl_r, res_w):  # passed on to the kernel; closed here right after
+                posix.set_inheritable(fd, True)
+            pid = spawn([*argv, str(ctl_r), str(res_w)], env, "/tmp", self.null, out_w, err_w)
+        except OSError:
+            _close(ctl_w, res_r, out_r, err_r)
+            raise
         finally:
-            os.close(ctl_r)
-            os.close(res_w)
-        proc.returncode = 0
-        k = Kernel(lang, proc, ctl_w, res_r)
+            _close(ctl_r, res_w, out_w, err_w)
+        k = Kernel(lang, pid, out_r, err_r, ctl_w, res_r)
         for fd in (k.out_fd, k.err_fd, res_r):
-            os.set_blocking(fd, False)
-        self.sel.register(k.out_fd, selectors.EVENT_READ, ("kout", k))
-        self.sel.register(k.err_fd, selectors.EVENT_READ, ("kout", k))
-        self.sel.register(res_r, selectors.EVENT_READ, ("kres", k))
+            posix.set_blocking(fd, False)
+        self.watch(k.out_fd, ("kout", k))
+        self.watch(k.err_fd, ("kout", k))
+        self.watch(res_r, ("kres", k))
         self.kernels[lang] = k
-        self.kernel_pids[proc.pid] = k
+        self.kernel_pids[pid] = k
         return k
 
     def kernel_output(self, k: Kernel, fd: int) -> None:
@@ -402,8 +535,7 @@ class Agent:
         if data is None:
             return
         if not data:
-            if fd in self.sel.get_map():
-                self.sel.unregister(fd)
+            self.unwatch(fd)
             return
         if k.job is not None:
             self.forward(k.job, T_OUT if fd == k.out_fd else T_ERR, data)
@@ -411,14 +543,13 @@ class Agent:
 
     def kernel_result(self, k: Kernel) -> None:
         try:
-            data = os.read(k.res_r, 1 << 20)
+            data = posix.read(k.res_r, 1 << 20)
         except BlockingIOError:
             return
         except OSError:
             data = b""
         if not data:
-            if k.res_r in self.sel.get_map():
-                self.sel.unregister(k.res_r)
+            self.unwatch(k.res_r)
             return
         k.res_buf += data
         if len(k.res_buf) > 4 * VALUE_CAP + MAX_PAYLOAD:
@@ -431,13 +562,13 @@ class Agent:
             if job is None:
                 continue
             for fd in (k.out_fd, k.err_fd):  # the kernel flushed before answering
-                while fd in self.sel.get_map():
+                while fd in self.tags:
                     before = job.total[T_OUT] + job.total[T_ERR]
                     self.kernel_output(k, fd)
                     if job.total[T_OUT] + job.total[T_ERR] == before:
                         break
             try:
-                res = json.loads(line)
+                res = _json().loads(line)
             except ValueError:
                 res = {"error": _err("KernelError", "the interpreter sent a malformed result")}
             k.job = None
@@ -446,33 +577,29 @@ class Agent:
     def cell_result(self, job: Job, res: dict[str, Any]) -> None:
         res.update(out_total=job.total[T_OUT], err_total=job.total[T_ERR],
                    timed_out=job.timed_out)
-        self.send_job(job, T_RESULT, json.dumps(res).encode()[:MAX_PAYLOAD])
+        self.send_job(job, T_RESULT, _json().dumps(res).encode()[:MAX_PAYLOAD])
         self.jobs.pop(job.rid, None)
 
     def kill_kernel(self, k: Kernel) -> None:
-        with contextlib.suppress(OSError):
-            os.killpg(k.proc.pid, signal.SIGKILL)
+        _killpg(k.pid)
 
     def kernel_died(self, k: Kernel) -> None:
         for fd in (k.out_fd, k.err_fd, k.res_r, k.ctl_w):
-            if fd in self.sel.get_map():
-                self.sel.unregister(fd)
+            self.unwatch(fd)
         job = k.job
         if job is not None:
             for fd in (k.out_fd, k.err_fd):
                 try:
-                    while (data := os.read(fd, 65536)):
+                    while (data := posix.read(fd, 65536)):
                         self.forward(job, T_OUT if fd == k.out_fd else T_ERR, data)
                 except OSError:
                     pass
-        for fd in (k.out_fd, k.err_fd, k.res_r, k.ctl_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _close(k.out_fd, k.err_fd, k.res_r, k.ctl_w)
         if self.kernels.get(k.lang) is k:
             del self.kernels[k.lang]
         if job is not None:
             k.job = None
-            code = os.waitstatus_to_exitcode(k.status or 0)
+            code = posix.waitstatus_to_exitcode(k.status or 0)
             how = f"signal {-code}" if code < 0 else f"exit status {code}"
             msg = ("the cell timed out; the interpreter was killed and its state is lost"
                    if job.timed_out else
@@ -482,28 +609,31 @@ class Agent:
 
     # -- main loop ----------------------------------------------------------------------------
     def run(self) -> None:
+        self.send(T_READY, 0, 0, dumps({"pid": posix.getpid(), "uid": posix.getuid()}))
+        # Before the first request is read, so before any other process exists in here.
         _hide_from_sandbox()
-        self.send(T_READY, 0, 0, json.dumps({"pid": os.getpid(), "uid": os.getuid()}).encode())
         while not self.stop:
             timeout = self.check_deadlines()
-            for key, _ in self.sel.select(timeout):
-                tag = key.data
+            for fd, _ in self.poll.poll(timeout * 1000):
+                tag = self.tags.get(fd)
+                if tag is None:        # unwatched by an earlier event of this round
+                    continue
                 if tag == "chan":
                     self.read_channel()
                 elif tag == "wake":
                     try:
-                        while os.read(self.wake_r, 4096):
+                        while posix.read(self.wake_r, 4096):
                             pass
                     except BlockingIOError:
                         pass
                     self.reap()
                 elif isinstance(tag, Job):
-                    if key.fd in tag.fds:
-                        self.pump(tag, int(key.fd))
+                    if fd in tag.fds:
+                        self.pump(tag, fd)
                 elif tag[0] == "stdin":
                     self.flush_stdin(tag[1])
                 elif tag[0] == "kout":
-                    self.kernel_output(tag[1], int(key.fd))
+                    self.kernel_output(tag[1], fd)
                 elif tag[0] == "kres":
                     self.kernel_result(tag[1])
             self.reap()

@@ -10,7 +10,7 @@ Rules the pool keeps:
   back: the caller owns it and deletes it (``with``), so no state of one task can reach
   another. There is no ``release``.
 * Every pooled sandbox is an ordinary sandbox of :meth:`SandboxManager.create` (or a clone
-  restored from a :class:`~closedpaw.sandbox.snapshot.Snapshot`): same bundle checks, same
+  restored from a :class:`~closedpaw.sandbox.lifecycle.snapshot.Snapshot`): same bundle checks, same
   state directory and ownership lock (``closedpaw gc`` sees it and leaves it alone while this
   process lives), and it counts against ``max_sandboxes``. A refill that would exceed the cap
   waits for a slot instead; the pool never exceeds the cap.
@@ -35,12 +35,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from closedpaw.errors import ConfigError, PoolExhausted, SandboxLimitReached
-from closedpaw.sandbox.sandbox import Sandbox, SandboxStatus
+from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
+from closedpaw.sandbox.lifecycle.sandbox import Sandbox
 from closedpaw.sandbox.spec import SandboxSpec
 
 if TYPE_CHECKING:
-    from closedpaw.sandbox.manager import SandboxManager
-    from closedpaw.sandbox.snapshot import Snapshot
+    from closedpaw.sandbox.lifecycle.snapshot import Snapshot
 
 __all__ = ["PoolStats", "SandboxPool"]
 
@@ -68,11 +68,11 @@ class PoolStats:
 class SandboxPool:
     """Created by :meth:`SandboxManager.pool`; a context manager."""
 
-    def __init__(self, manager: SandboxManager, spec: SandboxSpec, *,
+    def __init__(self, registry: Registry[Sandbox], spec: SandboxSpec, *,
                  runtime: str | None = None, size: int | None = None,
                  idle_timeout_s: float | None = None, snapshot: Snapshot | None = None,
                  owns_snapshot: bool = False, name: str = "") -> None:
-        settings = manager.settings
+        settings = registry.settings
         self.size = settings.pool_size if size is None else size
         self.idle_timeout_s = (settings.pool_idle_timeout_s if idle_timeout_s is None
                                else idle_timeout_s)
@@ -83,14 +83,14 @@ class SandboxPool:
                               f"({settings.max_sandboxes}); a pool never exceeds the cap")
         if self.idle_timeout_s < 0:
             raise ConfigError("pool idle timeout: must be 0 (never) or more seconds")
-        self.manager = manager
+        self.registry = registry
         self.spec = spec
         self.runtime = runtime
         self.snapshot = snapshot
         self.owns_snapshot = owns_snapshot
         self.name = name or (snapshot.id if snapshot is not None else "pool")
         # Resolve the driver now: a missing runtime fails here, not in the thread.
-        manager.driver(runtime)
+        registry.driver(runtime)
         self.errors: collections.deque[str] = collections.deque(maxlen=_MAX_ERRORS)
         self._ready: collections.deque[Sandbox] = collections.deque()
         self._cond = threading.Condition()
@@ -188,7 +188,7 @@ class SandboxPool:
         self._delete_all(left)
         if self.owns_snapshot and self.snapshot is not None:
             self.snapshot.remove()
-        self.manager._forget_pool(self)
+        self.registry.forget_pool(self)
 
     def __enter__(self) -> SandboxPool:
         return self
@@ -213,7 +213,7 @@ class SandboxPool:
     def _make(self) -> Sandbox:
         if self.snapshot is not None:
             return self.snapshot.restore()
-        return self.manager.create(self.spec, runtime=self.runtime)
+        return Sandbox.launch(self.registry, self.spec, runtime=self.runtime)
 
     def _delete_all(self, boxes: list[Sandbox]) -> None:
         for sb in boxes:
