@@ -69,7 +69,7 @@ TARGETS = {"true_vs_raw_max": 0.2, "python_vs_host_max_runc": 1.3,
            "cell_max_ms": {"runc": 3.0, "runsc": 10.0}, "concurrent_runsc_max_ms": 1500.0,
            "cpu_overhead_max": 0.03}
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "agent.json"
-BENCH = Settings(state_dir=Path("/run/closedpaw-bench-agent"),
+BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench-agent"),
                  cgroup_parent="closedpaw-bench-agent", max_sandboxes=CONCURRENT + 4)
 SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=256, timeout_s=120))
 
@@ -230,7 +230,7 @@ def leaks_of(settings: Settings, drivers: dict[str, OCICLIDriver]) -> dict[str, 
     d = settings.state_dir / "sandboxes"
     if d.exists() and (left := sorted(p.name for p in d.iterdir())):
         found["state_dirs"] = left
-    cg = {k: v for k, v in cgroup_children(settings.cgroup_parent).items() if v}
+    cg = {k: v for k, v in cgroup_children(settings.sandbox.cgroup_parent).items() if v}
     if cg:
         found["cgroups"] = [f"{k}/{c}" for k, v in cg.items() for c in v]
     if m := mounts_under(str(settings.state_dir) + "/"):
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         mgr.close()
     elapsed = time.monotonic() - t_start
     leaks = leaks_of(BENCH, drivers)
-    remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks)
+    remove_bench_state(BENCH.state_dir, BENCH.sandbox.cgroup_parent, leaks)
 
     host = summary(samples["host"]["host"])
     cpu_host = summary(extra["cpu"]["host"])

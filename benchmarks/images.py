@@ -50,7 +50,7 @@ DRIVERS = ("runc", "runsc")
 COMMANDS = {"python": ["python3", "-c", "pass"], "node": ["node", "-e", "0"],
             "bash": ["bash", "-c", ":"]}
 IMAGE_CMD = {"python": "python", "node": "node", "shell": "bash", "multi": "python"}
-BENCH = Settings(state_dir=Path("/run/closedpaw-bench-images"),
+BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench-images"),
                  cgroup_parent="closedpaw-bench-images")
 LIMITS = ResourceLimits(memory_mb=512, disk_mb=64, timeout_s=60)
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "images.json"
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     mounts = mounts_under(str(BENCH.state_dir) + "/")
     if mounts:
         leaks["mounts"] = mounts
-    cg = {k: v for k, v in cgroup_children(BENCH.cgroup_parent).items() if v}
+    cg = {k: v for k, v in cgroup_children(BENCH.sandbox.cgroup_parent).items() if v}
     if cg:
         leaks["cgroups"] = cg
 

@@ -68,7 +68,7 @@ TARGET_CLI_DELTA_MS = 80.0
 CLI = REPO / ".venv" / "bin" / "closedpaw"
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "oneshot.json"
 
-BENCH = Settings(state_dir=Path("/run/closedpaw-bench"), cgroup_parent="closedpaw-bench")
+BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench"), cgroup_parent="closedpaw-bench")
 CLI_DEFAULTS = Settings()  # what the CLI uses (no CLOSEDPAW_* in its environment)
 
 
@@ -171,8 +171,8 @@ def footprint(settings: Settings, drivers: dict[str, OCICLIDriver]) -> dict[str,
     """Everything of ``settings``' that may outlive a sandbox, as sorted lists."""
     fp: dict[str, list[str]] = {
         "state_dirs": sorted(_dir_entries(settings.state_dir / "sandboxes")),
-        "cgroups": sorted(f"{k}/{c}" for k, v in cgroup_children(settings.cgroup_parent).items()
-                          for c in v),
+        "cgroups": sorted(f"{k}/{c}" for k, v in
+                          cgroup_children(settings.sandbox.cgroup_parent).items() for c in v),
         "mounts": sorted(mounts_under(str(settings.state_dir) + "/")),
     }
     for name, drv in drivers.items():
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     pre = footprint(BENCH, drivers)
     if any(pre.values()):
         raise BenchError(f"leftovers from an earlier run under {BENCH.state_dir} / "
-                         f"{BENCH.cgroup_parent}; clean them first: {pre}")
+                         f"{BENCH.sandbox.cgroup_parent}; clean them first: {pre}")
     cli_drivers = {n: type(d)(CLI_DEFAULTS.state_dir / n) for n, d in drivers.items()}
     cli_before = footprint(CLI_DEFAULTS, cli_drivers)
 
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         time.sleep(0.3)
     leaks.update({f"cli_{k}": v for k, v in cli_new.items()})
-    remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks, "bench_cgroup_parents")
+    remove_bench_state(BENCH.state_dir, BENCH.sandbox.cgroup_parent, leaks, "bench_cgroup_parents")
 
     if failure is not None:
         if leaks:
@@ -318,9 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "runs": args.runs, "warmup": WARMUP, "order": "round-robin, rotating",
             "bench_settings": {"state_dir": str(BENCH.state_dir),
-                               "cgroup_parent": BENCH.cgroup_parent},
+                               "cgroup_parent": BENCH.sandbox.cgroup_parent},
             "cli_settings": {"state_dir": str(CLI_DEFAULTS.state_dir),
-                             "cgroup_parent": CLI_DEFAULTS.cgroup_parent},
+                             "cgroup_parent": CLI_DEFAULTS.sandbox.cgroup_parent},
             "host_argv": HOST_ARGV, "raw_argv": RAW_ARGV, "library_argv": LIB_ARGV,
             "raw_commands": {n: [d.binary, "--root", str(d.root_dir), *RAW_FLAGS[n], "run",
                                  "--bundle", "<state_dir>/sandboxes/<id>", "<id>"]

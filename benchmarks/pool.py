@@ -58,7 +58,7 @@ from closedpaw.settings import Settings
 
 DRIVERS = ("runc", "runsc")
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "pool.json"
-BENCH = Settings(state_dir=Path("/run/closedpaw-bench-pool"),
+BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench-pool"),
                  cgroup_parent="closedpaw-bench-pool")
 SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=256, timeout_s=30))
 WARM_PY = "import json, re, decimal, time; time.sleep(100000)"
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = processes_mentioning(str(BENCH.state_dir) + "/")
     if procs:
         leaks["processes"] = procs
-    remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks)
+    remove_bench_state(BENCH.state_dir, BENCH.sandbox.cgroup_parent, leaks)
     if failure is not None:
         if leaks:
             print(f"LEAKED: {json.dumps(leaks, indent=1)}", file=sys.stderr)

@@ -38,7 +38,7 @@ def require_runtime(name: str) -> None:
 
 
 def sandbox_settings() -> Settings:
-    return Settings(state_dir=TEST_STATE, data_dir=DATA_DIR, cgroup_parent=TEST_CGROUP)
+    return Settings.of(state_dir=TEST_STATE, data_dir=DATA_DIR, cgroup_parent=TEST_CGROUP)
 
 
 def image_staging_leftovers(store: Path) -> list[str]:
@@ -76,9 +76,9 @@ def leftovers(settings: Settings) -> list[str]:
                                  text=True, check=False).stdout.split()
             found += [f"{rt} container {c}" for c in out]
     if is_v2():
-        bases = [CGROUP_ROOT / settings.cgroup_parent]
+        bases = [CGROUP_ROOT / settings.sandbox.cgroup_parent]
     else:
-        bases = [d / settings.cgroup_parent for d in CGROUP_ROOT.iterdir() if d.is_dir()]
+        bases = [d / settings.sandbox.cgroup_parent for d in CGROUP_ROOT.iterdir() if d.is_dir()]
     for base in bases:
         if base.is_dir():
             found += [f"cgroup {p}" for p in base.iterdir() if p.is_dir()]

@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 
 from closedpaw.api import check_host
 from closedpaw.errors import ConfigError
-from closedpaw.orchestrator import Orchestrator
+from closedpaw.gate import Gate
 from closedpaw.security import new_token
 from tests.integration.conftest import (
     Live,
@@ -36,7 +36,7 @@ HIGH = {"action_type": "code_execution", "parameters": CODE, "min_level": "high"
 def live(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Live]:
     more: dict[str, Any] = getattr(request, "param", {})
     s = gate_settings(tmp_path, **more)
-    orch = Orchestrator(s, manager=fake_manager(s, python_handler))
+    orch = Gate(s, manager=fake_manager(s, python_handler))
     try:
         with live_server(s, orch) as lv:
             yield lv
@@ -44,8 +44,8 @@ def live(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Live]:
         orch.close()
 
 
-def orch_of(live: Live) -> Orchestrator:
-    o: Orchestrator = live.app.state.orchestrator
+def orch_of(live: Live) -> Gate:
+    o: Gate = live.app.state.gate
     return o
 
 
@@ -386,7 +386,7 @@ def test_the_api_on_each_database(db_url: str, tmp_path: Path) -> None:
     and the history is still there."""
     s = gate_settings(tmp_path, db_url=db_url)
     for round_ in range(2):
-        orch = Orchestrator(s, manager=fake_manager(s, python_handler))
+        orch = Gate(s, manager=fake_manager(s, python_handler))
         try:
             with live_server(s, orch) as lv, lv.client() as c:
                 if round_ == 0:

@@ -133,7 +133,7 @@ OWNER = textwrap.dedent("""
     from closedpaw.sandbox.manager import SandboxManager
     from closedpaw.settings import Settings
 
-    s = Settings(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
+    s = Settings.of(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
                  cgroup_parent=sys.argv[3])
     mgr = SandboxManager(s)
     snap = mgr.snapshot(warmup=[["sh", "-c", "echo secret > /tmp/s"]])

@@ -28,8 +28,8 @@ from closedpaw.errors import (
     PermissionDenied,
     RateLimited,
 )
-from closedpaw.orchestrator import ActionRequest, ActionStatus, Orchestrator
-from closedpaw.orchestrator.actions import check_json_value
+from closedpaw.gate import ActionRequest, ActionStatus, Gate
+from closedpaw.gate.actions import check_json_value
 from closedpaw.security import Principal, RateLimiter, token_looks_valid
 from closedpaw.settings import Settings
 
@@ -96,7 +96,7 @@ class Health(BaseModel):
 
 
 # -- admin bootstrap ---------------------------------------------------------------------
-def bootstrap_admin(orch: Orchestrator, settings: Settings) -> bool:
+def bootstrap_admin(orch: Gate, settings: Settings) -> bool:
     """On first start (no admin yet): create principal ``admin`` and write its token to
     ``data_dir/api-token`` (mode 0600, replaced atomically). Returns True when created."""
     if orch.store.count_admins() > 0:
@@ -115,24 +115,24 @@ def bootstrap_admin(orch: Orchestrator, settings: Settings) -> bool:
     return True
 
 
-def _orch(request: Request) -> Orchestrator:
-    o: Orchestrator = request.app.state.orchestrator
+def _orch(request: Request) -> Gate:
+    o: Gate = request.app.state.gate
     return o
 
 
-def create_app(settings: Settings | None = None, *, orchestrator: Orchestrator | None = None,
+def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
                on_ready: Callable[[FastAPI], None] | None = None) -> FastAPI:
-    """The application. Without ``orchestrator`` one is built from ``settings`` at start-up
+    """The application. Without ``gate`` one is built from ``settings`` at start-up
     (and closed at shutdown). ``on_ready`` is called once start-up is done."""
     settings = settings or Settings.from_env()
-    limiter = RateLimiter(settings.rate_limit_per_minute)
-    fail_limiter = RateLimiter(max(10, settings.rate_limit_per_minute // 4))
+    limiter = RateLimiter(settings.api.rate_limit_per_minute)
+    fail_limiter = RateLimiter(max(10, settings.api.rate_limit_per_minute // 4))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        orch: Orchestrator = (orchestrator if orchestrator is not None
-                              else await run_in_threadpool(Orchestrator, settings))
-        app.state.orchestrator = orch
+        orch: Gate = (gate if gate is not None
+                              else await run_in_threadpool(Gate, settings))
+        app.state.gate = orch
         app.state.streams = set()
         try:
             await run_in_threadpool(orch.start)
@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None, *, orchestrator: Orchestrator |
             await run_in_threadpool(orch.audit.append, AuditEvent.SERVER_STARTED,
                                     principal="system", details={"pid": os.getpid()})
         except BaseException:
-            if orchestrator is None:
+            if gate is None:
                 await run_in_threadpool(orch.close)
             raise
         sweeper = asyncio.create_task(_sweep(orch, settings))
@@ -158,7 +158,7 @@ def create_app(settings: Settings | None = None, *, orchestrator: Orchestrator |
             with contextlib.suppress(ClosedPawError):
                 await run_in_threadpool(orch.audit.append, AuditEvent.SERVER_STOPPED,
                                         principal="system", details={"pid": os.getpid()})
-            if orchestrator is None:
+            if gate is None:
                 await run_in_threadpool(orch.close)
 
     app = FastAPI(title="ClosedPaw", version="0.1.0", lifespan=lifespan,
@@ -282,9 +282,9 @@ def create_app(settings: Settings | None = None, *, orchestrator: Orchestrator |
         orch = _orch(request)
         out = orch.status()
         out["principal"] = {"name": p.name, "role": p.role}
-        out["sandbox"] = _sandbox_status(orch)
-        out["approval_ttl_s"] = settings.approval_ttl_s
-        out["require_distinct_approver"] = settings.require_distinct_approver
+        out["sandbox"] = orch.sandbox_status()
+        out["approval_ttl_s"] = settings.gate.approval_ttl_s
+        out["require_distinct_approver"] = settings.gate.require_distinct_approver
         return out
 
     @app.get("/api/events", tags=["events"],
@@ -372,31 +372,9 @@ class _DeclaredSizeLimit:
         await self.app(scope, receive, send)
 
 
-def _sandbox_status(orch: Orchestrator) -> dict[str, Any]:
-    """The runtimes installed, and the one actions run in (chosen by a live probe, cached)."""
-    from closedpaw.sandbox.drivers.detect import PREFERENCE
-
-    mgr = orch.sandbox_manager()
-    installed = []
-    for name in PREFERENCE:
-        try:
-            f = mgr.registry.driver(name).features()
-            installed.append({"name": name, "version": f.version, "platform": f.platform})
-        except ClosedPawError:
-            continue
-    try:
-        drv = mgr.driver()
-        f = drv.features()
-        return {"usable": True, "runtime": drv.name, "version": f.version,
-                "platform": f.platform, "network": "none", "seccomp": True,
-                "installed": installed}
-    except ClosedPawError as e:
-        return {"usable": False, "detail": str(e), "installed": installed}
-
-
-async def _sweep(orch: Orchestrator, settings: Settings) -> None:
+async def _sweep(orch: Gate, settings: Settings) -> None:
     """Expire pending actions at their TTL even when nobody looks at them."""
-    period = min(5.0, max(0.2, settings.approval_ttl_s / 4))
+    period = min(5.0, max(0.2, settings.gate.approval_ttl_s / 4))
     while True:
         await asyncio.sleep(period)
         with contextlib.suppress(ClosedPawError):  # the next round retries

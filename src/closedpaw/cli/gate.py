@@ -119,13 +119,13 @@ def cmd_token(args: argparse.Namespace) -> int:
     import getpass
 
     from closedpaw.errors import ClosedPawError
-    from closedpaw.orchestrator.engine import Orchestrator
+    from closedpaw.gate.engine import Gate
     from closedpaw.security.principal import Principal
 
     settings = _settings(args)
     by = Principal(f"local:{getpass.getuser()}", "admin")
     try:
-        orch = Orchestrator(settings, workers=1)
+        orch = Gate(settings, workers=1)
         try:
             if args.token_command == "create":
                 token = orch.create_principal(args.name, args.role, by=by)
@@ -154,7 +154,7 @@ class _Client:
     def __init__(self, args: argparse.Namespace) -> None:
         settings = _settings(args, api_url=args.url)
         self.base = settings.api_base_url
-        token = settings.api_token
+        token = settings.api.api_token
         path = args.token_file or (None if token else settings.token_file)
         if path is not None:
             try:

@@ -174,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             from closedpaw.sandbox.policy import load_policies
             from closedpaw.settings import Settings
 
-            pols = load_policies(Settings.from_env().policy_file)
+            pols = load_policies(Settings.from_env().sandbox.policy_file)
             base = (pols.for_language(args.lang, args.policy) if args.lang
                     else pols.get(args.policy)).spec
         spec = _spec(args, base)
@@ -291,7 +291,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     from closedpaw.settings import Settings
 
     try:
-        pols = load_policies(Settings.from_env().policy_file)
+        pols = load_policies(Settings.from_env().sandbox.policy_file)
         if args.policy_command == "list":
             rows = [pols.get(n).to_dict() for n in pols.names()]
             if args.json:

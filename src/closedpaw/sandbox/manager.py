@@ -85,7 +85,7 @@ class SandboxManager:
         if self._pinned is not None:
             return self._pinned
         require_root()
-        return self.registry.resolve(runtime or self.settings.runtime)
+        return self.registry.resolve(runtime or self.settings.sandbox.runtime)
 
     def _probe(self, driver: Driver) -> tuple[bool, str]:
         spec = SandboxSpec(limits=ResourceLimits(memory_mb=128, disk_mb=8, max_processes=16,
@@ -100,9 +100,9 @@ class SandboxManager:
     # -- the cap ---------------------------------------------------------------------------
     def _reserve(self) -> None:
         with self._lock:
-            if len(self._live) + self._inflight >= self.settings.max_sandboxes:
+            if len(self._live) + self._inflight >= self.settings.sandbox.max_sandboxes:
                 raise SandboxLimitReached(
-                    f"{self.settings.max_sandboxes} sandboxes are already live "
+                    f"{self.settings.sandbox.max_sandboxes} sandboxes are already live "
                     "(max_sandboxes); delete some or raise CLOSEDPAW_MAX_SANDBOXES")
             self._inflight += 1
 
@@ -171,7 +171,7 @@ class SandboxManager:
         if self._policies is None:
             from closedpaw.sandbox.policy import load_policies
 
-            self._policies = load_policies(self.settings.policy_file)
+            self._policies = load_policies(self.settings.sandbox.policy_file)
         return self._policies
 
     def spec_for(self, policy: str) -> SandboxSpec:

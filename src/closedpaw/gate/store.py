@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from closedpaw.errors import ConfigError, InvalidRequest, StoreError
-from closedpaw.orchestrator.actions import ActionStatus, RiskLevel
+from closedpaw.gate.actions import ActionStatus, RiskLevel
 
 __all__ = ["ActionRecord", "ActionRow", "PrincipalRow", "Store"]
 
