@@ -150,10 +150,21 @@ def test_reject(live: Live) -> None:
         assert_error(c.post(f"/api/actions/{sub['action_id']}/reject"), 409, "invalid_state")
 
 
+def _api_routes(routes: list[Any]) -> list[APIRoute]:
+    """Every APIRoute, also those of included routers (FastAPI keeps those apart)."""
+    out: list[APIRoute] = []
+    for r in routes:
+        if isinstance(r, APIRoute):
+            out.append(r)
+        elif hasattr(r, "original_router"):
+            out += _api_routes(r.original_router.routes)
+    return out
+
+
 def _routes(live: Live) -> list[tuple[str, str]]:
     out = []
-    for r in live.app.routes:
-        if isinstance(r, APIRoute) and r.path != "/api/health":
+    for r in _api_routes(live.app.routes):
+        if r.path != "/api/health":
             path = r.path.replace("{action_id}", str(uuid.uuid4()))
             out += [(m, path) for m in sorted(r.methods)]
     return out
