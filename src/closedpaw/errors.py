@@ -37,7 +37,10 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     ├── AuthError                           the caller could not be trusted
     │   ├── AuthenticationFailed            no, malformed or unknown bearer token
     │   └── PermissionDenied                authenticated, but the role may not do this
-    └── RateLimited                         too many requests; ``retry_after`` seconds
+    ├── RateLimited                         too many requests; ``retry_after`` seconds
+    └── ClientError                         closedpaw.client could not get an answer
+        ├── ApiUnreachable                  no HTTP answer (server down, wrong URL, timeout)
+        └── ApiRefused                      the API answered with an error (its ``error_code``)
 
 Every class carries a stable machine ``code`` (a class attribute, snake_case, unique; a test
 checks it) that the HTTP API and ``--json`` output return as
@@ -56,6 +59,8 @@ __all__ = [
     "ActionNotFound",
     "ActionStateError",
     "AgentProtocolError",
+    "ApiRefused",
+    "ApiUnreachable",
     "ApprovalRefused",
     "AuditChainBroken",
     "AuditError",
@@ -63,6 +68,7 @@ __all__ = [
     "AuthError",
     "AuthenticationFailed",
     "BundleRejected",
+    "ClientError",
     "ClosedPawError",
     "ConfigError",
     "FileTransferError",
@@ -342,3 +348,29 @@ class ImageRejected(ImageError):
     """An image to import is malformed or unsafe (escaping paths, device nodes, ...)."""
 
     code = "image_rejected"
+
+
+class ClientError(ClosedPawError):
+    """:mod:`closedpaw.client` could not get what it asked the HTTP API for."""
+
+    code = "client_error"
+
+
+class ApiUnreachable(ClientError):
+    """No HTTP answer: the server is not running, the URL is wrong, or it timed out."""
+
+    code = "api_unreachable"
+
+
+class ApiRefused(ClientError):
+    """The API answered with an error. ``error_code`` is the server's stable code (one of the
+    codes of this tree), ``status`` the HTTP status, ``body`` the decoded error object."""
+
+    code = "api_refused"
+
+    def __init__(self, status: int, error_code: str, message: str,
+                 body: dict[str, object] | None = None) -> None:
+        self.status = status
+        self.error_code = error_code
+        self.body = body or {}
+        super().__init__(f"{error_code}: {message}")

@@ -22,6 +22,7 @@ import pytest
 import closedpaw
 import closedpaw.api as api
 import closedpaw.audit as audit
+import closedpaw.client as client
 import closedpaw.errors as errors
 import closedpaw.gate as gate
 import closedpaw.sandbox as sandbox
@@ -281,7 +282,8 @@ def test_checker_catches_a_cycle_hidden_in_a_function(tmp_path: Path) -> None:
 
 
 # -- the public surface and the error tree -------------------------------------------------
-@pytest.mark.parametrize("mod", [closedpaw, sandbox, errors, audit, gate, security, api])
+@pytest.mark.parametrize("mod", [closedpaw, sandbox, errors, audit, gate, security, api,
+                                 client])
 def test_public_names_resolve(mod: object) -> None:
     names = mod.__all__  # type: ignore[attr-defined]
     assert names == sorted(names) or mod is closedpaw
@@ -346,3 +348,24 @@ def test_plain_and_image_runs_do_not_load_yaml_or_rich() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "", f"imported on the run path: {out}"
+
+
+def test_cli_choice_lists_match_their_owners() -> None:
+    from closedpaw.cli import images, util
+    from closedpaw.sandbox.images.store import HOST_IMAGE
+    from closedpaw.sandbox.policy import LANGUAGES
+    from closedpaw.security.principal import ROLES
+    from closedpaw.settings import RUNTIME_CHOICES
+
+    assert util.RUNTIME_CHOICES == RUNTIME_CHOICES
+    assert set(util.LANG_CHOICES) == set(LANGUAGES)
+    assert set(util.ROLE_CHOICES) == set(ROLES)
+    assert images.HOST_IMAGE == HOST_IMAGE
+
+
+def test_the_version_comes_from_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    out = subprocess.run([sys.executable, "-m", "closedpaw.cli.main", "--version"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == f"closedpaw {version('closedpaw')}\n"
