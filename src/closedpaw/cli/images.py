@@ -59,11 +59,14 @@ def _human(n: int) -> str:
 
 
 def _host_row(settings: Settings) -> dict[str, Any]:
-    from closedpaw.sandbox.images.host import prepare_host_rootfs
+    """The host image as listed: located, never built here. Listing only reads, so any user
+    may list; the skeleton is built by the first sandbox that uses it (as root)."""
+    from closedpaw.sandbox.images.host import locate_host_rootfs
 
-    host = prepare_host_rootfs(settings.data_dir)
+    host = locate_host_rootfs(settings.data_dir)
     return {"name": HOST_IMAGE, "digest": f"host-{host.digest}", "created": "", "size": 0,
-            "source": {"type": "host-bind", "usr": "/usr"}, "rootfs": str(host.path)}
+            "source": {"type": "host-bind", "usr": "/usr"}, "rootfs": str(host.path),
+            "prepared": host.path.is_dir()}
 
 
 def _source(img: dict[str, Any]) -> str:
