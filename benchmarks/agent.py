@@ -70,7 +70,7 @@ TARGETS = {"true_vs_raw_max": 0.2, "python_vs_host_max_runc": 1.3,
            "cpu_overhead_max": 0.03}
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "agent.json"
 BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench-agent"),
-                 cgroup_parent="closedpaw-bench-agent", max_sandboxes=CONCURRENT + 4)
+                    cgroup_parent="closedpaw-bench-agent", max_sandboxes=CONCURRENT + 4)
 SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=256, timeout_s=120))
 
 Case = Any

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         out["audit_verify_1000"] = summary([timed(log.verify)[0] for _ in range(5)])
 
         s = Settings.of(data_dir=tmp / "data", state_dir=tmp / "state",
-                     cgroup_parent="closedpaw-bench-gate")
+                        cgroup_parent="closedpaw-bench-gate")
         orch = Gate(s, manager=SandboxManager(s, driver=FakeDriver()))
         orch.start()
         try:

@@ -59,7 +59,7 @@ from closedpaw.settings import Settings
 DRIVERS = ("runc", "runsc")
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "pool.json"
 BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench-pool"),
-                 cgroup_parent="closedpaw-bench-pool")
+                    cgroup_parent="closedpaw-bench-pool")
 SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=256, timeout_s=30))
 WARM_PY = "import json, re, decimal, time; time.sleep(100000)"
 WARMUP = [["sh", "-c", f"python3 -c '{WARM_PY}' >/dev/null 2>&1 &"]]

@@ -104,7 +104,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 # -- the gate -----------------------------------------------------------------------------
 def gate_settings(tmp_path: Path, **more: Any) -> Settings:
     return Settings.of(data_dir=tmp_path / "data", state_dir=tmp_path / "state",
-                    cgroup_parent=TEST_CGROUP, **more)
+                       cgroup_parent=TEST_CGROUP, **more)
 
 
 def fake_manager(settings: Settings, handler: Handler | None = None) -> SandboxManager:

@@ -56,7 +56,7 @@ def finished(c: httpx.Client, aid: str, timeout: float = 120) -> dict[str, Any]:
 def test_approved_code_runs_in_a_real_sandbox(rt: str, tmp_path: Path) -> None:
     require_runtime(rt)
     s = Settings.of(data_dir=tmp_path / "data", state_dir=TEST_STATE, cgroup_parent=TEST_CGROUP,
-                 runtime=rt)
+                    runtime=rt)
     orch = Gate(s)
     try:
         with live_server(s, orch) as live, live.client() as c:
@@ -247,7 +247,7 @@ def slow(argv, stdin):
     return 0, b"", b""
 
 s = Settings.of(data_dir=Path(sys.argv[2]), state_dir=Path(sys.argv[3]),
-             cgroup_parent=sys.argv[4])
+                cgroup_parent=sys.argv[4])
 o = Gate(s, manager=SandboxManager(s, driver=FakeDriver(slow)))
 uvicorn.run(create_app(s, gate=o), host="127.0.0.1", port=int(sys.argv[1]),
             log_level="warning")
@@ -299,7 +299,7 @@ from closedpaw.api import create_app
 from closedpaw.settings import Settings
 
 s = Settings.of(data_dir=Path(sys.argv[2]), state_dir=Path(sys.argv[3]),
-             cgroup_parent=sys.argv[4], runtime="runc")
+                cgroup_parent=sys.argv[4], runtime="runc")
 uvicorn.run(create_app(s), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 

@@ -27,7 +27,7 @@ OWNER = textwrap.dedent("""
     from closedpaw.settings import Settings
 
     s = Settings.of(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
-                 cgroup_parent=sys.argv[3])
+                    cgroup_parent=sys.argv[3])
     spec = SandboxSpec(limits=ResourceLimits(memory_mb=128, timeout_s=300),
                        output_dir=Path(sys.argv[4]))
     mgr = SandboxManager(s)

@@ -134,7 +134,7 @@ OWNER = textwrap.dedent("""
     from closedpaw.settings import Settings
 
     s = Settings.of(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
-                 cgroup_parent=sys.argv[3])
+                    cgroup_parent=sys.argv[3])
     mgr = SandboxManager(s)
     snap = mgr.snapshot(warmup=[["sh", "-c", "echo secret > /tmp/s"]])
     clone = snap.restore()
