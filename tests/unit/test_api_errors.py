@@ -21,6 +21,7 @@ SPECIAL: dict[str, errors.ClosedPawError] = {
     "ApprovalRefused": errors.ApprovalRefused("hash_mismatch", "wrong hash"),
     "RateLimited": errors.RateLimited(7.0),
     "PolicyError": errors.PolicyError("python.memory", "not a size"),
+    "ApiRefused": errors.ApiRefused(409, "approval_refused", "wrong hash"),
 }
 
 

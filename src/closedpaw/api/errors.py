@@ -18,6 +18,7 @@ from closedpaw.errors import (
     AuditError,
     AuthenticationFailed,
     AuthError,
+    ClientError,
     ClosedPawError,
     ConfigError,
     GateError,
@@ -37,7 +38,7 @@ STATUS: list[tuple[type[ClosedPawError], int]] = [
     (AuthenticationFailed, 401), (PermissionDenied, 403), (AuthError, 401), (ActionNotFound, 404),
     (ActionStateError, 409), (ApprovalRefused, 409), (RateLimited, 429),
     (InvalidRequest, 400), (ConfigError, 400), (AuditError, 503), (StoreError, 503),
-    (SandboxError, 503), (GateError, 400),
+    (SandboxError, 503), (GateError, 400), (ClientError, 502),
 ]
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
