@@ -67,8 +67,8 @@ TARGETS = {"true_vs_raw_max": 0.2, "python_vs_host_max_runc": 1.3,
            "cell_max_ms": {"runc": 3.0, "runsc": 10.0}, "concurrent_runsc_max_ms": 1500.0,
            "cpu_overhead_max": 0.03}
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "agent.json"
-BENCH = Settings(state_dir=Path("/run/closedpaw-bench-agent"),
-                 cgroup_parent="closedpaw-bench-agent", max_sandboxes=CONCURRENT + 4)
+BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench-agent"),
+                    cgroup_parent="closedpaw-bench-agent", max_sandboxes=CONCURRENT + 4)
 SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=256, timeout_s=120))
 
 Case = Any
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         mgr.close()
     elapsed = time.monotonic() - t_start
     leaks = footprint(BENCH)
-    remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks)
+    remove_bench_state(BENCH.state_dir, BENCH.sandbox.cgroup_parent, leaks)
 
     host = summary(samples["host"]["host"])
     cpu_host = summary(extra["cpu"]["host"])

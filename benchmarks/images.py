@@ -49,8 +49,8 @@ DRIVERS = ("runc", "runsc")
 COMMANDS = {"python": ["python3", "-c", "pass"], "node": ["node", "-e", "0"],
             "bash": ["bash", "-c", ":"]}
 IMAGE_CMD = {"python": "python", "node": "node", "shell": "bash", "multi": "python"}
-BENCH = Settings(state_dir=Path("/run/closedpaw-bench-images"),
-                 cgroup_parent="closedpaw-bench-images")
+BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench-images"),
+                    cgroup_parent="closedpaw-bench-images")
 LIMITS = ResourceLimits(memory_mb=512, disk_mb=64, timeout_s=60)
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "images.json"
 

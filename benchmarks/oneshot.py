@@ -66,7 +66,7 @@ TARGET_CLI_DELTA_MS = 80.0
 CLI = REPO / ".venv" / "bin" / "closedpaw"
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "oneshot.json"
 
-BENCH = Settings(state_dir=Path("/run/closedpaw-bench"), cgroup_parent="closedpaw-bench")
+BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench"), cgroup_parent="closedpaw-bench")
 CLI_DEFAULTS = Settings()  # what the CLI uses (no CLOSEDPAW_* in its environment)
 
 
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     pre = footprint(BENCH)
     if any(pre.values()):
         raise BenchError(f"leftovers from an earlier run under {BENCH.state_dir} / "
-                         f"{BENCH.cgroup_parent}; clean them first: {pre}")
+                         f"{BENCH.sandbox.cgroup_parent}; clean them first: {pre}")
     cli_before = footprint(CLI_DEFAULTS)
 
     raw_live: set[str] = set()
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         time.sleep(0.3)
     leaks.update({f"cli_{k}": v for k, v in cli_new.items()})
-    remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks, "bench_cgroup_parents")
+    remove_bench_state(BENCH.state_dir, BENCH.sandbox.cgroup_parent, leaks, "bench_cgroup_parents")
 
     if failure is not None:
         if leaks:
@@ -284,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "runs": args.runs, "warmup": WARMUP, "order": "round-robin, rotating",
             "bench_settings": {"state_dir": str(BENCH.state_dir),
-                               "cgroup_parent": BENCH.cgroup_parent},
+                               "cgroup_parent": BENCH.sandbox.cgroup_parent},
             "cli_settings": {"state_dir": str(CLI_DEFAULTS.state_dir),
-                             "cgroup_parent": CLI_DEFAULTS.cgroup_parent},
+                             "cgroup_parent": CLI_DEFAULTS.sandbox.cgroup_parent},
             "host_argv": HOST_ARGV, "raw_argv": RAW_ARGV, "library_argv": LIB_ARGV,
             "raw_commands": {n: [d.binary, "--root", str(d.root_dir), *RAW_FLAGS[n], "run",
                                  "--bundle", "<state_dir>/sandboxes/<id>", "<id>"]

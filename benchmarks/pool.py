@@ -59,8 +59,8 @@ from closedpaw.settings import Settings
 
 DRIVERS = ("runc", "runsc")
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "pool.json"
-BENCH = Settings(state_dir=Path("/run/closedpaw-bench-pool"),
-                 cgroup_parent="closedpaw-bench-pool")
+BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench-pool"),
+                    cgroup_parent="closedpaw-bench-pool")
 SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=256, timeout_s=30))
 WARM_PY = "import json, re, decimal, time; time.sleep(100000)"
 WARMUP = [["sh", "-c", f"python3 -c '{WARM_PY}' >/dev/null 2>&1 &"]]
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                              if v}
     if mgr.reaper.errors:
         leaks["reaper_errors"] = list(mgr.reaper.errors)
-    remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks)
+    remove_bench_state(BENCH.state_dir, BENCH.sandbox.cgroup_parent, leaks)
     if failure is not None:
         if leaks:
             print(f"LEAKED: {json.dumps(leaks, indent=1)}", file=sys.stderr)

@@ -37,7 +37,7 @@ def require_runtime(name: str) -> None:
 
 
 def sandbox_settings() -> Settings:
-    return Settings(state_dir=TEST_STATE, data_dir=DATA_DIR, cgroup_parent=TEST_CGROUP)
+    return Settings.of(state_dir=TEST_STATE, data_dir=DATA_DIR, cgroup_parent=TEST_CGROUP)
 
 
 def image_staging_leftovers(store: Path) -> list[str]:

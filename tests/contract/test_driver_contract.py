@@ -23,7 +23,7 @@ SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=128, timeout_s=30, max_proces
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SandboxManager]:
     name = request.param
     if name == "fake":
-        s = Settings(state_dir=tmp_path / "state", data_dir=tmp_path / "data", max_sandboxes=3)
+        s = Settings.of(state_dir=tmp_path / "state", data_dir=tmp_path / "data", max_sandboxes=3)
         m = SandboxManager(s, driver=FakeDriver())
     else:
         require_runtime(name)

@@ -26,8 +26,8 @@ OWNER = textwrap.dedent("""
     from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
     from closedpaw.settings import Settings
 
-    s = Settings(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
-                 cgroup_parent=sys.argv[3])
+    s = Settings.of(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
+                    cgroup_parent=sys.argv[3])
     spec = SandboxSpec(limits=ResourceLimits(memory_mb=128, timeout_s=300),
                        output_dir=Path(sys.argv[4]))
     mgr = SandboxManager(s)
@@ -60,7 +60,7 @@ def test_gc_removes_what_a_killed_owner_left_and_spares_live_sandboxes(tmp_path:
         require_runtime(rt)
     s = sandbox_settings()
     owner = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(s.state_dir), str(s.data_dir), s.cgroup_parent,
+        [sys.executable, "-c", OWNER, str(s.state_dir), str(s.data_dir), s.sandbox.cgroup_parent,
          str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     live_mgr = SandboxManager(s)
     try:

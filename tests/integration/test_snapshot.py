@@ -133,8 +133,8 @@ OWNER = textwrap.dedent("""
     from closedpaw.sandbox.lifecycle.manager import SandboxManager
     from closedpaw.settings import Settings
 
-    s = Settings(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
-                 cgroup_parent=sys.argv[3])
+    s = Settings.of(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
+                    cgroup_parent=sys.argv[3])
     mgr = SandboxManager(s)
     snap = mgr.snapshot(warmup=[["sh", "-c", "echo secret > /tmp/s"]])
     clone = snap.restore()

@@ -17,7 +17,7 @@ from closedpaw.settings import Settings
 
 
 def _mgr(tmp_path: Path, driver: FakeDriver) -> SandboxManager:
-    return SandboxManager(Settings(state_dir=tmp_path / "s", data_dir=tmp_path / "d"),
+    return SandboxManager(Settings.of(state_dir=tmp_path / "s", data_dir=tmp_path / "d"),
                           driver=driver)
 
 

@@ -245,7 +245,7 @@ from closedpaw.sandbox.drivers import detect, runc, runsc  # the real drivers' i
 from closedpaw.sandbox.drivers.fake import FakeDriver
 from closedpaw.settings import Settings
 d = Path(tempfile.mkdtemp())
-mgr = SandboxManager(Settings(state_dir=d / "s", data_dir=d / "d"), driver=FakeDriver(),
+mgr = SandboxManager(Settings.of(state_dir=d / "s", data_dir=d / "d"), driver=FakeDriver(),
                      reaper=Reaper(deferred=True))
 r = mgr.run(["echo", "hi"], spec)
 mgr.reaper.drain()

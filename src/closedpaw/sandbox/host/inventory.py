@@ -171,7 +171,7 @@ def take(settings: Settings) -> Inventory:
     sandboxes = settings.state_dir / "sandboxes"
     containers = [(rt, c) for rt in RUNTIMES
                   for c in container_ids(rt, settings.state_dir / rt)]
-    cgroups = [base / kid for base, kids in cgroup_children(settings.cgroup_parent).items()
+    cgroups = [base / kid for base, kids in cgroup_children(settings.sandbox.cgroup_parent).items()
                for kid in kids]
     return Inventory(
         state_dirs=tuple(sandboxes / n for n in _entries(sandboxes)),

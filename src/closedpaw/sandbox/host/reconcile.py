@@ -126,7 +126,7 @@ class _Collector:
             for m in mounts_under(path):
                 self.details.append(f"{sid}: mount {m}")
                 unmount_output(m)
-            CgroupAccounting(self.settings.cgroup_parent, sid).remove()
+            CgroupAccounting(self.settings.sandbox.cgroup_parent, sid).remove()
             ownership.remove(path, fd)
         except BaseException:
             ownership.release(fd)
@@ -162,12 +162,12 @@ class _Collector:
                 if self.has_state(sid):
                     continue
                 self._try(sid, lambda sid=sid: self.stop_container(sid))
-        for sid in sorted(_cgroup_ids(self.settings.cgroup_parent) - known):
+        for sid in sorted(_cgroup_ids(self.settings.sandbox.cgroup_parent) - known):
             if self.has_state(sid) or not _abandoned_cgroup(
-                    self.settings.cgroup_parent, sid, ownership.CREATING_GRACE_S):
+                    self.settings.sandbox.cgroup_parent, sid, ownership.CREATING_GRACE_S):
                 continue
             self.details.append(f"{sid}: cgroups")
-            self._try(sid, CgroupAccounting(self.settings.cgroup_parent, sid).remove)
+            self._try(sid, CgroupAccounting(self.settings.sandbox.cgroup_parent, sid).remove)
         self.snapshots()
         return GcReport(tuple(dict.fromkeys(self.removed)), tuple(self.live),
                         tuple(self.errors), tuple(self.details))

@@ -204,7 +204,7 @@ class SandboxDir:
         self.image_digest = ""
         self.overlay = False
         self.readonly_root = True
-        self.cgroups = CgroupAccounting(settings.cgroup_parent, sid)
+        self.cgroups = CgroupAccounting(settings.sandbox.cgroup_parent, sid)
         self.config: dict[str, Any] = {}
         self._torn_down = False
         self._lock_fd: int | None = None

@@ -60,7 +60,7 @@ class SandboxManager:
     """Entry point of the engine. Use as a context manager, or call :meth:`close`.
 
     ``driver`` pins one driver (tests inject a ``FakeDriver``); otherwise the runtime is
-    chosen per call: the ``runtime`` argument beats ``settings.runtime`` beats ``auto``.
+    chosen per call: the ``runtime`` argument beats ``settings.sandbox.runtime`` beats ``auto``.
     ``reaper`` replaces the default threaded teardown worker (the CLI passes a deferred one
     and detaches it after the run).
     """
@@ -80,7 +80,7 @@ class SandboxManager:
         if self._pinned is not None:
             return self._pinned
         require_root()
-        return self.registry.resolve(runtime or self.settings.runtime)
+        return self.registry.resolve(runtime or self.settings.sandbox.runtime)
 
     def _probe(self, driver: Driver) -> tuple[bool, str]:
         spec = SandboxSpec(limits=ResourceLimits(memory_mb=128, disk_mb=8, max_processes=16,
@@ -152,11 +152,11 @@ class SandboxManager:
 
     # -- policies and code -----------------------------------------------------------------
     def policies(self) -> PolicySet:
-        """The built-in policies with ``settings.policy_file`` on top (loaded once)."""
+        """The built-in policies with ``settings.sandbox.policy_file`` on top (loaded once)."""
         if self._policies is None:
             from closedpaw.sandbox.policy import load_policies
 
-            self._policies = load_policies(self.settings.policy_file)
+            self._policies = load_policies(self.settings.sandbox.policy_file)
         return self._policies
 
     def spec_for(self, policy: str) -> SandboxSpec:
@@ -202,7 +202,7 @@ class SandboxManager:
              runtime: str | None = None, size: int | None = None,
              idle_timeout_s: float | None = None, snapshot: Snapshot | None = None,
              warmup: Sequence[Sequence[str]] | None = None) -> SandboxPool:
-        """A warm pool of ``size`` (default ``settings.pool_size``) running sandboxes of a
+        """A warm pool of ``size`` (default ``settings.pools.pool_size``) running sandboxes of a
         named policy or an explicit ``spec``, or clones of ``snapshot``. With ``warmup``
         (runsc) the pool first takes its own snapshot after running those commands, fills
         itself with clones of it and removes the image when closed. Close the pool (or use

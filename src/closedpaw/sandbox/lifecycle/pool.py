@@ -73,14 +73,14 @@ class SandboxPool:
                  idle_timeout_s: float | None = None, snapshot: Snapshot | None = None,
                  owns_snapshot: bool = False, name: str = "") -> None:
         settings = registry.settings
-        self.size = settings.pool_size if size is None else size
-        self.idle_timeout_s = (settings.pool_idle_timeout_s if idle_timeout_s is None
+        self.size = settings.pools.pool_size if size is None else size
+        self.idle_timeout_s = (settings.pools.pool_idle_timeout_s if idle_timeout_s is None
                                else idle_timeout_s)
         if self.size < 1:
             raise ConfigError("pool size: must be at least 1")
-        if self.size > settings.max_sandboxes:
+        if self.size > settings.sandbox.max_sandboxes:
             raise ConfigError(f"pool size: {self.size} is more than max_sandboxes "
-                              f"({settings.max_sandboxes}); a pool never exceeds the cap")
+                              f"({settings.sandbox.max_sandboxes}); a pool never exceeds the cap")
         if self.idle_timeout_s < 0:
             raise ConfigError("pool idle timeout: must be 0 (never) or more seconds")
         self.registry = registry

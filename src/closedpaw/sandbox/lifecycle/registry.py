@@ -77,9 +77,9 @@ class Registry(Generic[S]):
         """Hold one place under ``max_sandboxes`` while a sandbox is being started (or a
         one-shot runs); :class:`SandboxLimitReached` when none is free."""
         with self._lock:
-            if len(self._live) + self._inflight >= self.settings.max_sandboxes:
+            if len(self._live) + self._inflight >= self.settings.sandbox.max_sandboxes:
                 raise SandboxLimitReached(
-                    f"{self.settings.max_sandboxes} sandboxes are already live "
+                    f"{self.settings.sandbox.max_sandboxes} sandboxes are already live "
                     "(max_sandboxes); delete some or raise CLOSEDPAW_MAX_SANDBOXES")
             self._inflight += 1
         try:

@@ -14,10 +14,10 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 from sqlalchemy import (
     Boolean,
     Float,
@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from closedpaw.errors import ConfigError, InvalidRequest, StoreError
-from closedpaw.orchestrator.actions import ActionStatus, RiskLevel
+from closedpaw.gate.actions import ActionStatus, RiskLevel
 
 __all__ = ["ActionRecord", "ActionRow", "PrincipalRow", "Store"]
 
@@ -79,14 +79,18 @@ class ActionRow(Base):
                       Index("ix_actions_created", "created_at"))
 
 
-@dataclass(frozen=True)
-class ActionRecord:
-    """An action as stored; ``to_dict`` is the API's JSON shape."""
+class ActionRecord(BaseModel):
+    """An action as stored. The same model is the API's answer (``GET /api/actions/{id}``),
+    the CLI's ``--json`` and what listeners are told about: serialised by its aliases
+    (``action_id``, ``canonical_parameters``) with ``requires_approval`` computed."""
 
-    id: str
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    id: str = Field(serialization_alias="action_id")
     action_type: str
     parameters: dict[str, Any]
-    canonical: str
+    canonical: str = Field(serialization_alias="canonical_parameters",
+                           description="the exact JSON params_sha256 is taken of")
     params_sha256: str
     security_level: RiskLevel
     level_reason: str
@@ -100,6 +104,7 @@ class ActionRecord:
     result: dict[str, Any] | None
     error: str | None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def requires_approval(self) -> bool:
         return self.security_level.needs_approval
@@ -116,14 +121,8 @@ class ActionRecord:
                    result=json.loads(r.result) if r.result else None, error=r.error)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"action_id": self.id, "action_type": self.action_type,
-                "parameters": self.parameters, "canonical_parameters": self.canonical,
-                "params_sha256": self.params_sha256, "status": str(self.status),
-                "security_level": str(self.security_level), "level_reason": self.level_reason,
-                "requires_approval": self.requires_approval, "requester": self.requester,
-                "created_at": self.created_at, "updated_at": self.updated_at,
-                "expires_at": self.expires_at, "decided_by": self.decided_by,
-                "decided_at": self.decided_at, "result": self.result, "error": self.error}
+        """The JSON shape (the API's, the CLI's)."""
+        return self.model_dump(mode="json", by_alias=True)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

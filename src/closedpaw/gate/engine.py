@@ -1,4 +1,4 @@
-"""The Orchestrator: the one gate every risky act passes through.
+"""The Gate: the one gate every risky act passes through.
 
 submit -> classify (rules) -> pending (high, critical) or approved at once (low, medium) ->
 executing -> completed | failed. Every transition is committed together with its audit entry
@@ -24,9 +24,10 @@ from closedpaw.errors import (
     ActionStateError,
     ApprovalRefused,
     ClosedPawError,
+    GateError,
     InvalidRequest,
 )
-from closedpaw.orchestrator.actions import (
+from closedpaw.gate.actions import (
     ActionRequest,
     ActionStatus,
     CodeExecutionParams,
@@ -34,19 +35,23 @@ from closedpaw.orchestrator.actions import (
     RiskLevel,
     parse_action,
 )
-from closedpaw.orchestrator.executors import execute
-from closedpaw.orchestrator.rules import RuleSet
-from closedpaw.orchestrator.store import ActionRecord, ActionRow, Store
+from closedpaw.gate.executors import (
+    ExecutionContext,
+    ExecutorRegistry,
+    default_registry,
+)
+from closedpaw.gate.rules import RuleSet
+from closedpaw.gate.store import ActionRecord, ActionRow, Store
 from closedpaw.security.principal import SYSTEM, Principal
 from closedpaw.security.tokens import hash_token, new_token
 from closedpaw.settings import Settings
 
 if TYPE_CHECKING:
-    from closedpaw.sandbox.lifecycle.manager import SandboxManager
+    from closedpaw.sandbox import SandboxManager
 
-__all__ = ["Listener", "Orchestrator"]
+__all__ = ["Gate", "Listener"]
 
-log = logging.getLogger("closedpaw.orchestrator")
+log = logging.getLogger("closedpaw.gate")
 Listener = Callable[[dict[str, Any]], None]
 
 _EVENT_OF = {ActionStatus.APPROVED: AuditEvent.ACTION_APPROVED,
@@ -58,13 +63,14 @@ _EVENT_OF = {ActionStatus.APPROVED: AuditEvent.ACTION_APPROVED,
              ActionStatus.INTERRUPTED: AuditEvent.ACTION_INTERRUPTED}
 
 
-class Orchestrator:
+class Gate:
     """Owns the store, the audit log, the rules and the sandbox manager. Call :meth:`start`
     once (recovers crashed work), and :meth:`close` at the end."""
 
     def __init__(self, settings: Settings, *, store: Store | None = None,
                  audit: AuditLog | None = None, rules: RuleSet | None = None,
-                 manager: SandboxManager | None = None, workers: int = 4) -> None:
+                 manager: SandboxManager | None = None,
+                 executors: ExecutorRegistry | None = None, workers: int = 4) -> None:
         self.settings = settings
         self.audit = audit or AuditLog(settings.audit_dir)
         self.rules = rules or RuleSet.load(user_file=settings.rules_path,
@@ -74,6 +80,9 @@ class Orchestrator:
         self.store = store or Store(settings.database_url)
         self._manager = manager
         self._owns_manager = manager is None
+        self.executors = executors if executors is not None else default_registry()
+        self.context = ExecutionContext(settings=settings, audit=self.audit,
+                                        sandboxes=self.sandbox_manager)
         self._pool = ThreadPoolExecutor(max_workers=workers,
                                         thread_name_prefix="closedpaw-exec")
         self._listeners: list[Listener] = []
@@ -123,7 +132,7 @@ class Orchestrator:
     def sandbox_manager(self) -> SandboxManager:
         with self._lock:
             if self._manager is None:
-                from closedpaw.sandbox.lifecycle.manager import SandboxManager
+                from closedpaw.sandbox import SandboxManager
 
                 self._manager = SandboxManager(self.settings)
             return self._manager
@@ -205,7 +214,7 @@ class Orchestrator:
             level_reason=decision.reason,
             status=str(ActionStatus.PENDING if needs else ActionStatus.APPROVED),
             requester=principal.name, created_at=now, updated_at=now,
-            expires_at=now + self.settings.approval_ttl_s if needs else None,
+            expires_at=now + self.settings.gate.approval_ttl_s if needs else None,
             decided_by=None if needs else f"rule:{decision.level}",
             decided_at=None if needs else now, result=None, error=None)
         with self.store.session() as s:
@@ -275,7 +284,7 @@ class Orchestrator:
                          "database was changed behind the gate); the action cannot be approved")
         if rec.security_level is RiskLevel.CRITICAL and not principal.is_admin:
             raise refuse("role", "a critical action needs an approval by an admin")
-        if self.settings.require_distinct_approver and principal.name == rec.requester:
+        if self.settings.gate.require_distinct_approver and principal.name == rec.requester:
             raise refuse("self_approval", "the approver must be another principal than the "
                          "requester (require_distinct_approver is on)")
         out = self._move(action_id, [ActionStatus.PENDING], ActionStatus.APPROVED, principal,
@@ -306,7 +315,7 @@ class Orchestrator:
         now = time.time()
         for aid in self.store.ids_where(status=[ActionStatus.PENDING], expires_before=now):
             if self._move(aid, [ActionStatus.PENDING], ActionStatus.EXPIRED, SYSTEM,
-                          details={"ttl_s": self.settings.approval_ttl_s},
+                          details={"ttl_s": self.settings.gate.approval_ttl_s},
                           error="expired: nobody decided within the approval TTL"):
                 n += 1
         return n
@@ -336,7 +345,10 @@ class Orchestrator:
             self._finish(rec, error="stored parameters no longer match the approved hash")
             return
         try:
-            result = execute(self, rec, parsed)
+            if parsed.action is None:
+                raise GateError(f"cannot execute: {parsed.problem}")
+            run = self.executors.executor(parsed.action_type)
+            result = run(self.context, rec, parsed.action.parameters)
         except ClosedPawError as e:
             self._finish(rec, error=str(e))
         except Exception as e:  # an unexpected bug fails the action, never the server
@@ -386,4 +398,24 @@ class Orchestrator:
         return {"actions": counts, "pending": counts.get("pending", 0),
                 "audit_entries": self.audit.last_seq(), "database": self.store.safe_url}
 
+    def sandbox_status(self) -> dict[str, Any]:
+        """The runtimes installed, and the one actions run in (chosen by a live probe,
+        cached)."""
+        from closedpaw.sandbox.drivers.detect import PREFERENCE
 
+        mgr = self.sandbox_manager()
+        installed = []
+        for name in PREFERENCE:
+            try:
+                f = mgr.registry.driver(name).features()
+                installed.append({"name": name, "version": f.version, "platform": f.platform})
+            except ClosedPawError:
+                continue
+        try:
+            drv = mgr.driver()
+            f = drv.features()
+            return {"usable": True, "runtime": drv.name, "version": f.version,
+                    "platform": f.platform, "network": "none", "seccomp": True,
+                    "installed": installed}
+        except ClosedPawError as e:
+            return {"usable": False, "detail": str(e), "installed": installed}

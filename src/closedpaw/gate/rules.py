@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from closedpaw.errors import RulesError
-from closedpaw.orchestrator.actions import ACTION_TYPES, ParsedAction, RiskLevel
+from closedpaw.gate.actions import ACTION_TYPES, ParsedAction, RiskLevel
 
 __all__ = ["Decision", "Rule", "RuleSet"]
 
@@ -156,7 +156,7 @@ class RuleSet:
                 raise RulesError(f"{source}: not valid YAML: {e}") from None
             return _parse_rules(doc, source, subst)
 
-        builtin = resources.files("closedpaw.orchestrator").joinpath("default_rules.yaml")
+        builtin = resources.files("closedpaw.gate").joinpath("default_rules.yaml")
         rules = parse(builtin.read_text(), "built-in rules")
         if user_file is not None and user_file.exists():
             try:

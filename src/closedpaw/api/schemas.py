@@ -1,0 +1,60 @@
+"""Request and response bodies of the HTTP API (also its OpenAPI schema). An action is
+answered with the store's own :class:`~closedpaw.gate.store.ActionRecord`, not a copy of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from closedpaw.gate import ActionRecord
+from closedpaw.gate.actions import check_json_value
+
+__all__ = ["SHA256", "ActionList", "ApproveBody", "AuditPage", "Health", "RejectBody",
+           "SubmitResponse"]
+
+SHA256 = r"^[0-9a-f]{64}$"
+
+
+class SubmitResponse(BaseModel):
+    """What a submitter needs at once: the id, the level and whether it waits."""
+
+    action_id: str
+    status: str
+    security_level: str
+    requires_approval: bool
+    params_sha256: str
+    level_reason: str
+    expires_at: float | None
+
+    @classmethod
+    def of(cls, rec: ActionRecord) -> SubmitResponse:
+        return cls(action_id=rec.id, status=str(rec.status),
+                   security_level=str(rec.security_level),
+                   requires_approval=rec.requires_approval, params_sha256=rec.params_sha256,
+                   level_reason=rec.level_reason, expires_at=rec.expires_at)
+
+
+class ActionList(BaseModel):
+    actions: list[ActionRecord]
+
+
+class ApproveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    params_sha256: str = Field(pattern=SHA256, description="sha256 of canonical_parameters")
+
+
+class RejectBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="", max_length=1000)
+
+    _r = field_validator("reason")(check_json_value)
+
+
+class AuditPage(BaseModel):
+    entries: list[dict[str, Any]]
+    next_after_seq: int | None
+
+
+class Health(BaseModel):
+    status: str
