@@ -65,9 +65,11 @@ def oci_layout(root: Path, layers: Sequence[bytes], *, ref: str = "latest",
     root.mkdir(parents=True, exist_ok=True)
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     gz = gz or [False] * len(layers)
+    diff_ids = [f"sha256:{hashlib.sha256(gzip.decompress(d) if z else d).hexdigest()}"
+                for d, z in zip(layers, gz, strict=True)]
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "config": {"Env": ["PATH=/usr/bin:/bin"]},
-                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
     cdigest = _blob(root, config)
     lays = []
     for data, z in zip(layers, gz, strict=True):
@@ -87,7 +89,10 @@ def oci_layout(root: Path, layers: Sequence[bytes], *, ref: str = "latest",
             other, dict(entry, platform={"os": "linux", "architecture": "amd64"})]}).encode()
         entry = {"mediaType": "application/vnd.oci.image.index.v1+json",
                  "digest": _blob(root, index), "size": len(index)}
-    empty = json.dumps({"schemaVersion": 2, "layers": []}).encode()
+    empty_config = json.dumps({"rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    empty = json.dumps({"schemaVersion": 2, "layers": [], "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json",
+        "digest": _blob(root, empty_config), "size": len(empty_config)}}).encode()
     others = [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
                "digest": _blob(root, empty), "size": len(empty),
                "annotations": {"org.opencontainers.image.ref.name": r}} for r in extra_refs]
