@@ -27,6 +27,7 @@ from closedpaw.sandbox import ownership
 from closedpaw.sandbox.cgroups import CGROUP_ROOT, CgroupAccounting, is_v2
 from closedpaw.sandbox.drivers.base import Driver
 from closedpaw.sandbox.files import unmount_output
+from closedpaw.sandbox.images.store import gc_staging
 from closedpaw.settings import Settings
 
 __all__ = ["GcReport", "collect_garbage"]
@@ -205,6 +206,7 @@ class _Collector:
             self.details.append(f"{sid}: cgroups")
             self._try(sid, CgroupAccounting(self.settings.cgroup_parent, sid).remove)
         self.snapshots()
+        self.details.extend(gc_staging(self.settings.images))  # killed image builds/imports
         return GcReport(tuple(dict.fromkeys(self.removed)), tuple(self.live),
                         tuple(self.errors), tuple(self.details))
 

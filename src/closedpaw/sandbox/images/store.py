@@ -44,8 +44,9 @@ __all__ = ["HOST_IMAGE", "IMAGE_NAME", "Image", "ImageStore", "Progress", "gc_st
 HOST_IMAGE = "host"
 #: Always used with ``fullmatch`` (``match`` with ``$`` would let a trailing newline pass).
 IMAGE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-STORE_MODE = 0o700      # the store root: root only (see ImageStore)
-IMAGE_DIR_MODE = 0o700  # <store>/<name>
+STORE_MODE = 0o755      # the store root: anyone may list images and read manifests ...
+IMAGE_DIR_MODE = 0o755  # <store>/<name>
+ROOTFS_MODE = 0o700     # ... but no other user may enter a root filesystem (see ImageStore)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: ``progress(step)`` after each install step: digest, rename, manifest.
 Progress = Callable[[str], None]
@@ -146,14 +147,17 @@ def tree_digest(root: Path, deadline: Deadline | None = None) -> tuple[str, int]
 
 def prepare_rootfs(rootfs: Path) -> None:
     """Make a root filesystem fit to run sandboxes: mount points, ``/tmp`` 1777, and a
-    neutral ``/etc/hosts``, hostname and empty resolv.conf (nothing of the build host).
+    neutral ``/etc/hosts``, hostname and empty resolv.conf (nothing of the build host). The
+    tree's top directory is made ``0700``: no other host user may enter it (its ``/tmp`` and
+    any world-writable directory of the image stay out of their reach); sandboxes see its
+    content through their overlay (whose root takes the upper layer's mode).
 
     Every step works relative to directory descriptors and never follows a link: the tree
     may come from an untrusted image whose ``/etc`` or ``/tmp`` is a link to the host's.
     """
     root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        os.fchmod(root_fd, 0o755)
+        os.fchmod(root_fd, ROOTFS_MODE)
         for d in _MOUNT_POINTS:
             os.close(_real_dir(root_fd, d, 0o755, replace=True))
         tmp_fd = _real_dir(root_fd, "tmp", 0o1777, replace=True)
@@ -207,11 +211,13 @@ class ImageStore:
     install and removal steps, and each build or import stages in a directory of its own,
     locked for the life of its owner (so ``gc`` removes only what dead owners left).
 
-    The store directory is made ``0700`` and must be owned by the user changing it (root):
-    no other host user can reach any image tree, so none can race a removal or plant a file
-    in a lower layer through a world-writable directory of an image (``/tmp``, ``/var/tmp``).
-    Sandboxes never reach it either: they see an image only through their overlay, whose
-    lower layer the kernel looks up with the mounter's (root's) credentials."""
+    The store must be owned by the user changing it (root). Anyone may list it and read
+    manifests (``0755``), but every root filesystem is ``0700`` and every staging and build
+    cache directory too: no other host user can reach inside an image tree, so none can race
+    a removal or plant a file in a lower layer through a world-writable directory of an image
+    (``/tmp``, ``/var/tmp``, ``/run/lock``). Sandboxes see an image only through their
+    overlay, whose lower layer the kernel looks up with the mounter's (root's) credentials,
+    so ``0700`` costs them nothing (measured with runc and runsc, see docs/images.md)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
@@ -254,8 +260,8 @@ class ImageStore:
                      source=dict(source), rootfs=d / rootfs)
 
     def _private(self) -> ImageError:
-        return ImageError(f"the image store {self.root} is readable by root only (it holds "
-                          "image trees no other user may reach); run this as root")
+        return ImageError(f"the image store {self.root} is not readable by this user; "
+                          "run this as root")
 
     def list(self) -> list[Image]:
         if not self.root.is_dir():
@@ -452,6 +458,8 @@ class ImageStore:
                 return
             try:
                 for n in sorted(os.listdir(img_fd)):
+                    if n == keep:
+                        _private_dir(img_fd, n)   # trees of older versions were 0755
                     if n in ("manifest.json", keep) or str(d / n) in used:
                         continue
                     try:
@@ -472,6 +480,16 @@ class ImageStore:
                     os.rmdir(name, dir_fd=root_fd)
         finally:
             os.close(root_fd)
+
+
+def _private_dir(dir_fd: int, name: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        try:
+            if stat.S_IMODE(os.fstat(fd).st_mode) != ROOTFS_MODE:
+                os.fchmod(fd, ROOTFS_MODE)
+        finally:
+            os.close(fd)
 
 
 def gc_staging(store_dir: Path) -> list[str]:
