@@ -65,21 +65,24 @@ def gnu_sparse_tar() -> bytes:
     return header("sparse", tarfile.GNUTYPE_SPARSE, 0) + ZERO_BLOCK * 4
 
 
-def gzip_zeros_layer(name: str, size: int) -> bytes:
-    """A gzip layer holding one file of ``size`` zero bytes (a few KB per 10 MB), built
-    without holding it in memory."""
+def gzip_zeros_layer(name: str, size: int, files: int = 1) -> bytes:
+    """A gzip layer holding ``files`` files (``name``, ``name.1``, ...) of ``size`` zero bytes
+    in all (a few KB per 10 MB), built without holding it in memory."""
     out = io.BytesIO()
+    chunk = b"\0" * (1 << 20)
+    each = size // files
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9, mtime=0) as z:
-        ti = tarfile.TarInfo(name)
-        ti.size = size
-        z.write(ti.tobuf(tarfile.PAX_FORMAT))
-        chunk = b"\0" * (1 << 20)
-        left = size
-        while left:
-            n = min(left, len(chunk))
-            z.write(chunk[:n])
-            left -= n
-        z.write(b"\0" * ((-size) % 512) + ZERO_BLOCK * 2)
+        for i in range(files):
+            ti = tarfile.TarInfo(name if i == 0 else f"{name}.{i}")
+            ti.size = each
+            z.write(ti.tobuf(tarfile.PAX_FORMAT))
+            left = each
+            while left:
+                n = min(left, len(chunk))
+                z.write(chunk[:n])
+                left -= n
+            z.write(b"\0" * ((-each) % 512))
+        z.write(ZERO_BLOCK * 2)
     return out.getvalue()
 
 

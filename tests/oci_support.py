@@ -48,6 +48,18 @@ def layer_tar(entries: Sequence[Entry], *, gz: bool = False) -> bytes:
     return gzip.compress(raw, mtime=0) if gz else raw
 
 
+def _diff_id(data: bytes, gz: bool) -> str:
+    """The digest of a layer's uncompressed stream, decompressed piecewise (bombs stay
+    small in memory)."""
+    if not gz:
+        return f"sha256:{hashlib.sha256(data).hexdigest()}"
+    h = hashlib.sha256()
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as z:
+        while chunk := z.read(1 << 20):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
+
+
 def _blob(root: Path, data: bytes) -> str:
     digest = hashlib.sha256(data).hexdigest()
     d = root / "blobs" / "sha256"
@@ -65,8 +77,7 @@ def oci_layout(root: Path, layers: Sequence[bytes], *, ref: str = "latest",
     root.mkdir(parents=True, exist_ok=True)
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     gz = gz or [False] * len(layers)
-    diff_ids = [f"sha256:{hashlib.sha256(gzip.decompress(d) if z else d).hexdigest()}"
-                for d, z in zip(layers, gz, strict=True)]
+    diff_ids = [_diff_id(d, z) for d, z in zip(layers, gz, strict=True)]
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "config": {"Env": ["PATH=/usr/bin:/bin"]},
                          "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
