@@ -398,13 +398,14 @@ class ImageStore:
             raise ImageError("'host' is built in and cannot be removed")
         d = self._dir(name)
         with self.lock():
-            self.collect()
-            try:
+            existed = d.is_dir()   # an image, or what a killed install left of one
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(d / "manifest.json")
-            except FileNotFoundError:
-                if not d.is_dir():
-                    self.get(name)  # raises ImageNotFound
-            self._sweep(name, keep=None)
+            if existed:
+                self._sweep(name, keep=None)
+            self.collect()
+            if not existed:
+                self.get(name)  # raises ImageNotFound
 
     def collect(self) -> builtins.list[str]:
         """Remove leftovers of killed builds and imports (staging dirs whose owner is gone,
