@@ -296,6 +296,9 @@ class ImageStore:
             raise ImageError(f"the image store {self.root}: {e.strerror}") from None
         try:
             st = os.fstat(fd)
+            if st.st_uid != os.geteuid() and os.geteuid() != 0:
+                raise ImageError(f"the image store {self.root} is not writable by this user; "
+                                 "changing images needs root")
             if st.st_uid != os.geteuid():
                 raise ImageError(f"the image store {self.root} is owned by uid {st.st_uid}, "
                                  "not by this user; refusing to use it (remove it or chown "
