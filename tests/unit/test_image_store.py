@@ -207,7 +207,7 @@ def test_a_store_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "images"
     root.mkdir()
     os.chown(root, 65534, 65534)
-    with pytest.raises(ImageError, match="owned by uid 65534"):
-        with ImageStore(root).staging("demo"):
-            pass
+    with pytest.raises(ImageError, match="owned by uid 65534"), \
+            ImageStore(root).staging("demo"):
+        pass
     assert os.listdir(root) == []

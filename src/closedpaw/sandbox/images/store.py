@@ -1,19 +1,23 @@
 """The image store: named, read-only root filesystems, each with a small manifest.
 
-Layout under the store root (default ``/var/lib/closedpaw/images``)::
+Layout under the store root (default ``/var/lib/closedpaw/images``, root's, ``0755``)::
 
-    <name>/manifest.json             name, digest, created, size, source, rootfs
-    <name>/rootfs-<digest>-<nonce>/  the root filesystem, never written once installed
-    .base/                           build caches (the debootstrap base of built images)
-    .tmp-*                           images being built or imported (removed on failure)
+    <name>/manifest.json             name, digest, created, size, source, rootfs (0644)
+    <name>/rootfs-<digest>-<nonce>/  the root filesystem (0700), never written once installed
+    .base/                           build caches (the debootstrap base of built images; 0700)
+    .tmp-*                           images being built or imported (0700, flock'ed by their
+                                     owner; removed on failure, or by the next import,
+                                     ``image rm`` or ``closedpaw gc`` if the owner was killed)
+    .lock                            the store lock, held for installs and removals only
 
 An image is installed atomically: it is built in a ``.tmp-*`` directory, its digest is
 computed over the whole tree (paths, types, modes, owners, file contents, link targets), the
 tree is renamed into place under a name of its own digest, and only then does the manifest
 switch to it. Sandboxes never write to a root filesystem: they see it as the lower layer of a
 per-sandbox overlay. A root filesystem that a rebuild or ``rm`` replaced is deleted as soon as
-no overlay uses it any more (at once, or at the next install or removal), so running
-sandboxes never lose files under them.
+no overlay uses it any more (at once, or at the next install, removal or ``gc``), so running
+sandboxes never lose files under them. Every removal is descriptor-relative
+(:func:`remove_at`).
 """
 
 from __future__ import annotations
