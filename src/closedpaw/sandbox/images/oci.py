@@ -524,15 +524,14 @@ def _apply_blob(src: _Source, blob: _Blob, gz: bool | None, diff_id: str | None,
         stream: Any = raw
         if is_gz:
             stream = gzip.GzipFile(fileobj=stream, mode="rb")
-        plain = _Hashing(stream, f"the uncompressed {blob.what}", limits.max_unpacked_bytes,
-                         budget.deadline)
+        # A plain tar is its own uncompressed stream: hashed once, for both digests.
+        plain = (_Hashing(stream, f"the uncompressed {blob.what}", limits.max_unpacked_bytes,
+                          budget.deadline) if is_gz else raw)
         try:
             apply_layer(root, plain, limits, budget)
             plain.drain()
             raw.drain()
-        except (OSError, EOFError, zlib.error) as e:
-            if isinstance(e, OSError) and e.filename is not None:
-                raise
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
             raise ImageRejected(f"{blob.what} {blob.name} is not a valid "
                                 f"{'gzip' if is_gz else 'tar'} stream ({_one_line(e)})"
                                 ) from None

@@ -432,6 +432,7 @@ class ImageStore:
                         out.append(f"{self.root / '.base'}: not removable ({e.strerror})")
                     else:
                         try:
+                            os.fchmod(base_fd, 0o700)   # older versions made it 0755
                             for n in sorted(os.listdir(base_fd)):
                                 if n.startswith(".tmp-"):
                                     _reap_staging(self.root / ".base", base_fd, n, out)
