@@ -43,11 +43,18 @@ def sandbox_settings() -> Settings:
 
 def image_staging_leftovers(store: Path) -> list[str]:
     """Build or import directories left in the store. Each is flock'ed by its owner while it
-    lives, so one counts only when its lock is free (another test run may be importing)."""
+    lives, so one counts only when its lock is free (another test run may be importing), and
+    only while nobody holds the store lock (older versions staged under that lock alone)."""
     found = []
     try:
         names = [n for n in os.listdir(store) if n.startswith(".tmp-")]
+        lock = os.open(store / ".lock", os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
+        return []
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
         return []
     for n in names:
         try:
@@ -61,6 +68,7 @@ def image_staging_leftovers(store: Path) -> list[str]:
         finally:
             os.close(fd)
         found.append(f"image staging dir {store / n}")
+    os.close(lock)
     return found
 
 

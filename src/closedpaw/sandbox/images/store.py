@@ -389,6 +389,7 @@ class ImageStore:
                              | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=img_fd)
                 with os.fdopen(fd, "w") as f:
                     f.write(json.dumps(manifest, indent=2) + "\n")
+                    os.fchmod(f.fileno(), 0o644)   # whatever the umask: readers list it
                 os.replace(".manifest.json.tmp", "manifest.json", src_dir_fd=img_fd,
                            dst_dir_fd=img_fd)
                 _step(progress, "manifest")
