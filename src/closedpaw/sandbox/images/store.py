@@ -32,6 +32,7 @@ import re
 import secrets
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -225,7 +226,7 @@ class ImageStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
-        self._held = 0
+        self._local = threading.local()   # lock depth, per thread
 
     # -- reading ---------------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
@@ -317,13 +318,14 @@ class ImageStore:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """An exclusive lock on the whole store, for the install and removal steps (and the
-        build cache). Re-entrant within one :class:`ImageStore` object."""
-        if self._held:
-            self._held += 1
+        build cache). Re-entrant within one thread and :class:`ImageStore` object."""
+        depth = getattr(self._local, "depth", 0)
+        if depth:
+            self._local.depth = depth + 1
             try:
                 yield
             finally:
-                self._held -= 1
+                self._local.depth = depth
             return
         root_fd = self._open_root()
         try:
@@ -333,11 +335,11 @@ class ImageStore:
             os.close(root_fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self._held = 1
+            self._local.depth = 1
             try:
                 yield
             finally:
-                self._held = 0
+                self._local.depth = 0
         finally:
             os.close(fd)
 
