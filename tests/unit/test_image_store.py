@@ -211,3 +211,23 @@ def test_a_store_owned_by_another_user_is_refused(tmp_path: Path) -> None:
             ImageStore(root).staging("demo"):
         pass
     assert os.listdir(root) == []
+
+
+def test_collect_removes_dead_base_builds_and_spares_live_ones(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root: run 'make test' as root", pytrace=False)
+    from closedpaw.sandbox.images.store import gc_staging, locked_tempdir
+
+    store = ImageStore(tmp_path / "images")
+    base = store.root / ".base"
+    base.mkdir(parents=True, mode=0o755)
+    dead = base / ".tmp-base-dead"
+    (dead / "root" / "tmp").mkdir(parents=True)
+    os.chmod(dead / "root" / "tmp", 0o1777)
+    with locked_tempdir(base, ".tmp-base-") as live:
+        report = gc_staging(store.root)
+        assert live.is_dir() and not dead.exists(), report
+        assert any(".tmp-base-dead: removed" in line for line in report), report
+    assert not live.exists()
+    assert stat.S_IMODE(os.stat(base).st_mode) == 0o700
+    assert gc_staging(tmp_path / "absent") == [] and not (tmp_path / "absent").exists()
