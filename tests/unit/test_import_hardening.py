@@ -350,3 +350,17 @@ def test_names_are_matched_whole(store: ImageStore, tmp_path: Path, bad: str) ->
 def test_spec_env_and_code_names_are_matched_whole() -> None:
     with pytest.raises(SpecError):
         SandboxSpec(env={"A\n": "1"})
+
+
+def test_a_tampered_layer_is_refused_before_anything_is_unpacked(store: ImageStore,
+                                                                 tmp_path: Path) -> None:
+    layout = oci_layout(tmp_path / "l", [gzip_zeros_layer("z", 64 << 20, files=64)],
+                        gz=[True])
+    _, manifest = image_manifest(layout)
+    blob = blob_path(layout, manifest["layers"][0]["digest"])
+    data = bytearray(blob.read_bytes())
+    data[-9] ^= 1                      # the gzip trailer's CRC: only the very end differs
+    blob.write_bytes(bytes(data))
+    # Unpacking first would stop at the 16 MiB limit; the digest is checked before.
+    refused(store, layout, "layer 1 .* does not match its digest",
+            ImportLimits(max_unpacked_bytes=16 << 20))

@@ -3,9 +3,11 @@ tarball (``docker save``), or ``docker://REF`` fetched with skopeo into a layout
 
 Layers are applied in order by our own strict unpacker, never by ``tarfile.extract``:
 
-* every blob (index, manifest, config, layer) is read once, as a stream, hashed while it is
-  read and checked against its sha256 digest and its declared size; a layer's uncompressed
-  stream is checked against the config's ``diff_ids`` too (every layout); a blob's
+* every blob (index, manifest, config, layer) is read as a stream, 1 MiB at a time, hashed
+  and checked against its sha256 digest and its declared size before any of it is written,
+  and a layer again while it is unpacked (so what is unpacked is what was checked); a
+  layer's uncompressed stream is checked against the config's ``diff_ids`` too (every
+  layout); a blob's
   ``mediaType`` must be one this importer knows for its place, and a layer must be what its
   type says (gzip or plain tar);
 * a member whose name is absolute or holds ``..``, a hard link that points outside the image or
@@ -501,12 +503,36 @@ def _apply_member(root: Path, tar: tarfile.TarFile, m: tarfile.TarInfo, created:
         os.chmod(path, mode)
 
 
+def _precheck(src: _Source, blob: _Blob, diff_id: str | None, budget: _Budget) -> None:
+    """Read a layer blob once without writing anything, 1 MiB at a time, and check its size
+    and digest (or, for a plain tar known only by its diff_id, that): a tampered layer is
+    refused before any of it reaches the disk."""
+    with src.open(blob.name) as (f, size):
+        _check_size(blob, size)
+        if size > budget.limits.max_blob_bytes:
+            raise ImageRejected(f"{blob.what} {blob.name} is {size} bytes, more than the "
+                                f"limit of {budget.limits.max_blob_bytes} (ImportLimits."
+                                "max_blob_bytes)")
+        if blob.digest is None and diff_id is None:
+            return
+        r = _Hashing(f, blob.what, size, budget.deadline)
+        magic = r.read(2)
+        r.drain()
+    if blob.digest is not None:
+        _check_digest(blob, r)
+    elif magic != b"\x1f\x8b" and r.digest() != diff_id:
+        raise ImageRejected(f"{blob.what} {blob.name}: its uncompressed content does not "
+                            f"match the config's diff_id {diff_id}")
+
+
 def _apply_blob(src: _Source, blob: _Blob, gz: bool | None, diff_id: str | None,
                 root: Path, budget: _Budget) -> None:
-    """Stream one layer blob into ``root``: its digest and size, its gzip-or-tar nature
-    (``gz``; None: whichever it is) and the digest of its uncompressed stream are checked
-    as it is read; nothing of it is kept but the unpacked files."""
+    """Stream one layer blob into ``root`` after :func:`_precheck`: its digest and size, its
+    gzip-or-tar nature (``gz``; None: whichever it is) and the digest of its uncompressed
+    stream are checked again as it is unpacked (the bytes unpacked are the bytes checked,
+    even if the source changed meanwhile); nothing of it is kept but the unpacked files."""
     limits = budget.limits
+    _precheck(src, blob, diff_id, budget)
     with src.open(blob.name) as (f, size):
         _check_size(blob, size)
         if size > limits.max_blob_bytes:
