@@ -46,3 +46,15 @@ def test_import_name_with_a_newline(tmp_path: Path, env: dict[str, str]) -> None
                    "not an image name")
     p = cli("image", "list", "--json", env=env)
     assert p.returncode == 0 and [r["name"] for r in json.loads(p.stdout)] == ["host"]
+
+
+def test_import_limits_come_from_the_settings(tmp_path: Path, env: dict[str, str]) -> None:
+    """An ordinary image over a limit set by environment is refused by name, nothing kept."""
+    layout = oci_layout(tmp_path / "l", [layer_tar([Entry("f", data=b"x" * 10_000)])])
+    small = {**env, "CLOSEDPAW_IMPORT_MAX_FILE_BYTES": "4096"}
+    one_line_error(cli("image", "import", str(layout), "--name", "lim", env=small),
+                   "max_file_bytes")
+    assert cli("image", "import", str(layout), "--name", "lim", env=env).returncode == 0
+    p = cli("image", "list", "--json", env=env)
+    assert sorted(r["name"] for r in json.loads(p.stdout)) == ["host", "lim"]
+    assert cli("image", "rm", "lim", env=env).returncode == 0

@@ -28,16 +28,17 @@ from closedpaw.settings.sections import (
     RUNTIME_CHOICES,
     ApiSettings,
     GateSettings,
+    ImageSettings,
     PoolSettings,
     SandboxSettings,
 )
 
-__all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "PoolSettings", "SandboxSettings",
-           "Settings", "all_settings"]
+__all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "PoolSettings",
+           "SandboxSettings", "Settings", "all_settings"]
 
 #: the section fields of :class:`Settings`, in order
-SECTIONS: dict[str, type] = {"sandbox": SandboxSettings, "pools": PoolSettings,
-                             "gate": GateSettings, "api": ApiSettings}
+SECTIONS: dict[str, type] = {"sandbox": SandboxSettings, "image_import": ImageSettings,
+                             "pools": PoolSettings, "gate": GateSettings, "api": ApiSettings}
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Settings:
                              doc="durable data: host rootfs, probe cache, images, database, "
                              "audit log, API token")
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    image_import: ImageSettings = field(default_factory=ImageSettings)
     pools: PoolSettings = field(default_factory=PoolSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
