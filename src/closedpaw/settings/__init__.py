@@ -30,14 +30,16 @@ from closedpaw.settings.sections import (
     GateSettings,
     PoolSettings,
     SandboxSettings,
+    SkillSettings,
 )
 
 __all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "PoolSettings", "SandboxSettings",
-           "Settings", "all_settings"]
+           "Settings", "SkillSettings", "all_settings"]
 
 #: the section fields of :class:`Settings`, in order
 SECTIONS: dict[str, type] = {"sandbox": SandboxSettings, "pools": PoolSettings,
-                             "gate": GateSettings, "api": ApiSettings}
+                             "gate": GateSettings, "api": ApiSettings,
+                             "skills": SkillSettings}
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Settings:
     pools: PoolSettings = field(default_factory=PoolSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    skills: SkillSettings = field(default_factory=SkillSettings)
 
     # -- derived paths (one place that decides where things live) -------------------------
     @property
@@ -87,6 +90,10 @@ class Settings:
         host = self.api.api_host
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.api.api_port}"
+
+    @property
+    def skills_path(self) -> Path:
+        return self.skills.skills_dir or self.data_dir / "skills"
 
     @property
     def images(self) -> Path:
