@@ -161,6 +161,8 @@ def unpack_tarball(tar_path: Path, dst: Path) -> None:
         except (tarfile.TarError, OSError, EOFError) as e:
             raise SkillRejected(f"{tar_path}: a corrupt tarball ({e})") from None
         for mem in members:
+            if mem.isdir() and posixpath.normpath(mem.name) == ".":
+                continue   # the package's own top directory ("./")
             rel = _check_name(mem.name)
             if rel in seen:
                 raise SkillRejected(f"{rel}: appears twice in the tarball")
