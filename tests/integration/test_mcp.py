@@ -40,7 +40,8 @@ def mcp_settings(tmp_path: Path, built_images: dict[str, Any]) -> Iterator[Setti
 def env_of(s: Settings) -> dict[str, str]:
     return {"CLOSEDPAW_DATA_DIR": str(s.data_dir), "CLOSEDPAW_STATE_DIR": str(s.state_dir),
             "CLOSEDPAW_CGROUP_PARENT": s.sandbox.cgroup_parent, "CLOSEDPAW_RUNTIME": "runc",
-            "CLOSEDPAW_POOL_SIZE": "1", "CLOSEDPAW_IMAGE_DIR": str(s.images), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            "CLOSEDPAW_POOL_SIZE": "1", "CLOSEDPAW_IMAGE_DIR": str(s.images),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 
 @asynccontextmanager
@@ -95,7 +96,7 @@ async def exercise(session: ClientSession) -> dict[str, Any]:
     assert sk["status"] == "completed" and sk["result"]["stdout"] == "via skill\n", sk
     fs = await call(session, "run_skill", name="filesystem",
                     arguments={"op": "read", "path": "/etc/shadow"})
-    assert fs["status"] == "failed" and "outside every allowlisted root" in fs["error"] \
+    assert (fs["status"] == "failed" and "outside every allowlisted root" in fs["error"]) \
         or "no roots" in fs["error"], fs
     pending = await call(session, "submit_action", action_type="code_execution",
                          parameters={"language": "python", "code": "print('approved')"},
@@ -137,3 +138,66 @@ def test_stdio_with_the_sdk_client(mcp_settings: Settings) -> None:
         assert json.dumps([e.details for e in calls])   # serialisable, no secrets objects
     finally:
         g.close()
+
+
+@asynccontextmanager
+async def http_session(url: str, token: str | None) -> AsyncIterator[ClientSession]:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=120) as http, \
+            streamable_http_client(f"{url}/mcp", http_client=http) as (read, write), \
+            ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+def test_http_mount_behind_the_api_token(mcp_settings: Settings) -> None:
+    from tests.integration.conftest import live_server, wait_for
+
+    with live_server(mcp_settings) as live:
+        gate: Gate = live.app.state.gate
+        agent_token = gate.create_principal("agent", "user")
+        # no token, or a wrong one: 401 before any tool runs, audited
+        with live.client(token="") as c:
+            r = c.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        with live.client(token="cp_" + "x" * 40) as c:
+            assert c.post("/mcp", json={}).status_code == 401
+
+        async def refused() -> None:
+            async with http_session(live.url, None):
+                raise AssertionError("connected without a token")
+
+        with pytest.raises(BaseException) as e:
+            anyio.run(refused)
+        assert "AssertionError" not in repr(e.value)
+
+        async def main() -> dict[str, Any]:
+            async with http_session(live.url, agent_token) as session:
+                return await exercise(session)
+        pending = anyio.run(main)
+        # a human approves it through the API; the MCP client then sees it completed
+        with live.client() as admin:
+            r = admin.post(f"/api/actions/{pending['action_id']}/approve",
+                           json={"params_sha256": pending["params_sha256"]})
+            assert r.status_code == 200, r.text
+
+        async def status() -> dict[str, Any]:
+            async with http_session(live.url, agent_token) as session:
+                for _ in range(300):
+                    st = await call(session, "action_status", action_id=pending["action_id"])
+                    if st["status"] not in ("approved", "executing"):
+                        return st
+                    await anyio.sleep(0.1)
+                raise AssertionError("never finished")
+        st = anyio.run(status)
+        assert st["status"] == "completed" and st["result"]["stdout"] == "approved\n", st
+        entries = gate.audit.entries()
+        calls = [x for x in entries if x.event == "mcp.call"]
+        assert calls and {x.principal for x in calls} == {"agent"}
+        assert any(x.event == "auth.failed" and x.details.get("path") == "/mcp"
+                   for x in entries)
+        assert wait_for(lambda: gate.get(pending["action_id"]).status is
+                        ActionStatus.COMPLETED, "completion")

@@ -53,7 +53,7 @@ def test_install_is_high_shows_capabilities_and_runs_after_approval(
     assert shown["tree_sha256"] == req["arguments"]["tree_sha256"]
     # a request hiding the rw path from the approver is refused at once
     lying = dict(req["arguments"], capabilities={**shown["capabilities"], "paths": []})
-    with pytest.raises(InvalidRequest, match="exactly what the package declares"):
+    with pytest.raises(InvalidRequest, match=r"exactly what the package declares"):
         o.submit(USER, skill("probe", lying, install=True))
     o.approve(ADMIN, rec.id, rec.params_sha256)
     assert done(o, rec.id).status is ActionStatus.COMPLETED
@@ -81,7 +81,7 @@ def test_a_skill_without_capabilities_is_medium_and_runs_at_once(
     assert str(rec.security_level) == "medium"
     r = done(o, rec.id)
     assert r.status is ActionStatus.COMPLETED and r.result["stdout"] == "42\n"
-    with pytest.raises(InvalidRequest, match="no skill 'nope'"):
+    with pytest.raises(InvalidRequest, match=r"no skill 'nope'"):
         o.submit(USER, skill("nope", {}))
 
 
@@ -113,7 +113,7 @@ def test_filesystem_skill_levels_and_audit(make_orch: MakeOrch, tmp_path: Path) 
     w = o.submit(USER, skill("filesystem", {"op": "write", "path": f"{root}/x",
                                             "content": "y"}))
     assert w.status is ActionStatus.PENDING and str(w.security_level) == "high"
-    with pytest.raises(InvalidRequest, match="arguments.op"):
+    with pytest.raises(InvalidRequest, match=r"arguments.op"):
         o.submit(USER, skill("filesystem", {"op": "rm", "path": str(root)}))
     file_events = [e for e in o.audit.entries() if e.event == "skill.file"]
     assert [(e.details["op"], e.details["outcome"], e.action_id) for e in file_events] == [

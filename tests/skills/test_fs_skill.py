@@ -78,7 +78,7 @@ def test_symlink_escapes_are_refused(fs_env: Any) -> None:
     (root / "rel").symlink_to("../outside/secret")
     (root / "inner").symlink_to("docs/a.txt")   # even one that stays inside: no links
     for p in ("link", "dirlink/secret", "rel", "inner"):
-        with pytest.raises(PathRefused, match="link|outside|component"):
+        with pytest.raises(PathRefused, match=r"link|outside|component"):
             fs.call({"op": "read", "path": f"{root}/{p}"})
     with pytest.raises(PathRefused):
         fs.call({"op": "list", "path": f"{root}/dirlink"})
@@ -95,7 +95,7 @@ def test_symlink_escapes_are_refused(fs_env: Any) -> None:
 def test_hard_link_escape_is_refused(fs_env: Any) -> None:
     fs, root, _ = fs_env
     os.link(root.parent / "outside" / "secret", root / "alias")
-    with pytest.raises(PathRefused, match="hard links"):
+    with pytest.raises(PathRefused, match=r"hard links"):
         fs.call({"op": "read", "path": f"{root}/alias"})
     assert fs.call({"op": "search", "path": str(root), "pattern": "TOPSECRET"})["matches"] == []
     fs.call({"op": "write", "path": f"{root}/alias", "content": "new"})
@@ -156,7 +156,7 @@ def test_huge_files_are_truncated_and_binary_files_detected(fs_env: Any) -> None
     (root / "img").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     r = fs.call({"op": "read", "path": f"{root}/img"})
     assert r["binary"] and base64.b64decode(r["content_base64"]).startswith(b"\x89PNG")
-    with pytest.raises(PathRefused, match="over the limit"):
+    with pytest.raises(PathRefused, match=r"over the limit"):
         fs.call({"op": "write", "path": f"{root}/big", "content": "x" * 5000})
     assert not (root / "big").exists()
 
@@ -166,7 +166,7 @@ def test_fifos_and_devices_are_refused_without_blocking(fs_env: Any) -> None:
     os.mkfifo(root / "fifo")
     os.mknod(root / "zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))
     for name in ("fifo", "zero"):
-        with pytest.raises(PathRefused, match="not a regular file"):
+        with pytest.raises(PathRefused, match=r"not a regular file"):
             fs.call({"op": "read", "path": f"{root}/{name}"})
     hits = fs.call({"op": "search", "path": str(root), "pattern": "x"})
     assert hits["matches"] == []
@@ -183,7 +183,7 @@ def test_count_limits_and_bad_arguments(fs_env: Any) -> None:
     assert fs.call({"op": "search", "path": str(root), "pattern": "hello"})["truncated"]
     with pytest.raises(InvalidRequest):
         fs.call({"op": "delete", "path": str(root)})
-    with pytest.raises(PathRefused, match="no roots"):
+    with pytest.raises(PathRefused, match=r"no roots"):
         FileSystemSkill([]).call({"op": "read", "path": "/tmp/x"})
 
 

@@ -86,23 +86,23 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_a_manifest_that_is_a_link_or_not_yaml_is_refused(tmp_path: Path) -> None:
     (tmp_path / "real.yaml").write_text(yaml.safe_dump(GOOD))
     (tmp_path / "skill.yaml").symlink_to(tmp_path / "real.yaml")
-    with pytest.raises(SkillInvalid, match="skill.yaml"):
+    with pytest.raises(SkillInvalid, match=r"skill.yaml"):
         load_manifest(tmp_path / "skill.yaml")
     (tmp_path / "b.yaml").write_text("name: [unclosed")
-    with pytest.raises(SkillInvalid, match="not valid YAML"):
+    with pytest.raises(SkillInvalid, match=r"not valid YAML"):
         load_manifest(tmp_path / "b.yaml")
-    with pytest.raises(SkillInvalid, match="must be a mapping"):
+    with pytest.raises(SkillInvalid, match=r"must be a mapping"):
         parse_manifest(["a"], "x.yaml")
 
 
 def test_arguments_are_checked_against_the_schema() -> None:
     schema = GOOD["inputs"]
     validate_arguments(schema, {"text": "short"})
-    with pytest.raises(InvalidRequest, match="arguments.text: is required"):
+    with pytest.raises(InvalidRequest, match=r"arguments.text: is required"):
         validate_arguments(schema, {})
-    with pytest.raises(InvalidRequest, match="arguments.text: length"):
+    with pytest.raises(InvalidRequest, match=r"arguments.text: length"):
         validate_arguments(schema, {"text": "x" * 11})
-    with pytest.raises(InvalidRequest, match="arguments.other: unknown"):
+    with pytest.raises(InvalidRequest, match=r"arguments.other: unknown"):
         validate_arguments(schema, {"text": "a", "other": 1})
-    with pytest.raises(InvalidRequest, match="must be of type string"):
+    with pytest.raises(InvalidRequest, match=r"must be of type string"):
         validate_arguments(schema, {"text": 5})

@@ -65,11 +65,11 @@ def test_a_symlink_to_etc_shadow_in_the_package_is_refused(service: SkillService
                                                            tmp_path: Path) -> None:
     d = write_skill(tmp_path / "pkgs")
     (d / "shadow").symlink_to("/etc/shadow")
-    with pytest.raises(SkillRejected, match="absolute links are refused"):
+    with pytest.raises(SkillRejected, match=r"absolute links are refused"):
         service.install_request(d)
     (d / "shadow").unlink()
     (d / "up").symlink_to("../../../etc/shadow")
-    with pytest.raises(SkillRejected, match="leads out of the package"):
+    with pytest.raises(SkillRejected, match=r"leads out of the package"):
         service.install_request(d)
     assert service.store.names() == []
 
@@ -79,17 +79,17 @@ def test_a_setuid_binary_a_device_node_and_a_hard_link_are_refused(service: Skil
     d = write_skill(tmp_path / "pkgs")
     (d / "su").write_bytes(b"\x7fELF")
     os.chmod(d / "su", 0o4755)
-    with pytest.raises(SkillRejected, match="setuid"):
+    with pytest.raises(SkillRejected, match=r"setuid"):
         service.install_request(d)
     os.unlink(d / "su")
     os.mknod(d / "mem", 0o600 | stat.S_IFCHR, os.makedev(1, 1))
-    with pytest.raises(SkillRejected, match="device node"):
+    with pytest.raises(SkillRejected, match=r"device node"):
         service.install_request(d)
     os.unlink(d / "mem")
     secret = tmp_path / "outside-secret"
     secret.write_text("s3cret")
     os.link(secret, d / "alias")
-    with pytest.raises(SkillRejected, match="hard link"):
+    with pytest.raises(SkillRejected, match=r"hard link"):
         service.install_request(d)
     assert service.store.names() == []
 
@@ -152,7 +152,7 @@ def test_an_install_whose_package_changed_after_approval_installs_nothing(
     d = write_skill(tmp_path / "pkgs")
     req = service.install_request(d)
     (d / "main.py").write_text("import os; os.system('evil')\n")
-    with pytest.raises(Exception, match="changed since the install was approved"):
+    with pytest.raises(Exception, match=r"changed since the install was approved"):
         service.install("probe", req["arguments"])
     assert service.store.names() == []
 
@@ -165,7 +165,7 @@ def test_a_manifest_edited_after_install_is_refused_at_run(service: SkillService
     m = service.store.root / "probe" / "tree" / "skill.yaml"
     os.chmod(m, 0o644)
     m.write_text(m.read_text().replace("capabilities", "x") + "\n# edited\n")
-    with pytest.raises(SkillTampered, match="changed after install"):
+    with pytest.raises(SkillTampered, match=r"changed after install"):
         run(service, "probe")
     # a file added is a change too
     m.write_text(m.read_text().replace("\n# edited\n", ""))
@@ -276,7 +276,7 @@ def test_a_skill_that_tries_the_network_reaches_nothing(service: SkillService,
         srv.close()
     assert "CONNECTED" not in out["stdout"] and out["stdout"].count("refused") == 2, out
     assert hits == []
-    with pytest.raises(SkillInvalid, match="capabilities.network"):
+    with pytest.raises(SkillInvalid, match=r"capabilities.network"):
         service.install_request(write_skill(tmp_path / "net", name="net",
                                             caps={"network": "any"}))
 
@@ -297,5 +297,5 @@ def test_secrets_only_as_declared_and_never_without_a_vault(service: SkillServic
     assert json.loads(out["stdout"]) == {"API_TOKEN": "declared-value", "DB_PASSWORD": None}
     assert asked == ["API_TOKEN"]
     assert service.check_request("probe", {}, False)[0] == "high"
-    with pytest.raises(NotConfigured, match="no vault is configured"):
+    with pytest.raises(NotConfigured, match=r"no vault is configured"):
         run(service, "probe", secrets=None)

@@ -42,16 +42,17 @@ class _Guarded:
         self._bridge = bridge
         self._principal_of = principal_of
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
+    def __getattr__(self, name: str) -> Callable[..., dict[str, Any]]:
         fn = getattr(self._bridge, name)
 
-        def call(ctx: Context, *args: Any) -> Any:
+        def call(ctx: Context, *args: Any) -> dict[str, Any]:
             from mcp.server.mcpserver.exceptions import ToolError
 
             from closedpaw.errors import ClosedPawError
 
             try:
-                return fn(self._principal_of(ctx), *args)
+                out: dict[str, Any] = fn(self._principal_of(ctx), *args)
+                return out
             except ClosedPawError as e:
                 raise ToolError(f"{e.code}: {e}") from None
         return call
