@@ -400,12 +400,12 @@ class SkillInvalid(SkillError, ConfigError):
 
     code = "skill_invalid"
 
-    def __init__(self, source: str, problems: list[tuple[str, str, str]]) -> None:
+    def __init__(self, source: str, problems: list[tuple[str, str, str]] | None = None) -> None:
         #: (check name, dotted key, problem)
         self.source = source
-        self.problems = problems
-        text = "; ".join(f"{key}: {why} [{check}]" for check, key, why in problems)
-        super().__init__(f"{source}: {text}")
+        self.problems = problems or []
+        text = "; ".join(f"{key}: {why} [{check}]" for check, key, why in self.problems)
+        super().__init__(f"{source}: {text}" if text else source)
 
 
 class SkillRejected(SkillError):

@@ -69,6 +69,8 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
            "CLOSEDPAW_API_HOST": "::1", "CLOSEDPAW_API_PORT": "1", "CLOSEDPAW_API_URL": "http://u",
            "CLOSEDPAW_API_TOKEN": "t", "CLOSEDPAW_RATE_LIMIT_PER_MINUTE": "5",
            "CLOSEDPAW_STATE_DIR": "/st", "CLOSEDPAW_DATA_DIR": "/da"}
+    env.update({"CLOSEDPAW_SKILLS_DIR": "/sk", "CLOSEDPAW_FS_ROOTS": "/a:/b",
+                "CLOSEDPAW_FS_MAX_BYTES": "10", "CLOSEDPAW_FS_MAX_ENTRIES": "10"})
     assert set(env) == {spec_of(f)[0] for _, f in all_settings()}
     s, d = Settings.from_env(env), Settings()
     for section, f in all_settings():
