@@ -106,7 +106,7 @@ def cmd_skill(args: argparse.Namespace) -> int:
             try:
                 if sub == "install":
                     params = _service(args).install_request(args.path.absolute())
-                    rec = c.submit("skill_execution", params)
+                    rec = c.get_action(c.submit("skill_execution", params)["action_id"])
                 else:
                     try:
                         arguments = json.loads(args.arguments)
@@ -114,8 +114,8 @@ def cmd_skill(args: argparse.Namespace) -> int:
                         die(f"arguments: not JSON ({e})")
                     if not isinstance(arguments, dict):
                         die("arguments: must be a JSON object")
-                    rec = c.submit("skill_execution", {"skill": args.name,
-                                                        "arguments": arguments})
+                    rec = c.get_action(c.submit("skill_execution", {
+                        "skill": args.name, "arguments": arguments})["action_id"])
                     deadline = time.monotonic() + args.wait
                     while rec["status"] in ("approved", "executing") \
                             and time.monotonic() < deadline:

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from closedpaw.errors import SkillError, SkillNotFound, SkillRejected, SkillTampered
+from closedpaw.errors import (
+    SkillError,
+    SkillInvalid,
+    SkillNotFound,
+    SkillRejected,
+    SkillTampered,
+)
 from closedpaw.skills.manifest import MANIFEST_NAME, NAME_RE, SkillManifest, load_manifest
 from closedpaw.skills.tree import copy_tree, hash_tree, unpack_tarball
 
@@ -84,7 +90,11 @@ class SkillStore:
                 raise SkillError(f"{src}: no such file or directory") from None
             except OSError as e:
                 raise SkillRejected(f"{src}: {e.strerror or e}") from None
-            manifest = load_manifest(tree / MANIFEST_NAME)
+            try:
+                manifest = load_manifest(tree / MANIFEST_NAME)
+            except SkillInvalid as e:   # name the user's file, not our private copy
+                where = src / MANIFEST_NAME if src.is_dir() else f"{src}:{MANIFEST_NAME}"
+                raise SkillInvalid(str(where), e.problems) from None
             yield Staged(manifest, hash_tree(tree), tree, str(src))
 
     # -- installed skills --------------------------------------------------------------
