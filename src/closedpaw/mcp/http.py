@@ -41,7 +41,9 @@ class McpHttp:
         gate = self._gate_of()
         bridge = McpBridge(gate)
         srv = build_server(bridge, principal_from_scope)
-        srv.streamable_http_app(streamable_http_path=MCP_PATH, host=self._host)
+        # plain JSON answers (no SSE stream per call): the tools return one result each
+        srv.streamable_http_app(streamable_http_path=MCP_PATH, host=self._host,
+                                json_response=True)
         sm = srv.session_manager
         try:
             async with sm.run():
