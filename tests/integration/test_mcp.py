@@ -201,3 +201,37 @@ def test_http_mount_behind_the_api_token(mcp_settings: Settings) -> None:
                    for x in entries)
         assert wait_for(lambda: gate.get(pending["action_id"]).status is
                         ActionStatus.COMPLETED, "completion")
+
+
+def test_stdio_server_leaves_the_running_servers_actions_alone(mcp_settings: Settings) -> None:
+    """``closedpaw mcp`` opens a gate on the same data directory as a running ``closedpaw
+    serve``: it must not mark that server's executing actions interrupted."""
+    import time as _time
+
+    from closedpaw.gate import ActionRequest
+    from tests.integration.conftest import fake_manager
+
+    def slow(argv: Any, stdin: bytes) -> tuple[int, bytes, bytes]:
+        _time.sleep(4)
+        return 0, b"slow\n", b""
+    serve = Gate(mcp_settings, manager=fake_manager(mcp_settings, slow))
+    try:
+        serve.start()
+        rec = serve.submit(ADMIN, ActionRequest(action_type="code_execution",
+                                                parameters={"argv": ["slow"]}))
+        for _ in range(100):
+            if serve.get(rec.id).status is ActionStatus.EXECUTING:
+                break
+            _time.sleep(0.02)
+
+        async def main() -> None:
+            async with stdio_session(mcp_settings) as session:
+                await session.list_tools()
+        anyio.run(main)
+        for _ in range(200):
+            if serve.get(rec.id).status.final:
+                break
+            _time.sleep(0.05)
+        assert serve.get(rec.id).status is ActionStatus.COMPLETED
+    finally:
+        serve.close()

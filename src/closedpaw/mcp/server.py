@@ -145,7 +145,8 @@ def run_stdio(settings: Any, principal_name: str = "mcp") -> None:
     from closedpaw.security import Principal
 
     gate = Gate(settings)
-    gate.start()
+    # no gate.start(): that marks executing actions interrupted, and `closedpaw serve` may be
+    # running actions on this data directory right now
     bridge = McpBridge(gate)
     me = Principal(principal_name, "user")
     try:
