@@ -33,7 +33,13 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     │   ├── ActionStateError                not valid in the action's state (replay, late)
     │   ├── NoExecutor                      no executor is registered for the action's type
     │   ├── NotConfigured                   the executor's service (provider, vault) is absent
-    │   └── ApprovalRefused                 wrong hash, wrong role, self-approval, expired
+    │   ├── ApprovalRefused                 wrong hash, wrong role, self-approval, expired
+    │   └── SkillError                      a skill could not be installed, found or run
+    │       ├── SkillInvalid (ConfigError)  a skill.yaml failed a named check (file + key)
+    │       ├── SkillRejected               an unsafe package (links out, setuid, tar-slip)
+    │       ├── SkillNotFound (LookupError) no installed skill with that name
+    │       ├── SkillTampered               installed files no longer match the pinned hash
+    │       └── PathRefused                 the filesystem skill refused a path or a file
     ├── AuthError                           the caller could not be trusted
     │   ├── AuthenticationFailed            no, malformed or unknown bearer token
     │   └── PermissionDenied                authenticated, but the role may not do this
@@ -79,6 +85,7 @@ __all__ = [
     "InvalidRequest",
     "NoExecutor",
     "NotConfigured",
+    "PathRefused",
     "PermissionDenied",
     "PolicyError",
     "PoolExhausted",
@@ -91,6 +98,11 @@ __all__ = [
     "SandboxNotFound",
     "SandboxStateError",
     "SandboxTimeout",
+    "SkillError",
+    "SkillInvalid",
+    "SkillNotFound",
+    "SkillRejected",
+    "SkillTampered",
     "SnapshotError",
     "SpecError",
     "StoreError",
@@ -374,3 +386,49 @@ class ApiRefused(ClientError):
         self.error_code = error_code
         self.body = body or {}
         super().__init__(f"{error_code}: {message}")
+
+
+# -- skills (issue 11) ----------------------------------------------------------------------
+class SkillError(GateError):
+    """A skill could not be installed, found or run."""
+
+    code = "skill_error"
+
+
+class SkillInvalid(SkillError, ConfigError):
+    """A skill manifest failed one or more named checks; each names the file and dotted key."""
+
+    code = "skill_invalid"
+
+    def __init__(self, source: str, problems: list[tuple[str, str, str]] | None = None) -> None:
+        #: (check name, dotted key, problem)
+        self.source = source
+        self.problems = problems or []
+        text = "; ".join(f"{key}: {why} [{check}]" for check, key, why in self.problems)
+        super().__init__(f"{source}: {text}" if text else source)
+
+
+class SkillRejected(SkillError):
+    """A skill package is unsafe: links out of the tree, absolute or '..' members, device
+    nodes, setuid/setgid bits. Nothing was installed."""
+
+    code = "skill_rejected"
+
+
+class SkillNotFound(SkillError, LookupError):
+    """No installed (or built-in) skill with that name."""
+
+    code = "skill_not_found"
+
+
+class SkillTampered(SkillError):
+    """An installed skill's files no longer match the hash pinned at install: it is not run."""
+
+    code = "skill_tampered"
+
+
+class PathRefused(SkillError):
+    """The filesystem skill refused a path (outside every root, a link, a special file, too
+    large, too many entries)."""
+
+    code = "path_refused"

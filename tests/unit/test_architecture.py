@@ -62,11 +62,11 @@ LAYERS: dict[str, Row] = {
     "client": _r(L0 + 1, never={"closedpaw.audit", "closedpaw.security", "closedpaw.vault"}),
     # front ends: never each other; they share client.py, and 'closedpaw serve' starts the
     # app factory (api.server), the one composition root
-    "api": _r(L5, also={"web"}),
+    "api": _r(L5, also={"web", "mcp"}),
     "web": _r(L5, also={"client"}),
     "channels": _r(L5, also={"client"}),
     "mcp": _r(L5, also={"client"}),
-    "cli": _r(L5, also={"client"}, modules={"closedpaw.api.server"}),
+    "cli": _r(L5, also={"client"}, modules={"closedpaw.api.server", "closedpaw.mcp.server"}),
     # the package root: the curated public surface (kept cheap by test_cli_start_is_lazy)
     "__init__": _r(L3),
 }

@@ -73,6 +73,8 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
            "CLOSEDPAW_IMPORT_MAX_BLOB_BYTES": "13", "CLOSEDPAW_IMPORT_MAX_HEADER_BYTES": "14",
            "CLOSEDPAW_IMPORT_MAX_MEMBERS": "15", "CLOSEDPAW_IMPORT_MAX_LAYERS": "16",
            "CLOSEDPAW_IMPORT_MAX_DEPTH": "17", "CLOSEDPAW_IMPORT_DEADLINE_S": "18"}
+    env.update({"CLOSEDPAW_SKILLS_DIR": "/sk", "CLOSEDPAW_FS_ROOTS": "/a:/b",
+                "CLOSEDPAW_FS_MAX_BYTES": "10", "CLOSEDPAW_FS_MAX_ENTRIES": "10"})
     assert set(env) == {spec_of(f)[0] for _, f in all_settings()}
     s, d = Settings.from_env(env), Settings()
     for section, f in all_settings():

@@ -59,6 +59,9 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
     """The application. Without ``gate`` one is built from ``settings`` at start-up (and
     closed at shutdown). ``on_ready`` is called once start-up is done."""
     settings = settings or Settings.from_env()
+    from closedpaw.mcp.http import MCP_PATH, McpHttp
+
+    mcp_http = McpHttp(lambda: app.state.gate, host=settings.api.api_host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,7 +82,8 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
         if on_ready is not None:
             on_ready(app)
         try:
-            yield
+            async with mcp_http.running():
+                yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -110,6 +114,11 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
 
     for router in ROUTERS:
         app.include_router(router)
+    # MCP over streamable HTTP, behind the same bearer tokens (closedpaw.mcp.http)
+    from starlette.routing import Route
+
+    app.router.routes.append(Route(MCP_PATH, endpoint=mcp_http,
+                                   methods=["GET", "POST", "DELETE"]))
     return app
 
 

@@ -34,6 +34,10 @@ class AuditEvent(StrEnum):
     TOKEN_REVOKED = "token.revoked"
     SERVER_STARTED = "server.started"
     SERVER_STOPPED = "server.stopped"
+    SKILL_INSTALLED = "skill.installed"
+    SKILL_REMOVED = "skill.removed"
+    SKILL_FILE = "skill.file"
+    MCP_CALL = "mcp.call"
 
 
 def canonical_json(value: Any) -> str:

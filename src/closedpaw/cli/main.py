@@ -27,7 +27,7 @@ EXIT_KILLED = 137
 
 
 #: the modules that register commands, in the order ``--help`` lists them
-COMMAND_MODULES = ("system", "policy", "images", "gate", "actions")
+COMMAND_MODULES = ("system", "policy", "images", "gate", "actions", "skills", "mcp")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,7 @@ from closedpaw.gate.executors import (
     ExecutorRegistry,
     default_registry,
 )
-from closedpaw.gate.rules import RuleSet
+from closedpaw.gate.rules import Decision, RuleSet
 from closedpaw.gate.store import ActionRecord, ActionRow, Store
 from closedpaw.security.principal import SYSTEM, Principal
 from closedpaw.security.tokens import hash_token, new_token
@@ -48,6 +48,7 @@ from closedpaw.settings import Settings
 
 if TYPE_CHECKING:
     from closedpaw.sandbox import SandboxManager
+    from closedpaw.skills import SecretResolver, SkillService
 
 __all__ = ["Gate", "Listener"]
 
@@ -70,7 +71,9 @@ class Gate:
     def __init__(self, settings: Settings, *, store: Store | None = None,
                  audit: AuditLog | None = None, rules: RuleSet | None = None,
                  manager: SandboxManager | None = None,
-                 executors: ExecutorRegistry | None = None, workers: int = 4) -> None:
+                 executors: ExecutorRegistry | None = None, workers: int = 4,
+                 skills: SkillService | None = None,
+                 secrets: SecretResolver | None = None) -> None:
         self.settings = settings
         self.audit = audit or AuditLog(settings.audit_dir)
         self.rules = rules or RuleSet.load(user_file=settings.rules_path,
@@ -81,8 +84,13 @@ class Gate:
         self._manager = manager
         self._owns_manager = manager is None
         self.executors = executors if executors is not None else default_registry()
+        if skills is None:
+            from closedpaw.skills import SkillService
+
+            skills = SkillService(settings, sandboxes=self.sandbox_manager)
         self.context = ExecutionContext(settings=settings, audit=self.audit,
-                                        sandboxes=self.sandbox_manager)
+                                        sandboxes=self.sandbox_manager, skills=skills,
+                                        secrets=secrets)
         self._pool = ThreadPoolExecutor(max_workers=workers,
                                         thread_name_prefix="closedpaw-exec")
         self._listeners: list[Listener] = []
@@ -202,10 +210,31 @@ class Gate:
             except PolicyError as e:
                 raise InvalidRequest(f"parameters.policy: {e}") from None
 
+    def _skill_decision(self, parsed: ParsedAction, min_level: RiskLevel | None) -> \
+            Decision | None:
+        """A skill run's level derives from what the skill declared (the skills service
+        says); a request that could never run (unknown skill, arguments off its schema, an
+        install that does not show what the package declares) is refused at once."""
+        from closedpaw.gate.actions import SkillExecutionParams
+
+        p = parsed.action.parameters if parsed.action is not None else None
+        if not isinstance(p, SkillExecutionParams) or self.context.skills is None:
+            return None
+        try:
+            level, reason = self.context.skills.check_request(p.skill, dict(p.arguments),
+                                                              p.install)
+        except ClosedPawError as e:
+            raise InvalidRequest(f"parameters: {e}") from None
+        lv = RiskLevel(level)
+        if min_level is not None and min_level.rank > lv.rank:
+            return Decision(min_level, f"raised to {min_level} by the caller ({reason})")
+        return Decision(lv, reason)
+
     def submit(self, principal: Principal, req: ActionRequest) -> ActionRecord:
         parsed = parse_action(req.action_type, req.parameters)
         self._check_policy(parsed)
-        decision = self.rules.classify(parsed, req.min_level)
+        decision = self._skill_decision(parsed, req.min_level) or \
+            self.rules.classify(parsed, req.min_level)
         now = time.time()
         needs = decision.level.needs_approval
         row = ActionRow(

@@ -9,6 +9,7 @@ of ``extra="forbid"``, and every error names the field.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from closedpaw.errors import SpecError
 
-__all__ = ["ExecRequest", "ResourceLimits", "SandboxSpec", "parse_size_mb"]
+__all__ = ["ExecRequest", "HostBind", "ResourceLimits", "SandboxSpec", "parse_size_mb"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _IMAGE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -103,6 +104,48 @@ class ResourceLimits:
         return asdict(self)
 
 
+#: host directories never bound into a sandbox (nor anything beneath them)
+_FORBIDDEN_BIND_SOURCES = ("/proc", "/sys", "/dev", "/boot", "/etc", "/root", "/run",
+                           "/var/lib/closedpaw", "/var/run")
+_BIND_DEST_RESERVED = (*_RESERVED_MOUNTS, "/bin", "/sbin", "/lib", "/lib64", "/etc", "/var",
+                       "/.closedpaw", "/run")
+
+
+@dataclass(frozen=True)
+class HostBind:
+    """A host directory bound into the sandbox (a skill's declared capability): ``source``
+    must be an existing real directory (no symlink anywhere in its path), never ``/`` nor a
+    system directory; ``writable`` only when declared ``rw``."""
+
+    source: Path
+    destination: str
+    writable: bool = False
+
+    def __post_init__(self) -> None:
+        src = Path(self.source)
+        object.__setattr__(self, "source", src)
+        key = f"binds.{self.destination}"
+        d = self.destination
+        if (not isinstance(d, str) or not d.startswith("/") or "\0" in d or d == "/"
+                or ".." in d.split("/") or d.rstrip("/") != d or "//" in d):
+            raise SpecError(key, "destination must be an absolute path without '..' or a "
+                            "trailing /")
+        if any(d == r or (r != "/" and d.startswith(r + "/")) for r in _BIND_DEST_RESERVED):
+            raise SpecError(key, "destination is reserved for the engine's own mounts")
+        s = str(src)
+        if not src.is_absolute() or "\0" in s or s == "/" or ".." in src.parts:
+            raise SpecError(key, f"source {s!r} must be an absolute host path, not /")
+        if any(s == f or s.startswith(f + "/") for f in _FORBIDDEN_BIND_SOURCES):
+            raise SpecError(key, f"source {s} is a system directory and is never bound")
+        if os.path.realpath(s) != s:
+            raise SpecError(key, f"source {s} is not its real path (a symbolic link on the "
+                            "way); give the real directory")
+        if not src.is_dir():
+            raise SpecError(key, f"source {s} is not an existing directory")
+        if not isinstance(self.writable, bool):
+            raise SpecError(key, "writable must be true or false")
+
+
 @dataclass(frozen=True)
 class SandboxSpec:
     """What a sandbox looks like: its limits, environment, working directory and files.
@@ -128,6 +171,7 @@ class SandboxSpec:
     readonly_root: bool | None = None
     tmpfs: Mapping[str, int] = field(default_factory=dict)
     code_files: Mapping[str, str] = field(default_factory=dict)
+    binds: tuple[HostBind, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.limits, ResourceLimits):
@@ -166,6 +210,14 @@ class SandboxSpec:
                 raise SpecError(f"code_files.{cname}", "must be a plain file name")
             if not isinstance(text, str):
                 raise SpecError(f"code_files.{cname}", "must be text")
+        object.__setattr__(self, "binds", tuple(self.binds))
+        seen: set[str] = set()
+        for b in self.binds:
+            if not isinstance(b, HostBind):
+                raise SpecError("binds", "must be HostBind entries")
+            if b.destination in seen or b.destination in self.tmpfs:
+                raise SpecError(f"binds.{b.destination}", "is mounted twice")
+            seen.add(b.destination)
         if self.input_path is not None:
             object.__setattr__(self, "input_path", Path(self.input_path))
         if self.output_dir is not None:

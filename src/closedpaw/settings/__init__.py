@@ -31,14 +31,16 @@ from closedpaw.settings.sections import (
     ImageSettings,
     PoolSettings,
     SandboxSettings,
+    SkillSettings,
 )
 
 __all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "PoolSettings",
-           "SandboxSettings", "Settings", "all_settings"]
+           "SandboxSettings", "Settings", "SkillSettings", "all_settings"]
 
 #: the section fields of :class:`Settings`, in order
 SECTIONS: dict[str, type] = {"sandbox": SandboxSettings, "image_import": ImageSettings,
-                             "pools": PoolSettings, "gate": GateSettings, "api": ApiSettings}
+                             "pools": PoolSettings, "gate": GateSettings, "api": ApiSettings,
+                             "skills": SkillSettings}
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Settings:
     pools: PoolSettings = field(default_factory=PoolSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    skills: SkillSettings = field(default_factory=SkillSettings)
 
     # -- derived paths (one place that decides where things live) -------------------------
     @property
@@ -89,6 +92,10 @@ class Settings:
         host = self.api.api_host
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.api.api_port}"
+
+    @property
+    def skills_path(self) -> Path:
+        return self.skills.skills_dir or self.data_dir / "skills"
 
     @property
     def images(self) -> Path:

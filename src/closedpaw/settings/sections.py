@@ -11,7 +11,7 @@ from closedpaw.errors import ConfigError
 from closedpaw.settings._field import setting
 
 __all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "PoolSettings",
-           "SandboxSettings"]
+           "SandboxSettings", "SkillSettings"]
 
 RUNTIME_CHOICES = ("auto", "runsc", "runc")
 
@@ -157,3 +157,33 @@ class ApiSettings:
             raise ConfigError("rate_limit_per_minute: must be at least 1")
         if not (0 <= self.api_port <= 65535):
             raise ConfigError("api_port: must be between 0 and 65535")
+
+
+@dataclass(frozen=True)
+class SkillSettings:
+    """Skills: where installed skills live, and the filesystem skill's roots and limits."""
+
+    skills_dir: Path | None = setting(None, env="CLOSEDPAW_SKILLS_DIR", kind=Path,
+                                      doc="installed skills (pinned trees); unset = "
+                                      "DATA_DIR/skills")
+    fs_roots: str = setting("", env="CLOSEDPAW_FS_ROOTS", kind=str,
+                            doc="the filesystem skill's allowlisted host directories, "
+                            "':'-separated absolute paths; empty = it may touch nothing")
+    fs_max_bytes: int = setting(1024 * 1024, env="CLOSEDPAW_FS_MAX_BYTES", kind=int,
+                                doc="bytes the filesystem skill reads or writes per file")
+    fs_max_entries: int = setting(1000, env="CLOSEDPAW_FS_MAX_ENTRIES", kind=int,
+                                  doc="entries a list or search visits at most")
+
+    def __post_init__(self) -> None:
+        for r in self.roots:
+            if not r.is_absolute() or ".." in r.parts:
+                raise ConfigError(f"fs_roots: {str(r)!r} must be an absolute path without "
+                                  "'..'")
+        if not (1 <= self.fs_max_bytes <= 1 << 30):
+            raise ConfigError("fs_max_bytes: must be between 1 and 1073741824")
+        if not (1 <= self.fs_max_entries <= 1_000_000):
+            raise ConfigError("fs_max_entries: must be between 1 and 1000000")
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        return tuple(Path(r) for r in self.fs_roots.split(":") if r)

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from closedpaw.audit import AuditLog
     from closedpaw.sandbox import SandboxManager
     from closedpaw.settings import Settings
+    from closedpaw.skills import SecretResolver, SkillService
 
 __all__ = ["ExecutionContext"]
 
@@ -28,4 +29,7 @@ class ExecutionContext:
     sandboxes: Callable[[], SandboxManager]
     providers: object | None = None
     vault: object | None = None
-    skills: object | None = None
+    skills: SkillService | None = None
+    #: the secret-resolver hook (the vault hands one over when it is configured): name ->
+    #: value, raising when it cannot. None = no vault: a skill declaring secrets is refused.
+    secrets: SecretResolver | None = None

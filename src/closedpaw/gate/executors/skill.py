@@ -1,10 +1,13 @@
-"""``skill_execution``: needs a skill registry in the execution context. Until one is configured
-(``ctx.skills is None``) the action fails with a clear message: it never runs."""
+"""``skill_execution``: install a skill (exactly the package the approver saw) or run one
+(an installed skill in a sandbox with exactly its declared mounts and secrets; the built-in
+``filesystem`` skill on the host beneath its roots, every operation audited; ``code`` in a
+sandbox). Without a skills service in the context the action fails: it never runs."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from closedpaw.audit.events import AuditEvent
 from closedpaw.errors import NotConfigured
 from closedpaw.gate.actions import SkillExecutionParams
 
@@ -19,10 +22,30 @@ __all__ = ["ACTION_TYPES", "execute_skill"]
 
 def execute_skill(ctx: ExecutionContext, rec: ActionRecord, params: BaseModel) -> dict[str, Any]:
     assert isinstance(params, SkillExecutionParams)
-    if ctx.skills is None:
+    skills = ctx.skills
+    if skills is None:
         raise NotConfigured("cannot execute skill_execution: no skill registry is configured")
-    raise NotConfigured(f"cannot execute skill_execution: {type(ctx.skills).__name__} "
-                             "does not support it yet")
+    if params.install:
+        out = skills.install(params.skill, dict(params.arguments))
+        ctx.audit.append(AuditEvent.SKILL_INSTALLED, principal=rec.requester, action_id=rec.id,
+                         details={"skill": params.skill,
+                                  "sha256": out["installed"]["sha256"],
+                                  "capabilities": out["installed"]["capabilities"]})
+        return out
+
+    def fs_audit(op: str, details: dict[str, Any]) -> None:
+        ctx.audit.append(AuditEvent.SKILL_FILE, principal=rec.requester, action_id=rec.id,
+                         details={"op": op, **details})
+
+    out = skills.run(params.skill, dict(params.arguments), secrets=ctx.secrets,
+                     fs_audit=fs_audit)
+    if "exit_code" in out:
+        ctx.audit.append(AuditEvent.SANDBOX_RUN, principal="system", action_id=rec.id,
+                         details={"skill": params.skill, "sandbox_id": out.get("sandbox_id"),
+                                  "exit_code": out["exit_code"],
+                                  "timed_out": out.get("timed_out"),
+                                  "isolation": out.get("isolation")})
+    return out
 
 
 ACTION_TYPES = {"skill_execution": execute_skill}

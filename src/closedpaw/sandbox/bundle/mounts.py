@@ -4,12 +4,12 @@ sized /tmp, extra sized tmpfs mounts, and optional /input and /code (read-only) 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AGENT_MOUNT", "MASKED_PATHS", "READONLY_PATHS", "base_mounts", "file_mounts",
-           "tmpfs_mounts"]
+__all__ = ["AGENT_MOUNT", "MASKED_PATHS", "READONLY_PATHS", "RW_BINDS_ANNOTATION",
+           "base_mounts", "file_mounts", "host_bind_mounts", "tmpfs_mounts"]
 
 # Paths hidden from the sandbox (the lists Docker uses).
 MASKED_PATHS = (
@@ -74,3 +74,16 @@ def file_mounts(*, input_dir: Path | None, output_dir: Path | None,
         out.append({"destination": "/output", "type": "bind", "source": str(output_dir),
                     "options": ["rbind", "rw", *_SAFE]})
     return out
+
+
+#: destinations of the host binds declared writable (a skill's ``rw`` paths), ``:``-separated;
+#: the ``mounts_are_safe`` check allows a writable bind only there (and at /output)
+RW_BINDS_ANNOTATION = "org.closedpaw.rw-binds"
+
+
+def host_bind_mounts(binds: Sequence[tuple[str, str, bool]]) -> list[dict[str, Any]]:
+    """Declared host directories, (source, destination, writable): ``ro`` unless declared
+    ``rw``; always nosuid, nodev."""
+    return [{"destination": dst, "type": "bind", "source": src,
+             "options": ["rbind", "rw" if rw else "ro", *_SAFE]}
+            for src, dst, rw in binds]

@@ -62,6 +62,7 @@ class BundleInputs:
     agent_dir: Path | None = None
     hostname: str = "sandbox"
     annotations: Mapping[str, str] = field(default_factory=dict)
+    binds: Sequence[tuple[str, str, bool]] = ()
 
 
 def build_config(b: BundleInputs) -> dict[str, Any]:
@@ -84,8 +85,12 @@ def build_config(b: BundleInputs) -> dict[str, Any]:
         "mounts": [*_mounts.base_mounts(disk_mb=b.limits.disk_mb, usr_source=b.usr_source),
                    *_mounts.tmpfs_mounts(b.tmpfs),
                    *_mounts.file_mounts(input_dir=b.input_dir, output_dir=b.output_dir,
-                                        code_dir=b.code_dir, agent_dir=b.agent_dir)],
+                                        code_dir=b.code_dir, agent_dir=b.agent_dir),
+                   *_mounts.host_bind_mounts(b.binds)],
         "annotations": {**b.annotations,
+                        **({_mounts.RW_BINDS_ANNOTATION: ":".join(d for _, d, rw in b.binds
+                                                                 if rw)}
+                           if any(rw for *_, rw in b.binds) else {}),
                         _res.MEMORY_ANNOTATION: str(b.limits.memory_mb * MIB)},
         "linux": {
             "namespaces": [{"type": t} for t in NAMESPACES],

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from closedpaw.errors import BundleRejected
-from closedpaw.sandbox.bundle.mounts import MASKED_PATHS, READONLY_PATHS
+from closedpaw.sandbox.bundle.mounts import MASKED_PATHS, READONLY_PATHS, RW_BINDS_ANNOTATION
 from closedpaw.sandbox.bundle.oci import NAMESPACES, SANDBOX_GID, SANDBOX_UID
 from closedpaw.sandbox.bundle.resources import (
     MEMORY_ANNOTATION,
@@ -138,6 +138,8 @@ def tmp_is_sized_tmpfs(c: Config, _: HostLimits) -> str | None:
 
 
 def mounts_are_safe(c: Config, _: HostLimits) -> str | None:
+    declared_rw = {d for d in str(c.get("annotations", {}).get(RW_BINDS_ANNOTATION, ""))
+                   .split(":") if d}
     for m in c["mounts"]:
         opts = set(m.get("options", []))
         if m["type"] == "bind" or "bind" in opts or "rbind" in opts:
@@ -146,7 +148,8 @@ def mounts_are_safe(c: Config, _: HostLimits) -> str | None:
                 return f"bind of host {src} is not allowed"
             if not {"nosuid", "nodev"} <= opts:
                 return f"bind at {m['destination']} lacks nosuid,nodev"
-            if "ro" not in opts and m["destination"] != "/output":
+            if "ro" not in opts and m["destination"] != "/output" \
+                    and m["destination"] not in declared_rw:
                 return f"writable bind at {m['destination']}"
     return None
 

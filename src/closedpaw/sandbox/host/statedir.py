@@ -275,6 +275,8 @@ class SandboxDir:
         assert self.lower is not None
         if any(not _dir_in(self.lower, m) for m in self.spec.tmpfs):
             return True
+        if any(not _dir_in(self.lower, b.destination) for b in self.spec.binds):
+            return True
         return not check_workdir(cwd, self.lower, mounts)
 
     def build(self, argv: Sequence[str], env: Mapping[str, str], cwd: str) -> dict[str, Any]:
@@ -310,6 +312,7 @@ class SandboxDir:
             agent_dir=self.agent_dir,
             usr_source="/usr" if self.spec.image == HOST_IMAGE else None,
             readonly_root=self.readonly_root, tmpfs=self.spec.tmpfs, annotations=annotations,
+            binds=[(str(b.source), b.destination, b.writable) for b in self.spec.binds],
         )
 
     def write_process(self, name: str, argv: Sequence[str], env: Mapping[str, str],

@@ -1,0 +1,156 @@
+"""The MCP server (official ``mcp`` SDK, ``MCPServer``): the tools of :mod:`.bridge`, over
+stdio (``closedpaw mcp``) or streamable HTTP (mounted by ``closedpaw serve`` at ``/mcp``,
+behind the API's bearer token: see :mod:`.http`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+
+from closedpaw.mcp.bridge import McpBridge
+
+if TYPE_CHECKING:
+    from closedpaw.security import Principal
+
+__all__ = ["PRINCIPAL_SCOPE_KEY", "build_server", "principal_from_scope"]
+
+#: where the HTTP mount puts the authenticated principal in the ASGI scope
+PRINCIPAL_SCOPE_KEY = "closedpaw.principal"
+
+PrincipalOf = Callable[[Context], "Principal"]
+
+
+def principal_from_scope(ctx: Context) -> Principal:
+    """The principal the HTTP mount authenticated (never a header the client sent)."""
+    from closedpaw.errors import AuthenticationFailed
+
+    req = ctx.request_context.request
+    scope = getattr(req, "scope", None)
+    p = scope.get(PRINCIPAL_SCOPE_KEY) if isinstance(scope, dict) else None
+    if p is None:
+        raise AuthenticationFailed("no authenticated principal on this MCP request")
+    return p  # type: ignore[no-any-return]
+
+
+class _Guarded:
+    """The bridge's methods, with our errors turned into tool errors the client sees as
+    ``code: message`` (expected refusals, not server crashes)."""
+
+    def __init__(self, bridge: McpBridge, principal_of: PrincipalOf) -> None:
+        self._bridge = bridge
+        self._principal_of = principal_of
+
+    def __getattr__(self, name: str) -> Callable[..., dict[str, Any]]:
+        fn = getattr(self._bridge, name)
+
+        def call(ctx: Context, *args: Any) -> dict[str, Any]:
+            from mcp.server.mcpserver.exceptions import ToolError
+
+            from closedpaw.errors import ClosedPawError
+
+            try:
+                out: dict[str, Any] = fn(self._principal_of(ctx), *args)
+                return out
+            except ClosedPawError as e:
+                raise ToolError(f"{e.code}: {e}") from None
+        return call
+
+
+def build_server(raw: McpBridge, principal_of: PrincipalOf) -> MCPServer:
+    bridge = _Guarded(raw, principal_of)
+    srv = MCPServer(name="closedpaw", version=_version(),
+                    instructions="ClosedPaw: run code in hardened sandboxes and submit "
+                    "actions to a gate. High-risk actions answer 'pending' with an action id "
+                    "and hash; a human approves them (closedpaw actions approve); poll "
+                    "action_status.")
+
+    @srv.tool(description="Run code once in a fresh sandbox (no network, no host files). "
+              "Returns stdout, stderr, exit_code and the isolation stamp; or, when the gate "
+              "needs an approval, status 'pending' with the action id and hash.")
+    def run_code(language: str, code: str, ctx: Context, timeout_s: float = 60.0) \
+            -> dict[str, Any]:
+        return bridge.run_code(ctx, language, code, timeout_s)
+
+    @srv.tool(description="Open a long-lived sandbox session (from a warm pool) under an "
+              "execution policy (default python). Close it with close_session.")
+    def create_session(ctx: Context, policy: str = "python") -> dict[str, Any]:
+        return bridge.create_session(ctx, policy)
+
+    @srv.tool(description="Run a command (argv list, no shell) in a session.")
+    def exec(session_id: str, argv: list[str], ctx: Context,
+             timeout_s: float = 60.0) -> dict[str, Any]:
+        return bridge.exec(ctx, session_id, argv, timeout_s)
+
+    @srv.tool(description="Run a code cell in the session's persistent interpreter "
+              "(python or node): state is kept between cells.")
+    def run_cell(session_id: str, code: str, ctx: Context, language: str = "python",
+                 timeout_s: float = 60.0) -> dict[str, Any]:
+        return bridge.run_cell(ctx, session_id, code, language, timeout_s)
+
+    @srv.tool(description="Write a text file inside the session's sandbox.")
+    def write_file(session_id: str, path: str, content: str, ctx: Context) -> dict[str, Any]:
+        return bridge.write_file(ctx, session_id, path, content)
+
+    @srv.tool(description="Read a text file inside the session's sandbox.")
+    def read_file(session_id: str, path: str, ctx: Context) -> dict[str, Any]:
+        return bridge.read_file(ctx, session_id, path)
+
+    @srv.tool(description="Close a session and delete its sandbox.")
+    def close_session(session_id: str, ctx: Context) -> dict[str, Any]:
+        return bridge.close_session(ctx, session_id)
+
+    @srv.tool(description="The skills you may run: built-in and installed, with their "
+              "input schemas and declared capabilities.")
+    def list_skills(ctx: Context) -> dict[str, Any]:
+        return {"skills": bridge.list_skills(ctx)}
+
+    @srv.tool(description="Run a skill through the gate with arguments matching its input "
+              "schema. A skill declaring host paths or secrets needs an approval: the answer "
+              "is then 'pending' with the action id and hash.")
+    def run_skill(name: str, arguments: dict[str, Any], ctx: Context) -> dict[str, Any]:
+        return bridge.run_skill(ctx, name, arguments)
+
+    @srv.tool(description="Submit any gate action (action_type, parameters, optional "
+              "min_level). Low and medium run at once (waits up to wait_s seconds); high and "
+              "critical answer 'pending' with the action id and hash, never waiting.")
+    def submit_action(action_type: str, parameters: dict[str, Any], ctx: Context,
+                      min_level: str | None = None, wait_s: float = 30.0) -> dict[str, Any]:
+        return bridge.submit_action(ctx, action_type, parameters, min_level,
+                                    wait_s)
+
+    @srv.tool(description="The status (and, when finished, the result) of one of your "
+              "actions.")
+    def action_status(action_id: str, ctx: Context) -> dict[str, Any]:
+        return bridge.action_status(ctx, action_id)
+
+    return srv
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("closedpaw")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def run_stdio(settings: Any, principal_name: str = "mcp") -> None:
+    """``closedpaw mcp``: a gate on the data directory (the same database and audit log as
+    ``closedpaw serve``) and the MCP server on stdin/stdout. The client is the principal
+    ``principal_name`` (role user: it can never approve)."""
+    from closedpaw.gate import Gate
+    from closedpaw.security import Principal
+
+    gate = Gate(settings)
+    # no gate.start(): that marks executing actions interrupted, and `closedpaw serve` may be
+    # running actions on this data directory right now
+    bridge = McpBridge(gate)
+    me = Principal(principal_name, "user")
+    try:
+        build_server(bridge, lambda _ctx: me).run("stdio")
+    finally:
+        bridge.close()
+        gate.close()

@@ -1,0 +1,1 @@
+"""Built-in skills that run on the host for the gate."""

@@ -1,0 +1,237 @@
+"""The MCP server through the SDK's own client: over stdio (``closedpaw mcp`` as a real
+subprocess) and over streamable HTTP (``/mcp`` of a live ``closedpaw serve`` app), real runc
+sandboxes behind both."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from closedpaw.gate import ActionStatus, Gate
+from closedpaw.mcp import TOOLS
+from closedpaw.security import Principal
+from closedpaw.settings import Settings
+from tests.conftest import TEST_CGROUP, TEST_STATE, leftovers, require_runtime
+
+ADMIN = Principal("admin", "admin")
+
+
+@pytest.fixture
+def mcp_settings(tmp_path: Path, built_images: dict[str, Any]) -> Iterator[Settings]:
+    require_runtime("runc")
+    images = next(iter(built_images.values())).rootfs.parents[1]
+    # images (python, ...) from the shared store the session fixture builds
+    s = Settings.of(data_dir=tmp_path / "data", state_dir=TEST_STATE, image_dir=images,
+                    cgroup_parent=TEST_CGROUP, runtime="runc", pool_size=1)
+    yield s
+    assert not leftovers(s)
+
+
+def env_of(s: Settings) -> dict[str, str]:
+    return {"CLOSEDPAW_DATA_DIR": str(s.data_dir), "CLOSEDPAW_STATE_DIR": str(s.state_dir),
+            "CLOSEDPAW_CGROUP_PARENT": s.sandbox.cgroup_parent, "CLOSEDPAW_RUNTIME": "runc",
+            "CLOSEDPAW_POOL_SIZE": "1", "CLOSEDPAW_IMAGE_DIR": str(s.images),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+@asynccontextmanager
+async def stdio_session(s: Settings) -> AsyncIterator[ClientSession]:
+    exe = str(Path(sys.executable).with_name("closedpaw"))
+    params = StdioServerParameters(command=exe, args=["mcp", "--principal", "agent-7"],
+                                   env=env_of(s))
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+async def call(session: ClientSession, tool: str, **args: Any) -> dict[str, Any]:
+    r = await session.call_tool(tool, args)
+    assert not r.is_error, r.content
+    out = r.structured_content
+    if isinstance(out, dict) and set(out) == {"result"}:
+        out = out["result"]
+    assert isinstance(out, dict), r
+    return out
+
+
+async def call_error(session: ClientSession, tool: str, **args: Any) -> str:
+    r = await session.call_tool(tool, args)
+    assert r.is_error, r
+    return " ".join(getattr(c, "text", "") for c in r.content)
+
+
+async def exercise(session: ClientSession) -> dict[str, Any]:
+    """The same script over any transport: tools, run_code, a session across calls, a gated
+    action left pending. Returns the pending action."""
+    tools = await session.list_tools()
+    assert {t.name for t in tools.tools} == set(TOOLS)
+    r = await call(session, "run_code", language="python", code="print(6*7)")
+    assert (r["status"], r["stdout"], r["exit_code"]) == ("completed", "42\n", 0), r
+    assert r["isolation"]["runtime"] == "runc" and r["isolation"]["network"] == "none"
+    s = await call(session, "create_session", policy="default")
+    sid = s["session_id"]
+    await call(session, "run_cell", session_id=sid, code="x = 41")
+    assert (await call(session, "run_cell", session_id=sid, code="x + 1"))["value"] == "42"
+    await call(session, "write_file", session_id=sid, path="/tmp/note.txt", content="kept")
+    assert (await call(session, "read_file", session_id=sid,
+                       path="/tmp/note.txt"))["content"] == "kept"
+    e = await call(session, "exec", session_id=sid, argv=["cat", "/tmp/note.txt"])
+    assert e["stdout"] == "kept" and e["exit_code"] == 0
+    assert (await call(session, "close_session", session_id=sid))["closed"]
+    assert "no session" in await call_error(session, "exec", session_id=sid, argv=["true"])
+    skills = (await call(session, "list_skills"))["skills"]
+    assert {"filesystem", "code"} <= {k["name"] for k in skills}
+    sk = await call(session, "run_skill", name="code",
+                    arguments={"language": "python", "code": "print('via skill')"})
+    assert sk["status"] == "completed" and sk["result"]["stdout"] == "via skill\n", sk
+    fs = await call(session, "run_skill", name="filesystem",
+                    arguments={"op": "read", "path": "/etc/shadow"})
+    assert (fs["status"] == "failed" and "outside every allowlisted root" in fs["error"]) \
+        or "no roots" in fs["error"], fs
+    pending = await call(session, "submit_action", action_type="code_execution",
+                         parameters={"language": "python", "code": "print('approved')"},
+                         min_level="high")
+    assert pending["status"] == "pending" and pending["requires_approval"]
+    assert len(pending["params_sha256"]) == 64
+    st = await call(session, "action_status", action_id=pending["action_id"])
+    assert st["status"] == "pending"
+    return pending
+
+
+def test_stdio_with_the_sdk_client(mcp_settings: Settings) -> None:
+    async def main() -> None:
+        async with stdio_session(mcp_settings) as session:
+            pending = await exercise(session)
+            # approved by a human elsewhere (here: a gate on the same data directory)
+            g = Gate(mcp_settings)
+            try:
+                g.approve(ADMIN, pending["action_id"], pending["params_sha256"])
+                for _ in range(300):
+                    if g.get(pending["action_id"]).status.final:
+                        break
+                    await anyio.sleep(0.1)
+            finally:
+                g.close()
+            st = await call(session, "action_status", action_id=pending["action_id"])
+            assert st["status"] == "completed", st
+            assert st["result"]["stdout"] == "approved\n"
+    anyio.run(main)
+    g = Gate(mcp_settings)
+    try:
+        entries = g.audit.entries()
+        calls = [e for e in entries if e.event == "mcp.call"]
+        assert {e.details["tool"] for e in calls} == set(TOOLS)
+        assert all(e.principal == "agent-7" for e in calls)
+        submitted = [e for e in entries if e.event == "action.submitted"]
+        assert submitted and all(e.principal == "agent-7" for e in submitted)
+        assert g.audit.verify().ok
+        assert json.dumps([e.details for e in calls])   # serialisable, no secrets objects
+    finally:
+        g.close()
+
+
+@asynccontextmanager
+async def http_session(url: str, token: str | None) -> AsyncIterator[ClientSession]:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=120) as http, \
+            streamable_http_client(f"{url}/mcp", http_client=http) as (read, write), \
+            ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+def test_http_mount_behind_the_api_token(mcp_settings: Settings) -> None:
+    from tests.integration.conftest import live_server, wait_for
+
+    with live_server(mcp_settings) as live:
+        gate: Gate = live.app.state.gate
+        agent_token = gate.create_principal("agent", "user")
+        # no token, or a wrong one: 401 before any tool runs, audited
+        with live.client(token="") as c:
+            r = c.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        with live.client(token="cp_" + "x" * 40) as c:
+            assert c.post("/mcp", json={}).status_code == 401
+
+        async def refused() -> None:
+            async with http_session(live.url, None):
+                raise AssertionError("connected without a token")
+
+        with pytest.raises(BaseException) as e:
+            anyio.run(refused)
+        assert "AssertionError" not in repr(e.value)
+
+        async def main() -> dict[str, Any]:
+            async with http_session(live.url, agent_token) as session:
+                return await exercise(session)
+        pending = anyio.run(main)
+        # a human approves it through the API; the MCP client then sees it completed
+        with live.client() as admin:
+            r = admin.post(f"/api/actions/{pending['action_id']}/approve",
+                           json={"params_sha256": pending["params_sha256"]})
+            assert r.status_code == 200, r.text
+
+        async def status() -> dict[str, Any]:
+            async with http_session(live.url, agent_token) as session:
+                for _ in range(300):
+                    st = await call(session, "action_status", action_id=pending["action_id"])
+                    if st["status"] not in ("approved", "executing"):
+                        return st
+                    await anyio.sleep(0.1)
+                raise AssertionError("never finished")
+        st = anyio.run(status)
+        assert st["status"] == "completed" and st["result"]["stdout"] == "approved\n", st
+        entries = gate.audit.entries()
+        calls = [x for x in entries if x.event == "mcp.call"]
+        assert calls and {x.principal for x in calls} == {"agent"}
+        assert any(x.event == "auth.failed" and x.details.get("path") == "/mcp"
+                   for x in entries)
+        assert wait_for(lambda: gate.get(pending["action_id"]).status is
+                        ActionStatus.COMPLETED, "completion")
+
+
+def test_stdio_server_leaves_the_running_servers_actions_alone(mcp_settings: Settings) -> None:
+    """``closedpaw mcp`` opens a gate on the same data directory as a running ``closedpaw
+    serve``: it must not mark that server's executing actions interrupted."""
+    import time as _time
+
+    from closedpaw.gate import ActionRequest
+    from tests.integration.conftest import fake_manager
+
+    def slow(argv: Any, stdin: bytes) -> tuple[int, bytes, bytes]:
+        _time.sleep(4)
+        return 0, b"slow\n", b""
+    serve = Gate(mcp_settings, manager=fake_manager(mcp_settings, slow))
+    try:
+        serve.start()
+        rec = serve.submit(ADMIN, ActionRequest(action_type="code_execution",
+                                                parameters={"argv": ["slow"]}))
+        for _ in range(100):
+            if serve.get(rec.id).status is ActionStatus.EXECUTING:
+                break
+            _time.sleep(0.02)
+
+        async def main() -> None:
+            async with stdio_session(mcp_settings) as session:
+                await session.list_tools()
+        anyio.run(main)
+        for _ in range(200):
+            if serve.get(rec.id).status.final:
+                break
+            _time.sleep(0.05)
+        assert serve.get(rec.id).status is ActionStatus.COMPLETED
+    finally:
+        serve.close()
