@@ -35,7 +35,13 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     ├── AuthError                           the caller could not be trusted
     │   ├── AuthenticationFailed            no, malformed or unknown bearer token
     │   └── PermissionDenied                authenticated, but the role may not do this
-    └── RateLimited                         too many requests; ``retry_after`` seconds
+    ├── RateLimited                         too many requests; ``retry_after`` seconds
+    └── VaultError                          the secret vault refused or failed
+        ├── VaultNotInitialized             no vault in this database: 'closedpaw vault init'
+        ├── VaultLocked                     the vault is locked: unlock it first
+        ├── VaultKeyInvalid                 wrong passphrase or key file (or an unsafe one)
+        ├── SecretNotFound (LookupError)    no secret (or version) with that name
+        └── SecretTampered                  a stored secret failed authentication
 
 Errors of the gate carry a stable machine ``code`` (a class attribute) that the HTTP API
 returns as ``{"error": {"code": ..., "message": ...}}``.
@@ -80,9 +86,15 @@ __all__ = [
     "SandboxNotFound",
     "SandboxStateError",
     "SandboxTimeout",
+    "SecretNotFound",
+    "SecretTampered",
     "SnapshotError",
     "SpecError",
     "StoreError",
+    "VaultError",
+    "VaultKeyInvalid",
+    "VaultLocked",
+    "VaultNotInitialized",
 ]
 
 
@@ -290,3 +302,43 @@ class ImageNotFound(ImageError, LookupError):
 
 class ImageRejected(ImageError):
     """An image to import is malformed or unsafe (escaping paths, device nodes, ...)."""
+
+
+# -- the vault (appended for issue 9) -------------------------------------------------------
+class VaultError(ClosedPawError):
+    """The secret vault refused or failed."""
+
+    code = "vault_error"
+
+
+class VaultNotInitialized(VaultError):
+    """The database holds no vault yet; ``closedpaw vault init`` creates one."""
+
+    code = "vault_not_initialized"
+
+
+class VaultLocked(VaultError):
+    """The vault is locked (no master key in memory): secrets cannot be used until it is
+    unlocked with its passphrase or key file."""
+
+    code = "vault_locked"
+
+
+class VaultKeyInvalid(VaultError):
+    """The passphrase or key file does not open this vault, or the key file is unsafe
+    (readable by others, not a regular file, malformed)."""
+
+    code = "vault_key_invalid"
+
+
+class SecretNotFound(VaultError, LookupError):
+    """No secret (or no such version) with that name."""
+
+    code = "secret_not_found"
+
+
+class SecretTampered(VaultError):
+    """A stored secret or its wrapped key failed authentication (changed, or moved to another
+    name, level or version): it is refused, never returned."""
+
+    code = "secret_tampered"

@@ -27,10 +27,15 @@ ALLOWED: dict[str, set[str]] = {
     "settings": {"errors"},
     "audit": {"errors", "settings"},
     "security": {"errors", "settings"},
-    "orchestrator": {"sandbox", "audit", "security", "errors", "settings"},
-    "api": {"orchestrator", "sandbox", "audit", "security", "errors", "settings"},
+    "vault": {"errors", "settings"},
+    "screening": {"errors", "settings"},
+    "orchestrator": {"sandbox", "audit", "security", "errors", "settings", "vault",
+                     "screening"},
+    "api": {"orchestrator", "sandbox", "audit", "security", "errors", "settings", "vault",
+            "screening"},
     # the CLI starts the API server ('closedpaw serve') and otherwise talks to it over HTTP
-    "cli": {"api", "orchestrator", "sandbox", "audit", "security", "errors", "settings"},
+    "cli": {"api", "orchestrator", "sandbox", "audit", "security", "errors", "settings",
+            "vault", "screening"},
 }
 
 

@@ -1,0 +1,138 @@
+"""The redactor: replaces known secret values, and their base64 / hex / URL-encoded forms,
+with ``[secret:NAME]``.
+
+One :class:`Redactor` is built from (name, value) pairs (``Vault.redactor()``), and applied
+at the boundaries: :meth:`Redactor.redact` for text, :meth:`Redactor.redact_obj` for JSON-like
+values (audit details, API bodies, sandbox results), :class:`RedactingFilter` for log records.
+
+Base64 is matched at each of its three alignments, so a value inside a longer encoded blob is
+found too. Values shorter than :data:`MIN_ENCODED` characters are replaced only verbatim (their
+encodings are too short to tell from noise).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["MIN_ENCODED", "RedactingFilter", "Redactor", "encoded_forms"]
+
+MIN_ENCODED = 6
+
+
+def _b64_cores(data: bytes, alphabet: str) -> set[str]:
+    """For each alignment (0, 1, 2 bytes before the value), the base64 characters that
+    depend on the value's bytes only."""
+    out: set[str] = set()
+    for k in range(3):
+        enc = base64.b64encode(b"\0" * k + data).decode()
+        if alphabet == "url":
+            enc = enc.replace("+", "-").replace("/", "_")
+        enc = enc.rstrip("=")
+        # characters touching the k prefix bytes: the first ceil(8k/6) ones
+        start = -(-8 * k // 6)
+        total_bits = 8 * (k + len(data))
+        full_chars = total_bits // 6          # characters made of data bits only at the end
+        core = enc[start:full_chars]
+        if len(core) >= 4:
+            out.add(core)
+    return out
+
+
+def encoded_forms(value: str) -> set[str]:
+    """Every form of ``value`` the redactor looks for (the value itself included)."""
+    forms = {value}
+    if len(value) < MIN_ENCODED:
+        return forms
+    data = value.encode("utf-8")
+    forms |= _b64_cores(data, "std") | _b64_cores(data, "url")
+    forms.add(data.hex())
+    forms.add(data.hex().upper())
+    forms.add(urllib.parse.quote(value, safe=""))
+    forms.add(urllib.parse.quote_plus(value, safe=""))
+    forms.add(urllib.parse.quote(value))
+    return {f for f in forms if f}
+
+
+class Redactor:
+    """Replaces every form of every known value with ``[secret:NAME]``; thread-safe, and
+    :meth:`update` swaps the set of values atomically."""
+
+    def __init__(self, secrets: Iterable[tuple[str, str]] = ()) -> None:
+        self._lock = threading.Lock()
+        self._pattern: re.Pattern[str] | None = None
+        self._names: dict[str, str] = {}
+        self.update(secrets)
+
+    def update(self, secrets: Iterable[tuple[str, str]]) -> None:
+        names: dict[str, str] = {}
+        for name, value in secrets:
+            if not value:
+                continue
+            for form in encoded_forms(value):
+                names.setdefault(form, name)
+        pattern = (re.compile("|".join(re.escape(f) for f in sorted(names, key=len,
+                                                                     reverse=True)))
+                   if names else None)
+        with self._lock:
+            self._names, self._pattern = names, pattern
+
+    def add(self, name: str, value: str) -> None:
+        with self._lock:
+            current = [(n, f) for f, n in self._names.items()]
+        self.update([*current, (name, value)])
+
+    def __len__(self) -> int:
+        return len(set(self._names.values()))
+
+    def redact(self, text: str) -> str:
+        with self._lock:
+            pattern, names = self._pattern, self._names
+        if pattern is None or not text:
+            return text
+        return pattern.sub(lambda m: f"[secret:{names[m.group(0)]}]", text)
+
+    def redact_obj(self, value: Any) -> Any:
+        """A copy of a JSON-like value with every string (keys too) redacted."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {self.redact_obj(k): self.redact_obj(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.redact_obj(v) for v in value]
+        if isinstance(value, (bytes, bytearray)):
+            return self.redact(bytes(value).decode("utf-8", "replace")).encode()
+        return value
+
+    def contains_secret(self, text: str) -> bool:
+        with self._lock:
+            pattern = self._pattern
+        return bool(pattern and pattern.search(text))
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that formats the record's message and redacts it (and the text of
+    any exception), so neither the message nor its arguments can carry a value out. Attach
+    it to handlers: ``handler.addFilter(RedactingFilter(redactor))``."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:   # a broken format string: keep what we have, redacted
+            msg = str(record.msg)
+        record.msg = self.redactor.redact(msg)
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self.redactor.redact(
+                logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
