@@ -1,0 +1,159 @@
+"""Normalisation and decoding: the views of a text that the detectors read.
+
+``views(text)`` returns (name, text) pairs, each already folded for matching:
+
+* ``text``: invisible characters removed (zero-width, soft hyphen, bidi controls, Unicode tag
+  characters), NFKC, Cyrillic/Greek look-alikes folded to Latin, spaced-out letters joined
+  (``i g n o r e`` -> ``ignore``), case folded, whitespace collapsed;
+* ``leet``: the same with digit/symbol look-alikes as letters (``1gn0re`` -> ``ignore``), when
+  the text mixes them into words;
+* ``rot13``: the rot13 of ``text``;
+* ``tags``: what was written in Unicode tag characters (invisible ASCII), when there is any;
+* ``hidden``: text inside HTML comments, hidden elements, alt/title attributes and markdown
+  comments;
+* ``base64`` / ``hex`` / ``url``: decoded runs that decode to readable text.
+
+Everything here is pure and bounded: at most :data:`MAX_DECODED` runs are decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+import urllib.parse
+
+__all__ = ["MAX_DECODED", "fold", "invisible_counts", "views"]
+
+MAX_DECODED = 16
+
+_ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u180e\u00ad\u034f\u2061\u2062\u2063\u2064"
+_BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+_REMOVE = {ord(c): None for c in _ZERO_WIDTH + _BIDI}
+_REMOVE.update({cp: None for cp in range(0xE0000, 0xE0080)})   # tag characters
+
+#: look-alike letters (Cyrillic, Greek, Armenian, Latin variants) -> the Latin letter
+_HOMOGLYPHS: dict[str, str] = {
+    "a": "\u0430\u0410\u03b1\u0391", "b": "\u0432\u0412\u03b2\u0392", "c": "\u0441\u0421",
+    "d": "\u0501", "e": "\u0435\u0451\u0415\u03b5\u0395", "g": "\u0261",
+    "h": "\u043d\u04bb\u041d\u0397", "i": "\u0456\u0457\u0406\u03b9\u0399", "j": "\u0458\u0408",
+    "k": "\u043a\u041a\u03ba\u039a", "l": "\u04cf", "m": "\u043c\u041c\u039c",
+    "n": "\u0578\u03b7\u039d", "o": "\u043e\u041e\u03bf\u039f", "p": "\u0440\u0420\u03c1\u03a1",
+    "q": "\u051b", "s": "\u0455\u0405", "t": "\u0442\u0422\u03c4\u03a4", "u": "\u057d\u03c5",
+    "v": "\u03bd", "w": "\u051d", "x": "\u0445\u0425\u03c7\u03a7", "y": "\u0443\u0423\u03a5",
+    "z": "\u0396",
+}
+_FOLD = str.maketrans({c: latin for latin, chars in _HOMOGLYPHS.items() for c in chars})
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a",
+                       "$": "s", "|": "l"})
+_LEET_HINT = re.compile(r"[a-z][013457@$|]+[a-z]|(?<![\w])[013457@$][a-z]{2,}")
+_SPACED = re.compile(r"(?<!\S)(?:\w[ .\-_*·]){3,}\w(?!\S)")
+_SEP = re.compile(r"[ .\-_*·]")
+_WS = re.compile(r"\s+")
+_ROT13 = str.maketrans("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                       "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM")
+
+_B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_\-]{16,}={0,2}")
+_HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){10,}(?![0-9A-Fa-f])")
+_PCT = re.compile(r"%[0-9A-Fa-f]{2}")
+_HIDDEN = re.compile(
+    r"<!--(.*?)(?:-->|$)"
+    r"|<(\w+)[^>]*(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0"
+    r"|opacity\s*:\s*0(?![.\d]*[1-9]))[^>]*>(.*?)</\2>"
+    r"|\b(?:alt|title|aria-label)\s*=\s*[\"']([^\"']{8,})[\"']"
+    r"|^\s*\[//\]:\s*#\s*[(\"'](.*?)[)\"']\s*$",
+    re.S | re.I | re.M)
+
+
+def invisible_counts(text: str) -> tuple[int, int, int]:
+    """(zero-width, bidi control, tag characters) in ``text``."""
+    zw = sum(text.count(c) for c in _ZERO_WIDTH) if not text.isascii() else 0
+    bidi = sum(text.count(c) for c in _BIDI) if not text.isascii() else 0
+    tags = 0
+    if not text.isascii():
+        tags = sum(1 for ch in text if 0xE0000 <= ord(ch) <= 0xE007F)
+    return zw, bidi, tags
+
+
+def _join_spaced(m: re.Match[str]) -> str:
+    return _SEP.sub("", m.group(0))
+
+
+def fold(text: str) -> str:
+    """The ``text`` view of any string."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text.translate(_REMOVE)).translate(_FOLD)
+    if " " in text or "-" in text or "." in text:
+        text = _SPACED.sub(_join_spaced, text)
+    return _WS.sub(" ", text).casefold()
+
+
+def _readable(data: bytes) -> str | None:
+    try:
+        s = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if len(s) < 8:
+        return None
+    printable = sum(1 for c in s if c.isprintable() or c in "\n\t")
+    letters = sum(1 for c in s if c.isalpha())
+    if printable < 0.9 * len(s) or letters < 0.5 * len(s) or " " not in s:
+        return None
+    return s
+
+
+def _tags_text(text: str) -> str:
+    return "".join(chr(ord(ch) - 0xE0000) for ch in text
+                   if 0xE0020 <= ord(ch) <= 0xE007E)
+
+
+def views(text: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    base = fold(text)
+    out.append(("text", base))
+    if _LEET_HINT.search(base):
+        leet = base.translate(_LEET)
+        if leet != base:
+            out.append(("leet", leet))
+    out.append(("rot13", base.translate(_ROT13)))
+    raw = text
+    if not text.isascii():
+        tags = _tags_text(text)
+        if tags.strip():
+            out.append(("tags", fold(tags)))
+        raw = text.translate(_REMOVE)
+    if "<" in raw or "=" in raw or "[//]" in raw:
+        hidden = [next((g for g in m.groups()[0:1] + m.groups()[2:] if g), "")
+                  for m in _HIDDEN.finditer(raw)]
+        hidden = [h for h in hidden if h.strip()]
+        if hidden:
+            out.append(("hidden", fold(" \n ".join(hidden))))
+    decoded = 0
+    for m in _B64.finditer(raw):
+        if decoded >= MAX_DECODED:
+            break
+        run = m.group(0)
+        if run.isalpha() and (run.islower() or run.isupper()):
+            continue   # a plain long word, not base64
+        try:
+            data = base64.b64decode(run.replace("-", "+").replace("_", "/")
+                                    + "=" * (-len(run.rstrip("=")) % 4), validate=False)
+        except (binascii.Error, ValueError):
+            continue
+        s = _readable(data)
+        if s is not None:
+            out.append(("base64", fold(s)))
+            decoded += 1
+    for m in _HEX.finditer(raw):
+        if decoded >= MAX_DECODED:
+            break
+        s = _readable(bytes.fromhex(m.group(0)))
+        if s is not None:
+            out.append(("hex", fold(s)))
+            decoded += 1
+    if len(_PCT.findall(raw, 0, 4096)) >= 3:
+        s = urllib.parse.unquote_plus(raw)
+        if s != raw:
+            out.append(("url", fold(s)))
+    return out

@@ -1,0 +1,288 @@
+"""The detectors: labelled, weighted patterns over the folded views (lower case, look-alikes
+folded, invisible characters removed; see :mod:`closedpaw.screening.normalize`).
+
+Each rule has ``needles``: plain substrings one of which must be in the view before its
+regular expression runs (most texts contain none, which keeps screening fast). Weights
+combine as independent evidence: ``score = 1 - prod(1 - w)``; a text is flagged at 0.5.
+Strong rules (0.8) flag alone; medium ones (0.5) flag alone but only for unambiguous
+phrasing; weak ones (0.2-0.4) flag only together with another hit.
+
+How the rules were chosen is written down in docs/screening.md: they were written from the
+project's own labelled set (tests/data/screening_cases.jsonl) before the public corpus was
+looked at.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["LABELS", "RULES", "Rule"]
+
+LABELS = ("instruction_override", "role_play", "system_prompt", "exfiltration",
+          "addressed_to_ai", "hidden_markup", "encoded_payload", "hidden_unicode")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    label: str
+    weight: float
+    needles: tuple[str, ...]
+    pattern: re.Pattern[str]
+
+
+def _r(name: str, label: str, weight: float, needles: str, pattern: str) -> Rule:
+    return Rule(name, label, weight, tuple(needles.split("|")), re.compile(pattern, re.S))
+
+
+_G = r"[^.!?\n]{0,40}?"        # a short gap inside one sentence
+_GL = r"[^\n]{0,100}?"         # a longer gap inside one line
+
+# nouns for "what the model was told"
+_EN_RULES = (r"(?:instructions?|directions?|directives?|rules?|guidelines?|guidance|prompts?"
+             r"|polic(?:y|ies)|restrictions?|constraints?|limitations?|limits|safeguards?"
+             r"|guardrails?|programming|commands?|orders|context|system message|training|task"
+            r"|mission|assignment)")
+_EN_QUAL = (r"(?:previous|prior|above|earlier|preceding|original|initial|old system|all|any"
+            r"|every|your|system|developer'?s?|safety|existing|current|given|foregoing"
+            r"|those|these)")
+_SECRETS = (r"(?:api[ _-]?keys?|secrets?|passwords?|passphrases?|credentials?|access tokens?"
+            r"|tokens?|private keys?|ssh keys?|id_rsa|\.env\b|/etc/shadow|/etc/passwd"
+            r"|aws/credentials|\.aws|session (?:tokens?|cookies?)|cookies|keys you can access"
+            r"|[a-z_]*_(?:api_)?(?:key|token|secret)\b|confidential \w+|database credentials"
+            r"|chat history|conversation history|inbox|emails|attachments|saved passwords)")
+_DEST = (r"(?:https?://|www\.|\b[\w.+-]+@[\w-]+\.[\w.]+|\bto me\b|my server|this address"
+         r"|external|attacker|webhook|pastebin|the url|this url|the link|\?\w+=)")
+
+RULES: tuple[Rule, ...] = (
+    # ---------------------------------------------------------------- instruction override
+    _r("en.ignore_previous", "instruction_override", 0.85,
+       "ignor|disregard|forget|skip|bypass|overrid|discard|abandon|neglect|overlook|drop|"
+       "set aside|throw out|follow|bound by",
+       r"\b(?:ignore|disregard|forget|skip|bypass|override|discard|abandon|neglect|overlook"
+       r"|drop|set aside|throw out|do not follow|don't follow|stop following"
+       r"|(?:are|is|be) no longer bound by|(?:are|is) not bound by)\b"
+       rf"{_G}\b{_EN_QUAL}\b{_G}\b{_EN_RULES}\b"),
+    _r("en.ignore_above", "instruction_override", 0.8, "ignor|disregard|forget",
+       r"\b(?:ignore|disregard|forget)\s+(?:all\s+|everything\s+|anything\s+)?(?:of\s+)?"
+       r"(?:the\s+|what(?:'s| is| was)\s+)?(?:above|previous(?:ly)?|prior|preceding|earlier"
+       r"|before)\b(?!\s+(?:typo|message|question|draft|email|mail|sentence|paragraph"
+       r"|section|point|step|version|one|answer|reply|request|comment|line|idea|example))"),
+    _r("en.everything_above", "instruction_override", 0.8, "ignor|disregard|forget",
+       r"\b(?:ignore|disregard|forget)\s+(?:everything|all|anything)\s+(?:above|before|"
+       r"you (?:were|have been) told|you know|said)"),
+    _r("en.new_instructions", "instruction_override", 0.5,
+       "new|updated|instruction|rule|task",
+       r"\b(?:your\s+)?(?:new|updated|real|actual|true)\s+(?:system\s+)?(?:instructions?|rules?"
+       r"|task|directive|policy|objective|orders?)\s*(?:is|are|:|follows?)"),
+    _r("en.from_now_on", "instruction_override", 0.4, "from now on|henceforth|starting now|"
+       "as of now|no longer",
+       r"\b(?:from now on|henceforth|starting now|as of now|you are no longer|no longer bound"
+       r"|no longer (?:apply|applies|restricted))\b"),
+    _r("en.no_limits", "instruction_override", 0.5,
+       "restriction|limit|filter|guideline|rules|censor|comply|obey",
+       r"\b(?:no|without|free of|free from|zero|any)\s+(?:any\s+)?(?:restrictions|limits"
+       r"|limitations|filters|guidelines|rules|censorship|content polic(?:y|ies)|safety)\b"
+       r"|\b(?:always|must|will) (?:comply|obey)\b|\bnever refuse\b|\bobey (?:only )?me\b"
+       r"|\bonly (?:obey|listen to) me\b|\bfollow only my\b"),
+    _r("en.rules_void", "instruction_override", 0.8, "appl|void|suspend|cancel|outdated|lift",
+       rf"\b{_EN_RULES}\b{_G}\b(?:no longer appl(?:y|ies)|do(?:es)? not apply|(?:are|is) "
+       r"(?:now )?(?:void|suspended|cancell?ed|lifted|outdated|disabled|revoked)|were a test)"),
+    _r("en.disable_safety", "instruction_override", 0.7,
+       "disable|turn off|deactivat|remove|bypass|skip|switch off|lift",
+       r"\b(?:disable|turn off|deactivate|remove|bypass|skip|switch off|lift)\s+(?:your\s+|the\s+"
+       r"|all\s+|any\s+)?(?:safety|content|guard ?rails?|filters?|restrictions|safeguards"
+       r"|ethical|moral|approvals?|confirmation(?: prompts?| step)?|the approval gate"
+       r"|the rules|limits)\b"),
+    _r("en.approve_all", "instruction_override", 0.7, "approv|without ask|without confirm",
+       r"\b(?:approve|accept|allow|authori[sz]e)\s+(?:every|all|any)\s+(?:pending\s+)?"
+       r"(?:actions?|requests?|commands?|meeting requests?|tool calls?)\b"
+       r"|\bpre-?approved\b|\ball actions are (?:pre-?)?approved\b"
+       r"|\bwithout (?:asking|approval|confirmation|permission|telling)\b"),
+    _r("en.override_word", "instruction_override", 0.4, "override|admin mode|maintenance mode",
+       r"\b(?:admin(?:istrator)? override|override (?:mode|code|instructions?)|begin admin"
+       r"|maintenance mode|priority instruction|instruction override|prompt override)\b"),
+    _r("en.dangerous_exec", "instruction_override", 0.6, "rm -rf|curl|wget|mkfs|chmod|dd if",
+       r"\b(?:run|execute|exec|type|call)\b[^\n]{0,40}(?:rm -rf|curl [^\n|]*\|\s*(?:ba)?sh"
+       r"|wget |mkfs|dd if=|chmod 777|:\(\)\s*\{)|(?:^|[\s:])rm -rf [/~]"),
+    _r("en.trigger_word", "instruction_override", 0.5, "whenever you see|when you see",
+       r"\bwhenever you (?:see|read|encounter)\b[^\n]{0,80}\b(?:execute|run|do|ignore|obey)"),
+    _r("en.instead", "instruction_override", 0.3, "instead", r"\binstead\b"),
+    # ---------------------------------------------------------------- role play / persona
+    _r("en.you_are_now", "role_play", 0.4, "you are now|you're now|you will now|from now on "
+       "you|act as|pretend|roleplay|role-play|role play|behave",
+       r"\b(?:you are now|you're now|you will now (?:act|be|roleplay)|from now on you(?:'ll| "
+       r"will)? (?:be|act|roleplay|play)|roleplay as|role-play as|role play as)\b"),
+    _r("en.unrestricted_persona", "role_play", 0.8,
+       "unrestrict|unfilter|uncensor|jailbr|evil|rogue|amoral|no restrictions|dan|"
+       "developer mode|god mode|do anything",
+       r"\b(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|rogue|evil ?bot|evil ai"
+       r"|broken free)\b[^\n]{0,60}\b(?:model|ai|assistant|bot|version|mode|persona|character"
+       r"|can do anything)\b"
+       r"|\b(?:pretend|act|behave|roleplay|role-play)\b[^\n]{0,30}\b(?:unrestricted|unfiltered"
+       r"|uncensored|jailbroken|amoral|evil|no (?:content )?(?:policy|rules|restrictions))\b"
+       r"|\bdan\b[^\n]{0,60}\b(?:anything|restrictions|free|rules)\b|\bdo anything now\b"
+       r"|\b(?:developer|god|jailbreak|sudo|unrestricted|dan) mode\b"),
+    _r("en.grandma", "role_play", 0.4, "grandm|deceased|late ",
+       r"\b(?:grandm(?:a|other)|deceased|late (?:mother|father|grandfather))\b[^\n]{0,80}"
+       r"\b(?:password|key|token|secret|credentials|serial|napalm|recipe for)"),
+    _r("en.authority_claim", "role_play", 0.5, "developer|openai|anthropic|admin|staff|"
+       "authori|penetration",
+       r"\b(?:as (?:the|your) (?:assistant'?s? )?(?:developer|creator|admin(?:istrator)?|owner)"
+       r"|i am (?:the|your) (?:developer|creator|admin(?:istrator)?)|(?:openai|anthropic|google)"
+       r" staff|authori[sz]ed (?:penetration|pen|security) test|the developers said)\b"),
+    # ---------------------------------------------------------------- system prompt
+    _r("sys.delimiters", "system_prompt", 0.7, "<|im_|[inst]|<<sys|<system|</system|"
+       "</user|<|system|<|assistant|### system|<|endoftext",
+       r"<\|im_start\|>|<\|im_end\|>|<\|system\|>|<\|assistant\|>|<\|endoftext\|>|\[inst\]"
+       r"|<<sys>>|</?system>|</user>|###\s*system"),
+    _r("sys.role_line", "system_prompt", 0.4, "system|admin|[system]|assistant",
+       r"(?:^|\n|\s)(?:\[system\]|system|system message|admin(?:istrator)?|"
+       r"new system instruction)\s*[:\]]\s*(?!\d)\w"),
+    _r("sys.extract", "system_prompt", 0.8,
+       "prompt|instructions|rules you|were given|told",
+       r"\b(?:reveal|show|print|repeat|output|display|tell me|give me|dump|leak|share|recite"
+       r"|write out|what (?:is|are|were)|list)\b[^\n]{0,50}\b(?:(?:your|the assistant'?s?|its)"
+       r" (?:(?:full|complete|entire|exact|original|hidden|secret|initial|internal|system|real)"
+       r" )*(?:system prompt|prompt|instructions|rules|guidelines|configuration)"
+       r"|(?:hidden|secret|initial|original) (?:prompt|instructions|rules)"
+       r"|instructions you were given|what you were told)\b"),
+    _r("sys.verbatim", "system_prompt", 0.4, "verbatim|word for word|exactly|in full",
+       r"\b(?:verbatim|word for word|in full|exactly as)\b"),
+    # ---------------------------------------------------------------- exfiltration
+    _r("ex.send_to", "exfiltration", 0.8,
+       "send|upload|post|forward|email|e-mail|transmit|exfiltrat|leak|copy|append|pipe|"
+       "include|put|encode",
+       r"\b(?:send|upload|post|forward|email|e-mail|mail|transmit|exfiltrate|leak|copy|append"
+       r"|pipe|include|put|encode|attach)\b"
+       rf"{_GL}{_SECRETS}{_GL}{_DEST}"),
+    _r("ex.dest_first", "exfiltration", 0.5, "send|upload|post|forward|email",
+       rf"\b(?:send|upload|post|forward|e-?mail)\b[^\n]{{0,30}}{_DEST}{_GL}{_SECRETS}"),
+    _r("ex.reveal_secret", "exfiltration", 0.6,
+       "print|reveal|show|dump|output|give|tell|paste|display|read|cat |list|respond|return",
+       r"\b(?:print|reveal|show|dump|output|give me|tell me|paste|display|read|cat|list|return"
+       r"|respond (?:only )?with)\b[^.\n]{0,40}\b(?:the\s+|your\s+|all\s+|any\s+|my\s+)?"
+       r"(?:admin(?:istrator)?\s+|root\s+|raw\s+|production\s+)?(?:api[ _-]?keys?|passwords?"
+       r"|credentials|secrets|private keys?|ssh keys?|id_rsa|/etc/shadow|\.env\b"
+       r"|aws/credentials|session tokens?|admin token|(?:[a-z]+_)+(?:key|token|secret)\b"
+       r"|confidential \w+|values?\b[^.\n]{0,12}secret|database credentials|contents of (?:your"
+       r" )?memory|raw contents)"),
+    _r("ex.read_sensitive", "exfiltration", 0.5, "ssh|shadow|.env|credentials|id_rsa",
+       r"\b(?:cat|read|open|send|upload|include|post)\s+(?:the\s+)?(?:file\s+)?"
+       r"(?:~/\.ssh\S*|\S*id_rsa|/etc/shadow|\S*\.env\b|\S*\.aws/credentials)"),
+    _r("ex.secret_tool", "exfiltration", 0.6, "secret_read|network_request|file_write|tool",
+       r"\b(?:call|use|invoke|run)\s+(?:the\s+)?(?:secret_read|network_request|file_write"
+       r"|network tool|email tool|http tool|shell tool)\b"),
+    _r("ex.md_image", "exfiltration", 0.6, "](http",
+       r"!\[[^\]]*\]\(https?://[^)\s]*\?[^)\s]*="),
+    _r("ex.sensitive_word", "exfiltration", 0.2, "password|secret|credential|token|key",
+       r"\b(?:passwords?|secrets|credentials|tokens|api keys?|private key)\b"),
+    _r("ex.covert", "exfiltration", 0.3, "silently|quietly|secretly|without telling|covert",
+       r"\b(?:silently|quietly|secretly|covertly|without (?:telling|notifying|alerting))\b"),
+    # ---------------------------------------------------------------- addressed to the model
+    _r("ai.addressed", "addressed_to_ai", 0.4,
+       "ai|assistant|llm|model|agent|bot|when you",
+       r"\b(?:note|message|instructions?|attention)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?"
+       r"(?:ai|assistant|llm|language model|agent|bot|chatbot|model)s?\b"
+       r"|\b(?:ai|assistant|llm|language model|agent|model|chatbot)s?\s+(?:reading|processing"
+       r"|summari[sz]ing|parsing|viewing)\s+this\b"
+       r"|\bif you are an? (?:ai|llm|language model|assistant|agent|bot)\b"
+       r"|\bwhen you (?:summari[sz]e|process|read|translate|parse) this\b"
+       r"|(?:^|[\s(#:-])(?:ai|assistant|ai agent|llm|to the assistant)\s*:\s*\w"
+       r"|\binstructions for the (?:language )?model\b"),
+    # ---------------------------------------------------------------- German
+    _r("de.ignore", "instruction_override", 0.85,
+       "ignorier|vergiss|vergessen|missacht|übergeh|überspring|befolge nicht|nicht mehr",
+       r"\b(?:ignorier\w*|vergiss|vergessen sie|missacht\w*|übergeh\w*|überspring\w*"
+       r"|befolge nicht|folge nicht mehr)\b[^.!?\n]{0,50}\b(?:anweisung\w*|instruktion\w*"
+       r"|regeln|vorgaben|richtlinien|befehle|anordnungen|einschränkungen)"),
+    _r("de.persona", "role_play", 0.8, "du bist|ab jetzt|von nun an|ab sofort",
+       r"\b(?:du bist (?:jetzt|nun|ab sofort|ab jetzt)|ab jetzt bist du|von nun an bist du)\b"
+       r"[^.\n]{0,60}\b(?:uneingeschränkt\w*|ohne (?:\w+ )?(?:einschränkungen|regeln|filter"
+       r"|grenzen|sicherheits\w*)|unzensiert\w*|frei von)"),
+    _r("de.obey", "instruction_override", 0.6, "gehorch|befolg|nur noch mir|nur mir",
+       r"\b(?:gehorchst|befolgst|folgst|hörst) du (?:nur noch|nur) (?:mir|meinen)\b"
+       r"|\b(?:du gehorchst|gehorche) (?:nur noch |nur )?mir\b"),
+    _r("de.extract", "system_prompt", 0.8, "prompt|anweisung|systemanweisung",
+       r"\b(?:zeig\w*|gib|verrat\w*|nenn\w*|wiederhol\w*|ausgeben|gib aus)\b[^\n]{0,40}"
+       r"\b(?:dein\w*|ihr\w*) (?:\w+ )?(?:system ?prompt|systemanweisung\w*|anweisungen"
+       r"|versteckten anweisungen)"),
+    _r("de.exfil", "exfiltration", 0.8, "sende|schick|lade|übermittl|leite",
+       r"\b(?:sende|schicke?|lade|übermittle|leite)\b[^\n]{0,80}\b(?:passw\w+|schlüssel"
+       r"|zugangsdaten|api-?keys?|\.env|datei\w*|inhalt\w*|geheimnis\w*|tokens?)\b[^\n]{0,60}"
+       r"(?:https?://|@|\ban\b|\bweiter\b)"),
+    _r("de.password", "exfiltration", 0.6, "passwort|zugangsdaten",
+       r"\b(?:gib|zeig\w*|verrat\w*|nenn\w*)\b[^.\n]{0,30}\b(?:\w*passwort|zugangsdaten"
+       r"|api-?schlüssel)"),
+    _r("de.exec", "instruction_override", 0.4, "führe|befehl",
+       r"\bführe\b[^.\n]{0,40}\bbefehl\w* aus\b|\bführe den folgenden befehl\b"),
+    # ---------------------------------------------------------------- French
+    _r("fr.ignore", "instruction_override", 0.85,
+       "ignor|oubli|tiens plus compte|tenez plus compte|fais abstraction|ne suis plus",
+       r"\b(?:ignore[sz]?|ignorer|oublie[sz]?|oublier|ne tiens plus compte|ne tenez plus compte"
+       r"|fais abstraction|ne suis plus|ne respecte plus)\b[^.!?\n]{0,50}\b(?:instructions?"
+       r"|consignes?|règles?|directives?|restrictions?)\b"),
+    _r("fr.persona", "role_play", 0.8, "tu es|vous êtes|désormais|dorénavant",
+       r"\b(?:tu es|vous êtes) (?:maintenant|désormais|dorénavant|à présent)\b[^.\n]{0,60}"
+       r"\b(?:sans (?:aucune |aucun )?(?:restriction|limite|filtre|règle|censure)\w*"
+       r"|non censuré\w*|libéré\w*|sans limites)"),
+    _r("fr.obey", "instruction_override", 0.6, "obéis|obéissez",
+       r"\b(?:tu m'obéis|tu obéis (?:uniquement|seulement) à moi|obéis(?:-moi| uniquement à moi)"
+       r"|vous m'obéissez)\b"),
+    _r("fr.extract", "system_prompt", 0.8, "prompt|instructions|consignes",
+       r"\b(?:révèle\w*|affiche\w*|montre\w*|donne\w*|répète\w*|dis-moi)\b[^\n]{0,40}"
+       r"\b(?:(?:ton|tes|votre|vos) (?:\w+ )?(?:prompt|instructions|consignes)"
+       r"|instructions cachées|prompt système)"),
+    _r("fr.exfil", "exfiltration", 0.8, "envoie|envoyez|transmet|transfér|copie",
+       r"\b(?:envoie\w*|envoyez|transmet\w*|transfère\w*|transférez|copie\w*)\b[^\n]{0,80}"
+       r"\b(?:clés? api|mots? de passe|identifiants|secrets?|fichiers?|jetons?|tokens?)\b"),
+    _r("fr.exec", "instruction_override", 0.4, "exécute", r"\bexécute\w*\b[^.\n]{0,30}"
+       r"\bcommande\b"),
+    # ---------------------------------------------------------------- Spanish
+    _r("es.ignore", "instruction_override", 0.85,
+       "ignor|olvid|no sigas|no siga|omit|descart|haz caso omiso",
+       r"\b(?:ignora|ignore|ignorar|olvida|olvide|olvidar|no sigas|no siga|omite|descarta"
+       r"|haz caso omiso)\b[^.!?\n]{0,50}\b(?:instrucciones|reglas|indicaciones|directrices"
+       r"|normas|restricciones)\b"),
+    _r("es.persona", "role_play", 0.8, "eres|actúa|actua",
+       r"\b(?:(?:ahora|a partir de ahora|desde ahora) eres|actúa como)\b[^.\n]{0,60}"
+       r"\b(?:sin (?:ninguna |ningún )?(?:restricci\w+|filtros?|límites?|reglas|censura)"
+       r"|sin censura|libre de)"),
+    _r("es.obey", "instruction_override", 0.6, "obedec",
+       r"\b(?:solo|sólo|solamente) me obedeces\b|\bme obedeces (?:solo|sólo) a mí\b"
+       r"|\bobedéceme\b"),
+    _r("es.extract", "system_prompt", 0.8, "prompt|instrucciones",
+       r"\b(?:revela\w*|muestra\w*|muéstrame|dime|repite|enséñame)\b[^\n]{0,40}"
+       r"\b(?:(?:tu|tus) (?:\w+ )?(?:prompt|instrucciones)|instrucciones ocultas"
+       r"|prompt del sistema)"),
+    _r("es.exfil", "exfiltration", 0.8, "envía|envia|manda|sube|transfier|reenvía",
+       r"\b(?:envía|envia|manda|sube|transfiere|reenvía)\b[^\n]{0,80}\b(?:claves?|contraseñas?"
+       r"|credenciales|secretos?|archivos?|tokens?|contenido)\b"),
+    _r("es.password", "exfiltration", 0.6, "contraseña|credenciales",
+       r"\b(?:muéstrame|muestra|dame|dime|revela)\b[^.\n]{0,30}\b(?:la )?contraseña"),
+    _r("es.exec", "instruction_override", 0.4, "ejecuta",
+       r"\bejecuta\b[^.\n]{0,30}\bcomando\b"),
+    # ---------------------------------------------------------------- Italian
+    _r("it.ignore", "instruction_override", 0.85,
+       "ignora|dimentic|non seguire|trascura|tralascia",
+       r"\b(?:ignora|ignorare|dimentica|dimenticare|non seguire|trascura|tralascia)\b"
+       r"[^.!?\n]{0,50}\b(?:istruzioni|regole|indicazioni|direttive|restrizioni)\b"),
+    _r("it.persona", "role_play", 0.8, "sei|comportati",
+       r"\b(?:(?:ora|adesso|da ora in poi|d'ora in poi) sei|comportati come)\b[^.\n]{0,60}"
+       r"\b(?:senza (?:alcuna |alcun )?(?:restrizion\w+|limit\w+|filtr\w+|regol\w+|censura)"
+       r"|non censurat\w+)"),
+    _r("it.obey", "instruction_override", 0.6, "obbedisci",
+       r"\bobbedisci (?:solo|soltanto|solamente) a me\b|\bobbediscimi\b"),
+    _r("it.extract", "system_prompt", 0.8, "prompt|istruzioni",
+       r"\b(?:mostra\w*|rivela\w*|dimmi|ripeti|stampa)\b[^\n]{0,40}"
+       r"\b(?:(?:il tuo|i tuoi|le tue|tuo|tue) (?:\w+ )?(?:prompt|istruzioni)"
+       r"|istruzioni nascoste|prompt di sistema)"),
+    _r("it.exfil", "exfiltration", 0.8, "invia|manda|carica|inoltra",
+       r"\b(?:invia|manda|carica|inoltra)\b[^\n]{0,80}\b(?:chiavi|password|credenziali"
+       r"|segreti|file|token)\b"),
+    _r("it.password", "exfiltration", 0.6, "password dell",
+       r"\b(?:dimmi|dammi|mostra\w*|rivela)\b[^.\n]{0,30}\bpassword dell"),
+    _r("it.exec", "instruction_override", 0.4, "esegui",
+       r"\besegui\b[^.\n]{0,30}\bcomando\b"),
+)
