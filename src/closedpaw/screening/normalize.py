@@ -30,8 +30,6 @@ MAX_DECODED = 16
 
 _ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u180e\u00ad\u034f\u2061\u2062\u2063\u2064"
 _BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
-_REMOVE = {ord(c): None for c in _ZERO_WIDTH + _BIDI}
-_REMOVE.update({cp: None for cp in range(0xE0000, 0xE0080)})   # tag characters
 
 #: look-alike letters (Cyrillic, Greek, Armenian, Latin variants) -> the Latin letter
 _HOMOGLYPHS: dict[str, str] = {
@@ -45,16 +43,19 @@ _HOMOGLYPHS: dict[str, str] = {
     "z": "\u0396",
 }
 _FOLD = str.maketrans({c: latin for latin, chars in _HOMOGLYPHS.items() for c in chars})
+_HOMOGLYPH_RE = re.compile("[" + "".join(_HOMOGLYPHS.values()) + "]")
+_INVISIBLE_RE = re.compile("[" + _ZERO_WIDTH + _BIDI + "\U000e0000-\U000e007f]")
+_TAG_RE = re.compile("[\U000e0000-\U000e007f]")
+_ZW_RE = re.compile("[" + _ZERO_WIDTH + "]")
+_BIDI_RE = re.compile("[" + _BIDI + "]")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a",
                        "$": "s", "|": "l"})
-_LEET_HINT = re.compile(r"[a-z][013457@$|]+[a-z]|(?<![\w])[013457@$][a-z]{2,}")
 _SPACED = re.compile(r"(?<!\S)(?:\w[ .\-_*·]){3,}\w(?!\S)")
 _SEP = re.compile(r"[ .\-_*·]")
-_WS = re.compile(r"\s+")
+_HYPHENED = re.compile(r"\w[-.*_]\w[-.*_]\w[-.*_]\w")
 _ROT13 = str.maketrans("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
                        "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM")
 
-_B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_\-]{16,}={0,2}")
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){10,}(?![0-9A-Fa-f])")
 _PCT = re.compile(r"%[0-9A-Fa-f]{2}")
 _HIDDEN = re.compile(
@@ -68,12 +69,16 @@ _HIDDEN = re.compile(
 
 def invisible_counts(text: str) -> tuple[int, int, int]:
     """(zero-width, bidi control, tag characters) in ``text``."""
-    zw = sum(text.count(c) for c in _ZERO_WIDTH) if not text.isascii() else 0
-    bidi = sum(text.count(c) for c in _BIDI) if not text.isascii() else 0
-    tags = 0
-    if not text.isascii():
-        tags = sum(1 for ch in text if 0xE0000 <= ord(ch) <= 0xE007F)
-    return zw, bidi, tags
+    if text.isascii() or not _INVISIBLE_RE.search(text):
+        return 0, 0, 0
+    return (len(_ZW_RE.findall(text)), len(_BIDI_RE.findall(text)),
+            len(_TAG_RE.findall(text)))
+
+
+def strip_invisible(text: str) -> str:
+    if text.isascii() or not _INVISIBLE_RE.search(text):
+        return text
+    return _INVISIBLE_RE.sub("", text)
 
 
 def _join_spaced(m: re.Match[str]) -> str:
@@ -83,10 +88,14 @@ def _join_spaced(m: re.Match[str]) -> str:
 def fold(text: str) -> str:
     """The ``text`` view of any string."""
     if not text.isascii():
-        text = unicodedata.normalize("NFKC", text.translate(_REMOVE)).translate(_FOLD)
-    if " " in text or "-" in text or "." in text:
+        text = unicodedata.normalize("NFKC", strip_invisible(text))
+        if _HOMOGLYPH_RE.search(text):
+            text = text.translate(_FOLD)
+    words = text.split()
+    if sum(1 for w in words if len(w) == 1) >= 4 or ("-" in text and _HYPHENED.search(text)):
         text = _SPACED.sub(_join_spaced, text)
-    return _WS.sub(" ", text).casefold()
+        words = text.split()
+    return " ".join(words).casefold()
 
 
 def _readable(data: bytes) -> str | None:
@@ -104,55 +113,73 @@ def _readable(data: bytes) -> str | None:
 
 
 def _tags_text(text: str) -> str:
-    return "".join(chr(ord(ch) - 0xE0000) for ch in text
+    return "".join(chr(ord(ch) - 0xE0000) for ch in _TAG_RE.findall(text)
                    if 0xE0020 <= ord(ch) <= 0xE007E)
+
+
+def _leet_hint(words: list[str]) -> bool:
+    """Some word mixes letters with digit or symbol look-alikes (``1gn0re``, ``a11``)."""
+    for w in words:
+        if len(w) > 2 and not w.isalpha() and not w.isdigit():
+            core = w.strip(".,;:!?()[]{}\"'")
+            if core and _LEET_WORD.fullmatch(core):
+                return True
+    return False
+
+
+_LEET_WORD = re.compile(r"(?=.*[a-z])(?=.*[013457@$|])[a-z013457@$|]{3,}")
+_ROT_HINT = ("rot13", "rot-13", "rot 13", "caesar", "rotate")
+_HIDDEN_HINT = ("<!--", "display", "visibility", "font-size", "opacity", "alt=", "title=",
+                "aria-label", "[//]")
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
 
 
 def views(text: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     base = fold(text)
     out.append(("text", base))
-    if _LEET_HINT.search(base):
+    words = base.split(" ")
+    if _leet_hint(words):
         leet = base.translate(_LEET)
         if leet != base:
             out.append(("leet", leet))
-    out.append(("rot13", base.translate(_ROT13)))
+    if any(h in base for h in _ROT_HINT):
+        out.append(("rot13", base.translate(_ROT13)))
     raw = text
-    if not text.isascii():
+    if not text.isascii() and _INVISIBLE_RE.search(text):
         tags = _tags_text(text)
         if tags.strip():
             out.append(("tags", fold(tags)))
-        raw = text.translate(_REMOVE)
-    if "<" in raw or "=" in raw or "[//]" in raw:
+        raw = strip_invisible(text)
+    if any(h in base for h in _HIDDEN_HINT):
         hidden = [next((g for g in m.groups()[0:1] + m.groups()[2:] if g), "")
                   for m in _HIDDEN.finditer(raw)]
         hidden = [h for h in hidden if h.strip()]
         if hidden:
             out.append(("hidden", fold(" \n ".join(hidden))))
     decoded = 0
-    for m in _B64.finditer(raw):
+    long_words = [w for w in raw.split() if len(w) >= 16]
+    for word in long_words:
         if decoded >= MAX_DECODED:
             break
-        run = m.group(0)
-        if run.isalpha() and (run.islower() or run.isupper()):
-            continue   # a plain long word, not base64
-        try:
-            data = base64.b64decode(run.replace("-", "+").replace("_", "/")
-                                    + "=" * (-len(run.rstrip("=")) % 4), validate=False)
-        except (binascii.Error, ValueError):
-            continue
-        s = _readable(data)
-        if s is not None:
-            out.append(("base64", fold(s)))
-            decoded += 1
-    for m in _HEX.finditer(raw):
-        if decoded >= MAX_DECODED:
-            break
-        s = _readable(bytes.fromhex(m.group(0)))
-        if s is not None:
-            out.append(("hex", fold(s)))
-            decoded += 1
-    if len(_PCT.findall(raw, 0, 4096)) >= 3:
+        for run in _B64_RUN.findall(word):
+            if run.isalpha() and (run.islower() or run.isupper()):
+                continue   # a plain long word, not base64
+            try:
+                data = base64.b64decode(run.replace("-", "+").replace("_", "/")
+                                        + "=" * (-len(run.rstrip("=")) % 4), validate=False)
+            except (binascii.Error, ValueError):
+                continue
+            s = _readable(data)
+            if s is not None:
+                out.append(("base64", fold(s)))
+                decoded += 1
+        for hx in _HEX.findall(word):
+            s = _readable(bytes.fromhex(hx))
+            if s is not None:
+                out.append(("hex", fold(s)))
+                decoded += 1
+    if raw.count("%") >= 3 and len(_PCT.findall(raw, 0, 4096)) >= 3:
         s = urllib.parse.unquote_plus(raw)
         if s != raw:
             out.append(("url", fold(s)))

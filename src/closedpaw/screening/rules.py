@@ -1,8 +1,9 @@
 """The detectors: labelled, weighted patterns over the folded views (lower case, look-alikes
 folded, invisible characters removed; see :mod:`closedpaw.screening.normalize`).
 
-Each rule has ``needles``: plain substrings one of which must be in the view before its
-regular expression runs (most texts contain none, which keeps screening fast). Weights
+Each rule has ``needles``; each needle's longest run of letters is a key, and a rule's
+regular expression runs only when one of its keys begins some word of the view (one set
+lookup: most texts wake few rules, which keeps screening fast). Weights
 combine as independent evidence: ``score = 1 - prod(1 - w)``; a text is flagged at 0.5.
 Strong rules (0.8) flag alone; medium ones (0.5) flag alone but only for unambiguous
 phrasing; weak ones (0.2-0.4) flag only together with another hit.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["LABELS", "RULES", "Rule"]
+__all__ = ["LABELS", "RULES", "Rule", "word_prefixes"]
 
 LABELS = ("instruction_override", "role_play", "system_prompt", "exfiltration",
           "addressed_to_ai", "hidden_markup", "encoded_payload", "hidden_unicode")
@@ -28,12 +29,37 @@ class Rule:
     name: str
     label: str
     weight: float
-    needles: tuple[str, ...]
+    keys: frozenset[str]
     pattern: re.Pattern[str]
+    #: literal substrings one of which must be present too (checked after the keys)
+    requires: tuple[str, ...] = ()
 
 
-def _r(name: str, label: str, weight: float, needles: str, pattern: str) -> Rule:
-    return Rule(name, label, weight, tuple(needles.split("|")), re.compile(pattern, re.S))
+_LETTERS = re.compile(r"[^\W\d_]+")
+
+
+def _key(needle: str) -> str:
+    runs = _LETTERS.findall(needle.lower())
+    if not runs:
+        raise ValueError(f"needle {needle!r} has no letters")
+    return max(runs, key=len)[:_MAX_PREFIX]
+
+
+def _r(name: str, label: str, weight: float, needles: str, pattern: str,
+       requires: tuple[str, ...] = ()) -> Rule:
+    return Rule(name, label, weight, frozenset(_key(n) for n in needles.split("|")),
+                re.compile(pattern, re.S), requires)
+
+
+_MAX_PREFIX = 6
+
+
+def word_prefixes(view: str) -> set[str]:
+    """Every prefix (2 to 6 letters) of every word of ``view``."""
+    out: set[str] = set()
+    for w in set(_LETTERS.findall(view)):
+        out.update((w[:2], w[:3], w[:4], w[:5], w[:6]))
+    return out
 
 
 _G = r"[^.!?\n]{0,40}?"        # a short gap inside one sentence
@@ -76,8 +102,7 @@ RULES: tuple[Rule, ...] = (
        "new|updated|instruction|rule|task",
        r"\b(?:your\s+)?(?:new|updated|real|actual|true)\s+(?:system\s+)?(?:instructions?|rules?"
        r"|task|directive|policy|objective|orders?)\s*(?:is|are|:|follows?)"),
-    _r("en.from_now_on", "instruction_override", 0.4, "from now on|henceforth|starting now|"
-       "as of now|no longer",
+    _r("en.from_now_on", "instruction_override", 0.4, "now|henceforth|longer",
        r"\b(?:from now on|henceforth|starting now|as of now|you are no longer|no longer bound"
        r"|no longer (?:apply|applies|restricted))\b"),
     _r("en.no_limits", "instruction_override", 0.5,
@@ -110,8 +135,7 @@ RULES: tuple[Rule, ...] = (
        r"\bwhenever you (?:see|read|encounter)\b[^\n]{0,80}\b(?:execute|run|do|ignore|obey)"),
     _r("en.instead", "instruction_override", 0.3, "instead", r"\binstead\b"),
     # ---------------------------------------------------------------- role play / persona
-    _r("en.you_are_now", "role_play", 0.4, "you are now|you're now|you will now|from now on "
-       "you|act as|pretend|roleplay|role-play|role play|behave",
+    _r("en.you_are_now", "role_play", 0.4, "now|role|roleplay",
        r"\b(?:you are now|you're now|you will now (?:act|be|roleplay)|from now on you(?:'ll| "
        r"will)? (?:be|act|roleplay|play)|roleplay as|role-play as|role play as)\b"),
     _r("en.unrestricted_persona", "role_play", 0.8,
@@ -133,10 +157,10 @@ RULES: tuple[Rule, ...] = (
        r"|i am (?:the|your) (?:developer|creator|admin(?:istrator)?)|(?:openai|anthropic|google)"
        r" staff|authori[sz]ed (?:penetration|pen|security) test|the developers said)\b"),
     # ---------------------------------------------------------------- system prompt
-    _r("sys.delimiters", "system_prompt", 0.7, "<|im_|[inst]|<<sys|<system|</system|"
-       "</user|<|system|<|assistant|### system|<|endoftext",
+    _r("sys.delimiters", "system_prompt", 0.7, "im|inst|sys|system|user|assistant|endoftext",
        r"<\|im_start\|>|<\|im_end\|>|<\|system\|>|<\|assistant\|>|<\|endoftext\|>|\[inst\]"
-       r"|<<sys>>|</?system>|</user>|###\s*system"),
+       r"|<<sys>>|</?system>|</user>|###\s*system",
+       requires=("<|", "[inst]", "<<sys", "<system", "</system", "</user", "#")),
     _r("sys.role_line", "system_prompt", 0.4, "system|admin|[system]|assistant",
        r"(?:^|\n|\s)(?:\[system\]|system|system message|admin(?:istrator)?|"
        r"new system instruction)\s*[:\]]\s*(?!\d)\w"),
@@ -174,7 +198,7 @@ RULES: tuple[Rule, ...] = (
     _r("ex.secret_tool", "exfiltration", 0.6, "secret_read|network_request|file_write|tool",
        r"\b(?:call|use|invoke|run)\s+(?:the\s+)?(?:secret_read|network_request|file_write"
        r"|network tool|email tool|http tool|shell tool)\b"),
-    _r("ex.md_image", "exfiltration", 0.6, "](http",
+    _r("ex.md_image", "exfiltration", 0.6, "http",
        r"!\[[^\]]*\]\(https?://[^)\s]*\?[^)\s]*="),
     _r("ex.sensitive_word", "exfiltration", 0.2, "password|secret|credential|token|key",
        r"\b(?:passwords?|secrets|credentials|tokens|api keys?|private key)\b"),
@@ -204,7 +228,7 @@ RULES: tuple[Rule, ...] = (
     _r("de.obey", "instruction_override", 0.6, "gehorch|befolg|nur noch mir|nur mir",
        r"\b(?:gehorchst|befolgst|folgst|hörst) du (?:nur noch|nur) (?:mir|meinen)\b"
        r"|\b(?:du gehorchst|gehorche) (?:nur noch |nur )?mir\b"),
-    _r("de.extract", "system_prompt", 0.8, "prompt|anweisung|systemanweisung",
+    _r("de.extract", "system_prompt", 0.8, "prompt|anweisung|systemanweisung|systemprompt|zeig",
        r"\b(?:zeig\w*|gib|verrat\w*|nenn\w*|wiederhol\w*|ausgeben|gib aus)\b[^\n]{0,40}"
        r"\b(?:dein\w*|ihr\w*) (?:\w+ )?(?:system ?prompt|systemanweisung\w*|anweisungen"
        r"|versteckten anweisungen)"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from closedpaw.screening.normalize import invisible_counts, views
-from closedpaw.screening.rules import RULES
+from closedpaw.screening.rules import RULES, word_prefixes
 
 __all__ = ["MAX_SCREEN_CHARS", "THRESHOLD", "ScreenResult", "Span", "screen"]
 
@@ -59,8 +59,10 @@ def screen(text: str, *, threshold: float = THRESHOLD) -> ScreenResult:
     spans: list[Span] = []
     seen_in_text: set[str] = set()
     for view, s in views(text):
+        prefixes = word_prefixes(s)
         for rule in RULES:
-            if not any(n in s for n in rule.needles):
+            if rule.keys.isdisjoint(prefixes) or (
+                    rule.requires and not any(r in s for r in rule.requires)):
                 continue
             m = rule.pattern.search(s)
             if m is None:
