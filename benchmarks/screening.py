@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         m = measure(cases)
         res["sets"][name] = m.to_dict()
         cats = ", ".join(f"{k} {c}/{t}" for k, (c, t) in sorted(m.per_category.items()))
-        lines.append(f"{name:<15} {len(cases):>4}  {m.recall:6.1%} ({m.recall / TARGET_RECALL:4.2f}x)"
+        ratio = m.recall / TARGET_RECALL
+        lines.append(f"{name:<15} {len(cases):>4}  {m.recall:6.1%} ({ratio:4.2f}x)"
                      f"  {m.fpr:6.1%} ({'ok' if m.fpr <= TARGET_FPR else 'OVER'})   {cats}")
     texts = [c.text for cs in sets.values() for c in cs]
     total = sum(len(t.encode()) for t in texts)

@@ -112,6 +112,20 @@ def _readable(data: bytes) -> str | None:
     return s
 
 
+def _morse(run: str) -> str:
+    words = re.split(r"\s*/\s*|\s{3,}", run.strip())
+    return " ".join("".join(_MORSE.get(ch, "") for ch in w.split()) for w in words)
+
+
+def _unescape(run: str) -> str:
+    import html
+
+    if "&#" in run:
+        return html.unescape(run)
+    out = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), run)
+    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), out)
+
+
 def _tags_text(text: str) -> str:
     return "".join(chr(ord(ch) - 0xE0000) for ch in _TAG_RE.findall(text)
                    if 0xE0020 <= ord(ch) <= 0xE007E)
@@ -129,6 +143,27 @@ def _leet_hint(words: list[str]) -> bool:
 
 _LEET_WORD = re.compile(r"(?=.*[a-z])(?=.*[013457@$|])[a-z013457@$|]{3,}")
 _ROT_HINT = ("rot13", "rot-13", "rot 13", "caesar", "rotate")
+#: frequent short words of EN, DE, FR, ES, IT: a text of words with none of them is not
+#: plain prose in these languages, so its rot13 and its reversal are screened too
+_STOPWORDS = frozenset(
+    [
+        "the", "a", "an", "and", "or", "to", "of", "in", "on", "is", "are", "be", "you", "your",
+        "it", "this", "that", "for", "with", "as", "at", "by", "not", "der", "die", "das", "und",
+        "ist", "zu", "den", "nicht", "mit", "sie", "ein", "eine", "ich", "du", "le", "la", "les",
+        "et", "est", "un", "une", "de", "des", "pour", "pas", "que", "qui", "il", "el", "los",
+        "las", "y", "es", "en", "por", "no", "un", "una", "con", "para", "il", "lo", "di", "che",
+        "e", "per", "non", "una", "sono",
+    ])
+_MORSE = dict(zip(
+    [
+        ".-", "-...", "-.-.", "-..", ".", "..-.", "--.", "....", "..", ".---", "-.-", ".-..",
+        "--", "-.", "---", ".--.", "--.-", ".-.", "...", "-", "..-", "...-", ".--", "-..-",
+        "-.--", "--..", "-----", ".----", "..---", "...--", "....-", ".....", "-....", "--...",
+        "---..", "----.",
+    ],
+    "abcdefghijklmnopqrstuvwxyz0123456789", strict=True))
+_MORSE_RUN = re.compile(r"(?:[.\-]{1,6}[ /]+){8,}[.\-]{1,6}")
+_ESCAPES = re.compile(r"(?:\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}|&#x?[0-9a-fA-F]{2,5};){6,}")
 _HIDDEN_HINT = ("<!--", "display", "visibility", "font-size", "opacity", "alt=", "title=",
                 "aria-label", "[//]")
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
@@ -143,8 +178,18 @@ def views(text: str) -> list[tuple[str, str]]:
         leet = base.translate(_LEET)
         if leet != base:
             out.append(("leet", leet))
-    if any(h in base for h in _ROT_HINT):
+    plain = [w for w in words if w.isalpha()]
+    gibberish = len(plain) >= 6 and _STOPWORDS.isdisjoint(plain)
+    if gibberish or any(h in base for h in _ROT_HINT):
         out.append(("rot13", base.translate(_ROT13)))
+    if gibberish:
+        out.append(("reversed", base[::-1]))
+    if ".-" in text or "-." in text:
+        for run in _MORSE_RUN.findall(text)[:MAX_DECODED]:
+            out.append(("morse", _morse(run)))
+    if "\\" in text or "&#" in text:
+        for run in _ESCAPES.findall(text)[:MAX_DECODED]:
+            out.append(("escapes", fold(_unescape(run))))
     raw = text
     if not text.isascii() and _INVISIBLE_RE.search(text):
         tags = _tags_text(text)

@@ -71,12 +71,15 @@ _EN_RULES = (r"(?:instructions?|directions?|directives?|rules?|guidelines?|guida
              r"|guardrails?|programming|commands?|orders|context|system message|training|task"
             r"|mission|assignment)")
 _EN_QUAL = (r"(?:previous|prior|above|earlier|preceding|original|initial|old system|all|any"
+            r"|content|usual|normal|standard|built-in|internal"
             r"|every|your|system|developer'?s?|safety|existing|current|given|foregoing"
             r"|those|these)")
 _SECRETS = (r"(?:api[ _-]?keys?|secrets?|passwords?|passphrases?|credentials?|access tokens?"
             r"|tokens?|private keys?|ssh keys?|id_rsa|\.env\b|/etc/shadow|/etc/passwd"
             r"|aws/credentials|\.aws|session (?:tokens?|cookies?)|cookies|keys you can access"
             r"|[a-z_]*_(?:api_)?(?:key|token|secret)\b|confidential \w+|database credentials"
+            r"|customer (?:list|data|records|emails|database|details)|user data|personal data"
+            r"|internal (?:data|configuration|config|documents)|client data|records"
             r"|chat history|conversation history|inbox|emails|attachments|saved passwords)")
 _DEST = (r"(?:https?://|www\.|\b[\w.+-]+@[\w-]+\.[\w.]+|\bto me\b|my server|this address"
          r"|external|attacker|webhook|pastebin|the url|this url|the link|\?\w+=)")
@@ -93,8 +96,8 @@ RULES: tuple[Rule, ...] = (
     _r("en.ignore_above", "instruction_override", 0.8, "ignor|disregard|forget",
        r"\b(?:ignore|disregard|forget)\s+(?:all\s+|everything\s+|anything\s+)?(?:of\s+)?"
        r"(?:the\s+|what(?:'s| is| was)\s+)?(?:above|previous(?:ly)?|prior|preceding|earlier"
-       r"|before)\b(?!\s+(?:typo|message|question|draft|email|mail|sentence|paragraph"
-       r"|section|point|step|version|one|answer|reply|request|comment|line|idea|example))"),
+       r"|before)(?=\s*(?:[.,;:!)\-]|$|and\b|then\b|now\b|instead\b|instructions?\b"
+       r"|text\b|content\b|context\b|lines?\b))"),
     _r("en.everything_above", "instruction_override", 0.8, "ignor|disregard|forget",
        r"\b(?:ignore|disregard|forget)\s+(?:everything|all|anything)\s+(?:above|before|"
        r"you (?:were|have been) told|you know|said)"),
@@ -112,7 +115,8 @@ RULES: tuple[Rule, ...] = (
        r"|\b(?:always|must|will) (?:comply|obey)\b|\bnever refuse\b|\bobey (?:only )?me\b"
        r"|\bonly (?:obey|listen to) me\b|\bfollow only my\b"),
     _r("en.rules_void", "instruction_override", 0.8, "appl|void|suspend|cancel|outdated|lift",
-       rf"\b{_EN_RULES}\b{_G}\b(?:no longer appl(?:y|ies)|do(?:es)? not apply|(?:are|is) "
+       rf"\b{_EN_RULES}\b{_G}\b(?:no longer appl(?:y|ies)|do(?:es)? not apply|don't apply"
+       r"|doesn't apply|(?:are|is) "
        r"(?:now )?(?:void|suspended|cancell?ed|lifted|outdated|disabled|revoked)|were a test)"),
     _r("en.disable_safety", "instruction_override", 0.7,
        "disable|turn off|deactivat|remove|bypass|skip|switch off|lift",
@@ -126,7 +130,8 @@ RULES: tuple[Rule, ...] = (
        r"|\bpre-?approved\b|\ball actions are (?:pre-?)?approved\b"
        r"|\bwithout (?:asking|approval|confirmation|permission|telling)\b"),
     _r("en.override_word", "instruction_override", 0.4, "override|admin mode|maintenance mode",
-       r"\b(?:admin(?:istrator)? override|override (?:mode|code|instructions?)|begin admin"
+       r"(?:^|\n)\s*override\s*:|\b(?:admin(?:istrator)? override|override (?:mode|code"
+       r"|instructions?)|begin admin"
        r"|maintenance mode|priority instruction|instruction override|prompt override)\b"),
     _r("en.dangerous_exec", "instruction_override", 0.6, "rm -rf|curl|wget|mkfs|chmod|dd if",
        r"\b(?:run|execute|exec|type|call)\b[^\n]{0,40}(?:rm -rf|curl [^\n|]*\|\s*(?:ba)?sh"
@@ -140,11 +145,11 @@ RULES: tuple[Rule, ...] = (
        r"will)? (?:be|act|roleplay|play)|roleplay as|role-play as|role play as)\b"),
     _r("en.unrestricted_persona", "role_play", 0.8,
        "unrestrict|unfilter|uncensor|jailbr|evil|rogue|amoral|no restrictions|dan|"
-       "developer mode|god mode|do anything",
+       "developer mode|god mode|do anything|pretend|act|behave|roleplay",
        r"\b(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|rogue|evil ?bot|evil ai"
        r"|broken free)\b[^\n]{0,60}\b(?:model|ai|assistant|bot|version|mode|persona|character"
        r"|can do anything)\b"
-       r"|\b(?:pretend|act|behave|roleplay|role-play)\b[^\n]{0,30}\b(?:unrestricted|unfiltered"
+       r"|\b(?:pretend|act|behave|roleplay|role-play)\b[^\n]{0,40}\b(?:unrestricted|unfiltered"
        r"|uncensored|jailbroken|amoral|evil|no (?:content )?(?:policy|rules|restrictions))\b"
        r"|\bdan\b[^\n]{0,60}\b(?:anything|restrictions|free|rules)\b|\bdo anything now\b"
        r"|\b(?:developer|god|jailbreak|sudo|unrestricted|dan) mode\b"),
@@ -166,11 +171,13 @@ RULES: tuple[Rule, ...] = (
        r"new system instruction)\s*[:\]]\s*(?!\d)\w"),
     _r("sys.extract", "system_prompt", 0.8,
        "prompt|instructions|rules you|were given|told",
-       r"\b(?:reveal|show|print|repeat|output|display|tell me|give me|dump|leak|share|recite"
-       r"|write out|what (?:is|are|were)|list)\b[^\n]{0,50}\b(?:(?:your|the assistant'?s?|its)"
+       r"\b(?:reveal\w*|show\w*|print\w*|repeat\w*|output\w*|display\w*|tell me|give me"
+       r"|dump\w*|leak\w*|share|recite|write out|what (?:is|are|were)|list)\b[^\n]{0,50}"
+       r"\b(?:(?:your|the assistant'?s?|its)"
        r" (?:(?:full|complete|entire|exact|original|hidden|secret|initial|internal|system|real)"
        r" )*(?:system prompt|prompt|instructions|rules|guidelines|configuration)"
        r"|(?:hidden|secret|initial|original) (?:prompt|instructions|rules)"
+       r"|the (?:full|complete|entire|exact|original|hidden|whole|verbatim) system prompt"
        r"|instructions you were given|what you were told)\b"),
     _r("sys.verbatim", "system_prompt", 0.4, "verbatim|word for word|exactly|in full",
        r"\b(?:verbatim|word for word|in full|exactly as)\b"),
@@ -215,6 +222,81 @@ RULES: tuple[Rule, ...] = (
        r"|\bwhen you (?:summari[sz]e|process|read|translate|parse) this\b"
        r"|(?:^|[\s(#:-])(?:ai|assistant|ai agent|llm|to the assistant)\s*:\s*\w"
        r"|\binstructions for the (?:language )?model\b"),
+    _r("en.protocols_off", "instruction_override", 0.8,
+       "safety|security|content|protocol|filter|guardrail",
+       r"\b(?:safety|security|content|ethical)\s+(?:protocols?|filters?|polic(?:y|ies)"
+       r"|guidelines|rules|restrictions|guardrails|checks)\s+(?:are\s+|is\s+|have been\s+"
+       r"|now\s+)*(?:disabled|off|suspended|lifted|removed|deactivated|bypassed|void)\b"),
+    _r("en.supersedes", "instruction_override", 0.8, "supersed|replac|overrid|takes precedence",
+       r"\b(?:supersedes?|replaces?|overrides?|takes precedence over)\s+(?:all\s+|any\s+)?"
+       r"(?:the\s+)?(?:prior|previous|earlier|existing|other|original)\s+(?:ones|instructions"
+       r"|rules|directives|guidance|prompts?|orders)\b"),
+    _r("en.exempt", "instruction_override", 0.8, "exempt",
+       r"\bexempt from (?:the |all |any |your |my )?(?:usual |normal |standard |safety )?"
+       r"(?:restrictions|rules|guidelines|policies|policy|safety|limits|filters)"),
+    _r("en.you_have_no_rules", "instruction_override", 0.8, "have|no|rules",
+       r"\byou (?:now )?have no (?:more )?(?:rules|restrictions|limits|guidelines|filters"
+       r"|boundaries)\b"),
+    _r("en.decode_and_follow", "encoded_payload", 0.8, "decod|base|hex|rot",
+       r"\b(?:decode|decipher|unscramble|translate)\b[^\n]{0,60}\b(?:follow|execute|do|obey"
+       r"|run|carry out|act on)\b[^\n]{0,40}(?:instructions?|what it says|it says|inside"
+       r"|the result|commands?|them|it)\b"),
+    _r("tool.call", "exfiltration", 0.5, "call|use|invoke|run|trigger",
+       r"\b(?:call|use|invoke|run|trigger)\s+(?:the\s+)?`?[a-z]+_[a-z_]+`?\s*(?:\(\)\s*)?"
+       r"(?:tool\s+|function\s+)?(?:to|on|with|for)\b"),
+    _r("ex.after_secret", "exfiltration", 0.8, "send|upload|post|forward|email|transmit",
+       rf"{_SECRETS}{_GL}\b(?:send|upload|post|forward|e-?mail|transmit)\b[^\n]{{0,40}}{_DEST}"),
+    _r("ex.external", "exfiltration", 0.6, "extern|external|outside|third",
+       r"\b(?:send|envoie|envoy|sende|schick|envía|envia|manda|invia|forward|e-?mail|upload)\w*"
+       r"[^\n]{0,60}\b(?:external|externe|externen?|esterno|externo|third-party|outside)\b"),
+    _r("ai.response_hook", "addressed_to_ai", 0.4,
+       "before|end|every|each|future|ende|fin|fine|final",
+       r"\bbefore (?:you (?:reply|respond|answer)|responding|replying|answering)\b"
+       r"|\b(?:at the end of|in) (?:every|each|any|all) (?:future )?(?:reply|replies|response"
+       r"|responses|answer|answers|message)\b"
+       r"|\bam ende jeder antwort\b|\bà la fin de (?:toute|chaque) réponse\b"
+       r"|\balla fine di ogni risposta\b|\bal final de cada respuesta\b"),
+    _r("ai.addressed_agents", "addressed_to_ai", 0.4, "ai|agent|assistant|llm|model",
+       r"\b(?:ai|assistant|llm|agent|model)s? (?:integrating|using|installing|running|handling"
+       r"|reviewing) this\b"),
+    _r("act.destructive", "instruction_override", 0.4,
+       "delete|remove|wipe|erase|empty|drop|truncate|purge|rm",
+       r"\b(?:delete|remove|wipe|erase|empty|drop|truncate|purge)\b[^.\n]{0,40}"
+       r"\b(?:directory|folder|files|database|db|table|repo(?:sitory)?|backups?|logs)\b"),
+    _r("mem.persist", "addressed_to_ai", 0.4, "save|store|write|add|remember|persist",
+       r"\b(?:save|store|write|add|remember|persist)\b[^.\n]{0,30}\b(?:to|in|into) (?:your )?"
+       r"(?:memory|long-term memory|persistent memory|memories)\b"),
+    _r("sys.note_ml", "system_prompt", 0.4, "systemhinweis|systemnachricht|système|sistema|"
+       "system",
+       r"(?:^|\n)\s*(?:systemhinweis|systemnachricht|note système|message système"
+       r"|nota di sistema|messaggio di sistema|nota del sistema|mensaje del sistema"
+       r"|system note|system notice)\s*:"),
+    _r("ml.forget_all", "instruction_override", 0.4, "vergiss|oublie|olvida|dimentica|forget",
+       r"\b(?:vergiss alles|oublie tout|olvida todo|dimentica tutto|forget everything)\b"),
+    _r("ml.no_rules", "instruction_override", 0.8, "keine|aucune|tienes|hai|regeln|règle",
+       r"\b(?:hast du|du hast) (?:jetzt |nun |ab sofort )?keine (?:regeln|einschr\w*|grenzen"
+       r"|filter)\b|\btu n'as (?:plus |désormais )?(?:aucune|pas de) (?:règle|restriction"
+       r"|limite)|\bno tienes (?:ninguna |ningún )?(?:reglas|restricciones|límites)\b"
+       r"|\bnon hai (?:più )?(?:alcuna |nessuna )?(?:regol\w+|restrizion\w+|limit\w+)"),
+    _r("ml.rules_void", "instruction_override", 0.8,
+       "gelten|anwendbar|valgono|applicano|aplican|valen|appliquent",
+       r"\b(?:richtlinien|regeln|einschr\w*|anweisungen|vorgaben)\b[^.]{0,30}\bnicht "
+       r"(?:mehr )?(?:gelten|anwendbar)\b"
+       r"|\b(?:linee guida|regole|restrizioni|istruzioni)\b[^.]{0,30}\bnon (?:valgono"
+       r"|si applicano|contano)\b"
+       r"|\b(?:reglas|normas|restricciones|instrucciones)\b[^.]{0,30}\bno (?:aplican"
+       r"|se aplican|valen|cuentan)\b"
+       r"|\b(?:règles|consignes|restrictions|instructions)\b[^.]{0,30}\bne s'appliquent"
+       r" (?:plus|pas)\b"),
+    _r("ml.without_limits", "instruction_override", 0.5, "ohne|senza|sin|sans",
+       r"\b(?:ohne einschr\w+|senza restrizioni|sin restricciones|sans (?:aucune )?"
+       r"restrictions?|ohne (?:regeln|grenzen|filter))\b"),
+    _r("ml.new_instructions", "instruction_override", 0.5, "neue|nouvelles|nuevas|nuove",
+       r"\b(?:neue (?:anweisung\w*|regeln|befehle|aufgabe)|nouvelles (?:instructions|consignes"
+       r"|règles)|nuevas (?:instrucciones|reglas)|nuove (?:istruzioni|regole))\s*:"),
+    _r("de.disclose", "exfiltration", 0.6, "preis|intern",
+       r"\b(?:gibst|gib)\b[^.\n]{0,40}\b(?:intern\w*|vertraulich\w*|geheim\w*) "
+       r"(?:daten|informationen|dokumente)\b[^.\n]{0,10}\bpreis\b"),
     # ---------------------------------------------------------------- German
     _r("de.ignore", "instruction_override", 0.85,
        "ignorier|vergiss|vergessen|missacht|übergeh|überspring|befolge nicht|nicht mehr",
@@ -260,7 +342,8 @@ RULES: tuple[Rule, ...] = (
        r"|instructions cachées|prompt système)"),
     _r("fr.exfil", "exfiltration", 0.8, "envoie|envoyez|transmet|transfér|copie",
        r"\b(?:envoie\w*|envoyez|transmet\w*|transfère\w*|transférez|copie\w*)\b[^\n]{0,80}"
-       r"\b(?:clés? api|mots? de passe|identifiants|secrets?|fichiers?|jetons?|tokens?)\b"),
+       r"\b(?:clés? api|mots? de passe|identifiants|secrets?|fichiers?|jetons?|tokens?"
+       r"|donn[ée]es clients?)\b"),
     _r("fr.exec", "instruction_override", 0.4, "exécute", r"\bexécute\w*\b[^.\n]{0,30}"
        r"\bcommande\b"),
     # ---------------------------------------------------------------- Spanish

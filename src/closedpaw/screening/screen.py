@@ -15,7 +15,9 @@ THRESHOLD = 0.5
 #: longer texts are screened in full for their first this many characters and sampled after
 MAX_SCREEN_CHARS = 1_000_000
 _DECODED = {"base64": "encoded_payload", "hex": "encoded_payload", "url": "encoded_payload",
-            "rot13": "encoded_payload", "leet": "encoded_payload", "tags": "hidden_unicode",
+            "rot13": "encoded_payload", "leet": "encoded_payload",
+            "reversed": "encoded_payload", "morse": "encoded_payload",
+            "escapes": "encoded_payload", "tags": "hidden_unicode",
             "hidden": "hidden_markup"}
 
 
