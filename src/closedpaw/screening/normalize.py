@@ -92,7 +92,7 @@ def fold(text: str) -> str:
         if _HOMOGLYPH_RE.search(text):
             text = text.translate(_FOLD)
     words = text.split()
-    if sum(1 for w in words if len(w) == 1) >= 4 or ("-" in text and _HYPHENED.search(text)):
+    if sum(1 for w in words if len(w) == 1) >= 4 or _HYPHENED.search(text):
         text = _SPACED.sub(_join_spaced, text)
         words = text.split()
     return " ".join(words).casefold()
@@ -196,12 +196,14 @@ def views(text: str) -> list[tuple[str, str]]:
         if tags.strip():
             out.append(("tags", fold(tags)))
         raw = strip_invisible(text)
+    hidden_raw = ""
     if any(h in base for h in _HIDDEN_HINT):
         hidden = [next((g for g in m.groups()[0:1] + m.groups()[2:] if g), "")
                   for m in _HIDDEN.finditer(raw)]
         hidden = [h for h in hidden if h.strip()]
         if hidden:
-            out.append(("hidden", fold(" \n ".join(hidden))))
+            hidden_raw = " \n ".join(hidden)
+            out.append(("hidden", fold(hidden_raw)))
     decoded = 0
     long_words = [w for w in raw.split() if len(w) >= 16]
     for word in long_words:
@@ -217,7 +219,7 @@ def views(text: str) -> list[tuple[str, str]]:
                 continue
             s = _readable(data)
             if s is not None:
-                out.append(("base64", fold(s)))
+                out.append(("hidden_base64" if run in hidden_raw else "base64", fold(s)))
                 decoded += 1
         for hx in _HEX.findall(word):
             s = _readable(bytes.fromhex(hx))

@@ -9,16 +9,17 @@ from typing import Any
 from closedpaw.screening.normalize import invisible_counts, views
 from closedpaw.screening.rules import RULES, word_prefixes
 
-__all__ = ["MAX_SCREEN_CHARS", "THRESHOLD", "ScreenResult", "Span", "screen"]
+__all__ = ["CHUNK_CHARS", "THRESHOLD", "ScreenResult", "Span", "screen"]
 
 THRESHOLD = 0.5
-#: longer texts are screened in full for their first this many characters and sampled after
-MAX_SCREEN_CHARS = 1_000_000
-_DECODED = {"base64": "encoded_payload", "hex": "encoded_payload", "url": "encoded_payload",
-            "rot13": "encoded_payload", "leet": "encoded_payload",
-            "reversed": "encoded_payload", "morse": "encoded_payload",
-            "escapes": "encoded_payload", "tags": "hidden_unicode",
-            "hidden": "hidden_markup"}
+#: longer texts are screened in overlapping chunks of this many characters (linear time)
+CHUNK_CHARS = 65_536
+_OVERLAP = 1_024
+_ENC = ("encoded_payload",)
+_DECODED: dict[str, tuple[str, ...]] = {
+    "base64": _ENC, "hex": _ENC, "url": _ENC, "rot13": _ENC, "leet": _ENC, "reversed": _ENC,
+    "morse": _ENC, "escapes": _ENC, "tags": ("hidden_unicode",), "hidden": ("hidden_markup",),
+    "hidden_base64": ("hidden_markup", "encoded_payload")}
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,27 @@ class ScreenResult:
 
 
 def screen(text: str, *, threshold: float = THRESHOLD) -> ScreenResult:
-    """Screen ``text`` (any length; pure, no I/O)."""
+    """Screen ``text`` (any length, in overlapping chunks when long; pure, no I/O)."""
     if not isinstance(text, str):
         raise TypeError("screen() takes a str")
-    if len(text) > MAX_SCREEN_CHARS:
-        text = text[:MAX_SCREEN_CHARS]
     weights: dict[str, float] = {}        # rule or signal -> weight (each counted once)
     labels: dict[str, None] = {}
     spans: list[Span] = []
+    step = CHUNK_CHARS - _OVERLAP
+    for start in range(0, max(len(text), 1), step):
+        _screen_chunk(text[start:start + CHUNK_CHARS], weights, labels, spans)
+        if start + CHUNK_CHARS >= len(text):
+            break
+    keep = 1.0
+    for w in weights.values():
+        keep *= 1.0 - w
+    score = round(1.0 - keep, 4)
+    return ScreenResult(flagged=score >= threshold, score=score, labels=list(labels),
+                        spans=spans)
+
+
+def _screen_chunk(text: str, weights: dict[str, float], labels: dict[str, None],
+                  spans: list[Span]) -> None:
     seen_in_text: set[str] = set()
     for view, s in views(text):
         prefixes = word_prefixes(s)
@@ -80,9 +94,9 @@ def screen(text: str, *, threshold: float = THRESHOLD) -> ScreenResult:
                                   m.group(0)[:120]))
             extra = _DECODED.get(view)
             if extra is not None and rule.weight >= 0.4:
-                weights[f"view.{view}"] = 0.5 if extra != "encoded_payload" or view != "leet" \
-                    else 0.3
-                labels[extra] = None
+                weights[f"view.{view}"] = 0.3 if view == "leet" else 0.5
+                for lb in extra:
+                    labels[lb] = None
     zw, bidi, tags = invisible_counts(text)
     if bidi:
         weights["unicode.bidi"] = 0.2
@@ -93,9 +107,3 @@ def screen(text: str, *, threshold: float = THRESHOLD) -> ScreenResult:
     if zw >= 3:
         weights["unicode.zero_width"] = 0.1
         labels["hidden_unicode"] = None
-    keep = 1.0
-    for w in weights.values():
-        keep *= 1.0 - w
-    score = round(1.0 - keep, 4)
-    return ScreenResult(flagged=score >= threshold, score=score, labels=list(labels),
-                        spans=spans)
