@@ -39,7 +39,7 @@ _LETTERS = re.compile(r"[^\W\d_]+")
 
 
 def _key(needle: str) -> str:
-    runs = _LETTERS.findall(needle.lower())
+    runs: list[str] = _LETTERS.findall(needle.lower())
     if not runs:
         raise ValueError(f"needle {needle!r} has no letters")
     return max(runs, key=len)[:_MAX_PREFIX]
