@@ -287,6 +287,10 @@ def create_app(settings: Settings | None = None, *, orchestrator: Orchestrator |
         out["require_distinct_approver"] = settings.require_distinct_approver
         return out
 
+    from closedpaw.api.secrets import secret_routes
+
+    app.include_router(secret_routes(authenticate, admin_only))
+
     @app.get("/api/events", tags=["events"],
              responses={200: {"content": {"text/event-stream": {}}}})
     async def events(request: Request, p: Annotated[Principal, Depends(authenticate)]

@@ -34,6 +34,13 @@ class AuditEvent(StrEnum):
     TOKEN_REVOKED = "token.revoked"
     SERVER_STARTED = "server.started"
     SERVER_STOPPED = "server.stopped"
+    # the vault (issue 9): names, levels and versions only, never a value
+    VAULT_INITIALIZED = "vault.initialized"
+    VAULT_UNLOCKED = "vault.unlocked"
+    VAULT_ROTATED = "vault.rotated"
+    SECRET_SET = "secret.set"
+    SECRET_DELETED = "secret.deleted"
+    SECRET_DELIVERED = "secret.delivered"
 
 
 def canonical_json(value: Any) -> str:

@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     from closedpaw.cli import gate  # serve, token, actions, audit (lazy inside)
 
     gate.register(sub)
+    from closedpaw.cli import screen as screen_cli
+    from closedpaw.cli import vault as vault_cli  # vault, secret (lazy inside)
+
+    screen_cli.register(sub)
+    vault_cli.register(sub)
     return p
 
 
@@ -343,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from closedpaw.cli.gate import HANDLERS as gate_handlers
 
     handlers.update(gate_handlers)
+    from closedpaw.cli.screen import HANDLERS as screen_handlers
+    from closedpaw.cli.vault import HANDLERS as vault_handlers
+
+    handlers.update(screen_handlers)
+    handlers.update(vault_handlers)
     try:
         return handlers[args.command](args)
     except BrokenPipeError:

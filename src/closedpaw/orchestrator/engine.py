@@ -43,6 +43,7 @@ from closedpaw.settings import Settings
 
 if TYPE_CHECKING:
     from closedpaw.sandbox.manager import SandboxManager
+    from closedpaw.vault import Vault
 
 __all__ = ["Listener", "Orchestrator"]
 
@@ -64,7 +65,8 @@ class Orchestrator:
 
     def __init__(self, settings: Settings, *, store: Store | None = None,
                  audit: AuditLog | None = None, rules: RuleSet | None = None,
-                 manager: SandboxManager | None = None, workers: int = 4) -> None:
+                 manager: SandboxManager | None = None, workers: int = 4,
+                 vault: Vault | None = None) -> None:
         self.settings = settings
         self.audit = audit or AuditLog(settings.audit_dir)
         self.rules = rules or RuleSet.load(user_file=settings.rules_path,
@@ -79,6 +81,7 @@ class Orchestrator:
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._vault = vault
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> list[str]:
@@ -95,6 +98,7 @@ class Orchestrator:
                 cut.append(aid)
         self.expire_due()
         self._reap_leftovers()
+        self.vault()   # a key-file vault unlocks here; a passphrase vault stays locked
         return cut
 
     def _reap_leftovers(self) -> None:
@@ -118,6 +122,8 @@ class Orchestrator:
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._manager is not None:
             self._manager.cleanup()
+        if self._vault is not None:
+            self._vault.close()
         self.store.close()
 
     def sandbox_manager(self) -> SandboxManager:
@@ -127,6 +133,15 @@ class Orchestrator:
 
                 self._manager = SandboxManager(self.settings)
             return self._manager
+
+    def vault(self) -> Vault:
+        """The vault in the gate's database (opened on first use)."""
+        with self._lock:
+            if self._vault is None:
+                from closedpaw.orchestrator.secret_executor import open_vault
+
+                self._vault = open_vault(self.store)
+            return self._vault
 
     # -- listeners ---------------------------------------------------------------------
     def subscribe(self, fn: Listener) -> Callable[[], None]:

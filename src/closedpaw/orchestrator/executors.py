@@ -18,6 +18,7 @@ from closedpaw.orchestrator.actions import (
     NetworkRequestParams,
     ParsedAction,
     RiskLevel,
+    SecretReadParams,
 )
 
 if TYPE_CHECKING:
@@ -42,8 +43,11 @@ def execute(orch: Orchestrator, rec: ActionRecord, parsed: ParsedAction) -> dict
         return _file_write(p)
     if isinstance(p, NetworkRequestParams):
         return _network(p)
+    if isinstance(p, SecretReadParams):
+        from closedpaw.orchestrator.secret_executor import secret_read
+
+        return secret_read(orch, rec, p)
     missing = {"chat": "no LLM provider is configured (providers are not built yet)",
-               "secret_read": "no vault is configured (the vault is not built yet)",
                "skill_execution": "no skill registry is configured (skills are not built yet)"}
     raise GateError(f"cannot execute {parsed.action_type}: "
                     f"{missing.get(parsed.action_type, 'no executor')}")

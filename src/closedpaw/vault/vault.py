@@ -293,11 +293,14 @@ class Vault:
         return self._meta(s)
 
     # -- secrets -------------------------------------------------------------------------
-    def set(self, name: str, value: str, level: Level | str = Level.STANDARD, *,
+    def set(self, name: str, value: str, level: Level | str | None = None, *,
             by: str = "system") -> SecretInfo:
-        """Store a new version of ``name``; earlier versions stay until :meth:`prune`."""
+        """Store a new version of ``name``; earlier versions stay until :meth:`prune`.
+        Without ``level`` a new version keeps the level of the current one (``standard``
+        for a new secret): lowering a level is always explicit."""
         check_name(name)
-        lv = level if isinstance(level, Level) else parse_level(level)
+        lv = (None if level is None else level if isinstance(level, Level)
+              else parse_level(level))
         if not isinstance(value, str) or not value:
             raise InvalidRequest("value: must be a non-empty string")
         data = value.encode("utf-8")
@@ -306,8 +309,11 @@ class Vault:
         kek, gen = self._key()
         with self._session() as s:
             meta = self._claim(s, gen)
-            last = s.scalar(select(func.max(SecretRow.version)).where(SecretRow.name == name))
-            version = int(last or 0) + 1
+            last = s.scalar(select(SecretRow).where(SecretRow.name == name)
+                            .order_by(SecretRow.version.desc()).limit(1))
+            version = (last.version if last is not None else 0) + 1
+            if lv is None:
+                lv = parse_level(last.level) if last is not None else Level.STANDARD
             dek = crypto.new_key()
             row = SecretRow(
                 name=name, version=version, level=str(lv),
