@@ -63,6 +63,7 @@ def register(sub: Any) -> None:
     ss = ssub.add_parser("set", help="store a new version of NAME; the value is read from "
                          "stdin or a prompt, never from the command line")
     ss.add_argument("name", metavar="NAME")
+    ss.add_argument("stray", nargs="*", help=argparse.SUPPRESS)   # a value typed in argv
     ss.add_argument("--level", choices=LEVELS, default=None,
                     help="who may read it: public, standard (users), elevated (users, with "
                     "an admin's approval), admin (admins only); default: the current "
@@ -270,6 +271,10 @@ def cmd_secret(args: argparse.Namespace) -> int:
             sys.stderr.write(f"closedpaw: removed {n} old version(s)\n")
             return 0
         # set
+        if args.stray:
+            _die("a value is never taken from the command line (it would stay in the shell "
+                 "history and in the process list): give it on stdin or at the prompt; "
+                 "consider that value exposed and change it")
         _unlock(vault, args, stdin)
         if sys.stdin.isatty() and not args.passphrase_stdin:
             value = _prompt(f"value of {args.name}")
