@@ -30,7 +30,7 @@ from closedpaw.errors import (
 )
 from closedpaw.orchestrator import ActionRequest, ActionStatus, Orchestrator
 from closedpaw.orchestrator.actions import check_json_value
-from closedpaw.security import Principal, RateLimiter, token_looks_valid
+from closedpaw.security import Principal, RateLimiter, rate_key, token_looks_valid
 from closedpaw.settings import Settings
 
 __all__ = ["bootstrap_admin", "create_app"]
@@ -194,7 +194,7 @@ def create_app(settings: Settings | None = None, *, orchestrator: Orchestrator |
                 raise RateLimited(wait)
             raise AuthenticationFailed(f"{reason}: send 'Authorization: Bearer <token>' "
                                        f"(the admin token is in {settings.token_file})")
-        wait = limiter.hit(f"principal:{principal.name}")
+        wait = limiter.hit(rate_key(principal.name))
         if wait:
             orch.audit.append(AuditEvent.RATE_LIMITED, principal=principal.name,
                               details={"path": request.url.path[:200], "retry_after": wait})
