@@ -52,7 +52,7 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
                        "$": "s", "|": "l"})
 _SPACED = re.compile(r"(?<!\S)(?:\w[ .\-_*·]){3,}\w(?!\S)")
 _SEP = re.compile(r"[ .\-_*·]")
-_HYPHENED = re.compile(r"\w[-.*_]\w[-.*_]\w[-.*_]\w")
+_SEPS = "-.*_\u00b7"
 _ROT13 = str.maketrans("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
                        "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM")
 
@@ -92,7 +92,8 @@ def fold(text: str) -> str:
         if _HOMOGLYPH_RE.search(text):
             text = text.translate(_FOLD)
     words = text.split()
-    if sum(1 for w in words if len(w) == 1) >= 4 or _HYPHENED.search(text):
+    if sum(1 for w in words if len(w) == 1) >= 4 or any(
+            len(w) >= 7 and w[1] in _SEPS and w[3] in _SEPS for w in words):
         text = _SPACED.sub(_join_spaced, text)
         words = text.split()
     return " ".join(words).casefold()

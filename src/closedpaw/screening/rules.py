@@ -55,11 +55,19 @@ _MAX_PREFIX = 6
 
 
 def word_prefixes(view: str) -> set[str]:
-    """Every prefix (2 to 6 letters) of every word of ``view``."""
+    """Every prefix (2 to 6 characters) of every word of ``view`` (words split at spaces and
+    at ``-'/_.:()=?&#``; surrounding punctuation stripped)."""
+    for ch in "-'/_.:()=?&#":
+        if ch in view:
+            view = view.replace(ch, " ")
     out: set[str] = set()
-    for w in set(_LETTERS.findall(view)):
+    for w in set(view.split()):
+        w = w.strip(_PUNCT)
         out.update((w[:2], w[:3], w[:4], w[:5], w[:6]))
     return out
+
+
+_PUNCT = ",;!?[]{}\"<>*#`|=+&%$@~^\u00ab\u00bb\u201c\u201d\u2018\u2019\u00bf\u00a1"
 
 
 _G = r"[^.!?\n]{0,40}?"        # a short gap inside one sentence
