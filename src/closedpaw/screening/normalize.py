@@ -53,6 +53,16 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
 _SPACED = re.compile(r"(?<!\S)(?:\w[ .\-_*·]){3,}\w(?!\S)")
 _SEP = re.compile(r"[ .\-_*·]")
 _SEPS = "-.*_\u00b7"
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+#: an override phrase with its spaces taken out ("ign ore prev ious instru ctions"): the
+#: ``squeezed`` view re-spaces it so the ordinary rules read it
+_SQUEEZED_HINT = re.compile(
+    r"(ignore|disregard|forget)(all|the|your|any)?(previous|prior|above|earlier|system)"
+    r"(instructions?|rules|prompts?|guidelines)")
+
+
+def _spaced_out(m: re.Match[str]) -> str:
+    return " " + " ".join(g for g in m.groups() if g) + " "
 _ROT13 = str.maketrans("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
                        "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM")
 
@@ -179,8 +189,7 @@ def views(text: str) -> list[tuple[str, str]]:
         leet = base.translate(_LEET)
         if leet != base:
             out.append(("leet", leet))
-    plain = [w for w in words if w.isalpha()]
-    gibberish = len(plain) >= 6 and _STOPWORDS.isdisjoint(plain)
+    gibberish = len(words) >= 6 and sum(1 for w in words if w in _STOPWORDS) < 0.12 * len(words)
     if gibberish or any(h in base for h in _ROT_HINT):
         out.append(("rot13", base.translate(_ROT13)))
     if gibberish:
@@ -192,6 +201,16 @@ def views(text: str) -> list[tuple[str, str]]:
         for run in _ESCAPES.findall(text)[:MAX_DECODED]:
             out.append(("escapes", fold(_unescape(run))))
     raw = text
+    if not text.isascii():
+        # marks left after composition sit on letters that have no precomposed form (or
+        # are stacked): not how any of our languages is written
+        if len(_COMBINING.findall(unicodedata.normalize("NFC", text))) >= 2:
+            marked = unicodedata.normalize("NFD", text)
+            out.append(("unmarked", fold(_COMBINING.sub("", marked))))
+    squeezed = base.replace(" ", "")
+    if len(squeezed) != len(base) and _SQUEEZED_HINT.search(squeezed) and \
+            not _SQUEEZED_HINT.search(base):
+        out.append(("squeezed", _SQUEEZED_HINT.sub(_spaced_out, squeezed)))
     if not text.isascii() and _INVISIBLE_RE.search(text):
         tags = _tags_text(text)
         if tags.strip():

@@ -88,9 +88,13 @@ _SECRETS = (r"(?:api[ _-]?keys?|secrets?|passwords?|passphrases?|credentials?|ac
             r"|[a-z_]*_(?:api_)?(?:key|token|secret)\b|confidential \w+|database credentials"
             r"|customer (?:list|data|records|emails|database|details)|user data|personal data"
             r"|internal (?:data|configuration|config|documents)|client data|records"
+            r"|(?:the )?(?:whole |entire |full )?conversation(?: so far)?|chat log|transcript"
+            r"|messages so far|card numbers?|credit cards?|\.netrc|\.pgpass|\.git-credentials"
+            r"|\.npmrc|\.pypirc|kubeconfig|contacts|address book"
             r"|chat history|conversation history|inbox|emails|attachments|saved passwords)")
 _DEST = (r"(?:https?://|www\.|\b[\w.+-]+@[\w-]+\.[\w.]+|\bto me\b|my server|this address"
-         r"|external|attacker|webhook|pastebin|the url|this url|the link|\?\w+=)")
+         r"|external|attacker|webhook|pastebin|the url|this url|the link|\?\w+=|/tmp/"
+         r"|public (?:repo|repository|gist|bucket|folder|channel)|pick (?:it|them) up)")
 
 RULES: tuple[Rule, ...] = (
     # ---------------------------------------------------------------- instruction override
@@ -117,10 +121,10 @@ RULES: tuple[Rule, ...] = (
        r"\b(?:from now on|henceforth|starting now|as of now|you are no longer|no longer bound"
        r"|no longer (?:apply|applies|restricted))\b"),
     _r("en.no_limits", "instruction_override", 0.5,
-       "restriction|limit|filter|guideline|rules|censor|comply|obey",
+       "restriction|limit|filter|guideline|rules|censor|comply|obey|refuse",
        r"\b(?:no|without|free of|free from|zero|any)\s+(?:any\s+)?(?:restrictions|limits"
-       r"|limitations|filters|guidelines|rules|censorship|content polic(?:y|ies)|safety)\b"
-       r"|\b(?:always|must|will) (?:comply|obey)\b|\bnever refuse\b|\bobey (?:only )?me\b"
+       r"|limitations|filters?|guidelines|rules|censorship|content polic(?:y|ies)|safety)\b"
+       r"|\b(?:always|must|will) (?:comply|obey)\b|\bnever refuses?\b|\bobey (?:only )?me\b"
        r"|\bonly (?:obey|listen to) me\b|\bfollow only my\b"),
     _r("en.rules_void", "instruction_override", 0.8, "appl|void|suspend|cancel|outdated|lift",
        rf"\b{_EN_RULES}\b{_G}\b(?:no longer appl(?:y|ies)|do(?:es)? not apply|don't apply"
@@ -153,14 +157,15 @@ RULES: tuple[Rule, ...] = (
        r"will)? (?:be|act|roleplay|play)|roleplay as|role-play as|role play as)\b"),
     _r("en.unrestricted_persona", "role_play", 0.8,
        "unrestrict|unfilter|uncensor|jailbr|evil|rogue|amoral|no restrictions|dan|"
-       "developer mode|god mode|do anything|pretend|act|behave|roleplay",
+       "developer mode|god mode|do anything|pretend|act|behave|roleplay|mode",
        r"\b(?:unrestricted|unfiltered|uncensored|jailbroken|amoral|rogue|evil ?bot|evil ai"
        r"|broken free)\b[^\n]{0,60}\b(?:model|ai|assistant|bot|version|mode|persona|character"
        r"|can do anything)\b"
        r"|\b(?:pretend|act|behave|roleplay|role-play)\b[^\n]{0,40}\b(?:unrestricted|unfiltered"
        r"|uncensored|jailbroken|amoral|evil|no (?:content )?(?:policy|rules|restrictions))\b"
        r"|\bdan\b[^\n]{0,60}\b(?:anything|restrictions|free|rules)\b|\bdo anything now\b"
-       r"|\b(?:developer|god|jailbreak|sudo|unrestricted|dan) mode\b"),
+       r"|\b(?:developer|god|jailbreak|sudo|unrestricted|dan|opposite|chaos|unlocked|evil)"
+       r" mode\b(?! (?:in|for|of) (?:the|your|my) (?:app|settings|game|editor))"),
     _r("en.grandma", "role_play", 0.4, "grandm|deceased|late ",
        r"\b(?:grandm(?:a|other)|deceased|late (?:mother|father|grandfather))\b[^\n]{0,80}"
        r"\b(?:password|key|token|secret|credentials|serial|napalm|recipe for)"),
@@ -184,7 +189,7 @@ RULES: tuple[Rule, ...] = (
        r"\b(?:(?:your|the assistant'?s?|its)"
        r" (?:(?:full|complete|entire|exact|original|hidden|secret|initial|internal|system|real)"
        r" )*(?:system prompt|prompt|instructions|rules|guidelines|configuration)"
-       r"|(?:hidden|secret|initial|original) (?:prompt|instructions|rules)"
+       r"|(?:hidden|secret) (?:prompt|instructions|rules)"
        r"|the (?:full|complete|entire|exact|original|hidden|whole|verbatim) system prompt"
        r"|instructions you were given|what you were told)\b"),
     _r("sys.verbatim", "system_prompt", 0.4, "verbatim|word for word|exactly|in full",
@@ -192,24 +197,30 @@ RULES: tuple[Rule, ...] = (
     # ---------------------------------------------------------------- exfiltration
     _r("ex.send_to", "exfiltration", 0.8,
        "send|upload|post|forward|email|e-mail|transmit|exfiltrat|leak|copy|append|pipe|"
-       "include|put|encode",
+       "include|put|encode|commit|push|publish|write|save|dump",
        r"\b(?:send|upload|post|forward|email|e-mail|mail|transmit|exfiltrate|leak|copy|append"
-       r"|pipe|include|put|encode|attach)\b"
+       r"|pipe|include|put|encode|attach|commit|push|publish|write|save|dump)\b"
        rf"{_GL}{_SECRETS}{_GL}{_DEST}"),
     _r("ex.dest_first", "exfiltration", 0.5, "send|upload|post|forward|email",
        rf"\b(?:send|upload|post|forward|e-?mail)\b[^\n]{{0,30}}{_DEST}{_GL}{_SECRETS}"),
     _r("ex.reveal_secret", "exfiltration", 0.6,
-       "print|reveal|show|dump|output|give|tell|paste|display|read|cat |list|respond|return",
+       "print|reveal|show|dump|output|give|tell|paste|display|read|cat |list|respond|return|"
+       "reply|answer",
        r"\b(?:print|reveal|show|dump|output|give me|tell me|paste|display|read|cat|list|return"
-       r"|respond (?:only )?with)\b[^.\n]{0,40}\b(?:the\s+|your\s+|all\s+|any\s+|my\s+)?"
+       r"|(?:respond|reply|answer) (?:only |also )?with)\b[^.\n]{0,40}\b(?:the\s+|your\s+|all\s+|any\s+|my\s+)?"
        r"(?:admin(?:istrator)?\s+|root\s+|raw\s+|production\s+)?(?:api[ _-]?keys?|passwords?"
        r"|credentials|secrets|private keys?|ssh keys?|id_rsa|/etc/shadow|\.env\b"
        r"|aws/credentials|session tokens?|admin token|(?:[a-z]+_)+(?:key|token|secret)\b"
        r"|confidential \w+|values?\b[^.\n]{0,12}secret|database credentials|contents of (?:your"
-       r" )?memory|raw contents)"),
+       r" )?memory|raw contents|contents of ~?/?\S*(?:\.netrc|\.pgpass|credentials|\.ssh\S*|\.env)"
+       r"|(?:the )?user'?s? (?:saved )?(?:addresses|card numbers|credit cards?|contacts)"
+       r"|card numbers)"),
     _r("ex.read_sensitive", "exfiltration", 0.5, "ssh|shadow|.env|credentials|id_rsa",
        r"\b(?:cat|read|open|send|upload|include|post)\s+(?:the\s+)?(?:file\s+)?"
        r"(?:~/\.ssh\S*|\S*id_rsa|/etc/shadow|\S*\.env\b|\S*\.aws/credentials)"),
+    _r("ex.curl_upload", "exfiltration", 0.8, "curl|wget",
+       r"\b(?:curl|wget)\b[^\n]{0,40}(?:-d|--data\S*|-f|-t|--upload-file|--post-file\S*)\s+"
+       r"\S*(?:\.ssh|id_rsa|\.env|shadow|\.aws|\.netrc|credentials|\.pgpass)"),
     _r("ex.secret_tool", "exfiltration", 0.6, "secret_read|network_request|file_write|tool",
        r"\b(?:call|use|invoke|run)\s+(?:the\s+)?(?:secret_read|network_request|file_write"
        r"|network tool|email tool|http tool|shell tool)\b"),
@@ -245,10 +256,13 @@ RULES: tuple[Rule, ...] = (
     _r("en.you_have_no_rules", "instruction_override", 0.8, "have|no|rules",
        r"\byou (?:now )?have no (?:more )?(?:rules|restrictions|limits|guidelines|filters"
        r"|boundaries)\b"),
-    _r("en.decode_and_follow", "encoded_payload", 0.8, "decod|base|hex|rot",
+    _r("en.decode_and_follow", "encoded_payload", 0.8,
+       "decod|base|hex|rot|translat|decipher|unscramble|revers",
        r"\b(?:decode|decipher|unscramble|translate)\b[^\n]{0,60}\b(?:follow|execute|do|obey"
        r"|run|carry out|act on)\b[^\n]{0,40}(?:instructions?|what it says|it says|inside"
-       r"|the result|commands?|them|it)\b"),
+       r"|the result|commands?|them|it)\b"
+       r"|\b(?:decode|decipher|reverse|unscramble|translate)\w*\b[^\n]{0,20}\b(?:and|then)\s+"
+       r"(?:obey|follow|execute|comply|do it|run it|act on it)\b"),
     _r("tool.call", "exfiltration", 0.5, "call|use|invoke|run|trigger",
        r"\b(?:call|use|invoke|run|trigger)\s+(?:the\s+)?`?[a-z]+_[a-z_]+`?\s*(?:\(\)\s*)?"
        r"(?:tool\s+|function\s+)?(?:to|on|with|for)\b"),
@@ -305,6 +319,86 @@ RULES: tuple[Rule, ...] = (
     _r("de.disclose", "exfiltration", 0.6, "preis|intern",
        r"\b(?:gibst|gib)\b[^.\n]{0,40}\b(?:intern\w*|vertraulich\w*|geheim\w*) "
        r"(?:daten|informationen|dokumente)\b[^.\n]{0,10}\bpreis\b"),
+    _r("en.whatever_forbidden", "instruction_override", 0.8, "whatever|forbid|prohibit",
+       r"\bwhatever (?:your|the) (?:rules|guidelines|polic(?:y|ies)|instructions|developers?)"
+       r" (?:forbid|prohibit|disallow|say not to)"),
+    _r("en.whatever_told", "instruction_override", 0.8,
+       "ignor|disregard|forget|aside|attention|heed",
+       r"\b(?:ignore|disregard|forget|set aside|pay no attention to|pay no heed to)\s+"
+       r"(?:whatever|what|anything|everything|all)\s+(?:the |your )?(?:developers?|system"
+       r"|operator|creators?|you were|you've been|you have been|they)\b[^.\n]{0,20}"
+       r"\b(?:told|said|instructed|gave|wrote|set)"
+       r"|\b(?:pay no attention|pay no heed) to (?:the |your |any |all )?(?:earlier|previous"
+       r"|prior|above|original|system|developer'?s?) (?:guidance|instructions|rules|prompt"
+       r"|directions|messages?)"),
+    _r("en.prefix_forcing", "role_play", 0.4, "start|begin",
+       r"\b(?:start|begin) (?:every|each|all|your) (?:answer|reply|response|message)s? with\b"),
+    _r("en.evil_twin", "role_play", 0.8, "evil|dark|shadow|unfilter|uncensor",
+       r"\byou are (?:now )?(?:my |an? |the )?(?:evil|dark|unfiltered|uncensored|shadow)"
+       r" (?:twin|side|alter ego|version|clone)\b"),
+    _r("sys.above_extract", "system_prompt", 0.8, "above|before|starting|preceding",
+       r"\b(?:print|repeat|output|show|write|copy|display)\w*\b[^\n]{0,30}\b(?:the |all |any )?"
+       r"(?:text|words|content|lines|messages?|everything)\s+(?:above|before|preceding)\s+"
+       r"(?:this (?:line|message)|my first (?:message|line)|the first (?:message|user message)"
+       r"|our conversation)"
+       r"|\bstarting with (?:the words? )?[\"'\u201c]?you are\b"
+       r"|\b(?:everything|all text|all the text) (?:before|above|preceding) (?:my|the) first"
+       r" (?:message|line|prompt)"),
+    _r("conceal", "instruction_override", 0.5, "tell|inform|mention|hidden|hide|reveal|secret",
+       r"\b(?:do not|don't|never) (?:tell|inform|mention|notify|alert)\b[^.\n]{0,20}\b"
+       r"(?:the (?:user|human|operator|owner)(?!'s)|anyone|this (?:instruction|note|message)"
+       r"|the changes|about this)"
+       r"|\b(?:keep|hide) this (?:hidden |secret )?from (?:the )?(?:user|human|operator)s?\b"
+       r"|\bnever reveal this (?:note|instruction|message|text)\b"),
+    _r("auth.claimed", "instruction_override", 0.4, "already|authori|approved",
+       r"\b(?:has|have) already (?:authori[sz]ed|approved|consented to) this\b"),
+    _r("auth.no_confirm", "instruction_override", 0.5, "confirm|approval|permission",
+       r"\bno (?:confirmation|approval|permission|review) (?:is )?(?:needed|required"
+       r"|necessary)\b"),
+    _r("hijack.user_request", "instruction_override", 0.8,
+       "ignor|disregard|forget|ignora|olvida|dimentica|ignorier",
+       r"\b(?:ignore|disregard|forget|skip)\s+(?:the |this )?user'?s?\s+(?:question|request"
+       r"|message|task|prompt|query|instructions)"
+       r"|\b(?:ignora|ignore) la (?:pregunta|petición|solicitud|richiesta|domanda|demande"
+       r"|question) (?:del usuario|dell'utente|de l'utilisateur)"
+       r"|\bignorier\w* (?:die )?(?:frage|anfrage|bitte) des (?:nutzers|benutzers)"),
+    _r("ai.addressed_more", "addressed_to_ai", 0.4, "ai|assistant|agent|bot|llm|model|reads",
+       r"\bai[_ ](?:instructions?|note|prompt)\s*:"
+       r"|\b(?:an? |the |any )?(?:assistant|ai|agent|model|llm)s? (?:reads?|sees|opens"
+       r"|summari[sz]es|processes) this\b"
+       r"|@(?:assistant|ai|bot|agent|claude|gpt|copilot|llm)\b"
+       r"|\b(?:text|note|message|instructions?) for (?:ai|llm|language) (?:models?|agents?"
+       r"|assistants?)\b"
+       r"|\bai (?:reviewers?|agents?|assistants?|bots?|models?|readers?)\s*:"
+       r"|\binstruction to the (?:ai|assistant|model)\b"),
+    _r("ai.response_hook_more", "addressed_to_ai", 0.4, "every|each|all|answer",
+       r"\b(?:to|in|at the end of|after) (?:every|each|all) (?:future )?(?:answer|reply"
+       r"|response|message)s?\b"),
+    _r("act.destructive_more", "instruction_override", 0.4, "delete|close|remove|drop|force",
+       r"\b(?:delete|remove|drop|force-push)\b[^.\n]{0,30}\b(?:branch|branches|release"
+       r"|issues|pull requests|commits|history)\b|\bclose all (?:other )?(?:open )?issues\b"),
+    _r("approve.pr", "instruction_override", 0.5, "approve|merge",
+       r"\b(?:approve|merge) (?:this|the) (?:pr|pull request|merge request|change|deployment)s?"
+       r" (?:automatically|without (?:review|checks))"),
+    _r("ml.addressed", "addressed_to_ai", 0.4, "hinweis|nachricht|note|nota|mensaje|messaggio",
+       r"\b(?:hinweis|nachricht|anweisung|notiz) (?:für|an) (?:die |den )?(?:ki|assistent\w*"
+       r"|bot|agent\w*)\b|\bnote pour l'(?:ia|assistant)|\bnota para (?:la ia|el asistente)"
+       r"|\bnota per (?:l'ia|l'assistente)|\bmessaggio per (?:l'ia|l'assistente)"),
+    _r("ml.pretend_no_rules", "instruction_override", 0.8,
+       "pretend|fais|faites|finge|finta|tu|als",
+       r"\bpretend (?:that )?you (?:have|had) no (?:rules|restrictions|limits|guidelines)"
+       r"|\b(?:fais|faites) comme si (?:tu n'avais|vous n'aviez) (?:aucune|pas de) (?:règle"
+       r"|restriction|limite)|\bfinge que no tienes (?:reglas|restricciones|límites)"
+       r"|\bfai finta di non avere (?:regole|restrizioni|limiti)"
+       r"|\btu so,? als (?:hättest|hättst) du keine (?:regeln|einschr\w*|grenzen)"),
+    _r("de.beachte_nicht", "instruction_override", 0.85, "beachte",
+       r"\bbeachte\b[^.]{0,40}\b(?:regeln|anweisung\w*|vorgaben|richtlinien)\b[^.]{0,10}"
+       r"\bnicht(?: mehr)?\b"),
+    _r("de.creds", "exfiltration", 0.6, "schick|sende|gib|zeig|nenn",
+       r"\b(?:schick\w*|sende|gib|zeig\w*|nenn\w*)\b[^.]{0,30}\b(?:zugangsdaten|passw\w+"
+       r"|api-?schlüssel|kennw\w+)"),
+    _r("fr.password", "exfiltration", 0.6, "donne|montre|dis|révèle|mot",
+       r"\b(?:donne|montre|dis|révèle|affiche)\w*(?:-moi)?\b[^.]{0,30}\bmot de passe"),
     # ---------------------------------------------------------------- German
     _r("de.ignore", "instruction_override", 0.85,
        "ignorier|vergiss|vergessen|missacht|übergeh|überspring|befolge nicht|nicht mehr",
@@ -323,7 +417,8 @@ RULES: tuple[Rule, ...] = (
        r"\b(?:dein\w*|ihr\w*) (?:\w+ )?(?:system ?prompt|systemanweisung\w*|anweisungen"
        r"|versteckten anweisungen)"),
     _r("de.exfil", "exfiltration", 0.8, "sende|schick|lade|übermittl|leite",
-       r"\b(?:sende|schicke?|lade|übermittle|leite)\b[^\n]{0,80}\b(?:passw\w+|schlüssel"
+       r"\b(?:sende|schicke?|lade|übermittle|leite)\b[^\n]{0,80}\b(?:passw\w+|schlüssel|e-mails"
+       r"|mails|nachrichten"
        r"|zugangsdaten|api-?keys?|\.env|datei\w*|inhalt\w*|geheimnis\w*|tokens?)\b[^\n]{0,60}"
        r"(?:https?://|@|\ban\b|\bweiter\b)"),
     _r("de.password", "exfiltration", 0.6, "passwort|zugangsdaten",
@@ -373,6 +468,7 @@ RULES: tuple[Rule, ...] = (
        r"|prompt del sistema)"),
     _r("es.exfil", "exfiltration", 0.8, "envía|envia|manda|sube|transfier|reenvía",
        r"\b(?:envía|envia|manda|sube|transfiere|reenvía)\b[^\n]{0,80}\b(?:claves?|contraseñas?"
+       r"|correos|mensajes|emails"
        r"|credenciales|secretos?|archivos?|tokens?|contenido)\b"),
     _r("es.password", "exfiltration", 0.6, "contraseña|credenciales",
        r"\b(?:muéstrame|muestra|dame|dime|revela)\b[^.\n]{0,30}\b(?:la )?contraseña"),
@@ -396,8 +492,8 @@ RULES: tuple[Rule, ...] = (
     _r("it.exfil", "exfiltration", 0.8, "invia|manda|carica|inoltra",
        r"\b(?:invia|manda|carica|inoltra)\b[^\n]{0,80}\b(?:chiavi|password|credenziali"
        r"|segreti|file|token)\b"),
-    _r("it.password", "exfiltration", 0.6, "password dell",
-       r"\b(?:dimmi|dammi|mostra\w*|rivela)\b[^.\n]{0,30}\bpassword dell"),
+    _r("it.password", "exfiltration", 0.6, "password|dimmi|dammi|mostra|rivela",
+       r"\b(?:dimmi|dammi|mostra\w*|rivela)\b[^.\n]{0,30}\bpassword\b"),
     _r("it.exec", "instruction_override", 0.4, "esegui",
        r"\besegui\b[^.\n]{0,30}\bcomando\b"),
 )
