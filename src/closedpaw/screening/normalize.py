@@ -201,10 +201,9 @@ def views(text: str) -> list[tuple[str, str]]:
         for run in _ESCAPES.findall(text)[:MAX_DECODED]:
             out.append(("escapes", fold(_unescape(run))))
     raw = text
-    if not text.isascii():
-        # marks left after composition sit on letters that have no precomposed form (or
-        # are stacked): not how any of our languages is written
-        if len(_COMBINING.findall(unicodedata.normalize("NFC", text))) >= 2:
+    # marks left after composition sit on letters that have no precomposed form (or are
+    # stacked): not how any of our languages is written
+    if not text.isascii() and len(_COMBINING.findall(unicodedata.normalize("NFC", text))) >= 2:
             marked = unicodedata.normalize("NFD", text)
             out.append(("unmarked", fold(_COMBINING.sub("", marked))))
     squeezed = base.replace(" ", "")

@@ -207,7 +207,8 @@ RULES: tuple[Rule, ...] = (
        "print|reveal|show|dump|output|give|tell|paste|display|read|cat |list|respond|return|"
        "reply|answer",
        r"\b(?:print|reveal|show|dump|output|give me|tell me|paste|display|read|cat|list|return"
-       r"|(?:respond|reply|answer) (?:only |also )?with)\b[^.\n]{0,40}\b(?:the\s+|your\s+|all\s+|any\s+|my\s+)?"
+       r"|(?:respond|reply|answer) (?:only |also )?with)\b[^.\n]{0,40}"
+       r"\b(?:the\s+|your\s+|all\s+|any\s+|my\s+)?"
        r"(?:admin(?:istrator)?\s+|root\s+|raw\s+|production\s+)?(?:api[ _-]?keys?|passwords?"
        r"|credentials|secrets|private keys?|ssh keys?|id_rsa|/etc/shadow|\.env\b"
        r"|aws/credentials|session tokens?|admin token|(?:[a-z]+_)+(?:key|token|secret)\b"
