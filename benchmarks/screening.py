@@ -63,6 +63,12 @@ def two_kb_messages(cases: list[Case]) -> list[str]:
     return out
 
 
+def _cpu_once(msg: str) -> float:
+    c = time.thread_time_ns()
+    screen(msg)
+    return (time.thread_time_ns() - c) / 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     args = bench_args(__doc__ or "", DEFAULT_JSON, runs=2000, min_runs=200, argv=argv)
     sets = {"bastioncorpus": corpus_cases(), "own": own_cases()}
@@ -100,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         cpu.append((time.thread_time_ns() - c1) / 1e6)
     lat.sort()
     cpu.sort()
+    # the least-disturbed figure: each message's fastest of 5 CPU-time runs
+    best = sorted(min(_cpu_once(m) for _ in range(5)) for m in msgs)
+    best99 = best[int(0.99 * (len(best) - 1))]
     p99 = lat[int(0.99 * (len(lat) - 1))]
     cpu99 = cpu[int(0.99 * (len(cpu) - 1))]
     res["speed"] = {"throughput_mb_s": round(mbps, 2), "bytes": total * rounds,
@@ -107,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                                        "p99": round(p99, 4), "max": round(lat[-1], 4)},
                     "cpu_2kb_ms": {"p50": round(statistics.median(cpu), 4),
                                    "p99": round(cpu99, 4)},
+                    "best_of_5_cpu_2kb_ms": {"p50": round(statistics.median(best), 4),
+                                             "p99": round(best99, 4)},
                     "loadavg_end": os.getloadavg(),
                     "target_p99_ms": TARGET_P99_MS}
     lines.append(f"\nthroughput      {mbps:.2f} MB/s over {len(texts)} texts x {rounds}")
@@ -115,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"                CPU  p50 {statistics.median(cpu):.3f} ms, p99 {cpu99:.3f} ms "
                  f"({cpu99 / TARGET_P99_MS:.2f}x of the target; load average "
                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    lines.append(f"                best of 5 CPU per message: p50 {statistics.median(best):.3f} ms,"
+                 " "
+                 f"p99 {best99:.3f} ms ({best99 / TARGET_P99_MS:.2f}x of the target)")
     return write_report(res, args.json, "\n".join(lines), {})
 
 

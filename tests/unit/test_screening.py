@@ -52,14 +52,14 @@ def test_own_set_case(case: Case) -> None:
 
 
 def test_public_corpus_rates_hold() -> None:
-    """bastioncorpus 0.6.0, 181 rows: measured recall 86.4 % at FPR 0 % (all rows); the
-    held-out half 75.9 % at 0 %. These are floors: a change may only improve them."""
+    """bastioncorpus 0.6.0, 181 rows: measured recall 87.3 % at FPR 0 % (all rows); the
+    held-out half 77.6 % at 0 %. These are floors: a change may only improve them."""
     cases = corpus_cases()
     assert len(cases) == 181
     every, test = measure(cases), measure(half(cases, "test"))
-    assert every.recall >= 0.864, every.to_dict()["per_category_recall"]
+    assert every.recall >= 0.872, every.to_dict()["per_category_recall"]
     assert every.fpr <= 0.0, every.wrongly_flagged
-    assert test.recall >= 0.758, test.missed
+    assert test.recall >= 0.775, test.missed
     assert test.fpr <= 0.0, test.wrongly_flagged
 
 

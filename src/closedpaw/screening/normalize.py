@@ -207,8 +207,8 @@ def views(text: str) -> list[tuple[str, str]]:
             marked = unicodedata.normalize("NFD", text)
             out.append(("unmarked", fold(_COMBINING.sub("", marked))))
     squeezed = base.replace(" ", "")
-    if len(squeezed) != len(base) and _SQUEEZED_HINT.search(squeezed) and \
-            not _SQUEEZED_HINT.search(base):
+    if ("ignor" in squeezed or "disregard" in squeezed or "forget" in squeezed) and \
+            _SQUEEZED_HINT.search(squeezed) and not _SQUEEZED_HINT.search(base):
         out.append(("squeezed", _SQUEEZED_HINT.sub(_spaced_out, squeezed)))
     if not text.isascii() and _INVISIBLE_RE.search(text):
         tags = _tags_text(text)

@@ -33,6 +33,18 @@ class Rule:
     pattern: re.Pattern[str]
     #: literal substrings one of which must be present too (checked after the keys)
     requires: tuple[str, ...] = ()
+    #: a pattern that must also match in the 120 characters before the match
+    context: re.Pattern[str] | None = None
+
+    def search(self, s: str) -> re.Match[str] | None:
+        if self.requires and not any(r in s for r in self.requires):
+            return None
+        if self.context is None:
+            return self.pattern.search(s)
+        for m in self.pattern.finditer(s):
+            if self.context.search(s, max(0, m.start() - 120), m.start()):
+                return m
+        return None
 
 
 _LETTERS = re.compile(r"[^\W\d_]+")
@@ -46,9 +58,9 @@ def _key(needle: str) -> str:
 
 
 def _r(name: str, label: str, weight: float, needles: str, pattern: str,
-       requires: tuple[str, ...] = ()) -> Rule:
+       requires: tuple[str, ...] = (), context: re.Pattern[str] | None = None) -> Rule:
     return Rule(name, label, weight, frozenset(_key(n) for n in needles.split("|")),
-                re.compile(pattern, re.S), requires)
+                re.compile(pattern, re.S), requires, context)
 
 
 _MAX_PREFIX = 6
@@ -232,16 +244,21 @@ RULES: tuple[Rule, ...] = (
     _r("ex.covert", "exfiltration", 0.3, "silently|quietly|secretly|without telling|covert",
        r"\b(?:silently|quietly|secretly|covertly|without (?:telling|notifying|alerting))\b"),
     # ---------------------------------------------------------------- addressed to the model
-    _r("ai.addressed", "addressed_to_ai", 0.4,
-       "ai|assistant|llm|model|agent|bot|when you",
+    _r("ai.addressed", "addressed_to_ai", 0.4, "note|message|instruction|attention",
        r"\b(?:note|message|instructions?|attention)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?"
-       r"(?:ai|assistant|llm|language model|agent|bot|chatbot|model)s?\b"
-       r"|\b(?:ai|assistant|llm|language model|agent|model|chatbot)s?\s+(?:reading|processing"
-       r"|summari[sz]ing|parsing|viewing)\s+this\b"
-       r"|\bif you are an? (?:ai|llm|language model|assistant|agent|bot)\b"
-       r"|\bwhen you (?:summari[sz]e|process|read|translate|parse) this\b"
-       r"|(?:^|[\s(#:-])(?:ai|assistant|ai agent|llm|to the assistant)\s*:\s*\w"
-       r"|\binstructions for the (?:language )?model\b"),
+       r"(?:ai|assistant|llm|language model|agent|bot|chatbot|model)s?\b"),
+    _r("ai.reading_this", "addressed_to_ai", 0.4, "ai|assistant|llm|model|agent|chatbot",
+       r"\b(?:ai|assistant|llm|language model|agent|model|chatbot)s?\s+(?:reading|processing"
+       r"|summari[sz]ing|parsing|viewing)\s+this\b"),
+    _r("ai.if_you_are", "addressed_to_ai", 0.4, "ai|llm|model|assistant|agent|bot",
+       r"\bif you are an? (?:ai|llm|language model|assistant|agent|bot)\b"),
+    _r("ai.when_you", "addressed_to_ai", 0.4, "summari|process|read|translat|parse",
+       r"\bwhen you (?:summari[sz]e|process|read|translate|parse) this\b"),
+    _r("ai.label", "addressed_to_ai", 0.4, "ai|assistant|llm|agent",
+       r"\b(?:ai|assistant|ai agent|llm|to the assistant)\s*:\s*\w",
+       requires=(":",)),
+    _r("ai.for_model", "addressed_to_ai", 0.4, "instructions",
+       r"\binstructions for the (?:language )?model\b"),
     _r("en.protocols_off", "instruction_override", 0.8,
        "safety|security|content|protocol|filter|guardrail",
        r"\b(?:safety|security|content|ethical)\s+(?:protocols?|filters?|polic(?:y|ies)"
@@ -268,7 +285,8 @@ RULES: tuple[Rule, ...] = (
        r"\b(?:call|use|invoke|run|trigger)\s+(?:the\s+)?`?[a-z]+_[a-z_]+`?\s*(?:\(\)\s*)?"
        r"(?:tool\s+|function\s+)?(?:to|on|with|for)\b"),
     _r("ex.after_secret", "exfiltration", 0.8, "send|upload|post|forward|email|transmit",
-       rf"{_SECRETS}{_GL}\b(?:send|upload|post|forward|e-?mail|transmit)\b[^\n]{{0,40}}{_DEST}"),
+       rf"\b(?:send|upload|post|forward|e-?mail|transmit)\b[^\n]{{0,40}}{_DEST}",
+       context=re.compile(_SECRETS)),
     _r("ex.external", "exfiltration", 0.6, "extern|external|outside|third",
        r"\b(?:send|envoie|envoy|sende|schick|envía|envia|manda|invia|forward|e-?mail|upload)\w*"
        r"[^\n]{0,60}\b(?:external|externe|externen?|esterno|externo|third-party|outside)\b"),

@@ -78,10 +78,9 @@ def _screen_chunk(text: str, weights: dict[str, float], labels: dict[str, None],
     for view, s in views(text):
         prefixes = word_prefixes(s)
         for rule in RULES:
-            if rule.keys.isdisjoint(prefixes) or (
-                    rule.requires and not any(r in s for r in rule.requires)):
+            if rule.keys.isdisjoint(prefixes):
                 continue
-            m = rule.pattern.search(s)
+            m = rule.search(s)
             if m is None:
                 continue
             if view == "text":
