@@ -16,7 +16,9 @@ import closedpaw.audit as audit
 import closedpaw.errors as errors
 import closedpaw.orchestrator as orchestrator
 import closedpaw.sandbox as sandbox
+import closedpaw.screening as screening
 import closedpaw.security as security
+import closedpaw.vault as vault
 
 SRC = Path(closedpaw.__file__).parent
 
@@ -62,7 +64,8 @@ def test_dependencies_point_one_way(path: Path) -> None:
     assert not bad, f"{rel} imports {bad}; allowed: {allowed}"
 
 
-@pytest.mark.parametrize("mod", [closedpaw, sandbox, errors, audit, orchestrator, security, api])
+@pytest.mark.parametrize("mod", [closedpaw, sandbox, errors, audit, orchestrator, security, api,
+                                 vault, screening])
 def test_public_names_resolve(mod: object) -> None:
     names = mod.__all__  # type: ignore[attr-defined]
     assert names == sorted(names) or mod is closedpaw

@@ -11,7 +11,7 @@ import urllib.parse
 
 import pytest
 
-from closedpaw.vault import RedactingFilter, Redactor
+from closedpaw.vault import RedactingFilter, Redactor, install_log_redaction
 from closedpaw.vault.redact import encoded_forms
 
 SECRET = "sk-proj-Zq81/+=x&y%z ok"
@@ -91,3 +91,20 @@ def test_log_records_are_redacted_message_args_and_tracebacks() -> None:
     assert SECRET not in out and urllib.parse.quote(SECRET, safe="") not in out
     assert out.count("[secret:OPENAI]") == 3
     assert "ValueError" in out and "broken" in out
+
+
+def test_install_on_a_logger_and_remove_again() -> None:
+    stream = io.StringIO()
+    log = logging.getLogger("closedpaw.test.install")
+    handler = logging.StreamHandler(stream)
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        remove = install_log_redaction(R, log)
+        log.warning("token %s", SECRET)
+        remove()
+        log.warning("after removal: %s", "plain")
+    finally:
+        log.removeHandler(handler)
+    out = stream.getvalue()
+    assert "[secret:OPENAI]" in out and SECRET not in out and "after removal: plain" in out

@@ -6,4 +6,4 @@ from closedpaw.screening.normalize import views
 from closedpaw.screening.rules import LABELS
 from closedpaw.screening.screen import THRESHOLD, ScreenResult, Span, screen
 
-__all__ = ["LABELS", "THRESHOLD", "ScreenResult", "Span", "screen", "views"]
+__all__ = ["LABELS", "ScreenResult", "Span", "THRESHOLD", "screen", "views"]

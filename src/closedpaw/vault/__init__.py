@@ -4,8 +4,8 @@ AES-256-GCM in the gate's database, levels mapped to roles, rotation, a resolver
 
 from closedpaw.vault.crypto import KdfParams
 from closedpaw.vault.levels import Level, may_read, needs_admin_approval
-from closedpaw.vault.redact import RedactingFilter, Redactor
+from closedpaw.vault.redact import RedactingFilter, Redactor, install_log_redaction
 from closedpaw.vault.vault import SecretInfo, Vault
 
 __all__ = ["KdfParams", "Level", "RedactingFilter", "Redactor", "SecretInfo", "Vault",
-           "may_read", "needs_admin_approval"]
+           "install_log_redaction", "may_read", "needs_admin_approval"]

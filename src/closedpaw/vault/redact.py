@@ -17,10 +17,10 @@ import logging
 import re
 import threading
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["MIN_ENCODED", "RedactingFilter", "Redactor", "encoded_forms"]
+__all__ = ["MIN_ENCODED", "RedactingFilter", "Redactor", "encoded_forms", "install_log_redaction"]
 
 MIN_ENCODED = 6
 
@@ -136,3 +136,20 @@ class RedactingFilter(logging.Filter):
                 logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         return True
+
+
+def install_log_redaction(redactor: Redactor, logger: logging.Logger | None = None
+                          ) -> Callable[[], None]:
+    """Attach a :class:`RedactingFilter` to every handler of ``logger`` (default: the root
+    logger) and return a function that detaches them again. Handlers added later need their
+    own filter (the server should call this after configuring logging)."""
+    target = logger if logger is not None else logging.getLogger()
+    flt = RedactingFilter(redactor)
+    handlers = list(target.handlers)
+    for h in handlers:
+        h.addFilter(flt)
+
+    def remove() -> None:
+        for h in handlers:
+            h.removeFilter(flt)
+    return remove
