@@ -4,6 +4,6 @@ score, labels, spans) that marks content untrusted and raises risk; it never blo
 
 from closedpaw.screening.normalize import views
 from closedpaw.screening.rules import LABELS
-from closedpaw.screening.screen import THRESHOLD, ScreenResult, Span, screen
+from closedpaw.screening.screen import ScreenResult, Span, screen
 
-__all__ = ["LABELS", "ScreenResult", "Span", "THRESHOLD", "screen", "views"]
+__all__ = ["LABELS", "ScreenResult", "Span", "screen", "views"]
