@@ -32,6 +32,8 @@ def test_key_file_vault_from_init_to_rotate(tmp_path: Path) -> None:
     assert (key.stat().st_mode & 0o777) == 0o600
     r = run(data, "vault", "init", "--key-file", str(key))
     assert r.returncode == 1 and "exists in this database already" in r.stderr
+    r = run(data, "vault", "init", "--key-file", str(tmp_path / "other.key"))
+    assert r.returncode == 1 and not (tmp_path / "other.key").exists()   # no stray key file
     r = run(data, "secret", "set", "GITHUB_TOKEN", "--level", "elevated", stdin=VALUE + "\n")
     assert r.returncode == 0 and "version 1 (elevated)" in r.stderr, r.stderr
     r = run(data, "secret", "set", "GITHUB_TOKEN", stdin=VALUE + "-2")

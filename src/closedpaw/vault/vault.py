@@ -192,6 +192,9 @@ class Vault:
         """Use the key in ``path``, creating it (0600) when it does not exist. Returns True
         when a new key file was written."""
         path = path.absolute()
+        if self.initialized:
+            raise VaultError("a vault exists in this database already; 'closedpaw vault "
+                             "rotate' changes its key")
         created = not path.exists()
         if created:
             crypto.write_key_file(path, crypto.new_key())
