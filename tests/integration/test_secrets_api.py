@@ -34,11 +34,17 @@ def approve(c: httpx.Client, aid: str) -> httpx.Response:
     return c.post(f"/api/actions/{aid}/approve", json={"params_sha256": a["params_sha256"]})
 
 
+CRITICAL = {"DB_PASSWORD", "ROOT_KEY"}   # elevated and admin secrets: an admin approves
+
+
 def submit_read(c: httpx.Client, name: str) -> str:
     r = c.post("/api/actions", json={**READ, "parameters": {"name": name}})
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["status"] == "pending" and body["security_level"] == "high"
+    level = "critical" if name in CRITICAL else "high"
+    assert body["status"] == "pending" and body["security_level"] == level, body
+    if level == "critical":
+        assert "stored at level" in body["level_reason"]
     return str(body["action_id"])
 
 
@@ -134,8 +140,14 @@ def test_levels_are_enforced_by_role_and_approver(server: tuple[Live, dict[str, 
         approve(admin, aid)
         out = finished(admin, aid)
         assert out["status"] == "failed" and "may not read" in out["error"]
-        # an elevated secret needs an admin's approval: a user's approval fails the read
+        # an elevated secret needs an admin's approval: it is critical at submit, so a
+        # user's approval is refused by the gate
         aid = submit_read(alice, "DB_PASSWORD")
+        r = approve(bob, aid)
+        assert r.status_code == 403 and r.json()["error"]["reason"] == "role"
+        # the executor checks again: a level raised after the submit still needs an admin
+        aid = submit_read(alice, "API_KEY")
+        admin.put("/api/secrets/API_KEY", json={"value": "now-elevated", "level": "elevated"})
         assert approve(bob, aid).status_code == 200
         out = finished(admin, aid)
         assert out["status"] == "failed" and "approval by an admin" in out["error"]

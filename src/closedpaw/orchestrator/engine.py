@@ -212,6 +212,10 @@ class Orchestrator:
         parsed = parse_action(req.action_type, req.parameters)
         self._check_policy(parsed)
         decision = self.rules.classify(parsed, req.min_level)
+        if parsed.action_type == "secret_read":
+            from closedpaw.orchestrator.secret_executor import raise_for_level
+
+            decision = raise_for_level(self, parsed, decision)
         now = time.time()
         needs = decision.level.needs_approval
         row = ActionRow(

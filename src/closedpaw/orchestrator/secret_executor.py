@@ -20,11 +20,12 @@ from closedpaw.errors import ClosedPawError, GateError, PermissionDenied
 from closedpaw.vault import Vault, may_read, needs_admin_approval
 
 if TYPE_CHECKING:
-    from closedpaw.orchestrator.actions import SecretReadParams
+    from closedpaw.orchestrator.actions import ParsedAction, SecretReadParams
     from closedpaw.orchestrator.engine import Orchestrator
+    from closedpaw.orchestrator.rules import Decision
     from closedpaw.orchestrator.store import ActionRecord, Store
 
-__all__ = ["deliver", "open_vault", "role_of", "secret_read"]
+__all__ = ["deliver", "open_vault", "raise_for_level", "role_of", "secret_read"]
 
 log = logging.getLogger("closedpaw.vault")
 
@@ -50,6 +51,25 @@ def role_of(orch: Orchestrator, name: str | None) -> str:
         if n == name and not disabled:
             return role
     return ""
+
+
+def raise_for_level(orch: Orchestrator, parsed: ParsedAction, d: Decision) -> Decision:
+    """At submit: a read of a stored ``elevated`` or ``admin`` secret is critical (only an
+    admin approves it), whatever the rules said; the stored level decides, not the request."""
+    from closedpaw.orchestrator.actions import RiskLevel, SecretReadParams
+    from closedpaw.orchestrator.rules import Decision
+
+    p = parsed.action.parameters if parsed.action is not None else None
+    if not isinstance(p, SecretReadParams) or d.level is RiskLevel.CRITICAL:
+        return d
+    try:
+        level = orch.vault().info(p.name).level
+    except ClosedPawError:        # unknown name or no vault: it fails when it runs
+        return d
+    if not needs_admin_approval(level):
+        return d
+    return Decision(RiskLevel.CRITICAL, f"reads a secret stored at level {level}: an admin "
+                    f"approves it ({d.reason})")
 
 
 def secret_read(orch: Orchestrator, rec: ActionRecord, p: SecretReadParams) -> dict[str, Any]:
