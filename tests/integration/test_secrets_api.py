@@ -111,7 +111,7 @@ def test_secret_read_waits_for_approval_and_is_delivered_once(
             live.client(toks["bob"]) as bob:
         aid = submit_read(alice, "API_KEY")
         r = alice.get(f"/api/actions/{aid}/secret")
-        assert r.status_code == 400 and "pending" in r.json()["error"]["message"]
+        assert r.status_code == 409 and "pending" in r.json()["error"]["message"]
         assert approve(admin, aid).status_code == 200
         done = finished(admin, aid)
         assert done["status"] == "completed", done

@@ -40,7 +40,8 @@ class SecretList(BaseModel):
 
 class SecretSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    value: str = Field(min_length=1, max_length=MAX_VALUE_BYTES)
+    # characters: at most 4 UTF-8 bytes each, so any accepted value fits the vault's limit
+    value: str = Field(min_length=1, max_length=MAX_VALUE_BYTES // 4)
     level: Level | None = Field(default=None, description="default: the current version's "
                                 "level, standard for a new secret")
 
@@ -70,6 +71,11 @@ class Delivery(BaseModel):
     value: str
 
 
+#: OpenAPI links: the name a PUT answers with addresses the other secret routes
+_NAME_LINKS = {"DeleteSecret": {"operationId": "delete_secret",
+                                "parameters": {"name": "$response.body#/name"}}}
+
+
 def _orch(request: Request) -> Orchestrator:
     o: Orchestrator = request.app.state.orchestrator
     return o
@@ -92,7 +98,9 @@ def secret_routes(authenticate: Callable[..., Principal],
         admin_only(request, p, "listing secrets")
         return {"secrets": [i.to_dict() for i in _orch(request).vault().list()]}
 
-    @r.put("/api/secrets/{name:path}", response_model=SecretInfoOut)
+    @r.put("/api/secrets/{name:path}", response_model=SecretInfoOut, operation_id="set_secret",
+           openapi_extra={"responses": {"200": {"description": "the stored version",
+                                                "links": _NAME_LINKS}}})
     def set_secret(name: Annotated[str, PathParam(pattern=NAME_PATTERN)], body: SecretSet,
                    request: Request, p: Auth) -> dict[str, Any]:
         """Store a new version (admin); earlier versions are kept until pruned."""
@@ -104,7 +112,7 @@ def secret_routes(authenticate: Callable[..., Principal],
                                    "version": info.version})
         return info.to_dict()
 
-    @r.delete("/api/secrets/{name:path}", response_model=Deleted)
+    @r.delete("/api/secrets/{name:path}", response_model=Deleted, operation_id="delete_secret")
     def delete_secret(name: Annotated[str, PathParam(pattern=NAME_PATTERN)], request: Request,
                       p: Auth) -> dict[str, Any]:
         """Remove every version (admin)."""
@@ -136,7 +144,8 @@ def secret_routes(authenticate: Callable[..., Principal],
                                 principal=p.name, details={"ok": True})
         return _status(orch)
 
-    @r.get("/api/actions/{action_id}/secret", response_model=Delivery)
+    @r.get("/api/actions/{action_id}/secret", response_model=Delivery,
+           operation_id="fetch_secret")
     def delivery(action_id: str, request: Request, p: Auth) -> dict[str, Any]:
         """The value of a completed secret_read, to its requester, once."""
         from closedpaw.orchestrator.secret_executor import deliver

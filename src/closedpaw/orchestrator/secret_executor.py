@@ -16,7 +16,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from closedpaw.errors import ClosedPawError, GateError, PermissionDenied
+from closedpaw.errors import (
+    ActionStateError,
+    ClosedPawError,
+    GateError,
+    PermissionDenied,
+)
 from closedpaw.vault import Vault, may_read, needs_admin_approval
 
 if TYPE_CHECKING:
@@ -97,13 +102,14 @@ def deliver(orch: Orchestrator, rec: ActionRecord, who: str) -> dict[str, Any]:
     from closedpaw.orchestrator.actions import ActionStatus
 
     if rec.action_type != "secret_read":
-        raise GateError(f"action {rec.id} is not a secret_read")
+        raise ActionStateError(f"action {rec.id} is a {rec.action_type}, not a secret_read: it "
+                               "has no value to fetch")
     if who != rec.requester:
         raise PermissionDenied("only the principal that requested this secret_read may "
                                "fetch its value")
     if rec.status is not ActionStatus.COMPLETED or not rec.result:
-        raise GateError(f"action {rec.id} is {rec.status}; a value is delivered only after "
-                        "it was approved and completed")
+        raise ActionStateError(f"action {rec.id} is {rec.status}; a value is delivered only "
+                               "after it was approved and completed")
     name, version = str(rec.result["name"]), int(rec.result["version"])
     value = orch.vault().deliver(rec.id, name, version, to=who, role=role_of(orch, who))
     orch.audit.append(AuditEvent.SECRET_DELIVERED, principal=who, action_id=rec.id,
