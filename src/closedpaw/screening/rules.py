@@ -36,18 +36,29 @@ class Rule:
     #: a pattern that must also match in the 120 characters before the match
     context: re.Pattern[str] | None = None
 
-    def search(self, s: str) -> re.Match[str] | None:
+    def search(self, s: str, hit: frozenset[str] | set[str] | None = None
+               ) -> re.Match[str] | None:
+        """The first match in ``s``. With ``hit`` (the keys present in ``s``), only the span
+        from 200 characters before the first occurrence of one of this rule's keys to 300
+        after the last one is searched: every match contains a key near its start."""
         if self.requires and not any(r in s for r in self.requires):
             return None
+        lo, hi = 0, len(s)
+        if hit is not None and len(s) > _WINDOW_MIN:
+            mine = self.keys & hit
+            if mine:
+                lo = max(0, min(s.find(k) for k in mine) - 200)
+                hi = min(len(s), max(s.rfind(k) for k in mine) + 300)
         if self.context is None:
-            return self.pattern.search(s)
-        for m in self.pattern.finditer(s):
+            return self.pattern.search(s, lo, hi)
+        for m in self.pattern.finditer(s, lo, hi):
             if self.context.search(s, max(0, m.start() - 120), m.start()):
                 return m
         return None
 
 
 _LETTERS = re.compile(r"[^\W\d_]+")
+_WINDOW_MIN = 800
 
 
 def _key(needle: str) -> str:

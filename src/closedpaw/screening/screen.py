@@ -16,6 +16,7 @@ THRESHOLD = 0.5
 CHUNK_CHARS = 65_536
 _OVERLAP = 1_024
 _ENC = ("encoded_payload",)
+_ALL_KEYS = frozenset(k for r in RULES for k in r.keys)
 _DECODED: dict[str, tuple[str, ...]] = {
     "base64": _ENC, "hex": _ENC, "url": _ENC, "rot13": _ENC, "leet": _ENC, "reversed": _ENC,
     "morse": _ENC, "escapes": _ENC, "tags": ("hidden_unicode",), "hidden": ("hidden_markup",),
@@ -76,11 +77,11 @@ def _screen_chunk(text: str, weights: dict[str, float], labels: dict[str, None],
                   spans: list[Span]) -> None:
     seen_in_text: set[str] = set()
     for view, s in views(text):
-        prefixes = word_prefixes(s)
+        hit = word_prefixes(s) & _ALL_KEYS
         for rule in RULES:
-            if rule.keys.isdisjoint(prefixes):
+            if rule.keys.isdisjoint(hit):
                 continue
-            m = rule.search(s)
+            m = rule.search(s, hit)
             if m is None:
                 continue
             if view == "text":
