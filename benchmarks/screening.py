@@ -49,7 +49,8 @@ def corpus_cases() -> list[Case]:
 
 
 def two_kb_messages(cases: list[Case]) -> list[str]:
-    """2048-character messages: ordinary prose with one case's text at a random place."""
+    """2048-character messages: ordinary prose with one case's text inserted at a random
+    word boundary."""
     import random
 
     rnd = random.Random(7)
@@ -58,8 +59,8 @@ def two_kb_messages(cases: list[Case]) -> list[str]:
     out = []
     for c in cases:
         body = (filler * 30)[: 2048 - len(c.text) - 1]
-        cut = rnd.randrange(0, len(body))
-        out.append((body[:cut] + " " + c.text + body[cut:])[:2048])
+        cut = body.rfind(" ", 0, rnd.randrange(1, len(body))) + 1   # at a word boundary
+        out.append((body[:cut] + c.text + " " + body[cut:])[:2048])
     return out
 
 
@@ -83,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
         ratio = m.recall / TARGET_RECALL
         lines.append(f"{name:<32} {len(cases):>4}  {m.recall:6.1%} ({ratio:4.2f}x)"
                      f"  {m.fpr:6.1%} ({'ok' if m.fpr <= TARGET_FPR else 'OVER'})   {cats}")
+    for name in ("bastioncorpus", "own"):       # the same cases inside 2 KB of prose
+        cases = sets[name]
+        inside = [Case(c.id, m, c.malicious, c.category, c.lang)
+                  for c, m in zip(cases, two_kb_messages(cases), strict=True)]
+        m = measure(inside)
+        res["sets"][f"{name} inside 2 KB"] = m.to_dict()
+        lines.append(f"{name + ' inside 2 KB prose':<32} {len(cases):>4}  {m.recall:6.1%} "
+                     f"({m.recall / TARGET_RECALL:4.2f}x)  {m.fpr:6.1%} "
+                     f"({'ok' if m.fpr <= TARGET_FPR else 'OVER'})")
     both = [sets["bastioncorpus"], sets["own"]]
     texts = [c.text for cs in both for c in cs]
     total = sum(len(t.encode()) for t in texts)

@@ -123,6 +123,14 @@ def _readable(data: bytes) -> str | None:
     return s
 
 
+_SENTENCE = re.compile(r"(?<=[.!?:;])\s+")
+
+
+def _gibberish(words: list[str]) -> bool:
+    """Six words or more with almost none of the common short words of our languages."""
+    return len(words) >= 6 and sum(1 for w in words if w in _STOPWORDS) < 0.12 * len(words)
+
+
 def _morse(run: str) -> str:
     words = re.split(r"\s*/\s*|\s{3,}", run.strip())
     return " ".join("".join(_MORSE.get(ch, "") for ch in w.split()) for w in words)
@@ -189,11 +197,12 @@ def views(text: str) -> list[tuple[str, str]]:
         leet = base.translate(_LEET)
         if leet != base:
             out.append(("leet", leet))
-    gibberish = len(words) >= 6 and sum(1 for w in words if w in _STOPWORDS) < 0.12 * len(words)
-    if gibberish or any(h in base for h in _ROT_HINT):
-        out.append(("rot13", base.translate(_ROT13)))
-    if gibberish:
-        out.append(("reversed", base[::-1]))
+    odd = [base] if _gibberish(words) else [
+        p for p in _SENTENCE.split(base) if len(p) < len(base) and _gibberish(p.split(" "))]
+    if odd or any(h in base for h in _ROT_HINT):
+        out.append(("rot13", " ".join(odd or [base]).translate(_ROT13)))
+    if odd:
+        out.append(("reversed", " ".join(p[::-1] for p in odd)))
     if ".-" in text or "-." in text:
         for run in _MORSE_RUN.findall(text)[:MAX_DECODED]:
             out.append(("morse", _morse(run)))
