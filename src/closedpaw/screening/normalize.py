@@ -124,6 +124,30 @@ def _readable(data: bytes) -> str | None:
 
 
 _SENTENCE = re.compile(r"(?<=[.!?:;])\s+")
+_B32_RUN = re.compile(r"[A-Z2-7]{16,}=*")
+_DECIMALS = re.compile(r"(?:\b(?:3[2-9]|[4-9]\d|1[01]\d|12[0-6])\b[ ,;]+){7,}"
+                       r"(?:3[2-9]|[4-9]\d|1[01]\d|12[0-6])\b")
+_BINARY = re.compile(r"(?:\b[01]{8}\b[ ,]*){6,}")
+_SHIFTS = [str.maketrans("abcdefghijklmnopqrstuvwxyz",
+                         "abcdefghijklmnopqrstuvwxyz"[k:] + "abcdefghijklmnopqrstuvwxyz"[:k])
+           for k in range(26)]
+
+
+def _best_shift(sentence: str) -> str | None:
+    """The Caesar shift of ``sentence`` (not 0, not 13: rot13 has its own view) that reads
+    most like prose, if one does."""
+    best, best_n = None, 0
+    for k in range(1, 26):
+        if k == 13:
+            continue
+        cand = sentence.translate(_SHIFTS[k])
+        words = cand.split(" ")
+        n = sum(1 for w in words if w in _STOPWORDS)
+        if n > best_n:
+            best, best_n = cand, n
+    if best is None or best_n < max(2, 0.15 * len(best.split(" "))):
+        return None
+    return best
 
 
 def _gibberish(words: list[str]) -> bool:
@@ -203,6 +227,9 @@ def views(text: str) -> list[tuple[str, str]]:
         out.append(("rot13", " ".join(odd or [base]).translate(_ROT13)))
     if odd:
         out.append(("reversed", " ".join(p[::-1] for p in odd)))
+        shifted = [c for c in (_best_shift(p) for p in odd) if c]
+        if shifted:
+            out.append(("caesar", " ".join(shifted)))
     if ".-" in text or "-." in text:
         for run in _MORSE_RUN.findall(text)[:MAX_DECODED]:
             out.append(("morse", _morse(run)))
@@ -249,11 +276,32 @@ def views(text: str) -> list[tuple[str, str]]:
             if s is not None:
                 out.append(("hidden_base64" if run in hidden_raw else "base64", fold(s)))
                 decoded += 1
+        if word.isupper() or word.isdigit():
+            for run in _B32_RUN.findall(word):
+                try:
+                    core = run.rstrip("=")
+                    data = base64.b32decode(core + "=" * (-len(core) % 8))
+                except (binascii.Error, ValueError):
+                    continue
+                s = _readable(data)
+                if s is not None:
+                    out.append(("base32", fold(s)))
+                    decoded += 1
         for hx in _HEX.findall(word):
             s = _readable(bytes.fromhex(hx))
             if s is not None:
                 out.append(("hex", fold(s)))
                 decoded += 1
+    if sum(raw.count(f" {d}") for d in "123456789") >= 8:
+        for run in _DECIMALS.findall(raw)[:MAX_DECODED]:
+            text_of = _readable(bytes(int(n) for n in re.findall(r"\d+", run)))
+            if text_of is not None:
+                out.append(("decimal", fold(text_of)))
+    if raw.count("0") + raw.count("1") >= 48:
+        for run in _BINARY.findall(raw)[:MAX_DECODED]:
+            text_of = _readable(bytes(int(b, 2) for b in re.findall(r"[01]{8}", run)))
+            if text_of is not None:
+                out.append(("binary", fold(text_of)))
     if raw.count("%") >= 3 and len(_PCT.findall(raw, 0, 4096)) >= 3:
         s = urllib.parse.unquote_plus(raw)
         if s != raw:

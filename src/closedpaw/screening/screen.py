@@ -21,7 +21,7 @@ _DECODED: dict[str, tuple[str, ...]] = {
     "base64": _ENC, "hex": _ENC, "url": _ENC, "rot13": _ENC, "leet": _ENC, "reversed": _ENC,
     "morse": _ENC, "escapes": _ENC, "tags": ("hidden_unicode",), "hidden": ("hidden_markup",),
     "hidden_base64": ("hidden_markup", "encoded_payload"), "unmarked": ("hidden_unicode",),
-    "squeezed": _ENC}
+    "squeezed": _ENC, "caesar": _ENC, "decimal": _ENC, "binary": _ENC, "base32": _ENC}
 
 
 @dataclass(frozen=True)
