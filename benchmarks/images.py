@@ -30,9 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     REPO,
     bench_args,
-    cgroup_children,
+    footprint,
     machine_info,
-    mounts_under,
     run_rounds,
     summary,
     write_report,
@@ -41,7 +40,7 @@ from _common import (
 from closedpaw.sandbox.bundle.oci import BASE_ENV
 from closedpaw.sandbox.images.debootstrap import RECIPES, build_image
 from closedpaw.sandbox.images.store import ImageStore
-from closedpaw.sandbox.manager import SandboxManager, require_root
+from closedpaw.sandbox.lifecycle.manager import SandboxManager, require_root
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 
@@ -50,8 +49,8 @@ DRIVERS = ("runc", "runsc")
 COMMANDS = {"python": ["python3", "-c", "pass"], "node": ["node", "-e", "0"],
             "bash": ["bash", "-c", ":"]}
 IMAGE_CMD = {"python": "python", "node": "node", "shell": "bash", "multi": "python"}
-BENCH = Settings(state_dir=Path("/run/closedpaw-bench-images"),
-                 cgroup_parent="closedpaw-bench-images")
+BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench-images"),
+                    cgroup_parent="closedpaw-bench-images")
 LIMITS = ResourceLimits(memory_mb=512, disk_mb=64, timeout_s=60)
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "images.json"
 
@@ -145,18 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         mgr.close()
 
-    leaks: dict[str, Any] = {}
+    leaks: dict[str, Any] = footprint(BENCH)
     if mgr.reaper.errors:
         leaks["reaper_errors"] = list(mgr.reaper.errors)
-    sb = BENCH.state_dir / "sandboxes"
-    if sb.exists() and any(sb.iterdir()):
-        leaks["state_dirs"] = sorted(p.name for p in sb.iterdir())
-    mounts = mounts_under(str(BENCH.state_dir) + "/")
-    if mounts:
-        leaks["mounts"] = mounts
-    cg = {k: v for k, v in cgroup_children(BENCH.cgroup_parent).items() if v}
-    if cg:
-        leaks["cgroups"] = cg
 
     res: dict[str, Any] = {
         "benchmark": "images", "machine": machine_info(),

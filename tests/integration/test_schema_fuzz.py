@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from closedpaw.orchestrator import Orchestrator
+from closedpaw.gate import Gate
 from tests.integration.conftest import fake_manager, gate_settings, live_server, python_handler
 
 ST = str(Path(sys.executable).with_name("st"))
@@ -14,7 +14,7 @@ ST = str(Path(sys.executable).with_name("st"))
 
 def test_no_server_errors_under_fuzzing(tmp_path: Path) -> None:
     s = gate_settings(tmp_path, rate_limit_per_minute=1_000_000)
-    from closedpaw.orchestrator import ActionRequest
+    from closedpaw.gate import ActionRequest
     from closedpaw.security import Principal
     from closedpaw.vault import Vault
     from tests.integration.conftest import wait_for
@@ -22,7 +22,7 @@ def test_no_server_errors_under_fuzzing(tmp_path: Path) -> None:
     with Vault(s.database_url) as v:   # an unlocked vault, so the secret routes get exercised
         v.init_key_file(s.data_dir / "vault.key")
         v.set("FUZZ_KEY", "fuzz-value")
-    orch = Orchestrator(s, manager=fake_manager(s, python_handler))
+    orch = Gate(s, manager=fake_manager(s, python_handler))
     try:
         with live_server(s, orch) as live:
             # one approved secret_read, so the delivery route has a real action to serve

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from closedpaw.orchestrator import Orchestrator
+from closedpaw.gate import Gate
 from closedpaw.vault import Vault
 from tests.integration.conftest import Live, fake_manager, gate_settings, live_server, wait_for
 
@@ -61,7 +61,7 @@ def server(tmp_path: Path, db_url: str, request: pytest.FixtureRequest
         v.set("PUBLIC_NOTE", "public-value-1", "public")
         v.set("DB_PASSWORD", "elevated-value-2", "elevated")
         v.set("ROOT_KEY", "admin-value-3", "admin")
-    orch = Orchestrator(s, manager=fake_manager(s))
+    orch = Gate(s, manager=fake_manager(s))
     try:
         with live_server(s, orch) as lv:
             toks = {n: orch.create_principal(n, r) for n, r in
@@ -125,7 +125,7 @@ def test_secret_read_waits_for_approval_and_is_delivered_once(
         assert r.status_code == 200 and r.json()["value"] == PLANTED
         r = alice.get(f"/api/actions/{aid}/secret")
         assert r.status_code == 403 and "delivered already" in r.json()["error"]["message"]
-    orch: Orchestrator = live.app.state.orchestrator
+    orch: Gate = live.app.state.gate
     events = [e for e in orch.audit.entries() if e.action_id == aid]
     assert "secret.delivered" in [e.event for e in events]
     assert all(PLANTED not in repr(e.to_dict()) for e in orch.audit.entries())
@@ -180,7 +180,7 @@ def test_a_passphrase_vault_stays_locked_until_unlocked(tmp_path: Path, db_url: 
     with Vault(s.database_url) as v:
         v.init_passphrase("a long passphrase")
         v.set("K", PLANTED)
-    orch = Orchestrator(s, manager=fake_manager(s))
+    orch = Gate(s, manager=fake_manager(s))
     try:
         with live_server(s, orch) as live, live.client() as admin:
             assert admin.get("/api/vault").json()["locked"] is True
@@ -213,7 +213,7 @@ def test_a_passphrase_vault_stays_locked_until_unlocked(tmp_path: Path, db_url: 
 def test_rate_limits_are_per_principal_and_never_raise_risk(
         server: tuple[Live, dict[str, str]]) -> None:
     live, toks = server
-    orch: Orchestrator = live.app.state.orchestrator
+    orch: Gate = live.app.state.gate
     with live.client(toks["alice"]) as alice, live.client(toks["bob"]) as bob:
         codes = [alice.post("/api/actions", json={**READ, "parameters": {"name": "API_KEY"}}
                             ).status_code for _ in range(8)]

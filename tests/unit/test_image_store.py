@@ -167,7 +167,7 @@ def test_remove_tree_never_deletes_through_a_mount(tmp_path: Path) -> None:
     """A build chroot's /proc or /dev left mounted must stop the cleanup, not be emptied."""
     if os.geteuid() != 0:
         pytest.fail("mounting needs root: run 'make test' as root", pytrace=False)
-    from closedpaw.sandbox.files import mount_output, unmount_output
+    from closedpaw.sandbox.host.files import mount_output, unmount_output
 
     victim = tmp_path / "tree/dev"
     mount_output(victim, 1)

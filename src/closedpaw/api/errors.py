@@ -17,6 +17,8 @@ from closedpaw.errors import (
     ApprovalRefused,
     AuditError,
     AuthenticationFailed,
+    AuthError,
+    ClientError,
     ClosedPawError,
     ConfigError,
     GateError,
@@ -38,10 +40,10 @@ log = logging.getLogger("closedpaw.api")
 
 #: most specific first
 STATUS: list[tuple[type[ClosedPawError], int]] = [
-    (AuthenticationFailed, 401), (PermissionDenied, 403), (ActionNotFound, 404),
+    (AuthenticationFailed, 401), (PermissionDenied, 403), (AuthError, 401), (ActionNotFound, 404),
     (ActionStateError, 409), (ApprovalRefused, 409), (RateLimited, 429),
     (InvalidRequest, 400), (ConfigError, 400), (AuditError, 503), (StoreError, 503),
-    (SandboxError, 503), (GateError, 400),
+    (SandboxError, 503), (GateError, 400), (ClientError, 502),
     # the vault (issue 9)
     (SecretNotFound, 404), (VaultLocked, 423), (VaultKeyInvalid, 403), (SecretTampered, 409),
     (VaultError, 409),

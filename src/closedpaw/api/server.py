@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from typing import Any
 
 from closedpaw.errors import ConfigError
 from closedpaw.settings import Settings
@@ -36,7 +38,7 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
 
     from closedpaw.api.app import create_app
 
-    check_host(settings.api_host, allow_remote=allow_remote)
+    check_host(settings.api.api_host, allow_remote=allow_remote)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = os.open(settings.data_dir / "server.lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
                    0o600)
@@ -58,21 +60,49 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
                          f"closedpaw: {where}\n")
         sys.stderr.flush()
 
-    from closedpaw.orchestrator import Orchestrator
+    from closedpaw.gate import Gate
 
     try:
         # built here, not in the lifespan: a bad rules file, an unreachable database or an
         # unusable audit directory is a one-line error, not a traceback from uvicorn
-        orch = Orchestrator(settings)
+        orch = Gate(settings)
     except BaseException:
         os.close(lock)
         raise
-    app = create_app(settings, orchestrator=orch, on_ready=ready)
-    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
+    app = create_app(settings, gate=orch, on_ready=ready)
+    config = uvicorn.Config(app, host=settings.api.api_host, port=settings.api.api_port,
                             log_level=log_level, timeout_graceful_shutdown=3,
                             server_header=False, proxy_headers=False, lifespan="on")
+    unredact = _redact_logs(orch.vault.redactor)
     try:
         uvicorn.Server(config).run()
     finally:
+        unredact()
         orch.close()
         os.close(lock)
+
+
+def _redact_logs(redactor: Any) -> Callable[[], None]:
+    """Every log line the server writes passes the vault's redactor (it learns the values
+    when the vault is unlocked, and each value stored or read later). Our own loggers get a
+    stderr handler (else Python's last-resort handler would print them unfiltered); then every
+    handler of ours and uvicorn's gets the filter. Returns the undo."""
+    import logging
+    import sys
+
+    from closedpaw.vault import install_log_redaction
+
+    ours = logging.getLogger("closedpaw")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    ours.addHandler(handler)
+    if ours.level == logging.NOTSET:
+        ours.setLevel(logging.INFO)
+    undo = [install_log_redaction(redactor, logging.getLogger(name))
+            for name in ("", "closedpaw", "uvicorn", "uvicorn.error", "uvicorn.access")]
+
+    def remove() -> None:
+        for u in undo:
+            u()
+        ours.removeHandler(handler)
+    return remove

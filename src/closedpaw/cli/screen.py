@@ -7,11 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HANDLERS", "register"]
+__all__ = ["register"]
 
 
 def register(sub: Any) -> None:
@@ -22,6 +21,7 @@ def register(sub: Any) -> None:
     p.add_argument("file", metavar="FILE", nargs="?", type=Path, help="default: stdin")
     p.add_argument("--json", action="store_true", help='print {"flagged", "score", '
                    '"labels", "spans"} as JSON')
+    p.set_defaults(handler=cmd_screen)
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
@@ -46,5 +46,3 @@ def cmd_screen(args: argparse.Namespace) -> int:
         sys.stdout.write(f"  {s['label']:<22} {s['view']:<8} {s['excerpt']!r}\n")
     return 0
 
-
-HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {"screen": cmd_screen}

@@ -8,27 +8,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-__all__ = ["HANDLERS", "register"]
+from closedpaw.cli.util import EXIT_REFUSED, data_dir_option, settings_from
+from closedpaw.cli.util import die as _die
 
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
+__all__ = ["LEVELS", "register"]
+
 MIN_PASSPHRASE = 8
+#: the vault's levels (a test keeps them equal to closedpaw.vault.Level)
 LEVELS = ("public", "standard", "elevated", "admin")
-
-
-def _die(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    sys.stderr.write(f"closedpaw: error: {' '.join(str(message).split())}\n")
-    raise SystemExit(code)
-
-
-def _data_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", metavar="DIR", type=Path,
-                   help="ClosedPaw data directory (default: CLOSEDPAW_DATA_DIR or "
-                   "/var/lib/closedpaw)")
+_data_dir = data_dir_option
 
 
 def _pass_stdin(p: argparse.ArgumentParser, what: str) -> None:
@@ -57,6 +48,8 @@ def register(sub: Any) -> None:
                          "(atomic); a key-file vault gets a new key in the same file")
     _data_dir(vr)
     _pass_stdin(vr, "the current and then the new passphrase")
+    for p in (vi, vs, vr):
+        p.set_defaults(handler=cmd_vault)
 
     s = sub.add_parser("secret", help="store, list and remove secrets (local)")
     ssub = s.add_subparsers(dest="secret_command", metavar="COMMAND", required=True)
@@ -80,20 +73,21 @@ def register(sub: Any) -> None:
     sp.add_argument("name", metavar="NAME", nargs="?", help="one secret (default: all)")
     sp.add_argument("--keep", type=int, default=1, metavar="N")
     _data_dir(sp)
+    for p in (ss, sl, sr, sp):
+        p.set_defaults(handler=cmd_secret)
 
 
 # -- helpers ---------------------------------------------------------------------------
 def _settings(args: argparse.Namespace) -> Any:
-    from closedpaw.errors import ConfigError
-    from closedpaw.settings import Settings
+    return settings_from(args)
 
-    try:
-        s = Settings.from_env()
-        if getattr(args, "data_dir", None) is not None:
-            s = s.with_(data_dir=args.data_dir.absolute())
-        return s
-    except ConfigError as e:
-        _die(str(e))
+
+def _kdf(settings: Any) -> Any:
+    """The Argon2id parameters for a new passphrase (the ``vault`` settings section)."""
+    from closedpaw.vault import KdfParams
+
+    return KdfParams(memory_kib=settings.vault.vault_kdf_memory_kib,
+                     iterations=settings.vault.vault_kdf_iterations)
 
 
 class _Stdin:
@@ -157,13 +151,13 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return settings, Vault(settings.database_url), AuditLog(settings.audit_dir)
 
 
-def _unlock(vault: Any, args: argparse.Namespace, stdin: _Stdin) -> None:
+def _unlock(vault: Any, args: argparse.Namespace, stdin: _Stdin, settings: Any) -> None:
     st = vault.status()
     if not st["initialized"]:
         _die("no vault here: run 'closedpaw vault init (--key-file PATH | --passphrase-stdin)'",
              EXIT_REFUSED)
     if st["kdf"] == "keyfile":
-        vault.unlock()
+        vault.unlock(key_file=settings.vault.vault_key_file)
     elif getattr(args, "passphrase_stdin", False):
         vault.unlock(stdin.line("the passphrase"))
     else:
@@ -207,7 +201,8 @@ def cmd_vault(args: argparse.Namespace) -> int:
                                  f"{'in the new file' if created else 'read from'} "
                                  f"{args.key_file.absolute()} (keep a copy somewhere safe)\n")
             else:
-                vault.init_passphrase(_check_passphrase(stdin.line("the passphrase")))
+                vault.init_passphrase(_check_passphrase(stdin.line("the passphrase")),
+                                      _kdf(settings))
                 audit.append(AuditEvent.VAULT_INITIALIZED, principal=_by(),
                              details={"kdf": "argon2id"})
                 sys.stderr.write("closedpaw: vault created; it opens with the passphrase\n")
@@ -225,8 +220,8 @@ def cmd_vault(args: argparse.Namespace) -> int:
                 vault.unlock(_prompt("current vault passphrase"))
                 new = _check_passphrase(_prompt("new vault passphrase", confirm=True))
         else:
-            vault.unlock()
-        n = vault.rotate(new_passphrase=new)
+            vault.unlock(key_file=settings.vault.vault_key_file)
+        n = vault.rotate(new_passphrase=new, params=_kdf(settings))
         audit.append(AuditEvent.VAULT_ROTATED, principal=_by(),
                      details={"kdf": st["kdf"], "rewrapped": n,
                               "generation": st["generation"] + 1})
@@ -243,7 +238,7 @@ def cmd_secret(args: argparse.Namespace) -> int:
     from closedpaw.audit import AuditEvent
     from closedpaw.errors import ClosedPawError
 
-    _, vault, audit = _open(args)
+    settings, vault, audit = _open(args)
     stdin = _Stdin()
     try:
         sub = args.secret_command
@@ -275,7 +270,7 @@ def cmd_secret(args: argparse.Namespace) -> int:
             _die("a value is never taken from the command line (it would stay in the shell "
                  "history and in the process list): give it on stdin or at the prompt; "
                  "consider that value exposed and change it")
-        _unlock(vault, args, stdin)
+        _unlock(vault, args, stdin, settings)
         if sys.stdin.isatty() and not args.passphrase_stdin:
             value = _prompt(f"value of {args.name}")
         else:
@@ -294,6 +289,3 @@ def cmd_secret(args: argparse.Namespace) -> int:
     finally:
         vault.close()
 
-
-HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "vault": cmd_vault, "secret": cmd_secret}

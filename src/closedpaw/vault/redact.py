@@ -65,30 +65,50 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[tuple[str, str]] = ()) -> None:
         self._lock = threading.Lock()
+        self._write = threading.Lock()       # one writer at a time (add reads, then swaps)
         self._pattern: re.Pattern[str] | None = None
-        self._names: dict[str, str] = {}
+        self._names: dict[str, str] = {}     # every form -> the secret's name
+        self._values: dict[str, str] = {}    # every known value -> its name
         self.update(secrets)
 
     def update(self, secrets: Iterable[tuple[str, str]]) -> None:
-        names: dict[str, str] = {}
+        """Know exactly these (name, value) pairs (the set is swapped atomically)."""
+        values: dict[str, str] = {}
         for name, value in secrets:
-            if not value:
-                continue
+            if value:
+                values.setdefault(value, name)
+        with self._write:
+            self._swap(values)
+
+    def _swap(self, values: dict[str, str]) -> None:
+        names: dict[str, str] = {}
+        for value, name in values.items():
             for form in encoded_forms(value):
                 names.setdefault(form, name)
         pattern = (re.compile("|".join(re.escape(f) for f in sorted(names, key=len,
                                                                      reverse=True)))
                    if names else None)
         with self._lock:
-            self._names, self._pattern = names, pattern
+            self._names, self._values, self._pattern = names, values, pattern
 
     def add(self, name: str, value: str) -> None:
+        """Know one more value (the ones known stay)."""
+        if not value:
+            return
+        with self._write:
+            with self._lock:
+                if value in self._values:
+                    return
+                values = dict(self._values)
+            values[value] = name
+            self._swap(values)
+
+    def knows(self, value: str) -> bool:
         with self._lock:
-            current = [(n, f) for f, n in self._names.items()]
-        self.update([*current, (name, value)])
+            return value in self._values
 
     def __len__(self) -> int:
-        return len(set(self._names.values()))
+        return len(set(self._values.values()))
 
     def redact(self, text: str) -> str:
         with self._lock:

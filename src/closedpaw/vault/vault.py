@@ -130,6 +130,10 @@ class Vault:
         self._kek: bytes | None = None
         self._generation = -1
         self._lock = threading.Lock()
+        #: knows every value this process decrypted or stored (all of them once unlocked);
+        #: one object for the vault's lifetime, so filters holding it stay current
+        self.redactor = Redactor()
+        self._seen: tuple[int, int] = (-1, -1)
 
     def close(self) -> None:
         self.lock()
@@ -228,9 +232,10 @@ class Vault:
         except SecretTampered:
             return False
 
-    def unlock(self, passphrase: str | None = None) -> None:
-        """Open with the passphrase (``argon2id`` vaults) or the recorded key file. A wrong
-        one raises :class:`VaultKeyInvalid` and leaves the vault locked."""
+    def unlock(self, passphrase: str | None = None, *, key_file: Path | None = None) -> None:
+        """Open with the passphrase (``argon2id`` vaults) or the key file (``key_file``, else
+        the one recorded at init). A wrong one raises :class:`VaultKeyInvalid` and leaves the
+        vault locked. Once open, the redactor learns every stored value."""
         with self._session() as s:
             meta = self._meta(s)
             if meta.kdf == "argon2id":
@@ -245,10 +250,11 @@ class Vault:
                     raise VaultKeyInvalid("wrong passphrase: the vault stays locked")
             else:
                 assert meta.key_file is not None
-                kek = self._unlock_key_file(meta, Path(meta.key_file))
+                kek = self._unlock_key_file(meta, key_file or Path(meta.key_file))
             gen = meta.generation
         with self._lock:
             self._kek, self._generation = kek, gen
+        self.refresh_redactor(force=True)
 
     def _unlock_key_file(self, meta: MetaRow, path: Path) -> bytes:
         """The key in ``path``; after a rotation that committed but was cut off before it
@@ -327,6 +333,7 @@ class Vault:
                 created_at=time.time(), created_by=by[:64])
             s.add(row)
             s.flush()
+        self.redactor.add(name, value)
         return self.info(name)
 
     def _rows(self, s: Session, name: str) -> list[SecretRow]:
@@ -350,12 +357,16 @@ class Vault:
             by.setdefault(r.name, []).append(r)
         return [_info(v) for _, v in sorted(by.items())]
 
-    def _decrypt(self, kek: bytes, vault_id: str, row: SecretRow) -> str:
+    def _decrypt(self, kek: bytes, vault_id: str, row: SecretRow, *, learn: bool = True
+                 ) -> str:
         what = f"secret {row.name!r} version {row.version}"
         dek = crypto.open_sealed(kek, row.wrapped_key, crypto.aad_for(
             "dek", vault_id, row.name, row.level, row.version), what)
-        return crypto.open_sealed(dek, row.ciphertext, crypto.aad_for(
+        value = crypto.open_sealed(dek, row.ciphertext, crypto.aad_for(
             "value", vault_id, row.name, row.level, row.version), what).decode("utf-8")
+        if learn and not self.redactor.knows(value):
+            self.redactor.add(row.name, value)
+        return value
 
     def get(self, name: str, *, role: str, version: int | None = None) -> str:
         """The value of ``name`` (its latest version unless ``version``) for a reader of
@@ -480,14 +491,34 @@ class Vault:
             return self.get(name, role=role)
         return resolve
 
-    def redactor(self) -> Redactor:
-        """A redactor knowing every stored version's value (needs the vault unlocked)."""
-        kek, _ = self._key()
+    def refresh_redactor(self, *, force: bool = False) -> bool:
+        """Teach :attr:`redactor` every stored version's value when the table changed since
+        the last look (a ``secret set`` by another process); a no-op while locked. Cheap when
+        nothing changed (one aggregate query). Returns True when it re-read the values."""
+        if self._kek is None:
+            return False
+        try:
+            kek, _ = self._key()
+        except VaultLocked:
+            return False
         with self._session() as s:
+            count, top = s.execute(select(func.count(SecretRow.id),
+                                          func.coalesce(func.max(SecretRow.id), 0))).one()
+            mark = (int(count), int(top))
+            if not force and mark == self._seen:
+                return False
             meta = self._meta(s)
             rows = list(s.scalars(select(SecretRow)))
             vid = meta.vault_id
-        return Redactor([(r.name, self._decrypt(kek, vid, r)) for r in rows])
+        pairs = []
+        for r in rows:
+            try:
+                pairs.append((r.name, self._decrypt(kek, vid, r, learn=False)))
+            except SecretTampered:   # refused where it is read; nothing to learn here
+                continue
+        self.redactor.update(pairs)
+        self._seen = mark
+        return True
 
     def deliver(self, action_id: str, name: str, version: int, *, to: str, role: str) -> str:
         """Hand out the value an approved ``secret_read`` action read, once: a second call for

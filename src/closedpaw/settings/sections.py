@@ -1,0 +1,154 @@
+"""The sections of :class:`~closedpaw.settings.Settings`, one per concern. Each field declares
+its environment variable beside it: ``CLOSEDPAW_`` + the field name in capitals (a test checks
+that, and that field names are unique across sections)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from closedpaw.errors import ConfigError
+from closedpaw.settings._field import setting
+
+__all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "PoolSettings", "SandboxSettings",
+           "VaultSettings"]
+
+RUNTIME_CHOICES = ("auto", "runsc", "runc")
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """The sandbox engine."""
+
+    runtime: str = setting("auto", env="CLOSEDPAW_RUNTIME", kind=str,
+                           doc="OCI runtime: auto (runsc, else runc), runsc or runc")
+    max_sandboxes: int = setting(32, env="CLOSEDPAW_MAX_SANDBOXES", kind=int,
+                                 doc="live sandboxes per manager at most")
+    output_cap_bytes: int = setting(1024 * 1024, env="CLOSEDPAW_OUTPUT_CAP_BYTES", kind=int,
+                                    doc="bytes of stdout and of stderr kept per command")
+    cgroup_parent: str = setting("closedpaw", env="CLOSEDPAW_CGROUP_PARENT", kind=str,
+                                 doc="cgroup under which every sandbox's cgroup is made")
+    image_dir: Path | None = setting(None, env="CLOSEDPAW_IMAGE_DIR", kind=Path,
+                                     doc="the image store; unset = DATA_DIR/images")
+    policy_file: Path = setting(Path("/etc/closedpaw/policies.yaml"),
+                                env="CLOSEDPAW_POLICY_FILE", kind=Path,
+                                doc="the user's execution policies, read over the built-in "
+                                "ones when it exists")
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIME_CHOICES:
+            raise ConfigError(
+                f"runtime: {self.runtime!r} is not one of {', '.join(RUNTIME_CHOICES)}")
+        if self.max_sandboxes < 1:
+            raise ConfigError("max_sandboxes: must be at least 1")
+        if self.output_cap_bytes < 1:
+            raise ConfigError("output_cap_bytes: must be at least 1")
+        if not self.cgroup_parent.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError("cgroup_parent: only letters, digits, '-' and '_' are allowed")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Warm pools and snapshots."""
+
+    pool_size: int = setting(2, env="CLOSEDPAW_POOL_SIZE", kind=int,
+                             doc="pre-started sandboxes a warm pool keeps ready")
+    pool_idle_timeout_s: float = setting(
+        300.0, env="CLOSEDPAW_POOL_IDLE_TIMEOUT_S", kind=float,
+        aliases=("CLOSEDPAW_POOL_IDLE_TIMEOUT",),
+        doc="seconds without an acquire after which a pool deletes its ready sandboxes "
+        "(it warms up again on the next acquire); 0 = never")
+    snapshot_dir: Path | None = setting(
+        None, env="CLOSEDPAW_SNAPSHOT_DIR", kind=Path,
+        doc="checkpoint images (root-only: they hold a warmed sandbox's memory); "
+        "unset = STATE_DIR/snapshots")
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 1:
+            raise ConfigError("pool_size: must be at least 1")
+        if self.pool_idle_timeout_s < 0:
+            raise ConfigError("pool_idle_timeout_s: must be 0 (never) or more seconds")
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The gate: actions, rules, approvals, the database."""
+
+    db_url: str | None = setting(None, env="CLOSEDPAW_DB_URL", kind=str,
+                                 doc="SQLAlchemy URL; unset = SQLite (WAL) at "
+                                 "DATA_DIR/closedpaw.db")
+    rules_file: Path | None = setting(None, env="CLOSEDPAW_RULES_FILE", kind=Path,
+                                      doc="YAML risk rules evaluated before the built-in ones; "
+                                      "unset = DATA_DIR/rules.yaml when it exists")
+    workspace_dir: Path | None = setting(None, env="CLOSEDPAW_WORKSPACE_DIR", kind=Path,
+                                         doc="host directory file_read may read at medium "
+                                         "risk; unset = DATA_DIR/workspace")
+    approval_ttl_s: float = setting(900.0, env="CLOSEDPAW_APPROVAL_TTL_S", kind=float,
+                                    aliases=("CLOSEDPAW_APPROVAL_TTL",),
+                                    doc="seconds a pending action waits for a decision before "
+                                    "it is expired")
+    require_distinct_approver: bool = setting(
+        False, env="CLOSEDPAW_REQUIRE_DISTINCT_APPROVER", kind=bool,
+        doc="the approver must be another principal than the requester")
+
+    def __post_init__(self) -> None:
+        if not (1.0 <= self.approval_ttl_s <= 30 * 86400):
+            raise ConfigError("approval_ttl_s: must be between 1 second and 30 days")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The HTTP API and the clients of it (CLI, ``closedpaw.client``)."""
+
+    api_host: str = setting("127.0.0.1", env="CLOSEDPAW_API_HOST", kind=str,
+                            doc="address 'closedpaw serve' binds (loopback unless "
+                            "--allow-remote)")
+    api_port: int = setting(8765, env="CLOSEDPAW_API_PORT", kind=int, doc="its port")
+    api_url: str | None = setting(None, env="CLOSEDPAW_API_URL", kind=str,
+                                  doc="base URL clients talk to; unset = "
+                                  "http://API_HOST:API_PORT")
+    api_token: str | None = setting(None, env="CLOSEDPAW_API_TOKEN", kind=str,
+                                    doc="bearer token clients send; unset = read "
+                                    "DATA_DIR/api-token")
+    rate_limit_per_minute: int = setting(240, env="CLOSEDPAW_RATE_LIMIT_PER_MINUTE", kind=int,
+                                         aliases=("CLOSEDPAW_RATE_LIMIT",),
+                                         doc="requests per minute per principal (token "
+                                         "bucket, burst = the same)")
+
+    def __post_init__(self) -> None:
+        if self.rate_limit_per_minute < 1:
+            raise ConfigError("rate_limit_per_minute: must be at least 1")
+        if not (0 <= self.api_port <= 65535):
+            raise ConfigError("api_port: must be between 0 and 65535")
+
+
+#: OWASP's floor for Argon2id (the vault refuses less): 19 MiB, 2 passes
+VAULT_MIN_KDF_MEMORY_KIB = 19 * 1024
+VAULT_MIN_KDF_ITERATIONS = 2
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    """The secret vault (its tables live in the gate's database)."""
+
+    vault_key_file: Path | None = setting(
+        None, env="CLOSEDPAW_VAULT_KEY_FILE", kind=Path,
+        doc="key file that opens a key-file vault, when it is not where 'vault init' "
+        "recorded it (e.g. mounted from elsewhere); unset = the recorded path")
+    vault_unlock_at_start: bool = setting(
+        True, env="CLOSEDPAW_VAULT_UNLOCK_AT_START", kind=bool,
+        doc="the server unlocks a key-file vault when it starts; false = it stays locked "
+        "and refuses secret use")
+    vault_kdf_memory_kib: int = setting(
+        VAULT_MIN_KDF_MEMORY_KIB, env="CLOSEDPAW_VAULT_KDF_MEMORY_KIB", kind=int,
+        doc="Argon2id memory (KiB) for a new passphrase (vault init, rotate); at least 19456")
+    vault_kdf_iterations: int = setting(
+        VAULT_MIN_KDF_ITERATIONS, env="CLOSEDPAW_VAULT_KDF_ITERATIONS", kind=int,
+        doc="Argon2id passes for a new passphrase; at least 2")
+
+    def __post_init__(self) -> None:
+        if self.vault_kdf_memory_kib < VAULT_MIN_KDF_MEMORY_KIB:
+            raise ConfigError(f"vault_kdf_memory_kib: at least {VAULT_MIN_KDF_MEMORY_KIB} "
+                              "(OWASP's floor for Argon2id)")
+        if self.vault_kdf_iterations < VAULT_MIN_KDF_ITERATIONS:
+            raise ConfigError(f"vault_kdf_iterations: at least {VAULT_MIN_KDF_ITERATIONS}")
