@@ -225,7 +225,7 @@ class Gate:
         decision = self.rules.classify(parsed, req.min_level)
         floor = self.executors.floor(self.context, parsed.action_type, parsed.action.parameters
                                      if parsed.action is not None else None)
-        if floor is not None and floor[0].rank > decision.level.rank:
+        if floor is not None and floor[0].rank >= decision.level.rank:
             decision = Decision(floor[0], f"{floor[1]} ({decision.reason})")
         now = time.time()
         needs = decision.level.needs_approval

@@ -17,7 +17,7 @@ import logging
 import re
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = ["MIN_ENCODED", "RedactingFilter", "Redactor", "encoded_forms", "install_log_redaction"]
@@ -136,25 +136,40 @@ class Redactor:
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that formats the record's message and redacts it (and the text of
-    any exception), so neither the message nor its arguments can carry a value out. Attach
-    it to handlers: ``handler.addFilter(RedactingFilter(redactor))``."""
+    """A logging filter that redacts the record's message template, each of its arguments
+    (kept in place, so formatters that read ``record.args`` still work: uvicorn's access log
+    does), the text of any exception and the stack. Numbers and None pass as they are; any
+    other argument becomes its redacted text. Attach it to handlers:
+    ``handler.addFilter(RedactingFilter(redactor))``."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self.redactor = redactor
 
+    def _arg(self, a: Any) -> Any:
+        if a is None or isinstance(a, bool | int | float):
+            return a
+        return self.redactor.redact(a if isinstance(a, str) else str(a))
+
     def filter(self, record: logging.LogRecord) -> bool:
+        r = self.redactor
+        record.msg = r.redact(str(record.msg))
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._arg(a) for a in record.args)
+        elif isinstance(record.args, Mapping):
+            record.args = {k: self._arg(v) for k, v in record.args.items()}
         try:
-            msg = record.getMessage()
-        except Exception:   # a broken format string: keep what we have, redacted
-            msg = str(record.msg)
-        record.msg = self.redactor.redact(msg)
-        record.args = None
+            record.getMessage()
+        except (TypeError, ValueError, KeyError):   # a broken format string: one flat line
+            record.msg = f"{record.msg} {record.args!r}"
+            record.args = None
         if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = self.redactor.redact(
-                logging.Formatter().formatException(record.exc_info))
+            record.exc_text = r.redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = r.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = r.redact(record.stack_info)
         return True
 
 
