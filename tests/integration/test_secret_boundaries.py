@@ -240,3 +240,54 @@ def test_secret_file_values_never_show_in_a_spec_repr() -> None:
 
     spec = SandboxSpec(secret_files={"t": PLANTED})
     assert spec.secret_files["t"] == PLANTED and PLANTED not in repr(spec)
+
+
+GATED = """
+version: 1
+policies:
+  elevated: {image: host, secrets: {DB: DB_PASSWORD}}
+  topkey: {image: host, secret_files: {k: ROOT_KEY}}
+  missing: {image: host, secrets: {X: NOPE}}
+"""
+
+
+def test_code_asking_for_secrets_is_raised_and_enforced_per_role(tmp_path: Path) -> None:
+    from closedpaw.gate import ActionRequest, ActionStatus, Gate
+    from closedpaw.security import Principal
+    from closedpaw.vault import Vault
+    from tests.integration.conftest import fake_manager, gate_settings
+
+    (tmp_path / "p.yaml").write_text(GATED)
+    s = gate_settings(tmp_path, policy_file=tmp_path / "p.yaml")
+    with Vault(s.database_url) as v:
+        v.init_key_file(tmp_path / "vault.key")
+        v.set("DB_PASSWORD", "elevated-pw-77", "elevated")
+        v.set("ROOT_KEY", "admin-key-88", "admin")
+    g = Gate(s, manager=fake_manager(s))
+    try:
+        g.start()
+        g.create_principal("alice", "user")
+        g.create_principal("root", "admin")
+        alice, admin = Principal("alice", "user"), Principal("root", "admin")
+
+        def run(policy: str) -> tuple[str, Any]:
+            rec = g.submit(alice, ActionRequest(action_type="code_execution", parameters={
+                "argv": ["true"], "policy": policy}))
+            level = str(rec.security_level)
+            g.approve(admin, rec.id, rec.params_sha256)
+            return level, wait_for(lambda: (r := g.get(rec.id)).status.final and r,
+                                   f"action {rec.id}")
+
+        level, rec = run("elevated")
+        assert level == "critical" and rec.status is ActionStatus.COMPLETED, rec.error
+        level, rec = run("topkey")   # a user may never read an admin secret
+        assert level == "critical" and rec.status is ActionStatus.FAILED
+        assert "may not read it" in rec.error
+        level, rec = run("missing")
+        assert level == "high" and "no secret named 'NOPE'" in rec.error
+        g.vault.lock()
+        level, rec = run("elevated")
+        assert rec.status is ActionStatus.FAILED and "the vault is locked" in rec.error
+        assert all("elevated-pw-77" not in repr(e.to_dict()) for e in g.audit.entries())
+    finally:
+        g.close()

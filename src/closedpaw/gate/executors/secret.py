@@ -24,6 +24,7 @@ from closedpaw.errors import (
     GateError,
     NotConfigured,
     PermissionDenied,
+    VaultNotInitialized,
 )
 from closedpaw.gate.actions import ActionStatus, RiskLevel, SecretReadParams
 from closedpaw.vault import Vault, may_read, needs_admin_approval
@@ -56,6 +57,9 @@ def open_vault(vault: Vault, settings: Settings) -> None:
 def _vault(ctx: ExecutionContext) -> Vault:
     if ctx.vault is None:
         raise NotConfigured("cannot execute secret_read: no vault is configured")
+    if not ctx.vault.initialized:
+        raise VaultNotInitialized("cannot execute secret_read: no vault is initialized "
+                                  "(run 'closedpaw vault init')")
     return ctx.vault
 
 
