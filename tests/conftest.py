@@ -41,21 +41,34 @@ def sandbox_settings() -> Settings:
 
 
 def image_staging_leftovers(store: Path) -> list[str]:
-    """Build or import directories left in the store. They exist only while the store lock is
-    held, so they count only when nobody holds it (another test run may be building)."""
-    lock = store / ".lock"
-    if not lock.exists():
-        return []
-    fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    """Build or import directories left in the store. Each is flock'ed by its owner while it
+    lives, so one counts only when its lock is free (another test run may be importing), and
+    only while nobody holds the store lock (older versions staged under that lock alone)."""
+    found = []
     try:
+        names = [n for n in os.listdir(store) if n.startswith(".tmp-")]
+        lock = os.open(store / ".lock", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        return []
+    for n in names:
+        try:
+            fd = os.open(store / n, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return []
-        return [f"image staging dir {p}" for p in store.iterdir()
-                if p.name.startswith(".tmp-")]
-    finally:
-        os.close(fd)
+            continue
+        finally:
+            os.close(fd)
+        found.append(f"image staging dir {store / n}")
+    os.close(lock)
+    return found
 
 
 def leftovers(settings: Settings) -> list[str]:

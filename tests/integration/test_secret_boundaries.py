@@ -214,6 +214,8 @@ def env_settings(e: dict[str, str]) -> Any:
     ("secrets: {1BAD: API_KEY}", "policies.p.secrets.1BAD"),
     ("secrets: {GOOD: 'no spaces'}", "policies.p.secrets.GOOD"),
     ("secrets: [API_KEY]", "policies.p.secrets"),
+    ('secrets: {"K\\n": API_KEY}', "policies.p.secrets.K\n"),       # a trailing newline
+    ('secrets: {K: "API_KEY\\n"}', "policies.p.secrets.K"),
     ("secret_files: {../up: API_KEY}", "policies.p.secret_files.../up"),
     ("env: {K: v}\n    secrets: {K: API_KEY}", "policies.p.secrets.K"),
     ("secret_files: {t: API_KEY}\n    tmpfs: {/run/x: 1m}", "policies.p.tmpfs"),

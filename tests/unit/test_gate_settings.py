@@ -69,6 +69,10 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
            "CLOSEDPAW_API_HOST": "::1", "CLOSEDPAW_API_PORT": "1", "CLOSEDPAW_API_URL": "http://u",
            "CLOSEDPAW_API_TOKEN": "t", "CLOSEDPAW_RATE_LIMIT_PER_MINUTE": "5",
            "CLOSEDPAW_STATE_DIR": "/st", "CLOSEDPAW_DATA_DIR": "/da",
+           "CLOSEDPAW_IMPORT_MAX_UNPACKED_BYTES": "11", "CLOSEDPAW_IMPORT_MAX_FILE_BYTES": "12",
+           "CLOSEDPAW_IMPORT_MAX_BLOB_BYTES": "13", "CLOSEDPAW_IMPORT_MAX_HEADER_BYTES": "14",
+           "CLOSEDPAW_IMPORT_MAX_MEMBERS": "15", "CLOSEDPAW_IMPORT_MAX_LAYERS": "16",
+           "CLOSEDPAW_IMPORT_MAX_DEPTH": "17", "CLOSEDPAW_IMPORT_DEADLINE_S": "18",
            "CLOSEDPAW_VAULT_KEY_FILE": "/k", "CLOSEDPAW_VAULT_UNLOCK_AT_START": "0",
            "CLOSEDPAW_VAULT_KDF_MEMORY_KIB": "65536", "CLOSEDPAW_VAULT_KDF_ITERATIONS": "3"}
     assert set(env) == {spec_of(f)[0] for _, f in all_settings()}

@@ -115,9 +115,18 @@ def cmd_build(store: ImageStore, args: argparse.Namespace) -> int:
 
 
 def cmd_import(store: ImageStore, args: argparse.Namespace) -> int:
+    from closedpaw.sandbox.images.limits import ImportLimits
     from closedpaw.sandbox.images.oci import import_image
+    from closedpaw.settings import Settings
 
-    img = import_image(store, args.path, name=args.name, ref=args.ref)
+    lim = Settings.from_env().image_import
+    limits = ImportLimits(
+        max_unpacked_bytes=lim.import_max_unpacked_bytes,
+        max_file_bytes=lim.import_max_file_bytes, max_blob_bytes=lim.import_max_blob_bytes,
+        max_header_bytes=lim.import_max_header_bytes, max_members=lim.import_max_members,
+        max_layers=lim.import_max_layers, max_depth=lim.import_max_depth,
+        deadline_s=lim.import_deadline_s)
+    img = import_image(store, args.path, name=args.name, ref=args.ref, limits=limits)
     sys.stdout.write(f"imported {img.name} {img.digest} ({_human(img.size)})\n")
     return 0
 

@@ -47,9 +47,9 @@ LANGUAGES: Mapping[str, Language] = {
 KEYS = ("description", "image", "language", "memory", "cpus", "pids", "disk", "network",
         "readonly_root", "tmpfs", "timeout", "env", "workdir", "secrets", "secret_files")
 #: a vault secret's name (the vault's own pattern)
-_SECRET_NAME = re.compile(r"^[A-Za-z0-9_.\-/]{1,256}$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_FILE_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_SECRET_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,256}")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_FILE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # ResourceLimits / SandboxSpec field -> policy key, to name the key in errors.
 _FIELD_KEY = {"memory_mb": "memory", "cpu_cores": "cpus", "max_processes": "pids",
               "disk_mb": "disk", "timeout_s": "timeout"}
@@ -152,9 +152,9 @@ def _secret_map(key: str, v: object, pattern: re.Pattern[str], what: str) -> dic
         raise SpecError(key, f"must be a mapping of {what} to vault secret names")
     out = {}
     for k, val in v.items():
-        if not isinstance(k, str) or not pattern.match(k):
+        if not isinstance(k, str) or not pattern.fullmatch(k):
             raise SpecError(f"{key}.{k}", f"is not a valid {what[:-1]}")
-        if not isinstance(val, str) or not _SECRET_NAME.match(val):
+        if not isinstance(val, str) or not _SECRET_NAME.fullmatch(val):
             raise SpecError(f"{key}.{k}", "must name a vault secret (letters, digits, "
                             "'_', '.', '-', '/')")
         out[k] = val

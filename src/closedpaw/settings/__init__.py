@@ -28,17 +28,19 @@ from closedpaw.settings.sections import (
     RUNTIME_CHOICES,
     ApiSettings,
     GateSettings,
+    ImageSettings,
     PoolSettings,
     SandboxSettings,
     VaultSettings,
 )
 
-__all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "PoolSettings", "SandboxSettings",
-           "Settings", "VaultSettings", "all_settings"]
+__all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "PoolSettings",
+           "SandboxSettings", "Settings", "VaultSettings", "all_settings"]
 
 #: the section fields of :class:`Settings`, in order
-SECTIONS: dict[str, type] = {"sandbox": SandboxSettings, "pools": PoolSettings,
-                             "gate": GateSettings, "api": ApiSettings, "vault": VaultSettings}
+SECTIONS: dict[str, type] = {"sandbox": SandboxSettings, "image_import": ImageSettings,
+                             "pools": PoolSettings, "gate": GateSettings, "api": ApiSettings,
+                             "vault": VaultSettings}
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Settings:
                              doc="durable data: host rootfs, probe cache, images, database, "
                              "audit log, API token")
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    image_import: ImageSettings = field(default_factory=ImageSettings)
     pools: PoolSettings = field(default_factory=PoolSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     api: ApiSettings = field(default_factory=ApiSettings)

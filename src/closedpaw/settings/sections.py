@@ -10,8 +10,8 @@ from pathlib import Path
 from closedpaw.errors import ConfigError
 from closedpaw.settings._field import setting
 
-__all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "PoolSettings", "SandboxSettings",
-           "VaultSettings"]
+__all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "PoolSettings",
+           "SandboxSettings", "VaultSettings"]
 
 RUNTIME_CHOICES = ("auto", "runsc", "runc")
 
@@ -45,6 +45,43 @@ class SandboxSettings:
             raise ConfigError("output_cap_bytes: must be at least 1")
         if not self.cgroup_parent.replace("-", "").replace("_", "").isalnum():
             raise ConfigError("cgroup_parent: only letters, digits, '-' and '_' are allowed")
+
+
+_GIB = 1 << 30
+_MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Bounds on one image import (``closedpaw image import``); each, when hit, ends the import
+    with a one-line error naming it and installs nothing. Sizes are bytes."""
+
+    import_max_unpacked_bytes: int = setting(
+        16 * _GIB, env="CLOSEDPAW_IMPORT_MAX_UNPACKED_BYTES", kind=int,
+        doc="bytes written while unpacking all layers (4 KiB blocks; hard links once)")
+    import_max_file_bytes: int = setting(4 * _GIB, env="CLOSEDPAW_IMPORT_MAX_FILE_BYTES",
+                                         kind=int, doc="one regular file in a layer")
+    import_max_blob_bytes: int = setting(8 * _GIB, env="CLOSEDPAW_IMPORT_MAX_BLOB_BYTES",
+                                         kind=int, doc="one blob of the layout (as stored)")
+    import_max_header_bytes: int = setting(
+        _MIB, env="CLOSEDPAW_IMPORT_MAX_HEADER_BYTES", kind=int,
+        doc="one extended tar header (PAX records, GNU long names)")
+    import_max_members: int = setting(2_000_000, env="CLOSEDPAW_IMPORT_MAX_MEMBERS", kind=int,
+                                      doc="members of all layers together")
+    import_max_layers: int = setting(256, env="CLOSEDPAW_IMPORT_MAX_LAYERS", kind=int,
+                                     doc="layers in one image")
+    import_max_depth: int = setting(128, env="CLOSEDPAW_IMPORT_MAX_DEPTH", kind=int,
+                                    doc="path components of one entry")
+    import_deadline_s: float = setting(3600.0, env="CLOSEDPAW_IMPORT_DEADLINE_S", kind=float,
+                                       doc="wall-clock seconds for one whole import")
+
+    def __post_init__(self) -> None:
+        for name in ("import_max_unpacked_bytes", "import_max_file_bytes",
+                     "import_max_blob_bytes", "import_max_header_bytes", "import_max_members",
+                     "import_max_layers", "import_max_depth", "import_deadline_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name}: must be a positive number, got {v!r}")
 
 
 @dataclass(frozen=True)

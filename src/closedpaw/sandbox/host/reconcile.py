@@ -34,6 +34,7 @@ from closedpaw.sandbox.host.inventory import (
     mounts_under,
     runtime_processes,
 )
+from closedpaw.sandbox.images.store import gc_staging
 from closedpaw.settings import Settings
 
 __all__ = ["GcReport", "collect_garbage"]
@@ -169,6 +170,7 @@ class _Collector:
             self.details.append(f"{sid}: cgroups")
             self._try(sid, CgroupAccounting(self.settings.sandbox.cgroup_parent, sid).remove)
         self.snapshots()
+        self.details.extend(gc_staging(self.settings.images))  # killed image builds/imports
         return GcReport(tuple(dict.fromkeys(self.removed)), tuple(self.live),
                         tuple(self.errors), tuple(self.details))
 
