@@ -44,9 +44,15 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     │   ├── AuthenticationFailed            no, malformed or unknown bearer token
     │   └── PermissionDenied                authenticated, but the role may not do this
     ├── RateLimited                         too many requests; ``retry_after`` seconds
-    └── ClientError                         closedpaw.client could not get an answer
-        ├── ApiUnreachable                  no HTTP answer (server down, wrong URL, timeout)
-        └── ApiRefused                      the API answered with an error (its ``error_code``)
+    ├── ClientError                         closedpaw.client could not get an answer
+    │   ├── ApiUnreachable                  no HTTP answer (server down, wrong URL, timeout)
+    │   └── ApiRefused                      the API answered with an error (its ``error_code``)
+    └── VaultError                          the secret vault refused or failed
+        ├── VaultNotInitialized             no vault in this database: 'closedpaw vault init'
+        ├── VaultLocked                     the vault is locked: unlock it first
+        ├── VaultKeyInvalid                 wrong passphrase or key file (or an unsafe one)
+        ├── SecretNotFound (LookupError)    no secret (or version) with that name
+        └── SecretTampered                  a stored secret failed authentication
 
 Every class carries a stable machine ``code`` (a class attribute, snake_case, unique; a test
 checks it) that the HTTP API and ``--json`` output return as
@@ -98,6 +104,8 @@ __all__ = [
     "SandboxNotFound",
     "SandboxStateError",
     "SandboxTimeout",
+    "SecretNotFound",
+    "SecretTampered",
     "SkillError",
     "SkillInvalid",
     "SkillNotFound",
@@ -106,6 +114,10 @@ __all__ = [
     "SnapshotError",
     "SpecError",
     "StoreError",
+    "VaultError",
+    "VaultKeyInvalid",
+    "VaultLocked",
+    "VaultNotInitialized",
 ]
 
 
@@ -432,3 +444,41 @@ class PathRefused(SkillError):
     large, too many entries)."""
 
     code = "path_refused"
+# -- the vault (issue 9) --------------------------------------------------------------------
+class VaultError(ClosedPawError):
+    """The secret vault refused or failed."""
+
+    code = "vault_error"
+
+
+class VaultNotInitialized(VaultError):
+    """The database holds no vault yet; ``closedpaw vault init`` creates one."""
+
+    code = "vault_not_initialized"
+
+
+class VaultLocked(VaultError):
+    """The vault is locked (no master key in memory): secrets cannot be used until it is
+    unlocked with its passphrase or key file."""
+
+    code = "vault_locked"
+
+
+class VaultKeyInvalid(VaultError):
+    """The passphrase or key file does not open this vault, or the key file is unsafe
+    (readable by others, not a regular file, malformed)."""
+
+    code = "vault_key_invalid"
+
+
+class SecretNotFound(VaultError, LookupError):
+    """No secret (or no such version) with that name."""
+
+    code = "secret_not_found"
+
+
+class SecretTampered(VaultError):
+    """A stored secret or its wrapped key failed authentication (changed, or moved to another
+    name, level or version): it is refused, never returned."""
+
+    code = "secret_tampered"

@@ -339,7 +339,7 @@ def test_code_runs_under_its_named_policy(make_orch: MakeOrch, db_url: str,
 
 @pytest.mark.parametrize(("action_type", "parameters", "why"), [
     ("chat", {"message": "hi"}, "no LLM provider is configured"),
-    ("secret_read", {"name": "github"}, "no vault is configured"),
+    ("secret_read", {"name": "github"}, "no vault is initialized (run 'closedpaw vault init')"),
 ])
 def test_types_without_their_service_fail_clearly_and_never_run(
         make_orch: MakeOrch, tmp_path: Path, action_type: str, parameters: dict[str, object],

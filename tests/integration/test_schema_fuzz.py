@@ -14,9 +14,23 @@ ST = str(Path(sys.executable).with_name("st"))
 
 def test_no_server_errors_under_fuzzing(tmp_path: Path) -> None:
     s = gate_settings(tmp_path, rate_limit_per_minute=1_000_000)
+    from closedpaw.gate import ActionRequest
+    from closedpaw.security import Principal
+    from closedpaw.vault import Vault
+    from tests.integration.conftest import wait_for
+
+    with Vault(s.database_url) as v:   # an unlocked vault, so the secret routes get exercised
+        v.init_key_file(s.data_dir / "vault.key")
+        v.set("FUZZ_KEY", "fuzz-value")
     orch = Gate(s, manager=fake_manager(s, python_handler))
     try:
         with live_server(s, orch) as live:
+            # one approved secret_read, so the delivery route has a real action to serve
+            admin = Principal("admin", "admin")
+            rec = orch.submit(admin, ActionRequest(action_type="secret_read",
+                                                   parameters={"name": "FUZZ_KEY"}))
+            orch.approve(admin, rec.id, rec.params_sha256)
+            wait_for(lambda: orch.get(rec.id).status.final, "the secret_read")
             r = subprocess.run(
                 [ST, "run", f"{live.url}/openapi.json", "--checks", "not_a_server_error",
                  "-H", f"Authorization: Bearer {live.token}", "--max-examples", "15",

@@ -26,7 +26,9 @@ import closedpaw.client as client
 import closedpaw.errors as errors
 import closedpaw.gate as gate
 import closedpaw.sandbox as sandbox
+import closedpaw.screening as screening
 import closedpaw.security as security
+import closedpaw.vault as vault
 
 SRC = Path(closedpaw.__file__).parent
 L0, L1, L2, L3, L4, L5 = range(6)
@@ -283,7 +285,7 @@ def test_checker_catches_a_cycle_hidden_in_a_function(tmp_path: Path) -> None:
 
 # -- the public surface and the error tree -------------------------------------------------
 @pytest.mark.parametrize("mod", [closedpaw, sandbox, errors, audit, gate, security, api,
-                                 client])
+                                 client, vault, screening])
 def test_public_names_resolve(mod: object) -> None:
     names = mod.__all__  # type: ignore[attr-defined]
     assert names == sorted(names) or mod is closedpaw
@@ -362,6 +364,10 @@ def test_cli_choice_lists_match_their_owners() -> None:
     assert set(util.LANG_CHOICES) == set(LANGUAGES)
     assert set(util.ROLE_CHOICES) == set(ROLES)
     assert images.HOST_IMAGE == HOST_IMAGE
+    from closedpaw.cli.vault import LEVELS
+    from closedpaw.vault import Level
+
+    assert tuple(lv.value for lv in Level) == LEVELS
 
 
 def test_the_version_comes_from_the_package_metadata() -> None:

@@ -72,7 +72,9 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
            "CLOSEDPAW_IMPORT_MAX_UNPACKED_BYTES": "11", "CLOSEDPAW_IMPORT_MAX_FILE_BYTES": "12",
            "CLOSEDPAW_IMPORT_MAX_BLOB_BYTES": "13", "CLOSEDPAW_IMPORT_MAX_HEADER_BYTES": "14",
            "CLOSEDPAW_IMPORT_MAX_MEMBERS": "15", "CLOSEDPAW_IMPORT_MAX_LAYERS": "16",
-           "CLOSEDPAW_IMPORT_MAX_DEPTH": "17", "CLOSEDPAW_IMPORT_DEADLINE_S": "18"}
+           "CLOSEDPAW_IMPORT_MAX_DEPTH": "17", "CLOSEDPAW_IMPORT_DEADLINE_S": "18",
+           "CLOSEDPAW_VAULT_KEY_FILE": "/k", "CLOSEDPAW_VAULT_UNLOCK_AT_START": "0",
+           "CLOSEDPAW_VAULT_KDF_MEMORY_KIB": "65536", "CLOSEDPAW_VAULT_KDF_ITERATIONS": "3"}
     env.update({"CLOSEDPAW_SKILLS_DIR": "/sk", "CLOSEDPAW_FS_ROOTS": "/a:/b",
                 "CLOSEDPAW_FS_MAX_BYTES": "10", "CLOSEDPAW_FS_MAX_ENTRIES": "10"})
     assert set(env) == {spec_of(f)[0] for _, f in all_settings()}
@@ -100,3 +102,10 @@ def test_precedence_explicit_over_environment_over_default() -> None:
     assert Settings.from_env({}).sandbox.max_sandboxes == 32
     with pytest.raises(ConfigError, match="nope: unknown setting"):
         Settings.of(nope=1)
+
+
+@pytest.mark.parametrize(("var", "value"), [("CLOSEDPAW_VAULT_KDF_MEMORY_KIB", "8192"),
+                                            ("CLOSEDPAW_VAULT_KDF_ITERATIONS", "1")])
+def test_vault_kdf_below_the_owasp_floor_is_refused(var: str, value: str) -> None:
+    with pytest.raises(ConfigError, match="at least"):
+        Settings.from_env({var: value})

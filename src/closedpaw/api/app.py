@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,11 +24,13 @@ from fastapi.concurrency import run_in_threadpool
 
 from closedpaw.api.errors import error_body, install_error_handlers
 from closedpaw.api.routes import ROUTERS
+from closedpaw.api.routes.secrets import DELIVERY_PATH
 from closedpaw.audit import AuditEvent
 from closedpaw.errors import ClosedPawError
 from closedpaw.gate import Gate
 from closedpaw.security import RateLimiter
 from closedpaw.settings import Settings
+from closedpaw.vault import Redactor
 
 __all__ = ["bootstrap_admin", "create_app"]
 
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
     app.state.limiter = RateLimiter(settings.api.rate_limit_per_minute)
     app.state.fail_limiter = RateLimiter(max(10, settings.api.rate_limit_per_minute // 4))
     install_error_handlers(app)
+    app.add_middleware(_RedactResponses)
     app.add_middleware(_DeclaredSizeLimit, limit=MAX_BODY)
 
     @app.middleware("http")
@@ -171,11 +175,86 @@ class _DeclaredSizeLimit:
 
 
 async def _sweep(gate: Gate, settings: Settings) -> None:
-    """Expire pending actions at their TTL even when nobody looks at them."""
+    """Expire pending actions at their TTL even when nobody looks at them; teach the
+    redactor secrets stored by another process (``closedpaw secret set``)."""
     period = min(5.0, max(0.2, settings.gate.approval_ttl_s / 4))
     while True:
         await asyncio.sleep(period)
         with contextlib.suppress(ClosedPawError):  # the next round retries
             await run_in_threadpool(gate.expire_due)
+            await run_in_threadpool(gate.vault.refresh_redactor)
+
+
+_DELIVERY = re.compile(DELIVERY_PATH)
+
+
+class _RedactResponses:
+    """Every answer passes the vault's redactor: a JSON body is decoded, redacted value by
+    value (escaped forms included) and encoded again; any other body (the event stream) is
+    redacted as text, chunk by chunk. The one exception is a successful ``GET`` of
+    ``/api/actions/{id}/secret``: the approved, one-time delivery of a value."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        gate: Gate | None = getattr(scope["app"].state, "gate", None)
+        if gate is None:
+            await self.app(scope, receive, send)
+            return
+        redactor = gate.vault.redactor
+        delivery = scope["method"] == "GET" and bool(_DELIVERY.match(scope["path"]))
+        start: dict[str, Any] = {}
+        passthrough = False
+
+        async def redacting_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)   # held back until the body is known
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            nonlocal passthrough
+            first = dict(start)
+            start.clear()
+            if first:
+                passthrough = delivery and first.get("status") == 200
+            if passthrough:
+                if first:
+                    await send(first)
+                await send(message)
+                return
+            keep = [(k, v) for k, v in first.get("headers") or [] if k != b"content-length"]
+            body = message.get("body", b"")
+            if first and not message.get("more_body", False):   # the whole body at once
+                body = _redact_body(redactor, body, dict(keep).get(b"content-type", b""))
+                await send({**first, "headers": [*keep, (b"content-length",
+                                                         str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
+            if first:   # a stream (the event stream): no length; each chunk as text
+                await send({**first, "headers": keep})
+            if body and len(redactor):
+                body = redactor.redact(body.decode("utf-8", "replace")).encode()
+            await send({**message, "body": body})
+
+        await self.app(scope, receive, redacting_send)
+
+
+def _redact_body(redactor: Redactor, body: bytes, content_type: bytes) -> bytes:
+    if not body or not len(redactor):
+        return body
+    if content_type.startswith(b"application/json"):
+        try:
+            value = json.loads(body)
+        except ValueError:
+            pass
+        else:
+            return json.dumps(redactor.redact_obj(value), separators=(",", ":"),
+                              ensure_ascii=False).encode()
+    return redactor.redact(body.decode("utf-8", "replace")).encode()
 
 

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from closedpaw.audit import AuditEvent
 from closedpaw.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from closedpaw.gate import Gate
-from closedpaw.security import Principal, RateLimiter, token_looks_valid
+from closedpaw.security import Principal, RateLimiter, rate_key, token_looks_valid
 from closedpaw.settings import Settings
 
 __all__ = ["Auth", "GateDep", "admin_only", "authenticate", "gate_of", "settings_of"]
@@ -54,7 +54,7 @@ def authenticate(request: Request) -> Principal:
         raise AuthenticationFailed(f"{reason}: send 'Authorization: Bearer <token>' "
                                    f"(the admin token is in {settings_of(request).token_file})")
     limiter: RateLimiter = state.limiter
-    wait = limiter.hit(f"principal:{principal.name}")
+    wait = limiter.hit(rate_key(principal.name))   # one bucket per principal, never global
     if wait:
         gate.audit.append(AuditEvent.RATE_LIMITED, principal=principal.name,
                           details={"path": request.url.path[:200], "retry_after": wait})

@@ -26,7 +26,12 @@ from closedpaw.errors import (
     PermissionDenied,
     RateLimited,
     SandboxError,
+    SecretNotFound,
+    SecretTampered,
     StoreError,
+    VaultError,
+    VaultKeyInvalid,
+    VaultLocked,
 )
 
 __all__ = ["STATUS", "error_body", "install_error_handlers"]
@@ -39,6 +44,9 @@ STATUS: list[tuple[type[ClosedPawError], int]] = [
     (ActionStateError, 409), (ApprovalRefused, 409), (RateLimited, 429),
     (InvalidRequest, 400), (ConfigError, 400), (AuditError, 503), (StoreError, 503),
     (SandboxError, 503), (GateError, 400), (ClientError, 502),
+    # the vault (issue 9)
+    (SecretNotFound, 404), (VaultLocked, 423), (VaultKeyInvalid, 403), (SecretTampered, 409),
+    (VaultError, 409),
 ]
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

@@ -9,9 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from closedpaw.gate import ActionRecord
 from closedpaw.gate.actions import check_json_value
+from closedpaw.vault.levels import Level
+from closedpaw.vault.vault import MAX_VALUE_BYTES
 
 __all__ = ["SHA256", "ActionList", "ApproveBody", "AuditPage", "Health", "RejectBody",
-           "SubmitResponse"]
+           "SecretDeleted", "SecretDelivery", "SecretInfoOut", "SecretList", "SecretSet",
+           "SubmitResponse", "VaultStatus", "VaultUnlock"]
 
 SHA256 = r"^[0-9a-f]{64}$"
 
@@ -58,3 +61,53 @@ class AuditPage(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+# -- the vault (issue 9): names, levels, versions and times; a value only in SecretDelivery --
+class SecretInfoOut(BaseModel):
+    name: str
+    level: str
+    version: int
+    versions: list[int]
+    created_at: float
+    updated_at: float
+    created_by: str
+
+
+class SecretList(BaseModel):
+    secrets: list[SecretInfoOut]
+
+
+class SecretSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # characters: at most 4 UTF-8 bytes each, so any accepted value fits the vault's limit
+    value: str = Field(min_length=1, max_length=MAX_VALUE_BYTES // 4)
+    level: Level | None = Field(default=None, description="default: the current version's "
+                                "level, standard for a new secret")
+
+
+class SecretDeleted(BaseModel):
+    name: str
+    deleted_versions: int
+
+
+class VaultStatus(BaseModel):
+    initialized: bool
+    locked: bool
+    kdf: str | None = None
+    generation: int | None = None
+    secrets: int | None = None
+
+
+class VaultUnlock(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    passphrase: str = Field(min_length=1, max_length=4096)
+
+
+class SecretDelivery(BaseModel):
+    """The one answer that carries a value: an approved secret_read, to its requester, once."""
+
+    action_id: str
+    name: str
+    version: int
+    value: str

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from typing import Any
 
 from closedpaw.errors import ConfigError
 from closedpaw.settings import Settings
@@ -71,8 +73,36 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
     config = uvicorn.Config(app, host=settings.api.api_host, port=settings.api.api_port,
                             log_level=log_level, timeout_graceful_shutdown=3,
                             server_header=False, proxy_headers=False, lifespan="on")
+    unredact = _redact_logs(orch.vault.redactor)
     try:
         uvicorn.Server(config).run()
     finally:
+        unredact()
         orch.close()
         os.close(lock)
+
+
+def _redact_logs(redactor: Any) -> Callable[[], None]:
+    """Every log line the server writes passes the vault's redactor (it learns the values
+    when the vault is unlocked, and each value stored or read later). Our own loggers get a
+    stderr handler (else Python's last-resort handler would print them unfiltered); then every
+    handler of ours and uvicorn's gets the filter. Returns the undo."""
+    import logging
+    import sys
+
+    from closedpaw.vault import install_log_redaction
+
+    ours = logging.getLogger("closedpaw")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    ours.addHandler(handler)
+    if ours.level == logging.NOTSET:
+        ours.setLevel(logging.INFO)
+    undo = [install_log_redaction(redactor, logging.getLogger(name))
+            for name in ("", "closedpaw", "uvicorn", "uvicorn.error", "uvicorn.access")]
+
+    def remove() -> None:
+        for u in undo:
+            u()
+        ours.removeHandler(handler)
+    return remove

@@ -38,6 +38,13 @@ class AuditEvent(StrEnum):
     SKILL_REMOVED = "skill.removed"
     SKILL_FILE = "skill.file"
     MCP_CALL = "mcp.call"
+    # the vault (issue 9): names, levels and versions only, never a value
+    VAULT_INITIALIZED = "vault.initialized"
+    VAULT_UNLOCKED = "vault.unlocked"
+    VAULT_ROTATED = "vault.rotated"
+    SECRET_SET = "secret.set"
+    SECRET_DELETED = "secret.deleted"
+    SECRET_DELIVERED = "secret.delivered"
 
 
 def canonical_json(value: Any) -> str:

@@ -25,7 +25,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +75,9 @@ class AuditLog:
         self.head_path = self.dir / "audit.head"
         self.key_path = self.dir / "audit.key"
         self._lock = threading.Lock()
+        #: set by the composition root (the gate: its vault's redactor): applied to every
+        #: entry's details before it is written, so no secret value reaches the log
+        self.redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         try:
             if create:
                 self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -131,7 +134,8 @@ class AuditLog:
                 seq, prev = self._tail()
                 body = AuditEntry(seq=seq + 1, ts=_now(), principal=principal,
                                   action_id=action_id, event=str(event),
-                                  details=details or {}, prev_hash=prev).body()
+                                  details=(self.redact(details) if self.redact and details
+                                           else details or {}), prev_hash=prev).body()
                 entry = AuditEntry(**body, entry_hash=self._mac(body))
                 line = (canonical_json(entry.to_dict()) + "\n").encode()
                 if os.write(fd, line) != len(line):

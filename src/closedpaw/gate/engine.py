@@ -45,6 +45,7 @@ from closedpaw.gate.store import ActionRecord, ActionRow, Store
 from closedpaw.security.principal import SYSTEM, Principal
 from closedpaw.security.tokens import hash_token, new_token
 from closedpaw.settings import Settings
+from closedpaw.vault import Vault
 
 if TYPE_CHECKING:
     from closedpaw.sandbox import SandboxManager
@@ -73,7 +74,8 @@ class Gate:
                  manager: SandboxManager | None = None,
                  executors: ExecutorRegistry | None = None, workers: int = 4,
                  skills: SkillService | None = None,
-                 secrets: SecretResolver | None = None) -> None:
+                 secrets: SecretResolver | None = None,
+                 vault: Vault | None = None) -> None:
         self.settings = settings
         self.audit = audit or AuditLog(settings.audit_dir)
         self.rules = rules or RuleSet.load(user_file=settings.rules_path,
@@ -88,9 +90,12 @@ class Gate:
             from closedpaw.skills import SkillService
 
             skills = SkillService(settings, sandboxes=self.sandbox_manager)
+        # the vault lives in the gate's database; locked until start() (key file) or unlock
+        self.vault = vault if vault is not None else Vault(engine=self.store.engine)
+        self.audit.redact = self.vault.redactor.redact_obj
         self.context = ExecutionContext(settings=settings, audit=self.audit,
-                                        sandboxes=self.sandbox_manager, skills=skills,
-                                        secrets=secrets)
+                                        sandboxes=self.sandbox_manager, vault=self.vault,
+                                        role_of=self.role_of, skills=skills, secrets=secrets)
         self._pool = ThreadPoolExecutor(max_workers=workers,
                                         thread_name_prefix="closedpaw-exec")
         self._listeners: list[Listener] = []
@@ -112,6 +117,9 @@ class Gate:
                 cut.append(aid)
         self.expire_due()
         self._reap_leftovers()
+        from closedpaw.gate.executors.secret import open_vault
+
+        open_vault(self.vault, self.settings)
         return cut
 
     def _reap_leftovers(self) -> None:
@@ -135,6 +143,7 @@ class Gate:
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._manager is not None:
             self._manager.cleanup()
+        self.vault.close()
         self.store.close()
 
     def sandbox_manager(self) -> SandboxManager:
@@ -193,6 +202,13 @@ class Gate:
             self.audit.append(AuditEvent.TOKEN_REVOKED, principal=by.name,
                               details={"name": name})
 
+    def role_of(self, name: str | None) -> str:
+        """The role of an active principal, '' when there is none of that name."""
+        for n, role, _created, disabled in (self.store.principals() if name else []):
+            if n == name and not disabled:
+                return role
+        return ""
+
     def authenticate(self, token: str) -> Principal | None:
         row = self.store.principal_by_hash(hash_token(token))
         return Principal(row.name, row.role) if row else None
@@ -235,6 +251,10 @@ class Gate:
         self._check_policy(parsed)
         decision = self._skill_decision(parsed, req.min_level) or \
             self.rules.classify(parsed, req.min_level)
+        floor = self.executors.floor(self.context, parsed.action_type, parsed.action.parameters
+                                     if parsed.action is not None else None)
+        if floor is not None and floor[0].rank >= decision.level.rank:
+            decision = Decision(floor[0], f"{floor[1]} ({decision.reason})")
         now = time.time()
         needs = decision.level.needs_approval
         row = ActionRow(
@@ -388,6 +408,9 @@ class Gate:
 
     def _finish(self, rec: ActionRecord, *, result: dict[str, Any] | None = None,
                 error: str | None = None) -> None:
+        # what an action produced (a sandbox's output, an error) never carries a secret value
+        result = self.vault.redactor.redact_obj(result) if result is not None else None
+        error = self.vault.redactor.redact(error) if error is not None else None
         to = ActionStatus.FAILED if error is not None else ActionStatus.COMPLETED
         details: dict[str, Any] = {"error": error} if error else {}
         if result is not None and "exit_code" in result:

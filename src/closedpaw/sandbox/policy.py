@@ -3,7 +3,11 @@ loaded from YAML: the built-in ``policies/default.yaml`` with a user file on top
 
 A policy says, per execution type: the image, memory, cpus, pids, disk (the size of /tmp and of
 the overlay's upper layer), network (``none``), readonly_root, extra tmpfs mounts and sizes,
-timeout, environment, working directory, and optionally the language it serves. Every key is
+timeout, environment, working directory, optionally the language it serves, and the secrets
+of the vault it hands the sandbox (``secrets: {ENV_NAME: secret_name}`` as environment
+variables, ``secret_files: {file_name: secret_name}`` as read-only files under
+``/run/secrets``; the policy holds names only, the gate's code executor resolves the values
+at run time). Every key is
 checked; an unknown key or an impossible value is refused with a :class:`PolicyError` naming
 it (``policies.python.memory: ...``). YAML is imported only when policies are loaded, so the
 plain ``closedpaw run`` path never pays for it.
@@ -12,6 +16,7 @@ plain ``closedpaw run`` path never pays for it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -40,7 +45,11 @@ LANGUAGES: Mapping[str, Language] = {
 }
 
 KEYS = ("description", "image", "language", "memory", "cpus", "pids", "disk", "network",
-        "readonly_root", "tmpfs", "timeout", "env", "workdir")
+        "readonly_root", "tmpfs", "timeout", "env", "workdir", "secrets", "secret_files")
+#: a vault secret's name (the vault's own pattern)
+_SECRET_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,256}")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_FILE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # ResourceLimits / SandboxSpec field -> policy key, to name the key in errors.
 _FIELD_KEY = {"memory_mb": "memory", "cpu_cores": "cpus", "max_processes": "pids",
               "disk_mb": "disk", "timeout_s": "timeout"}
@@ -57,6 +66,14 @@ class ExecutionPolicy:
     language: str | None = None
     sources: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict)
+    #: ENV_NAME -> vault secret name; file name (under /run/secrets) -> vault secret name
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    secret_files: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def secret_names(self) -> set[str]:
+        """Every vault secret this policy hands a sandbox."""
+        return {*self.secrets.values(), *self.secret_files.values()}
 
     def to_dict(self) -> dict[str, Any]:
         s = self.spec
@@ -67,6 +84,7 @@ class ExecutionPolicy:
             "disk_mb": s.limits.disk_mb, "network": "none",
             "readonly_root": bool(s.readonly_root), "tmpfs_mb": dict(s.tmpfs),
             "timeout_s": s.limits.timeout_s, "env": dict(s.env), "workdir": s.workdir,
+            "secrets": dict(self.secrets), "secret_files": dict(self.secret_files),
             "sources": list(self.sources),
         }
 
@@ -126,6 +144,23 @@ def _str_map(key: str, v: object) -> dict[str, str]:
     return out
 
 
+def _secret_map(key: str, v: object, pattern: re.Pattern[str], what: str) -> dict[str, str]:
+    """``{ENV_NAME or file name: vault secret name}``, each side checked."""
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        raise SpecError(key, f"must be a mapping of {what} to vault secret names")
+    out = {}
+    for k, val in v.items():
+        if not isinstance(k, str) or not pattern.fullmatch(k):
+            raise SpecError(f"{key}.{k}", f"is not a valid {what[:-1]}")
+        if not isinstance(val, str) or not _SECRET_NAME.fullmatch(val):
+            raise SpecError(f"{key}.{k}", "must name a vault secret (letters, digits, "
+                            "'_', '.', '-', '/')")
+        out[k] = val
+    return out
+
+
 def _resolve(name: str, merged: Mapping[str, Any], sources: tuple[str, ...]) -> ExecutionPolicy:
     """Turn one merged policy mapping into an :class:`ExecutionPolicy`, naming bad keys."""
     desc = merged.get("description", "")
@@ -160,11 +195,22 @@ def _resolve(name: str, merged: Mapping[str, Any], sources: tuple[str, ...]) -> 
         lim = ResourceLimits(**limits)
     except SpecError as e:
         raise SpecError(_FIELD_KEY.get(e.field, e.field), e.problem) from None
-    spec = SandboxSpec(limits=lim, env=_str_map("env", merged.get("env")),
+    env = _str_map("env", merged.get("env"))
+    secrets = _secret_map("secrets", merged.get("secrets"), _ENV_KEY, "variable names")
+    secret_files = _secret_map("secret_files", merged.get("secret_files"), _FILE_KEY,
+                               "file names")
+    clash = sorted(set(secrets) & set(env))
+    if clash:
+        raise SpecError(f"secrets.{clash[0]}", "is also set in env; a variable comes from "
+                        "one of them")
+    if secret_files and any(p == "/run" or str(p).startswith("/run/") for p in tmpfs):
+        raise SpecError("tmpfs", "/run is where secret_files are mounted (read-only)")
+    spec = SandboxSpec(limits=lim, env=env,
                        workdir=merged.get("workdir", "/tmp"), image=merged.get("image", "host"),
                        readonly_root=ro, tmpfs=tmpfs)
     return ExecutionPolicy(name=name, description=desc, spec=spec, language=lang,
-                           sources=sources, raw=dict(merged))
+                           sources=sources, raw=dict(merged), secrets=secrets,
+                           secret_files=secret_files)
 
 
 def _parse(text: str, source: str) -> dict[str, dict[str, Any]]:
@@ -224,7 +270,8 @@ def load_policies(user_file: Path | None = None, *, builtin_text: str | None = N
     base: dict[str, Any] = {}
     for _, layer in layers:
         base.update({k: v for k, v in layer.get("default", {}).items()
-                     if k not in ("description", "language")})
+                     # secrets are never inherited: only the policy naming them gets them
+                     if k not in ("description", "language", "secrets", "secret_files")})
     out: dict[str, ExecutionPolicy] = {}
     for name in names:
         merged = dict(base)

@@ -160,6 +160,9 @@ class SandboxSpec:
     ``host``; for store images a writable per-sandbox overlay (upper layer on a tmpfs of
     ``limits.disk_mb``) that vanishes with the sandbox. ``tmpfs`` adds sized tmpfs mounts
     (path -> MiB). ``code_files`` (name -> text) are written read-only under ``/code``.
+    ``secret_files`` (name -> value) are written read-only (0400, the sandbox user's) under
+    ``/run/secrets`` (a read-only bind of the sandbox's own ``run`` directory on ``/run``);
+    their values, like ``env``'s, never appear in the spec's repr.
     """
 
     limits: ResourceLimits = field(default_factory=ResourceLimits)
@@ -172,6 +175,7 @@ class SandboxSpec:
     tmpfs: Mapping[str, int] = field(default_factory=dict)
     code_files: Mapping[str, str] = field(default_factory=dict)
     binds: tuple[HostBind, ...] = ()
+    secret_files: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.limits, ResourceLimits):
@@ -218,6 +222,15 @@ class SandboxSpec:
             if b.destination in seen or b.destination in self.tmpfs:
                 raise SpecError(f"binds.{b.destination}", "is mounted twice")
             seen.add(b.destination)
+        if not isinstance(self.secret_files, Mapping):
+            raise SpecError("secret_files", "must be a mapping of file names to values")
+        for sname, value in self.secret_files.items():
+            if not isinstance(sname, str) or not _CODE_NAME.fullmatch(sname):
+                raise SpecError(f"secret_files.{sname}", "must be a plain file name")
+            if not isinstance(value, str):
+                raise SpecError(f"secret_files.{sname}", "must be text")
+        if self.secret_files and any(p == "/run" or p.startswith("/run/") for p in self.tmpfs):
+            raise SpecError("tmpfs", "/run is where secret files are mounted (read-only)")
         if self.input_path is not None:
             object.__setattr__(self, "input_path", Path(self.input_path))
         if self.output_dir is not None:

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "rate_key"]
 
 
 class RateLimiter:
@@ -40,3 +40,19 @@ class RateLimiter:
             for k in [k for k, (t, _) in self._buckets.items() if t >= self.burst][:1000]:
                 del self._buckets[k]
         self._buckets[key] = (tokens, now)
+
+
+def rate_key(principal: str, *, channel: str | None = None,
+             channel_user: str | None = None) -> str:
+    """The bucket of one caller, never a global one: ``principal:NAME`` for API callers;
+    ``channel:CHANNEL:USER`` for a user reaching the assistant through a channel adapter (one
+    noisy chat user cannot use up the limit of everyone behind the same bot principal). A
+    limit hit is answered with 429 (or the channel's equivalent), never with a raised risk
+    level."""
+    if channel is not None or channel_user is not None:
+        if not channel or not channel_user:
+            raise ValueError("rate_key: a channel needs both its name and the user's id")
+        return f"channel:{channel}:{channel_user}"
+    if not principal:
+        raise ValueError("rate_key: empty principal")
+    return f"principal:{principal}"

@@ -1,7 +1,7 @@
 """Settings: the only reader of ``CLOSEDPAW_*`` environment variables.
 
 :class:`Settings` holds the two directories every layer shares and one section per concern
-(``sandbox``, ``pools``, ``gate``, ``api``; providers, vault, web and channels get theirs
+(``sandbox``, ``pools``, ``gate``, ``api``, ``vault``; providers, web and channels get theirs
 when they land: one frozen dataclass in ``sections.py`` and one field below). Every field
 declares its environment variable beside it (``CLOSEDPAW_`` + the field name in capitals).
 
@@ -32,15 +32,16 @@ from closedpaw.settings.sections import (
     PoolSettings,
     SandboxSettings,
     SkillSettings,
+    VaultSettings,
 )
 
 __all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "PoolSettings",
-           "SandboxSettings", "Settings", "SkillSettings", "all_settings"]
+           "SandboxSettings", "Settings", "SkillSettings", "VaultSettings", "all_settings"]
 
 #: the section fields of :class:`Settings`, in order
 SECTIONS: dict[str, type] = {"sandbox": SandboxSettings, "image_import": ImageSettings,
                              "pools": PoolSettings, "gate": GateSettings, "api": ApiSettings,
-                             "skills": SkillSettings}
+                             "skills": SkillSettings, "vault": VaultSettings}
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Settings:
     gate: GateSettings = field(default_factory=GateSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     skills: SkillSettings = field(default_factory=SkillSettings)
+    vault: VaultSettings = field(default_factory=VaultSettings)
 
     # -- derived paths (one place that decides where things live) -------------------------
     @property

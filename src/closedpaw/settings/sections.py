@@ -11,7 +11,7 @@ from closedpaw.errors import ConfigError
 from closedpaw.settings._field import setting
 
 __all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "PoolSettings",
-           "SandboxSettings", "SkillSettings"]
+           "SandboxSettings", "SkillSettings", "VaultSettings"]
 
 RUNTIME_CHOICES = ("auto", "runsc", "runc")
 
@@ -187,3 +187,33 @@ class SkillSettings:
     @property
     def roots(self) -> tuple[Path, ...]:
         return tuple(Path(r) for r in self.fs_roots.split(":") if r)
+#: OWASP's floor for Argon2id (the vault refuses less): 19 MiB, 2 passes
+VAULT_MIN_KDF_MEMORY_KIB = 19 * 1024
+VAULT_MIN_KDF_ITERATIONS = 2
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    """The secret vault (its tables live in the gate's database)."""
+
+    vault_key_file: Path | None = setting(
+        None, env="CLOSEDPAW_VAULT_KEY_FILE", kind=Path,
+        doc="key file that opens a key-file vault, when it is not where 'vault init' "
+        "recorded it (e.g. mounted from elsewhere); unset = the recorded path")
+    vault_unlock_at_start: bool = setting(
+        True, env="CLOSEDPAW_VAULT_UNLOCK_AT_START", kind=bool,
+        doc="the server unlocks a key-file vault when it starts; false = it stays locked "
+        "and refuses secret use")
+    vault_kdf_memory_kib: int = setting(
+        VAULT_MIN_KDF_MEMORY_KIB, env="CLOSEDPAW_VAULT_KDF_MEMORY_KIB", kind=int,
+        doc="Argon2id memory (KiB) for a new passphrase (vault init, rotate); at least 19456")
+    vault_kdf_iterations: int = setting(
+        VAULT_MIN_KDF_ITERATIONS, env="CLOSEDPAW_VAULT_KDF_ITERATIONS", kind=int,
+        doc="Argon2id passes for a new passphrase; at least 2")
+
+    def __post_init__(self) -> None:
+        if self.vault_kdf_memory_kib < VAULT_MIN_KDF_MEMORY_KIB:
+            raise ConfigError(f"vault_kdf_memory_kib: at least {VAULT_MIN_KDF_MEMORY_KIB} "
+                              "(OWASP's floor for Argon2id)")
+        if self.vault_kdf_iterations < VAULT_MIN_KDF_ITERATIONS:
+            raise ConfigError(f"vault_kdf_iterations: at least {VAULT_MIN_KDF_ITERATIONS}")

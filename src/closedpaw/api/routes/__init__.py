@@ -1,7 +1,7 @@
 """One router per resource; :func:`closedpaw.api.app.create_app` includes them all."""
 
-from closedpaw.api.routes import actions, audit, events, status
+from closedpaw.api.routes import actions, audit, events, secrets, status
 
 __all__ = ["ROUTERS"]
 
-ROUTERS = (status.router, actions.router, audit.router, events.router)
+ROUTERS = (status.router, actions.router, audit.router, events.router, secrets.router)

@@ -1,8 +1,9 @@
 """What an approved action does, one module per action type, found through a registry.
 
 Code runs only in a sandbox; host file and network access run only after the gate let them
-through. Each module exports ``ACTION_TYPES`` (action_type -> executor);
-:func:`default_registry` collects them. Executors get an :class:`ExecutionContext`, never the
+through. Each module exports ``ACTION_TYPES`` (action_type -> executor) and may export
+``RAISERS`` (action_type -> the level it needs at least); :func:`default_registry` collects
+them. Executors get an :class:`ExecutionContext`, never the
 engine.
 """
 
@@ -19,6 +20,7 @@ def default_registry() -> ExecutorRegistry:
     """Every built-in executor, keyed by action type."""
     reg = ExecutorRegistry()
     for module in (code, files, network, chat, secret, skill):
+        raisers = getattr(module, "RAISERS", {})
         for action_type, fn in module.ACTION_TYPES.items():
-            reg.register(action_type, fn)
+            reg.register(action_type, fn, raiser=raisers.get(action_type))
     return reg

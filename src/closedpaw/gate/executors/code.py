@@ -1,4 +1,13 @@
-"""``code_execution``: only in a sandbox without a network, under a named execution policy."""
+"""``code_execution``: only in a sandbox without a network, under a named execution policy.
+
+A policy may hand the sandbox secrets of the vault (``secrets: {ENV_NAME: name}``,
+``secret_files: {file: name}`` under ``/run/secrets``, read-only). They are resolved here, at
+run time, with the requester's role (its role must reach each stored level; an ``elevated``
+or ``admin`` secret also needs an admin's approval). Asking for any secret makes the action
+high at submit (critical for an ``elevated`` or ``admin`` one: :func:`raise_for_secrets`), and
+the gate redacts their values from the result (the vault's redactor learns each value as it
+is decrypted).
+"""
 
 from __future__ import annotations
 
@@ -6,34 +15,90 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from closedpaw.audit.events import AuditEvent
-from closedpaw.errors import GateError
-from closedpaw.gate.actions import CodeExecutionParams
+from closedpaw.errors import ClosedPawError, GateError, NotConfigured, PermissionDenied
+from closedpaw.gate.actions import CodeExecutionParams, RiskLevel
+from closedpaw.vault import may_read, needs_admin_approval
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from closedpaw.gate.executors.context import ExecutionContext
     from closedpaw.gate.store import ActionRecord
+    from closedpaw.sandbox.policy import ExecutionPolicy
 
-__all__ = ["ACTION_TYPES", "run_code"]
+__all__ = ["ACTION_TYPES", "RAISERS", "raise_for_secrets", "run_code"]
+
+
+def _resolve_secrets(ctx: ExecutionContext, rec: ActionRecord, pol: ExecutionPolicy
+                     ) -> tuple[dict[str, str], dict[str, str]]:
+    """(env additions, secret files) with their values, read as the requester."""
+    if not pol.secret_names:
+        return {}, {}
+    if ctx.vault is None:
+        raise NotConfigured(f"policy {pol.name!r} asks for secrets but no vault is configured")
+    role = ctx.role_of(rec.requester)
+    decided = rec.decided_by or ""
+    approver = "" if decided.startswith("rule:") else ctx.role_of(decided)
+    values: dict[str, str] = {}
+    for name in sorted(pol.secret_names):
+        level = ctx.vault.info(name).level
+        if not may_read(role, level):
+            raise PermissionDenied(f"policy {pol.name!r} asks for secret {name!r} ({level}); "
+                                   f"{rec.requester!r} (role {role or 'none'}) may not read it")
+        if needs_admin_approval(level) and approver != "admin":
+            raise GateError(f"policy {pol.name!r} asks for secret {name!r} ({level}): the "
+                            "action needs an approval by an admin; submit it again")
+        values[name] = ctx.vault.get(name, role=role)
+    return ({k: values[v] for k, v in pol.secrets.items()},
+            {k: values[v] for k, v in pol.secret_files.items()})
 
 
 def run_code(ctx: ExecutionContext, rec: ActionRecord, params: BaseModel) -> dict[str, Any]:
     assert isinstance(params, CodeExecutionParams)
     mgr = ctx.sandboxes()
-    base = mgr.spec_for(params.policy)  # PolicyError (the action fails) for an unknown name
+    pol = mgr.policies().get(params.policy)  # PolicyError (the action fails) for an unknown one
+    base = pol.spec
     if base.limits.network_enabled:
         raise GateError(f"policy {params.policy!r} enables the network; code_execution runs "
                         "only in sandboxes without one")
-    spec = replace(base, limits=replace(base.limits, timeout_s=params.timeout_s))
+    env, files = _resolve_secrets(ctx, rec, pol)
+    spec = replace(base, limits=replace(base.limits, timeout_s=params.timeout_s),
+                   env={**base.env, **env}, secret_files=files)
     result = mgr.run(params.command(), spec)
     out = result.to_dict()
     ctx.audit.append(AuditEvent.SANDBOX_RUN, principal="system", action_id=rec.id,
                      details={"sandbox_id": result.sandbox_id, "exit_code": result.exit_code,
                               "timed_out": result.timed_out, "oom_killed": result.oom_killed,
                               "duration_ms": out["duration_ms"],
-                              "isolation": out["isolation"]})
+                              "isolation": out["isolation"],
+                              "secrets": sorted(pol.secret_names)})
     return out
 
 
+def raise_for_secrets(ctx: ExecutionContext, params: BaseModel
+                      ) -> tuple[RiskLevel, str] | None:
+    """At submit: code under a policy that hands the sandbox secrets is high (critical when
+    one of them is stored ``elevated`` or ``admin``)."""
+    if not isinstance(params, CodeExecutionParams):
+        return None
+    try:
+        pol = ctx.sandboxes().policies().get(params.policy)
+    except ClosedPawError:   # an unknown policy is refused by the gate's own check
+        return None
+    names = sorted(pol.secret_names)
+    if not names:
+        return None
+    level = RiskLevel.HIGH
+    if ctx.vault is not None:
+        for name in names:
+            try:
+                if needs_admin_approval(ctx.vault.info(name).level):
+                    level = RiskLevel.CRITICAL
+            except ClosedPawError:   # unknown: the run fails; still at least high
+                continue
+    return level, (f"policy {pol.name!r} hands the sandbox secrets {', '.join(names)}"
+                   + (": an admin approves it" if level is RiskLevel.CRITICAL else ""))
+
+
 ACTION_TYPES = {"code_execution": run_code}
+RAISERS = {"code_execution": raise_for_secrets}

@@ -11,13 +11,18 @@ from closedpaw.errors import NoExecutor
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from closedpaw.gate.actions import RiskLevel
     from closedpaw.gate.executors.context import ExecutionContext
     from closedpaw.gate.store import ActionRecord
 
-__all__ = ["Executor", "ExecutorRegistry"]
+__all__ = ["Executor", "ExecutorRegistry", "Raiser"]
 
 #: (context, the stored action, its validated parameters) -> the action's JSON result
 Executor = Callable[["ExecutionContext", "ActionRecord", "BaseModel"], dict[str, Any]]
+
+#: (context, validated parameters) -> (a level the action needs at least, why) or None; what
+#: only the executor's services know at submit (a secret's stored level, a policy's secrets)
+Raiser = Callable[["ExecutionContext", "BaseModel"], "tuple[RiskLevel, str] | None"]
 
 
 class ExecutorRegistry(Mapping[str, Executor]):
@@ -26,11 +31,22 @@ class ExecutorRegistry(Mapping[str, Executor]):
 
     def __init__(self) -> None:
         self._by_type: dict[str, Executor] = {}
+        self._raisers: dict[str, Raiser] = {}
 
-    def register(self, action_type: str, fn: Executor) -> None:
+    def register(self, action_type: str, fn: Executor, *, raiser: Raiser | None = None
+                 ) -> None:
         if action_type in self._by_type:
             raise ValueError(f"an executor for {action_type!r} is registered already")
         self._by_type[action_type] = fn
+        if raiser is not None:
+            self._raisers[action_type] = raiser
+
+    def floor(self, ctx: ExecutionContext, action_type: str, params: BaseModel | None
+              ) -> tuple[RiskLevel, str] | None:
+        """The level an action must have at least, from its executor's view (never lower
+        than the rules said: the gate takes the higher of the two)."""
+        fn = self._raisers.get(action_type)
+        return None if fn is None or params is None else fn(ctx, params)
 
     def executor(self, action_type: str) -> Executor:
         fn = self._by_type.get(action_type)

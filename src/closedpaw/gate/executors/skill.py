@@ -37,7 +37,11 @@ def execute_skill(ctx: ExecutionContext, rec: ActionRecord, params: BaseModel) -
         ctx.audit.append(AuditEvent.SKILL_FILE, principal=rec.requester, action_id=rec.id,
                          details={"op": op, **details})
 
-    out = skills.run(params.skill, dict(params.arguments), secrets=ctx.secrets,
+    secrets = ctx.secrets
+    if secrets is None and ctx.vault is not None:
+        # the requester's role reads: a skill never gets a secret its requester could not
+        secrets = ctx.vault.resolver(ctx.role_of(rec.requester))
+    out = skills.run(params.skill, dict(params.arguments), secrets=secrets,
                      fs_audit=fs_audit)
     if "exit_code" in out:
         ctx.audit.append(AuditEvent.SANDBOX_RUN, principal="system", action_id=rec.id,

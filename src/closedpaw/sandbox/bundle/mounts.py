@@ -57,15 +57,20 @@ def tmpfs_mounts(sizes: Mapping[str, int]) -> list[dict[str, Any]]:
 
 def file_mounts(*, input_dir: Path | None, output_dir: Path | None,
                 code_dir: Path | None = None,
-                agent_dir: Path | None = None) -> list[dict[str, Any]]:
+                agent_dir: Path | None = None,
+                run_dir: Path | None = None) -> list[dict[str, Any]]:
     """Bind the staged input read-only at /input, the capped output dir at /output, the
-    code files read-only at /code and the in-sandbox agent read-only at /.closedpaw."""
+    code files read-only at /code, the in-sandbox agent read-only at /.closedpaw and the
+    sandbox's own run directory (secret files under secrets/) read-only at /run."""
     out: list[dict[str, Any]] = []
     if agent_dir is not None:
         out.append({"destination": AGENT_MOUNT, "type": "bind", "source": str(agent_dir),
                     "options": ["rbind", "ro", *_SAFE]})
     if code_dir is not None:
         out.append({"destination": "/code", "type": "bind", "source": str(code_dir),
+                    "options": ["rbind", "ro", *_SAFE]})
+    if run_dir is not None:
+        out.append({"destination": "/run", "type": "bind", "source": str(run_dir),
                     "options": ["rbind", "ro", *_SAFE]})
     if input_dir is not None:
         out.append({"destination": "/input", "type": "bind", "source": str(input_dir),

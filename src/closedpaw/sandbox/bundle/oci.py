@@ -60,6 +60,7 @@ class BundleInputs:
     tmpfs: Mapping[str, int] = field(default_factory=dict)
     code_dir: Path | None = None
     agent_dir: Path | None = None
+    run_dir: Path | None = None
     hostname: str = "sandbox"
     annotations: Mapping[str, str] = field(default_factory=dict)
     binds: Sequence[tuple[str, str, bool]] = ()
@@ -85,7 +86,8 @@ def build_config(b: BundleInputs) -> dict[str, Any]:
         "mounts": [*_mounts.base_mounts(disk_mb=b.limits.disk_mb, usr_source=b.usr_source),
                    *_mounts.tmpfs_mounts(b.tmpfs),
                    *_mounts.file_mounts(input_dir=b.input_dir, output_dir=b.output_dir,
-                                        code_dir=b.code_dir, agent_dir=b.agent_dir),
+                                        code_dir=b.code_dir, agent_dir=b.agent_dir,
+                                        run_dir=b.run_dir),
                    *_mounts.host_bind_mounts(b.binds)],
         "annotations": {**b.annotations,
                         **({_mounts.RW_BINDS_ANNOTATION: ":".join(d for _, d, rw in b.binds

@@ -199,6 +199,7 @@ class SandboxDir:
         self.input_dir: Path | None = None
         self.output_mount: Path | None = None
         self.code_dir: Path | None = None
+        self.run_dir: Path | None = None
         self.agent_dir: Path | None = None     # the agent's files, bound at /.closedpaw
         self.lower: Path | None = None          # the image root, never written
         self.image_digest = ""
@@ -258,6 +259,21 @@ class SandboxDir:
                 p = self.code_dir / name
                 p.write_text(text)
                 os.chmod(p, 0o644)
+        if self.spec.secret_files:
+            # run/secrets/NAME: 0400 and 0500, the sandbox user's only; bound read-only on /run
+            self.run_dir = self.dir / "run"
+            self.run_dir.mkdir(mode=0o755)
+            sdir = self.run_dir / "secrets"
+            sdir.mkdir(mode=0o500)
+            for name, value in self.spec.secret_files.items():
+                fd = os.open(sdir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             0o400)
+                try:
+                    os.write(fd, value.encode("utf-8"))
+                    os.fchown(fd, SANDBOX_UID, SANDBOX_GID)
+                finally:
+                    os.close(fd)
+            os.chown(sdir, SANDBOX_UID, SANDBOX_GID)
         if self.spec.input_path is not None:
             self.input_dir = self.dir / "input"
             stage_input(self.spec.input_path, self.input_dir)
@@ -309,7 +325,7 @@ class SandboxDir:
             machine=os.uname().machine, pids_mode=self.features.pids_mode,
             gvisor=self.features.platform.startswith("gvisor"),
             input_dir=self.input_dir, output_dir=self.output_mount, code_dir=self.code_dir,
-            agent_dir=self.agent_dir,
+            agent_dir=self.agent_dir, run_dir=self.run_dir,
             usr_source="/usr" if self.spec.image == HOST_IMAGE else None,
             readonly_root=self.readonly_root, tmpfs=self.spec.tmpfs, annotations=annotations,
             binds=[(str(b.source), b.destination, b.writable) for b in self.spec.binds],

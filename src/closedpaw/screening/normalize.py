@@ -1,0 +1,309 @@
+"""Normalisation and decoding: the views of a text that the detectors read.
+
+``views(text)`` returns (name, text) pairs, each already folded for matching:
+
+* ``text``: invisible characters removed (zero-width, soft hyphen, bidi controls, Unicode tag
+  characters), NFKC, Cyrillic/Greek look-alikes folded to Latin, spaced-out letters joined
+  (``i g n o r e`` -> ``ignore``), case folded, whitespace collapsed;
+* ``leet``: the same with digit/symbol look-alikes as letters (``1gn0re`` -> ``ignore``), when
+  the text mixes them into words;
+* ``rot13``: the rot13 of ``text``;
+* ``tags``: what was written in Unicode tag characters (invisible ASCII), when there is any;
+* ``hidden``: text inside HTML comments, hidden elements, alt/title attributes and markdown
+  comments;
+* ``base64`` / ``hex`` / ``url``: decoded runs that decode to readable text.
+
+Everything here is pure and bounded: at most :data:`MAX_DECODED` runs are decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+import urllib.parse
+
+__all__ = ["MAX_DECODED", "fold", "invisible_counts", "views"]
+
+MAX_DECODED = 16
+
+_ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u180e\u00ad\u034f\u2061\u2062\u2063\u2064"
+_BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+#: look-alike letters (Cyrillic, Greek, Armenian, Latin variants) -> the Latin letter
+_HOMOGLYPHS: dict[str, str] = {
+    "a": "\u0430\u0410\u03b1\u0391", "b": "\u0432\u0412\u03b2\u0392", "c": "\u0441\u0421",
+    "d": "\u0501", "e": "\u0435\u0451\u0415\u03b5\u0395", "g": "\u0261",
+    "h": "\u043d\u04bb\u041d\u0397", "i": "\u0456\u0457\u0406\u03b9\u0399", "j": "\u0458\u0408",
+    "k": "\u043a\u041a\u03ba\u039a", "l": "\u04cf", "m": "\u043c\u041c\u039c",
+    "n": "\u0578\u03b7\u039d", "o": "\u043e\u041e\u03bf\u039f", "p": "\u0440\u0420\u03c1\u03a1",
+    "q": "\u051b", "s": "\u0455\u0405", "t": "\u0442\u0422\u03c4\u03a4", "u": "\u057d\u03c5",
+    "v": "\u03bd", "w": "\u051d", "x": "\u0445\u0425\u03c7\u03a7", "y": "\u0443\u0423\u03a5",
+    "z": "\u0396",
+}
+_FOLD = str.maketrans({c: latin for latin, chars in _HOMOGLYPHS.items() for c in chars})
+_HOMOGLYPH_RE = re.compile("[" + "".join(_HOMOGLYPHS.values()) + "]")
+_INVISIBLE_RE = re.compile("[" + _ZERO_WIDTH + _BIDI + "\U000e0000-\U000e007f]")
+_TAG_RE = re.compile("[\U000e0000-\U000e007f]")
+_ZW_RE = re.compile("[" + _ZERO_WIDTH + "]")
+_BIDI_RE = re.compile("[" + _BIDI + "]")
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a",
+                       "$": "s", "|": "l"})
+_SPACED = re.compile(r"(?<!\S)(?:\w[ .\-_*·]){3,}\w(?!\S)")
+_SEP = re.compile(r"[ .\-_*·]")
+_SEPS = "-.*_\u00b7"
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+#: an override phrase with its spaces taken out ("ign ore prev ious instru ctions"): the
+#: ``squeezed`` view re-spaces it so the ordinary rules read it
+_SQUEEZED_HINT = re.compile(
+    r"(ignore|disregard|forget)(all|the|your|any)?(previous|prior|above|earlier|system)"
+    r"(instructions?|rules|prompts?|guidelines)")
+
+
+def _spaced_out(m: re.Match[str]) -> str:
+    return " " + " ".join(g for g in m.groups() if g) + " "
+_ROT13 = str.maketrans("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                       "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM")
+
+_HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){10,}(?![0-9A-Fa-f])")
+_PCT = re.compile(r"%[0-9A-Fa-f]{2}")
+_HIDDEN = re.compile(
+    r"<!--(.*?)(?:-->|$)"
+    r"|<(\w+)[^>]*(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0"
+    r"|opacity\s*:\s*0(?![.\d]*[1-9]))[^>]*>(.*?)</\2>"
+    r"|\b(?:alt|title|aria-label)\s*=\s*[\"']([^\"']{8,})[\"']"
+    r"|^\s*\[//\]:\s*#\s*[(\"'](.*?)[)\"']\s*$",
+    re.S | re.I | re.M)
+
+
+def invisible_counts(text: str) -> tuple[int, int, int]:
+    """(zero-width, bidi control, tag characters) in ``text``."""
+    if text.isascii() or not _INVISIBLE_RE.search(text):
+        return 0, 0, 0
+    return (len(_ZW_RE.findall(text)), len(_BIDI_RE.findall(text)),
+            len(_TAG_RE.findall(text)))
+
+
+def strip_invisible(text: str) -> str:
+    if text.isascii() or not _INVISIBLE_RE.search(text):
+        return text
+    return _INVISIBLE_RE.sub("", text)
+
+
+def _join_spaced(m: re.Match[str]) -> str:
+    return _SEP.sub("", m.group(0))
+
+
+def fold(text: str) -> str:
+    """The ``text`` view of any string."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", strip_invisible(text))
+        if _HOMOGLYPH_RE.search(text):
+            text = text.translate(_FOLD)
+    words = text.split()
+    if sum(1 for w in words if len(w) == 1) >= 4 or any(
+            len(w) >= 7 and w[1] in _SEPS and w[3] in _SEPS for w in words):
+        text = _SPACED.sub(_join_spaced, text)
+        words = text.split()
+    return " ".join(words).casefold()
+
+
+def _readable(data: bytes) -> str | None:
+    try:
+        s = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if len(s) < 8:
+        return None
+    printable = sum(1 for c in s if c.isprintable() or c in "\n\t")
+    letters = sum(1 for c in s if c.isalpha())
+    if printable < 0.9 * len(s) or letters < 0.5 * len(s) or " " not in s:
+        return None
+    return s
+
+
+_SENTENCE = re.compile(r"(?<=[.!?:;])\s+")
+_B32_RUN = re.compile(r"[A-Z2-7]{16,}=*")
+_DECIMALS = re.compile(r"(?:\b(?:3[2-9]|[4-9]\d|1[01]\d|12[0-6])\b[ ,;]+){7,}"
+                       r"(?:3[2-9]|[4-9]\d|1[01]\d|12[0-6])\b")
+_BINARY = re.compile(r"(?:\b[01]{8}\b[ ,]*){6,}")
+_SHIFTS = [str.maketrans("abcdefghijklmnopqrstuvwxyz",
+                         "abcdefghijklmnopqrstuvwxyz"[k:] + "abcdefghijklmnopqrstuvwxyz"[:k])
+           for k in range(26)]
+
+
+def _best_shift(sentence: str) -> str | None:
+    """The Caesar shift of ``sentence`` (not 0, not 13: rot13 has its own view) that reads
+    most like prose, if one does."""
+    best, best_n = None, 0
+    for k in range(1, 26):
+        if k == 13:
+            continue
+        cand = sentence.translate(_SHIFTS[k])
+        words = cand.split(" ")
+        n = sum(1 for w in words if w in _STOPWORDS)
+        if n > best_n:
+            best, best_n = cand, n
+    if best is None or best_n < max(2, 0.15 * len(best.split(" "))):
+        return None
+    return best
+
+
+def _gibberish(words: list[str]) -> bool:
+    """Six words or more with almost none of the common short words of our languages."""
+    return len(words) >= 6 and sum(1 for w in words if w in _STOPWORDS) < 0.12 * len(words)
+
+
+def _morse(run: str) -> str:
+    words = re.split(r"\s*/\s*|\s{3,}", run.strip())
+    return " ".join("".join(_MORSE.get(ch, "") for ch in w.split()) for w in words)
+
+
+def _unescape(run: str) -> str:
+    import html
+
+    if "&#" in run:
+        return html.unescape(run)
+    out = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), run)
+    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), out)
+
+
+def _tags_text(text: str) -> str:
+    return "".join(chr(ord(ch) - 0xE0000) for ch in _TAG_RE.findall(text)
+                   if 0xE0020 <= ord(ch) <= 0xE007E)
+
+
+def _leet_hint(words: list[str]) -> bool:
+    """Some word mixes letters with digit or symbol look-alikes (``1gn0re``, ``a11``)."""
+    for w in words:
+        if len(w) > 2 and not w.isalpha() and not w.isdigit():
+            core = w.strip(".,;:!?()[]{}\"'")
+            if core and _LEET_WORD.fullmatch(core):
+                return True
+    return False
+
+
+_LEET_WORD = re.compile(r"(?=.*[a-z])(?=.*[013457@$|])[a-z013457@$|]{3,}")
+_ROT_HINT = ("rot13", "rot-13", "rot 13", "caesar", "rotate")
+#: frequent short words of EN, DE, FR, ES, IT: a text of words with none of them is not
+#: plain prose in these languages, so its rot13 and its reversal are screened too
+_STOPWORDS = frozenset(
+    [
+        "the", "a", "an", "and", "or", "to", "of", "in", "on", "is", "are", "be", "you", "your",
+        "it", "this", "that", "for", "with", "as", "at", "by", "not", "der", "die", "das", "und",
+        "ist", "zu", "den", "nicht", "mit", "sie", "ein", "eine", "ich", "du", "le", "la", "les",
+        "et", "est", "un", "une", "de", "des", "pour", "pas", "que", "qui", "il", "el", "los",
+        "las", "y", "es", "en", "por", "no", "un", "una", "con", "para", "il", "lo", "di", "che",
+        "e", "per", "non", "una", "sono",
+    ])
+_MORSE = dict(zip(
+    [
+        ".-", "-...", "-.-.", "-..", ".", "..-.", "--.", "....", "..", ".---", "-.-", ".-..",
+        "--", "-.", "---", ".--.", "--.-", ".-.", "...", "-", "..-", "...-", ".--", "-..-",
+        "-.--", "--..", "-----", ".----", "..---", "...--", "....-", ".....", "-....", "--...",
+        "---..", "----.",
+    ],
+    "abcdefghijklmnopqrstuvwxyz0123456789", strict=True))
+_MORSE_RUN = re.compile(r"(?:[.\-]{1,6}[ /]+){8,}[.\-]{1,6}")
+_ESCAPES = re.compile(r"(?:\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}|&#x?[0-9a-fA-F]{2,5};){6,}")
+_HIDDEN_HINT = ("<!--", "display", "visibility", "font-size", "opacity", "alt=", "title=",
+                "aria-label", "[//]")
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
+
+
+def views(text: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    base = fold(text)
+    out.append(("text", base))
+    words = base.split(" ")
+    if _leet_hint(words):
+        leet = base.translate(_LEET)
+        if leet != base:
+            out.append(("leet", leet))
+    odd = [base] if _gibberish(words) else [
+        p for p in _SENTENCE.split(base) if len(p) < len(base) and _gibberish(p.split(" "))]
+    if odd or any(h in base for h in _ROT_HINT):
+        out.append(("rot13", " ".join(odd or [base]).translate(_ROT13)))
+    if odd:
+        out.append(("reversed", " ".join(p[::-1] for p in odd)))
+        shifted = [c for c in (_best_shift(p) for p in odd) if c]
+        if shifted:
+            out.append(("caesar", " ".join(shifted)))
+    if ".-" in text or "-." in text:
+        for run in _MORSE_RUN.findall(text)[:MAX_DECODED]:
+            out.append(("morse", _morse(run)))
+    if "\\" in text or "&#" in text:
+        for run in _ESCAPES.findall(text)[:MAX_DECODED]:
+            out.append(("escapes", fold(_unescape(run))))
+    raw = text
+    # marks left after composition sit on letters that have no precomposed form (or are
+    # stacked): not how any of our languages is written
+    if not text.isascii() and len(_COMBINING.findall(unicodedata.normalize("NFC", text))) >= 2:
+            marked = unicodedata.normalize("NFD", text)
+            out.append(("unmarked", fold(_COMBINING.sub("", marked))))
+    squeezed = base.replace(" ", "")
+    if ("ignor" in squeezed or "disregard" in squeezed or "forget" in squeezed) and \
+            _SQUEEZED_HINT.search(squeezed) and not _SQUEEZED_HINT.search(base):
+        out.append(("squeezed", _SQUEEZED_HINT.sub(_spaced_out, squeezed)))
+    if not text.isascii() and _INVISIBLE_RE.search(text):
+        tags = _tags_text(text)
+        if tags.strip():
+            out.append(("tags", fold(tags)))
+        raw = strip_invisible(text)
+    hidden_raw = ""
+    if any(h in base for h in _HIDDEN_HINT):
+        hidden = [next((g for g in m.groups()[0:1] + m.groups()[2:] if g), "")
+                  for m in _HIDDEN.finditer(raw)]
+        hidden = [h for h in hidden if h.strip()]
+        if hidden:
+            hidden_raw = " \n ".join(hidden)
+            out.append(("hidden", fold(hidden_raw)))
+    decoded = 0
+    long_words = [w for w in raw.split() if len(w) >= 16]
+    for word in long_words:
+        if decoded >= MAX_DECODED:
+            break
+        for run in _B64_RUN.findall(word):
+            if run.isalpha() and (run.islower() or run.isupper()):
+                continue   # a plain long word, not base64
+            try:
+                data = base64.b64decode(run.replace("-", "+").replace("_", "/")
+                                        + "=" * (-len(run.rstrip("=")) % 4), validate=False)
+            except (binascii.Error, ValueError):
+                continue
+            s = _readable(data)
+            if s is not None:
+                out.append(("hidden_base64" if run in hidden_raw else "base64", fold(s)))
+                decoded += 1
+        if word.isupper() or word.isdigit():
+            for run in _B32_RUN.findall(word):
+                try:
+                    core = run.rstrip("=")
+                    data = base64.b32decode(core + "=" * (-len(core) % 8))
+                except (binascii.Error, ValueError):
+                    continue
+                s = _readable(data)
+                if s is not None:
+                    out.append(("base32", fold(s)))
+                    decoded += 1
+        for hx in _HEX.findall(word):
+            s = _readable(bytes.fromhex(hx))
+            if s is not None:
+                out.append(("hex", fold(s)))
+                decoded += 1
+    if sum(raw.count(f" {d}") for d in "123456789") >= 8:
+        for run in _DECIMALS.findall(raw)[:MAX_DECODED]:
+            text_of = _readable(bytes(int(n) for n in re.findall(r"\d+", run)))
+            if text_of is not None:
+                out.append(("decimal", fold(text_of)))
+    if raw.count("0") + raw.count("1") >= 48:
+        for run in _BINARY.findall(raw)[:MAX_DECODED]:
+            text_of = _readable(bytes(int(b, 2) for b in re.findall(r"[01]{8}", run)))
+            if text_of is not None:
+                out.append(("binary", fold(text_of)))
+    if raw.count("%") >= 3 and len(_PCT.findall(raw, 0, 4096)) >= 3:
+        s = urllib.parse.unquote_plus(raw)
+        if s != raw:
+            out.append(("url", fold(s)))
+    return out
