@@ -96,7 +96,7 @@ def test_a_secret_skill_fails_closed_without_a_vault(make_orch: MakeOrch,
     assert str(rec.security_level) == "high"
     o.approve(ADMIN, rec.id, rec.params_sha256)
     r = done(o, rec.id)
-    assert r.status is ActionStatus.FAILED and "no vault is initialized" in (r.error or "")
+    assert r.status is ActionStatus.FAILED and "the vault is locked" in (r.error or "")
 
 
 def test_filesystem_skill_levels_and_audit(make_orch: MakeOrch, tmp_path: Path) -> None:
