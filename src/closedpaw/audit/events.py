@@ -34,6 +34,9 @@ class AuditEvent(StrEnum):
     TOKEN_REVOKED = "token.revoked"
     SERVER_STARTED = "server.started"
     SERVER_STOPPED = "server.stopped"
+    AUTH_FAILED_SUMMARY = "auth.failed.summary"
+    RATE_LIMITED_SUMMARY = "ratelimit.summary"
+    AUDIT_REPAIRED = "audit.repaired"
 
 
 def canonical_json(value: Any) -> str:

@@ -29,12 +29,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from closedpaw.audit.events import GENESIS_HASH, AuditEntry, AuditEvent, canonical_json
 from closedpaw.errors import AuditChainBroken, AuditError, AuditWriteError
 
-__all__ = ["AuditLog", "VerifyReport"]
+__all__ = ["Anchor", "AuditLog", "VerifyReport"]
+
+
+class Anchor(Protocol):
+    """Where the latest seq and entry hash are kept outside the log (the gate's database):
+    ``set_anchor`` runs in the transaction of the change the entry records, when there is one."""
+
+    def anchor(self) -> tuple[int, str] | None: ...
+
+    def set_anchor(self, seq: int, entry_hash: str) -> None: ...
 
 KEY_BYTES = 32
 
@@ -75,6 +84,8 @@ class AuditLog:
         self.head_path = self.dir / "audit.head"
         self.key_path = self.dir / "audit.key"
         self._lock = threading.Lock()
+        #: set by the gate: the database anchor the writer and verify check against
+        self.anchor: Anchor | None = None
         try:
             if create:
                 self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -129,6 +140,7 @@ class AuditLog:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 seq, prev = self._tail()
+                self._check_anchor(seq, prev)
                 body = AuditEntry(seq=seq + 1, ts=_now(), principal=principal,
                                   action_id=action_id, event=str(event),
                                   details=details or {}, prev_hash=prev).body()
@@ -138,13 +150,54 @@ class AuditLog:
                     raise OSError(28, "short write")
                 os.fsync(fd)
                 self._write_head(entry)
-                return entry
             except (OSError, ValueError) as e:
                 msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-                raise AuditWriteError(f"cannot write to {self.path}: {msg}; the action was "
+                raise AuditWriteError(f"cannot write to the audit log: {msg}; the action was "
                                       "refused") from None
             finally:
                 os.close(fd)  # releases the flock
+        if self.anchor is not None:
+            # outside the locks (the anchor row may wait for another transaction); it only
+            # moves forward, so commits in any order leave it at the highest seq
+            self.anchor.set_anchor(entry.seq, entry.entry_hash)
+        return entry
+
+    def _check_anchor(self, seq: int, last_hash: str) -> None:
+        """Refuse to append when the file's tail is behind the anchor or disagrees with it:
+        the log was cut, deleted or rolled back; appending would hide that."""
+        if self.anchor is None:
+            return
+        try:
+            a = self.anchor.anchor()
+        except Exception as e:  # the store's errors: no anchor, no entry (fail closed)
+            raise ValueError(f"cannot read the audit anchor: {e}") from None
+        if a is None:
+            return
+        aseq, ahash = a
+        if seq < aseq:
+            raise ValueError(f"the log ends at seq {seq} but the database anchors seq {aseq}: "
+                             f"entries {seq + 1}..{aseq} are missing (truncated, deleted or "
+                             "rolled back); run 'closedpaw audit verify'")
+        h = last_hash if seq == aseq else self._hash_of(aseq)
+        if h is None or not hmac.compare_digest(h, ahash):
+            raise ValueError(f"entry {aseq} does not match the database anchor (the log was "
+                             "replaced or rolled back); run 'closedpaw audit verify'")
+
+    def _hash_of(self, seq: int, *, window: int = 1 << 20) -> str | None:
+        """entry_hash of entry ``seq`` if it is among the last ``window`` bytes."""
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return None
+        with f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - window))
+            for raw in f.read().split(b"\n"):
+                with contextlib.suppress(ValueError):
+                    e = AuditEntry.from_dict(json.loads(raw))
+                    if e.seq == seq:
+                        return e.entry_hash
+        return None
 
     def _tail(self) -> tuple[int, str]:
         """seq and hash of the last entry (read from the file: another process may have
@@ -242,7 +295,8 @@ class AuditLog:
 
     def verify(self) -> VerifyReport:
         """Check every entry: parseable, seq consecutive from 1, chained to the previous
-        hash, HMAC valid; then that the head record matches (nothing cut off the end)."""
+        hash, HMAC valid; then that the head record and the database anchor match (nothing
+        cut off the end, no older copy put back)."""
         expected = 1
         prev = GENESIS_HASH
         count = 0
@@ -254,6 +308,11 @@ class AuditLog:
             head = self._read_head()
         except (ValueError, TypeError) as err:
             return bad(1, f"head record: {err}")
+        try:
+            anchor = self.anchor.anchor() if self.anchor is not None else None
+        except Exception as err:
+            return bad(1, f"cannot read the database anchor: {err}")
+        anchor_hash_seen: str | None = None
         head_hash_seen: str | None = None
         for raw in self._lines():
             if not raw.endswith(b"\n"):
@@ -274,8 +333,17 @@ class AuditLog:
             prev = e.entry_hash
             if head is not None and e.seq == head[0]:
                 head_hash_seen = e.entry_hash
+            if anchor is not None and e.seq == anchor[0]:
+                anchor_hash_seen = e.entry_hash
             expected += 1
             count += 1
+        if anchor is not None and anchor[0] > count:
+            return bad(count + 1, f"entries {count + 1}..{anchor[0]} are missing: the log was "
+                       f"truncated, deleted or rolled back (the database anchors seq "
+                       f"{anchor[0]})")
+        if anchor is not None and anchor[0] > 0 and anchor_hash_seen != anchor[1]:
+            return bad(anchor[0], "entry does not match the database anchor (the log was "
+                       "replaced or rolled back)")
         if head is None:
             if count:
                 return bad(1, "head record missing")
@@ -291,6 +359,46 @@ class AuditLog:
             assert r.first_bad_seq is not None
             raise AuditChainBroken(r.first_bad_seq, r.problem)
         return r
+
+    def repair(self) -> dict[str, Any] | None:
+        """Move a torn tail (bytes after the last complete line) aside to
+        ``torn-<time>.bin`` and record that in the log; complete entries are never touched.
+        Returns what was done, or None when the tail was whole."""
+        with self._lock:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                size = os.fstat(fd).st_size
+                pos, tail = size, b""
+                while pos > 0:
+                    step = min(65536, pos)
+                    pos -= step
+                    tail = os.pread(fd, step, pos) + tail
+                    if b"\n" in tail:
+                        break
+                cut = pos + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+                if cut == size:
+                    return None
+                torn = os.pread(fd, size - cut, cut)
+                aside = self.dir / f"torn-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}.bin"
+                afd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                              0o600)
+                try:
+                    os.write(afd, torn)
+                    os.fsync(afd)
+                finally:
+                    os.close(afd)
+                _fsync_dir(self.dir)
+                os.ftruncate(fd, cut)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        done = {"torn_bytes": len(torn), "moved_to": aside.name, "kept_bytes": cut}
+        self.append(AuditEvent.AUDIT_REPAIRED, principal="system", details=done)
+        return done
 
     def export(self, out: IO[str]) -> int:
         """Write every stored line as JSONL to ``out``; returns how many."""

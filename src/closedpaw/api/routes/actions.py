@@ -15,7 +15,8 @@ router = APIRouter(prefix="/api/actions", tags=["actions"])
 
 @router.post("", response_model=SubmitResponse, status_code=201)
 def submit(body: ActionRequest, gate: GateDep, p: Auth) -> SubmitResponse:
-    """Submit an action. Low and medium run at once; high and critical wait."""
+    """Submit an action. Low and medium run at once; high and critical wait. A user sees,
+    approves and rejects its own actions; admin and approver every principal's."""
     return SubmitResponse.of(gate.submit(p, body))
 
 
@@ -25,18 +26,18 @@ def list_actions(gate: GateDep, p: Auth,
                  limit: Annotated[int, Query(ge=1, le=500)] = 50,
                  offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> ActionList:
     return ActionList(actions=gate.list_actions(status=[status] if status else None,
-                                                limit=limit, offset=offset))
+                                                limit=limit, offset=offset, principal=p))
 
 
 @router.get("/pending", response_model=ActionList)
 def pending(gate: GateDep, p: Auth) -> ActionList:
     """Actions waiting for a decision, with their canonical parameters and hash."""
-    return ActionList(actions=gate.pending())
+    return ActionList(actions=gate.pending(p, limit=500))
 
 
 @router.get("/{action_id}", response_model=ActionRecord)
 def get_action(action_id: str, gate: GateDep, p: Auth) -> ActionRecord:
-    return gate.get(action_id)
+    return gate.get(action_id, p)
 
 
 @router.post("/{action_id}/approve", response_model=ActionRecord)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from closedpaw.audit import AuditLog
+    from closedpaw.gate.protect import Protected
     from closedpaw.sandbox import SandboxManager
     from closedpaw.settings import Settings
 
@@ -29,3 +30,5 @@ class ExecutionContext:
     providers: object | None = None
     vault: object | None = None
     skills: object | None = None
+    #: ClosedPaw's own state by device/inode: file executors check what they opened
+    protected: Protected | None = None
