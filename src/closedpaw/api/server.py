@@ -68,6 +68,12 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
     except BaseException:
         os.close(lock)
         raise
+    try:   # a cut, rolled-back or torn audit log: refuse to start, in one line
+        orch.audit.check_tail()
+    except BaseException:
+        orch.close()
+        os.close(lock)
+        raise
     app = create_app(settings, gate=orch, on_ready=ready)
     config = uvicorn_config(app, settings, log_level=log_level)
     try:

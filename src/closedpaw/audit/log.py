@@ -162,6 +162,16 @@ class AuditLog:
             self.anchor.set_anchor(entry.seq, entry.entry_hash)
         return entry
 
+    def check_tail(self) -> None:
+        """Raise :class:`AuditWriteError` when the next append would be refused (a torn
+        tail, or a log behind its database anchor): what ``closedpaw serve`` checks first."""
+        try:
+            seq, prev = self._tail()
+            self._check_anchor(seq, prev)
+        except (OSError, ValueError) as e:
+            msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise AuditWriteError(f"the audit log cannot be appended to: {msg}") from None
+
     def _check_anchor(self, seq: int, last_hash: str) -> None:
         """Refuse to append when the file's tail is behind the anchor or disagrees with it:
         the log was cut, deleted or rolled back; appending would hide that."""
@@ -206,7 +216,8 @@ class AuditLog:
         if last is None:
             return 0, GENESIS_HASH
         if not last.endswith(b"\n"):
-            raise ValueError("the log ends with a torn entry; run 'closedpaw audit verify'")
+            raise ValueError("the log ends with a torn entry; 'closedpaw audit repair' moves it "
+                             "aside")
         try:
             e = AuditEntry.from_dict(json.loads(last))
         except ValueError as err:

@@ -91,7 +91,11 @@ class Protected:
             r = os.path.normpath(str(root))
             return p == r or p.startswith(r.rstrip("/") + "/")
 
-        for p in {path, os.path.realpath(path)}:
+        try:
+            real = os.path.realpath(path)
+        except OSError:   # a prefix we may not resolve: the stat walk judges the rest
+            real = path
+        for p in {path, real}:
             if self.rules_file is not None and under(p, self.rules_file):
                 return f"the rules file {self.rules_file}"
             if under(p, self.data_dir) and not (self.workspace is not None
