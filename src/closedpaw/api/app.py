@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
     app.state.auth_failures = Summaries(max_sources=200)
     app.state.rate_limited = Summaries(max_sources=200)
     app.state.stream_counts = {}
+    app.state.known_tokens = set()   # hashes of tokens that authenticated (see guard.py)
     install_error_handlers(app)
 
     @app.middleware("http")

@@ -31,10 +31,6 @@ __all__ = ["PUBLIC_PATHS", "AuthGuard", "guarded_protocol"]
 PUBLIC_PATHS = frozenset({"/api/health"})
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 async def _answer(send: Any, status: int, code: str, message: str,
                   headers: list[tuple[bytes, bytes]] | None = None) -> None:
     retry = dict(headers or []).get(b"retry-after")
@@ -66,13 +62,20 @@ class AuthGuard:
         fails: RateLimiter = st.fail_limiter
         summaries: Summaries = st.auth_failures
         principal = None
-        if fails.exhausted(f"ip:{client}"):
+        good = token_looks_valid(token) and scheme.lower() == "bearer"
+        known: set[str] = st.known_tokens
+        if fails.exhausted(f"ip:{client}") and not (good and hash_token(token) in known):
+            # an address over the failure limit gets no database lookup, except for a token
+            # that authenticated before (so a flood from a shared address cannot lock out a
+            # legitimate client on it; revocation still applies: it is looked up)
             summaries.add(client, "rate_limited")
             await _answer(send, 429, "rate_limited", "too many failed authentications; retry "
-                          "later", [(b"retry-after", b"60")])
+                          "later", [(b"retry-after", b"60"), (b"connection", b"close")])
             return
-        if scheme.lower() == "bearer" and token_looks_valid(token):
+        if good:
             principal = await run_in_threadpool(st.gate.authenticate, token)
+            if principal is not None and len(known) < 10_000:
+                known.add(hash_token(token))
         if principal is None:
             reason = ("no bearer token" if not raw else
                       "malformed token" if not token_looks_valid(token) else "unknown token")
@@ -81,10 +84,11 @@ class AuthGuard:
             if wait:
                 await _answer(send, 429, "rate_limited", "too many failed authentications; "
                               f"retry after {int(wait)} seconds",
-                              [(b"retry-after", str(int(wait)).encode())])
+                              [(b"retry-after", str(int(wait)).encode()),
+                               (b"connection", b"close")])
                 return
             await _answer(send, 401, "unauthorized", f"{reason}: send 'Authorization: Bearer "
-                          "<token>'", [(b"www-authenticate", b"Bearer")])
+                          "<token>'", [(b"www-authenticate", b"Bearer"), (b"connection", b"close")])
             return
         limiter: RateLimiter = st.limiter
         wait = limiter.hit(f"principal:{principal.name}")
@@ -103,28 +107,35 @@ class AuthGuard:
             return
         seen = 0
         started = False
+        refused = False
 
         async def limited() -> Any:
-            nonlocal seen
+            # over the limit: answer 413 at once and tell the app the client left (an
+            # exception here would be turned into a 400 by the body parser)
+            nonlocal seen, refused, started
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message.get("type") == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _BodyTooLarge
+                    refused = True
+                    if not started:
+                        started = True
+                        await _answer(send, 413, "too_large", "request bodies are limited to "
+                                      f"{self.limit} bytes", [(b"connection", b"close")])
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking(message: Any) -> None:
             nonlocal started
+            if refused:
+                return   # the 413 is the answer
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited, tracking)
-        except _BodyTooLarge:
-            if not started:
-                await _answer(send, 413, "too_large", f"request bodies are limited to "
-                              f"{self.limit} bytes", [(b"connection", b"close")])
+        await self.app(scope, limited, tracking)
 
 
 async def flush_summaries(state: Any, period: float) -> None:
