@@ -430,6 +430,42 @@ def test_a_torn_tail_is_moved_aside_by_repair_and_the_server_starts(tmp_path: Pa
         assert any(e.event == "audit.repaired" for e in g.audit.entries())
 
 
+def test_segments_rotate_by_size_the_chain_continues_and_pages_read_one_segment(
+        tmp_path: Path) -> None:
+    with serving(tmp_path, audit_segment_bytes=4096) as (lv, g), lv.client() as c:
+        for _ in range(40):
+            _submit_ok(c)
+        segs = g.audit.segments()
+        assert len(segs) >= 5 and segs[-1].name == "audit.jsonl"
+        assert all(p.stat().st_size < 4096 + 2048 for p in segs)
+        assert c.get("/api/audit/verify").json()["ok"] is True
+        last = g.audit.last_seq()
+        page = c.get("/api/audit-logs", params={"after_seq": last - 10, "limit": 5}).json()
+        assert [e["seq"] for e in page["entries"]] == list(range(last - 9, last - 4))
+        # a page is read from its segment on: with the older segments moved away, the same
+        # page is still served (they are not read at all)
+        for p in segs[:-3]:
+            os.rename(p, p.with_suffix(".moved"))
+        try:
+            page = c.get("/api/audit-logs", params={"after_seq": last - 3}).json()
+            assert [e["seq"] for e in page["entries"]][:3] == [last - 2, last - 1, last]
+        finally:
+            for p in segs[:-3]:
+                os.rename(p.with_suffix(".moved"), p)
+        # a sealed segment taken away (the middle of the chain) is reported, not skipped
+        mid = segs[2]
+        saved = mid.read_bytes()
+        mid.unlink()
+        rep = c.get("/api/audit/verify").json()
+        assert rep["ok"] is False and "deleted or reordered" in rep["problem"]
+        mid.write_bytes(saved)
+        # the active segment deleted while running: the writer falls back to the last sealed
+        # one, finds it behind the anchor, and refuses
+        segs[-1].unlink()
+        e = err(c.post("/api/actions", json=HIGH), 503, "audit_unavailable")
+        assert "missing" in e["message"]
+
+
 def test_unauthenticated_errors_reveal_no_paths(tmp_path: Path) -> None:
     with serving(tmp_path) as (lv, _), httpx.Client(base_url=lv.url, trust_env=False) as anon:
         for r in (anon.get("/api/status"), anon.post("/api/actions", json=HIGH),

@@ -79,7 +79,8 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
         "CLOSEDPAW_MAX_BODY_BYTES": "2048", "CLOSEDPAW_MAX_CONNECTIONS": "64",
         "CLOSEDPAW_HEADER_TIMEOUT_S": "2", "CLOSEDPAW_BODY_IDLE_TIMEOUT_S": "3",
         "CLOSEDPAW_KEEP_ALIVE_S": "4", "CLOSEDPAW_MAX_STREAMS_PER_PRINCIPAL": "2",
-        "CLOSEDPAW_STREAM_RECHECK_S": "1", "CLOSEDPAW_SUMMARY_PERIOD_S": "7"})
+        "CLOSEDPAW_STREAM_RECHECK_S": "1", "CLOSEDPAW_SUMMARY_PERIOD_S": "7",
+        "CLOSEDPAW_AUDIT_SEGMENT_BYTES": "8192"})
     assert set(env) == {spec_of(f)[0] for _, f in all_settings()}
     s, d = Settings.from_env(env), Settings()
     for section, f in all_settings():

@@ -4,9 +4,12 @@ Files in the audit directory (created 0700):
 
 - ``audit.key``   32 random bytes, mode 0600, created once; a key file readable by others is
                   refused (the log could be forged by whoever reads it).
-- ``audit.jsonl`` the entries. Opened ``O_APPEND`` for every write (so a store made read-only
-                  fails the next write at once) under an exclusive ``flock``, shared by every
-                  process that writes (server, CLI).
+- ``audit.jsonl`` the entries being written (the active segment). Opened ``O_APPEND`` for every
+                  write (so a store made read-only fails the next write at once) under an
+                  exclusive ``flock``, shared by every process that writes (server, CLI).
+- ``audit.<first seq>.jsonl`` sealed segments: the active one is renamed once it passes
+                  ``segment_bytes``; the chain continues across them. Reading a page starts at
+                  the segment holding it (the names are the index), never at the beginning.
 - ``audit.head``  the last entry's seq and hash, HMAC'd, replaced atomically after each append:
                   it makes deleting entries at the *end* detectable, which a chain alone is not.
 
@@ -78,8 +81,10 @@ def _fsync_dir(path: Path) -> None:
 class AuditLog:
     """The audit log in ``directory``. Thread- and process-safe appends."""
 
-    def __init__(self, directory: Path, *, create: bool = True) -> None:
+    def __init__(self, directory: Path, *, create: bool = True,
+                 segment_bytes: int = 64 * 1024 * 1024) -> None:
         self.dir = Path(directory)
+        self.segment_bytes = segment_bytes
         self.path = self.dir / "audit.jsonl"
         self.head_path = self.dir / "audit.head"
         self.key_path = self.dir / "audit.key"
@@ -138,7 +143,7 @@ class AuditLog:
                 raise AuditWriteError(f"cannot open {self.path} for appending: {e.strerror}; "
                                       "the action was refused") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                fd = self._lock_active(fd)
                 seq, prev = self._tail()
                 self._check_anchor(seq, prev)
                 body = AuditEntry(seq=seq + 1, ts=_now(), principal=principal,
@@ -161,6 +166,45 @@ class AuditLog:
             # moves forward, so commits in any order leave it at the highest seq
             self.anchor.set_anchor(entry.seq, entry.entry_hash)
         return entry
+
+    def _lock_active(self, fd: int) -> int:
+        """flock ``fd``; if another writer sealed that file meanwhile, take the new active one.
+        Seal the active segment (rename it) when it passed ``segment_bytes``. Returns the fd
+        to append to, locked."""
+        for _ in range(100):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            try:
+                now = os.stat(self.path)
+            except FileNotFoundError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                os.close(fd)   # sealed (or removed) meanwhile: the name decides
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600)
+                continue
+            if st.st_size < self.segment_bytes:
+                return fd
+            first = self._first_seq(self.path)
+            if first is None:
+                return fd      # unreadable first line: verify will say so; keep appending
+            os.rename(self.path, self.dir / f"audit.{first:012d}.jsonl")
+            _fsync_dir(self.dir)
+        raise OSError(11, "could not settle on the active audit segment")
+
+    @staticmethod
+    def _first_seq(path: Path) -> int | None:
+        try:
+            with open(path, "rb") as f:
+                return AuditEntry.from_dict(json.loads(f.readline())).seq
+        except (OSError, ValueError):
+            return None
+
+    def segments(self) -> list[Path]:
+        """Sealed segments oldest first, then the active one (when it exists)."""
+        sealed = sorted(p for p in self.dir.glob("audit.*.jsonl")
+                        if p.name[6:-6].isdigit())
+        return sealed + ([self.path] if self.path.exists() else [])
 
     def check_tail(self) -> None:
         """Raise :class:`AuditWriteError` when the next append would be refused (a torn
@@ -194,19 +238,21 @@ class AuditLog:
                              "replaced or rolled back); run 'closedpaw audit verify'")
 
     def _hash_of(self, seq: int, *, window: int = 1 << 20) -> str | None:
-        """entry_hash of entry ``seq`` if it is among the last ``window`` bytes."""
-        try:
-            f = open(self.path, "rb")  # noqa: SIM115
-        except FileNotFoundError:
-            return None
-        with f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - window))
-            for raw in f.read().split(b"\n"):
-                with contextlib.suppress(ValueError):
-                    e = AuditEntry.from_dict(json.loads(raw))
-                    if e.seq == seq:
-                        return e.entry_hash
+        """entry_hash of entry ``seq`` if it is among the last ``window`` bytes of the last
+        two segments."""
+        for path in reversed(self.segments()[-2:]):
+            try:
+                f = open(path, "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                continue
+            with f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - window))
+                for raw in f.read().split(b"\n"):
+                    with contextlib.suppress(ValueError):
+                        e = AuditEntry.from_dict(json.loads(raw))
+                        if e.seq == seq:
+                            return e.entry_hash
         return None
 
     def _tail(self) -> tuple[int, str]:
@@ -234,8 +280,18 @@ class AuditLog:
             return -1
 
     def _last_line(self) -> bytes | None:
+        """The last line of the active segment, or of the newest sealed one when the active
+        one is empty or missing (just sealed)."""
+        for path in reversed(self.segments()):
+            line = self._last_line_of(path)
+            if line is not None:
+                return line
+        return None
+
+    @staticmethod
+    def _last_line_of(path: Path) -> bytes | None:
         try:
-            f = open(self.path, "rb")  # noqa: SIM115
+            f = open(path, "rb")  # noqa: SIM115
         except FileNotFoundError:
             return None
         with f:
@@ -284,18 +340,27 @@ class AuditLog:
         return int(d["seq"]), str(d["entry_hash"])
 
     # -- read ------------------------------------------------------------------------------
-    def _lines(self) -> Iterator[bytes]:
-        try:
-            f: IO[bytes] = open(self.path, "rb")  # noqa: SIM115
-        except FileNotFoundError:
-            return
-        with f:
-            yield from f
+    def _lines(self, after_seq: int = 0) -> Iterator[bytes]:
+        """Lines of every segment in order, starting with the one that holds
+        ``after_seq + 1`` (segment names carry their first seq)."""
+        segs = self.segments()
+        start = 0
+        for i, p in enumerate(segs):
+            if p != self.path and int(p.name[6:-6]) <= after_seq + 1:
+                start = i
+        for p in segs[start:]:
+            try:
+                f: IO[bytes] = open(p, "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                continue
+            with f:
+                yield from f
 
     def entries(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
-        """Entries with seq > ``after_seq``, oldest first (unverified; see :meth:`verify`)."""
+        """Entries with seq > ``after_seq``, oldest first (unverified; see :meth:`verify`).
+        Reads from the segment holding ``after_seq + 1`` on, and stops at ``limit``."""
         out: list[AuditEntry] = []
-        for raw in self._lines():
+        for raw in self._lines(after_seq):
             with contextlib.suppress(ValueError):
                 e = AuditEntry.from_dict(json.loads(raw))
                 if e.seq > after_seq:

@@ -76,7 +76,8 @@ class Gate:
                  manager: SandboxManager | None = None,
                  executors: ExecutorRegistry | None = None, workers: int | None = None) -> None:
         self.settings = settings
-        self.audit = audit or AuditLog(settings.audit_dir)
+        self.audit = audit or AuditLog(settings.audit_dir,
+                                       segment_bytes=settings.gate.audit_segment_bytes)
         self.store = store or Store(settings.database_url)
         db_file = (settings.database_url.split("///", 1)[1]
                    if settings.database_url.startswith("sqlite") and "///" in

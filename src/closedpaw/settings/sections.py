@@ -103,12 +103,19 @@ class GateSettings:
         doc="actions of one principal executing at once; 0 = workers - 1 (at least 1): "
         "one principal never holds every worker")
 
+    audit_segment_bytes: int = setting(
+        64 * 1024 * 1024, env="CLOSEDPAW_AUDIT_SEGMENT_BYTES", kind=int,
+        doc="the audit log's active segment is sealed (renamed audit.<first seq>.jsonl) once "
+        "it passes this size; the chain continues in the next")
+
     def __post_init__(self) -> None:
         if not (1.0 <= self.approval_ttl_s <= 30 * 86400):
             raise ConfigError("approval_ttl_s: must be between 1 second and 30 days")
         if self.max_pending_per_principal < 1 or self.max_pending_bytes_per_principal < 1:
             raise ConfigError("max_pending_per_principal, max_pending_bytes_per_principal: "
                               "must be at least 1")
+        if self.audit_segment_bytes < 4096:
+            raise ConfigError("audit_segment_bytes: must be at least 4096")
         if not (1 <= self.workers <= 256) or self.max_executions_per_principal < 0:
             raise ConfigError("workers: 1-256; max_executions_per_principal: 0 or more")
 
