@@ -305,3 +305,38 @@ def test_a_principal_cannot_hoard_pending_actions_or_bytes(tmp_path: Path, n: in
         first = m.get("/api/actions/pending").json()["actions"][0]
         m.post(f"/api/actions/{first['action_id']}/reject", json={}).raise_for_status()
         assert m.post("/api/actions", json=HIGH).status_code == 201
+
+
+#: stated limit for listing big actions: pages stop at 8 MiB of parameters and results
+LIST_RSS_GROWTH_LIMIT = 256 * MIB
+
+
+def test_listing_big_actions_with_four_readers_stays_bounded(tmp_path: Path) -> None:
+    """Found: listing 20 x 4 MiB actions took 760 MiB, 1.8 GiB with four readers. Now a user
+    holds at most 16 MiB of waiting parameters, and a page stops at 8 MiB: four readers
+    listing 5 times each grow the server by less than LIST_RSS_GROWTH_LIMIT."""
+    with serve(tmp_path) as s, s.client(s.user) as m, s.client(s.admin) as a:
+        big = {**HIGH, "parameters": {"language": "python", "code": "#" * (3 * MIB + MIB // 2)}}
+        codes = [m.post("/api/actions", json=big).status_code for _ in range(5)]
+        assert codes == [201, 201, 201, 201, 429], codes   # 4 x 3.5 MiB; the 5th passes 16
+        for _ in range(4):
+            assert a.post("/api/actions", json=big).status_code == 201
+        base = s.rss()
+        sizes: list[int] = []
+
+        def read(c: httpx.Client) -> None:
+            for _ in range(5):
+                r = c.get("/api/actions", params={"limit": 500})
+                assert r.status_code == 200
+                sizes.append(len(r.json()["actions"]))
+        with Prober(s) as probe:
+            ts = [threading.Thread(target=read, args=(c,)) for c in (a, m, a, m)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(120)
+        assert len(sizes) == 20 and max(sizes) <= 3, sizes   # 8 MiB pages: 2-3 rows
+        assert not probe.failures, probe.failures[:5]
+        assert probe.worst_health < LATENCY_LIMIT_S
+        assert probe.max_rss - base < LIST_RSS_GROWTH_LIMIT, (probe.max_rss - base) / MIB
+        print(f"listing: server grew {(probe.max_rss - base) / MIB:.0f} MiB")

@@ -57,6 +57,8 @@ __all__ = ["Gate", "Listener"]
 
 log = logging.getLogger("closedpaw.gate")
 Listener = Callable[[dict[str, Any]], None]
+#: a page of actions stops once its parameters and results pass this (at least one row)
+LIST_MAX_BYTES = 8 * 1024 * 1024
 
 _EVENT_OF = {ActionStatus.APPROVED: AuditEvent.ACTION_APPROVED,
              ActionStatus.REJECTED: AuditEvent.ACTION_REJECTED,
@@ -340,7 +342,7 @@ class Gate:
         self.expire_due()
         mine = principal.name if principal is not None and not principal.sees_all else None
         return self.store.list_actions(status=status, limit=limit, offset=offset,
-                                       requester=mine)
+                                       requester=mine, max_bytes=LIST_MAX_BYTES)
 
     def pending(self, principal: Principal | None = None, *, limit: int = 1000
                 ) -> list[ActionRecord]:

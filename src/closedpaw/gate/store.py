@@ -294,14 +294,25 @@ class Store:
             return ActionRecord.of(row) if row else None
 
     def list_actions(self, *, status: Sequence[ActionStatus] | None = None, limit: int = 100,
-             offset: int = 0, requester: str | None = None) -> list[ActionRecord]:
+             offset: int = 0, requester: str | None = None,
+             max_bytes: int | None = None) -> list[ActionRecord]:
+        """Newest first; with ``max_bytes``, stops once the rows' parameters and results pass
+        it (at least one row), so a page never holds more than about that much."""
         q = select(ActionRow).order_by(ActionRow.created_at.desc(), ActionRow.id)
         if requester is not None:
             q = q.where(ActionRow.requester == requester)
         if status:
             q = q.where(ActionRow.status.in_([str(x) for x in status]))
+        out: list[ActionRecord] = []
+        held = 0
         with self.session() as s:
-            return [ActionRecord.of(r) for r in s.scalars(q.limit(limit).offset(offset))]
+            for r in s.scalars(q.limit(limit).offset(offset)):
+                # parameters are sent twice (as parameters and canonical_parameters)
+                held += 2 * len(r.parameters) + len(r.result or "")
+                if out and max_bytes is not None and held > max_bytes:
+                    break
+                out.append(ActionRecord.of(r))
+        return out
 
     def ids_where(self, *, status: Sequence[ActionStatus], expires_before: float | None = None
                   ) -> list[str]:
