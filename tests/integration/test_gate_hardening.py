@@ -141,7 +141,15 @@ def test_what_is_opened_is_checked_again_at_execution(tmp_path: Path) -> None:
     """Paths swapped between submission and execution: a file replaced by a symlink to the
     token, a directory replaced by a symlink into the data directory, a hard link in the
     workspace to a file elsewhere. Each is refused on the opened descriptor."""
-    with serving(tmp_path) as (lv, g), user(lv, g, "mallory") as m:
+    release = threading.Event()
+    ran: list[str] = []
+
+    def handler(argv: Sequence[str], stdin: bytes) -> tuple[int, bytes, bytes]:
+        ran.append(" ".join(argv))
+        release.wait(30)
+        return 0, b"", b""
+
+    with serving(tmp_path, handler, workers=2) as (lv, g), user(lv, g, "mallory") as m:
         d = lv.settings.data_dir
         ws = lv.settings.workspace_path
         out = tmp_path / "outside"
@@ -169,12 +177,24 @@ def test_what_is_opened_is_checked_again_at_execution(tmp_path: Path) -> None:
             assert done["status"] == "failed" and "ClosedPaw's own state" in done["error"], done
             assert done["result"] is None
         assert not (d / "x").exists()
-        # a hard link in the workspace to a file elsewhere: medium by its path, refused
+        # a hard link in the workspace to a file elsewhere: raised to high when submitted,
+        # and one made after a medium submission is refused on the opened descriptor
         os.link(out / "secret", ws / "link")
         a = submit("file_read", {"path": str(ws / "link")})
+        assert a["security_level"] == "high" and "hard link" in a["level_reason"], a
+        # (held in mallory's queue behind a running action of hers meanwhile)
+        blocker = submit("code_execution", {"language": "python", "code": "block()"})
+        wait_for(lambda: ran, "the blocker to run")
+        (ws / "later").write_text("fine")
+        a = submit("file_read", {"path": str(ws / "later")})
         assert a["security_level"] == "medium"
+        assert m.get(f"/api/actions/{a['action_id']}").json()["status"] == "approved"
+        os.unlink(ws / "later")
+        os.link(out / "secret", ws / "later")
+        release.set()
         done = finished(m, a["action_id"])
         assert done["status"] == "failed" and "hard link" in done["error"], done
+        assert finished(m, blocker["action_id"])["status"] == "completed"
         # an ordinary workspace file still reads at medium
         (ws / "note").write_text("hello")
         done = finished(m, submit("file_read", {"path": str(ws / "note")})["action_id"])
@@ -258,6 +278,18 @@ def test_event_streams_carry_only_your_actions_are_capped_and_end_when_revoked(
         assert any("revoked" in x for x in got)
         t.join(5)
         err(bob.get("/api/status"), 401, "unauthorized")
+        # streams closed by their clients (at once, or after the first line) free their slot
+        for i in range(6):
+            with alice.stream("GET", "/api/events", timeout=30) as r:
+                assert r.status_code == 200
+                if i % 2:
+                    next(r.iter_lines())
+
+        def two_open() -> bool:
+            with alice.stream("GET", "/api/events", timeout=30) as r1, \
+                    alice.stream("GET", "/api/events", timeout=30) as r2:
+                return r1.status_code == r2.status_code == 200
+        wait_for(two_open, "both stream slots to be free again", timeout=10)
 
 
 # -- 4. approvals keyed to their hash -------------------------------------------------------

@@ -231,5 +231,20 @@ class RuleSet:
                                 f"{why}")
         for rule in self.rules:
             if rule.action_type == action.action_type and rule.matches(params):
+                if rule.level.rank < RiskLevel.HIGH.rank and action.action_type == \
+                        "file_read" and _links(params.get("path")) > 1:
+                    return Decision(RiskLevel.HIGH, f"{params.get('path')} has more than one "
+                                    f"name (a hard link): judged as a read outside the "
+                                    f"workspace ({rule.reason} does not apply)")
                 return Decision(rule.level, rule.reason)
         return Decision(RiskLevel.HIGH, "no rule matched")
+
+
+def _links(path: Any) -> int:
+    """The link count of the file ``path`` names (0 when it cannot be told)."""
+    import os
+
+    try:
+        return os.stat(path).st_nlink if isinstance(path, str) else 0
+    except OSError:
+        return 0

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from closedpaw.api.deps import Auth, gate_of, settings_of
 from closedpaw.errors import QuotaExceeded
@@ -51,6 +52,21 @@ async def events(request: Request, p: Auth) -> StreamingResponse:
     unsubscribe = gate.subscribe(push)
     request.app.state.streams.add(queue)
 
+    cleaned = False
+
+    def cleanup() -> None:
+        """Once, whether the stream ran or the client left before it started (then only the
+        background task runs it)."""
+        nonlocal cleaned
+        if cleaned:
+            return
+        cleaned = True
+        unsubscribe()
+        request.app.state.streams.discard(queue)
+        counts[p.name] -= 1
+        if not counts[p.name]:
+            del counts[p.name]
+
     def still_valid() -> bool:
         row = gate.store.principal_by_hash(token_hash)
         return row is not None and row.name == p.name
@@ -78,11 +94,8 @@ async def events(request: Request, p: Auth) -> StreamingResponse:
                 if ev:
                     yield f"event: action\ndata: {json.dumps(ev)}\n\n"
         finally:
-            unsubscribe()
-            request.app.state.streams.discard(queue)
-            counts[p.name] -= 1
-            if not counts[p.name]:
-                del counts[p.name]
+            cleanup()
 
     return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+                             background=BackgroundTask(cleanup))
