@@ -120,12 +120,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
         die(f"no audit log in {settings.audit_dir}; pass --data-dir DIR")
     try:
         log = AuditLog(settings.audit_dir, create=False)
-        if args.audit_command in ("verify", "repair"):
+        db_file = (Path(settings.database_url.split("///", 1)[1])
+                   if settings.database_url.startswith("sqlite:///") else None)
+        if args.audit_command in ("verify", "repair") and (db_file is None
+                                                           or db_file.exists()):
             # the database anchors the latest seq and hash: a cut or rolled-back log shows
+            # (no database file: nothing to compare with, and none is made)
             from closedpaw.gate.store import Store
 
-            store = Store(settings.database_url)
-            log.anchor = store
+            log.anchor = Store(settings.database_url)
         if args.audit_command == "repair":
             done = log.repair()
             sys.stdout.write("audit log tail is whole; nothing to repair\n" if done is None

@@ -53,6 +53,8 @@ class Summaries:
     """Counts of refusals (auth failures, 429s) per source, taken out once a period as one
     bounded summary: what the audit log records instead of one entry per request."""
 
+    MAX_REASONS = 20
+
     def __init__(self, *, max_sources: int = 1000) -> None:
         self._max = max_sources
         self._counts: dict[str, dict[str, int]] = {}
@@ -67,6 +69,8 @@ class Summaries:
                     self._dropped += 1
                     return
                 c = self._counts[source] = {}
+            if reason not in c and len(c) >= self.MAX_REASONS:
+                reason = "other"   # a source cannot grow its entry without bound either
             c[reason] = c.get(reason, 0) + 1
 
     def take(self) -> tuple[dict[str, dict[str, int]], int]:
