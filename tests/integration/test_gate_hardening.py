@@ -337,6 +337,16 @@ def test_a_queued_approved_action_swapped_in_the_database_never_runs(tmp_path: P
         assert any(e.event == "approval.refused" and e.details.get("reason") == "integrity"
                    for e in g.audit.entries())
 
+        # a completed action set back to 'approved' (MACs and all) does not run twice
+        n = len(ran)
+        with sqlite3.connect(lv.settings.data_dir / "closedpaw.db") as db:
+            db.execute("UPDATE actions SET status = 'approved', result = NULL WHERE id = ?",
+                       (b["action_id"],))
+        g.run_now(b["action_id"])
+        again = bob.get(f"/api/actions/{b['action_id']}").json()
+        assert again["status"] == "failed" and "used already" in again["error"], again
+        assert len(ran) == n
+
         # a pending action set to 'approved' in the database has no approval MAC
         p = alice.post("/api/actions", json=HIGH).json()
         with sqlite3.connect(lv.settings.data_dir / "closedpaw.db") as db:

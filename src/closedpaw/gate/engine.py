@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import threading
 import time
 import uuid
@@ -248,6 +249,27 @@ class Gate:
         want = self._approval_mac(rec.id, rec.approved_sha256, rec.decided_by)
         if not hmac.compare_digest(want, rec.approval_mac):
             return "the approval does not carry the gate's MAC (changed in the database)"
+        return None
+
+    def _use_once(self, action_id: str) -> str | None:
+        """Mark ``action_id`` executed outside the database (``DATA_DIR/executed/<id>``,
+        made with O_EXCL): an approval reset in the database to run again finds the mark."""
+        d = self.settings.data_dir / "executed" / action_id[:2]
+        try:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(d / action_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         0o600)
+        except FileExistsError:
+            return ("this approval was used already (the row was set back to approved in the "
+                    "database)")
+        except OSError as e:
+            return f"cannot mark the action executed: {e.strerror}"
+        os.close(fd)
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
         return None
 
     # -- who sees what -----------------------------------------------------------------------
@@ -488,6 +510,8 @@ class Gate:
         parsed = parse_action(rec.action_type, rec.parameters)
         if bad is None and parsed.params_sha256 != rec.params_sha256:
             bad = "stored parameters no longer match the approved hash"
+        if bad is None:
+            bad = self._use_once(rec.id)
         if bad is not None:
             self.audit.append(AuditEvent.APPROVAL_REFUSED, principal=SYSTEM.name,
                               action_id=rec.id, details={"reason": "integrity", "why": bad})
