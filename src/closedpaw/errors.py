@@ -33,6 +33,7 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     │   ├── ActionStateError                not valid in the action's state (replay, late)
     │   ├── NoExecutor                      no executor is registered for the action's type
     │   ├── NotConfigured                   the executor's service (provider, vault) is absent
+    │   ├── QuotaExceeded                   a principal's cap on waiting actions is reached
     │   ├── ApprovalRefused                 wrong hash, wrong role, self-approval, expired
     │   └── SkillError                      a skill could not be installed, found or run
     │       ├── SkillInvalid (ConfigError)  a skill.yaml failed a named check (file + key)
@@ -95,6 +96,7 @@ __all__ = [
     "PermissionDenied",
     "PolicyError",
     "PoolExhausted",
+    "QuotaExceeded",
     "RateLimited",
     "RulesError",
     "RuntimeFailure",
@@ -304,6 +306,13 @@ class NotConfigured(GateError):
     configured: the action fails, nothing runs."""
 
     code = "not_configured"
+
+
+class QuotaExceeded(GateError):
+    """A principal holds the most waiting actions (or parameter bytes) it may: decide on or
+    wait for some first."""
+
+    code = "quota_exceeded"
 
 
 class ApprovalRefused(GateError):

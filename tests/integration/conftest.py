@@ -174,8 +174,9 @@ def live_server(settings: Settings, gate: Gate | None = None) -> Iterator[Live]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none",
-                            http="h11", timeout_graceful_shutdown=2)
+    from closedpaw.api.guard import uvicorn_config
+
+    config = uvicorn_config(app, settings, log_level="warning", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     t.start()

@@ -16,6 +16,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from closedpaw.api import check_host
+from closedpaw.api.guard import write_summaries
 from closedpaw.errors import ConfigError
 from closedpaw.gate import Gate
 from closedpaw.security import new_token
@@ -95,8 +96,8 @@ def test_walkthrough_submit_review_approve_run(live: Live) -> None:
 
 def test_the_approver_is_the_token_never_the_body(live: Live) -> None:
     token = orch_of(live).create_principal("bob", "user")
-    with live.client() as admin, live.client(token) as bob:
-        sub = admin.post("/api/actions", json=HIGH).json()
+    with live.client(token) as bob:
+        sub = bob.post("/api/actions", json=HIGH).json()
         r = bob.post(f"/api/actions/{sub['action_id']}/approve",
                      json={"params_sha256": sub["params_sha256"], "approver": "admin"})
         assert_error(r, 422, "invalid_request")
@@ -184,8 +185,12 @@ def test_every_route_refuses_missing_and_wrong_tokens(live: Live) -> None:
                 assert_error(r, 401, "unauthorized")
                 assert r.headers["www-authenticate"] == "Bearer"
         assert c.get("/api/health").json() == {"status": "ok"}
-    failures = [e for e in orch_of(live).audit.entries() if e.event == "auth.failed"]
-    assert len(failures) == len(routes) * 3
+    # counted, not one fsync'd entry each: one summary per period, per source
+    assert not [e for e in orch_of(live).audit.entries() if e.event.startswith("auth.failed")]
+    write_summaries(live.app.state, 60.0)
+    failures = [e for e in orch_of(live).audit.entries() if e.event == "auth.failed.summary"]
+    assert len(failures) == 1 and failures[0].details["total"] == len(routes) * 3
+    assert sum(failures[0].details["sources"]["127.0.0.1"].values()) == len(routes) * 3
 
 
 @pytest.mark.parametrize("live", [{"rate_limit_per_minute": 5}], indirect=True)
@@ -198,8 +203,9 @@ def test_rate_limit_per_principal(live: Live) -> None:
         body = assert_error(r, 429, "rate_limited")
         assert int(r.headers["retry-after"]) >= 1 and body["retry_after"] >= 1
         assert d.get("/api/actions/pending").status_code == 200   # others are not affected
-    hits = [e for e in orch_of(live).audit.entries() if e.event == "ratelimit.hit"]
-    assert hits and hits[0].principal == "admin"
+    write_summaries(live.app.state, 60.0)
+    hits = [e for e in orch_of(live).audit.entries() if e.event == "ratelimit.summary"]
+    assert len(hits) == 1 and hits[0].details["sources"] == {"admin": {"/api/status": 1}}
 
 
 @pytest.mark.parametrize("live", [{"rate_limit_per_minute": 40}], indirect=True)
@@ -352,7 +358,8 @@ def test_an_approved_network_request_reaches_a_loopback_server(live: Live) -> No
 def test_the_schema_needs_a_token_too(live: Live) -> None:
     with httpx.Client(base_url=live.url, trust_env=False) as anon, live.client() as c:
         assert_error(anon.get("/openapi.json"), 401, "unauthorized")
-        assert anon.get("/docs").status_code == 404
+        assert_error(anon.get("/docs"), 401, "unauthorized")
+        assert c.get("/docs").status_code == 404
         paths = c.get("/openapi.json").json()["paths"]
         assert {"/api/actions", "/api/actions/{action_id}/approve", "/api/audit-logs",
                 "/api/audit/verify", "/api/status", "/api/events"} <= set(paths)

@@ -21,6 +21,7 @@ from tests.integration.conftest import fake_manager, gate_settings, wait_for
 ADMIN = Principal("root-admin", "admin")
 ALICE = Principal("alice", "user")
 BOB = Principal("bob", "user")
+CAROL = Principal("carol", "approver")   # may decide on another principal's high action
 CODE = {"language": "python", "code": "print(6*7)"}
 
 MakeOrch = Callable[..., Gate]
@@ -106,7 +107,7 @@ def test_concurrent_approvals_only_one_wins(make_orch: MakeOrch, db_url: str,
             wins.append(who.name)
         except (ActionStateError, ApprovalRefused) as e:
             errors.append(e)
-    threads = [threading.Thread(target=go, args=((o1, o2)[i % 2], Principal(f"p{i}", "user")))
+    threads = [threading.Thread(target=go, args=((o1, o2)[i % 2], Principal(f"p{i}", "approver")))
                for i in range(8)]
     for t in threads:
         t.start()
@@ -137,9 +138,10 @@ def test_critical_needs_an_admin(make_orch: MakeOrch, db_url: str, tmp_path: Pat
     rec = o.submit(ALICE, ActionRequest(action_type="code_execution", parameters=CODE,
                                         min_level="critical"))  # type: ignore[arg-type]
     assert str(rec.security_level) == "critical" and rec.status is ActionStatus.PENDING
-    with pytest.raises(ApprovalRefused) as e:
-        o.approve(BOB, rec.id, rec.params_sha256)
-    assert e.value.reason == "role"
+    for who in (ALICE, CAROL):   # the requester, and an approver: neither is an admin
+        with pytest.raises(ApprovalRefused) as e:
+            o.approve(who, rec.id, rec.params_sha256)
+        assert e.value.reason == "role"
     o.approve(ADMIN, rec.id, rec.params_sha256)
     assert done(o, rec.id) is ActionStatus.COMPLETED
 
@@ -171,7 +173,7 @@ def test_self_approval_can_be_forbidden(make_orch: MakeOrch, db_url: str,
     with pytest.raises(ApprovalRefused) as e:
         o.approve(ALICE, aid, sha)
     assert e.value.reason == "self_approval"
-    o.approve(BOB, aid, sha)
+    o.approve(CAROL, aid, sha)
     assert done(o, aid) is ActionStatus.COMPLETED
 
 
@@ -197,7 +199,7 @@ def test_unknown_types_are_high_and_never_run(make_orch: MakeOrch, db_url: str,
 def test_rejected_actions_never_run(make_orch: MakeOrch, db_url: str, tmp_path: Path) -> None:
     o = make_orch(gate_settings(tmp_path, db_url=db_url))
     aid = high_code(o)
-    o.reject(BOB, aid, "not today")
+    o.reject(CAROL, aid, "not today")
     assert o.get(aid).status is ActionStatus.REJECTED
     with pytest.raises(ActionStateError):
         o.approve(ADMIN, aid, o.get(aid).params_sha256)

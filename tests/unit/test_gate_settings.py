@@ -42,6 +42,10 @@ def test_environment() -> None:
     ({"CLOSEDPAW_APPROVAL_TTL_S": "0"}, "approval_ttl_s"),
     ({"CLOSEDPAW_RATE_LIMIT_PER_MINUTE": "0"}, "rate_limit_per_minute"),
     ({"CLOSEDPAW_API_PORT": "70000"}, "api_port"),
+    ({"CLOSEDPAW_MAX_PENDING_PER_PRINCIPAL": "0"}, "max_pending_per_principal"),
+    ({"CLOSEDPAW_WORKERS": "0"}, "workers"),
+    ({"CLOSEDPAW_HEADER_TIMEOUT_S": "0"}, "timeouts"),
+    ({"CLOSEDPAW_MAX_CONNECTIONS": "2"}, "max_connections"),
 ])
 def test_bad_values_are_named(env: dict[str, str], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -77,6 +81,14 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
            "CLOSEDPAW_VAULT_KDF_MEMORY_KIB": "65536", "CLOSEDPAW_VAULT_KDF_ITERATIONS": "3"}
     env.update({"CLOSEDPAW_SKILLS_DIR": "/sk", "CLOSEDPAW_FS_ROOTS": "/a:/b",
                 "CLOSEDPAW_FS_MAX_BYTES": "10", "CLOSEDPAW_FS_MAX_ENTRIES": "10"})
+    env.update({  # issue 13
+        "CLOSEDPAW_MAX_PENDING_PER_PRINCIPAL": "3", "CLOSEDPAW_MAX_PENDING_BYTES_PER_PRINCIPAL":
+        "4096", "CLOSEDPAW_WORKERS": "2", "CLOSEDPAW_MAX_EXECUTIONS_PER_PRINCIPAL": "1",
+        "CLOSEDPAW_MAX_BODY_BYTES": "2048", "CLOSEDPAW_MAX_CONNECTIONS": "64",
+        "CLOSEDPAW_HEADER_TIMEOUT_S": "2", "CLOSEDPAW_BODY_IDLE_TIMEOUT_S": "3",
+        "CLOSEDPAW_KEEP_ALIVE_S": "4", "CLOSEDPAW_MAX_STREAMS_PER_PRINCIPAL": "2",
+        "CLOSEDPAW_STREAM_RECHECK_S": "1", "CLOSEDPAW_SUMMARY_PERIOD_S": "7",
+        "CLOSEDPAW_AUDIT_SEGMENT_BYTES": "8192"})
     assert set(env) == {spec_of(f)[0] for _, f in all_settings()}
     s, d = Settings.from_env(env), Settings()
     for section, f in all_settings():

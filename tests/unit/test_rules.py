@@ -75,7 +75,7 @@ def test_user_rules_come_first(tmp_path: Path) -> None:
 version: 1
 rules:
   - action_type: network_request
-    when: {url: {startswith: "http://127.0.0.1:"}}
+    when: {url.host: {equals: "127.0.0.1"}}
     level: medium
     reason: local service
   - action_type: code_execution
@@ -150,3 +150,41 @@ def test_code_the_kernel_could_not_exec_is_refused_at_parse(params: dict[str, ob
     assert parsed.action is None and parsed.problem and "bytes" in parsed.problem
     assert parse_action("code_execution", {"language": "python",
                                            "code": "#" * 100_000}).action is not None
+
+
+@pytest.mark.parametrize("pred", ["startswith", "matches", "under", "not_under"])
+def test_a_string_predicate_on_a_whole_url_is_refused_when_rules_load(tmp_path: Path,
+                                                                      pred: str) -> None:
+    with pytest.raises(RulesError) as e:
+        rules(tmp_path, f"""
+version: 1
+rules:
+  - action_type: network_request
+    when: {{url: {{{pred}: "http://trusted.example"}}}}
+    level: medium
+""")
+    assert "url.host" in str(e.value) and "rules[0].when.url" in str(e.value)
+
+
+def test_url_rules_judge_the_parsed_host_not_the_spelling(tmp_path: Path) -> None:
+    rs = rules(tmp_path, """
+version: 1
+rules:
+  - action_type: network_request
+    when: {url.scheme: {equals: https}, url.host: {equals: trusted.example},
+           url.port: {equals: 443}, url.path: {under: /api}}
+    level: medium
+    reason: the trusted API
+""")
+    ok = "https://trusted.example/api/v1"
+    assert level(rs, "network_request", {"url": ok}) == "medium"
+    assert level(rs, "network_request", {"url": "https://TRUSTED.example./api/x"}) == "medium"
+    for bad in ["http://trusted.example@127.0.0.1/api/x",
+                "https://trusted.example@127.0.0.1/api/x",
+                "https://trusted.example.evil.test/api/x",
+                "https://trusted.example:8443/api/x",
+                "http://trusted.example/api/x",
+                "https://trusted.example/api/../admin",
+                "https://trusted.example/apiary",
+                "https://user:pw@127.0.0.1:443/api/x"]:
+        assert level(rs, "network_request", {"url": bad}) == "high", bad

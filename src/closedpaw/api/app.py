@@ -3,10 +3,11 @@
 the rules and, lazily, the sandbox manager; the routers (``routes/``) find the gate, the
 settings and the rate limiters on ``app.state`` through ``deps.py``.
 
-Every route but ``GET /api/health`` needs ``Authorization: Bearer <token>``; tokens map to
-principals (name, role) in the database. Each principal is rate limited (429 + Retry-After);
-failed authentications are audited and rate limited per client address. There is no CORS
-middleware: browsers on other origins get nothing.
+Every route but ``GET /api/health`` needs ``Authorization: Bearer <token>``, checked from the
+headers before any body is read (:mod:`closedpaw.api.guard`); tokens map to principals (name,
+role) in the database. Each principal is rate limited (429 + Retry-After); failed
+authentications are rate limited per client address and audited as one summary per period.
+There is no CORS middleware: browsers on other origins get nothing.
 """
 
 
@@ -22,19 +23,19 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from closedpaw.api.errors import error_body, install_error_handlers
+from closedpaw.api.errors import install_error_handlers
+from closedpaw.api.guard import AuthGuard, flush_summaries, write_summaries
 from closedpaw.api.routes import ROUTERS
 from closedpaw.api.routes.secrets import DELIVERY_PATH
 from closedpaw.audit import AuditEvent
 from closedpaw.errors import ClosedPawError
 from closedpaw.gate import Gate
-from closedpaw.security import RateLimiter
+from closedpaw.security import RateLimiter, Summaries
 from closedpaw.settings import Settings
 from closedpaw.vault import Redactor
 
 __all__ = ["bootstrap_admin", "create_app"]
 
-MAX_BODY = 8 * 1024 * 1024   # bytes of request body; more is refused with 413
 
 
 # -- admin bootstrap ---------------------------------------------------------------------
@@ -82,15 +83,21 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
                 await run_in_threadpool(g.close)
             raise
         sweeper = asyncio.create_task(_sweep(g, settings))
+        summaries = asyncio.create_task(flush_summaries(app.state,
+                                                        settings.api.summary_period_s))
         if on_ready is not None:
             on_ready(app)
         try:
             async with mcp_http.running():
                 yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, summaries):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with contextlib.suppress(ClosedPawError):
+                await run_in_threadpool(write_summaries, app.state,
+                                        settings.api.summary_period_s)
             for q in list(app.state.streams):
                 q.put_nowait(None)
             with contextlib.suppress(ClosedPawError):
@@ -105,9 +112,12 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
     app.state.settings = settings
     app.state.limiter = RateLimiter(settings.api.rate_limit_per_minute)
     app.state.fail_limiter = RateLimiter(max(10, settings.api.rate_limit_per_minute // 4))
+    app.state.auth_failures = Summaries(max_sources=200)
+    app.state.rate_limited = Summaries(max_sources=200)
+    app.state.stream_counts = {}
+    app.state.known_tokens = set()   # hashes of tokens that authenticated (see guard.py)
     install_error_handlers(app)
     app.add_middleware(_RedactResponses)
-    app.add_middleware(_DeclaredSizeLimit, limit=MAX_BODY)
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Any) -> Response:
@@ -123,6 +133,8 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
 
     app.router.routes.append(Route(MCP_PATH, endpoint=mcp_http,
                                    methods=["GET", "POST", "DELETE"]))
+    # outermost: authenticate from the headers before anything reads a body
+    app.add_middleware(AuthGuard, settings=settings, state=app.state)
     return app
 
 
@@ -133,45 +145,6 @@ def _version() -> str:
         return version("closedpaw")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _DeclaredSizeLimit:
-    """413 as JSON for a declared Content-Length over the limit, before anything is read; an
-    undeclared (chunked) body is cut off when it passes the limit (the body cannot be parsed:
-    400)."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
-            if not declared.isdigit() or int(declared) > self.limit:
-                body = json.dumps(error_body("too_large", f"request bodies are limited to "
-                                             f"{self.limit} bytes")).encode()
-                await send({"type": "http.response.start", "status": 413, "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
-                await send({"type": "http.response.body", "body": body})
-                return
-            seen = 0
-
-            async def limited() -> Any:
-                nonlocal seen
-                message = await receive()
-                if message.get("type") == "http.request":
-                    seen += len(message.get("body", b""))
-                    if seen > self.limit:
-                        raise _BodyTooLarge
-                return message
-            await self.app(scope, limited, send)
-            return
-        await self.app(scope, receive, send)
 
 
 async def _sweep(gate: Gate, settings: Settings) -> None:

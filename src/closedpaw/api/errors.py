@@ -24,6 +24,7 @@ from closedpaw.errors import (
     GateError,
     InvalidRequest,
     PermissionDenied,
+    QuotaExceeded,
     RateLimited,
     SandboxError,
     SecretNotFound,
@@ -41,7 +42,7 @@ log = logging.getLogger("closedpaw.api")
 #: most specific first
 STATUS: list[tuple[type[ClosedPawError], int]] = [
     (AuthenticationFailed, 401), (PermissionDenied, 403), (AuthError, 401), (ActionNotFound, 404),
-    (ActionStateError, 409), (ApprovalRefused, 409), (RateLimited, 429),
+    (ActionStateError, 409), (ApprovalRefused, 409), (RateLimited, 429), (QuotaExceeded, 429),
     (InvalidRequest, 400), (ConfigError, 400), (AuditError, 503), (StoreError, 503),
     (SandboxError, 503), (GateError, 400), (ClientError, 502),
     # the vault (issue 9)

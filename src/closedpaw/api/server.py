@@ -37,6 +37,7 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
     from fastapi import FastAPI
 
     from closedpaw.api.app import create_app
+    from closedpaw.api.guard import uvicorn_config
 
     check_host(settings.api.api_host, allow_remote=allow_remote)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -69,10 +70,14 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
     except BaseException:
         os.close(lock)
         raise
+    try:   # a cut, rolled-back or torn audit log: refuse to start, in one line
+        orch.audit.check_tail()
+    except BaseException:
+        orch.close()
+        os.close(lock)
+        raise
     app = create_app(settings, gate=orch, on_ready=ready)
-    config = uvicorn.Config(app, host=settings.api.api_host, port=settings.api.api_port,
-                            log_level=log_level, timeout_graceful_shutdown=3,
-                            server_header=False, proxy_headers=False, lifespan="on")
+    config = uvicorn_config(app, settings, log_level=log_level)
     unredact = _redact_logs(orch.vault.redactor)
     try:
         uvicorn.Server(config).run()

@@ -45,6 +45,9 @@ class AuditEvent(StrEnum):
     SECRET_SET = "secret.set"
     SECRET_DELETED = "secret.deleted"
     SECRET_DELIVERED = "secret.delivered"
+    AUTH_FAILED_SUMMARY = "auth.failed.summary"
+    RATE_LIMITED_SUMMARY = "ratelimit.summary"
+    AUDIT_REPAIRED = "audit.repaired"
 
 
 def canonical_json(value: Any) -> str:

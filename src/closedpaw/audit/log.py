@@ -4,9 +4,12 @@ Files in the audit directory (created 0700):
 
 - ``audit.key``   32 random bytes, mode 0600, created once; a key file readable by others is
                   refused (the log could be forged by whoever reads it).
-- ``audit.jsonl`` the entries. Opened ``O_APPEND`` for every write (so a store made read-only
-                  fails the next write at once) under an exclusive ``flock``, shared by every
-                  process that writes (server, CLI).
+- ``audit.jsonl`` the entries being written (the active segment). Opened ``O_APPEND`` for every
+                  write (so a store made read-only fails the next write at once) under an
+                  exclusive ``flock``, shared by every process that writes (server, CLI).
+- ``audit.<first seq>.jsonl`` sealed segments: the active one is renamed once it passes
+                  ``segment_bytes``; the chain continues across them. Reading a page starts at
+                  the segment holding it (the names are the index), never at the beginning.
 - ``audit.head``  the last entry's seq and hash, HMAC'd, replaced atomically after each append:
                   it makes deleting entries at the *end* detectable, which a chain alone is not.
 
@@ -29,12 +32,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from closedpaw.audit.events import GENESIS_HASH, AuditEntry, AuditEvent, canonical_json
 from closedpaw.errors import AuditChainBroken, AuditError, AuditWriteError
 
-__all__ = ["AuditLog", "VerifyReport"]
+__all__ = ["Anchor", "AuditLog", "VerifyReport"]
+
+
+class Anchor(Protocol):
+    """Where the latest seq and entry hash are kept outside the log (the gate's database):
+    ``set_anchor`` runs in the transaction of the change the entry records, when there is one."""
+
+    def anchor(self) -> tuple[int, str] | None: ...
+
+    def set_anchor(self, seq: int, entry_hash: str) -> None: ...
 
 KEY_BYTES = 32
 
@@ -69,8 +81,10 @@ def _fsync_dir(path: Path) -> None:
 class AuditLog:
     """The audit log in ``directory``. Thread- and process-safe appends."""
 
-    def __init__(self, directory: Path, *, create: bool = True) -> None:
+    def __init__(self, directory: Path, *, create: bool = True,
+                 segment_bytes: int = 64 * 1024 * 1024) -> None:
         self.dir = Path(directory)
+        self.segment_bytes = segment_bytes
         self.path = self.dir / "audit.jsonl"
         self.head_path = self.dir / "audit.head"
         self.key_path = self.dir / "audit.key"
@@ -78,6 +92,8 @@ class AuditLog:
         #: set by the composition root (the gate: its vault's redactor): applied to every
         #: entry's details before it is written, so no secret value reaches the log
         self.redact: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        #: set by the gate: the database anchor the writer and verify check against
+        self.anchor: Anchor | None = None
         try:
             if create:
                 self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -130,8 +146,9 @@ class AuditLog:
                 raise AuditWriteError(f"cannot open {self.path} for appending: {e.strerror}; "
                                       "the action was refused") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                fd = self._lock_active(fd)
                 seq, prev = self._tail()
+                self._check_anchor(seq, prev)
                 body = AuditEntry(seq=seq + 1, ts=_now(), principal=principal,
                                   action_id=action_id, event=str(event),
                                   details=(self.redact(details) if self.redact and details
@@ -142,13 +159,105 @@ class AuditLog:
                     raise OSError(28, "short write")
                 os.fsync(fd)
                 self._write_head(entry)
-                return entry
             except (OSError, ValueError) as e:
                 msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-                raise AuditWriteError(f"cannot write to {self.path}: {msg}; the action was "
+                raise AuditWriteError(f"cannot write to the audit log: {msg}; the action was "
                                       "refused") from None
             finally:
                 os.close(fd)  # releases the flock
+        if self.anchor is not None:
+            # outside the locks (the anchor row may wait for another transaction); it only
+            # moves forward, so commits in any order leave it at the highest seq
+            self.anchor.set_anchor(entry.seq, entry.entry_hash)
+        return entry
+
+    def _lock_active(self, fd: int) -> int:
+        """flock ``fd``; if another writer sealed that file meanwhile, take the new active one.
+        Seal the active segment (rename it) when it passed ``segment_bytes``. Returns the fd
+        to append to, locked."""
+        for _ in range(100):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            try:
+                now = os.stat(self.path)
+            except FileNotFoundError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                os.close(fd)   # sealed (or removed) meanwhile: the name decides
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600)
+                continue
+            if st.st_size < self.segment_bytes:
+                return fd
+            first = self._first_seq(self.path)
+            if first is None:
+                return fd      # unreadable first line: verify will say so; keep appending
+            os.rename(self.path, self.dir / f"audit.{first:012d}.jsonl")
+            _fsync_dir(self.dir)
+        raise OSError(11, "could not settle on the active audit segment")
+
+    @staticmethod
+    def _first_seq(path: Path) -> int | None:
+        try:
+            with open(path, "rb") as f:
+                return AuditEntry.from_dict(json.loads(f.readline())).seq
+        except (OSError, ValueError):
+            return None
+
+    def segments(self) -> list[Path]:
+        """Sealed segments oldest first, then the active one (when it exists)."""
+        sealed = sorted(p for p in self.dir.glob("audit.*.jsonl")
+                        if p.name[6:-6].isdigit())
+        return sealed + ([self.path] if self.path.exists() else [])
+
+    def check_tail(self) -> None:
+        """Raise :class:`AuditWriteError` when the next append would be refused (a torn
+        tail, or a log behind its database anchor): what ``closedpaw serve`` checks first."""
+        try:
+            seq, prev = self._tail()
+            self._check_anchor(seq, prev)
+        except (OSError, ValueError) as e:
+            msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise AuditWriteError(f"the audit log cannot be appended to: {msg}") from None
+
+    def _check_anchor(self, seq: int, last_hash: str) -> None:
+        """Refuse to append when the file's tail is behind the anchor or disagrees with it:
+        the log was cut, deleted or rolled back; appending would hide that."""
+        if self.anchor is None:
+            return
+        try:
+            a = self.anchor.anchor()
+        except Exception as e:  # the store's errors: no anchor, no entry (fail closed)
+            raise ValueError(f"cannot read the audit anchor: {e}") from None
+        if a is None:
+            return
+        aseq, ahash = a
+        if seq < aseq:
+            raise ValueError(f"the log ends at seq {seq} but the database anchors seq {aseq}: "
+                             f"entries {seq + 1}..{aseq} are missing (truncated, deleted or "
+                             "rolled back); run 'closedpaw audit verify'")
+        h = last_hash if seq == aseq else self._hash_of(aseq)
+        if h is None or not hmac.compare_digest(h, ahash):
+            raise ValueError(f"entry {aseq} does not match the database anchor (the log was "
+                             "replaced or rolled back); run 'closedpaw audit verify'")
+
+    def _hash_of(self, seq: int, *, window: int = 1 << 20) -> str | None:
+        """entry_hash of entry ``seq`` if it is among the last ``window`` bytes of the last
+        two segments."""
+        for path in reversed(self.segments()[-2:]):
+            try:
+                f = open(path, "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                continue
+            with f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - window))
+                for raw in f.read().split(b"\n"):
+                    with contextlib.suppress(ValueError):
+                        e = AuditEntry.from_dict(json.loads(raw))
+                        if e.seq == seq:
+                            return e.entry_hash
+        return None
 
     def _tail(self) -> tuple[int, str]:
         """seq and hash of the last entry (read from the file: another process may have
@@ -157,7 +266,8 @@ class AuditLog:
         if last is None:
             return 0, GENESIS_HASH
         if not last.endswith(b"\n"):
-            raise ValueError("the log ends with a torn entry; run 'closedpaw audit verify'")
+            raise ValueError("the log ends with a torn entry; 'closedpaw audit repair' moves it "
+                             "aside")
         try:
             e = AuditEntry.from_dict(json.loads(last))
         except ValueError as err:
@@ -174,8 +284,18 @@ class AuditLog:
             return -1
 
     def _last_line(self) -> bytes | None:
+        """The last line of the active segment, or of the newest sealed one when the active
+        one is empty or missing (just sealed)."""
+        for path in reversed(self.segments()):
+            line = self._last_line_of(path)
+            if line is not None:
+                return line
+        return None
+
+    @staticmethod
+    def _last_line_of(path: Path) -> bytes | None:
         try:
-            f = open(self.path, "rb")  # noqa: SIM115
+            f = open(path, "rb")  # noqa: SIM115
         except FileNotFoundError:
             return None
         with f:
@@ -224,18 +344,27 @@ class AuditLog:
         return int(d["seq"]), str(d["entry_hash"])
 
     # -- read ------------------------------------------------------------------------------
-    def _lines(self) -> Iterator[bytes]:
-        try:
-            f: IO[bytes] = open(self.path, "rb")  # noqa: SIM115
-        except FileNotFoundError:
-            return
-        with f:
-            yield from f
+    def _lines(self, after_seq: int = 0) -> Iterator[bytes]:
+        """Lines of every segment in order, starting with the one that holds
+        ``after_seq + 1`` (segment names carry their first seq)."""
+        segs = self.segments()
+        start = 0
+        for i, p in enumerate(segs):
+            if p != self.path and int(p.name[6:-6]) <= after_seq + 1:
+                start = i
+        for p in segs[start:]:
+            try:
+                f: IO[bytes] = open(p, "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                continue
+            with f:
+                yield from f
 
     def entries(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
-        """Entries with seq > ``after_seq``, oldest first (unverified; see :meth:`verify`)."""
+        """Entries with seq > ``after_seq``, oldest first (unverified; see :meth:`verify`).
+        Reads from the segment holding ``after_seq + 1`` on, and stops at ``limit``."""
         out: list[AuditEntry] = []
-        for raw in self._lines():
+        for raw in self._lines(after_seq):
             with contextlib.suppress(ValueError):
                 e = AuditEntry.from_dict(json.loads(raw))
                 if e.seq > after_seq:
@@ -246,7 +375,8 @@ class AuditLog:
 
     def verify(self) -> VerifyReport:
         """Check every entry: parseable, seq consecutive from 1, chained to the previous
-        hash, HMAC valid; then that the head record matches (nothing cut off the end)."""
+        hash, HMAC valid; then that the head record and the database anchor match (nothing
+        cut off the end, no older copy put back)."""
         expected = 1
         prev = GENESIS_HASH
         count = 0
@@ -258,6 +388,11 @@ class AuditLog:
             head = self._read_head()
         except (ValueError, TypeError) as err:
             return bad(1, f"head record: {err}")
+        try:
+            anchor = self.anchor.anchor() if self.anchor is not None else None
+        except Exception as err:
+            return bad(1, f"cannot read the database anchor: {err}")
+        anchor_hash_seen: str | None = None
         head_hash_seen: str | None = None
         for raw in self._lines():
             if not raw.endswith(b"\n"):
@@ -278,8 +413,17 @@ class AuditLog:
             prev = e.entry_hash
             if head is not None and e.seq == head[0]:
                 head_hash_seen = e.entry_hash
+            if anchor is not None and e.seq == anchor[0]:
+                anchor_hash_seen = e.entry_hash
             expected += 1
             count += 1
+        if anchor is not None and anchor[0] > count:
+            return bad(count + 1, f"entries {count + 1}..{anchor[0]} are missing: the log was "
+                       f"truncated, deleted or rolled back (the database anchors seq "
+                       f"{anchor[0]})")
+        if anchor is not None and anchor[0] > 0 and anchor_hash_seen != anchor[1]:
+            return bad(anchor[0], "entry does not match the database anchor (the log was "
+                       "replaced or rolled back)")
         if head is None:
             if count:
                 return bad(1, "head record missing")
@@ -295,6 +439,46 @@ class AuditLog:
             assert r.first_bad_seq is not None
             raise AuditChainBroken(r.first_bad_seq, r.problem)
         return r
+
+    def repair(self) -> dict[str, Any] | None:
+        """Move a torn tail (bytes after the last complete line) aside to
+        ``torn-<time>.bin`` and record that in the log; complete entries are never touched.
+        Returns what was done, or None when the tail was whole."""
+        with self._lock:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                size = os.fstat(fd).st_size
+                pos, tail = size, b""
+                while pos > 0:
+                    step = min(65536, pos)
+                    pos -= step
+                    tail = os.pread(fd, step, pos) + tail
+                    if b"\n" in tail:
+                        break
+                cut = pos + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+                if cut == size:
+                    return None
+                torn = os.pread(fd, size - cut, cut)
+                aside = self.dir / f"torn-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}.bin"
+                afd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                              0o600)
+                try:
+                    os.write(afd, torn)
+                    os.fsync(afd)
+                finally:
+                    os.close(afd)
+                _fsync_dir(self.dir)
+                os.ftruncate(fd, cut)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        done = {"torn_bytes": len(torn), "moved_to": aside.name, "kept_bytes": cut}
+        self.append(AuditEvent.AUDIT_REPAIRED, principal="system", details=done)
+        return done
 
     def export(self, out: IO[str]) -> int:
         """Write every stored line as JSONL to ``out``; returns how many."""

@@ -55,6 +55,9 @@ def register(sub: Any) -> None:
     av = ausub.add_parser("verify", help="check the hash chain; exit 0 intact, 1 broken")
     _data_dir(av)
     av.add_argument("--json", action="store_true", help="print JSON")
+    ar = ausub.add_parser("repair", help="move a torn last entry aside (audited) so the "
+                          "server can start; complete entries are never dropped")
+    _data_dir(ar)
     ae = ausub.add_parser("export", help="write the log as JSONL")
     _data_dir(ae)
     ae.add_argument("--output", "-o", type=Path, metavar="FILE", help="default: stdout")
@@ -117,6 +120,21 @@ def cmd_audit(args: argparse.Namespace) -> int:
         die(f"no audit log in {settings.audit_dir}; pass --data-dir DIR")
     try:
         log = AuditLog(settings.audit_dir, create=False)
+        db_file = (Path(settings.database_url.split("///", 1)[1])
+                   if settings.database_url.startswith("sqlite:///") else None)
+        if args.audit_command in ("verify", "repair") and (db_file is None
+                                                           or db_file.exists()):
+            # the database anchors the latest seq and hash: a cut or rolled-back log shows
+            # (no database file: nothing to compare with, and none is made)
+            from closedpaw.gate.store import Store
+
+            log.anchor = Store(settings.database_url)
+        if args.audit_command == "repair":
+            done = log.repair()
+            sys.stdout.write("audit log tail is whole; nothing to repair\n" if done is None
+                             else f"moved a torn tail of {done['torn_bytes']} bytes to "
+                             f"{settings.audit_dir / done['moved_to']} (audited)\n")
+            return 0
         if args.audit_command == "export":
             if args.output is None:
                 log.export(sys.stdout)

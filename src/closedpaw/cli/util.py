@@ -24,7 +24,7 @@ EXIT_USAGE = 2     # bad input or an infrastructure error, with a one-line reaso
 #: shared choice lists; those owned by heavier modules are repeated here and a test keeps
 #: them equal (settings is cheap and loaded anyway)
 LANG_CHOICES = ("python", "node", "bash")
-ROLE_CHOICES = ("admin", "user")
+ROLE_CHOICES = ("admin", "user", "approver")
 
 
 class Parser(argparse.ArgumentParser):

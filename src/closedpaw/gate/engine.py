@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,8 @@ from closedpaw.errors import (
     ClosedPawError,
     GateError,
     InvalidRequest,
+    PermissionDenied,
+    QuotaExceeded,
 )
 from closedpaw.gate.actions import (
     ActionRequest,
@@ -42,6 +46,7 @@ from closedpaw.gate.executors import (
 )
 from closedpaw.gate.rules import Decision, RuleSet
 from closedpaw.gate.store import ActionRecord, ActionRow, Store
+from closedpaw.security.keys import load_key, mac
 from closedpaw.security.principal import SYSTEM, Principal
 from closedpaw.security.tokens import hash_token, new_token
 from closedpaw.settings import Settings
@@ -55,6 +60,8 @@ __all__ = ["Gate", "Listener"]
 
 log = logging.getLogger("closedpaw.gate")
 Listener = Callable[[dict[str, Any]], None]
+#: a page of actions stops once its parameters and results pass this (at least one row)
+LIST_MAX_BYTES = 8 * 1024 * 1024
 
 _EVENT_OF = {ActionStatus.APPROVED: AuditEvent.ACTION_APPROVED,
              ActionStatus.REJECTED: AuditEvent.ACTION_REJECTED,
@@ -72,17 +79,27 @@ class Gate:
     def __init__(self, settings: Settings, *, store: Store | None = None,
                  audit: AuditLog | None = None, rules: RuleSet | None = None,
                  manager: SandboxManager | None = None,
-                 executors: ExecutorRegistry | None = None, workers: int = 4,
+                 executors: ExecutorRegistry | None = None, workers: int | None = None,
                  skills: SkillService | None = None,
                  secrets: SecretResolver | None = None,
                  vault: Vault | None = None) -> None:
         self.settings = settings
-        self.audit = audit or AuditLog(settings.audit_dir)
+        self.audit = audit or AuditLog(settings.audit_dir,
+                                       segment_bytes=settings.gate.audit_segment_bytes)
+        self.store = store or Store(settings.database_url)
+        db_file = (settings.database_url.split("///", 1)[1]
+                   if settings.database_url.startswith("sqlite") and "///" in
+                   settings.database_url else "")
+        extra = tuple(x for x in (db_file, db_file + "-wal", db_file + "-shm") if x)
         self.rules = rules or RuleSet.load(user_file=settings.rules_path,
                                            workspace=settings.workspace_path,
                                            data_dir=settings.data_dir,
-                                           rules_file=settings.rules_path)
-        self.store = store or Store(settings.database_url)
+                                           rules_file=settings.rules_path,
+                                           extra_protected=extra)
+        # the keyed MAC binding parameters and approvals: a database writer without this key
+        # cannot make other parameters run (kept like audit.key: 0600, refused otherwise)
+        self._key = load_key(settings.data_dir / "gate.key")
+        self.audit.anchor = self.store
         self._manager = manager
         self._owns_manager = manager is None
         self.executors = executors if executors is not None else default_registry()
@@ -95,9 +112,15 @@ class Gate:
         self.audit.redact = self.vault.redactor.redact_obj
         self.context = ExecutionContext(settings=settings, audit=self.audit,
                                         sandboxes=self.sandbox_manager, vault=self.vault,
-                                        role_of=self.role_of, skills=skills, secrets=secrets)
-        self._pool = ThreadPoolExecutor(max_workers=workers,
+                                        role_of=self.role_of, skills=skills, secrets=secrets,
+                                        protected=self.rules.protected)
+        self.workers = workers or settings.gate.workers
+        self.max_running = (settings.gate.max_executions_per_principal
+                            or max(1, self.workers - 1))
+        self._pool = ThreadPoolExecutor(max_workers=self.workers,
                                         thread_name_prefix="closedpaw-exec")
+        self._running: dict[str, int] = {}
+        self._queued: dict[str, deque[str]] = {}
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -107,6 +130,7 @@ class Gate:
         """Mark work cut off by a crash ``interrupted`` (audited) and expire overdue actions.
         Returns the ids that were interrupted."""
         self.settings.workspace_path.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self._anchor_first_use()
         cut = []
         for aid in self.store.ids_where(status=[ActionStatus.EXECUTING, ActionStatus.APPROVED]):
             rec = self._move(aid, [ActionStatus.EXECUTING, ActionStatus.APPROVED],
@@ -121,6 +145,21 @@ class Gate:
 
         open_vault(self.vault, self.settings)
         return cut
+
+    def _anchor_first_use(self) -> None:
+        """A database from before the anchor existed: anchor the log's tail once (audited).
+        From then on the log may never fall behind it."""
+        if self.store.anchor() is not None:
+            return
+        self.audit.anchor = None
+        try:
+            last = self.audit.last_seq()
+            if last > 0:
+                e = self.audit.append(AuditEvent.SERVER_STARTED, principal=SYSTEM.name,
+                                      details={"anchored": "the database anchor starts here"})
+                self.store.set_anchor(e.seq, e.entry_hash)
+        finally:
+            self.audit.anchor = self.store
 
     def _reap_leftovers(self) -> None:
         """Remove sandboxes that a crashed predecessor left running (``closedpaw gc``);
@@ -167,7 +206,8 @@ class Gate:
 
     def _publish(self, rec: ActionRecord) -> None:
         ev = {"action_id": rec.id, "status": str(rec.status), "action_type": rec.action_type,
-              "security_level": str(rec.security_level), "ts": rec.updated_at}
+              "security_level": str(rec.security_level), "ts": rec.updated_at,
+              "requester": rec.requester}
         with self._lock:
             listeners = list(self._listeners)
         for fn in listeners:
@@ -212,6 +252,55 @@ class Gate:
     def authenticate(self, token: str) -> Principal | None:
         row = self.store.principal_by_hash(hash_token(token))
         return Principal(row.name, row.role) if row else None
+
+    # -- MACs (gate.key) ---------------------------------------------------------------------
+    def _params_mac(self, aid: str, level: str, requester: str, canonical: str) -> str:
+        return mac(self._key, "params", aid, level, requester, canonical)
+
+    def _approval_mac(self, aid: str, sha: str, by: str) -> str:
+        return mac(self._key, "approval", aid, sha, by)
+
+    def _verify_macs(self, rec: ActionRecord) -> str | None:
+        """Why ``rec`` must not run (its row was written without the gate key), or None."""
+        want = self._params_mac(rec.id, str(rec.security_level), rec.requester, rec.canonical)
+        if not rec.params_mac or not hmac.compare_digest(want, rec.params_mac):
+            return "the stored parameters do not carry the gate's MAC (changed in the database)"
+        if rec.approved_sha256 is None or rec.decided_by is None or rec.approval_mac is None:
+            return "the approval does not carry the gate's MAC (changed in the database)"
+        if not hmac.compare_digest(rec.approved_sha256, rec.params_sha256) \
+                or hashlib.sha256(rec.canonical.encode()).hexdigest() != rec.params_sha256:
+            return "stored parameters no longer match the approved hash"
+        want = self._approval_mac(rec.id, rec.approved_sha256, rec.decided_by)
+        if not hmac.compare_digest(want, rec.approval_mac):
+            return "the approval does not carry the gate's MAC (changed in the database)"
+        return None
+
+    def _use_once(self, action_id: str) -> str | None:
+        """Mark ``action_id`` executed outside the database (``DATA_DIR/executed/<id>``,
+        made with O_EXCL): an approval reset in the database to run again finds the mark."""
+        d = self.settings.data_dir / "executed" / action_id[:2]
+        try:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(d / action_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         0o600)
+        except FileExistsError:
+            return ("this approval was used already (the row was set back to approved in the "
+                    "database)")
+        except OSError as e:
+            return f"cannot mark the action executed: {e.strerror}"
+        os.close(fd)
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return None
+
+    # -- who sees what -----------------------------------------------------------------------
+    @staticmethod
+    def may_see(principal: Principal | None, rec: ActionRecord) -> bool:
+        """admin and approver see every action; a user its own (None: the gate itself)."""
+        return principal is None or principal.sees_all or principal.name == rec.requester
 
     # -- actions ---------------------------------------------------------------------------
     def _check_policy(self, parsed: ParsedAction) -> None:
@@ -266,7 +355,26 @@ class Gate:
             expires_at=now + self.settings.gate.approval_ttl_s if needs else None,
             decided_by=None if needs else f"rule:{decision.level}",
             decided_at=None if needs else now, result=None, error=None)
+        row.params_mac = self._params_mac(row.id, row.security_level, row.requester,
+                                          row.parameters)
+        if not needs:
+            row.approved_sha256 = row.params_sha256
+            row.approval_mac = self._approval_mac(row.id, row.params_sha256,
+                                                  f"rule:{decision.level}")
+        g = self.settings.gate
         with self.store.session() as s:
+            n, held = self.store.held_by(s, principal.name, [
+                ActionStatus.PENDING, ActionStatus.APPROVED, ActionStatus.EXECUTING])
+            if n >= g.max_pending_per_principal:
+                raise QuotaExceeded(
+                    f"{principal.name} has {n} actions waiting (pending, approved or "
+                    f"executing), the most allowed (max_pending_per_principal); decide or "
+                    "wait for some first")
+            if held + len(row.parameters) > g.max_pending_bytes_per_principal:
+                raise QuotaExceeded(
+                    f"{principal.name}'s waiting actions would hold {held + len(row.parameters)}"
+                    f" bytes of parameters, over max_pending_bytes_per_principal "
+                    f"({g.max_pending_bytes_per_principal})")
             s.add(row)
             s.flush()
             rec = ActionRecord.of(row)
@@ -285,13 +393,14 @@ class Gate:
                                       "params_sha256": rec.params_sha256})
         self._publish(rec)
         if not needs:
-            self._schedule(rec.id)
+            self._schedule(rec.id, rec.requester)
         return rec
 
-    def get(self, action_id: str) -> ActionRecord:
+    def get(self, action_id: str, principal: Principal | None = None) -> ActionRecord:
+        """The action; a principal that may not see it is told it does not exist."""
         self._check_id(action_id)
         rec = self.store.get(action_id)
-        if rec is None:
+        if rec is None or not self.may_see(principal, rec):
             raise ActionNotFound(f"no action {action_id}")
         if rec.status is ActionStatus.PENDING and rec.expires_at is not None \
                 and rec.expires_at <= time.time():
@@ -300,15 +409,28 @@ class Gate:
         return rec
 
     def list_actions(self, *, status: list[ActionStatus] | None = None, limit: int = 100,
-             offset: int = 0) -> list[ActionRecord]:
+             offset: int = 0, principal: Principal | None = None) -> list[ActionRecord]:
         self.expire_due()
-        return self.store.list_actions(status=status, limit=limit, offset=offset)
+        mine = principal.name if principal is not None and not principal.sees_all else None
+        return self.store.list_actions(status=status, limit=limit, offset=offset,
+                                       requester=mine, max_bytes=LIST_MAX_BYTES)
 
-    def pending(self) -> list[ActionRecord]:
-        return self.list_actions(status=[ActionStatus.PENDING], limit=1000)
+    def pending(self, principal: Principal | None = None, *, limit: int = 1000
+                ) -> list[ActionRecord]:
+        return self.list_actions(status=[ActionStatus.PENDING], limit=limit,
+                                 principal=principal)
+
+    def _decider_check(self, principal: Principal, rec: ActionRecord, verb: str) -> None:
+        """Deciding on another principal's action needs admin or approver."""
+        if principal.name != rec.requester and not principal.sees_all:
+            self.audit.append(AuditEvent.PERMISSION_DENIED, principal=principal.name,
+                              action_id=rec.id, details={"verb": verb})
+            raise PermissionDenied(f"{verb} another principal's action needs the admin or "
+                                   "approver role")
 
     def approve(self, principal: Principal, action_id: str, params_sha256: str) -> ActionRecord:
-        rec = self.get(action_id)
+        rec = self.get(action_id, principal)
+        self._decider_check(principal, rec, "approving")
 
         def refuse(reason: str, message: str) -> ApprovalRefused:
             self.audit.append(AuditEvent.APPROVAL_REFUSED, principal=principal.name,
@@ -336,19 +458,27 @@ class Gate:
         if self.settings.gate.require_distinct_approver and principal.name == rec.requester:
             raise refuse("self_approval", "the approver must be another principal than the "
                          "requester (require_distinct_approver is on)")
+        if hmac.compare_digest(self._params_mac(rec.id, str(rec.security_level), rec.requester,
+                                                rec.canonical), rec.params_mac or "") is False:
+            raise refuse("integrity", "the stored action does not carry the gate's MAC (the "
+                         "database was changed behind the gate); it cannot be approved")
         out = self._move(action_id, [ActionStatus.PENDING], ActionStatus.APPROVED, principal,
-                         where_unexpired=time.time(), decided_by=principal.name,
-                         decided_at=time.time())
+                         where_unexpired=time.time(), where_sha256=rec.params_sha256,
+                         decided_by=principal.name, decided_at=time.time(),
+                         approved_sha256=rec.params_sha256,
+                         approval_mac=self._approval_mac(rec.id, rec.params_sha256,
+                                                         principal.name))
         if out is None:
             now = self.get(action_id)
             if now.status is ActionStatus.EXPIRED:
                 raise refuse("expired", f"action {action_id} expired at its TTL")
             raise ActionStateError(f"action {action_id} is {now.status}, not pending")
-        self._schedule(action_id)
+        self._schedule(action_id, out.requester)
         return out
 
     def reject(self, principal: Principal, action_id: str, reason: str = "") -> ActionRecord:
-        rec = self.get(action_id)
+        rec = self.get(action_id, principal)
+        self._decider_check(principal, rec, "rejecting")
         if rec.status is not ActionStatus.PENDING:
             raise ActionStateError(f"action {action_id} is {rec.status}, not pending")
         out = self._move(action_id, [ActionStatus.PENDING], ActionStatus.REJECTED, principal,
@@ -370,11 +500,47 @@ class Gate:
         return n
 
     # -- execution -------------------------------------------------------------------------
-    def _schedule(self, action_id: str) -> None:
+    def _schedule(self, action_id: str, requester: str) -> None:
+        """Run on the pool, at most ``max_running`` per requester at once: the rest wait in
+        the requester's own queue, so one principal never holds every worker."""
+        with self._lock:
+            if self._running.get(requester, 0) >= self.max_running:
+                self._queued.setdefault(requester, deque()).append(action_id)
+                return
+            self._running[requester] = self._running.get(requester, 0) + 1
+        self._submit(action_id, requester)
+
+    def _submit(self, action_id: str, requester: str) -> None:
+        def job() -> None:
+            try:
+                self._run(action_id)
+            finally:
+                self._done(requester)
         try:
-            self._pool.submit(self._run, action_id)
+            self._pool.submit(job)
         except RuntimeError:  # shutting down: leave it approved; start() will interrupt it
             log.warning("not executing %s: shutting down", action_id)
+            with self._lock:
+                self._running[requester] -= 1
+
+    def _done(self, requester: str) -> None:
+        with self._lock:
+            q = self._queued.get(requester)
+            nxt = q.popleft() if q else None
+            if q is not None and not q:
+                del self._queued[requester]
+            if nxt is None:
+                self._running[requester] -= 1
+                if not self._running[requester]:
+                    del self._running[requester]
+        if nxt is not None:
+            self._submit(nxt, requester)
+
+    def queue_status(self) -> dict[str, Any]:
+        with self._lock:
+            return {"workers": self.workers, "max_per_principal": self.max_running,
+                    "running": dict(self._running),
+                    "queued": {k: len(v) for k, v in self._queued.items()}}
 
     def run_now(self, action_id: str) -> ActionRecord:
         """Execute an approved action on this thread (the pool uses this too)."""
@@ -389,9 +555,16 @@ class Gate:
             return
         if rec is None:
             return
+        bad = self._verify_macs(rec)   # never run what the gate did not approve
         parsed = parse_action(rec.action_type, rec.parameters)
-        if parsed.params_sha256 != rec.params_sha256:  # never run what was not approved
-            self._finish(rec, error="stored parameters no longer match the approved hash")
+        if bad is None and parsed.params_sha256 != rec.params_sha256:
+            bad = "stored parameters no longer match the approved hash"
+        if bad is None:
+            bad = self._use_once(rec.id)
+        if bad is not None:
+            self.audit.append(AuditEvent.APPROVAL_REFUSED, principal=SYSTEM.name,
+                              action_id=rec.id, details={"reason": "integrity", "why": bad})
+            self._finish(rec, error=bad)
             return
         try:
             if parsed.action is None:
@@ -426,14 +599,16 @@ class Gate:
     # -- helpers -------------------------------------------------------------------------
     def _move(self, action_id: str, frm: list[ActionStatus], to: ActionStatus,
               principal: Principal, *, details: dict[str, Any] | None = None,
-              where_unexpired: float | None = None, **values: Any) -> ActionRecord | None:
+              where_unexpired: float | None = None, where_sha256: str | None = None,
+              **values: Any) -> ActionRecord | None:
         def audit(rec: ActionRecord) -> None:
             self.audit.append(_EVENT_OF[to], principal=principal.name, action_id=action_id,
                               details={"to": str(to), "params_sha256": rec.params_sha256,
                                        "security_level": str(rec.security_level),
                                        **(details or {})})
         rec = self.store.transition(action_id, frm, to, audit=audit,
-                                    where_unexpired=where_unexpired, **values)
+                                    where_unexpired=where_unexpired,
+                                    where_sha256=where_sha256, **values)
         if rec is not None:
             self._publish(rec)
         return rec
@@ -448,7 +623,8 @@ class Gate:
     def status(self) -> dict[str, Any]:
         counts = self.store.counts()
         return {"actions": counts, "pending": counts.get("pending", 0),
-                "audit_entries": self.audit.last_seq(), "database": self.store.safe_url}
+                "audit_entries": self.audit.last_seq(), "database": self.store.safe_url,
+                "queue": self.queue_status()}
 
     def sandbox_status(self) -> dict[str, Any]:
         """The runtimes installed, and the one actions run in (chosen by a live probe,

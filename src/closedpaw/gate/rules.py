@@ -19,10 +19,37 @@ from typing import Any
 
 from closedpaw.errors import RulesError
 from closedpaw.gate.actions import ACTION_TYPES, ParsedAction, RiskLevel
+from closedpaw.gate.protect import Protected
 
 __all__ = ["Decision", "Rule", "RuleSet"]
 
 PREDICATES = ("equals", "one_of", "under", "not_under", "startswith", "matches")
+#: parts of a parsed URL a rule may test (``url.host: {equals: example.org}``); a string
+#: predicate on the whole URL is refused: ``http://trusted.example@127.0.0.1/`` starts with
+#: ``http://trusted.example`` and goes to 127.0.0.1
+URL_PARTS = ("url.scheme", "url.host", "url.port", "url.path")
+_URL_STRING_PREDICATES = ("under", "not_under", "startswith", "matches")
+
+
+def url_parts(url: Any) -> dict[str, Any]:
+    """scheme, host (lower case, no userinfo), port (the scheme's default when absent) and
+    path of ``url``; {} when it does not parse."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str):
+        return {}
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError:
+        return {}
+    if not u.scheme or not u.hostname:
+        return {}
+    scheme = u.scheme.lower()
+    if port is None:
+        port = {"http": 80, "https": 443}.get(scheme)
+    return {"url.scheme": scheme, "url.host": u.hostname.rstrip(".").lower(),
+            "url.port": port, "url.path": posixpath.normpath(u.path or "/")}
 
 
 @dataclass(frozen=True)
@@ -40,6 +67,8 @@ class Rule:
     source: str
 
     def matches(self, params: Mapping[str, Any]) -> bool:
+        if any(name in URL_PARTS for name, _, _ in self.when):
+            params = {**params, **url_parts(params.get("url"))}
         return all(_check(params.get(name), pred, arg) for name, pred, arg in self.when)
 
 
@@ -99,13 +128,17 @@ def _parse_rules(doc: Any, source: str, subst: Mapping[str, str]) -> list[Rule]:
         fields = ACTION_TYPES[at].model_fields
         conds: list[tuple[str, str, Any]] = []
         for name, spec in when.items():
-            if name not in fields:
+            if name not in fields and not (at == "network_request" and name in URL_PARTS):
                 raise fail(f"{where}.when.{name}", f"{at} has no parameter {name!r}")
             if not isinstance(spec, dict) or len(spec) != 1:
                 raise fail(f"{where}.when.{name}", f"must be one of {', '.join(PREDICATES)}")
             ((pred, arg),) = spec.items()
             if pred not in PREDICATES:
                 raise fail(f"{where}.when.{name}", f"unknown predicate {pred!r}")
+            if at == "network_request" and name == "url" and pred in _URL_STRING_PREDICATES:
+                raise fail(f"{where}.when.url", f"{pred} on a whole URL is refused (it "
+                           "matches http://trusted.example@127.0.0.1/ for trusted.example); "
+                           f"test its parsed parts instead: {', '.join(URL_PARTS)}")
             if isinstance(arg, str):
                 try:
                     arg = arg.format_map(subst)
@@ -130,20 +163,23 @@ def _parse_rules(doc: Any, source: str, subst: Mapping[str, str]) -> list[Rule]:
 
 
 class RuleSet:
-    """Rules in evaluation order, plus the protected paths that are always critical."""
+    """Rules in evaluation order, plus the protected state that is always critical."""
 
     def __init__(self, rules: list[Rule], *, data_dir: str = "", rules_file: str = "",
-                 workspace: str = "") -> None:
+                 workspace: str = "", extra_protected: tuple[str, ...] = ()) -> None:
         self.rules = rules
         self.data_dir = data_dir
         self.rules_file = rules_file
         # the workspace may live in the data directory; only then is it carved out of it
         self.workspace = (workspace if data_dir and workspace != data_dir
                           and _under(workspace, data_dir) else "")
+        self.protected = (Protected(data_dir=data_dir, rules_file=rules_file or None,
+                                    workspace=self.workspace or None, extra=extra_protected)
+                          if data_dir else None)
 
     @classmethod
     def load(cls, *, user_file: Path | None, workspace: Path, data_dir: Path,
-             rules_file: Path) -> RuleSet:
+             rules_file: Path, extra_protected: tuple[str, ...] = ()) -> RuleSet:
         import yaml  # lazy: not on the 'closedpaw run' path
 
         subst = {"workspace": str(workspace), "data_dir": str(data_dir),
@@ -166,15 +202,16 @@ class RuleSet:
             rules = parse(text, str(user_file)) + rules
         return cls(rules, data_dir=posixpath.normpath(str(data_dir)),
                    rules_file=posixpath.normpath(str(rules_file)),
-                   workspace=posixpath.normpath(str(workspace)))
+                   workspace=posixpath.normpath(str(workspace)),
+                   extra_protected=extra_protected)
 
     def protects(self, path: Any) -> str | None:
-        """Why ``path`` is ClosedPaw's own configuration (always critical), or None."""
+        """Why ``path`` is ClosedPaw's own state (always critical), or None: judged on the
+        object it resolves to (see :mod:`closedpaw.gate.protect`)."""
+        if self.protected is not None:
+            return self.protected.why(path)
         if self.rules_file and _under(path, self.rules_file):
             return f"the rules file {self.rules_file}"
-        if self.data_dir and _under(path, self.data_dir) and not (
-                self.workspace and _under(path, self.workspace)):
-            return f"the data directory {self.data_dir} (tokens, audit key, database)"
         return None
 
     def classify(self, action: ParsedAction, min_level: RiskLevel | None = None) -> Decision:
@@ -194,5 +231,20 @@ class RuleSet:
                                 f"{why}")
         for rule in self.rules:
             if rule.action_type == action.action_type and rule.matches(params):
+                if rule.level.rank < RiskLevel.HIGH.rank and action.action_type == \
+                        "file_read" and _links(params.get("path")) > 1:
+                    return Decision(RiskLevel.HIGH, f"{params.get('path')} has more than one "
+                                    f"name (a hard link): judged as a read outside the "
+                                    f"workspace ({rule.reason} does not apply)")
                 return Decision(rule.level, rule.reason)
         return Decision(RiskLevel.HIGH, "no rule matched")
+
+
+def _links(path: Any) -> int:
+    """The link count of the file ``path`` names (0 when it cannot be told)."""
+    import os
+
+    try:
+        return os.stat(path).st_nlink if isinstance(path, str) else 0
+    except OSError:
+        return 0

@@ -9,6 +9,7 @@ transaction commits; if the entry cannot be written the change is rolled back (f
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import time
@@ -28,7 +29,9 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -38,7 +41,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from closedpaw.errors import ConfigError, InvalidRequest, StoreError
 from closedpaw.gate.actions import ActionStatus, RiskLevel
 
-__all__ = ["ActionRecord", "ActionRow", "PrincipalRow", "Store"]
+__all__ = ["ActionRecord", "ActionRow", "AuditAnchorRow", "PrincipalRow", "Store"]
+
+#: the transaction open on this thread/task, so the audit anchor commits with the change
+_CURRENT: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+    "closedpaw_store_session", default=None)
 
 
 class Base(DeclarativeBase):
@@ -74,9 +81,28 @@ class ActionRow(Base):
     decided_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     result: Mapped[str | None] = mapped_column(Text, nullable=True)   # JSON
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # keyed MACs (gate.key): over id, level, requester and canonical parameters at submission;
+    # over id, the approved hash and the approver at approval. Execution checks both.
+    params_mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    approved_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    approval_mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (Index("ix_actions_status", "status"),
                       Index("ix_actions_created", "created_at"))
+
+
+class AuditAnchorRow(Base):
+    """The audit log's latest seq and entry hash, kept outside the log: one row, updated in
+    the transaction of the change each entry records (monotonic)."""
+
+    __tablename__ = "audit_anchor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+_ADDED_COLUMNS = ("params_mac", "approved_sha256", "approval_mac")
 
 
 class ActionRecord(BaseModel):
@@ -103,6 +129,9 @@ class ActionRecord(BaseModel):
     decided_at: float | None
     result: dict[str, Any] | None
     error: str | None
+    params_mac: str | None = Field(default=None, exclude=True)
+    approved_sha256: str | None = Field(default=None, exclude=True)
+    approval_mac: str | None = Field(default=None, exclude=True)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -118,7 +147,9 @@ class ActionRecord(BaseModel):
                    status=ActionStatus(r.status), requester=r.requester,
                    created_at=r.created_at, updated_at=r.updated_at, expires_at=r.expires_at,
                    decided_by=r.decided_by, decided_at=r.decided_at,
-                   result=json.loads(r.result) if r.result else None, error=r.error)
+                   result=json.loads(r.result) if r.result else None, error=r.error,
+                   params_mac=r.params_mac, approved_sha256=r.approved_sha256,
+                   approval_mac=r.approval_mac)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape (the API's, the CLI's)."""
@@ -166,9 +197,18 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             Base.metadata.create_all(self.engine)
+            self._add_columns()
         except SQLAlchemyError as e:
             self.engine.dispose()
             raise StoreError(f"database {self.safe_url} is unreachable: {_describe(e)}") from None
+
+    def _add_columns(self) -> None:
+        """Columns added after a database was made (issue 13): added in place."""
+        have = {c["name"] for c in inspect(self.engine).get_columns("actions")}
+        with self.engine.begin() as c:
+            for name in _ADDED_COLUMNS:
+                if name not in have:
+                    c.execute(text(f"ALTER TABLE actions ADD COLUMN {name} VARCHAR(64)"))
 
     @property
     def safe_url(self) -> str:
@@ -181,9 +221,17 @@ class Store:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed on success, rolled back on any exception."""
+        outer = _CURRENT.get()
+        if outer is not None:   # nested: one transaction
+            yield outer
+            return
         try:
             with Session(self.engine, expire_on_commit=False) as s, s.begin():
-                yield s
+                tok = _CURRENT.set(s)
+                try:
+                    yield s
+                finally:
+                    _CURRENT.reset(tok)
         except IntegrityError as e:
             raise InvalidRequest(f"conflicts with existing data: {_describe(e)}") from None
         except SQLAlchemyError as e:
@@ -221,6 +269,24 @@ class Store:
             return int(s.scalar(select(func.count()).select_from(PrincipalRow)
                                 .where(PrincipalRow.role == "admin")) or 0)
 
+    # -- the audit anchor --------------------------------------------------------------
+    def anchor(self) -> tuple[int, str] | None:
+        """The anchored (seq, entry_hash), seen from the open transaction if there is one."""
+        with self.session() as s:
+            row = s.get(AuditAnchorRow, 1, populate_existing=True)
+            return (int(row.seq), str(row.entry_hash)) if row else None
+
+    def set_anchor(self, seq: int, entry_hash: str) -> None:
+        """Move the anchor forward to ``seq`` (never back), in the open transaction if there
+        is one, else in its own."""
+        with self.session() as s:
+            n = s.execute(update(AuditAnchorRow).where(AuditAnchorRow.id == 1,
+                                                       AuditAnchorRow.seq < seq)
+                          .values(seq=seq, entry_hash=entry_hash)).rowcount  # type: ignore[attr-defined]
+            if n == 0 and s.get(AuditAnchorRow, 1) is None:
+                s.add(AuditAnchorRow(id=1, seq=seq, entry_hash=entry_hash))
+                s.flush()
+
     # -- actions -----------------------------------------------------------------------
     def get(self, action_id: str) -> ActionRecord | None:
         with self.session() as s:
@@ -228,12 +294,25 @@ class Store:
             return ActionRecord.of(row) if row else None
 
     def list_actions(self, *, status: Sequence[ActionStatus] | None = None, limit: int = 100,
-             offset: int = 0) -> list[ActionRecord]:
+             offset: int = 0, requester: str | None = None,
+             max_bytes: int | None = None) -> list[ActionRecord]:
+        """Newest first; with ``max_bytes``, stops once the rows' parameters and results pass
+        it (at least one row), so a page never holds more than about that much."""
         q = select(ActionRow).order_by(ActionRow.created_at.desc(), ActionRow.id)
+        if requester is not None:
+            q = q.where(ActionRow.requester == requester)
         if status:
             q = q.where(ActionRow.status.in_([str(x) for x in status]))
+        out: list[ActionRecord] = []
+        held = 0
         with self.session() as s:
-            return [ActionRecord.of(r) for r in s.scalars(q.limit(limit).offset(offset))]
+            for r in s.scalars(q.limit(limit).offset(offset)):
+                # parameters are sent twice (as parameters and canonical_parameters)
+                held += 2 * len(r.parameters) + len(r.result or "")
+                if out and max_bytes is not None and held > max_bytes:
+                    break
+                out.append(ActionRecord.of(r))
+        return out
 
     def ids_where(self, *, status: Sequence[ActionStatus], expires_before: float | None = None
                   ) -> list[str]:
@@ -243,6 +322,15 @@ class Store:
         with self.session() as s:
             return list(s.scalars(q))
 
+    def held_by(self, s: Session, requester: str, status: Sequence[ActionStatus]
+                ) -> tuple[int, int]:
+        """How many actions ``requester`` has in ``status`` and their parameter bytes."""
+        n, b = s.execute(select(func.count(), func.coalesce(func.sum(func.length(
+            ActionRow.parameters)), 0)).where(ActionRow.requester == requester,
+                                              ActionRow.status.in_([str(x) for x in status]))
+        ).one()
+        return int(n), int(b)
+
     def counts(self) -> dict[str, int]:
         with self.session() as s:
             rows = s.execute(select(ActionRow.status, func.count()).group_by(ActionRow.status))
@@ -250,7 +338,7 @@ class Store:
 
     def transition(self, action_id: str, frm: Sequence[ActionStatus], to: ActionStatus, *,
                    audit: Callable[[ActionRecord], None], where_unexpired: float | None = None,
-                   **values: Any) -> ActionRecord | None:
+                   where_sha256: str | None = None, **values: Any) -> ActionRecord | None:
         """Compare-and-set ``frm`` -> ``to``; ``audit`` runs inside the transaction with the
         new record and may raise to roll it back. None when the action was not in ``frm``."""
         values = {k: (json.dumps(v) if k == "result" and v is not None else v)
@@ -262,6 +350,8 @@ class Store:
                  .values(status=str(to), updated_at=time.time(), **values))
             if where_unexpired is not None:
                 q = q.where(ActionRow.expires_at > where_unexpired)
+            if where_sha256 is not None:   # the approval is of this hash, or nothing
+                q = q.where(ActionRow.params_sha256 == where_sha256)
             if s.execute(q).rowcount != 1:  # type: ignore[attr-defined]
                 return None
             row = s.get(ActionRow, action_id, populate_existing=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 __all__ = ["ROLES", "SYSTEM", "Principal"]
 
-ROLES = ("admin", "user")
+ROLES = ("admin", "approver", "user")
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,12 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def sees_all(self) -> bool:
+        """admin and approver see (and decide on) every principal's actions; a user only its
+        own."""
+        return self.role in ("admin", "approver")
 
 
 SYSTEM = Principal("system", "system")

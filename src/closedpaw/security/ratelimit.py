@@ -34,6 +34,13 @@ class RateLimiter:
             self._remember(key, tokens, now)
             return max(1.0, math.ceil((1.0 - tokens) / self.rate))
 
+    def exhausted(self, key: str) -> bool:
+        """True when ``key`` has no request left right now (nothing is consumed)."""
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            return min(self.burst, tokens + (now - last) * self.rate) < 1.0
+
     def _remember(self, key: str, tokens: float, now: float) -> None:
         if key not in self._buckets and len(self._buckets) >= self._max_keys:
             # forget full buckets first: they carry no state worth keeping
@@ -56,3 +63,35 @@ def rate_key(principal: str, *, channel: str | None = None,
     if not principal:
         raise ValueError("rate_key: empty principal")
     return f"principal:{principal}"
+class Summaries:
+    """Counts of refusals (auth failures, 429s) per source, taken out once a period as one
+    bounded summary: what the audit log records instead of one entry per request."""
+
+    MAX_REASONS = 20
+
+    def __init__(self, *, max_sources: int = 1000) -> None:
+        self._max = max_sources
+        self._counts: dict[str, dict[str, int]] = {}
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    def add(self, source: str, reason: str) -> None:
+        with self._lock:
+            c = self._counts.get(source)
+            if c is None:
+                if len(self._counts) >= self._max:
+                    self._dropped += 1
+                    return
+                c = self._counts[source] = {}
+            if reason not in c and len(c) >= self.MAX_REASONS:
+                reason = "other"   # a source cannot grow its entry without bound either
+            c[reason] = c.get(reason, 0) + 1
+
+    def take(self) -> tuple[dict[str, dict[str, int]], int]:
+        """The counts since the last take, and how many refusals came from sources over the
+        cap (counted, not itemised)."""
+        with self._lock:
+            out, dropped = self._counts, self._dropped
+            self._counts, self._dropped = {}, 0
+            return out, dropped
+

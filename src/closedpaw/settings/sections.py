@@ -127,10 +127,35 @@ class GateSettings:
     require_distinct_approver: bool = setting(
         False, env="CLOSEDPAW_REQUIRE_DISTINCT_APPROVER", kind=bool,
         doc="the approver must be another principal than the requester")
+    # issue 13: per-principal caps (a greedy principal cannot exhaust the gate)
+    max_pending_per_principal: int = setting(
+        50, env="CLOSEDPAW_MAX_PENDING_PER_PRINCIPAL", kind=int,
+        doc="actions one principal may have waiting (pending, approved, executing) at once")
+    max_pending_bytes_per_principal: int = setting(
+        16 * 1024 * 1024, env="CLOSEDPAW_MAX_PENDING_BYTES_PER_PRINCIPAL", kind=int,
+        doc="bytes of canonical parameters those waiting actions may hold together")
+    workers: int = setting(4, env="CLOSEDPAW_WORKERS", kind=int,
+                           doc="execution workers (threads running approved actions)")
+    max_executions_per_principal: int = setting(
+        0, env="CLOSEDPAW_MAX_EXECUTIONS_PER_PRINCIPAL", kind=int,
+        doc="actions of one principal executing at once; 0 = workers - 1 (at least 1): "
+        "one principal never holds every worker")
+
+    audit_segment_bytes: int = setting(
+        64 * 1024 * 1024, env="CLOSEDPAW_AUDIT_SEGMENT_BYTES", kind=int,
+        doc="the audit log's active segment is sealed (renamed audit.<first seq>.jsonl) once "
+        "it passes this size; the chain continues in the next")
 
     def __post_init__(self) -> None:
         if not (1.0 <= self.approval_ttl_s <= 30 * 86400):
             raise ConfigError("approval_ttl_s: must be between 1 second and 30 days")
+        if self.max_pending_per_principal < 1 or self.max_pending_bytes_per_principal < 1:
+            raise ConfigError("max_pending_per_principal, max_pending_bytes_per_principal: "
+                              "must be at least 1")
+        if self.audit_segment_bytes < 4096:
+            raise ConfigError("audit_segment_bytes: must be at least 4096")
+        if not (1 <= self.workers <= 256) or self.max_executions_per_principal < 0:
+            raise ConfigError("workers: 1-256; max_executions_per_principal: 0 or more")
 
 
 @dataclass(frozen=True)
@@ -151,12 +176,41 @@ class ApiSettings:
                                          aliases=("CLOSEDPAW_RATE_LIMIT",),
                                          doc="requests per minute per principal (token "
                                          "bucket, burst = the same)")
+    # issue 13: cheap refusals at the HTTP layer
+    max_body_bytes: int = setting(8 * 1024 * 1024, env="CLOSEDPAW_MAX_BODY_BYTES", kind=int,
+                                  doc="request body bytes at most (counted while streaming)")
+    max_connections: int = setting(512, env="CLOSEDPAW_MAX_CONNECTIONS", kind=int,
+                                   doc="open connections at most; over it the oldest one "
+                                   "still sending its headers is closed")
+    header_timeout_s: float = setting(10.0, env="CLOSEDPAW_HEADER_TIMEOUT_S", kind=float,
+                                      doc="seconds a connection may take to send a request's "
+                                      "headers")
+    body_idle_timeout_s: float = setting(10.0, env="CLOSEDPAW_BODY_IDLE_TIMEOUT_S",
+                                         kind=float, doc="seconds a request body may stall")
+    keep_alive_s: float = setting(5.0, env="CLOSEDPAW_KEEP_ALIVE_S", kind=float,
+                                  doc="seconds an idle keep-alive connection stays open")
+    max_streams_per_principal: int = setting(
+        4, env="CLOSEDPAW_MAX_STREAMS_PER_PRINCIPAL", kind=int,
+        doc="open /api/events streams per principal")
+    stream_recheck_s: float = setting(5.0, env="CLOSEDPAW_STREAM_RECHECK_S", kind=float,
+                                      doc="seconds between checks that an event stream's "
+                                      "token is still valid (revoked: the stream closes)")
+    summary_period_s: float = setting(60.0, env="CLOSEDPAW_SUMMARY_PERIOD_S", kind=float,
+                                      doc="auth failures and 429s are audited as one summary "
+                                      "per source per this many seconds")
 
     def __post_init__(self) -> None:
         if self.rate_limit_per_minute < 1:
             raise ConfigError("rate_limit_per_minute: must be at least 1")
         if not (0 <= self.api_port <= 65535):
             raise ConfigError("api_port: must be between 0 and 65535")
+        if self.max_body_bytes < 1024 or self.max_connections < 8 \
+                or self.max_streams_per_principal < 1:
+            raise ConfigError("max_body_bytes >= 1024, max_connections >= 8, "
+                              "max_streams_per_principal >= 1")
+        if min(self.header_timeout_s, self.body_idle_timeout_s, self.keep_alive_s,
+               self.stream_recheck_s, self.summary_period_s) <= 0:
+            raise ConfigError("timeouts and periods must be more than 0 seconds")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from closedpaw.api.deps import Auth, GateDep
 from closedpaw.api.schemas import ActionList, ApproveBody, RejectBody, SubmitResponse
@@ -15,7 +15,8 @@ router = APIRouter(prefix="/api/actions", tags=["actions"])
 
 @router.post("", response_model=SubmitResponse, status_code=201)
 def submit(body: ActionRequest, gate: GateDep, p: Auth) -> SubmitResponse:
-    """Submit an action. Low and medium run at once; high and critical wait."""
+    """Submit an action. Low and medium run at once; high and critical wait. A user sees,
+    approves and rejects its own actions; admin and approver every principal's."""
     return SubmitResponse.of(gate.submit(p, body))
 
 
@@ -23,20 +24,28 @@ def submit(body: ActionRequest, gate: GateDep, p: Auth) -> SubmitResponse:
 def list_actions(gate: GateDep, p: Auth,
                  status: Annotated[ActionStatus | None, Query()] = None,
                  limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                 offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> ActionList:
-    return ActionList(actions=gate.list_actions(status=[status] if status else None,
-                                                limit=limit, offset=offset))
+                 offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
+    """Newest first (a user: its own). A page stops at about 8 MiB of parameters and
+    results; page on with ``offset``."""
+    return _json(ActionList(actions=gate.list_actions(status=[status] if status else None,
+                                                      limit=limit, offset=offset,
+                                                      principal=p)))
 
 
 @router.get("/pending", response_model=ActionList)
-def pending(gate: GateDep, p: Auth) -> ActionList:
+def pending(gate: GateDep, p: Auth) -> Response:
     """Actions waiting for a decision, with their canonical parameters and hash."""
-    return ActionList(actions=gate.pending())
+    return _json(ActionList(actions=gate.pending(p, limit=500)))
+
+
+def _json(page: ActionList) -> Response:
+    """Serialised straight to bytes (pages of big actions are not copied through dicts)."""
+    return Response(page.model_dump_json(by_alias=True), media_type="application/json")
 
 
 @router.get("/{action_id}", response_model=ActionRecord)
 def get_action(action_id: str, gate: GateDep, p: Auth) -> ActionRecord:
-    return gate.get(action_id)
+    return gate.get(action_id, p)
 
 
 @router.post("/{action_id}/approve", response_model=ActionRecord)

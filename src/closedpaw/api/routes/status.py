@@ -27,7 +27,8 @@ def health() -> Health:
 
 @router.get("/api/status", tags=["status"])
 def status(request: Request, gate: GateDep, p: Auth) -> dict[str, Any]:
-    """Runtimes, isolation and counts (the sandbox part comes from the gate)."""
+    """Runtimes, isolation, counts and the execution queue (running and queued per
+    principal; the sandbox part comes from the gate)."""
     settings = settings_of(request)
     out = gate.status()
     out["principal"] = {"name": p.name, "role": p.role}

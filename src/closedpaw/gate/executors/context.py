@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from closedpaw.audit import AuditLog
+    from closedpaw.gate.protect import Protected
     from closedpaw.sandbox import SandboxManager
     from closedpaw.settings import Settings
     from closedpaw.skills import SecretResolver, SkillService
@@ -42,3 +43,5 @@ class ExecutionContext:
     #: there is no vault).
     secrets: SecretResolver | None = None
     role_of: Callable[[str | None], str] = _no_role
+    #: ClosedPaw's own state by device/inode: file executors check what they opened
+    protected: Protected | None = None
