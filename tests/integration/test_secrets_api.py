@@ -51,8 +51,9 @@ def submit_read(c: httpx.Client, name: str) -> str:
 @pytest.fixture
 def server(tmp_path: Path, db_url: str, request: pytest.FixtureRequest
            ) -> Iterator[tuple[Live, dict[str, str]]]:
-    """A key-file vault with one secret per level, then the server; tokens of alice and
-    bob (users) and carol (a second admin)."""
+    """A key-file vault with one secret per level, then the server; tokens of alice (a
+    user), bob (an approver: may decide on others' actions up to high) and carol (a second
+    admin)."""
     more: dict[str, Any] = getattr(request, "param", {})
     s = gate_settings(tmp_path, db_url=db_url, **more)
     with Vault(s.database_url) as v:
@@ -65,7 +66,7 @@ def server(tmp_path: Path, db_url: str, request: pytest.FixtureRequest
     try:
         with live_server(s, orch) as lv:
             toks = {n: orch.create_principal(n, r) for n, r in
-                    (("alice", "user"), ("bob", "user"), ("carol", "admin"))}
+                    (("alice", "user"), ("bob", "approver"), ("carol", "admin"))}
             yield lv, toks
     finally:
         orch.close()
@@ -140,8 +141,8 @@ def test_levels_are_enforced_by_role_and_approver(server: tuple[Live, dict[str, 
         approve(admin, aid)
         out = finished(admin, aid)
         assert out["status"] == "failed" and "may not read" in out["error"]
-        # an elevated secret needs an admin's approval: it is critical at submit, so a
-        # user's approval is refused by the gate
+        # an elevated secret needs an admin's approval: it is critical at submit, so an
+        # approver's approval is refused by the gate
         aid = submit_read(alice, "DB_PASSWORD")
         r = approve(bob, aid)
         assert r.status_code == 403 and r.json()["error"]["reason"] == "role"
