@@ -42,6 +42,9 @@ def test_environment() -> None:
     ({"CLOSEDPAW_APPROVAL_TTL_S": "0"}, "approval_ttl_s"),
     ({"CLOSEDPAW_RATE_LIMIT_PER_MINUTE": "0"}, "rate_limit_per_minute"),
     ({"CLOSEDPAW_API_PORT": "70000"}, "api_port"),
+    ({"CLOSEDPAW_USERNS_BASE": "1000"}, "userns_base"),
+    ({"CLOSEDPAW_USERNS_BASE": "4294000000"}, "userns_base"),
+    ({"CLOSEDPAW_USERNS_SLOTS": "0"}, "userns_slots"),
 ])
 def test_bad_values_are_named(env: dict[str, str], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -68,7 +71,9 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
            "CLOSEDPAW_APPROVAL_TTL_S": "61", "CLOSEDPAW_REQUIRE_DISTINCT_APPROVER": "1",
            "CLOSEDPAW_API_HOST": "::1", "CLOSEDPAW_API_PORT": "1", "CLOSEDPAW_API_URL": "http://u",
            "CLOSEDPAW_API_TOKEN": "t", "CLOSEDPAW_RATE_LIMIT_PER_MINUTE": "5",
-           "CLOSEDPAW_STATE_DIR": "/st", "CLOSEDPAW_DATA_DIR": "/da"}
+           "CLOSEDPAW_STATE_DIR": "/st", "CLOSEDPAW_DATA_DIR": "/da",
+           "CLOSEDPAW_USERNS": "0", "CLOSEDPAW_USERNS_BASE": "3000000000",
+           "CLOSEDPAW_USERNS_SLOTS": "8", "CLOSEDPAW_USERNS_DIR": "/u"}
     assert set(env) == {spec_of(f)[0] for _, f in all_settings()}
     s, d = Settings.from_env(env), Settings()
     for section, f in all_settings():

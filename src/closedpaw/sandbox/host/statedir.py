@@ -18,12 +18,21 @@ from typing import Any
 
 from closedpaw.errors import SpecError
 from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
-from closedpaw.sandbox.bundle.oci import SANDBOX_GID, SANDBOX_UID, merge_env
+from closedpaw.sandbox.bundle.oci import (
+    AGENT_GID,
+    AGENT_UID,
+    INIT_ANNOTATION,
+    SANDBOX_GID,
+    SANDBOX_UID,
+    USERNS_FILE,
+    IdMap,
+    merge_env,
+)
 from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls
 from closedpaw.sandbox.bundle.validate import OVERLAY_ANNOTATION, SANDBOX_ID_ANNOTATION
 from closedpaw.sandbox.drivers.base import DriverFeatures
-from closedpaw.sandbox.host import ownership
+from closedpaw.sandbox.host import ownership, userns
 from closedpaw.sandbox.host.cgroups import CgroupAccounting
 from closedpaw.sandbox.host.files import mount_output, stage_input, unmount_output
 from closedpaw.sandbox.images.host import HostRootfs, prepare_host_rootfs
@@ -69,13 +78,21 @@ def isolation_stamp(config: Mapping[str, Any], features: DriverFeatures) -> Isol
     proc = config["process"]
     nproc = next((r["hard"] for r in proc["rlimits"] if r["type"] == "RLIMIT_NPROC"), None)
     seccomp = features.seccomp and bool(lin.get("seccomp"))
+    ann = config.get("annotations", {})
+    agent = ann.get(INIT_ANNOTATION) == "agent"
+    maps = lin.get("uidMappings") or []
+    host_uids = (f"{maps[0]['hostID']}-{maps[0]['hostID'] + maps[0]['size'] - 1}"
+                 if maps else "")
     return Isolation(
         runtime=features.name, runtime_version=features.version, platform=features.platform,
         seccomp=seccomp,
         seccomp_syscalls=len(allowed_syscalls(lin["seccomp"])) if seccomp else 0,
         network="none", rootfs=_rootfs_stamp(config),
-        user=f"{proc['user']['uid']}:{proc['user']['gid']}",
-        capabilities=tuple(proc["capabilities"]["effective"]),
+        # What commands run as: the agent init starts as 0 and gives up uid 0 and its two
+        # capabilities before it reads a request; its commands run as 65534 with none.
+        user=(f"{SANDBOX_UID}:{SANDBOX_GID}" if agent
+              else f"{proc['user']['uid']}:{proc['user']['gid']}"),
+        capabilities=() if agent else tuple(proc["capabilities"]["effective"]),
         no_new_privileges=bool(proc["noNewPrivileges"]),
         namespaces=tuple(n["type"] for n in lin["namespaces"]),
         memory_limit_mb=int(config["annotations"][MEMORY_ANNOTATION]) // (1024 * 1024),
@@ -83,6 +100,9 @@ def isolation_stamp(config: Mapping[str, Any], features: DriverFeatures) -> Isol
         pids_limit=nproc if features.pids_mode == "rlimit" and nproc else res["pids"]["limit"],
         image=config.get("annotations", {}).get("org.closedpaw.image", HOST_IMAGE),
         image_digest=config.get("annotations", {}).get("org.closedpaw.image-digest", ""),
+        user_namespace=any(n["type"] == "user" for n in lin["namespaces"]),
+        host_uids=host_uids,
+        agent_user=f"{AGENT_UID}:{AGENT_GID}" if agent else "",
     )
 
 
@@ -208,6 +228,7 @@ class SandboxDir:
         self.config: dict[str, Any] = {}
         self._torn_down = False
         self._lock_fd: int | None = None
+        self.ids: userns.IdRange | None = None  # this sandbox's own host uid/gid range
 
     @classmethod
     def allocate(cls, settings: Settings, sid: str, spec: SandboxSpec,
@@ -247,6 +268,9 @@ class SandboxDir:
     def _allocate(self) -> None:
         self._resolve_root()
         self._lock_fd = ownership.claim(self.dir)
+        if self.features.name == "runc" and self.settings.sandbox.userns:
+            self.ids = userns.claim(self.settings, self.dir)
+            userns.make_namespace(self.ids, self.dir / USERNS_FILE)
         if self.overlay:
             assert self.lower is not None
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
@@ -264,9 +288,13 @@ class SandboxDir:
         if self.spec.output_dir is not None:
             self.output_mount = self.dir / "output"
             mount_output(self.output_mount, self.spec.limits.output_dir_mb,
-                         SANDBOX_UID, SANDBOX_GID)
+                         self.host_id(SANDBOX_UID), self.host_id(SANDBOX_GID))
         if self.features.memory_cgroup:
             self.cgroups.prepare(self.spec.limits.memory_mb * 1024 * 1024)
+
+    def host_id(self, inside: int) -> int:
+        """The host uid (or gid) of the sandbox's id ``inside``."""
+        return inside if self.ids is None else self.ids.host_id(inside)
 
     def _needs_overlay(self, cwd: str, mounts: Sequence[Mapping[str, Any]]) -> bool:
         """Would the runtime have to create a directory in the image to start (a missing
@@ -310,13 +338,20 @@ class SandboxDir:
             agent_dir=self.agent_dir,
             usr_source="/usr" if self.spec.image == HOST_IMAGE else None,
             readonly_root=self.readonly_root, tmpfs=self.spec.tmpfs, annotations=annotations,
+            agent_init=self.agent_dir is not None,
+            userns=None if self.ids is None else IdMap(
+                str(self.dir / USERNS_FILE), self.ids.host_base, self.ids.size),
         )
 
     def write_process(self, name: str, argv: Sequence[str], env: Mapping[str, str],
                       cwd: str) -> Path:
         """An OCI process.json for ``exec``, with the same user, caps and rlimits."""
         base = dict(self.config["process"])
-        base.update(args=list(argv), env=merge_env(self.spec.env, env), cwd=cwd)
+        base.update(args=list(argv), env=merge_env(self.spec.env, env), cwd=cwd,
+                    user={"uid": SANDBOX_UID, "gid": SANDBOX_GID,
+                          "additionalGids": [SANDBOX_GID]},
+                    capabilities={k: [] for k in ("bounding", "effective", "inheritable",
+                                                  "permitted", "ambient")})
         p = self.dir / f"{name}.json"
         with open(p, "w") as f:
             f.write(json.dumps(base))
@@ -358,6 +393,10 @@ class SandboxDir:
             steps.append(lambda: unmount_output(out))
         if self.overlay:
             steps.append(lambda: unmount_overlay(self.dir / "layer", self.dir / "rootfs"))
+        if self.ids is not None:
+            ids = self.ids
+            steps.append(lambda: userns.remove_namespace(self.dir / USERNS_FILE))
+            steps.append(lambda: userns.release(ids))  # the container is gone already
         steps.append(self._remove_dir)
         for step in steps:
             try:
