@@ -7,6 +7,7 @@ all of it and is safe to call more than once. Bundle content comes from the pure
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -318,6 +319,8 @@ class SandboxDir:
             self.overlay = True
             config = build_config(self._inputs(argv, env, cwd))  # the root is the overlay now
         check_config(config, host_limits())
+        if self.overlay and self.ids is not None:
+            self._make_mount_points(config["mounts"], cwd)
         tmp = self.dir / "config.json.tmp"
         with open(tmp, "w") as f:
             f.write(json.dumps(config))  # dumps: the C encoder; dump(f) is pure Python
@@ -342,6 +345,35 @@ class SandboxDir:
             userns=None if self.ids is None else IdMap(
                 str(self.dir / USERNS_FILE), self.ids.host_base, self.ids.size),
         )
+
+    def _make_mount_points(self, mounts: Sequence[Mapping[str, Any]], cwd: str) -> None:
+        """Create missing mount points and the working directory in this sandbox's own
+        overlay, from the host. In a user namespace the runtime makes them as the sandbox's
+        root, which may not write the image's root-owned directories. Only real directories
+        of the overlay are walked (never a link: ``O_NOFOLLOW`` at each step), and nothing
+        under another mount is touched; what cannot be made is left to the runtime."""
+        dests = [m["destination"] for m in mounts]
+        todo = [d for d in dests
+                if not any(o != d and _under(d, o) for o in dests)]
+        if not any(_under(cwd, d) for d in dests):
+            todo.append(cwd)
+        for dest in todo:
+            parts = [p for p in dest.split("/") if p and p != "."]
+            if ".." in parts:
+                continue
+            fd = os.open(self.rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for part in parts:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                    nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                  | os.O_CLOEXEC, dir_fd=fd)
+                    os.close(fd)
+                    fd = nxt
+            except OSError:
+                pass  # a link or a file on the way: the runtime decides (and may refuse)
+            finally:
+                os.close(fd)
 
     def write_process(self, name: str, argv: Sequence[str], env: Mapping[str, str],
                       cwd: str) -> Path:
