@@ -206,6 +206,26 @@ def _rootfs_stamp(config: Mapping[str, Any]) -> str:
     return f"host-bind:{mode}" if image == HOST_IMAGE else f"{image}:{mode}"
 
 
+def _keep_locked_flags(mounts: Sequence[dict[str, Any]]) -> None:
+    """In a user namespace the flags of a bind's source mount are locked: runc's remount of
+    the bind without them (e.g. without ``noexec`` for the /output tmpfs) would be refused
+    (EPERM). Add each source's ``noexec``/``ro`` to the bind's options (never removing one)."""
+    for m in mounts:
+        if m["type"] != "bind":
+            continue
+        try:
+            flags = os.statvfs(m["source"]).f_flag
+        except OSError:
+            continue
+        opts = m["options"]
+        if flags & os.ST_NOEXEC and "noexec" not in opts:
+            opts.append("noexec")
+        if flags & os.ST_RDONLY and "ro" not in opts:
+            if "rw" in opts:
+                opts.remove("rw")
+            opts.append("ro")
+
+
 class SandboxDir:
     """Host-side state of one sandbox under ``settings.state_dir/sandboxes/<id>``."""
 
@@ -318,6 +338,8 @@ class SandboxDir:
                           self.spec.limits.disk_mb)
             self.overlay = True
             config = build_config(self._inputs(argv, env, cwd))  # the root is the overlay now
+        if self.ids is not None:
+            _keep_locked_flags(config["mounts"])
         check_config(config, host_limits())
         if self.overlay and self.ids is not None:
             self._make_mount_points(config["mounts"], cwd)
