@@ -134,7 +134,9 @@ def make_namespace(r: IdRange, target: Path) -> None:
         p.stdin.flush()
         if p.stdout.read(1) != b"x":   # cat echoed it: unshare() is done
             raise SandboxError("could not create the sandbox's user namespace "
-                               f"({_UNSHARE} --user failed; does the kernel allow it?)")
+                               f"({_UNSHARE} --user failed; does the kernel allow user "
+                               "namespaces?). CLOSEDPAW_USERNS=0 runs runc sandboxes without "
+                               "one (all as host uid 65534)")
         line = f"0 {host} {SLOT_SIZE}\n"
         for name in ("uid_map", "gid_map"):
             with open(f"/proc/{p.pid}/{name}", "w") as f:
