@@ -47,7 +47,12 @@ def _userns(runtime: str, settings: Settings) -> dict[str, Any]:
     if not s.userns:
         return {"own": False, "why": "disabled (CLOSEDPAW_USERNS=0): every sandbox is host "
                 "uid 65534 and shares its per-user limits"}
-    from closedpaw.sandbox.host.userns import SLOT_SIZE, in_use
+    from closedpaw.sandbox.host.userns import SLOT_SIZE, in_use, reachable
+
+    if not reachable(settings.state_dir):
+        return {"own": False, "why": f"others cannot search the way to the state dir "
+                f"{settings.state_dir}, which the namespace's root must reach: use one "
+                "under /run (the default /run/closedpaw)"}
 
     last = s.userns_base + SLOT_SIZE * s.userns_slots - 1
     return {"own": True, "host_uids": f"{s.userns_base}-{last}",

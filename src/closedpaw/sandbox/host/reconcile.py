@@ -125,7 +125,10 @@ class _Collector:
             self.stop_container(sid, force=True)
             for m in mounts_under(path):
                 self.details.append(f"{sid}: mount {m}")
-                unmount_output(m)
+                if m.name.startswith("via-"):  # a read-only bind of a source (userns)
+                    userns.unbind(m)
+                else:
+                    unmount_output(m)
             CgroupAccounting(self.settings.sandbox.cgroup_parent, sid).remove()
             ownership.remove(path, fd)
         except BaseException:

@@ -250,6 +250,7 @@ class SandboxDir:
         self._torn_down = False
         self._lock_fd: int | None = None
         self.ids: userns.IdRange | None = None  # this sandbox's own host uid/gid range
+        self._via: dict[str, Path] = {}         # sources bound into the state dir (userns)
 
     @classmethod
     def allocate(cls, settings: Settings, sid: str, spec: SandboxSpec,
@@ -268,7 +269,19 @@ class SandboxDir:
         if self.overlay:
             return self.dir / "rootfs"
         assert self.lower is not None
-        return self.lower
+        return self._reachable(self.lower, "root")
+
+    def _reachable(self, path: Path, name: str) -> Path:
+        """``path``, or (in a user namespace, when the namespace's root could not reach it:
+        a data dir or package under a 0700 directory) a bind of it in the state dir."""
+        if self.ids is None:
+            return path
+        if name not in self._via:
+            if userns.reachable(path):
+                return path
+            userns.bind(path, self.dir / f"via-{name}")
+            self._via[name] = self.dir / f"via-{name}"
+        return self._via[name]
 
     def _resolve_root(self) -> None:
         spec = self.spec
@@ -290,8 +303,18 @@ class SandboxDir:
         self._resolve_root()
         self._lock_fd = ownership.claim(self.dir)
         if self.features.name == "runc" and self.settings.sandbox.userns:
-            self.ids = userns.claim(self.settings, self.dir)
-            userns.make_namespace(self.ids, self.dir / USERNS_FILE)
+            if not userns.reachable(self.settings.state_dir):
+                # The namespace's root (runc's init) must reach the state dir (bundle, root,
+                # mounts); a state dir under a directory others cannot search (pytest's 0700
+                # tmp, a home directory) cannot host one. Said on the stamp and by doctor.
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "sandbox %s runs without a user namespace of its own: others cannot "
+                    "search the way to the state dir %s", self.sid, self.settings.state_dir)
+            else:
+                self.ids = userns.claim(self.settings, self.dir)
+                userns.make_namespace(self.ids, self.dir / USERNS_FILE)
         if self.overlay:
             assert self.lower is not None
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
@@ -360,7 +383,8 @@ class SandboxDir:
             machine=os.uname().machine, pids_mode=self.features.pids_mode,
             gvisor=self.features.platform.startswith("gvisor"),
             input_dir=self.input_dir, output_dir=self.output_mount, code_dir=self.code_dir,
-            agent_dir=self.agent_dir,
+            agent_dir=(None if self.agent_dir is None
+                       else self._reachable(self.agent_dir, "agent")),
             usr_source="/usr" if self.spec.image == HOST_IMAGE else None,
             readonly_root=self.readonly_root, tmpfs=self.spec.tmpfs, annotations=annotations,
             agent_init=self.agent_dir is not None,
@@ -447,12 +471,16 @@ class SandboxDir:
             steps.append(lambda: unmount_output(out))
         if self.overlay:
             steps.append(lambda: unmount_overlay(self.dir / "layer", self.dir / "rootfs"))
+        for via in self._via.values():
+            steps.append(lambda via=via: userns.unbind(via))  # type: ignore[misc]
         if self.ids is not None:
             ids = self.ids
             steps.append(lambda: userns.remove_namespace(self.dir / USERNS_FILE))
             steps.append(lambda: userns.release(ids))  # the container is gone already
         steps.append(self._remove_dir)
         for step in steps:
+            if step == self._remove_dir and first is not None and self._via:
+                break  # a bind may still be mounted: never remove the dir through it
             try:
                 step()
             except Exception as e:

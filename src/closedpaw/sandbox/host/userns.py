@@ -33,18 +33,23 @@ if TYPE_CHECKING:
 __all__ = [
     "SLOT_SIZE",
     "IdRange",
+    "bind",
     "claim",
     "in_use",
     "make_namespace",
+    "reachable",
     "release",
     "remove_namespace",
     "stale_slots",
+    "unbind",
 ]
 
 SLOT_SIZE = 65536
 _UNSHARE = "/usr/bin/unshare"
 _CAT = "/bin/cat"
 _MS_BIND = 4096
+_MS_RDONLY = 1
+_MS_REMOUNT = 32
 _MNT_DETACH = 2
 
 
@@ -163,6 +168,48 @@ def _errno() -> int:
     import ctypes
 
     return ctypes.get_errno() or errno.EIO
+
+
+def reachable(path: Path) -> bool:
+    """Can a user other than root (the namespace's root, host id ``base``) reach ``path``:
+    search permission for others on every directory down to it?"""
+    cur = Path("/")
+    for part in [*path.resolve().parts[1:], ""]:
+        try:
+            if not os.stat(cur).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        cur = cur / part
+    return True
+
+
+def bind(src: Path, target: Path) -> None:
+    """Bind ``src`` read-only at ``target`` (a new empty directory). Read-only also guards
+    the source: a removal of the state dir that meets a still-mounted bind fails (EROFS)
+    instead of deleting through it."""
+    target.mkdir(mode=0o755)
+    libc = _libc()
+    t = str(target).encode()
+    if libc.mount(str(src).encode(), t, None, _MS_BIND, None) != 0:
+        err = _errno()
+        raise SandboxError(f"could not bind {src} at {target}: {os.strerror(err)}")
+    if libc.mount(None, t, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None) != 0:
+        err = _errno()
+        libc.umount2(t, _MNT_DETACH)
+        raise SandboxError(f"could not make the bind at {target} read-only: "
+                           f"{os.strerror(err)}")
+
+
+def unbind(target: Path) -> None:
+    """Unmount a :func:`bind` (``os.path.ismount`` cannot tell a bind within one file
+    system, so always try) and remove its directory."""
+    if _libc().umount2(str(target).encode(), _MNT_DETACH) != 0:
+        err = _errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point
+            raise SandboxError(f"could not unbind {target}: {os.strerror(err)}")
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(target)
 
 
 def remove_namespace(target: Path) -> None:
