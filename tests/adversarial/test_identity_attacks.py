@@ -280,3 +280,24 @@ def test_gc_frees_the_range_of_a_sandbox_whose_state_is_gone(mgr: SandboxManager
             assert sb.id in {Path(o).name for o in in_use(mgr.settings).values()}
     finally:
         rec.unlink(missing_ok=True)
+
+
+def test_a_state_dir_others_cannot_search_gets_no_namespace_and_says_so(
+        mgr: SandboxManager, tmp_path: Path) -> None:
+    """runc's init runs as the namespace's root and must reach the state dir; under pytest's
+    0700 tmp it cannot, so the sandbox runs without one and the stamp and doctor say so."""
+    from closedpaw.sandbox.doctor import _userns
+    from closedpaw.sandbox.host import inventory
+    from closedpaw.settings import Settings
+
+    s = Settings.of(state_dir=tmp_path / "state", data_dir=mgr.settings.data_dir,
+                    cgroup_parent=mgr.settings.sandbox.cgroup_parent)
+    assert os.stat(tmp_path.parent.parent).st_mode & 0o001 == 0   # pytest's 0700 dir
+    with SandboxManager(s) as m:
+        r = m.run(["id", "-u"], SMALL, runtime="runc")
+        m.reaper.drain()
+    assert r.exit_code == 0 and r.stdout == b"65534\n"
+    assert not r.isolation.user_namespace and r.isolation.host_uids == ""
+    why = _userns("runc", s)
+    assert why["own"] is False and "state dir" in why["why"]
+    assert inventory.take(s).lines() == []

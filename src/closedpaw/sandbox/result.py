@@ -31,7 +31,6 @@ class Isolation:
     image_digest: str = ""
     user_namespace: bool = False   # its own user namespace (runc: own host uid/gid range)
     host_uids: str = ""        # "first-last" host uids of that range; "" = none of its own
-    agent_user: str = ""       # "uid:gid" of the in-sandbox agent, apart from its commands
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -7,7 +7,6 @@ all of it and is safe to call more than once. Bundle content comes from the pure
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
@@ -20,8 +19,6 @@ from typing import Any
 from closedpaw.errors import SpecError
 from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
 from closedpaw.sandbox.bundle.oci import (
-    AGENT_GID,
-    AGENT_UID,
     INIT_ANNOTATION,
     SANDBOX_GID,
     SANDBOX_UID,
@@ -103,7 +100,6 @@ def isolation_stamp(config: Mapping[str, Any], features: DriverFeatures) -> Isol
         image_digest=config.get("annotations", {}).get("org.closedpaw.image-digest", ""),
         user_namespace=any(n["type"] == "user" for n in lin["namespaces"]),
         host_uids=host_uids,
-        agent_user=f"{AGENT_UID}:{AGENT_GID}" if agent else "",
     )
 
 
@@ -399,6 +395,9 @@ class SandboxDir:
         of the overlay are walked (never a link: ``O_NOFOLLOW`` at each step), and nothing
         under another mount is touched; what cannot be made is left to the runtime."""
         dests = [m["destination"] for m in mounts]
+        # runc gives a tmpfs the mode of an existing mount point: make it the mount's own
+        modes = {m["destination"]: int(o[5:], 8) for m in mounts for o in m["options"]
+                 if m["type"] == "tmpfs" and o.startswith("mode=")}
         todo = [d for d in dests
                 if not any(o != d and _under(d, o) for o in dests)]
         if not any(_under(cwd, d) for d in dests):
@@ -409,9 +408,13 @@ class SandboxDir:
                 continue
             fd = os.open(self.rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                for part in parts:
-                    with contextlib.suppress(FileExistsError):
+                for i, part in enumerate(parts):
+                    try:
                         os.mkdir(part, 0o755, dir_fd=fd)
+                        if i == len(parts) - 1 and dest in modes:
+                            os.chmod(part, modes[dest], dir_fd=fd, follow_symlinks=False)
+                    except FileExistsError:
+                        pass
                     nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
                                   | os.O_CLOEXEC, dir_fd=fd)
                     os.close(fd)
