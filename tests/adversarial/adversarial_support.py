@@ -85,8 +85,16 @@ def run_probe(mgr: SandboxManager, runtime: str, body: str, **kw: Any) -> dict[s
 
 
 # -- host-side observers -----------------------------------------------------------------------
-def uid_processes(uid: int = SANDBOX_UID) -> dict[int, tuple[str, str, str]]:
-    """Host processes whose real uid is ``uid``: pid -> (state letter, cmdline, cgroups)."""
+def _sandbox_uid(uid: int) -> bool:
+    """65534 (runsc's Sentry, runc without a user namespace) or a uid of the per-sandbox
+    host ranges (runc sandboxes with their own user namespace)."""
+    s = Settings().sandbox
+    return uid == SANDBOX_UID or s.userns_base <= uid < s.userns_base + 65536 * s.userns_slots
+
+
+def uid_processes(uid: int | None = None) -> dict[int, tuple[str, str, str]]:
+    """Host processes whose real uid is ``uid`` (default: any sandbox uid): pid -> (state
+    letter, cmdline, cgroups)."""
     out: dict[int, tuple[str, str, str]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -98,7 +106,8 @@ def uid_processes(uid: int = SANDBOX_UID) -> dict[int, tuple[str, str, str]]:
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if int(fields.get("Uid", "-1").split()[0]) == uid:
+        real = int(fields.get("Uid", "-1").split()[0])
+        if real == uid if uid is not None else _sandbox_uid(real):
             out[int(name)] = (fields.get("State", "?").strip()[:1],
                               cmd.decode(errors="replace")[:160], cgroups)
     return out
@@ -127,8 +136,8 @@ def _foreign(settings: Settings, cmd: str, cgroups: str) -> bool:
 def assert_no_new_uid_processes(before: dict[int, tuple[str, str, str]], mgr: SandboxManager,
                                 timeout_s: float = 10.0) -> None:
     """After the manager has cleaned up, no living process of the sandbox uid that was not
-    there before may remain on the host (sandboxed programs under runc, the Sentry and its
-    ptrace stubs under runsc all run as 65534 on the host).
+    there before may remain on the host (sandboxed programs under runc run as their
+    sandbox's host uid range, the Sentry and its ptrace stubs under runsc as 65534).
 
     Zombies are not counted: they are dead, and the host's init reaps the stubs of a killed
     Sentry a moment later. Processes of other ClosedPaw instances running concurrently on the

@@ -42,8 +42,13 @@ def test_agent_is_an_unprivileged_init_that_reaps(mgr: SandboxManager, runtime: 
     with mgr.create(SandboxSpec(limits=SMALL), runtime=runtime) as sb:
         status = sb.exec(["python3", "-c", "print(open('/proc/1/status').read())"]).stdout_text
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        assert fields["Uid"].split()[:2] == ["65534", "65534"]
-        assert int(fields["CapEff"].strip(), 16) == 0 and int(fields["CapBnd"].strip(), 16) == 0
+        # real 65534 (what its commands become), effective/saved/fs: the agent's own uid
+        assert fields["Uid"].split() == ["65534", "65533", "65533", "65533"]
+        assert fields["Gid"].split() == ["65534", "65533", "65533", "65533"]
+        assert int(fields["CapEff"].strip(), 16) == 0 and int(fields["CapPrm"].strip(), 16) == 0
+        # it started with CAP_SETUID/CAP_SETGID (bits 7, 6) in its bounding set; nothing can
+        # raise them again (no uid 0, no new privileges)
+        assert int(fields["CapBnd"].strip(), 16) & ~0xC0 == 0
         if runtime == "runc":  # gVisor does not report its filter here
             assert fields["Seccomp"].strip() == "2"  # filter mode
         cmd = sb.exec(["cat", "/proc/1/cmdline"]).stdout.split(b"\0")

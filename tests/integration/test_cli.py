@@ -123,8 +123,17 @@ def test_doctor_json_reports_live_probes() -> None:
     assert names["runsc"]["probe_ok"] and names["runc"]["probe_ok"]
     assert d["selected"] == "runsc" and d["usable"]
     assert names["runc"]["enforced"]["process_limit"] == "pids cgroup"
+    # issue 15: runc sandboxes get a user namespace and host uid range of their own; runsc
+    # cannot take one (said so, with why)
+    u = names["runc"]["enforced"]["user_namespace"]
+    assert u["own"] is True and u["range_size"] == 65536 and u["host_uids"].startswith(
+        "2000000000-")
+    assert names["runsc"]["enforced"]["user_namespace"]["own"] is False
+    assert "OCI uid mappings" in names["runsc"]["enforced"]["user_namespace"]["why"]
     text = cli("doctor").stdout
     assert "probe PASS" in text
+    assert "identity: own user namespace per sandbox, host uids from 2000000000-" in text
+    assert "identity: no user namespace of its own: gVisor" in text
 
 
 def test_help_is_true() -> None:

@@ -4,6 +4,7 @@ the weakening it exists for."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from closedpaw.errors import BundleRejected
 from closedpaw.sandbox.bundle import CHECKS, BundleInputs, HostLimits, build_config, failures
 from closedpaw.sandbox.bundle.mounts import MASKED_PATHS, READONLY_PATHS
-from closedpaw.sandbox.bundle.oci import merge_env
+from closedpaw.sandbox.bundle.oci import HOST_RLIMITS_ANNOTATION, IdMap, merge_env
 from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION, MEMORY_BACKSTOP_BYTES
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls, load_profile, to_oci
 from closedpaw.sandbox.bundle.validate import check_config
@@ -149,6 +150,8 @@ MUTATIONS: dict[str, Mutation] = {
     "root_readonly": lambda c: c["root"].update(readonly=False),
     "masked_and_readonly_paths": lambda c: c["linux"]["maskedPaths"].remove("/proc/kcore"),
     "namespaces": lambda c: c["linux"]["namespaces"].pop(1),
+    "user_namespace": lambda c: c["linux"].update(
+        uidMappings=[{"containerID": 0, "hostID": 0, "size": 65536}]),
     "seccomp_default_deny": lambda c: c["linux"]["seccomp"].update(
         defaultAction="SCMP_ACT_ALLOW"),
     "memory_limit": lambda c: c["linux"]["resources"]["memory"].update(swap=-1),
@@ -239,3 +242,93 @@ def test_store_images_bring_their_own_usr_and_policies_add_sized_tmpfs() -> None
     assert {"nosuid", "nodev"} <= set(dests["/cache"]["options"])
     assert dests["/code"]["options"] == ["rbind", "ro", "nosuid", "nodev"]
     assert failures(c, HOST) == []
+
+
+# -- the agent init and a sandbox's own user namespace (issue 15) -----------------------------
+AGENT_ARGV = ["/usr/bin/python3", "-I", "-S", "/.closedpaw/cp_agent.py"]
+SID = "cp-0123456789ab"
+USERNS = f"/run/closedpaw/sandboxes/{SID}/userns"
+
+
+def make_agent(**kw: Any) -> dict[str, Any]:
+    return make(argv=AGENT_ARGV, agent_dir=Path("/opt/agent"), agent_init=True,
+                annotations={"org.closedpaw.sandbox-id": SID}, **kw)
+
+
+def make_userns(**kw: Any) -> dict[str, Any]:
+    return make(annotations={"org.closedpaw.sandbox-id": SID},
+                userns=IdMap(USERNS, 2_000_000_000, 65536), **kw)
+
+
+def test_agent_init_starts_as_0_with_only_setuid_and_setgid() -> None:
+    c = make_agent()
+    p = c["process"]
+    assert p["user"] == {"uid": 0, "gid": 0, "additionalGids": [0]}
+    assert p["capabilities"] == {"bounding": ["CAP_SETGID", "CAP_SETUID"],
+                                 "effective": ["CAP_SETGID", "CAP_SETUID"],
+                                 "permitted": ["CAP_SETGID", "CAP_SETUID"],
+                                 "inheritable": [], "ambient": []}
+    assert p["noNewPrivileges"] is True
+    assert failures(c, HOST) == []
+
+
+@pytest.mark.parametrize("weaken,check", [
+    (lambda c: c["process"]["capabilities"]["effective"].append("CAP_SYS_ADMIN"),
+     "capabilities_empty"),
+    (lambda c: c["process"]["capabilities"]["ambient"].append("CAP_SETUID"),
+     "capabilities_empty"),
+    (lambda c: c["process"]["capabilities"]["inheritable"].append("CAP_SETGID"),
+     "capabilities_empty"),
+    # not the agent: an init claiming to be one but running something else
+    (lambda c: c["process"].update(args=["/bin/sh", "-c", "id"]), "user_is_nobody"),
+    (lambda c: c["process"].update(args=["/bin/sh", "-c", "id"]), "capabilities_empty"),
+    # the agent's file must come from the read-only agent mount
+    (lambda c: [m["options"].remove("ro") for m in c["mounts"]
+                if m["destination"] == "/.closedpaw"], "user_is_nobody"),
+    (lambda c: c["annotations"].pop("org.closedpaw.init"), "user_is_nobody"),
+    (lambda c: c["process"]["user"].update(additionalGids=[0, 4]), "user_is_nobody"),
+], ids=["extra-cap", "ambient", "inheritable", "other-argv-user", "other-argv-caps",
+        "agent-mount-rw", "undeclared", "extra-groups"])
+def test_agent_init_exception_is_narrow(weaken: Mutation, check: str) -> None:
+    c = copy.deepcopy(make_agent())
+    weaken(c)
+    assert check in [n for n, _ in failures(c, HOST)]
+
+
+def test_a_sandboxs_own_user_namespace() -> None:
+    c = make_userns()
+    lin = c["linux"]
+    assert {"type": "user", "path": USERNS} in lin["namespaces"]
+    m = [{"containerID": 0, "hostID": 2_000_000_000, "size": 65536}]
+    assert lin["uidMappings"] == m and lin["gidMappings"] == m
+    # runc would set these with prlimit() from outside the namespace: the driver applies
+    # them to the runtime process instead, so they move to an annotation
+    assert c["process"]["rlimits"] == []
+    assert {r["type"] for r in json.loads(c["annotations"][HOST_RLIMITS_ANNOTATION])} >= {
+        "RLIMIT_NOFILE", "RLIMIT_CORE"}
+    assert failures(c, HOST) == []
+
+
+@pytest.mark.parametrize("weaken,check", [
+    (lambda c: c["linux"]["namespaces"][-1].update(path="/proc/1/ns/user"), "namespaces"),
+    (lambda c: c["linux"]["namespaces"][-1].update(
+        path="/run/closedpaw/sandboxes/cp-ffffffffffff/userns"), "namespaces"),
+    (lambda c: c["linux"]["namespaces"].append({"type": "network", "path": USERNS}),
+     "namespaces"),
+    (lambda c: c["linux"]["namespaces"].append({"type": "user"}), "namespaces"),
+    (lambda c: c["linux"]["gidMappings"][0].update(hostID=0), "user_namespace"),
+    (lambda c: c["linux"]["uidMappings"][0].update(hostID=1000), "user_namespace"),
+    (lambda c: c["linux"]["uidMappings"][0].update(size=100), "user_namespace"),
+    (lambda c: c["linux"]["uidMappings"].append(
+        {"containerID": 65536, "hostID": 0, "size": 1}), "user_namespace"),
+    (lambda c: c["linux"].pop("uidMappings"), "user_namespace"),
+    (lambda c: c["annotations"].pop(HOST_RLIMITS_ANNOTATION), "rlimits_within_host"),
+    (lambda c: c["annotations"].update({HOST_RLIMITS_ANNOTATION: json.dumps(
+        [{"type": "RLIMIT_NOFILE", "soft": 10**7, "hard": 10**7},
+         {"type": "RLIMIT_CORE", "soft": 0, "hard": 0}])}), "rlimits_within_host"),
+], ids=["foreign-ns", "other-sandbox-ns", "net-by-path", "twice", "gid-root", "low-uids",
+        "partial", "two-ranges", "no-uid-map", "no-rlimits", "rlimit-above-host"])
+def test_user_namespace_checks(weaken: Mutation, check: str) -> None:
+    c = copy.deepcopy(make_userns())
+    weaken(c)
+    assert check in [n for n, _ in failures(c, HOST)]

@@ -46,6 +46,9 @@ def test_environment() -> None:
     ({"CLOSEDPAW_WORKERS": "0"}, "workers"),
     ({"CLOSEDPAW_HEADER_TIMEOUT_S": "0"}, "timeouts"),
     ({"CLOSEDPAW_MAX_CONNECTIONS": "2"}, "max_connections"),
+    ({"CLOSEDPAW_USERNS_BASE": "1000"}, "userns_base"),
+    ({"CLOSEDPAW_USERNS_BASE": "4294000000"}, "userns_base"),
+    ({"CLOSEDPAW_USERNS_SLOTS": "0"}, "userns_slots"),
 ])
 def test_bad_values_are_named(env: dict[str, str], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -78,7 +81,9 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
            "CLOSEDPAW_IMPORT_MAX_MEMBERS": "15", "CLOSEDPAW_IMPORT_MAX_LAYERS": "16",
            "CLOSEDPAW_IMPORT_MAX_DEPTH": "17", "CLOSEDPAW_IMPORT_DEADLINE_S": "18",
            "CLOSEDPAW_VAULT_KEY_FILE": "/k", "CLOSEDPAW_VAULT_UNLOCK_AT_START": "0",
-           "CLOSEDPAW_VAULT_KDF_MEMORY_KIB": "65536", "CLOSEDPAW_VAULT_KDF_ITERATIONS": "3"}
+           "CLOSEDPAW_VAULT_KDF_MEMORY_KIB": "65536", "CLOSEDPAW_VAULT_KDF_ITERATIONS": "3",
+           "CLOSEDPAW_USERNS": "0", "CLOSEDPAW_USERNS_BASE": "3000000000",
+           "CLOSEDPAW_USERNS_SLOTS": "8", "CLOSEDPAW_USERNS_DIR": "/u"}
     env.update({"CLOSEDPAW_SKILLS_DIR": "/sk", "CLOSEDPAW_FS_ROOTS": "/a:/b",
                 "CLOSEDPAW_FS_MAX_BYTES": "10", "CLOSEDPAW_FS_MAX_ENTRIES": "10"})
     env.update({  # issue 13

@@ -37,6 +37,29 @@ def _overlayfs() -> bool:
     return os.path.exists(f"/lib/modules/{platform.release()}/kernel/fs/overlayfs")
 
 
+def _userns(runtime: str, settings: Settings) -> dict[str, Any]:
+    """Whether sandboxes of ``runtime`` get a user namespace and host uid range of their own."""
+    s = settings.sandbox
+    if runtime != "runc":
+        return {"own": False, "why": "gVisor does not apply OCI uid mappings: every Sentry "
+                "runs as host 65534; inotify, mqueues and netlink are its own kernel's, per "
+                "sandbox"}
+    if not s.userns:
+        return {"own": False, "why": "disabled (CLOSEDPAW_USERNS=0): every sandbox is host "
+                "uid 65534 and shares its per-user limits"}
+    from closedpaw.sandbox.host.userns import SLOT_SIZE, in_use, reachable
+
+    if not reachable(settings.state_dir):
+        return {"own": False, "why": f"others cannot search the way to the state dir "
+                f"{settings.state_dir}, which the namespace's root must reach: use one "
+                "under /run (the default /run/closedpaw)"}
+
+    last = s.userns_base + SLOT_SIZE * s.userns_slots - 1
+    return {"own": True, "host_uids": f"{s.userns_base}-{last}",
+            "ranges": s.userns_slots, "range_size": SLOT_SIZE,
+            "in_use": len(in_use(settings)), "records": str(s.userns_dir)}
+
+
 def diagnose(settings: Settings | None = None, *, fresh: bool = False) -> dict[str, Any]:
     from closedpaw.sandbox.lifecycle.manager import SandboxManager
 
@@ -86,6 +109,9 @@ def diagnose(settings: Settings | None = None, *, fresh: bool = False) -> dict[s
             "process_limit": ("pids cgroup" if f.pids_mode == "cgroup"
                               else "RLIMIT_NPROC inside the sandbox kernel"),
             "user_space_kernel": f.platform.startswith("gvisor"),
+            "user_namespace": _userns(name, settings),
+            "agent_user": "65533:65533 (commands 65534:65534; it gives up uid 0 and its "
+                          "CAP_SETUID/CAP_SETGID before reading a request)",
         }
         report["runtimes"].append(entry)
         if entry["probe_ok"] and report["selected"] is None:
@@ -116,6 +142,12 @@ def render(r: dict[str, Any]) -> str:
                        f"user {enf['user']}, network {enf['network']}, "
                        f"namespaces {'/'.join(enf['namespaces'])}, processes via "
                        f"{enf['process_limit']}")
+            u = enf["user_namespace"]
+            out.append("       identity: " + (
+                f"own user namespace per sandbox, host uids from {u['host_uids']} "
+                f"({u['ranges']} ranges of {u['range_size']}, {u['in_use']} in use)"
+                if u["own"] else f"no user namespace of its own: {u['why']}")
+                + "; agent apart from its commands (uid 65533)")
     out.append("")
     if r["usable"]:
         out.append(f"sandboxes will use: {r['selected']}")

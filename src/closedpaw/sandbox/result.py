@@ -29,6 +29,8 @@ class Isolation:
     pids_limit: int = 0
     image: str = "host"        # the image name, and its digest (the host skeleton's for host)
     image_digest: str = ""
+    user_namespace: bool = False   # its own user namespace (runc: own host uid/gid range)
+    host_uids: str = ""        # "first-last" host uids of that range; "" = none of its own
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -34,8 +34,24 @@ class SandboxSettings:
                                 env="CLOSEDPAW_POLICY_FILE", kind=Path,
                                 doc="the user's execution policies, read over the built-in "
                                 "ones when it exists")
+    userns: bool = setting(True, env="CLOSEDPAW_USERNS", kind=bool,
+                           doc="runc: give each sandbox its own user namespace and host "
+                           "uid/gid range (off: every sandbox is host uid 65534)")
+    userns_base: int = setting(2_000_000_000, env="CLOSEDPAW_USERNS_BASE", kind=int,
+                               doc="first host uid/gid of the per-sandbox ranges (65536 "
+                               "ids each); must be unused on this host")
+    userns_slots: int = setting(1024, env="CLOSEDPAW_USERNS_SLOTS", kind=int,
+                                doc="how many per-sandbox ranges exist above the base")
+    userns_dir: Path = setting(Path("/run/closedpaw-uidranges"), env="CLOSEDPAW_USERNS_DIR",
+                               kind=Path, doc="where ranges in use are recorded (one per "
+                               "host: every ClosedPaw instance must share it)")
 
     def __post_init__(self) -> None:
+        if not (self.userns_base >= 65536
+                and self.userns_base + 65536 * self.userns_slots <= 2**32 - 1):
+            raise ConfigError("userns_base: the ranges must lie between 65536 and 2^32-2")
+        if self.userns_slots < 1:
+            raise ConfigError("userns_slots: must be at least 1")
         if self.runtime not in RUNTIME_CHOICES:
             raise ConfigError(
                 f"runtime: {self.runtime!r} is not one of {', '.join(RUNTIME_CHOICES)}")

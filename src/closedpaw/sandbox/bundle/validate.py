@@ -6,13 +6,27 @@ fails any check is refused (:class:`~closedpaw.errors.BundleRejected`), never we
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from closedpaw.errors import BundleRejected
-from closedpaw.sandbox.bundle.mounts import MASKED_PATHS, READONLY_PATHS, RW_BINDS_ANNOTATION
-from closedpaw.sandbox.bundle.oci import NAMESPACES, SANDBOX_GID, SANDBOX_UID
+from closedpaw.sandbox.bundle.mounts import (
+    AGENT_MOUNT,
+    MASKED_PATHS,
+    READONLY_PATHS,
+    RW_BINDS_ANNOTATION,
+)
+from closedpaw.sandbox.bundle.oci import (
+    AGENT_CAPS,
+    HOST_RLIMITS_ANNOTATION,
+    INIT_ANNOTATION,
+    NAMESPACES,
+    SANDBOX_GID,
+    SANDBOX_UID,
+    USERNS_FILE,
+)
 from closedpaw.sandbox.bundle.resources import (
     MEMORY_ANNOTATION,
     MEMORY_BACKSTOP_BYTES,
@@ -29,8 +43,23 @@ _HOST_ONLY_ENV = ("SSH_AUTH_SOCK", "AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY",
                   "ANTHROPIC_API_KEY", "NODE_EXTRA_CA_CERTS", "LD_PRELOAD", "LD_LIBRARY_PATH")
 
 
+def _agent_init(c: Config) -> bool:
+    """The config starts the in-sandbox agent (declared by annotation, and really its file
+    on the read-only agent mount): the one process allowed to start as uid 0 holding
+    CAP_SETUID/CAP_SETGID, which it gives up before it reads any request."""
+    args = c["process"].get("args", [])
+    return (c.get("annotations", {}).get(INIT_ANNOTATION) == "agent" and len(args) >= 2
+            and args[-1] == f"{AGENT_MOUNT}/cp_agent.py"
+            and any(m["destination"] == AGENT_MOUNT and "ro" in m.get("options", [])
+                    for m in c["mounts"]))
+
+
 def user_is_nobody(c: Config, _: HostLimits) -> str | None:
+    """Every sandbox process runs as 65534:65534; only the agent init starts as 0:0 (it
+    leaves uid 0 for good before reading a request, and its commands run as 65534)."""
     u = c["process"]["user"]
+    if _agent_init(c) and (u.get("uid"), u.get("gid"), u.get("additionalGids")) == (0, 0, [0]):
+        return None
     if (u.get("uid"), u.get("gid")) != (SANDBOX_UID, SANDBOX_GID):
         return f"process runs as {u.get('uid')}:{u.get('gid')}, not 65534:65534"
     if any(g != SANDBOX_GID for g in u.get("additionalGids", [])):
@@ -39,12 +68,17 @@ def user_is_nobody(c: Config, _: HostLimits) -> str | None:
 
 
 def capabilities_empty(c: Config, _: HostLimits) -> str | None:
+    """No capabilities, except the agent init's CAP_SETUID/CAP_SETGID (bounding, effective,
+    permitted; never inheritable or ambient), which the kernel clears when it leaves uid 0."""
     caps = c["process"].get("capabilities")
     if caps is None:
         return "capabilities missing (the runtime would apply its defaults)"
+    agent = _agent_init(c) and c["process"]["user"].get("uid") == 0
     for k in ("bounding", "effective", "inheritable", "permitted", "ambient"):
-        if caps.get(k) != []:
-            return f"capability set {k} is not empty"
+        allowed = sorted(AGENT_CAPS) if agent and k in ("bounding", "effective",
+                                                          "permitted") else []
+        if sorted(caps.get(k) or []) != allowed or caps.get(k) is None:
+            return f"capability set {k} is not {allowed if allowed else 'empty'}"
     return None
 
 
@@ -81,11 +115,47 @@ def masked_and_readonly_paths(c: Config, _: HostLimits) -> str | None:
 
 
 def namespaces(c: Config, _: HostLimits) -> str | None:
+    """Every namespace is new, except the sandbox's own user namespace, made for it and bound
+    at ``<state>/sandboxes/<id>/userns``."""
     ns = c["linux"].get("namespaces", [])
-    if any("path" in n for n in ns):
-        return "joins an existing namespace by path"
-    missing = set(NAMESPACES) - {n["type"] for n in ns}
+    sid = c.get("annotations", {}).get(SANDBOX_ID_ANNOTATION)
+    for n in ns:
+        if "path" not in n:
+            continue
+        parts = os.path.normpath(str(n["path"])).split("/")
+        if not (n["type"] == "user" and sid and len(parts) >= 4 and parts[-1] == USERNS_FILE
+                and parts[-2] == sid and parts[-3] == "sandboxes"):
+            return "joins an existing namespace by path"
+    types = [n["type"] for n in ns]
+    if len(types) != len(set(types)):
+        return "a namespace is listed twice"
+    missing = set(NAMESPACES) - set(types)
     return f"namespaces missing: {sorted(missing)}" if missing else None
+
+
+USERNS_MIN_HOST_ID = 65536      # a sandbox's range never holds host root or system users
+USERNS_SIZE = 65536
+
+
+def user_namespace(c: Config, _: HostLimits) -> str | None:
+    """With a user namespace: one mapping, the same for uids and gids, container ids
+    0..65535 onto a host range above every system id; without one: no mappings."""
+    lin = c["linux"]
+    has = any(n["type"] == "user" for n in lin.get("namespaces", []))
+    um, gm = lin.get("uidMappings"), lin.get("gidMappings")
+    if not has:
+        return "id mappings without a user namespace" if um or gm else None
+    if not um or um != gm:
+        return "a user namespace needs the same uid and gid mapping"
+    if len(um) != 1:
+        return "a user namespace must map one contiguous range"
+    m = um[0]
+    if m.get("containerID") != 0 or m.get("size") != USERNS_SIZE:
+        return f"the mapping must cover container ids 0..{USERNS_SIZE - 1}"
+    host = m.get("hostID")
+    if not isinstance(host, int) or host < USERNS_MIN_HOST_ID or host + USERNS_SIZE > 2**32 - 1:
+        return f"host ids {host}.. are not a range of their own above {USERNS_MIN_HOST_ID}"
+    return None
 
 
 def seccomp_default_deny(c: Config, _: HostLimits) -> str | None:
@@ -155,8 +225,21 @@ def mounts_are_safe(c: Config, _: HostLimits) -> str | None:
 
 
 def rlimits_within_host(c: Config, host: HostLimits) -> str | None:
+    """The rlimits in force (in the config, or applied by the driver to the runtime when the
+    sandbox has a user namespace) set the open-files and core limits, within the host's."""
     caps = {"RLIMIT_NOFILE": host.nofile_hard, "RLIMIT_NPROC": host.nproc_hard}
-    for r in c["process"].get("rlimits", []):
+    rl = list(c["process"].get("rlimits", []))
+    declared = c.get("annotations", {}).get(HOST_RLIMITS_ANNOTATION)
+    if declared is not None:
+        if rl:
+            return "rlimits both in the config and applied by the host"
+        try:
+            rl = json.loads(declared)
+        except ValueError:
+            return "host-applied rlimits are not valid JSON"
+    if not {"RLIMIT_NOFILE", "RLIMIT_CORE"} <= {r["type"] for r in rl}:
+        return "RLIMIT_NOFILE or RLIMIT_CORE is not set"
+    for r in rl:
         cap = caps.get(r["type"])
         if cap is not None and (r["hard"] > cap or r["soft"] > r["hard"]):
             return f"{r['type']} {r['soft']}/{r['hard']} exceeds host hard limit {cap}"
@@ -179,9 +262,9 @@ def working_dir_absolute(c: Config, _: HostLimits) -> str | None:
 CHECKS: tuple[tuple[str, Check], ...] = tuple(
     (f.__name__, f) for f in (
         user_is_nobody, capabilities_empty, no_new_privileges, root_readonly,
-        masked_and_readonly_paths, namespaces, seccomp_default_deny, memory_limit, cpu_quota,
-        process_limit, tmp_is_sized_tmpfs, mounts_are_safe, rlimits_within_host,
-        environment_clean, working_dir_absolute,
+        masked_and_readonly_paths, namespaces, user_namespace, seccomp_default_deny,
+        memory_limit, cpu_quota, process_limit, tmp_is_sized_tmpfs, mounts_are_safe,
+        rlimits_within_host, environment_clean, working_dir_absolute,
     )
 )
 

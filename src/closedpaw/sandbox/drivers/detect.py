@@ -25,7 +25,7 @@ __all__ = ["PREFERENCE", "ProbeResult", "RuntimeRegistry"]
 
 PREFERENCE = ("runsc", "runc")
 PROBE_MARKER = "closedpaw-probe-ok"
-BUNDLE_VERSION = "2"  # bumped when the bundle or the cache format changes
+BUNDLE_VERSION = "3"  # bumped when the bundle or the cache format changes
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,27 @@ def clean_env() -> dict[str, str]:
     return {"PATH": ":".join(_SEARCH)}
 
 
+_PRLIMIT = "/usr/bin/prlimit"
+_HOST_RLIMITS = "org.closedpaw.host-rlimits"   # bundle.oci.HOST_RLIMITS_ANNOTATION
+
+
+def host_rlimits(bundle: Path) -> list[str]:
+    """A ``prlimit`` prefix applying the bundle's host-applied rlimits to the runtime process
+    (and so to the container it starts), or ``[]``. A sandbox with a user namespace carries
+    its rlimits this way: runc would set them with prlimit() on the container, which needs
+    CAP_SYS_RESOURCE over it, and lowering one's own limits needs nothing."""
+    try:
+        with open(bundle / "config.json") as f:
+            declared = json.load(f).get("annotations", {}).get(_HOST_RLIMITS)
+    except (OSError, ValueError):
+        return []
+    if not declared:
+        return []
+    opts = [f"--{r['type'].removeprefix('RLIMIT_').lower()}={r['soft']}:{r['hard']}"
+            for r in json.loads(declared)]
+    return [_PRLIMIT, *opts, "--"]
+
+
 def find_binary(name: str) -> str | None:
     """The runtime binary, looked up in the system directories only: never the caller's PATH,
     so a directory earlier on PATH cannot substitute its own "runsc"."""
@@ -75,10 +96,11 @@ class OCICLIDriver:
         return p
 
     def _spawn(self, args: Sequence[str], *, stdin: bool,
-               log: Path | None) -> subprocess.Popen[bytes]:
+               log: Path | None, bundle: Path | None = None) -> subprocess.Popen[bytes]:
         self.root_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        prefix = host_rlimits(bundle) if bundle is not None else []
         return subprocess.Popen(
-            self._cmd(*args, log=log),
+            [*prefix, *self._cmd(*args, log=log)],
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=clean_env(), start_new_session=True, close_fds=True,
@@ -107,14 +129,16 @@ class OCICLIDriver:
 
     def run(self, cid: str, bundle: Path, *, stdin: bool,
             log: Path | None = None) -> subprocess.Popen[bytes]:
-        return self._spawn(["run", "--bundle", str(bundle), cid], stdin=stdin, log=log)
+        return self._spawn(["run", "--bundle", str(bundle), cid], stdin=stdin, log=log,
+                           bundle=bundle)
 
     def create(self, cid: str, bundle: Path) -> None:
         # Detached: the container inherits this call's stdio, so give it /dev/null and keep
         # the runtime's own messages in a log file.
         self.root_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log = bundle / "create.log"
-        p = subprocess.run(self._cmd("run", "--detach", "--bundle", str(bundle), cid, log=log),
+        p = subprocess.run([*host_rlimits(bundle),
+                            *self._cmd("run", "--detach", "--bundle", str(bundle), cid, log=log)],
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, env=clean_env(), timeout=60, check=False)
         if p.returncode != 0:
@@ -126,7 +150,8 @@ class OCICLIDriver:
 
     def exec(self, cid: str, process_json: Path, *, stdin: bool, log: Path | None = None,
              pid_file: Path | None = None) -> subprocess.Popen[bytes]:
-        return self._spawn(self.exec_args(cid, process_json, pid_file), stdin=stdin, log=log)
+        return self._spawn(self.exec_args(cid, process_json, pid_file), stdin=stdin, log=log,
+                           bundle=process_json.parent)
 
     def exec_args(self, cid: str, process_json: Path, pid_file: Path | None) -> list[str]:
         pid = ["--pid-file", str(pid_file)] if pid_file is not None else []

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from closedpaw.sandbox.host.cgroups import CGROUP_ROOT, is_v2
+from closedpaw.sandbox.host.userns import in_use
 from closedpaw.settings import Settings
 
 __all__ = [
@@ -151,6 +152,7 @@ class Inventory:
     cgroups: tuple[Path, ...] = ()             # children of <cgroup_parent>, every hierarchy
     mounts: tuple[Path, ...] = ()              # mount points under <state_dir>
     processes: tuple[str, ...] = ()            # "<pid>: <cmdline>" mentioning <state_dir>
+    uid_ranges: tuple[str, ...] = ()           # "<slot>: <owner>" host uid ranges held
 
     def lines(self) -> list[str]:
         """One line per item, e.g. ``state dir /run/closedpaw/sandboxes/cp-...``."""
@@ -159,7 +161,8 @@ class Inventory:
                 + [f"{rt} container {c}" for rt, c in self.containers]
                 + [f"cgroup {p}" for p in self.cgroups]
                 + [f"mount {p}" for p in self.mounts]
-                + [f"process {p}" for p in self.processes])
+                + [f"process {p}" for p in self.processes]
+                + [f"host uid range {r}" for r in self.uid_ranges])
 
     def __bool__(self) -> bool:
         return bool(self.lines())
@@ -180,4 +183,6 @@ def take(settings: Settings) -> Inventory:
         cgroups=tuple(cgroups),
         mounts=tuple(sorted(mounts_under(settings.state_dir))),
         processes=tuple(processes_mentioning(str(settings.state_dir).rstrip("/") + "/")),
+        uid_ranges=tuple(f"{slot}: {owner}" for slot, owner in sorted(in_use(settings).items())
+                         if owner.startswith(str(settings.state_dir).rstrip("/") + "/")),
     )

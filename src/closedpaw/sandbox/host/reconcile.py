@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from closedpaw.sandbox.drivers.base import Driver
-from closedpaw.sandbox.host import ownership
+from closedpaw.sandbox.host import ownership, userns
 from closedpaw.sandbox.host.cgroups import CgroupAccounting
 from closedpaw.sandbox.host.files import unmount_output
 from closedpaw.sandbox.host.inventory import (
@@ -126,7 +126,10 @@ class _Collector:
             self.stop_container(sid, force=True)
             for m in mounts_under(path):
                 self.details.append(f"{sid}: mount {m}")
-                unmount_output(m)
+                if m.name.startswith("via-"):  # a read-only bind of a source (userns)
+                    userns.unbind(m)
+                else:
+                    unmount_output(m)
             CgroupAccounting(self.settings.sandbox.cgroup_parent, sid).remove()
             ownership.remove(path, fd)
         except BaseException:
@@ -171,6 +174,7 @@ class _Collector:
             self._try(sid, CgroupAccounting(self.settings.sandbox.cgroup_parent, sid).remove)
         self.snapshots()
         self.details.extend(gc_staging(self.settings.images))  # killed image builds/imports
+        self.uid_ranges()
         return GcReport(tuple(dict.fromkeys(self.removed)), tuple(self.live),
                         tuple(self.errors), tuple(self.details))
 
@@ -191,6 +195,16 @@ class _Collector:
                 continue
             self.details.append(f"{name}: snapshot image of a dead owner")
             self._try(name, lambda p=Path(e.path), fd=fd: ownership.remove(p, fd))
+
+    def uid_ranges(self) -> None:
+        """Host uid ranges whose sandbox state dir is gone (any instance's: the record names
+        its dir, made before the range is taken and removed after the container)."""
+        for rec in userns.stale_slots(self.settings):
+            self.details.append(f"host uid range {rec.name}: its sandbox is gone")
+            try:
+                rec.unlink(missing_ok=True)
+            except OSError as err:
+                self.errors.append(f"host uid range {rec.name}: {err}")
 
     def _try(self, sid: str, job: Any) -> None:
         try:

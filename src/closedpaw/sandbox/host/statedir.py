@@ -18,12 +18,19 @@ from typing import Any
 
 from closedpaw.errors import SpecError
 from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
-from closedpaw.sandbox.bundle.oci import SANDBOX_GID, SANDBOX_UID, merge_env
+from closedpaw.sandbox.bundle.oci import (
+    INIT_ANNOTATION,
+    SANDBOX_GID,
+    SANDBOX_UID,
+    USERNS_FILE,
+    IdMap,
+    merge_env,
+)
 from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls
 from closedpaw.sandbox.bundle.validate import OVERLAY_ANNOTATION, SANDBOX_ID_ANNOTATION
 from closedpaw.sandbox.drivers.base import DriverFeatures
-from closedpaw.sandbox.host import ownership
+from closedpaw.sandbox.host import ownership, userns
 from closedpaw.sandbox.host.cgroups import CgroupAccounting
 from closedpaw.sandbox.host.files import mount_output, stage_input, unmount_output
 from closedpaw.sandbox.images.host import HostRootfs, prepare_host_rootfs
@@ -69,13 +76,21 @@ def isolation_stamp(config: Mapping[str, Any], features: DriverFeatures) -> Isol
     proc = config["process"]
     nproc = next((r["hard"] for r in proc["rlimits"] if r["type"] == "RLIMIT_NPROC"), None)
     seccomp = features.seccomp and bool(lin.get("seccomp"))
+    ann = config.get("annotations", {})
+    agent = ann.get(INIT_ANNOTATION) == "agent"
+    maps = lin.get("uidMappings") or []
+    host_uids = (f"{maps[0]['hostID']}-{maps[0]['hostID'] + maps[0]['size'] - 1}"
+                 if maps else "")
     return Isolation(
         runtime=features.name, runtime_version=features.version, platform=features.platform,
         seccomp=seccomp,
         seccomp_syscalls=len(allowed_syscalls(lin["seccomp"])) if seccomp else 0,
         network="none", rootfs=_rootfs_stamp(config),
-        user=f"{proc['user']['uid']}:{proc['user']['gid']}",
-        capabilities=tuple(proc["capabilities"]["effective"]),
+        # What commands run as: the agent init starts as 0 and gives up uid 0 and its two
+        # capabilities before it reads a request; its commands run as 65534 with none.
+        user=(f"{SANDBOX_UID}:{SANDBOX_GID}" if agent
+              else f"{proc['user']['uid']}:{proc['user']['gid']}"),
+        capabilities=() if agent else tuple(proc["capabilities"]["effective"]),
         no_new_privileges=bool(proc["noNewPrivileges"]),
         namespaces=tuple(n["type"] for n in lin["namespaces"]),
         memory_limit_mb=int(config["annotations"][MEMORY_ANNOTATION]) // (1024 * 1024),
@@ -83,6 +98,8 @@ def isolation_stamp(config: Mapping[str, Any], features: DriverFeatures) -> Isol
         pids_limit=nproc if features.pids_mode == "rlimit" and nproc else res["pids"]["limit"],
         image=config.get("annotations", {}).get("org.closedpaw.image", HOST_IMAGE),
         image_digest=config.get("annotations", {}).get("org.closedpaw.image-digest", ""),
+        user_namespace=any(n["type"] == "user" for n in lin["namespaces"]),
+        host_uids=host_uids,
     )
 
 
@@ -185,6 +202,26 @@ def _rootfs_stamp(config: Mapping[str, Any]) -> str:
     return f"host-bind:{mode}" if image == HOST_IMAGE else f"{image}:{mode}"
 
 
+def _keep_locked_flags(mounts: Sequence[dict[str, Any]]) -> None:
+    """In a user namespace the flags of a bind's source mount are locked: runc's remount of
+    the bind without them (e.g. without ``noexec`` for the /output tmpfs) would be refused
+    (EPERM). Add each source's ``noexec``/``ro`` to the bind's options (never removing one)."""
+    for m in mounts:
+        if m["type"] != "bind":
+            continue
+        try:
+            flags = os.statvfs(m["source"]).f_flag
+        except OSError:
+            continue
+        opts = m["options"]
+        if flags & os.ST_NOEXEC and "noexec" not in opts:
+            opts.append("noexec")
+        if flags & os.ST_RDONLY and "ro" not in opts:
+            if "rw" in opts:
+                opts.remove("rw")
+            opts.append("ro")
+
+
 class SandboxDir:
     """Host-side state of one sandbox under ``settings.state_dir/sandboxes/<id>``."""
 
@@ -209,6 +246,8 @@ class SandboxDir:
         self.config: dict[str, Any] = {}
         self._torn_down = False
         self._lock_fd: int | None = None
+        self.ids: userns.IdRange | None = None  # this sandbox's own host uid/gid range
+        self._via: dict[str, Path] = {}         # sources bound into the state dir (userns)
 
     @classmethod
     def allocate(cls, settings: Settings, sid: str, spec: SandboxSpec,
@@ -227,7 +266,19 @@ class SandboxDir:
         if self.overlay:
             return self.dir / "rootfs"
         assert self.lower is not None
-        return self.lower
+        return self._reachable(self.lower, "root")
+
+    def _reachable(self, path: Path, name: str) -> Path:
+        """``path``, or (in a user namespace, when the namespace's root could not reach it:
+        a data dir or package under a 0700 directory) a bind of it in the state dir."""
+        if self.ids is None:
+            return path
+        if name not in self._via:
+            if userns.reachable(path):
+                return path
+            userns.bind(path, self.dir / f"via-{name}")
+            self._via[name] = self.dir / f"via-{name}"
+        return self._via[name]
 
     def _resolve_root(self) -> None:
         spec = self.spec
@@ -248,6 +299,19 @@ class SandboxDir:
     def _allocate(self) -> None:
         self._resolve_root()
         self._lock_fd = ownership.claim(self.dir)
+        if self.features.name == "runc" and self.settings.sandbox.userns:
+            if not userns.reachable(self.settings.state_dir):
+                # The namespace's root (runc's init) must reach the state dir (bundle, root,
+                # mounts); a state dir under a directory others cannot search (pytest's 0700
+                # tmp, a home directory) cannot host one. Said on the stamp and by doctor.
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "sandbox %s runs without a user namespace of its own: others cannot "
+                    "search the way to the state dir %s", self.sid, self.settings.state_dir)
+            else:
+                self.ids = userns.claim(self.settings, self.dir)
+                userns.make_namespace(self.ids, self.dir / USERNS_FILE)
         if self.overlay:
             assert self.lower is not None
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
@@ -270,19 +334,23 @@ class SandboxDir:
                              0o400)
                 try:
                     os.write(fd, value.encode("utf-8"))
-                    os.fchown(fd, SANDBOX_UID, SANDBOX_GID)
+                    os.fchown(fd, self.host_id(SANDBOX_UID), self.host_id(SANDBOX_GID))
                 finally:
                     os.close(fd)
-            os.chown(sdir, SANDBOX_UID, SANDBOX_GID)
+            os.chown(sdir, self.host_id(SANDBOX_UID), self.host_id(SANDBOX_GID))
         if self.spec.input_path is not None:
             self.input_dir = self.dir / "input"
             stage_input(self.spec.input_path, self.input_dir)
         if self.spec.output_dir is not None:
             self.output_mount = self.dir / "output"
             mount_output(self.output_mount, self.spec.limits.output_dir_mb,
-                         SANDBOX_UID, SANDBOX_GID)
+                         self.host_id(SANDBOX_UID), self.host_id(SANDBOX_GID))
         if self.features.memory_cgroup:
             self.cgroups.prepare(self.spec.limits.memory_mb * 1024 * 1024)
+
+    def host_id(self, inside: int) -> int:
+        """The host uid (or gid) of the sandbox's id ``inside``."""
+        return inside if self.ids is None else self.ids.host_id(inside)
 
     def _needs_overlay(self, cwd: str, mounts: Sequence[Mapping[str, Any]]) -> bool:
         """Would the runtime have to create a directory in the image to start (a missing
@@ -307,7 +375,11 @@ class SandboxDir:
                           self.spec.limits.disk_mb)
             self.overlay = True
             config = build_config(self._inputs(argv, env, cwd))  # the root is the overlay now
+        if self.ids is not None:
+            _keep_locked_flags(config["mounts"])
         check_config(config, host_limits())
+        if self.overlay and self.ids is not None:
+            self._make_mount_points(config["mounts"], cwd)
         tmp = self.dir / "config.json.tmp"
         with open(tmp, "w") as f:
             f.write(json.dumps(config))  # dumps: the C encoder; dump(f) is pure Python
@@ -325,17 +397,62 @@ class SandboxDir:
             machine=os.uname().machine, pids_mode=self.features.pids_mode,
             gvisor=self.features.platform.startswith("gvisor"),
             input_dir=self.input_dir, output_dir=self.output_mount, code_dir=self.code_dir,
-            agent_dir=self.agent_dir, run_dir=self.run_dir,
+            agent_dir=(None if self.agent_dir is None
+                       else self._reachable(self.agent_dir, "agent")),
+            run_dir=self.run_dir,
             usr_source="/usr" if self.spec.image == HOST_IMAGE else None,
             readonly_root=self.readonly_root, tmpfs=self.spec.tmpfs, annotations=annotations,
             binds=[(str(b.source), b.destination, b.writable) for b in self.spec.binds],
+            agent_init=self.agent_dir is not None,
+            userns=None if self.ids is None else IdMap(
+                str(self.dir / USERNS_FILE), self.ids.host_base, self.ids.size),
         )
+
+    def _make_mount_points(self, mounts: Sequence[Mapping[str, Any]], cwd: str) -> None:
+        """Create missing mount points and the working directory in this sandbox's own
+        overlay, from the host. In a user namespace the runtime makes them as the sandbox's
+        root, which may not write the image's root-owned directories. Only real directories
+        of the overlay are walked (never a link: ``O_NOFOLLOW`` at each step), and nothing
+        under another mount is touched; what cannot be made is left to the runtime."""
+        dests = [m["destination"] for m in mounts]
+        # runc gives a tmpfs the mode of an existing mount point: make it the mount's own
+        modes = {m["destination"]: int(o[5:], 8) for m in mounts for o in m["options"]
+                 if m["type"] == "tmpfs" and o.startswith("mode=")}
+        todo = [d for d in dests
+                if not any(o != d and _under(d, o) for o in dests)]
+        if not any(_under(cwd, d) for d in dests):
+            todo.append(cwd)
+        for dest in todo:
+            parts = [p for p in dest.split("/") if p and p != "."]
+            if ".." in parts:
+                continue
+            fd = os.open(self.rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for i, part in enumerate(parts):
+                    try:
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                        if i == len(parts) - 1 and dest in modes:
+                            os.chmod(part, modes[dest], dir_fd=fd, follow_symlinks=False)
+                    except FileExistsError:
+                        pass
+                    nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                  | os.O_CLOEXEC, dir_fd=fd)
+                    os.close(fd)
+                    fd = nxt
+            except OSError:
+                pass  # a link or a file on the way: the runtime decides (and may refuse)
+            finally:
+                os.close(fd)
 
     def write_process(self, name: str, argv: Sequence[str], env: Mapping[str, str],
                       cwd: str) -> Path:
         """An OCI process.json for ``exec``, with the same user, caps and rlimits."""
         base = dict(self.config["process"])
-        base.update(args=list(argv), env=merge_env(self.spec.env, env), cwd=cwd)
+        base.update(args=list(argv), env=merge_env(self.spec.env, env), cwd=cwd,
+                    user={"uid": SANDBOX_UID, "gid": SANDBOX_GID,
+                          "additionalGids": [SANDBOX_GID]},
+                    capabilities={k: [] for k in ("bounding", "effective", "inheritable",
+                                                  "permitted", "ambient")})
         p = self.dir / f"{name}.json"
         with open(p, "w") as f:
             f.write(json.dumps(base))
@@ -377,8 +494,16 @@ class SandboxDir:
             steps.append(lambda: unmount_output(out))
         if self.overlay:
             steps.append(lambda: unmount_overlay(self.dir / "layer", self.dir / "rootfs"))
+        for via in self._via.values():
+            steps.append(lambda via=via: userns.unbind(via))  # type: ignore[misc]
+        if self.ids is not None:
+            ids = self.ids
+            steps.append(lambda: userns.remove_namespace(self.dir / USERNS_FILE))
+            steps.append(lambda: userns.release(ids))  # the container is gone already
         steps.append(self._remove_dir)
         for step in steps:
+            if step == self._remove_dir and first is not None and self._via:
+                break  # a bind may still be mounted: never remove the dir through it
             try:
                 step()
             except Exception as e:

@@ -1,9 +1,14 @@
 """The ClosedPaw in-sandbox agent: PID 1 of a long-lived sandbox.
 
-Runs inside the sandbox as the sandbox user (uid 65534, no capabilities, the sandbox's seccomp
-profile) with the image's own ``python3 -I -S``. It imports nothing of ClosedPaw: it is
-bind-mounted read-only at ``/.closedpaw/cp_agent.py`` and speaks only the frame protocol on
-its stdin (requests from the host) and stdout (replies). It
+Starts inside the sandbox as its uid 0 holding only CAP_SETUID and CAP_SETGID (the sandbox's
+seccomp profile, no new privileges) with the image's own ``python3 -I -S``, and before it
+reads any request becomes real uid/gid 65534 with effective and saved uid/gid ``AGENT_UID``:
+no id is 0 any more, so the kernel clears every capability. Commands start with
+posix_spawn's RESETIDS (effective ids := real ids) and so run as 65534 in every id, never as
+the agent: they cannot open its ``/proc/1/fd`` (the channel), its memory or ptrace it.
+It imports nothing of ClosedPaw: it is bind-mounted read-only at ``/.closedpaw/cp_agent.py``
+and speaks only the frame protocol on its stdin (requests from the host) and stdout
+(replies). It
 
 * starts each command directly (posix_spawn with its own pipes, a new session, no shell),
 * streams stdout/stderr in frames carrying the request id and a per-request sequence number,
@@ -54,16 +59,39 @@ KERNELS = {
 }
 
 
-def _hide_from_sandbox() -> None:
-    """Make this process non-dumpable: its /proc/1/fd (the channel to the host) then belongs
-    to root and no sandbox process, though it runs as the same uid, can open or ptrace it."""
-    try:
-        import ctypes
+SANDBOX_ID = 65534          # the sandbox user: every command runs as it
+AGENT_UID = AGENT_GID = 65533  # bundle.oci.AGENT_UID: the agent itself
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    except Exception:
-        pass
+
+def _status_field(text: str, name: str) -> str:
+    for line in text.splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def become_agent() -> None:
+    """Leave uid 0 for good: real 65534 (what commands become), effective and saved
+    AGENT_UID. The kernel clears all capabilities when no uid stays 0; the agent checks
+    that it did and refuses to run otherwise (fail closed)."""
+    if posix.getuid() == 0:
+        posix.setgroups([SANDBOX_ID])
+        posix.setresgid(SANDBOX_ID, AGENT_GID, AGENT_GID)
+        posix.setresuid(SANDBOX_ID, AGENT_UID, AGENT_UID)
+    fd = posix.open("/proc/self/status", posix.O_RDONLY | posix.O_CLOEXEC)
+    try:
+        text = posix.read(fd, 65536).decode(errors="replace")
+    finally:
+        posix.close(fd)
+    caps = [_status_field(text, k) for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")]
+    ok = (posix.getresuid() == (SANDBOX_ID, AGENT_UID, AGENT_UID)
+          and posix.getresgid() == (SANDBOX_ID, AGENT_GID, AGENT_GID)
+          and bool(caps[1]) and bool(caps[2])  # gVisor has no CapAmb line
+          and all(int(c or "0", 16) == 0 for c in caps))
+    if not ok:
+        sys.stderr.write("closedpaw-agent: could not separate from the sandbox user "
+                         f"(uids {posix.getresuid()}, caps {caps})\n")
+        raise SystemExit(70)
 
 
 _json_module: Any = None
@@ -115,6 +143,20 @@ def dumps(obj: dict[str, Any]) -> bytes:
     return ("{" + ", ".join(parts) + "}").encode()
 
 
+def user_pipes(n: int) -> list[tuple[int, int]]:
+    """``n`` pipes owned by the sandbox user (created with effective uid 65534 for a moment):
+    a command may reopen its ends as /dev/stdout or /dev/stderr (an open of a pipe through
+    /proc checks the pipe's owner). Its stdin, and the kernels' control pipes, which carry
+    what the host sent, stay the agent's: no sandbox process can reopen them."""
+    if posix.geteuid() != AGENT_UID:
+        return [posix.pipe2(posix.O_CLOEXEC) for _ in range(n)]
+    posix.setresuid(-1, SANDBOX_ID, -1)
+    try:
+        return [posix.pipe2(posix.O_CLOEXEC) for _ in range(n)]
+    finally:
+        posix.setresuid(-1, AGENT_UID, -1)
+
+
 def _candidates(file: str, env: dict[str, str]) -> list[str]:
     """Where ``file`` may be: itself when it has a slash, else each directory of the ``PATH``
     of ``env`` (``/bin:/usr/bin`` without one), as ``subprocess`` searches."""
@@ -144,7 +186,10 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, stdin: int, stdout: in
                 saved = saved or EACCES
                 continue
             try:
+                # resetids: the child's effective ids become the agent's real ones (65534)
+                # before exec, which then makes them the saved ids too.
                 return posix.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
+                                         resetids=True,
                                          setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
             except OSError as e:
                 if e.errno not in (ENOENT, ENOTDIR):
@@ -334,8 +379,7 @@ class Agent:
         argv = [str(a) for a in req["argv"]]
         cwd = str(req["cwd"])
         env = {str(k): str(v) for k, v in req["env"].items()}
-        out_r, out_w = posix.pipe2(posix.O_CLOEXEC)
-        err_r, err_w = posix.pipe2(posix.O_CLOEXEC)
+        (out_r, out_w), (err_r, err_w) = user_pipes(2)
         in_r = in_w = -1
         if req.get("stdin"):
             in_r, in_w = posix.pipe2(posix.O_CLOEXEC)
@@ -509,8 +553,7 @@ class Agent:
                for k, v in posix.environ.items()}
         ctl_r, ctl_w = posix.pipe2(posix.O_CLOEXEC)
         res_r, res_w = posix.pipe2(posix.O_CLOEXEC)
-        out_r, out_w = posix.pipe2(posix.O_CLOEXEC)
-        err_r, err_w = posix.pipe2(posix.O_CLOEXEC)
+        (out_r, out_w), (err_r, err_w) = user_pipes(2)
         try:
             for fd in (ctl_r, res_w):  # passed on to the kernel; closed here right after
                 posix.set_inheritable(fd, True)
@@ -609,9 +652,8 @@ class Agent:
 
     # -- main loop ----------------------------------------------------------------------------
     def run(self) -> None:
-        self.send(T_READY, 0, 0, dumps({"pid": posix.getpid(), "uid": posix.getuid()}))
-        # Before the first request is read, so before any other process exists in here.
-        _hide_from_sandbox()
+        self.send(T_READY, 0, 0, dumps({"pid": posix.getpid(), "uid": posix.getuid(),
+                                        "euid": posix.geteuid()}))
         while not self.stop:
             timeout = self.check_deadlines()
             for fd, _ in self.poll.poll(timeout * 1000):
@@ -649,4 +691,5 @@ def _err(name: str, message: str) -> dict[str, str]:
 
 
 if __name__ == "__main__":
+    become_agent()  # before anything else: no request is read as uid 0
     Agent().run()
