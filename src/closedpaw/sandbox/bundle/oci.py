@@ -109,6 +109,8 @@ def build_config(b: BundleInputs) -> dict[str, Any]:
     profile = b.seccomp_profile if b.seccomp_profile is not None else _seccomp.load_profile()
     rlimits = _res.rlimits(b.limits, b.host, b.pids_mode)
     annotations = {**b.annotations, _res.MEMORY_ANNOTATION: str(b.limits.memory_mb * MIB)}
+    if any(rw for *_, rw in b.binds):   # the writable binds a skill declared, for the checks
+        annotations[_mounts.RW_BINDS_ANNOTATION] = ":".join(d for _, d, rw in b.binds if rw)
     if b.agent_init:
         annotations[INIT_ANNOTATION] = "agent"
     namespaces: list[dict[str, str]] = [{"type": t} for t in NAMESPACES]
