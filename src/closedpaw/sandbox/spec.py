@@ -110,7 +110,9 @@ class SandboxSpec:
     ``env`` is the *whole* environment of sandboxed processes on top of a minimal base
     (PATH, HOME, LANG); nothing is inherited from the host. ``input_path`` (a file or
     directory on the host) is copied to ``/input`` read-only; when ``output_dir`` is set,
-    ``/output`` is writable (capped at ``limits.output_dir_mb``) and collected there.
+    ``/output`` is writable (capped at ``limits.output_dir_mb``) and collected there; an
+    existing entry there is replaced (a directory merged into) only with
+    ``output_overwrite=True``, otherwise it is kept and reported as skipped.
 
     ``image`` names the root filesystem: ``host`` (the host's /usr, read-only) or an image of
     the store. ``readonly_root``: ``None`` means the image's default - read-only for
@@ -125,6 +127,7 @@ class SandboxSpec:
     image: str = "host"
     input_path: Path | None = None
     output_dir: Path | None = None
+    output_overwrite: bool = False
     readonly_root: bool | None = None
     tmpfs: Mapping[str, int] = field(default_factory=dict)
     code_files: Mapping[str, str] = field(default_factory=dict)
@@ -146,6 +149,8 @@ class SandboxSpec:
         if not isinstance(self.image, str) or not _IMAGE_NAME.match(self.image):
             raise SpecError("image", f"{self.image!r} is not an image name (lower-case "
                             "letters, digits, '.', '_', '-')")
+        if not isinstance(self.output_overwrite, bool):
+            raise SpecError("output_overwrite", "must be true or false")
         if self.readonly_root is not None and not isinstance(self.readonly_root, bool):
             raise SpecError("readonly_root", "must be true, false or unset")
         if not isinstance(self.tmpfs, Mapping):
