@@ -40,7 +40,7 @@ LANGUAGES: Mapping[str, Language] = {
 }
 
 KEYS = ("description", "image", "language", "memory", "cpus", "pids", "disk", "network",
-        "readonly_root", "tmpfs", "timeout", "env", "workdir")
+        "readonly_root", "tmpfs", "timeout", "env", "workdir", "usr_local")
 # ResourceLimits / SandboxSpec field -> policy key, to name the key in errors.
 _FIELD_KEY = {"memory_mb": "memory", "cpu_cores": "cpus", "max_processes": "pids",
               "disk_mb": "disk", "timeout_s": "timeout"}
@@ -66,6 +66,7 @@ class ExecutionPolicy:
             "cpus": s.limits.cpu_cores, "pids": s.limits.max_processes,
             "disk_mb": s.limits.disk_mb, "network": "none",
             "readonly_root": bool(s.readonly_root), "tmpfs_mb": dict(s.tmpfs),
+            "usr_local": s.usr_local,
             "timeout_s": s.limits.timeout_s, "env": dict(s.env), "workdir": s.workdir,
             "sources": list(self.sources),
         }
@@ -141,6 +142,9 @@ def _resolve(name: str, merged: Mapping[str, Any], sources: tuple[str, ...]) -> 
     ro = merged.get("readonly_root")
     if ro is not None and not isinstance(ro, bool):
         raise SpecError("readonly_root", "must be true or false")
+    usr_local = merged.get("usr_local", False)
+    if not isinstance(usr_local, bool):
+        raise SpecError("usr_local", "must be true or false")
     tmpfs_raw = merged.get("tmpfs") or {}
     if not isinstance(tmpfs_raw, Mapping):
         raise SpecError("tmpfs", "must be a mapping of absolute paths to sizes")
@@ -162,7 +166,7 @@ def _resolve(name: str, merged: Mapping[str, Any], sources: tuple[str, ...]) -> 
         raise SpecError(_FIELD_KEY.get(e.field, e.field), e.problem) from None
     spec = SandboxSpec(limits=lim, env=_str_map("env", merged.get("env")),
                        workdir=merged.get("workdir", "/tmp"), image=merged.get("image", "host"),
-                       readonly_root=ro, tmpfs=tmpfs)
+                       readonly_root=ro, tmpfs=tmpfs, usr_local=usr_local)
     return ExecutionPolicy(name=name, description=desc, spec=spec, language=lang,
                            sources=sources, raw=dict(merged))
 

@@ -117,7 +117,8 @@ class SandboxSpec:
     ``image`` names the root filesystem: ``host`` (the host's /usr, read-only) or an image of
     the store. ``readonly_root``: ``None`` means the image's default - read-only for
     ``host``; for store images a writable per-sandbox overlay (upper layer on a tmpfs of
-    ``limits.disk_mb``) that vanishes with the sandbox. ``tmpfs`` adds sized tmpfs mounts
+    ``limits.disk_mb``) that vanishes with the sandbox. ``usr_local``: the ``host`` image
+    also shows the host's ``/usr/local`` (hidden by default). ``tmpfs`` adds sized tmpfs mounts
     (path -> MiB). ``code_files`` (name -> text) are written read-only under ``/code``.
     """
 
@@ -128,6 +129,7 @@ class SandboxSpec:
     input_path: Path | None = None
     output_dir: Path | None = None
     output_overwrite: bool = False
+    usr_local: bool = False
     readonly_root: bool | None = None
     tmpfs: Mapping[str, int] = field(default_factory=dict)
     code_files: Mapping[str, str] = field(default_factory=dict)
@@ -151,6 +153,8 @@ class SandboxSpec:
                             "letters, digits, '.', '_', '-')")
         if not isinstance(self.output_overwrite, bool):
             raise SpecError("output_overwrite", "must be true or false")
+        if not isinstance(self.usr_local, bool):
+            raise SpecError("usr_local", "must be true or false")
         if self.readonly_root is not None and not isinstance(self.readonly_root, bool):
             raise SpecError("readonly_root", "must be true, false or unset")
         if not isinstance(self.tmpfs, Mapping):

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import ctypes
 
 __all__ = ["COLLECT_GRACE_S", "MAX_OUTPUT_ENTRIES", "collect_output", "mount_output",
-           "stage_input", "unmount_output"]
+           "mount_staging", "stage_input", "staged_size", "unmount_output"]
 
 MAX_OUTPUT_ENTRIES = 10_000
 #: a run's /output copy ends at the run's deadline, but gets at least this long after the
@@ -112,6 +112,36 @@ def mount_output(path: Path, size_mb: int, uid: int = 65534, gid: int = 65534) -
     if rc != 0:
         err = _errno()
         raise FileTransferError(f"could not mount the /output tmpfs at {path}: "
+                                f"{os.strerror(err)} (needs root)")
+
+
+def staged_size(src: Path) -> tuple[int, int]:
+    """Bytes and entries ``stage_input(src)`` will copy (an ``lstat`` walk, links not
+    followed), to size the tmpfs it is staged on."""
+    st = os.lstat(src)
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size, 1
+    size, n = 0, 1
+    for root, dirs, files in os.walk(src):
+        for name in (*dirs, *files):
+            size += os.lstat(os.path.join(root, name)).st_size
+            n += 1
+    return size, n
+
+
+def mount_staging(path: Path, size_bytes: int, entries: int) -> None:
+    """A private tmpfs for what the host stages for a sandbox (``/input``, ``/code``): its
+    binds then show paths inside this tmpfs in the sandbox's ``/proc/self/mountinfo``, not
+    where the state directory lives on the host. Sized to what is staged, plus room for
+    directory blocks; read-only for the sandbox either way (the binds are ``ro``)."""
+    path.mkdir(mode=0o755, exist_ok=True)
+    size_kb = size_bytes // 1024 + 8 * entries + 1024
+    opts = f"size={size_kb}k,nr_inodes={entries + 64},mode=0755".encode()
+    rc = _lib().mount(b"tmpfs", str(path).encode(), b"tmpfs",
+                      _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, opts)
+    if rc != 0:
+        err = _errno()
+        raise FileTransferError(f"could not mount a tmpfs at {path} for the sandbox's files: "
                                 f"{os.strerror(err)} (needs root)")
 
 

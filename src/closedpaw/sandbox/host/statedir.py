@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from closedpaw.errors import SpecError
+from closedpaw.errors import FileTransferError, SpecError
 from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
 from closedpaw.sandbox.bundle.oci import SANDBOX_GID, SANDBOX_UID, merge_env
 from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION
@@ -25,7 +25,13 @@ from closedpaw.sandbox.bundle.validate import OVERLAY_ANNOTATION, SANDBOX_ID_ANN
 from closedpaw.sandbox.drivers.base import DriverFeatures
 from closedpaw.sandbox.host import ownership
 from closedpaw.sandbox.host.cgroups import CgroupAccounting
-from closedpaw.sandbox.host.files import mount_output, stage_input, unmount_output
+from closedpaw.sandbox.host.files import (
+    mount_output,
+    mount_staging,
+    stage_input,
+    staged_size,
+    unmount_output,
+)
 from closedpaw.sandbox.images.host import HostRootfs, prepare_host_rootfs
 from closedpaw.sandbox.images.overlay import mount_overlay, unmount_overlay
 from closedpaw.sandbox.images.store import HOST_IMAGE, ImageStore
@@ -199,6 +205,7 @@ class SandboxDir:
         self.input_dir: Path | None = None
         self.output_mount: Path | None = None
         self.code_dir: Path | None = None
+        self.files_mount: Path | None = None  # the tmpfs holding code_dir and input_dir
         self.agent_dir: Path | None = None     # the agent's files, bound at /.closedpaw
         self.lower: Path | None = None          # the image root, never written
         self.image_digest = ""
@@ -251,15 +258,19 @@ class SandboxDir:
             assert self.lower is not None
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
                           self.spec.limits.disk_mb)
+        if self.spec.code_files or self.spec.input_path is not None:
+            self._stage_files()
         if self.spec.code_files:
-            self.code_dir = self.dir / "code"
+            assert self.files_mount is not None
+            self.code_dir = self.files_mount / "code"
             self.code_dir.mkdir(mode=0o755)
             for name, text in self.spec.code_files.items():
                 p = self.code_dir / name
                 p.write_text(text)
                 os.chmod(p, 0o644)
         if self.spec.input_path is not None:
-            self.input_dir = self.dir / "input"
+            assert self.files_mount is not None
+            self.input_dir = self.files_mount / "input"
             stage_input(self.spec.input_path, self.input_dir)
         if self.spec.output_dir is not None:
             self.output_mount = self.dir / "output"
@@ -267,6 +278,22 @@ class SandboxDir:
                          SANDBOX_UID, SANDBOX_GID)
         if self.features.memory_cgroup:
             self.cgroups.prepare(self.spec.limits.memory_mb * 1024 * 1024)
+
+    def _stage_files(self) -> None:
+        """Mount the tmpfs ``code/`` and ``input/`` are staged on, sized to them."""
+        size, entries = sum(len(t.encode()) for t in self.spec.code_files.values()), 2
+        if self.spec.input_path is not None:
+            src = self.spec.input_path
+            try:
+                more, n = staged_size(src)
+            except FileNotFoundError:
+                raise FileTransferError(f"input {src} does not exist") from None
+            except OSError as e:
+                raise FileTransferError(f"input {src} is not readable: {e.strerror}") from None
+            size, entries = size + more, entries + n
+        self.files_mount = self.dir / "files"
+        mount_staging(self.files_mount, size + len(self.spec.code_files) * 4096,
+                      entries + len(self.spec.code_files))
 
     def _needs_overlay(self, cwd: str, mounts: Sequence[Mapping[str, Any]]) -> bool:
         """Would the runtime have to create a directory in the image to start (a missing
@@ -309,6 +336,7 @@ class SandboxDir:
             input_dir=self.input_dir, output_dir=self.output_mount, code_dir=self.code_dir,
             agent_dir=self.agent_dir,
             usr_source="/usr" if self.spec.image == HOST_IMAGE else None,
+            usr_local=self.spec.usr_local,
             readonly_root=self.readonly_root, tmpfs=self.spec.tmpfs, annotations=annotations,
         )
 
@@ -356,6 +384,9 @@ class SandboxDir:
         if self.output_mount is not None:
             out = self.output_mount
             steps.append(lambda: unmount_output(out))
+        if self.files_mount is not None:
+            staged = self.files_mount
+            steps.append(lambda: unmount_output(staged))
         if self.overlay:
             steps.append(lambda: unmount_overlay(self.dir / "layer", self.dir / "rootfs"))
         steps.append(self._remove_dir)
