@@ -59,9 +59,9 @@ def test_resources_from_limits() -> None:
     assert r["devices"] == [{"allow": False, "access": "rwm"}]
 
 
-def test_runsc_counts_processes_with_rlimit_and_keeps_host_pids_generous() -> None:
+def test_runsc_counts_processes_with_rlimit_and_derives_host_pids_from_them() -> None:
     c = make(pids_mode="rlimit")
-    assert c["linux"]["resources"]["pids"]["limit"] >= 1024
+    assert c["linux"]["resources"]["pids"]["limit"] == 64 + 16 * 20 + 20 * 20 // 2
     nproc = [r for r in c["process"]["rlimits"] if r["type"] == "RLIMIT_NPROC"]
     assert nproc == [{"type": "RLIMIT_NPROC", "hard": 20, "soft": 20}]
     assert not [r for r in make()["process"]["rlimits"] if r["type"] == "RLIMIT_NPROC"]

@@ -16,15 +16,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from closedpaw.errors import FileTransferError, SpecError
+from closedpaw.errors import FileTransferError, HostPidBudgetExceeded, SpecError
 from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
 from closedpaw.sandbox.bundle.oci import SANDBOX_GID, SANDBOX_UID, merge_env
-from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION
+from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION, host_pids
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls
 from closedpaw.sandbox.bundle.validate import OVERLAY_ANNOTATION, SANDBOX_ID_ANNOTATION
 from closedpaw.sandbox.drivers.base import DriverFeatures
 from closedpaw.sandbox.host import ownership
-from closedpaw.sandbox.host.cgroups import CgroupAccounting
+from closedpaw.sandbox.host.cgroups import PID_SHARE, CgroupAccounting, pid_budget
 from closedpaw.sandbox.host.files import (
     mount_output,
     mount_staging,
@@ -254,6 +254,8 @@ class SandboxDir:
     def _allocate(self) -> None:
         self._resolve_root()
         self._lock_fd = ownership.claim(self.dir)
+        if self.features.memory_cgroup:   # a real runtime with cgroups (not the fake)
+            self._reserve_pids()
         if self.overlay:
             assert self.lower is not None
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
@@ -278,6 +280,35 @@ class SandboxDir:
                          SANDBOX_UID, SANDBOX_GID)
         if self.features.memory_cgroup:
             self.cgroups.prepare(self.spec.limits.memory_mb * 1024 * 1024)
+
+    def _reserve_pids(self) -> None:
+        """Refuse a sandbox whose host pids limit would take the sandboxes of this cgroup
+        parent past their share of ``kernel.pid_max``; otherwise reserve it on our cgroup.
+        Check and reservation happen under one lock, shared by every ClosedPaw process using
+        this state dir."""
+        import fcntl
+
+        need = host_pids(self.spec.limits, self.features.pids_mode)
+        parent = self.settings.sandbox.cgroup_parent
+        fd = os.open(self.settings.state_dir / "pids-budget.lock",
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            b = pid_budget(parent)
+            if need > b.left:
+                what = (f"{self.spec.limits.max_processes} processes under runsc need "
+                        f"{need} host pids" if self.features.pids_mode == "rlimit"
+                        else f"{need} processes need {need} host pids")
+                raise HostPidBudgetExceeded(
+                    f"not starting the sandbox: {what}; {b.left} are left (the "
+                    f"{b.sandboxes} live sandbox(es) hold {b.committed} of the {b.limit} "
+                    f"sandboxes may hold, {PID_SHARE:.0%} of kernel.pid_max {b.pid_max}; "
+                    f"{b.host_tasks} tasks exist on the host). Lower max_processes (--pids), "
+                    "wait for sandboxes to end, or raise kernel.pid_max "
+                    "(sysctl -w kernel.pid_max=4194304)")
+            self.cgroups.reserve_pids(need)
+        finally:
+            os.close(fd)
 
     def _stage_files(self) -> None:
         """Mount the tmpfs ``code/`` and ``input/`` are staged on, sized to them."""
