@@ -87,21 +87,35 @@ def pid_budget(parent: str, root: Path = CGROUP_ROOT) -> PidBudget:
     """The budget of ``parent``: each sandbox's reservation is the ``pids.max`` of its own
     cgroup (``<parent>/<sid>``, written before its runtime starts), or of its runtime's
     (``ctr``) where ours has none."""
-    base = root / parent if is_v2(root) else root / "pids" / parent
+    base = str(root / parent if is_v2(root) else root / "pids" / parent)
     committed = n = 0
     try:
-        kids = [e.path for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
+        kids = [e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
     except OSError:
         kids = []
     for kid in kids:
-        for f in (Path(kid) / "pids.max", Path(kid) / "ctr" / "pids.max"):
-            v = _read_int(f)
+        for f in (f"{base}/{kid}/pids.max", f"{base}/{kid}/ctr/pids.max"):
+            v = _read_small_int(f)
             if v is not None:
                 committed += v
                 n += 1
                 break
     total = pid_max()
     return PidBudget(total, int(total * PID_SHARE), committed, n, host_tasks())
+
+
+def _read_small_int(path: str) -> int | None:
+    """``_read_int`` without pathlib and text I/O (the pid budget reads one per sandbox)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return int(os.read(fd, 64).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def _read_keyed(p: Path, key: str) -> int | None:
