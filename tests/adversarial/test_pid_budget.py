@@ -16,6 +16,7 @@ from closedpaw.errors import HostPidBudgetExceeded
 from closedpaw.sandbox.bundle.resources import runsc_host_pids
 from closedpaw.sandbox.host.cgroups import CGROUP_ROOT, is_v2, pid_budget
 from closedpaw.sandbox.lifecycle.manager import SandboxManager
+from closedpaw.settings import Settings
 
 
 def _ctr(mgr: SandboxManager, sid: str) -> Path:
@@ -99,10 +100,25 @@ def test_a_sandbox_past_the_host_pid_share_is_refused(mgr: SandboxManager, runti
                                    agent=False))
         before = pid_budget(parent)
         assert before.committed >= fits * need
-        with pytest.raises(HostPidBudgetExceeded, match=r"kernel\.pid_max"):
-            mgr.create(spec(timeout_s=60, max_processes=big), runtime=runtime, agent=False)
+        st = mgr.settings
+        impatient = SandboxManager(Settings.of(
+            state_dir=st.state_dir, data_dir=st.data_dir,
+            cgroup_parent=st.sandbox.cgroup_parent, pid_wait_s=1.0))
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(HostPidBudgetExceeded, match=r"after waiting 1 s.*kernel\.pid_max"):
+                impatient.create(spec(timeout_s=60, max_processes=big), runtime=runtime,
+                                 agent=False)
+        finally:
+            impatient.close()
+        assert 1.0 <= time.monotonic() - t0 < 15
         assert pid_budget(parent).committed == before.committed      # nothing reserved
         assert len(mgr.list()) == fits
+        if runtime == "runsc":   # one that could never fit is refused at once, no waiting
+            t0 = time.monotonic()
+            with pytest.raises(HostPidBudgetExceeded, match=r"not starting the sandbox: 1000"):
+                mgr.create(spec(timeout_s=60, max_processes=1000), runtime=runtime)
+            assert time.monotonic() - t0 < 10
         # a small sandbox still fits, and the big one does once a reservation is gone
         r = mgr.run(probe_argv("emit()"), spec(timeout_s=30, max_processes=8), runtime=runtime)
         findings(r)

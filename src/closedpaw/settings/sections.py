@@ -33,8 +33,13 @@ class SandboxSettings:
                                 env="CLOSEDPAW_POLICY_FILE", kind=Path,
                                 doc="the user's execution policies, read over the built-in "
                                 "ones when it exists")
+    pid_wait_s: float = setting(60.0, env="CLOSEDPAW_PID_WAIT_S", kind=float,
+                                doc="seconds a sandbox that does not fit in the host pid "
+                                "budget waits for others to end before it is refused")
 
     def __post_init__(self) -> None:
+        if self.pid_wait_s < 0:
+            raise ConfigError("pid_wait_s: must be 0 or more")
         if self.runtime not in RUNTIME_CHOICES:
             raise ConfigError(
                 f"runtime: {self.runtime!r} is not one of {', '.join(RUNTIME_CHOICES)}")

@@ -24,7 +24,12 @@ from closedpaw.sandbox.bundle.seccomp import allowed_syscalls
 from closedpaw.sandbox.bundle.validate import OVERLAY_ANNOTATION, SANDBOX_ID_ANNOTATION
 from closedpaw.sandbox.drivers.base import DriverFeatures
 from closedpaw.sandbox.host import ownership
-from closedpaw.sandbox.host.cgroups import PID_SHARE, CgroupAccounting, pid_budget
+from closedpaw.sandbox.host.cgroups import (
+    HOST_PID_CEILING,
+    PID_SHARE,
+    CgroupAccounting,
+    pid_budget,
+)
 from closedpaw.sandbox.host.files import (
     mount_output,
     mount_staging,
@@ -282,33 +287,45 @@ class SandboxDir:
             self.cgroups.prepare(self.spec.limits.memory_mb * 1024 * 1024)
 
     def _reserve_pids(self) -> None:
-        """Refuse a sandbox whose host pids limit would take the sandboxes of this cgroup
-        parent past their share of ``kernel.pid_max``; otherwise reserve it on our cgroup.
-        Check and reservation happen under one lock, shared by every ClosedPaw process using
-        this state dir."""
+        """Reserve this sandbox's host pids limit on our cgroup when the sandboxes of this
+        cgroup parent stay within their share of ``kernel.pid_max``. When they would not,
+        wait (up to ``settings.sandbox.pid_wait_s``) for running sandboxes to end, then
+        refuse; a sandbox that could never fit is refused at once. Each check and
+        reservation happens under one lock, shared by every ClosedPaw process using this
+        state dir."""
         import fcntl
+        import time
 
         need = host_pids(self.spec.limits, self.features.pids_mode)
         parent = self.settings.sandbox.cgroup_parent
+        wait_s = self.settings.sandbox.pid_wait_s
+        give_up = time.monotonic() + wait_s
         fd = os.open(self.settings.state_dir / "pids-budget.lock",
                      os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            b = pid_budget(parent)
-            if need > b.left:
-                what = (f"{self.spec.limits.max_processes} processes under runsc need "
-                        f"{need} host pids" if self.features.pids_mode == "rlimit"
-                        else f"{need} processes need {need} host pids")
-                raise HostPidBudgetExceeded(
-                    f"not starting the sandbox: {what}; {b.left} are left (the "
-                    f"{b.sandboxes} live sandbox(es) hold {b.committed} of the {b.limit} "
-                    f"sandboxes may hold, {PID_SHARE:.0%} of kernel.pid_max {b.pid_max}; "
-                    f"{b.host_tasks} tasks exist on the host). Lower max_processes (--pids), "
-                    "wait for sandboxes to end, or raise kernel.pid_max "
-                    "(sysctl -w kernel.pid_max=4194304)")
-            self.cgroups.reserve_pids(need)
+            while True:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                b = pid_budget(parent)
+                if need <= b.left:
+                    self.cgroups.reserve_pids(need)
+                    return
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                never = need > min(b.limit, int(b.pid_max * HOST_PID_CEILING))
+                if never or time.monotonic() >= give_up:
+                    break
+                time.sleep(0.05)
         finally:
             os.close(fd)
+        what = (f"{self.spec.limits.max_processes} processes under runsc need {need} host "
+                f"pids" if self.features.pids_mode == "rlimit"
+                else f"{need} processes need {need} host pids")
+        waited = "" if never else f" after waiting {wait_s:g} s"
+        raise HostPidBudgetExceeded(
+            f"not starting the sandbox{waited}: {what}; {b.left} are left (the "
+            f"{b.sandboxes} live sandbox(es) hold {b.committed} of the {b.limit} sandboxes "
+            f"may hold, {PID_SHARE:.0%} of kernel.pid_max {b.pid_max}; {b.host_tasks} tasks "
+            "exist on the host). Lower max_processes (--pids), wait for sandboxes to end, or "
+            "raise kernel.pid_max (sysctl -w kernel.pid_max=4194304)")
 
     def _stage_files(self) -> None:
         """Mount the tmpfs ``code/`` and ``input/`` are staged on, sized to them."""
