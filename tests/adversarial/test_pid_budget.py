@@ -68,16 +68,16 @@ def test_processes_and_threads_up_to_the_limit_stay_inside_the_host_budget(
         assert limit == (runsc_host_pids(n) if runtime == "runsc" else n)
         idle = _host_tasks(d)
         # The program asks for twice its limit; the sandbox refuses what passes it.
-        stream = sb.stream(["python3", "-c", "import errno, json, os, sys\n" + FILL, kind,
-                            str(2 * n)], timeout_s=60)
         first = b""
-        for name, chunk in stream:
-            if name == "stdout":
-                first += chunk
-                if b"\n" in first:
-                    break
-        got = json.loads(first.split(b"\n")[0])
-        peak = _peak(d, 4.0)
+        with sb.stream(["python3", "-c", "import errno, json, os, sys\n" + FILL, kind,
+                        str(2 * n)], timeout_s=60) as stream:
+            for name, chunk in stream:
+                if name == "stdout":
+                    first += chunk
+                    if b"\n" in first:
+                        break
+            got = json.loads(first.split(b"\n")[0])
+            peak = _peak(d, 4.0)
         assert got["made"] < 2 * n and got["err"] in ("EAGAIN", "can't start new thread"), got
         assert peak <= limit, (peak, limit)
         assert sb.status.value == "running"           # the runtime survived the full sandbox
@@ -96,8 +96,7 @@ def test_a_sandbox_past_the_host_pid_share_is_refused(mgr: SandboxManager, runti
     kept = []
     try:
         for _ in range(fits):
-            kept.append(mgr.create(spec(timeout_s=60, max_processes=big), runtime=runtime,
-                                   agent=False))
+            kept.append(mgr.create(spec(timeout_s=60, max_processes=big), runtime=runtime))
         before = pid_budget(parent)
         assert before.committed >= fits * need
         st = mgr.settings
@@ -107,8 +106,7 @@ def test_a_sandbox_past_the_host_pid_share_is_refused(mgr: SandboxManager, runti
         t0 = time.monotonic()
         try:
             with pytest.raises(HostPidBudgetExceeded, match=r"after waiting 1 s.*kernel\.pid_max"):
-                impatient.create(spec(timeout_s=60, max_processes=big), runtime=runtime,
-                                 agent=False)
+                impatient.create(spec(timeout_s=60, max_processes=big), runtime=runtime)
         finally:
             impatient.close()
         assert 1.0 <= time.monotonic() - t0 < 15
@@ -128,8 +126,7 @@ def test_a_sandbox_past_the_host_pid_share_is_refused(mgr: SandboxManager, runti
             while pid_budget(parent).committed > before.committed - need:
                 assert time.monotonic() < end, pid_budget(parent)
                 time.sleep(0.1)
-            with mgr.create(spec(timeout_s=60, max_processes=big), runtime=runtime,
-                            agent=False) as sb:
+            with mgr.create(spec(timeout_s=60, max_processes=big), runtime=runtime) as sb:
                 assert sb.status.value == "running"
     finally:
         for sb in kept:
