@@ -19,6 +19,7 @@ test: deps
 
 bench: deps
 	.venv/bin/python benchmarks/oneshot.py
+	.venv/bin/python benchmarks/files.py
 	.venv/bin/python benchmarks/gate.py
 	.venv/bin/python benchmarks/images.py
 	.venv/bin/python benchmarks/agent.py

@@ -16,6 +16,7 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     │   ├── SandboxNotFound (LookupError)   no sandbox with that id
     │   ├── SandboxStateError               the operation is not valid in the current state
     │   ├── SandboxLimitReached             the max-sandboxes cap is reached
+    │   │   └── HostPidBudgetExceeded       the sandbox's host pids would pass the host's share
     │   ├── PoolExhausted (TimeoutError)    no pooled or new sandbox became ready in time
     │   ├── SnapshotError                   a checkpoint could not be taken or restored
     │   ├── FileTransferError               /input or /output could not be copied safely
@@ -86,6 +87,7 @@ __all__ = [
     "ConfigError",
     "FileTransferError",
     "GateError",
+    "HostPidBudgetExceeded",
     "ImageError",
     "ImageNotFound",
     "ImageRejected",
@@ -214,6 +216,13 @@ class SandboxLimitReached(SandboxError):
     """The configured maximum number of live sandboxes is reached."""
 
     code = "sandbox_limit_reached"
+
+
+class HostPidBudgetExceeded(SandboxLimitReached):
+    """Starting the sandbox would let the sandboxes' host pids limits pass the share of
+    ``kernel.pid_max`` they may hold together."""
+
+    code = "host_pid_budget_exceeded"
 
 
 class PoolExhausted(SandboxError, TimeoutError):

@@ -194,10 +194,11 @@ def test_output_links_never_redirect_collection(mgr: SandboxManager, runtime: st
     assert (dest / "sub/deeper/nested.txt").read_text() == "nested\n"
     assert "regular.txt" in r.output_files
     assert "sub/deeper/nested.txt" in r.output_files
-    # The pre-existing link was replaced by a regular file, never written through.
-    assert not (dest / "collide.txt").is_symlink()
-    assert (dest / "collide.txt").read_text() == "from the sandbox\n"
+    # The pre-existing link was kept (never replaced without overwrite, never written
+    # through) and the conflict reported.
+    assert (dest / "collide.txt").is_symlink()
     assert victim.read_text() == "original\n"
+    assert "exists on the host" in {s.path: s.reason for s in r.skipped_files}["collide.txt"]
     # The sandbox's links were skipped and reported.
     skipped = {s.path: s.reason for s in r.skipped_files}
     for link in ("link", "dir", "relative", "sub/shadow"):

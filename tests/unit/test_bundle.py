@@ -60,9 +60,9 @@ def test_resources_from_limits() -> None:
     assert r["devices"] == [{"allow": False, "access": "rwm"}]
 
 
-def test_runsc_counts_processes_with_rlimit_and_keeps_host_pids_generous() -> None:
+def test_runsc_counts_processes_with_rlimit_and_derives_host_pids_from_them() -> None:
     c = make(pids_mode="rlimit")
-    assert c["linux"]["resources"]["pids"]["limit"] >= 1024
+    assert c["linux"]["resources"]["pids"]["limit"] == 64 + 16 * 20 + 20 * 20 // 2
     nproc = [r for r in c["process"]["rlimits"] if r["type"] == "RLIMIT_NPROC"]
     assert nproc == [{"type": "RLIMIT_NPROC", "hard": 20, "soft": 20}]
     assert not [r for r in make()["process"]["rlimits"] if r["type"] == "RLIMIT_NPROC"]
@@ -117,6 +117,44 @@ def test_seccomp_is_default_deny_and_blocks_namespace_clones() -> None:
     assert clone3 == {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
 
 
+def _socket_rules(s: dict[str, Any]) -> list[tuple[str, int, int | None]]:
+    out = []
+    for r in s["syscalls"]:
+        for name in set(r["names"]) & {"socket", "socketpair"}:
+            args = {a["index"]: a for a in r.get("args", [])}
+            assert r["action"] == "SCMP_ACT_ALLOW"
+            assert args[0]["op"] == "SCMP_CMP_MASKED_EQ" and args[0]["value"] == 0xFFFFFFFF
+            proto = args[2]["valueTwo"] if 2 in args else None
+            out.append((name, args[0]["valueTwo"], proto))
+    return sorted(out, key=str)
+
+
+@pytest.mark.parametrize("gvisor", [False, True], ids=["runc", "runsc"])
+def test_seccomp_allows_only_unix_inet_inet6_and_netlink_route_sockets(gvisor: bool) -> None:
+    s = make(gvisor=gvisor)["linux"]["seccomp"]
+    assert _socket_rules(s) == sorted([("socket", 1, None), ("socket", 2, None),
+                                       ("socket", 10, None), ("socket", 16, 0),
+                                       ("socketpair", 1, None)], key=str)
+
+
+@pytest.mark.parametrize("weaken", [
+    lambda r: r.update(args=[{"index": 0, "value": 0xFFFFFFFF, "valueTwo": 40,
+                              "op": "SCMP_CMP_MASKED_EQ"}]),            # AF_VSOCK
+    lambda r: r.update(args=[{"index": 0, "value": 0xFF, "valueTwo": 1,
+                              "op": "SCMP_CMP_MASKED_EQ"}]),            # a loose mask
+    lambda r: r.update(args=[{"index": 1, "value": 1, "op": "SCMP_CMP_EQ"}]),  # not the family
+    lambda r: r.update(args=[{"index": 0, "value": 16, "op": "SCMP_CMP_EQ"}]),  # any netlink
+    lambda r: r.update(names=["socketpair"], args=[{"index": 0, "value": 2,
+                                                    "op": "SCMP_CMP_EQ"}]),
+], ids=["vsock", "loose-mask", "other-arg", "netlink-any-protocol", "socketpair-inet"])
+def test_socket_families_check_catches_weakenings(weaken: Callable[[dict[str, Any]], None]
+                                                  ) -> None:
+    c = copy.deepcopy(make())
+    rule = next(r for r in c["linux"]["seccomp"]["syscalls"] if r["names"] == ["socket"])
+    weaken(rule)
+    assert "socket_families" in [n for n, _ in failures(c, HOST)]
+
+
 def test_seccomp_under_gvisor_lets_clone3_reach_the_sentry() -> None:
     s = make(gvisor=True)["linux"]["seccomp"]
     assert "clone3" in allowed_syscalls(s)
@@ -154,6 +192,8 @@ MUTATIONS: dict[str, Mutation] = {
         uidMappings=[{"containerID": 0, "hostID": 0, "size": 65536}]),
     "seccomp_default_deny": lambda c: c["linux"]["seccomp"].update(
         defaultAction="SCMP_ACT_ALLOW"),
+    "socket_families": lambda c: c["linux"]["seccomp"]["syscalls"][0]["names"].append(
+        "socket"),
     "memory_limit": lambda c: c["linux"]["resources"]["memory"].update(swap=-1),
     "cpu_quota": lambda c: c["linux"]["resources"]["cpu"].update(quota=0),
     "process_limit": lambda c: c["linux"]["resources"]["pids"].update(limit=0),

@@ -69,6 +69,7 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
     env = {"CLOSEDPAW_RUNTIME": "runc", "CLOSEDPAW_MAX_SANDBOXES": "7",
            "CLOSEDPAW_OUTPUT_CAP_BYTES": "99", "CLOSEDPAW_CGROUP_PARENT": "cp-x",
            "CLOSEDPAW_IMAGE_DIR": "/i", "CLOSEDPAW_POLICY_FILE": "/p.yaml",
+           "CLOSEDPAW_PID_WAIT_S": "5",
            "CLOSEDPAW_POOL_SIZE": "3", "CLOSEDPAW_POOL_IDLE_TIMEOUT_S": "9",
            "CLOSEDPAW_SNAPSHOT_DIR": "/snap", "CLOSEDPAW_DB_URL": "sqlite:////db",
            "CLOSEDPAW_RULES_FILE": "/r.yaml", "CLOSEDPAW_WORKSPACE_DIR": "/w",

@@ -74,6 +74,7 @@ policies:
     ("python: {timeout: 0}", "policies.python.timeout"),
     ("python: {network: host}", "policies.python.network"),
     ("python: {readonly_root: maybe}", "policies.python.readonly_root"),
+    ("python: {usr_local: yes please}", "policies.python.usr_local"),
     ("python: {image: ../etc}", "policies.python.image"),
     ("python: {language: cobol}", "policies.python.language"),
     ("python: {env: {1BAD: x}}", "policies.python.env.1BAD"),
@@ -127,3 +128,10 @@ def test_unknown_policy_and_language() -> None:
 def test_the_builtin_file_itself_is_validated() -> None:
     with pytest.raises(PolicyError, match=r"built-in policies: policies\.x\.cpus"):
         load_policies(None, builtin_text="policies:\n  x: {cpus: 0}\n")
+
+
+def test_usr_local_is_hidden_unless_a_policy_asks(tmp_path: Path) -> None:
+    pols = load_policies(user(tmp_path, "policies:\n  tools: {usr_local: true}\n"))
+    assert pols.get("tools").spec.usr_local is True
+    assert pols.get("tools").to_dict()["usr_local"] is True
+    assert not any(pols.get(n).spec.usr_local for n in pols.names() if n != "tools")

@@ -10,7 +10,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from closedpaw.cli.util import EXIT_REFUSED, Parser, data_dir_option, die, settings_from
+from closedpaw.cli.util import (
+    EXIT_REFUSED,
+    Parser,
+    data_dir_option,
+    die,
+    printable,
+    settings_from,
+)
 
 if TYPE_CHECKING:
     from closedpaw.client import Client
@@ -61,29 +68,35 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _row(a: dict[str, Any]) -> str:
-    return (f"{a['action_id']}  {a['status']:<11} {a['security_level']:<8} "
-            f"{a['action_type']:<16} {a['requester']}")
+    return printable(f"{a['action_id']}  {a['status']:<11} {a['security_level']:<8} "
+                     f"{a['action_type']:<16} {a['requester']}")
+
+
+def _block(label: str, text: str) -> str:
+    """``label`` then ``text`` (which came from a sandbox or a requester), escaped, its
+    lines indented under the label so none can pass for a line of ours."""
+    return label + printable(text, keep_newlines=True).replace("\n", "\n" + " " * len(label))
 
 
 def _show(a: dict[str, Any]) -> str:
     lines = [f"action        {a['action_id']}", f"type          {a['action_type']}",
              f"status        {a['status']}",
-             f"level         {a['security_level']} ({a['level_reason']})",
-             f"requester     {a['requester']}",
-             f"parameters    {a['canonical_parameters']}",
+             "level         " + printable(f"{a['security_level']} ({a['level_reason']})"),
+             "requester     " + printable(a['requester']),
+             "parameters    " + printable(a['canonical_parameters']),
              f"params_sha256 {a['params_sha256']}"]
     if a.get("decided_by"):
-        lines.append(f"decided by    {a['decided_by']}")
+        lines.append("decided by    " + printable(a['decided_by']))
     if a.get("error"):
-        lines.append(f"error         {a['error']}")
+        lines.append(_block("error         ", str(a['error'])))
     res = a.get("result")
     if res:
         if "exit_code" in res:
             lines.append(f"exit code     {res['exit_code']} (runtime "
                          f"{res.get('isolation', {}).get('runtime')})")
-            lines.append("stdout        " + res.get("stdout", "").rstrip("\n"))
+            lines.append(_block("stdout        ", res.get("stdout", "").rstrip("\n")))
             if res.get("stderr"):
-                lines.append("stderr        " + res["stderr"].rstrip("\n"))
+                lines.append(_block("stderr        ", res["stderr"].rstrip("\n")))
         else:
             lines.append("result        " + json.dumps(res))
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
+from closedpaw.cli.util import printable
 from closedpaw.errors import ClosedPawError
 
 SNIPPETS: tuple[tuple[str, list[str]], ...] = (
@@ -40,7 +41,7 @@ def main() -> int:
                 iso = r.isolation
                 print(f"[{label}] exit {r.exit_code} in {r.duration_ms:.0f} ms")
                 for line in (r.stdout_text + r.stderr_text).splitlines():
-                    print(f"    {line}")
+                    print(f"    {printable(line)}")
                 print(f"    protected by: {iso.runtime} {iso.runtime_version} ({iso.platform}), "
                       f"seccomp {'on' if iso.seccomp else 'OFF'} ({iso.seccomp_syscalls} "
                       f"syscalls), network {iso.network}, user {iso.user}, caps "

@@ -73,7 +73,10 @@ def register(sub: Any) -> None:
                    help="wall-clock limit (default 1800)")
     r.add_argument("--input", metavar="PATH", help="file or directory copied to /input "
                    "(read-only)")
-    r.add_argument("--output", metavar="DIR", help="collect /output into DIR afterwards")
+    r.add_argument("--output", metavar="DIR", help="collect /output into DIR afterwards "
+                   "(existing entries of DIR are kept and reported, unless --overwrite)")
+    r.add_argument("--overwrite", action="store_true", help="let /output replace existing "
+                   "files of --output DIR and merge into its existing directories")
     r.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="set a variable in the sandbox (repeatable); nothing is inherited")
     r.add_argument("--workdir", metavar="PATH", help="working directory (default /tmp)")
@@ -114,6 +117,7 @@ def _spec(args: argparse.Namespace, base: Any) -> Any:
         workdir=args.workdir or base.workdir, image=args.image or base.image,
         input_path=Path(args.input) if args.input else None,
         output_dir=Path(args.output) if args.output else None,
+        output_overwrite=bool(args.overwrite),
     )
 
 
@@ -125,6 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _die("-c CODE needs --lang python|node|bash")
     if args.lang is not None and args.code is None:
         _die(f"--lang {args.lang} needs the code with -c, e.g. --lang python -c 'print(1)'")
+    if args.overwrite and not args.output:
+        _die("--overwrite needs --output DIR")
     if not cmd and args.lang is None:
         _die("run needs a command after '--', e.g. closedpaw run -- python3 -c 'print(1)'")
     from closedpaw.errors import ClosedPawError
@@ -186,8 +192,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if cut:
             sys.stderr.write(f"closedpaw: {name} truncated at {spec.limits.output_cap_bytes} "
                              f"bytes ({total} written)\n")
+    from closedpaw.cli.util import printable  # names and reasons may come from the sandbox
+
     for s in result.skipped_files:
-        sys.stderr.write(f"closedpaw: /output/{s.path} not copied: {s.reason}\n")
+        sys.stderr.write(f"closedpaw: /output/{printable(s.path)} not copied: "
+                         f"{printable(s.reason)}\n")
     if result.timed_out:
         sys.stderr.write(f"closedpaw: timed out after {spec.limits.timeout_s:g} s\n")
         return EXIT_TIMEOUT

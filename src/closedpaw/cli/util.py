@@ -15,8 +15,8 @@ from typing import Any, NoReturn
 from closedpaw.settings import RUNTIME_CHOICES
 
 __all__ = ["EXIT_REFUSED", "EXIT_USAGE", "LANG_CHOICES", "ROLE_CHOICES", "RUNTIME_CHOICES",
-           "Parser", "VersionAction", "data_dir_option", "die", "output", "settings_from",
-           "version"]
+           "Parser", "VersionAction", "data_dir_option", "die", "output", "printable",
+           "settings_from", "version"]
 
 EXIT_REFUSED = 1   # the gate or the API said no (or a check failed)
 EXIT_USAGE = 2     # bad input or an infrastructure error, with a one-line reason
@@ -35,9 +35,34 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def printable(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal: every character that is not printable (C0 and C1
+    controls such as ESC, DEL, line and paragraph separators, bidi overrides and other format
+    characters, unassigned code points) becomes a visible escape (``\\x1b``, ``\\n``,
+    ``\\u202e``). Names and messages that came from a sandbox (or another untrusted party)
+    go through this before the CLI prints them, so they cannot move the cursor, recolour the
+    screen or start a line that looks like the CLI's own (``closedpaw: ...``).
+    ``keep_newlines`` keeps ``\\n`` as is, for multi-line text whose lines the caller
+    indents itself."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:
+        if ch.isprintable() or (keep_newlines and ch == "\n"):
+            out.append(ch)
+        elif ch in "\n\t\r":
+            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}[ch])
+        else:
+            o = ord(ch)
+            out.append(f"\\x{o:02x}" if o < 0x100 else
+                       f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return "".join(out)
+
+
 def die(message: object, code: int = EXIT_USAGE) -> NoReturn:
-    """One line on stderr, then exit (2 by default)."""
-    sys.stderr.write(f"closedpaw: error: {' '.join(str(message).split())}\n")
+    """One line on stderr, then exit (2 by default); anything unprintable is escaped."""
+    sys.stderr.write(f"closedpaw: error: {printable(' '.join(str(message).split()))}\n")
     raise SystemExit(code)
 
 

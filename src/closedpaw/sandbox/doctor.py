@@ -117,7 +117,23 @@ def diagnose(settings: Settings | None = None, *, fresh: bool = False) -> dict[s
         if entry["probe_ok"] and report["selected"] is None:
             report["selected"] = name
     report["usable"] = report["selected"] is not None
+    report["pid_budget"] = _pid_budget(settings)
     return report
+
+
+def _pid_budget(settings: Settings) -> dict[str, Any]:
+    """The host pids the sandboxes may hold together, what they hold, and what one sandbox
+    of the default process limit costs under each runtime."""
+    from closedpaw.sandbox.bundle.resources import host_pids
+    from closedpaw.sandbox.host.cgroups import HOST_PID_CEILING, PID_SHARE, pid_budget
+    from closedpaw.sandbox.spec import ResourceLimits
+
+    lim = ResourceLimits()
+    out: dict[str, Any] = pid_budget(settings.sandbox.cgroup_parent).to_dict()
+    out.update(share=PID_SHARE, host_ceiling=HOST_PID_CEILING,
+               default_processes=lim.max_processes,
+               per_sandbox={"runc": host_pids(lim, "cgroup"), "runsc": host_pids(lim, "rlimit")})
+    return out
 
 
 def render(r: dict[str, Any]) -> str:
@@ -148,6 +164,14 @@ def render(r: dict[str, Any]) -> str:
                 f"({u['ranges']} ranges of {u['range_size']}, {u['in_use']} in use)"
                 if u["own"] else f"no user namespace of its own: {u['why']}")
                 + "; agent apart from its commands (uid 65533)")
+    b = r.get("pid_budget")
+    if b:
+        per = b["per_sandbox"]
+        out.append(f"host pids: sandboxes may hold {b['limit']} ({b['share']:.0%} of pid_max "
+                   f"{b['pid_max']}); {b['sandboxes']} live hold {b['committed']}, "
+                   f"{b['left']} left ({b['host_tasks']} tasks on the host now); a sandbox of "
+                   f"{b['default_processes']} processes takes {per['runsc']} under runsc, "
+                   f"{per['runc']} under runc")
     out.append("")
     if r["usable"]:
         out.append(f"sandboxes will use: {r['selected']}")

@@ -45,7 +45,8 @@ LANGUAGES: Mapping[str, Language] = {
 }
 
 KEYS = ("description", "image", "language", "memory", "cpus", "pids", "disk", "network",
-        "readonly_root", "tmpfs", "timeout", "env", "workdir", "secrets", "secret_files")
+        "readonly_root", "tmpfs", "timeout", "env", "workdir", "secrets", "secret_files",
+        "usr_local")
 #: a vault secret's name (the vault's own pattern)
 _SECRET_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,256}")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -83,6 +84,7 @@ class ExecutionPolicy:
             "cpus": s.limits.cpu_cores, "pids": s.limits.max_processes,
             "disk_mb": s.limits.disk_mb, "network": "none",
             "readonly_root": bool(s.readonly_root), "tmpfs_mb": dict(s.tmpfs),
+            "usr_local": s.usr_local,
             "timeout_s": s.limits.timeout_s, "env": dict(s.env), "workdir": s.workdir,
             "secrets": dict(self.secrets), "secret_files": dict(self.secret_files),
             "sources": list(self.sources),
@@ -176,6 +178,9 @@ def _resolve(name: str, merged: Mapping[str, Any], sources: tuple[str, ...]) -> 
     ro = merged.get("readonly_root")
     if ro is not None and not isinstance(ro, bool):
         raise SpecError("readonly_root", "must be true or false")
+    usr_local = merged.get("usr_local", False)
+    if not isinstance(usr_local, bool):
+        raise SpecError("usr_local", "must be true or false")
     tmpfs_raw = merged.get("tmpfs") or {}
     if not isinstance(tmpfs_raw, Mapping):
         raise SpecError("tmpfs", "must be a mapping of absolute paths to sizes")
@@ -207,7 +212,7 @@ def _resolve(name: str, merged: Mapping[str, Any], sources: tuple[str, ...]) -> 
         raise SpecError("tmpfs", "/run is where secret_files are mounted (read-only)")
     spec = SandboxSpec(limits=lim, env=env,
                        workdir=merged.get("workdir", "/tmp"), image=merged.get("image", "host"),
-                       readonly_root=ro, tmpfs=tmpfs)
+                       readonly_root=ro, tmpfs=tmpfs, usr_local=usr_local)
     return ExecutionPolicy(name=name, description=desc, spec=spec, language=lang,
                            sources=sources, raw=dict(merged), secrets=secrets,
                            secret_files=secret_files)

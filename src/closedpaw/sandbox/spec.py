@@ -153,12 +153,15 @@ class SandboxSpec:
     ``env`` is the *whole* environment of sandboxed processes on top of a minimal base
     (PATH, HOME, LANG); nothing is inherited from the host. ``input_path`` (a file or
     directory on the host) is copied to ``/input`` read-only; when ``output_dir`` is set,
-    ``/output`` is writable (capped at ``limits.output_dir_mb``) and collected there.
+    ``/output`` is writable (capped at ``limits.output_dir_mb``) and collected there; an
+    existing entry there is replaced (a directory merged into) only with
+    ``output_overwrite=True``, otherwise it is kept and reported as skipped.
 
     ``image`` names the root filesystem: ``host`` (the host's /usr, read-only) or an image of
     the store. ``readonly_root``: ``None`` means the image's default - read-only for
     ``host``; for store images a writable per-sandbox overlay (upper layer on a tmpfs of
-    ``limits.disk_mb``) that vanishes with the sandbox. ``tmpfs`` adds sized tmpfs mounts
+    ``limits.disk_mb``) that vanishes with the sandbox. ``usr_local``: the ``host`` image
+    also shows the host's ``/usr/local`` (hidden by default). ``tmpfs`` adds sized tmpfs mounts
     (path -> MiB). ``code_files`` (name -> text) are written read-only under ``/code``.
     ``secret_files`` (name -> value) are written read-only (0400, the sandbox user's) under
     ``/run/secrets`` (a read-only bind of the sandbox's own ``run`` directory on ``/run``);
@@ -171,6 +174,8 @@ class SandboxSpec:
     image: str = "host"
     input_path: Path | None = None
     output_dir: Path | None = None
+    output_overwrite: bool = False
+    usr_local: bool = False
     readonly_root: bool | None = None
     tmpfs: Mapping[str, int] = field(default_factory=dict)
     code_files: Mapping[str, str] = field(default_factory=dict)
@@ -194,6 +199,10 @@ class SandboxSpec:
         if not isinstance(self.image, str) or not _IMAGE_NAME.fullmatch(self.image):
             raise SpecError("image", f"{self.image!r} is not an image name (lower-case "
                             "letters, digits, '.', '_', '-')")
+        if not isinstance(self.output_overwrite, bool):
+            raise SpecError("output_overwrite", "must be true or false")
+        if not isinstance(self.usr_local, bool):
+            raise SpecError("usr_local", "must be true or false")
         if self.readonly_root is not None and not isinstance(self.readonly_root, bool):
             raise SpecError("readonly_root", "must be true, false or unset")
         if not isinstance(self.tmpfs, Mapping):

@@ -45,6 +45,9 @@ class SandboxSettings:
     userns_dir: Path = setting(Path("/run/closedpaw-uidranges"), env="CLOSEDPAW_USERNS_DIR",
                                kind=Path, doc="where ranges in use are recorded (one per "
                                "host: every ClosedPaw instance must share it)")
+    pid_wait_s: float = setting(60.0, env="CLOSEDPAW_PID_WAIT_S", kind=float,
+                                doc="seconds a sandbox that does not fit in the host pid "
+                                "budget waits for others to end before it is refused")
 
     def __post_init__(self) -> None:
         if not (self.userns_base >= 65536
@@ -52,6 +55,8 @@ class SandboxSettings:
             raise ConfigError("userns_base: the ranges must lie between 65536 and 2^32-2")
         if self.userns_slots < 1:
             raise ConfigError("userns_slots: must be at least 1")
+        if self.pid_wait_s < 0:
+            raise ConfigError("pid_wait_s: must be 0 or more")
         if self.runtime not in RUNTIME_CHOICES:
             raise ConfigError(
                 f"runtime: {self.runtime!r} is not one of {', '.join(RUNTIME_CHOICES)}")

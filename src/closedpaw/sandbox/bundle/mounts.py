@@ -23,13 +23,19 @@ _SAFE = ["nosuid", "nodev"]
 AGENT_MOUNT = "/.closedpaw"
 
 
-def base_mounts(*, disk_mb: int, usr_source: str | None = "/usr") -> list[dict[str, Any]]:
+def base_mounts(*, disk_mb: int, usr_source: str | None = "/usr",
+                usr_local: bool = False) -> list[dict[str, Any]]:
     """Mounts every sandbox gets. ``/usr`` is a read-only bind of the host's for the host
-    image (``usr_source``); images of the store bring their own (``usr_source=None``)."""
+    image (``usr_source``); images of the store bring their own (``usr_source=None``).
+    The host's ``/usr/local`` (cloud SDKs, docker, kubectl, ... installed by hand) is hidden
+    under an empty read-only tmpfs unless ``usr_local`` (a policy's ``usr_local: true``)."""
     usr: list[dict[str, Any]] = []
     if usr_source is not None:
         usr.append({"destination": "/usr", "type": "bind", "source": usr_source,
                     "options": ["rbind", "ro", *_SAFE]})
+        if not usr_local:
+            usr.append({"destination": "/usr/local", "type": "tmpfs", "source": "tmpfs",
+                        "options": ["ro", "noexec", *_SAFE, "mode=755", "size=4k"]})
     return [
         {"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev"]},

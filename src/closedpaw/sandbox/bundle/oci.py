@@ -81,6 +81,7 @@ class BundleInputs:
     input_dir: Path | None = None
     output_dir: Path | None = None
     usr_source: str | None = "/usr"
+    usr_local: bool = False   # the host's /usr/local too (host image; policy usr_local: true)
     readonly_root: bool = True
     tmpfs: Mapping[str, int] = field(default_factory=dict)
     code_dir: Path | None = None
@@ -135,7 +136,8 @@ def build_config(b: BundleInputs) -> dict[str, Any]:
         },
         "root": {"path": str(b.rootfs), "readonly": b.readonly_root},
         "hostname": b.hostname,
-        "mounts": [*_mounts.base_mounts(disk_mb=b.limits.disk_mb, usr_source=b.usr_source),
+        "mounts": [*_mounts.base_mounts(disk_mb=b.limits.disk_mb, usr_source=b.usr_source,
+                                       usr_local=b.usr_local),
                    *_mounts.tmpfs_mounts(b.tmpfs),
                    *_mounts.file_mounts(input_dir=b.input_dir, output_dir=b.output_dir,
                                         code_dir=b.code_dir, agent_dir=b.agent_dir,

@@ -173,6 +173,47 @@ def seccomp_default_deny(c: Config, _: HostLimits) -> str | None:
     return f"seccomp allows {sorted(bad)}" if bad else None
 
 
+#: the socket families a sandbox may create: AF_UNIX, AF_INET, AF_INET6, and AF_NETLINK
+#: with protocol NETLINK_ROUTE (0) only; socketpair: AF_UNIX only
+SOCKET_FAMILIES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6", 16: "AF_NETLINK"}
+_AF_NETLINK, _NETLINK_ROUTE = 16, 0
+
+
+def _pinned(rule: Mapping[str, Any], index: int) -> int | None:
+    """The value a rule's conditions pin argument ``index`` to (an int argument compared in
+    its low 32 bits or whole), or None when it is not pinned."""
+    for a in rule.get("args") or []:
+        if a.get("index") != index:
+            continue
+        if a.get("op") == "SCMP_CMP_EQ":
+            return int(a.get("value", -1))
+        if a.get("op") == "SCMP_CMP_MASKED_EQ" and a.get("value") in (0xFFFFFFFF,
+                                                                      0xFFFFFFFFFFFFFFFF):
+            return int(a.get("valueTwo", -1))
+    return None
+
+
+def socket_families(c: Config, _: HostLimits) -> str | None:
+    """``socket`` and ``socketpair`` are allowed only for pinned families: AF_UNIX, AF_INET,
+    AF_INET6 (and AF_NETLINK with NETLINK_ROUTE for socket; AF_UNIX only for socketpair).
+    AF_VSOCK (not namespaced under runc), AF_PACKET, AF_ALG and every other family are
+    refused."""
+    s = c["linux"].get("seccomp") or {}
+    for r in s.get("syscalls", []):
+        if r.get("action") != "SCMP_ACT_ALLOW":
+            continue
+        for name in set(r["names"]) & {"socket", "socketpair"}:
+            fam = _pinned(r, 0)
+            if fam is None:
+                return f"seccomp allows {name} for every socket family"
+            allowed = {1} if name == "socketpair" else set(SOCKET_FAMILIES)
+            if fam not in allowed:
+                return f"seccomp allows {name} for family {fam}"
+            if fam == _AF_NETLINK and _pinned(r, 2) != _NETLINK_ROUTE:
+                return "seccomp allows netlink sockets other than NETLINK_ROUTE"
+    return None
+
+
 def memory_limit(c: Config, _: HostLimits) -> str | None:
     m = c["linux"].get("resources", {}).get("memory", {})
     if not m.get("limit") or m["limit"] <= 0:
@@ -263,8 +304,8 @@ CHECKS: tuple[tuple[str, Check], ...] = tuple(
     (f.__name__, f) for f in (
         user_is_nobody, capabilities_empty, no_new_privileges, root_readonly,
         masked_and_readonly_paths, namespaces, user_namespace, seccomp_default_deny,
-        memory_limit, cpu_quota, process_limit, tmp_is_sized_tmpfs, mounts_are_safe,
-        rlimits_within_host, environment_clean, working_dir_absolute,
+        socket_families, memory_limit, cpu_quota, process_limit, tmp_is_sized_tmpfs,
+        mounts_are_safe, rlimits_within_host, environment_clean, working_dir_absolute,
     )
 )
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from closedpaw.sandbox.result import ResourceUsage
 
-__all__ = ["CGROUP_ROOT", "CgroupAccounting", "is_v2"]
+__all__ = ["CGROUP_ROOT", "HOST_PID_CEILING", "PID_SHARE", "CgroupAccounting", "PidBudget",
+           "host_tasks", "is_v2", "pid_budget", "pid_max"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpu,cpuacct", "pids", "devices", "freezer",
@@ -37,6 +39,83 @@ def _read_int(p: Path) -> int | None:
         return int(p.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+#: the share of ``kernel.pid_max`` the host pids limits of all sandboxes (of one cgroup
+#: parent) may add up to; the rest is the host's own
+PID_SHARE = 0.5
+#: and whatever the reservations say, no sandbox starts if its limit added to the tasks that
+#: exist on the host right now (other ClosedPaw instances included) passes this share
+HOST_PID_CEILING = 0.9
+
+
+def pid_max(proc: Path = Path("/proc/sys/kernel/pid_max")) -> int:
+    return _read_int(proc) or 32768
+
+
+def host_tasks(loadavg: Path = Path("/proc/loadavg")) -> int:
+    """Tasks (threads included) that exist on the host now: ``/proc/loadavg``'s ``R/T``."""
+    try:
+        return int(loadavg.read_text().split()[3].split("/")[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@dataclass(frozen=True)
+class PidBudget:
+    """How many host pids the sandboxes under one cgroup parent may hold, and hold now (the
+    sum of their host pids limits, i.e. what they could take in the worst case)."""
+
+    pid_max: int
+    limit: int
+    committed: int
+    sandboxes: int
+    host_tasks: int = 0
+
+    @property
+    def left(self) -> int:
+        """Host pids a new sandbox may still reserve."""
+        return max(0, min(self.limit - self.committed,
+                          int(self.pid_max * HOST_PID_CEILING) - self.host_tasks))
+
+    def to_dict(self) -> dict[str, int]:
+        return {"pid_max": self.pid_max, "limit": self.limit, "committed": self.committed,
+                "left": self.left, "sandboxes": self.sandboxes, "host_tasks": self.host_tasks}
+
+
+def pid_budget(parent: str, root: Path = CGROUP_ROOT) -> PidBudget:
+    """The budget of ``parent``: each sandbox's reservation is the ``pids.max`` of its own
+    cgroup (``<parent>/<sid>``, written before its runtime starts), or of its runtime's
+    (``ctr``) where ours has none."""
+    base = str(root / parent if is_v2(root) else root / "pids" / parent)
+    committed = n = 0
+    try:
+        kids = [e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        kids = []
+    for kid in kids:
+        for f in (f"{base}/{kid}/pids.max", f"{base}/{kid}/ctr/pids.max"):
+            v = _read_small_int(f)
+            if v is not None:
+                committed += v
+                n += 1
+                break
+    total = pid_max()
+    return PidBudget(total, int(total * PID_SHARE), committed, n, host_tasks())
+
+
+def _read_small_int(path: str) -> int | None:
+    """``_read_int`` without pathlib and text I/O (the pid budget reads one per sandbox)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return int(os.read(fd, 64).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def _read_keyed(p: Path, key: str) -> int | None:
@@ -93,6 +172,14 @@ class CgroupAccounting:
                 f.write(f"{self._efd} {cfd}")
         finally:
             os.close(cfd)
+
+    def reserve_pids(self, limit: int) -> None:
+        """Write the sandbox's host pids limit on our cgroup (above the runtime's): it holds
+        even if the runtime's were missing, and :func:`pid_budget` counts it from now on."""
+        d = self._dir("pids")
+        d.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # v2 without the pids controller
+            (d / "pids.max").write_text(str(limit))
 
     def oom_kills_since_last(self) -> int:
         """OOM kills in the sandbox since the previous call."""

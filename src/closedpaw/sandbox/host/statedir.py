@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from closedpaw.errors import SpecError
+from closedpaw.errors import FileTransferError, HostPidBudgetExceeded, SpecError
 from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
 from closedpaw.sandbox.bundle.oci import (
     INIT_ANNOTATION,
@@ -26,13 +26,24 @@ from closedpaw.sandbox.bundle.oci import (
     IdMap,
     merge_env,
 )
-from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION
+from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION, host_pids
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls
 from closedpaw.sandbox.bundle.validate import OVERLAY_ANNOTATION, SANDBOX_ID_ANNOTATION
 from closedpaw.sandbox.drivers.base import DriverFeatures
 from closedpaw.sandbox.host import ownership, userns
-from closedpaw.sandbox.host.cgroups import CgroupAccounting
-from closedpaw.sandbox.host.files import mount_output, stage_input, unmount_output
+from closedpaw.sandbox.host.cgroups import (
+    HOST_PID_CEILING,
+    PID_SHARE,
+    CgroupAccounting,
+    pid_budget,
+)
+from closedpaw.sandbox.host.files import (
+    mount_output,
+    mount_staging,
+    stage_input,
+    staged_size,
+    unmount_output,
+)
 from closedpaw.sandbox.images.host import HostRootfs, prepare_host_rootfs
 from closedpaw.sandbox.images.overlay import mount_overlay, unmount_overlay
 from closedpaw.sandbox.images.store import HOST_IMAGE, ImageStore
@@ -237,6 +248,7 @@ class SandboxDir:
         self.output_mount: Path | None = None
         self.code_dir: Path | None = None
         self.run_dir: Path | None = None
+        self.files_mount: Path | None = None  # the tmpfs holding code_dir and input_dir
         self.agent_dir: Path | None = None     # the agent's files, bound at /.closedpaw
         self.lower: Path | None = None          # the image root, never written
         self.image_digest = ""
@@ -312,12 +324,17 @@ class SandboxDir:
             else:
                 self.ids = userns.claim(self.settings, self.dir)
                 userns.make_namespace(self.ids, self.dir / USERNS_FILE)
+        if self.features.memory_cgroup:   # a real runtime with cgroups (not the fake)
+            self._reserve_pids()
         if self.overlay:
             assert self.lower is not None
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
                           self.spec.limits.disk_mb)
+        if self.spec.code_files or self.spec.input_path is not None:
+            self._stage_files()
         if self.spec.code_files:
-            self.code_dir = self.dir / "code"
+            assert self.files_mount is not None
+            self.code_dir = self.files_mount / "code"
             self.code_dir.mkdir(mode=0o755)
             for name, text in self.spec.code_files.items():
                 p = self.code_dir / name
@@ -339,7 +356,8 @@ class SandboxDir:
                     os.close(fd)
             os.chown(sdir, self.host_id(SANDBOX_UID), self.host_id(SANDBOX_GID))
         if self.spec.input_path is not None:
-            self.input_dir = self.dir / "input"
+            assert self.files_mount is not None
+            self.input_dir = self.files_mount / "input"
             stage_input(self.spec.input_path, self.input_dir)
         if self.spec.output_dir is not None:
             self.output_mount = self.dir / "output"
@@ -351,6 +369,63 @@ class SandboxDir:
     def host_id(self, inside: int) -> int:
         """The host uid (or gid) of the sandbox's id ``inside``."""
         return inside if self.ids is None else self.ids.host_id(inside)
+
+    def _reserve_pids(self) -> None:
+        """Reserve this sandbox's host pids limit on our cgroup when the sandboxes of this
+        cgroup parent stay within their share of ``kernel.pid_max``. When they would not,
+        wait (up to ``settings.sandbox.pid_wait_s``) for running sandboxes to end, then
+        refuse; a sandbox that could never fit is refused at once. Each check and
+        reservation happens under one lock, shared by every ClosedPaw process using this
+        state dir."""
+        import fcntl
+        import time
+
+        need = host_pids(self.spec.limits, self.features.pids_mode)
+        parent = self.settings.sandbox.cgroup_parent
+        wait_s = self.settings.sandbox.pid_wait_s
+        give_up = time.monotonic() + wait_s
+        fd = os.open(self.settings.state_dir / "pids-budget.lock",
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            while True:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                b = pid_budget(parent)
+                if need <= b.left:
+                    self.cgroups.reserve_pids(need)
+                    return
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                never = need > min(b.limit, int(b.pid_max * HOST_PID_CEILING))
+                if never or time.monotonic() >= give_up:
+                    break
+                time.sleep(0.05)
+        finally:
+            os.close(fd)
+        what = (f"{self.spec.limits.max_processes} processes under runsc need {need} host "
+                f"pids" if self.features.pids_mode == "rlimit"
+                else f"{need} processes need {need} host pids")
+        waited = "" if never else f" after waiting {wait_s:g} s"
+        raise HostPidBudgetExceeded(
+            f"not starting the sandbox{waited}: {what}; {b.left} are left (the "
+            f"{b.sandboxes} live sandbox(es) hold {b.committed} of the {b.limit} sandboxes "
+            f"may hold, {PID_SHARE:.0%} of kernel.pid_max {b.pid_max}; {b.host_tasks} tasks "
+            "exist on the host). Lower max_processes (--pids), wait for sandboxes to end, or "
+            "raise kernel.pid_max (sysctl -w kernel.pid_max=4194304)")
+
+    def _stage_files(self) -> None:
+        """Mount the tmpfs ``code/`` and ``input/`` are staged on, sized to them."""
+        size, entries = sum(len(t.encode()) for t in self.spec.code_files.values()), 2
+        if self.spec.input_path is not None:
+            src = self.spec.input_path
+            try:
+                more, n = staged_size(src)
+            except FileNotFoundError:
+                raise FileTransferError(f"input {src} does not exist") from None
+            except OSError as e:
+                raise FileTransferError(f"input {src} is not readable: {e.strerror}") from None
+            size, entries = size + more, entries + n
+        self.files_mount = self.dir / "files"
+        mount_staging(self.files_mount, size + len(self.spec.code_files) * 4096,
+                      entries + len(self.spec.code_files))
 
     def _needs_overlay(self, cwd: str, mounts: Sequence[Mapping[str, Any]]) -> bool:
         """Would the runtime have to create a directory in the image to start (a missing
@@ -401,6 +476,7 @@ class SandboxDir:
                        else self._reachable(self.agent_dir, "agent")),
             run_dir=self.run_dir,
             usr_source="/usr" if self.spec.image == HOST_IMAGE else None,
+            usr_local=self.spec.usr_local,
             readonly_root=self.readonly_root, tmpfs=self.spec.tmpfs, annotations=annotations,
             binds=[(str(b.source), b.destination, b.writable) for b in self.spec.binds],
             agent_init=self.agent_dir is not None,
@@ -492,6 +568,9 @@ class SandboxDir:
         if self.output_mount is not None:
             out = self.output_mount
             steps.append(lambda: unmount_output(out))
+        if self.files_mount is not None:
+            staged = self.files_mount
+            steps.append(lambda: unmount_output(staged))
         if self.overlay:
             steps.append(lambda: unmount_overlay(self.dir / "layer", self.dir / "rootfs"))
         for via in self._via.values():

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 from closedpaw.errors import RuntimeUnavailable, SandboxNotFound, SpecError
 from closedpaw.sandbox.drivers.base import Driver
 from closedpaw.sandbox.drivers.detect import PROBE_MARKER, RuntimeRegistry
-from closedpaw.sandbox.host.files import collect_output
+from closedpaw.sandbox.host.files import COLLECT_GRACE_S, collect_output
 from closedpaw.sandbox.host.output import OutputSink
 from closedpaw.sandbox.host.reaper import Reaper
 from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
 from closedpaw.sandbox.lifecycle.execute import make_result, runtime_failure, supervise
 from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
 from closedpaw.sandbox.result import ExecutionResult, SkippedFile
-from closedpaw.sandbox.spec import ExecRequest, ResourceLimits, SandboxSpec
+from closedpaw.sandbox.spec import MIB, ExecRequest, ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 
 if TYPE_CHECKING:
@@ -136,7 +136,11 @@ class SandboxManager:
             files: list[str] = []
             skipped: list[SkippedFile] = []
             if spec.output_dir is not None and sd.output_mount is not None:
-                files, skipped = collect_output(sd.output_mount, spec.output_dir)
+                files, skipped = collect_output(
+                    sd.output_mount, spec.output_dir, max_bytes=spec.limits.output_dir_mb * MIB,
+                    deadline=max(t0 + spec.limits.timeout_s,
+                                 time.monotonic() + COLLECT_GRACE_S),
+                    overwrite=spec.output_overwrite)
             return make_result(sd, out, argv, oom=oom, usage=usage, files=files,
                                skipped=skipped)
         finally:

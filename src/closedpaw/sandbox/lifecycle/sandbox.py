@@ -42,7 +42,7 @@ from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
 from closedpaw.sandbox.lifecycle.execute import make_result, runtime_failure, supervise
 from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
 from closedpaw.sandbox.result import CodeResult, ExecutionResult, ResourceUsage, SkippedFile
-from closedpaw.sandbox.spec import ExecRequest, SandboxSpec
+from closedpaw.sandbox.spec import MIB, ExecRequest, SandboxSpec
 
 __all__ = ["AGENT_ARGV", "INIT_ARGV", "Sandbox"]
 
@@ -135,12 +135,21 @@ class Files:
     def __init__(self, sandbox: Sandbox) -> None:
         self._sb = sandbox
 
-    def collect(self, dest: Path | None = None) -> tuple[list[str], list[SkippedFile]]:
+    def collect(self, dest: Path | None = None, *, overwrite: bool | None = None,
+                timeout_s: float | None = None) -> tuple[list[str], list[SkippedFile]]:
+        """Copy ``/output`` now, bounded by the /output cap and ``timeout_s`` (default: the
+        spec's timeout) even while the sandbox keeps writing; ``overwrite`` (default: the
+        spec's ``output_overwrite``) lets it replace existing entries of ``dest``."""
         sd = self._sb.state_dir
-        target = dest or self._sb.spec.output_dir
+        spec = self._sb.spec
+        target = dest or spec.output_dir
         if sd is None or sd.output_mount is None or target is None:
             raise SandboxStateError("this sandbox has no /output (set SandboxSpec.output_dir)")
-        return collect_output(sd.output_mount, Path(target))
+        return collect_output(
+            sd.output_mount, Path(target), max_bytes=spec.limits.output_dir_mb * MIB,
+            deadline=time.monotonic() + (spec.limits.timeout_s if timeout_s is None
+                                         else timeout_s),
+            overwrite=spec.output_overwrite if overwrite is None else overwrite)
 
 
 class Sandbox:
@@ -347,7 +356,7 @@ class Sandbox:
             sd = self.state_dir
             if sd is not None and sd.output_mount is not None and self.spec.output_dir:
                 with contextlib.suppress(Exception):
-                    collect_output(sd.output_mount, self.spec.output_dir)
+                    self.files.collect()
             self._teardown()
 
     def _teardown(self) -> None:
