@@ -84,6 +84,25 @@ def _abandoned_cgroup(parent: str, sid: str, grace_s: float) -> bool:
     return True
 
 
+def _container_ids(drv: Driver) -> list[str]:
+    """The runtime's container ids of ours. ``runc list`` fails when a container's state
+    disappears while it lists (a normal delete racing gc): retry, then read the runtime's
+    root directory, which holds one entry per container named by its id."""
+    for attempt in range(3):
+        try:
+            return [c for c in drv.list_ids() if _ID.match(c)]
+        except Exception:
+            if attempt < 2:
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            root = getattr(drv, "root_dir", None)
+            if root is None:
+                raise
+            return sorted({e.name[:len("cp-") + 12] for e in _scandir(Path(root))
+                           if _ID.match(e.name[:len("cp-") + 12])})
+    return []
+
+
 class _Collector:
     def __init__(self, settings: Settings, drivers: Mapping[str, Driver]) -> None:
         self.settings = settings
@@ -109,6 +128,10 @@ class _Collector:
             if not known and not (force and trace):
                 continue
             self.details.append(f"{sid}: {name} container")
+            if known and drv.state(sid) == "paused":
+                # thaw first: runsc panics deleting a paused container
+                with contextlib.suppress(Exception):
+                    drv.resume(sid)
             with contextlib.suppress(Exception):
                 drv.kill(sid, "KILL", all_processes=True)
             drv.delete(sid)
@@ -154,7 +177,7 @@ class _Collector:
         # removed after both, so one that appears meanwhile is re-checked, never taken.
         for name, drv in self.drivers.items():
             try:
-                ids = [c for c in drv.list_ids() if _ID.match(c) and c not in known]
+                ids = [c for c in _container_ids(drv) if c not in known]
             except Exception as err:
                 self.errors.append(f"{name}: cannot list containers: {err}")
                 continue
