@@ -302,7 +302,7 @@ def test_cells_of_any_size_and_encoding_never_end_the_sandbox(mgr: SandboxManage
 
 def test_kernel_killed_between_cells_is_reported_restarted(mgr: SandboxManager,
                                                            runtime: str) -> None:
-    kill = ("for p in /proc/[0-9]*; do grep -qs cp_pykernel $p/cmdline && "
+    kill = ("for p in /proc/[0-9]*; do grep -qs 'cp_py[k]ernel' $p/cmdline && "
             "kill -9 ${p#/proc/}; done; true")
     with mgr.create(SPEC, runtime=runtime) as sb:
         for i in range(max(1, ITERATIONS // 4)):

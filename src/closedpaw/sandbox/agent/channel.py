@@ -263,6 +263,11 @@ class AgentChannel:
                 self._dispatch(typ, rid, seq, payload)
         except Exception as e:  # never let a frame take the host process down
             self.fail(f"unexpected {type(e).__name__} while reading the channel: {e}")
+        # Broken or closing: keep draining (and dropping) until EOF, so an agent blocked
+        # writing to a full pipe can still see its stdin close and exit.
+        with contextlib.suppress(OSError):
+            while os.read(self._rfd, 1 << 16):
+                pass
 
     def _dispatch(self, typ: int, rid: int, seq: int, payload: bytes) -> None:
         if typ == T_READY:
@@ -333,6 +338,11 @@ class AgentChannel:
         if self.on_broken is not None and not self.closing:
             with contextlib.suppress(Exception):
                 self.on_broken(reason)
+
+    @property
+    def closed_by_host(self) -> bool:
+        """The channel ended because the host closed it (stop/delete), not by a failure."""
+        return self.broken_by_close or (self.broken is None and self.closing)
 
     def close(self) -> None:
         """Close the write end (the agent then ends its commands and exits). A write in

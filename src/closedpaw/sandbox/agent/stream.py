@@ -114,7 +114,7 @@ class ExecStream:
                 self._ch.finish(self._req)
                 reason = str((ev.info or {}).get("reason", "broken"))
                 self._final = ev
-                if self._ch.broken_by_close and (gone := self._gone()) is not None:
+                if self._ch.closed_by_host and (gone := self._gone()) is not None:
                     raise gone  # deleted (or stopped) while it ran
                 if self._oom():
                     # the kernel's OOM killer took the sandbox (under runsc it may pick the

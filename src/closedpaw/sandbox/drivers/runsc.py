@@ -50,8 +50,9 @@ class RunscDriver(OCICLIDriver):
                            ok_missing=True)
         except (RuntimeFailure, subprocess.TimeoutExpired):
             # "no such process": the command exited and what it left (`sleep &`) holds its
-            # pipes; the caller stops waiting for them after a short grace
-            return False
+            # pipes; nothing of it is left to kill, and the caller stops waiting for the
+            # pipes after a short grace
+            return True
         return p.returncode == 0
 
     def checkpoint(self, cid: str, image_dir: Path) -> None:

@@ -279,7 +279,13 @@ class Sandbox:
         self.agent = True
 
     def _agent_broken(self, reason: str) -> None:
-        """The channel failed (called from its reader thread): end this sandbox."""
+        """The channel failed (called from its reader or a writer): end this sandbox, in a
+        thread of its own, since a transition in progress (delete, pause) may hold the state
+        lock and the reader must keep draining meanwhile."""
+        threading.Thread(target=self._end_broken, args=(reason,), daemon=True,
+                         name=f"broken-{self.id}").start()
+
+    def _end_broken(self, reason: str) -> None:
         with self._lock:
             if self.state_dir is None or self.status in (
                     SandboxStatus.STOPPING, SandboxStatus.STOPPED, SandboxStatus.ERROR,
@@ -526,8 +532,10 @@ class Sandbox:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(p)
         if self.status not in _LIVE and (out.runtime_error or out.killed_by_us
-                                         or out.exit_code in (126, 127, 137)):
-            # deleted under us: the runtime's complaint is not the command's result
+                                         or out.exit_code in (126, 127)
+                                         or out.exit_code > 128):
+            # deleted under us: the runtime's complaint, or the signal of our stop, is not
+            # the command's result
             raise self._gone(req.argv)
         err = runtime_failure(self.driver, "exec", out)
         with contextlib.suppress(FileNotFoundError):
@@ -610,9 +618,18 @@ class Sandbox:
             return hit
         t0 = time.monotonic()
         deadline = t0 + timeout
-        r = ch.open(typ, payload, cap, deadline=deadline)
-        if stdin:
-            ch.send_stdin(r, stdin, deadline=deadline)
+        try:
+            r = ch.open(typ, payload, cap, deadline=deadline)
+            try:
+                if stdin:
+                    ch.send_stdin(r, stdin, deadline=deadline)
+            except BaseException:
+                ch.finish(r)
+                raise
+        except AgentProtocolError:
+            if ch.closed_by_host and self.status not in _LIVE:
+                raise self._gone(argv) from None  # deleted (or stopped) meanwhile
+            raise
         return ExecStream(ch, r, sid=self.id, argv=argv, isolation=sd.isolation(),
                           timeout_s=timeout, cap=cap, finish=finish, oom=oom,
                           paused=lambda: self.status is SandboxStatus.PAUSED,
