@@ -9,6 +9,7 @@ shared, and a bound is there to catch a hang, not to time anything.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
@@ -82,7 +83,7 @@ def test_cleanup_racing_create_never_hands_out_a_half_made_sandbox(
     for i in range(ITERATIONS):
         got: dict[str, Any] = {}
 
-        def create() -> None:
+        def create(got: dict[str, Any] = got) -> None:
             try:
                 sb = mgr.create(SPEC, runtime=runtime)
             except SandboxStateError as e:
@@ -141,7 +142,7 @@ def test_pause_during_exec_fails_that_exec_alone(mgr: SandboxManager, runtime: s
         for i in range(max(1, ITERATIONS // 4)):
             box: dict[str, Any] = {}
 
-            def run() -> None:
+            def run(box: dict[str, Any] = box) -> None:
                 t0 = time.monotonic()
                 box["r"] = sb.exec(["sleep", "30"], timeout_s=2)
                 box["took"] = time.monotonic() - t0
@@ -246,11 +247,8 @@ def test_full_state_filesystem_is_a_closedpaw_error_naming_the_path(
     try:
         s = settings.with_(state_dir=state)
         with SandboxManager(s) as m:
-            with open(state / "filler", "wb") as f:
-                try:
-                    f.write(b"\0" * (1 << 20))
-                except OSError:
-                    pass
+            with open(state / "filler", "wb") as f, contextlib.suppress(OSError):
+                f.write(b"\0" * (1 << 20))
             with pytest.raises(StateStorageError, match=str(state)):
                 m.create(SPEC, runtime=runtime)
             with pytest.raises(StateStorageError, match=str(state)):
