@@ -138,8 +138,10 @@ def test_cap_counts_a_creating_sandbox_once(capped: SandboxManager, runtime: str
 
 
 # -- 2. pause ----------------------------------------------------------------------------
-def test_pause_during_exec_fails_that_exec_alone(mgr: SandboxManager, runtime: str) -> None:
-    with mgr.create(SPEC, runtime=runtime) as sb:
+@pytest.mark.parametrize("agent", [True, False], ids=["agent", "runtime-exec"])
+def test_pause_during_exec_fails_that_exec_alone(mgr: SandboxManager, runtime: str,
+                                                 agent: bool) -> None:
+    with mgr.create(SPEC, runtime=runtime, agent=agent) as sb:
         for i in range(max(1, ITERATIONS // 4)):
             box: dict[str, Any] = {}
 
@@ -163,6 +165,16 @@ def test_pause_during_exec_fails_that_exec_alone(mgr: SandboxManager, runtime: s
             sb.resume()
             r2 = watchdog(lambda: sb.exec(["echo", "alive"]), "exec after resume")
             assert r2.stdout == b"alive\n", r2
+            # the timed-out command does not run on after the thaw
+            ps = ("for p in /proc/[0-9]*; do grep -qs '^sleep' $p/cmdline && echo "
+                  "${p#/proc/}; done; true")
+            left = b"x"
+            for _ in range(50):
+                left = sb.exec(["sh", "-c", ps]).stdout.strip()
+                if not left:
+                    break
+                time.sleep(0.1)
+            assert left == b"", f"the paused command survived its timeout: {left!r}"
 
 
 def test_delete_of_a_paused_sandbox_thaws_first(mgr: SandboxManager, runtime: str) -> None:
@@ -321,3 +333,79 @@ def test_kernel_killed_between_cells_is_reported_restarted(mgr: SandboxManager,
             r = sb.code.run("1 + 1")
             assert r.value == "2" and not r.restarted, r
 
+
+
+# -- SIGKILL of the owner at every stage, and while paused ---------------------------------
+OWNER = """
+import sys, time
+from pathlib import Path
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
+from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
+from closedpaw.settings import Settings
+
+s = Settings.of(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
+                cgroup_parent=sys.argv[3])
+spec = SandboxSpec(limits=ResourceLimits(memory_mb=128, disk_mb=8, timeout_s=60))
+mgr = SandboxManager(s)
+rt, mode = sys.argv[4], sys.argv[5]
+if mode == "paused":
+    boxes = [mgr.create(spec, runtime=rt, agent=a) for a in (True, False)]
+    for b in boxes:
+        b.pause()
+    print("paused", flush=True)
+    time.sleep(600)
+n = 0
+while True:  # every stage, over and over, until killed
+    n += 1
+    sb = mgr.create(spec, runtime=rt, agent=n % 2 == 0)
+    sb.exec(["sh", "-c", "echo x > /tmp/x; sleep 0.05"])
+    sb.pause()
+    sb.resume()
+    if n % 3 == 0:
+        mgr.run(["true"], spec, runtime=rt)
+    sb.delete()
+"""
+
+
+def _owner(settings: Settings, runtime: str, mode: str) -> subprocess.Popen[bytes]:
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(settings.state_dir), str(settings.data_dir),
+         settings.sandbox.cgroup_parent, runtime, mode],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+
+def _gc_clears_everything(mgr: SandboxManager, settings: Settings, what: str) -> None:
+    rep = watchdog(mgr.gc, f"gc after {what}")
+    assert not rep.errors, (what, rep.errors)
+    left = leftovers(settings)
+    assert not left, (what, left, rep.details)
+
+
+def test_owner_killed_while_paused_one_gc_clears_it(mgr: SandboxManager, settings: Settings,
+                                                    runtime: str) -> None:
+    for i in range(max(1, ITERATIONS // 10)):
+        owner = _owner(settings, runtime, "paused")
+        try:
+            assert owner.stdout is not None
+            assert owner.stdout.readline().strip() == b"paused", f"owner failed ({i})"
+        finally:
+            owner.kill()
+            owner.wait(30)
+            if owner.stdout is not None:
+                owner.stdout.close()
+        _gc_clears_everything(mgr, settings, f"a paused owner was killed (iteration {i})")
+
+
+def test_owner_killed_at_every_stage_one_gc_clears_it(mgr: SandboxManager, settings: Settings,
+                                                      runtime: str) -> None:
+    rnd = random.Random(9)
+    for i in range(max(1, ITERATIONS // 4)):
+        owner = _owner(settings, runtime, "loop")
+        time.sleep(rnd.uniform(0.5, 4.0))
+        owner.kill()
+        owner.wait(30)
+        if owner.stdout is not None:
+            owner.stdout.close()
+        _gc_clears_everything(mgr, settings, f"SIGKILL of the owner (iteration {i})")

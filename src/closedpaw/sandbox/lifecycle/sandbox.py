@@ -175,6 +175,7 @@ class Sandbox:
         self._cancel = False                # delete() asked while creating
         self._leftover: tuple[SandboxDir | None, Process | None] | None = None
         self.error: str | None = None       # why the sandbox is in status error
+        self._kill_on_resume: list[str] = []  # pids of runtime execs timed out while paused
         self._seq = itertools.count(1)
         self.agent = False            # commands go through the in-sandbox agent
         self._channel: AgentChannel | None = None
@@ -332,6 +333,17 @@ class Sandbox:
             self._require(SandboxStatus.PAUSED)
             self.driver.resume(self.id)
             self.status = SandboxStatus.RUNNING
+            pids, self._kill_on_resume = self._kill_on_resume, []
+            sd = self.state_dir
+            for i, pid in enumerate(pids):  # commands whose deadline passed while paused
+                if sd is None:
+                    break
+                f = sd.dir / f"kill-on-resume-{i}.pid"
+                with contextlib.suppress(Exception):
+                    f.write_text(pid)
+                    self.driver.kill_exec(self.id, f)
+                with contextlib.suppress(OSError):
+                    f.unlink()
 
     @property
     def paused(self) -> bool:
@@ -499,6 +511,18 @@ class Sandbox:
                 raise
             raise self._gone(req.argv) from e
 
+    def _kill_exec(self, pid_file: Path) -> bool:
+        """Kill one runtime-exec'd command. In a paused sandbox the kill may not land (runsc)
+        or lands only on thaw (runc): it is repeated by resume()."""
+        with self._lock:
+            if self.status is SandboxStatus.PAUSED:
+                with contextlib.suppress(OSError, ValueError):
+                    self._kill_on_resume.append(pid_file.read_text().strip())
+                with contextlib.suppress(Exception):
+                    self.driver.kill_exec(self.id, pid_file)
+                return True
+        return self.driver.kill_exec(self.id, pid_file)
+
     def _gone(self, argv: Sequence[str]) -> SandboxStateError:
         why = f": {self.error}" if self.error else ""
         return SandboxStateError(f"sandbox {self.id} was {self.status.value} while running "
@@ -526,7 +550,7 @@ class Sandbox:
                             timeout_s=req.timeout_s or self.spec.limits.timeout_s,
                             cap=self.spec.limits.output_cap_bytes, stdin_data=req.stdin,
                             sink=sink, log_file=log, started=t0,
-                            kill=lambda: self.driver.kill_exec(self.id, pid_file))
+                            kill=lambda: self._kill_exec(pid_file))
         finally:
             for p in (pjson, pid_file):
                 with contextlib.suppress(FileNotFoundError):
