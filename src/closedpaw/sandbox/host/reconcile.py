@@ -128,19 +128,33 @@ class _Collector:
             if not known and not (force and trace):
                 continue
             self.details.append(f"{sid}: {name} container")
-            if known and drv.state(sid) == "paused":
-                # thaw first: runsc panics deleting a paused container
-                with contextlib.suppress(Exception):
-                    drv.resume(sid)
+            self.thaw(sid)
             with contextlib.suppress(Exception):
                 drv.kill(sid, "KILL", all_processes=True)
-            drv.delete(sid)
+            try:
+                drv.delete(sid)
+            except Exception:
+                # runsc can fail a delete whose sandbox died meanwhile, yet the container
+                # is gone afterwards: only a container still there is an error
+                if drv.state(sid) is not None:
+                    raise
+
+    def thaw(self, sid: str) -> None:
+        """Resume ``sid`` wherever it is paused: runsc panics deleting a paused container,
+        and a paused runsc container whose foreground ``runsc run`` is killed loses its
+        sandbox and can then be neither resumed nor deleted."""
+        for drv in self.drivers.values():
+            with contextlib.suppress(Exception):
+                if drv.state(sid) == "paused":
+                    drv.resume(sid)
 
     def reap(self, sid: str, path: Path, fd: int) -> None:
         try:
             # First stop any runtime process still at work on this bundle (it could finish
             # creating the container after us), then kill and delete the container by id
-            # even when the runtime cannot load its state yet.
+            # even when the runtime cannot load its state yet. A paused container is thawed
+            # before its runtime process is killed.
+            self.thaw(sid)
             for pid in runtime_processes(path):
                 self.details.append(f"{sid}: runtime process {pid}")
                 with contextlib.suppress(ProcessLookupError):
