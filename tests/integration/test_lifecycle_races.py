@@ -412,3 +412,32 @@ def test_owner_killed_at_every_stage_one_gc_clears_it(mgr: SandboxManager, setti
         if owner.stdout is not None:
             owner.stdout.close()
         _gc_clears_everything(mgr, settings, f"SIGKILL of the owner (iteration {i})")
+
+
+# -- issue 15 finding 5: leftovers of a failed delete --------------------------------------
+def test_a_failed_teardown_stays_listed_and_gc_removes_it_while_the_owner_lives(
+        mgr: SandboxManager, settings: Settings, runtime: str, tmp_path: Path) -> None:
+    sb = mgr.create(SPEC, runtime=runtime)
+    sd = sb.state_dir
+    assert sd is not None
+    blocker = sd.dir / "blocker"  # a mount point in the state dir: its removal fails (EBUSY)
+    blocker.mkdir()
+    src = tmp_path / "src"
+    src.mkdir()
+    subprocess.run(["mount", "--bind", str(src), str(blocker)], check=True)
+    try:
+        watchdog(sb.delete, "delete")
+        watchdog(mgr.reaper.drain, "teardown")
+        assert [(i.id, i.status) for i in mgr.list()] == [(sb.id, SandboxStatus.ERROR)]
+        assert sb.error is not None and "teardown failed" in sb.error, sb.error
+        assert mgr.reaper.errors, "the failed teardown was not reported"
+        # the fault goes away; gc of another manager of this very (living) process then
+        # takes the leftovers over (the owner released its lock when the teardown failed)
+        subprocess.run(["umount", "-l", str(blocker)], check=True)
+        rep = watchdog(SandboxManager(settings).gc, "gc while the owner lives")
+        assert sb.id in rep.removed and not rep.errors, rep
+        mgr.reaper.errors.clear()  # the failure above was the point of this test
+        watchdog(mgr.cleanup, "cleanup retrying the teardown")
+        assert mgr.list() == [] and not mgr.reaper.errors, (mgr.list(), mgr.reaper.errors)
+    finally:
+        subprocess.run(["umount", "-l", str(blocker)], check=False)
