@@ -439,5 +439,6 @@ def test_a_failed_teardown_stays_listed_and_gc_removes_it_while_the_owner_lives(
         mgr.reaper.errors.clear()  # the failure above was the point of this test
         watchdog(mgr.cleanup, "cleanup retrying the teardown")
         assert mgr.list() == [] and not mgr.reaper.errors, (mgr.list(), mgr.reaper.errors)
+        assert sb.status is SandboxStatus.STOPPED, sb
     finally:
         subprocess.run(["umount", "-l", str(blocker)], check=False)

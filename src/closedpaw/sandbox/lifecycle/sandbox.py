@@ -443,6 +443,7 @@ class Sandbox:
         process) may remove the leftovers too; the next delete()/cleanup() retries."""
         sd, self.state_dir = self.state_dir, None
         init, self._init = self._init, None
+        retry = self._leftover is not None
         if self._leftover is not None:
             old_sd, old_init = self._leftover
             sd, init, self._leftover = sd or old_sd, init or old_init, None
@@ -465,6 +466,9 @@ class Sandbox:
             except BaseException as e:
                 self._teardown_failed(sd, init, e)
                 raise
+            if retry:  # what an earlier teardown left is gone now
+                with self._lock:
+                    self.status = SandboxStatus.STOPPED
         self.registry.forget(sid)
         if self.status is not SandboxStatus.ERROR:
             self.status = SandboxStatus.STOPPED
