@@ -283,6 +283,12 @@ class Sandbox:
         """The channel failed (called from its reader or a writer): end this sandbox, in a
         thread of its own, since a transition in progress (delete, pause) may hold the state
         lock and the reader must keep draining meanwhile."""
+        if self._lock.acquire(blocking=False):  # the usual case: at once
+            try:
+                self._end_broken(reason)
+            finally:
+                self._lock.release()
+            return
         threading.Thread(target=self._end_broken, args=(reason,), daemon=True,
                          name=f"broken-{self.id}").start()
 
