@@ -23,7 +23,9 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     │   ├── ImageError                      an image could not be built, stored or used
     │   │   ├── ImageNotFound (LookupError) no image with that name in the store
     │   │   └── ImageRejected               an imported image is malformed or tries to escape
-    │   └── SandboxTimeout (TimeoutError)   a lifecycle operation (not a command) timed out
+    │   ├── SandboxTimeout (TimeoutError)   a lifecycle operation (not a command) timed out
+    │   └── StateStorageError (OSError)     the state filesystem failed (full, read-only, I/O);
+    │                                       the message names the path
     ├── AuditError                          the audit log failed
     │   ├── AuditWriteError                 an entry could not be written: the act is refused
     │   └── AuditChainBroken                verify found the first entry that does not check
@@ -117,6 +119,7 @@ __all__ = [
     "SkillTampered",
     "SnapshotError",
     "SpecError",
+    "StateStorageError",
     "StoreError",
     "VaultError",
     "VaultKeyInvalid",
@@ -248,6 +251,13 @@ class SandboxTimeout(SandboxError, TimeoutError):
     """A lifecycle operation (create, stop) did not finish in time."""
 
     code = "sandbox_timeout"
+
+
+class StateStorageError(SandboxError, OSError):
+    """The host filesystem under the state directory failed while a sandbox was set up or
+    torn down (no space, quota, read-only, I/O error); the message names the path."""
+
+    code = "state_storage_failed"
 
 
 class AuditError(ClosedPawError):

@@ -9,6 +9,13 @@ with a size bound. Any violation marks the channel broken, fails every pending r
 :class:`~closedpaw.errors.AgentProtocolError`, and calls ``on_broken`` (the sandbox then kills
 and deletes its container). Memory held per sandbox is bounded by the frame cap plus the caps
 of the requests in flight. The agent's own stderr is kept only as a short tail for diagnostics.
+
+Writes have a deadline (the request's own, or ``CONTROL_WRITE_S`` for control frames): the
+write end is non-blocking and polled in short slices, so a stopped or wedged agent whose pipe
+is full cannot hold the caller; a write that misses its deadline breaks the channel (a frame
+may be half written) and the sandbox is ended. Writes and :meth:`AgentChannel.close` take the
+same lock and the descriptor is read from the open file under it: once closed, the channel is
+never written again, and no frame can go to a descriptor number reused meanwhile.
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ import json
 import marshal
 import os
 import queue
+import select
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from closedpaw.errors import AgentProtocolError
 from closedpaw.sandbox.drivers.base import Process
@@ -37,6 +46,8 @@ T_READY, T_OUT, T_ERR, T_EXIT, T_RESULT = 16, 17, 18, 19, 20
 _FROM_AGENT = {T_READY, T_OUT, T_ERR, T_EXIT, T_RESULT}
 STDERR_TAIL = 8192
 _MAX_RID = 0xFFFFFFFF
+CONTROL_WRITE_S = 5.0   # deadline of a control frame (KILL) to the agent
+_SLICE_S = 0.1          # a blocked write re-checks close() this often
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ class Request:
         self.got = {T_OUT: 0, T_ERR: 0}
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.done = False
+        self.abandoned = False   # its caller gave up (paused past the deadline): drop frames
 
 
 class AgentChannel:
@@ -74,8 +86,11 @@ class AgentChannel:
         self.name = name
         self.on_broken = on_broken
         self.broken: str | None = None
+        self.broken_by_close = False   # the host closed it (stop/delete), not a failure
         self.closing = False
-        self._wfd = proc.stdin.fileno()
+        # the write fd is read from this file under _wlock, never cached
+        self._wfile: IO[bytes] | None = proc.stdin
+        os.set_blocking(proc.stdin.fileno(), False)
         self._rfd = proc.stdout.fileno()
         self._wlock = threading.Lock()
         self._lock = threading.Lock()
@@ -122,8 +137,10 @@ class AgentChannel:
         return self.ready_info
 
     # -- requests ----------------------------------------------------------------------------
-    def open(self, typ: int, payload: dict[str, Any], cap: int) -> Request:
-        """Send a request (EXEC or CELL) and return its handle."""
+    def open(self, typ: int, payload: dict[str, Any], cap: int, *,
+             deadline: float | None = None) -> Request:
+        """Send a request (EXEC or CELL) and return its handle; the write must finish by
+        ``deadline`` (a ``time.monotonic()`` value)."""
         with self._lock:
             if self.broken is not None:
                 raise AgentProtocolError(self._message(self.broken))
@@ -139,34 +156,76 @@ class AgentChannel:
 
             raise SpecError("request", f"is {len(body)} bytes encoded; the agent takes at "
                             f"most {MAX_PAYLOAD} (put large data in stdin or /input)")
-        self.send(typ, rid, body)
+        try:
+            self.send(typ, rid, body, deadline=deadline)
+        except BaseException:
+            self.finish(req)
+            raise
         return req
 
-    def send(self, typ: int, rid: int, payload: bytes = b"") -> None:
+    def send(self, typ: int, rid: int, payload: bytes = b"", *,
+             deadline: float | None = None) -> None:
         frames = [HEADER.pack(typ, 0, 0, rid, 0, len(payload)) + payload]
-        self._write(frames)
+        self._write(frames, deadline)
 
-    def send_stdin(self, req: Request, data: bytes) -> None:
+    def send_stdin(self, req: Request, data: bytes, *, deadline: float | None = None) -> None:
         """Stream ``data`` then EOF to the request's stdin, in frames of at most the cap."""
         frames = [HEADER.pack(T_STDIN, 0, 0, req.rid, 0, len(data[i:i + MAX_PAYLOAD]))
                   + data[i:i + MAX_PAYLOAD] for i in range(0, len(data), MAX_PAYLOAD)]
         frames.append(HEADER.pack(T_STDIN, 0, 0, req.rid, 0, 0))
-        self._write(frames)
+        self._write(frames, deadline)
 
-    def _write(self, frames: list[bytes]) -> None:
+    def _write(self, frames: list[bytes], deadline: float | None) -> None:
+        if deadline is None:
+            deadline = time.monotonic() + CONTROL_WRITE_S
+        failure = None
         with self._wlock:
+            f = self._wfile
+            if self.broken is not None or self.closing or f is None or f.closed:
+                raise AgentProtocolError(self._message(self.broken or "the channel is closed"))
+            fd = f.fileno()
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
             try:
-                for f in frames:
-                    view = memoryview(f)
+                for frame in frames:
+                    view = memoryview(frame)
                     while view:
-                        view = view[os.write(self._wfd, view):]
+                        if self.closing:
+                            failure = "the sandbox is stopping"
+                            break
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            failure = ("the agent did not take a request before its deadline "
+                                       "(the sandbox is stopped or wedged)")
+                            break
+                        if not poller.poll(min(left, _SLICE_S) * 1000):
+                            continue
+                        try:
+                            view = view[os.write(fd, view):]
+                        except BlockingIOError:
+                            continue
+                    if failure is not None:
+                        break
             except OSError as e:
-                self.fail(f"the channel to the agent closed ({e.strerror or e})")
-                raise AgentProtocolError(self._message(self.broken or "")) from None
+                failure = f"the channel to the agent closed ({e.strerror or e})"
+        if failure is not None:  # outside the lock: fail() may end the sandbox (close())
+            self.fail(failure)
+            raise AgentProtocolError(self._message(self.broken or failure))
 
     def finish(self, req: Request) -> None:
         with self._lock:
             self._reqs.pop(req.rid, None)
+
+    def abandon(self, req: Request) -> None:
+        """The caller gives up on ``req`` (its sandbox is paused past the deadline): ask the
+        agent to kill it, and drop what it still sends until it ends."""
+        with self._lock:
+            if req.rid not in self._reqs or req.done:
+                self._reqs.pop(req.rid, None)
+                return
+            req.abandoned = True
+        with contextlib.suppress(AgentProtocolError):
+            self.send(T_KILL, req.rid)
 
     # -- reading -------------------------------------------------------------------------------
     def _read_exact(self, n: int) -> bytes | None:
@@ -204,6 +263,11 @@ class AgentChannel:
                 self._dispatch(typ, rid, seq, payload)
         except Exception as e:  # never let a frame take the host process down
             self.fail(f"unexpected {type(e).__name__} while reading the channel: {e}")
+        # Broken or closing: keep draining (and dropping) until EOF, so an agent blocked
+        # writing to a full pipe can still see its stdin close and exit.
+        with contextlib.suppress(OSError):
+            while os.read(self._rfd, 1 << 16):
+                pass
 
     def _dispatch(self, typ: int, rid: int, seq: int, payload: bytes) -> None:
         if typ == T_READY:
@@ -225,6 +289,11 @@ class AgentChannel:
             self.fail(f"request {rid}: sequence {seq}, expected {req.seq}")
             return
         req.seq += 1
+        if req.abandoned:
+            if typ in (T_EXIT, T_RESULT):
+                req.done = True
+                self.finish(req)
+            return
         if typ in (T_OUT, T_ERR):
             req.got[typ] += len(payload)
             if req.got[typ] > req.cap:
@@ -261,6 +330,7 @@ class AgentChannel:
             if self.broken is not None:
                 return
             self.broken = reason
+            self.broken_by_close = self.closing
             reqs = list(self._reqs.values())
         self._ready.set()
         for r in reqs:
@@ -269,10 +339,18 @@ class AgentChannel:
             with contextlib.suppress(Exception):
                 self.on_broken(reason)
 
+    @property
+    def closed_by_host(self) -> bool:
+        """The channel ended because the host closed it (stop/delete), not by a failure."""
+        return self.broken_by_close or (self.broken is None and self.closing)
+
     def close(self) -> None:
-        """Stop reading (the container is being killed)."""
+        """Close the write end (the agent then ends its commands and exits). A write in
+        progress sees ``closing`` within ``_SLICE_S`` and gives up; the close happens under
+        the write lock, so no write can follow it."""
         self.closing = True
-        for f in (self.proc.stdin,):
+        with self._wlock:
+            f, self._wfile = self._wfile, None
             if f is not None and not f.closed:
                 with contextlib.suppress(OSError):
                     f.close()

@@ -31,6 +31,11 @@ __all__ = ["ExecStream"]
 # How long past a command's own deadline the host waits for the agent's answer before it
 # declares the agent unresponsive and ends the sandbox.
 BACKSTOP_S = 10.0
+# A command whose deadline passes while its sandbox is paused gets a timed-out result this
+# long after the deadline (the command alone fails; the sandbox stays paused).
+PAUSED_GRACE_S = 1.0
+_POLL_S = 0.25
+PAUSED_NOTE = b"closedpaw: the sandbox was paused past this command's deadline\n"
 _MAX_NUM = 1 << 62
 
 
@@ -56,7 +61,9 @@ class ExecStream:
     def __init__(self, channel: AgentChannel, req: Request, *, sid: str, argv: list[str],
                  isolation: Isolation, timeout_s: float, cap: int,
                  finish: Callable[[ExecStream], ResourceUsage],
-                 oom: Callable[[], bool]) -> None:
+                 oom: Callable[[], bool], paused: Callable[[], bool] = lambda: False,
+                 gone: Callable[[], Exception | None] = lambda: None,
+                 started: float | None = None, is_cell: bool = False) -> None:
         self._ch = channel
         self._req = req
         self.sid = sid
@@ -66,7 +73,10 @@ class ExecStream:
         self._cap = cap
         self._finish = finish
         self._oom = oom
-        self._t0 = time.monotonic()
+        self._paused = paused
+        self._gone = gone
+        self._is_cell = is_cell
+        self._t0 = time.monotonic() if started is None else started
         self._out = bytearray()
         self._err = bytearray()
         self.result: ExecutionResult | None = None
@@ -78,17 +88,34 @@ class ExecStream:
     def __next__(self) -> tuple[str, bytes]:
         if self._final is not None:
             raise StopIteration
-        deadline = self._t0 + self._timeout_s + BACKSTOP_S
+        deadline = self._t0 + self._timeout_s
         while True:
             try:
-                ev = self._req.events.get(timeout=max(0.0, deadline - time.monotonic()))
+                ev = self._req.events.get(timeout=_POLL_S)
             except queue.Empty:
+                now = time.monotonic()
+                if now >= deadline + PAUSED_GRACE_S and self._paused():
+                    # paused past its deadline: this command alone ends (timed out); the
+                    # agent kills it when the sandbox resumes
+                    self._ch.abandon(self._req)
+                    self._err.extend(PAUSED_NOTE)
+                    self._final = (Event("result", info={
+                        "timed_out": True, "restarted": True, "error": {
+                            "name": "Timeout", "message": PAUSED_NOTE.decode().strip()}})
+                        if self._is_cell else
+                        Event("exit", info={"code": 137, "timed_out": True}))
+                    self.result = self._build(self._final, oom=False)
+                    raise StopIteration from None
+                if now < deadline + BACKSTOP_S:
+                    continue
                 self._ch.fail(f"no answer {BACKSTOP_S:.0f} s past the command's deadline")
                 ev = self._req.events.get(timeout=5)
             if ev.kind == "broken":
                 self._ch.finish(self._req)
                 reason = str((ev.info or {}).get("reason", "broken"))
                 self._final = ev
+                if self._ch.closed_by_host and (gone := self._gone()) is not None:
+                    raise gone  # deleted (or stopped) while it ran
                 if self._oom():
                     # the kernel's OOM killer took the sandbox (under runsc it may pick the
                     # Sentry): report the OOM kill, as the exec path always did

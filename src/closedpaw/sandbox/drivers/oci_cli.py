@@ -60,6 +60,28 @@ def find_binary(name: str) -> str | None:
     return None
 
 
+def _descendants(pid: int) -> list[int]:
+    """Host pids of every live descendant of ``pid`` (read from /proc)."""
+    kids: dict[int, list[int]] = {}
+    for e in os.scandir("/proc"):
+        if not e.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e.name}/stat") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(e.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
 class OCICLIDriver:
     """Drives a runc-compatible CLI. Subclasses set ``name`` and ``global_args``."""
 
@@ -158,15 +180,21 @@ class OCICLIDriver:
         return ["exec", "--process", str(process_json), *pid, cid]
 
     def kill_exec(self, cid: str, pid_file: Path) -> bool:
-        """SIGKILL one exec'd process (by its host pid, checked to be in this container)."""
+        """SIGKILL one exec'd process and its descendants (by host pid, each checked to be
+        in this container). True when nothing of it is left to kill (it had exited); False
+        while its pid is not known yet."""
         try:
             pid = int(pid_file.read_text().strip())
-            with open(f"/proc/{pid}/cgroup") as f:
-                if f"/{cid}/" not in f.read():
-                    return False
-            os.kill(pid, 9)
         except (OSError, ValueError):
             return False
+        for p in [pid, *_descendants(pid)]:
+            try:
+                with open(f"/proc/{p}/cgroup") as f:
+                    if f"/{cid}/" not in f.read():
+                        continue
+                os.kill(p, 9)
+            except (OSError, ValueError):
+                continue
         return True
 
     def kill(self, cid: str, signal: str = "KILL", *, all_processes: bool = False) -> bool:

@@ -19,6 +19,7 @@ __all__ = ["Captured", "OutputSink", "pump"]
 OutputSink = Callable[[str, bytes], None]
 _CHUNK = 65536
 DRAIN_GRACE_S = 5.0
+QUIET_S = 0.5   # after a kill, draining ends once the pipes were silent this long
 
 
 @dataclass
@@ -81,6 +82,7 @@ def pump(proc: Process, *, cap: int, deadline: float, on_timeout: Callable[[], N
             in_fd = None
     timed_out = False
     hard_stop = None
+    last_data = 0.0
     try:
         while any(fd in sel.get_map() for fd in streams):
             now = time.monotonic()
@@ -88,10 +90,13 @@ def pump(proc: Process, *, cap: int, deadline: float, on_timeout: Callable[[], N
                 timed_out = True
                 on_timeout()
                 hard_stop = time.monotonic() + DRAIN_GRACE_S
-            if hard_stop is not None and now >= hard_stop:
+                last_data = time.monotonic()
+            if hard_stop is not None and (now >= hard_stop or now - last_data >= QUIET_S):
+                # killed: stop once the pipes go quiet (what the command left running in
+                # the background may hold them open for ever)
                 break
-            limit = (hard_stop if timed_out else deadline)
-            assert limit is not None
+            limit = (min(hard_stop, last_data + QUIET_S) if hard_stop is not None
+                     else deadline)
             events = sel.select(timeout=max(0.0, limit - now))
             for key, mask in events:
                 fd = int(key.fd)
@@ -117,6 +122,7 @@ def pump(proc: Process, *, cap: int, deadline: float, on_timeout: Callable[[], N
                     sel.unregister(fd)
                     continue
                 streams[fd].feed(data, sink)
+                last_data = time.monotonic()
     finally:
         sel.close()
         for f in (proc.stdin, proc.stdout, proc.stderr):

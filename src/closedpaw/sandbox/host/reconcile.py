@@ -85,6 +85,25 @@ def _abandoned_cgroup(parent: str, sid: str, grace_s: float) -> bool:
     return True
 
 
+def _container_ids(drv: Driver) -> list[str]:
+    """The runtime's container ids of ours. ``runc list`` fails when a container's state
+    disappears while it lists (a normal delete racing gc): retry, then read the runtime's
+    root directory, which holds one entry per container named by its id."""
+    for attempt in range(3):
+        try:
+            return [c for c in drv.list_ids() if _ID.match(c)]
+        except Exception:
+            if attempt < 2:
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            root = getattr(drv, "root_dir", None)
+            if root is None:
+                raise
+            return sorted({e.name[:len("cp-") + 12] for e in _scandir(Path(root))
+                           if _ID.match(e.name[:len("cp-") + 12])})
+    return []
+
+
 class _Collector:
     def __init__(self, settings: Settings, drivers: Mapping[str, Driver]) -> None:
         self.settings = settings
@@ -110,15 +129,33 @@ class _Collector:
             if not known and not (force and trace):
                 continue
             self.details.append(f"{sid}: {name} container")
+            self.thaw(sid)
             with contextlib.suppress(Exception):
                 drv.kill(sid, "KILL", all_processes=True)
-            drv.delete(sid)
+            try:
+                drv.delete(sid)
+            except Exception:
+                # runsc can fail a delete whose sandbox died meanwhile, yet the container
+                # is gone afterwards: only a container still there is an error
+                if drv.state(sid) is not None:
+                    raise
+
+    def thaw(self, sid: str) -> None:
+        """Resume ``sid`` wherever it is paused: runsc panics deleting a paused container,
+        and a paused runsc container whose foreground ``runsc run`` is killed loses its
+        sandbox and can then be neither resumed nor deleted."""
+        for drv in self.drivers.values():
+            with contextlib.suppress(Exception):
+                if drv.state(sid) == "paused":
+                    drv.resume(sid)
 
     def reap(self, sid: str, path: Path, fd: int) -> None:
         try:
             # First stop any runtime process still at work on this bundle (it could finish
             # creating the container after us), then kill and delete the container by id
-            # even when the runtime cannot load its state yet.
+            # even when the runtime cannot load its state yet. A paused container is thawed
+            # before its runtime process is killed.
+            self.thaw(sid)
             for pid in runtime_processes(path):
                 self.details.append(f"{sid}: runtime process {pid}")
                 with contextlib.suppress(ProcessLookupError):
@@ -158,7 +195,7 @@ class _Collector:
         # removed after both, so one that appears meanwhile is re-checked, never taken.
         for name, drv in self.drivers.items():
             try:
-                ids = [c for c in drv.list_ids() if _ID.match(c) and c not in known]
+                ids = [c for c in _container_ids(drv) if c not in known]
             except Exception as err:
                 self.errors.append(f"{name}: cannot list containers: {err}")
                 continue

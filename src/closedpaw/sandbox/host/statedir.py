@@ -7,6 +7,7 @@ all of it and is safe to call more than once. Bundle content comes from the pure
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -16,7 +17,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from closedpaw.errors import FileTransferError, HostPidBudgetExceeded, SpecError
+from closedpaw.errors import (
+    ClosedPawError,
+    FileTransferError,
+    HostPidBudgetExceeded,
+    RuntimeFailure,
+    SpecError,
+    StateStorageError,
+)
 from closedpaw.sandbox.bundle import BundleInputs, HostLimits, build_config, check_config
 from closedpaw.sandbox.bundle.oci import (
     INIT_ANNOTATION,
@@ -51,7 +59,35 @@ from closedpaw.sandbox.result import Isolation
 from closedpaw.sandbox.spec import SandboxSpec
 from closedpaw.settings import Settings
 
-__all__ = ["ID_PREFIX", "SandboxDir", "host_limits", "new_sandbox_id"]
+__all__ = ["ID_PREFIX", "SandboxDir", "host_limits", "new_sandbox_id", "storage_error"]
+
+# errnos that mean "the filesystem under the state dir failed", not "the input was bad"
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def _full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail == 0 or st.f_favail == 0
+
+
+def storage_error(exc: BaseException, state_dir: Path) -> BaseException:
+    """``exc`` as a :class:`StateStorageError` naming the path when it is a fault of the
+    state filesystem (no space, quota, read-only, I/O error; or a runtime failure with no
+    output on a full state filesystem, which is how runc reports that); else ``exc``."""
+    if isinstance(exc, OSError) and not isinstance(exc, ClosedPawError) \
+            and exc.errno in _STORAGE_ERRNOS:
+        where = exc.filename or state_dir
+        return StateStorageError(
+            f"the state filesystem failed at {where}: {exc.strerror}; free space there or "
+            "point CLOSEDPAW_STATE_DIR elsewhere")
+    if isinstance(exc, RuntimeFailure) and _full(state_dir):
+        return StateStorageError(
+            f"the state filesystem at {state_dir} is full ({exc}); free space there or "
+            "point CLOSEDPAW_STATE_DIR elsewhere")
+    return exc
 
 ID_PREFIX = "cp-"
 
@@ -554,6 +590,12 @@ class SandboxDir:
 
     def isolation(self) -> Isolation:
         return isolation_stamp(self.config, self.features)
+
+    def release_ownership(self) -> None:
+        """Drop the ownership lock without removing anything: what is left becomes
+        garbage that ``closedpaw gc`` (of any process) may remove."""
+        fd, self._lock_fd = self._lock_fd, None
+        ownership.release(fd)
 
     def _remove_dir(self) -> None:
         fd, self._lock_fd = self._lock_fd, None

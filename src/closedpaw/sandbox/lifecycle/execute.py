@@ -28,6 +28,7 @@ from closedpaw.sandbox.result import ExecutionResult, ResourceUsage, SkippedFile
 __all__ = ["Outcome", "make_result", "runtime_failure", "supervise"]
 
 KILL_RETRY_S = 3.0
+KILLED_WAIT_S = 1.0   # after a kill, how long the runtime process may take to exit
 
 
 class Outcome:
@@ -74,9 +75,18 @@ def supervise(driver: Driver, proc: Process, *, cid: str, timeout_s: float, cap:
         captured = pump(proc, cap=cap, deadline=deadline, on_timeout=do_kill,
                         stdin_data=stdin_data, sink=sink)
         try:
-            rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()) if not killed else 10)
+            rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()) if not killed
+                           else KILLED_WAIT_S)
         except Exception:
-            do_kill()
+            if killed:
+                # the work is killed, yet the runtime process lingers (it waits for what the
+                # command left behind): stop it, so a timeout stays a prompt result
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    if proc.pid > 0:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                proc.kill()
+            else:
+                do_kill()
             rc = proc.wait(timeout=10)
     except BaseException:
         if proc.poll() is None:

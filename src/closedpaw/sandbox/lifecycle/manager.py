@@ -13,13 +13,13 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from closedpaw.errors import RuntimeUnavailable, SandboxNotFound, SpecError
+from closedpaw.errors import RuntimeFailure, RuntimeUnavailable, SandboxNotFound, SpecError
 from closedpaw.sandbox.drivers.base import Driver
 from closedpaw.sandbox.drivers.detect import PROBE_MARKER, RuntimeRegistry
 from closedpaw.sandbox.host.files import COLLECT_GRACE_S, collect_output
 from closedpaw.sandbox.host.output import OutputSink
 from closedpaw.sandbox.host.reaper import Reaper
-from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
+from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id, storage_error
 from closedpaw.sandbox.lifecycle.execute import make_result, runtime_failure, supervise
 from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
 from closedpaw.sandbox.result import ExecutionResult, SkippedFile
@@ -109,8 +109,14 @@ class SandboxManager:
                   sink: OutputSink | None, env: Mapping[str, str], workdir: str | None,
                   count: bool) -> ExecutionResult:
         with self.live.slot() if count else contextlib.nullcontext():
-            return self._run_once(driver, argv, spec, stdin=stdin, sink=sink, env=env,
-                                  workdir=workdir)
+            try:
+                return self._run_once(driver, argv, spec, stdin=stdin, sink=sink, env=env,
+                                      workdir=workdir)
+            except (OSError, RuntimeFailure) as e:
+                full = storage_error(e, self.settings.state_dir)
+                if full is not e:
+                    raise full from e
+                raise
 
     def _run_once(self, driver: Driver, argv: list[str], spec: SandboxSpec, *, stdin: bytes,
                   sink: OutputSink | None, env: Mapping[str, str],

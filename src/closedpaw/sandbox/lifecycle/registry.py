@@ -89,7 +89,19 @@ class Registry(Generic[S]):
                 self._inflight -= 1
 
     # -- live sandboxes ------------------------------------------------------------------------
+    def admit(self, sb: S) -> None:
+        """Track ``sb`` (still being created) under the cap, atomically: it counts once, from
+        now until it is forgotten; :class:`SandboxLimitReached` when no place is free."""
+        with self._lock:
+            if len(self._live) + self._inflight >= self.settings.sandbox.max_sandboxes:
+                raise SandboxLimitReached(
+                    f"{self.settings.sandbox.max_sandboxes} sandboxes are already live "
+                    "(max_sandboxes); delete some or raise CLOSEDPAW_MAX_SANDBOXES")
+            self._live[sb.id] = sb
+
     def add(self, sb: S) -> None:
+        """Track ``sb`` outside the cap check (a sandbox whose teardown failed comes back
+        here with status error, so it stays visible and ``cleanup()`` retries it)."""
         with self._lock:
             self._live[sb.id] = sb
 

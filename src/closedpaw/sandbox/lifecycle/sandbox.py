@@ -3,8 +3,12 @@
 ``sb.commands.run([...])`` (or ``sb.exec``) runs a command; ``sb.stream([...])`` yields its
 output chunks as they come; ``sb.code.run("x = 1")`` runs a cell in a persistent interpreter
 (python, node; state is kept between cells); ``sb.files.collect()`` copies ``/output`` back.
-Lifecycle: pending -> creating -> running <-> paused -> stopping -> stopped, or error.
-``with manager.create(spec) as sb:`` deletes it on exit.
+Lifecycle: pending -> creating -> running <-> paused -> stopping -> stopped (deleted), or
+error. Every transition happens under the sandbox's one state lock (see
+docs/sandbox-lifecycle.md): a delete of a sandbox still being created cancels that creation and
+waits for it, so ``create()`` only ever returns a running, tracked sandbox. A sandbox whose
+teardown failed stays in ``mgr.list()`` with status error until ``cleanup()`` or ``gc``
+removes what is left. ``with manager.create(spec) as sb:`` deletes it on exit.
 
 When the image has ``/usr/bin/python3`` (the host, python and multi images), the sandbox's
 init is the in-sandbox agent (:mod:`closedpaw.sandbox.agent.inside.cp_agent`), started in the
@@ -28,6 +32,7 @@ from types import TracebackType
 
 from closedpaw.errors import (
     AgentProtocolError,
+    ClosedPawError,
     SandboxStateError,
     SandboxTimeout,
     SnapshotError,
@@ -38,7 +43,7 @@ from closedpaw.sandbox.agent.stream import ExecStream
 from closedpaw.sandbox.drivers.base import Driver, Process
 from closedpaw.sandbox.host.files import collect_output
 from closedpaw.sandbox.host.output import OutputSink
-from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
+from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id, storage_error
 from closedpaw.sandbox.lifecycle.execute import make_result, runtime_failure, supervise
 from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
 from closedpaw.sandbox.result import CodeResult, ExecutionResult, ResourceUsage, SkippedFile
@@ -54,6 +59,10 @@ AGENT_ARGV = ("/usr/bin/python3", "-I", "-S", "/.closedpaw/cp_agent.py")
 AGENT_DIR = Path(__file__).resolve().parent.parent / "agent" / "inside"
 AGENT_START_TIMEOUT_S = 30.0
 STATEFUL_LANGS = ("python", "node")
+# How long delete() waits for a creation it cancelled (the slowest step is the agent start).
+CREATE_WAIT_S = AGENT_START_TIMEOUT_S + 90.0
+INIT_EXIT_S = 3.0   # teardown gives a closed agent this long to exit on its own
+_LIVE = (SandboxStatus.RUNNING, SandboxStatus.PAUSED)
 
 
 class Commands:
@@ -167,7 +176,15 @@ class Sandbox:
         self.commands = Commands(self)
         self.files = Files(self)
         self.code = Code(self)
-        self._lock = threading.Lock()
+        # The state lock: every status transition (start, pause, resume, stop, delete, the
+        # agent breaking, a failed teardown) happens under it.
+        self._lock = threading.RLock()
+        self._delete_lock = threading.Lock()
+        self._created = threading.Event()   # start() finished, either way
+        self._cancel = False                # delete() asked while creating
+        self._leftover: tuple[SandboxDir | None, Process | None] | None = None
+        self.error: str | None = None       # why the sandbox is in status error
+        self._kill_on_resume: list[str] = []  # pids of runtime execs timed out while paused
         self._seq = itertools.count(1)
         self.agent = False            # commands go through the in-sandbox agent
         self._channel: AgentChannel | None = None
@@ -184,14 +201,15 @@ class Sandbox:
         """Create, register and start a sandbox under the registry's cap (what
         :meth:`SandboxManager.create`, pools and snapshots do)."""
         driver = registry.driver(runtime)
-        with registry.slot():
-            sb = cls(registry, driver, spec, new_sandbox_id())
-            registry.add(sb)
-            try:
-                sb.start(restore_from=restore_from, agent=agent)
-            except BaseException:
+        sb = cls(registry, driver, spec, new_sandbox_id())
+        registry.admit(sb)  # tracked (status creating) and counted once under the cap
+        try:
+            sb.start(restore_from=restore_from, agent=agent)
+        except BaseException:
+            sb._created.set()
+            if sb.state_dir is None and sb._leftover is None:
                 registry.forget(sb.id)
-                raise
+            raise
         return sb
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -201,12 +219,18 @@ class Sandbox:
         and checked the same way. ``agent=False`` (and any restore) keeps the idle shell init
         and the runtime's ``exec``: snapshots are taken and restored that way, since the
         agent's channel is a pipe to one host process and cannot be checkpointed."""
-        if self.status is not SandboxStatus.PENDING:
-            raise SandboxStateError(f"sandbox {self.id} is {self.status.value}, not pending")
-        self.status = SandboxStatus.CREATING
+        with self._lock:
+            if self.status is not SandboxStatus.PENDING:
+                raise SandboxStateError(f"sandbox {self.id} is {self.status.value}, not pending")
+            self.status = SandboxStatus.CREATING
         try:
-            sd = self.state_dir = SandboxDir.allocate(self.registry.settings, self.id, self.spec,
-                                                     self.driver.features())
+            self._check_cancel()
+            try:
+                sd = self.state_dir = SandboxDir.allocate(self.registry.settings, self.id,
+                                                         self.spec, self.driver.features())
+            except OSError as e:
+                raise storage_error(e, self.registry.settings.state_dir) from e
+            self._check_cancel()
             if (agent and restore_from is None and self.driver.name in ("runc", "runsc")
                     and sd.has_program(AGENT_ARGV[0])):
                 self._start_agent(sd)
@@ -221,11 +245,27 @@ class Sandbox:
                                             "snapshots; use runsc")
                     restore(self.id, sd.bundle, restore_from)
                     self.restored = True
-        except BaseException:
-            self.status = SandboxStatus.ERROR
+            with self._lock:
+                self._check_cancel()
+                self.status = SandboxStatus.RUNNING
+        except BaseException as e:
+            with self._lock:
+                cancelled = self._cancel
+                self.status = SandboxStatus.STOPPED if cancelled else SandboxStatus.ERROR
+                if not cancelled:
+                    self.error = str(e)[:500] or type(e).__name__
             self._teardown()
+            full = storage_error(e, self.registry.settings.state_dir)
+            if full is not e:
+                raise full from e
             raise
-        self.status = SandboxStatus.RUNNING
+        finally:
+            self._created.set()
+
+    def _check_cancel(self) -> None:
+        if self._cancel:
+            raise SandboxStateError(f"sandbox {self.id} was deleted while it was being "
+                                    "created")
 
     def _start_agent(self, sd: SandboxDir) -> None:
         sd.agent_dir = AGENT_DIR
@@ -249,25 +289,40 @@ class Sandbox:
         self.agent = True
 
     def _agent_broken(self, reason: str) -> None:
-        """The channel failed (called from its reader thread): end this sandbox."""
+        """The channel failed (called from its reader or a writer): end this sandbox, in a
+        thread of its own, since a transition in progress (delete, pause) may hold the state
+        lock and the reader must keep draining meanwhile."""
+        if self._lock.acquire(blocking=False):  # the usual case: at once
+            try:
+                self._end_broken(reason)
+            finally:
+                self._lock.release()
+            return
+        threading.Thread(target=self._end_broken, args=(reason,), daemon=True,
+                         name=f"broken-{self.id}").start()
+
+    def _end_broken(self, reason: str) -> None:
         with self._lock:
             if self.state_dir is None or self.status in (
-                    SandboxStatus.STOPPING, SandboxStatus.STOPPED, SandboxStatus.ERROR):
-                return
+                    SandboxStatus.STOPPING, SandboxStatus.STOPPED, SandboxStatus.ERROR,
+                    SandboxStatus.CREATING, SandboxStatus.PENDING):
+                return  # start() and delete() end the sandbox themselves
             self.status = SandboxStatus.ERROR
-        self._teardown()  # its reaper job force-deletes the container by id
+            self.error = f"agent channel failed: {reason}"[:500]
+            self._teardown()  # its reaper job force-deletes the container by id
 
     def refresh_status(self) -> SandboxStatus:
         """Ask the runtime; a container that died on its own is reported stopped."""
-        if self.status in (SandboxStatus.RUNNING, SandboxStatus.PAUSED):
-            st = self.driver.state(self.id)
-            if st is None or st == "stopped":
-                self.status = SandboxStatus.STOPPED
-            elif st == "paused":
-                self.status = SandboxStatus.PAUSED
-            elif st == "running":
-                self.status = SandboxStatus.RUNNING
-        return self.status
+        with self._lock:
+            if self.status in _LIVE:
+                st = self.driver.state(self.id)
+                if st is None or st == "stopped":
+                    self.status = SandboxStatus.STOPPED
+                elif st == "paused":
+                    self.status = SandboxStatus.PAUSED
+                elif st == "running":
+                    self.status = SandboxStatus.RUNNING
+            return self.status
 
     def usage(self) -> ResourceUsage:
         """What the whole sandbox used since it started, from its cgroups: CPU time, peak and
@@ -281,20 +336,46 @@ class Sandbox:
         return sd.cgroups.usage()
 
     def pause(self) -> None:
-        self._require(SandboxStatus.RUNNING)
-        self.driver.pause(self.id)
-        self.status = SandboxStatus.PAUSED
+        """Freeze every process. Commands in flight keep their deadline: one that passes
+        while the sandbox is paused ends with a timed-out result (that command only)."""
+        with self._lock:
+            self._require(SandboxStatus.RUNNING)
+            self.driver.pause(self.id)
+            self.status = SandboxStatus.PAUSED
 
     def resume(self) -> None:
-        self._require(SandboxStatus.PAUSED)
-        self.driver.resume(self.id)
-        self.status = SandboxStatus.RUNNING
+        with self._lock:
+            self._require(SandboxStatus.PAUSED)
+            self.driver.resume(self.id)
+            self.status = SandboxStatus.RUNNING
+            pids, self._kill_on_resume = self._kill_on_resume, []
+            sd = self.state_dir
+            for i, pid in enumerate(pids):  # commands whose deadline passed while paused
+                if sd is None:
+                    break
+                f = sd.dir / f"kill-on-resume-{i}.pid"
+                with contextlib.suppress(Exception):
+                    f.write_text(pid)
+                    self.driver.kill_exec(self.id, f)
+                with contextlib.suppress(OSError):
+                    f.unlink()
+
+    @property
+    def paused(self) -> bool:
+        return self.status is SandboxStatus.PAUSED
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM every process, wait up to ``grace_s``, then SIGKILL."""
-        if self.status in (SandboxStatus.STOPPED, SandboxStatus.PENDING, SandboxStatus.ERROR):
+        with self._lock:
+            self._stop(grace_s)
+
+    def _stop(self, grace_s: float) -> None:
+        if self.status in (SandboxStatus.STOPPED, SandboxStatus.PENDING, SandboxStatus.ERROR,
+                           SandboxStatus.CREATING):
             return
         if self.status is SandboxStatus.PAUSED:
+            # thaw first: runsc panics on deleting a paused container, and a frozen agent
+            # cannot exit
             with contextlib.suppress(Exception):
                 self.driver.resume(self.id)
         self.status = SandboxStatus.STOPPING
@@ -347,36 +428,76 @@ class Sandbox:
         return found
 
     def delete(self) -> None:
-        """Stop (if needed), collect /output if configured, and remove everything."""
-        try:
-            if self.status in (SandboxStatus.RUNNING, SandboxStatus.PAUSED,
-                               SandboxStatus.STOPPING):
-                self.stop()
-        finally:
-            sd = self.state_dir
-            if sd is not None and sd.output_mount is not None and self.spec.output_dir:
-                with contextlib.suppress(Exception):
-                    self.files.collect()
-            self._teardown()
+        """Stop (if needed), collect /output if configured, and remove everything. A sandbox
+        still being created has its creation cancelled (and waited for); one whose earlier
+        teardown failed has it retried."""
+        with self._lock:
+            creating = self.status in (SandboxStatus.PENDING, SandboxStatus.CREATING)
+            if creating:
+                self._cancel = True
+        if creating and not self._created.wait(CREATE_WAIT_S):
+            raise SandboxTimeout(f"sandbox {self.id} was still being created after "
+                                 f"{CREATE_WAIT_S:.0f} s")
+        with self._delete_lock, self._lock:
+            try:
+                if self.status in (SandboxStatus.RUNNING, SandboxStatus.PAUSED,
+                                   SandboxStatus.STOPPING):
+                    self._stop(10.0)
+            finally:
+                sd = self.state_dir
+                if sd is not None and sd.output_mount is not None and self.spec.output_dir:
+                    with contextlib.suppress(Exception):
+                        self.files.collect()   # bounded by the cap and the spec's timeout
+                self._teardown()
 
     def _teardown(self) -> None:
+        """Forget the sandbox and hand its removal to the reaper (called under the state
+        lock, or by start() before anyone else can see the sandbox running). The job thaws
+        and kills what is left before it deletes; if it fails, the sandbox comes back to the
+        registry with status error, and its ownership lock is released so ``gc`` (of any
+        process) may remove the leftovers too; the next delete()/cleanup() retries."""
         sd, self.state_dir = self.state_dir, None
-        driver, sid = self.driver, self.id
         init, self._init = self._init, None
+        retry = self._leftover is not None
+        if self._leftover is not None:
+            old_sd, old_init = self._leftover
+            sd, init, self._leftover = sd or old_sd, init or old_init, None
+        driver, sid = self.driver, self.id
         if self._channel is not None:
             self._channel.close()
 
         def job() -> None:
-            if driver.state(sid) is not None:
-                driver.delete(sid)
-            if init is not None:
-                _end_init(init)
-            if sd is not None:
-                sd.teardown()
-        self.registry.reaper.submit(f"sandbox {sid}", job)
+            try:
+                if init is not None:
+                    # the agent exits once its channel is closed, and the foreground runtime
+                    # then removes the container itself: a delete now would race it
+                    with contextlib.suppress(Exception):
+                        init.wait(timeout=INIT_EXIT_S)
+                _remove_container(driver, sid)
+                if init is not None:
+                    _end_init(init)
+                if sd is not None:
+                    sd.teardown()
+            except BaseException as e:
+                self._teardown_failed(sd, init, e)
+                raise
+            if retry:  # what an earlier teardown left is gone now
+                with self._lock:
+                    self.status = SandboxStatus.STOPPED
         self.registry.forget(sid)
         if self.status is not SandboxStatus.ERROR:
             self.status = SandboxStatus.STOPPED
+        self.registry.reaper.submit(f"sandbox {sid}", job)
+
+    def _teardown_failed(self, sd: SandboxDir | None, init: Process | None,
+                         err: BaseException) -> None:
+        with self._lock:
+            self.status = SandboxStatus.ERROR
+            self.error = f"teardown failed: {err}"[:500]
+            self._leftover = (sd, init)
+            if sd is not None:
+                sd.release_ownership()
+            self.registry.add(self)
 
     def _require(self, *states: SandboxStatus) -> None:
         if self.status not in states:
@@ -401,9 +522,40 @@ class Sandbox:
                                timeout_s=timeout_s).drain(sink)
         req = ExecRequest(argv=argv, stdin=stdin, env=env or {}, workdir=workdir,
                           timeout_s=timeout_s)
+        sd = self._live_dir()
+        try:
+            return self._exec_runtime(sd, req, sink)
+        except (OSError, ClosedPawError) as e:
+            if self.status in _LIVE or isinstance(e, SpecError):
+                raise
+            raise self._gone(req.argv) from e
+
+    def _kill_exec(self, pid_file: Path) -> bool:
+        """Kill one runtime-exec'd command. In a paused sandbox the kill may not land (runsc)
+        or lands only on thaw (runc): it is repeated by resume()."""
+        with self._lock:
+            if self.status is SandboxStatus.PAUSED:
+                with contextlib.suppress(OSError, ValueError):
+                    self._kill_on_resume.append(pid_file.read_text().strip())
+                with contextlib.suppress(Exception):
+                    self.driver.kill_exec(self.id, pid_file)
+                return True
+        return self.driver.kill_exec(self.id, pid_file)
+
+    def _gone(self, argv: Sequence[str]) -> SandboxStateError:
+        why = f": {self.error}" if self.error else ""
+        return SandboxStateError(f"sandbox {self.id} was {self.status.value} while running "
+                                 f"{(argv or ['?'])[0]!r}{why}")
+
+    def _live_dir(self) -> SandboxDir:
         self._require(SandboxStatus.RUNNING)
         sd = self.state_dir
-        assert sd is not None
+        if sd is None:
+            raise SandboxStateError(f"sandbox {self.id} is {self.status.value}")
+        return sd
+
+    def _exec_runtime(self, sd: SandboxDir, req: ExecRequest,
+                      sink: OutputSink | None) -> ExecutionResult:
         n = next(self._seq)
         pjson = sd.write_process(f"exec-{n}", req.argv, req.env, req.workdir or self.spec.workdir)
         pid_file = sd.dir / f"exec-{n}.pid"
@@ -417,11 +569,17 @@ class Sandbox:
                             timeout_s=req.timeout_s or self.spec.limits.timeout_s,
                             cap=self.spec.limits.output_cap_bytes, stdin_data=req.stdin,
                             sink=sink, log_file=log, started=t0,
-                            kill=lambda: self.driver.kill_exec(self.id, pid_file))
+                            kill=lambda: self._kill_exec(pid_file))
         finally:
             for p in (pjson, pid_file):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(p)
+        if self.status not in _LIVE and (out.runtime_error or out.killed_by_us
+                                         or out.exit_code in (126, 127)
+                                         or out.exit_code > 128):
+            # deleted under us: the runtime's complaint, or the signal of our stop, is not
+            # the command's result
+            raise self._gone(req.argv)
         err = runtime_failure(self.driver, "exec", out)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(log)
@@ -449,12 +607,10 @@ class Sandbox:
         :class:`ExecutionResult` afterwards. Needs the agent (images with python3)."""
         req = ExecRequest(argv=argv, stdin=stdin, env=env or {}, workdir=workdir,
                           timeout_s=timeout_s)
-        self._require(SandboxStatus.RUNNING)
         if not self.agent:
             raise SandboxStateError(f"sandbox {self.id} has no agent (its image lacks "
                                     "/usr/bin/python3): use exec(..., sink=...) to stream")
-        sd = self.state_dir
-        assert sd is not None
+        sd = self._live_dir()
         from closedpaw.sandbox.bundle.oci import merge_env
 
         timeout = req.timeout_s or self.spec.limits.timeout_s
@@ -469,11 +625,9 @@ class Sandbox:
              sink: OutputSink | None = None) -> CodeResult:
         """Run one code cell in this sandbox's persistent ``lang`` interpreter (see
         :class:`Code`; use ``sb.code.run``, which also serialises cells per language)."""
-        self._require(SandboxStatus.RUNNING)
         if not self.agent or lang not in STATEFUL_LANGS:
             raise SandboxStateError(f"sandbox {self.id} cannot run {lang} cells")
-        sd = self.state_dir
-        assert sd is not None
+        sd = self._live_dir()
         timeout = timeout_s or self.spec.limits.timeout_s
         cap = self.spec.limits.output_cap_bytes
         res = self._open(sd, T_CELL, {"lang": lang, "code": code, "timeout_ms": timeout * 1000,
@@ -484,9 +638,13 @@ class Sandbox:
     def _open(self, sd: SandboxDir, typ: int, payload: dict[str, object], argv: list[str],
               timeout: float, cap: int, stdin: bytes) -> ExecStream:
         ch = self._channel
-        assert ch is not None
-        sd.cgroups.reset_peak()
-        before = sd.cgroups.usage()
+        if ch is None:
+            raise SandboxStateError(f"sandbox {self.id} is {self.status.value}")
+        try:
+            sd.cgroups.reset_peak()
+            before = sd.cgroups.usage()
+        except OSError as e:  # its cgroups went away: deleted under us
+            raise self._gone(argv) from e
 
         def finish(_: ExecStream) -> ResourceUsage:
             after = sd.cgroups.usage()
@@ -501,11 +659,46 @@ class Sandbox:
                     self.status = SandboxStatus.STOPPED
                 self.refresh_status()
             return hit
-        r = ch.open(typ, payload, cap)
-        if stdin:
-            ch.send_stdin(r, stdin)
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        try:
+            r = ch.open(typ, payload, cap, deadline=deadline)
+            try:
+                if stdin:
+                    ch.send_stdin(r, stdin, deadline=deadline)
+            except BaseException:
+                ch.finish(r)
+                raise
+        except AgentProtocolError:
+            if ch.closed_by_host and self.status not in _LIVE:
+                raise self._gone(argv) from None  # deleted (or stopped) meanwhile
+            raise
         return ExecStream(ch, r, sid=self.id, argv=argv, isolation=sd.isolation(),
-                          timeout_s=timeout, cap=cap, finish=finish, oom=oom)
+                          timeout_s=timeout, cap=cap, finish=finish, oom=oom,
+                          paused=lambda: self.status is SandboxStatus.PAUSED,
+                          gone=lambda: None if self.status in _LIVE else self._gone(argv),
+                          started=t0, is_cell=typ == T_CELL)
+
+
+def _remove_container(driver: Driver, sid: str) -> None:
+    """Thaw, kill and delete container ``sid`` if it still exists; one retry, since runsc
+    can miss its own deadline while the container is still stopping."""
+    for attempt in range(2):
+        st = driver.state(sid)
+        if st is None:
+            return
+        if st == "paused":  # runsc panics deleting a paused container; runc cannot kill it
+            with contextlib.suppress(Exception):
+                driver.resume(sid)
+        with contextlib.suppress(Exception):
+            driver.kill(sid, "KILL", all_processes=True)
+        try:
+            driver.delete(sid)
+            return
+        except Exception:
+            if attempt:
+                raise
+            time.sleep(0.5)
 
 
 def _end_init(init: Process) -> None:

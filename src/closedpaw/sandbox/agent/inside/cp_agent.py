@@ -233,6 +233,7 @@ class Job:
         self.killed = False
         self.drain_until: float | None = None
         self.kernel: Kernel | None = None
+        self.restarted = False   # a cell run by a fresh kernel after the last one died
 
 
 class Kernel:
@@ -304,6 +305,7 @@ class Agent:
         self.by_pid: dict[int, Job] = {}
         self.kernels: dict[str, Kernel] = {}
         self.kernel_pids: dict[int, Kernel] = {}
+        self.lost: set[str] = set()   # languages whose kernel died between cells
 
     def _term(self, *_: object) -> None:
         self.stop = True
@@ -525,11 +527,14 @@ class Agent:
     def start_cell(self, rid: int, req: dict[str, Any]) -> None:
         lang = str(req["lang"])
         job = Job(rid, int(req["cap"]), time.monotonic() + float(req["timeout_ms"]) / 1000)
+        self.reap()  # a kernel killed since the last cell is noticed before this one
         k = self.kernels.get(lang)
         if k is not None and k.job is not None:
             self.cell_result(job, {"error": _err("KernelBusy", "a cell is already running")})
             return
         if k is None:
+            job.restarted = lang in self.lost
+            self.lost.discard(lang)
             try:
                 k = self.spawn_kernel(lang)
             except (OSError, KeyError) as e:
@@ -620,7 +625,9 @@ class Agent:
     def cell_result(self, job: Job, res: dict[str, Any]) -> None:
         res.update(out_total=job.total[T_OUT], err_total=job.total[T_ERR],
                    timed_out=job.timed_out)
-        self.send_job(job, T_RESULT, _json().dumps(res).encode()[:MAX_PAYLOAD])
+        if job.restarted:
+            res["restarted"] = True
+        self.send_job(job, T_RESULT, fit_result(res, MAX_PAYLOAD - 256))
         self.jobs.pop(job.rid, None)
 
     def kill_kernel(self, k: Kernel) -> None:
@@ -640,6 +647,8 @@ class Agent:
         _close(k.out_fd, k.err_fd, k.res_r, k.ctl_w)
         if self.kernels.get(k.lang) is k:
             del self.kernels[k.lang]
+        if job is None:
+            self.lost.add(k.lang)
         if job is not None:
             k.job = None
             code = posix.waitstatus_to_exitcode(k.status or 0)
@@ -684,6 +693,29 @@ class Agent:
             self.kill_job(job)
         for k in list(self.kernels.values()):
             self.kill_kernel(k)
+
+
+def fit_result(res: dict[str, Any], limit: int) -> bytes:
+    """``res`` as JSON of at most ``limit`` bytes: the longest of the value, the error
+    name, message and traceback is halved (a marker says how much was cut; a traceback keeps
+    its end) until it fits. Any size and any encoding, never a malformed frame."""
+    while True:
+        data: bytes = _json().dumps(res).encode()
+        if len(data) <= limit:
+            return data
+        err = res.get("error")
+        spots = [(res, "value")]
+        if isinstance(err, dict):
+            spots += [(err, "name"), (err, "message"), (err, "traceback")]
+        box, key = max(spots, key=lambda sp: len(str(sp[0].get(sp[1]) or "")))
+        text = str(box.get(key) or "")
+        if len(text) < 128:  # nothing big is left: only the counters remain
+            data = _json().dumps({"error": _err("ResultTooLarge", "the cell's result could "
+                                                "not be encoded")}).encode()
+            return data
+        keep = len(text) // 2
+        mark = f" [closedpaw: {len(text) - keep} characters cut] "
+        box[key] = mark + text[-keep:] if key == "traceback" else text[:keep] + mark
 
 
 def _err(name: str, message: str) -> dict[str, str]:

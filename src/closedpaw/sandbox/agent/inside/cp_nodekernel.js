@@ -35,6 +35,23 @@ function runCell(code, cap) {
   return {value, error};
 }
 
+// One JSON line of at most LINE_CAP bytes: the longest text is halved, with a marker.
+const LINE_CAP = 192 * 1024;
+function fit(out) {
+  for (;;) {
+    const line = JSON.stringify(out);
+    const spots = [[out, 'value']];
+    if (out.error) for (const k of ['name', 'message', 'traceback']) spots.push([out.error, k]);
+    let best = spots[0];
+    for (const s of spots) if (String(s[0][s[1]] || '').length > String(best[0][best[1]] || '').length) best = s;
+    const text = String(best[0][best[1]] || '');
+    if (Buffer.byteLength(line) <= LINE_CAP || text.length < 128) return line;
+    const keep = Math.floor(text.length / 2);
+    const mark = ` [closedpaw: ${text.length - keep} characters cut] `;
+    best[0][best[1]] = best[1] === 'traceback' ? mark + text.slice(-keep) : text.slice(0, keep) + mark;
+  }
+}
+
 for (;;) {
   let got;
   try {
@@ -50,6 +67,6 @@ for (;;) {
     const req = JSON.parse(pending.subarray(0, nl).toString('utf8'));
     pending = pending.subarray(nl + 1);
     const out = runCell(String(req.code), Number(req.value_cap));
-    writeAll(res, Buffer.from(JSON.stringify(out) + '\n'));
+    writeAll(res, Buffer.from(fit(out) + '\n'));
   }
 }

@@ -36,18 +36,45 @@ def run_cell(ns: dict[str, Any], n: int, code: str, value_cap: int) -> dict[str,
             v = eval(compile(last, name, "eval"), ns)
             if v is not None:
                 ns["_"] = v
-                value = repr(v)[:value_cap]
+                value = repr(v)
+                if len(value) > value_cap:
+                    cut = len(value) - value_cap
+                    value = value[:value_cap] + f" [closedpaw: {cut} characters cut]"
     except BaseException as e:
         tb = e.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename != name:
             tb = tb.tb_next  # drop the kernel's own frames
         text = "".join(traceback.format_exception(type(e), e, tb))
-        error = {"name": type(e).__name__, "message": str(e)[:value_cap],
+        try:
+            message = str(e)[:value_cap]
+        except BaseException:  # a __str__ that raises must not kill the kernel
+            message = f"<{type(e).__name__}: str() failed>"
+        error = {"name": type(e).__name__[:200], "message": message,
                  "traceback": text[-value_cap:]}
     for f in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             f.flush()
     return {"value": value, "error": error}
+
+
+LINE_CAP = 192 * 1024  # the agent drops a kernel whose result line is much larger
+
+
+def fit(res: dict[str, Any]) -> bytes:
+    """``res`` as one JSON line of at most ``LINE_CAP`` bytes: the longest text (value,
+    message or traceback) is halved, with a marker, until it fits."""
+    while True:
+        data = json.dumps(res).encode()
+        err = res.get("error")
+        spots = [(res, "value")] + ([(err, k) for k in ("name", "message", "traceback")]
+                                    if isinstance(err, dict) else [])
+        box, key = max(spots, key=lambda sp: len(str(sp[0].get(sp[1]) or "")))
+        text = str(box.get(key) or "")
+        if len(data) <= LINE_CAP or len(text) < 128:
+            return data
+        keep = len(text) // 2
+        mark = f" [closedpaw: {len(text) - keep} characters cut] "
+        box[key] = mark + text[-keep:] if key == "traceback" else text[:keep] + mark
 
 
 def main() -> None:
@@ -57,8 +84,7 @@ def main() -> None:
     ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
     for n, line in enumerate(ctl, 1):
         req = json.loads(line)
-        out = json.dumps(run_cell(ns, n, str(req["code"]), int(req["value_cap"])))
-        data = out.encode() + b"\n"
+        data = fit(run_cell(ns, n, str(req["code"]), int(req["value_cap"]))) + b"\n"
         while data:
             data = data[os.write(res, data):]
 
