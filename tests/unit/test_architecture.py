@@ -32,6 +32,11 @@ ALLOWED: dict[str, set[str]] = {
     # the CLI starts the API server ('closedpaw serve') and otherwise talks to it over HTTP
     "cli": {"api", "orchestrator", "sandbox", "audit", "security", "errors", "settings"},
 }
+# issue 14: providers (L2) and the assistant (L4: the gate and providers, never sandbox)
+ALLOWED["providers"] = {"errors", "settings", "audit", "security"}
+ALLOWED["assistant"] = {"orchestrator", "providers", "audit", "security", "errors", "settings"}
+ALLOWED["api"] |= {"assistant", "providers"}
+ALLOWED["cli"] |= {"assistant", "providers"}
 
 
 def _imports(path: Path) -> set[str]:

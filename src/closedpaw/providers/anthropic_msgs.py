@@ -64,8 +64,7 @@ class AnthropicProvider:
                 model: str | None, max_tokens: int | None) -> dict[str, Any]:
         system, msgs = _split(messages)
         kw: dict[str, Any] = {"model": model or self.default_model, "messages": msgs,
-                              "max_tokens": max_tokens or self.config.max_tokens,
-                              "temperature": 0}
+                              "max_tokens": max_tokens or self.config.max_tokens}
         if system:
             kw["system"] = system
         if tools:

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from closedpaw.providers.errors import map_error
+from closedpaw.errors import ProviderBadOutput
+from closedpaw.providers.errors import TABLE, map_error
 from closedpaw.providers.toolparse import parse_text_tool_calls
 from closedpaw.providers.types import ChatResult, Delta, ToolCall, ToolSpec, Usage
 
@@ -17,24 +18,35 @@ T = TypeVar("T")
 
 
 @contextmanager
-def boundary(provider: str) -> Iterator[None]:
-    """Foreign exceptions raised inside become ours (one table: providers.errors)."""
+def boundary(provider: str, *, retry_after: Callable[[], Any] | None = None
+             ) -> Iterator[None]:
+    """Foreign exceptions raised inside become ours (one table: providers.errors).
+    ``retry_after`` supplies a 429's Retry-After when the SDK's exception lost it."""
     try:
         yield
     except Exception as e:
-        raise map_error(e, provider) from e
+        raise map_error(e, provider, retry_after=retry_after() if retry_after else None
+                        ) from e
 
 
-def guarded_stream(provider: str, make: Callable[[], Iterator[T]]) -> Iterator[T]:
-    """Iterate ``make()``, translating foreign errors raised at any step."""
-    with boundary(provider):
+def guarded_stream(provider: str, make: Callable[[], Iterator[T]], *,
+                   retry_after: Callable[[], Any] | None = None) -> Iterator[T]:
+    """Iterate ``make()``, translating foreign errors raised at any step. A stream that
+    carried no event at all (say a JSON body where a stream was asked for) is bad output,
+    never an empty answer."""
+    with boundary(provider, retry_after=retry_after):
         it = make()
+    n = 0
     while True:
-        with boundary(provider):
+        with boundary(provider, retry_after=retry_after):
             try:
                 item = next(it)
             except StopIteration:
+                if n == 0:
+                    raise ProviderBadOutput("the stream carried no events", provider=provider,
+                                            hint=TABLE["malformed"][1]) from None
                 return
+        n += 1
         yield item
 
 

@@ -108,7 +108,7 @@ def classify(exc: BaseException) -> str:
                                                      "NetworkError", "RemoteProtocolError")
                                                for n in names):
         return "unreachable"
-    if isinstance(exc, json.JSONDecodeError | KeyError | TypeError) or any(
+    if isinstance(exc, json.JSONDecodeError | KeyError) or any(
             n in ("ValidationError", "DecodingError", "APIResponseValidationError",
                   "UnknownApiResponseError") for n in names):
         return "malformed"
@@ -117,7 +117,8 @@ def classify(exc: BaseException) -> str:
     return "server"
 
 
-def map_error(exc: BaseException, provider: str) -> ClosedPawError:
+def map_error(exc: BaseException, provider: str, *, retry_after: Any = None
+              ) -> ClosedPawError:
     """Our error for a foreign one (our own errors pass through unchanged)."""
     if isinstance(exc, ClosedPawError):
         return exc
@@ -127,5 +128,10 @@ def map_error(exc: BaseException, provider: str) -> ClosedPawError:
     msg = (f"HTTP {status}: " if status else f"{type(exc).__name__}: ") + _message(exc)
     if cls is ProviderRateLimited:
         ra = _retry_after(exc)
+        if ra is None and retry_after is not None:
+            try:
+                ra = max(0.0, float(retry_after))
+            except (TypeError, ValueError):
+                ra = None
         return ProviderRateLimited(msg, provider=provider, hint=hint, retry_after=ra)
     return cls(msg, provider=provider, hint=hint)

@@ -3,6 +3,7 @@ official ``ollama`` SDK."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -46,8 +47,18 @@ class OllamaProvider:
         self.config = config
         self.name = config.provider_name
         self.default_model = config.model
+        # the SDK drops the response from its ResponseError: keep a 429's Retry-After here
+        self._retry_after = threading.local()
+
+        def remember(response: Any) -> None:
+            if response.status_code == 429:
+                self._retry_after.value = response.headers.get("retry-after")
         self._client = ollama.Client(host=config.base_url, timeout=config.timeout_s,
-                                     trust_env=False)
+                                     trust_env=False, event_hooks={"response": [remember]})
+
+    def _boundary(self) -> Any:
+        return boundary(self.name, retry_after=lambda: getattr(self._retry_after, "value",
+                                                               None))
 
     def _calls(self, msg: Any) -> list[ToolCall]:
         out = []
@@ -69,7 +80,7 @@ class OllamaProvider:
     def chat(self, messages: list[Message], tools: list[ToolSpec] | None = None, *,
              model: str | None = None, max_tokens: int | None = None) -> ChatResult:
         t0 = time.perf_counter()
-        with boundary(self.name):
+        with self._boundary():
             r = self._client.chat(**self._kwargs(messages, tools, model, max_tokens))
             calls = self._calls(r.message)
             return ChatResult(
@@ -82,8 +93,9 @@ class OllamaProvider:
                model: str | None = None, max_tokens: int | None = None) -> Iterator[Delta]:
         acc = Accumulator(self.name, model or self.default_model)
         kw = self._kwargs(messages, tools, model, max_tokens)
-        for chunk in guarded_stream(self.name, lambda: iter(self._client.chat(stream=True,
-                                                                              **kw))):
+        for chunk in guarded_stream(self.name, lambda: iter(self._client.chat(stream=True, **kw)),
+                                    retry_after=lambda: getattr(self._retry_after, "value",
+                                                                None)):
             d = acc.text(chunk.message.content or "")
             if d is not None:
                 yield d
