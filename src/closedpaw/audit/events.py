@@ -34,6 +34,10 @@ class AuditEvent(StrEnum):
     TOKEN_REVOKED = "token.revoked"
     SERVER_STARTED = "server.started"
     SERVER_STOPPED = "server.stopped"
+    # the assistant (issue 14)
+    CONVERSATION_CREATED = "conversation.created"
+    ASSISTANT_TURN = "assistant.turn"           # which provider and model saw the data
+    ASSISTANT_TOOL_CALL = "assistant.tool_call"  # a model's call, submitted as a gate action
 
 
 def canonical_json(value: Any) -> str:

@@ -42,6 +42,10 @@ def execute(orch: Orchestrator, rec: ActionRecord, parsed: ParsedAction) -> dict
         return _file_write(p)
     if isinstance(p, NetworkRequestParams):
         return _network(p)
+    chat = getattr(orch, "chat_handler", None)   # issue 14: set by the app to the assistant
+    if parsed.action_type == "chat" and chat is not None:
+        out: dict[str, Any] = chat(rec.requester, parsed.parameters)
+        return out
     missing = {"chat": "no LLM provider is configured (providers are not built yet)",
                "secret_read": "no vault is configured (the vault is not built yet)",
                "skill_execution": "no skill registry is configured (skills are not built yet)"}
