@@ -330,6 +330,9 @@ def create_app(settings: Settings | None = None, *, orchestrator: Orchestrator |
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})
 
+    from closedpaw.api.conversations import install_assistant  # issue 14: the assistant
+
+    install_assistant(app, Auth, settings.data_dir)
     return app
 
 

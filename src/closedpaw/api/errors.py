@@ -39,6 +39,19 @@ STATUS: list[tuple[type[ClosedPawError], int]] = [
     (SandboxError, 503), (GateError, 400),
 ]
 
+# issue 14: the assistant and the providers
+from closedpaw.errors import (  # noqa: E402
+    AssistantError,
+    ConversationNotFound,
+    ProviderError,
+    ProviderNotConfigured,
+    ProviderRateLimited,
+    TurnStateError,
+)
+
+STATUS += [(ConversationNotFound, 404), (TurnStateError, 409), (AssistantError, 400),
+           (ProviderNotConfigured, 503), (ProviderRateLimited, 503), (ProviderError, 502)]
+
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 406: "not_acceptable", 413: "too_large",
                415: "unsupported_media_type"}

@@ -359,11 +359,11 @@ class Assistant:
                     self._resumer.submit(self.resume, rec.id)
                 return TurnOutcome("awaiting_approval", conv.id, action_id=rec.id,
                                    params_sha256=rec.params_sha256)
-            done = self._wait_final(rec.id)
+            done = self.wait_action(rec.id)
             self._tool_message(conv.id, call, done, self._result(done), emit)
         return None
 
-    def _wait_final(self, action_id: str) -> ActionRecord:
+    def wait_action(self, action_id: str) -> ActionRecord:
         ev = threading.Event()
 
         def hear(e: dict[str, Any]) -> None:
@@ -459,6 +459,8 @@ class Assistant:
         out = self.send(who, conv.id, params["message"])
         d = out.to_dict()
         d["reply"] = d.pop("text")
+        d["turn_status"] = d.pop("status")
+        d["awaiting_action_id"] = d.pop("action_id")   # a tool call waiting for an approval
         return d
 
 
