@@ -339,3 +339,46 @@ def test_conversations_persist_on_each_database(db_url: str) -> None:
         store.close()
 
 
+
+
+def _cli(r: Rig, *argv: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "closedpaw.cli.main", *argv, "--url", r.url,
+                           "--token-file", str(r.settings.token_file)],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_chat_one_turn_pause_and_resume(tmp_path: Path) -> None:
+    with rig(tmp_path, "runc", rules=HIGH_RULES) as r, r.client() as c:
+        r.model.script = [Reply(calls=[("run_code", {"language": "python", "code": "6*7"})]),
+                          Reply(text="42 it is.")]
+        p = _cli(r, "chat", "-m", "what is 6*7?", "--json")
+        assert p.returncode == 0, p.stderr
+        events = [json.loads(x) for x in p.stdout.splitlines()]
+        assert [e["event"] for e in events if e["event"] != "token"] == [
+            "tool_call", "tool_result", "final"]
+        assert events[0]["level"] == "medium" and events[-1]["text"] == "42 it is."
+
+        r.model.script = [Reply(calls=[("run_code", {"language": "python",
+                                                     "code": "print('DANGER')"})]),
+                          Reply(text="ran it")]
+        p = _cli(r, "chat", "-m", "do the dangerous thing")
+        assert p.returncode == 3, p.stderr
+        assert "approval required" in p.stderr and "params_sha256" in p.stderr
+        pending = [a for a in r.actions() if a.status.value == "pending"]
+        assert len(pending) == 1 and pending[0].params_sha256 in p.stderr
+        conv = p.stderr.rsplit("(conversation ", 1)[1].split(")")[0]
+        a = _cli(r, "actions", "approve", pending[0].id, "--sha256", pending[0].params_sha256)
+        assert a.returncode == 0, a.stderr
+        body = _settled(c, conv)
+        assert body["messages"][-1]["content"] == "ran it"
+        assert "DANGER" in body["messages"][-2]["content"]
+
+        lst = _cli(r, "providers", "list", "--json")
+        assert lst.returncode == 0 and json.loads(lst.stdout)[0]["name"] == "scripted"
+        assert _cli(r, "providers", "test").returncode == 0
+        r.model.mode = "500"
+        bad = _cli(r, "providers", "test", "scripted")
+        assert bad.returncode == 1 and "DOWN" in bad.stdout

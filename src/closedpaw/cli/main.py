@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     from closedpaw.cli import gate  # serve, token, actions, audit (lazy inside)
 
     gate.register(sub)
+    from closedpaw.cli import chat  # issue 14: chat, providers (lazy inside)
+
+    chat.register(sub)
     return p
 
 
@@ -343,6 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from closedpaw.cli.gate import HANDLERS as gate_handlers
 
     handlers.update(gate_handlers)
+    from closedpaw.cli.chat import HANDLERS as chat_handlers
+
+    handlers.update(chat_handlers)
     try:
         return handlers[args.command](args)
     except BrokenPipeError:
