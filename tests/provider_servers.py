@@ -35,6 +35,8 @@ class Seen:
     path: str
     body: Any
     headers: dict[str, str]
+    at: float = 0.0            # time.perf_counter() when the request was read
+    answered_at: float = 0.0   # ... when its answer was written
 
 
 class ProviderServer:
@@ -63,17 +65,22 @@ class ProviderServer:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw.decode("latin-1")
+                seen = Seen(self.command, self.path, body,
+                            {k.lower(): v for k, v in self.headers.items()}, time.perf_counter())
                 with outer._lock:
-                    outer.seen.append(Seen(self.command, self.path, body,
-                                           {k.lower(): v for k, v in self.headers.items()}))
+                    outer.seen.append(seen)
                 status, headers, payload = outer._answer(self.command, self.path, body)
                 if isinstance(payload, bytes):
+                    # headers and body in one write (two small writes meet Nagle's algorithm
+                    # and the client's delayed ACK: +40 ms)
                     self.send_response(status)
                     for k, v in headers.items():
                         self.send_header(k, v)
                     self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    self._headers_buffer.append(b"\r\n" + payload)
+                    self.flush_headers()
+                    self.wfile.flush()
+                    seen.answered_at = time.perf_counter()
                     return
                 self.send_response(status)
                 for k, v in headers.items():
@@ -84,6 +91,8 @@ class ProviderServer:
                     self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
                     self.wfile.flush()
                 self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                seen.answered_at = time.perf_counter()
 
             do_GET = do_POST = _handle
 
