@@ -88,6 +88,7 @@ def install_assistant(app: FastAPI, auth: Any, data_dir: Path) -> None:
             a.state.assistant = assistant
             a.state.gateway = gateway
             orch.chat_handler = assistant.handle_chat_action
+            await run_in_threadpool(_announce, gateway)
             try:
                 yield state
             finally:
@@ -97,6 +98,19 @@ def install_assistant(app: FastAPI, auth: Any, data_dir: Path) -> None:
 
     app.router.lifespan_context = lifespan
     app.include_router(_router(auth))
+
+
+def _announce(gateway: Gateway) -> None:
+    """Say which provider the assistant uses (``make run``)."""
+    import sys
+
+    try:
+        name = gateway.default_name()
+        p = gateway.get(name)
+        sys.stderr.write(f"closedpaw: assistant: provider {name!r} ({p.locality}, model "
+                         f"{p.default_model})\n")
+    except ClosedPawError as e:
+        sys.stderr.write(f"closedpaw: assistant: {' '.join(str(e).split())}\n")
 
 
 def _router(Auth: Any) -> APIRouter:

