@@ -68,7 +68,7 @@ class Rig:
 
 @contextlib.contextmanager
 def rig(tmp_path: Path, runtime: str, *, rules: str | None = None, ttl: float = 900.0,
-        limits: TurnLimits | None = None) -> Iterator[Rig]:
+        limits: TurnLimits | None = None, gateway: Gateway | None = None) -> Iterator[Rig]:
     import uvicorn
 
     s = Settings(data_dir=tmp_path / "data", state_dir=TEST_STATE, cgroup_parent=TEST_CGROUP,
@@ -79,9 +79,9 @@ def rig(tmp_path: Path, runtime: str, *, rules: str | None = None, ttl: float = 
     model = ProviderServer("openai")
     orch = Orchestrator(s)
     app = create_app(s, orchestrator=orch)
-    app.state.gateway = Gateway([OpenAIConfig(name="scripted", base_url=f"{model.url}/v1",
-                                              model="scripted-model", timeout_s=30)],
-                                default="scripted")
+    app.state.gateway = gateway or Gateway([OpenAIConfig(
+        name="scripted", base_url=f"{model.url}/v1", model="scripted-model", timeout_s=30)],
+        default="scripted")
     if limits is not None:
         app.state.assistant_options = {"limits": limits}
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
