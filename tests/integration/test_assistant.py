@@ -382,3 +382,20 @@ def test_cli_chat_one_turn_pause_and_resume(tmp_path: Path) -> None:
         r.model.mode = "500"
         bad = _cli(r, "providers", "test", "scripted")
         assert bad.returncode == 1 and "DOWN" in bad.stdout
+
+
+def test_cancel_stops_the_turn(tmp_path: Path) -> None:
+    with rig(tmp_path, "runc") as r, r.client() as c:
+        r.model.mode, r.model.delay_s = "timeout", 2.0   # the model answers after 2 s
+        conv = c.post("/api/conversations", json={}).json()["conversation_id"]
+        got: list[list[tuple[str, Any]]] = []
+        t = threading.Thread(target=lambda: got.append(r.turn(c, conv, "slow")))
+        t.start()
+        wait_for(lambda: r.model.seen, "the model to be asked")
+        assert c.post(f"/api/conversations/{conv}/cancel").status_code == 200
+        t.join(30)
+        assert got and got[0][-1][0] == "error" and got[0][-1][1]["code"] == "cancelled"
+        body = _settled(c, conv)
+        assert [m["provenance"] for m in body["messages"]] == ["user", "system"]
+        again = c.post(f"/api/conversations/{conv}/cancel")
+        assert again.status_code == 409 and again.json()["error"]["code"] == "turn_state"
