@@ -33,7 +33,7 @@ from closedpaw.orchestrator import ActionRequest, ActionStatus
 from closedpaw.providers import Gateway
 from closedpaw.security import Principal
 
-__all__ = ["ChatBody", "MessageBody", "NewConversation", "install_assistant"]
+__all__ = ["ChatBody", "ConversationOut", "MessageBody", "NewConversation", "install_assistant"]
 
 PROVIDER = r"^[a-z][a-z0-9_-]{0,31}$"
 
@@ -56,6 +56,41 @@ class ChatBody(BaseModel):
     conversation_id: str | None = Field(default=None, pattern=r"^[0-9a-f-]{36}$")
     provider: str | None = Field(default=None, pattern=PROVIDER)
     model: str | None = Field(default=None, max_length=200)
+
+
+class ConversationOut(BaseModel):
+    conversation_id: str
+    owner: str
+    title: str
+    provider: str | None
+    model: str | None
+    status: str = Field(description="idle, running or awaiting_approval")
+    pending_action_id: str | None
+    created_at: float
+    updated_at: float
+
+
+class MessageOut(BaseModel):
+    id: int
+    role: str
+    provenance: str = Field(description="user, assistant, tool_result, external or system")
+    content: str
+    tool_calls: list[dict[str, Any]]
+    tool_call_id: str | None
+    tool_name: str | None
+    action_id: str | None
+    provider: str | None
+    model: str | None
+    usage: dict[str, Any] | None
+    created_at: float
+
+
+class ConversationWithMessages(ConversationOut):
+    messages: list[MessageOut]
+
+
+class ConversationList(BaseModel):
+    conversations: list[ConversationOut]
 
 
 def _assistant(request: Request) -> Assistant:
@@ -116,41 +151,41 @@ def _announce(gateway: Gateway) -> None:
 def _router(Auth: Any) -> APIRouter:
     r = APIRouter(tags=["assistant"])
 
-    @r.post("/api/conversations", status_code=201)
+    @r.post("/api/conversations", status_code=201, response_model=ConversationOut)
     def create(body: NewConversation, request: Request, p: Auth) -> dict[str, Any]:
         """A new conversation owned by the caller (provider/model: the default when left
         out; every turn records which provider and model saw the data)."""
         return _assistant(request).create(p, provider=body.provider, model=body.model,
                                           title=body.title).to_dict()
 
-    @r.get("/api/conversations")
+    @r.get("/api/conversations", response_model=ConversationList)
     def list_conversations(request: Request, p: Auth) -> dict[str, Any]:
         """The caller's conversations (an admin sees all)."""
         return {"conversations": [c.to_dict() for c in
                                   _assistant(request).conversations(p)]}
 
-    @r.get("/api/conversations/{conv_id}")
-    def get_conversation(conv_id: str, request: Request, p: Auth) -> dict[str, Any]:
+    @r.get("/api/conversations/{conversation_id}", response_model=ConversationWithMessages)
+    def get_conversation(conversation_id: str, request: Request, p: Auth) -> dict[str, Any]:
         a = _assistant(request)
-        out = a.get(p, conv_id).to_dict()
-        out["messages"] = [m.to_dict() for m in a.messages(p, conv_id)]
+        out = a.get(p, conversation_id).to_dict()
+        out["messages"] = [m.to_dict() for m in a.messages(p, conversation_id)]
         return out
 
-    @r.post("/api/conversations/{conv_id}/cancel")
-    def cancel(conv_id: str, request: Request, p: Auth) -> dict[str, Any]:
-        return _assistant(request).cancel(p, conv_id).to_dict()
+    @r.post("/api/conversations/{conversation_id}/cancel", response_model=ConversationOut)
+    def cancel(conversation_id: str, request: Request, p: Auth) -> dict[str, Any]:
+        return _assistant(request).cancel(p, conversation_id).to_dict()
 
-    @r.post("/api/conversations/{conv_id}/messages",
+    @r.post("/api/conversations/{conversation_id}/messages",
             responses={200: {"content": {"text/event-stream": {}}}})
-    async def send(conv_id: str, body: MessageBody, request: Request, p: Auth
+    async def send(conversation_id: str, body: MessageBody, request: Request, p: Auth
                    ) -> StreamingResponse:
         """Run one turn; the answer is a server-sent-event stream of the turn's events."""
         a = _assistant(request)
-        conv = await run_in_threadpool(a.get, p, conv_id)   # 404 before the stream starts
+        conv = await run_in_threadpool(a.get, p, conversation_id)   # 404 before the stream starts
         if conv.owner != p.name:
             raise PermissionDenied("only the conversation's owner can send to it")
         if conv.status != "idle":
-            raise TurnStateError(f"conversation {conv_id} is {conv.status}")
+            raise TurnStateError(f"conversation {conversation_id} is {conv.status}")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
@@ -160,7 +195,7 @@ def _router(Auth: Any) -> APIRouter:
 
         def run() -> None:
             try:
-                a.send(p, conv_id, body.content, emit)
+                a.send(p, conversation_id, body.content, emit)
             except ClosedPawError as e:
                 emit({"event": "error", "code": e.code, "message": str(e)[:2000]})
             except Exception:
@@ -187,7 +222,7 @@ def _router(Auth: Any) -> APIRouter:
             finally:
                 if not finished:   # the client went away: cancel the turn
                     with contextlib.suppress(ClosedPawError):
-                        await run_in_threadpool(a.cancel, p, conv_id)
+                        await run_in_threadpool(a.cancel, p, conversation_id)
                 with contextlib.suppress(Exception):
                     await task
 

@@ -32,6 +32,7 @@ from closedpaw.errors import (
     ClosedPawError,
     InvalidRequest,
     PermissionDenied,
+    ProviderNotConfigured,
     TurnStateError,
 )
 from closedpaw.orchestrator import ActionRequest, ActionStatus, Orchestrator
@@ -109,7 +110,10 @@ class Assistant:
     def create(self, principal: Principal, *, provider: str | None = None,
                model: str | None = None, title: str = "") -> ConversationRecord:
         if provider is not None:
-            self.gateway.config(provider)   # ProviderNotConfigured for an unknown name
+            try:
+                self.gateway.config(provider)
+            except ProviderNotConfigured as e:   # a bad name in a request: the caller's error
+                raise InvalidRequest(f"provider: {e}") from None
         conv = self.store.create(principal.name, title=title, provider=provider, model=model)
         self.orch.audit.append(AuditEvent.CONVERSATION_CREATED, principal=principal.name,
                                details={"conversation_id": conv.id, "provider": provider,
@@ -137,8 +141,7 @@ class Assistant:
             self.store.set_state(conv_id, "idle", None, expect=("awaiting_approval",))
             self.store.add_message(conv_id, "user", "system",
                                    "(the turn was cancelled while it waited for an approval)")
-        else:
-            raise TurnStateError(f"conversation {conv_id} has no running turn")
+        # an idle conversation: nothing to cancel (cancelling is idempotent)
         return self.store.get(conv_id, principal)
 
     def subscribe(self, fn: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
