@@ -143,6 +143,7 @@ def test_medium_code_runs_in_the_sandbox_and_the_model_receives_42(tmp_path: Pat
         assert [m["provenance"] for m in body["messages"]] == [
             "user", "assistant", "tool_result", "assistant"]
         assert body["messages"][-1]["provider"] == "scripted"
+        assert (body["provider"], body["model"]) == ("scripted", "scripted-model")
 
 
 HIGH_RULES = """version: 1

@@ -234,6 +234,8 @@ class Assistant:
             provider = self.gateway.get(conv.provider)
             model = conv.model or provider.default_model
             out.provider, out.model = provider.name, model
+            if conv.provider is None:   # later turns stay with the same provider and model
+                self.store.record_provider(conv_id, provider.name, model)
             tools = tool_specs()
             offered = {t.name for t in tools}
             audited = False

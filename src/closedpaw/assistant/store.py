@@ -218,6 +218,13 @@ class ConversationStore:
                 raise TurnStateError(f"conversation {conv_id} is not "
                                      f"{' or '.join(expect or ('known',))}")
 
+    def record_provider(self, conv_id: str, provider: str, model: str) -> None:
+        """Pin the provider and model a conversation's data goes to (on its first turn)."""
+        with self.session() as s:
+            s.execute(update(ConversationRow).where(ConversationRow.id == conv_id,
+                                                    ConversationRow.provider.is_(None))
+                      .values(provider=provider, model=model))
+
     def find_paused_on(self, action_id: str) -> ConversationRecord | None:
         with self.session() as s:
             for r in s.scalars(select(ConversationRow).where(
