@@ -15,8 +15,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from closedpaw.sandbox.host import inventory
+from closedpaw.sandbox.host.cgroups import is_v2
+from closedpaw.settings import Settings
+
 REPO = Path(__file__).resolve().parent.parent
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def now_ms() -> float:
@@ -80,7 +83,7 @@ def machine_info(binaries: Iterable[str] = ("runc", "runsc")) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
-        "cgroup": "v2" if (CGROUP_ROOT / "cgroup.controllers").exists() else "v1",
+        "cgroup": "v2" if is_v2() else "v1",
         "python": platform.python_version(),
         "loadavg_start": os.getloadavg(),
         "runtimes": {b: _first_line([b, "--version"]) for b in binaries},
@@ -90,70 +93,38 @@ def machine_info(binaries: Iterable[str] = ("runc", "runsc")) -> dict[str, Any]:
 
 # -- leak checks ---------------------------------------------------------------------------
 
-def cgroup_children(parent: str) -> dict[str, list[str]]:
-    """Sub-cgroups left under ``/<parent>`` in every hierarchy (v1 and v2)."""
-    out: dict[str, list[str]] = {}
-    bases = [CGROUP_ROOT / parent] if (CGROUP_ROOT / "cgroup.controllers").exists() else [
-        d / parent for d in CGROUP_ROOT.iterdir() if d.is_dir()]
-    for base in bases:
-        if base.is_dir():
-            kids = sorted(e.name for e in os.scandir(base) if e.is_dir())
-            if kids:
-                out[str(base)] = kids
-    return out
+def footprint(settings: Settings) -> dict[str, list[str]]:
+    """What ClosedPaw has on the host under ``settings`` (the host inventory ``closedpaw gc``
+    and the test fixtures use), by kind, as sorted lists of text; kinds with nothing left
+    out. Compare two of them with :func:`new_items`."""
+    inv = inventory.take(settings)
+    kinds = {
+        "state_dirs": [p.name for p in inv.state_dirs],
+        "snapshots": [p.name for p in inv.snapshots],
+        "containers": [f"{rt}:{c}" for rt, c in inv.containers],
+        "cgroups": [str(p) for p in inv.cgroups],
+        "mounts": [str(p) for p in inv.mounts],
+        "processes": list(inv.processes),
+    }
+    return {k: sorted(v) for k, v in kinds.items() if v}
+
+
+def new_items(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, list[str]]:
+    """What ``after`` has that ``before`` had not, by kind."""
+    return {k: sorted(set(v) - set(before.get(k, []))) for k, v in after.items()
+            if set(v) - set(before.get(k, []))}
 
 
 def remove_empty_cgroup_parents(parent: str) -> list[str]:
     """rmdir ``/<parent>`` in every hierarchy where it has no children; returns failures."""
     bad = []
-    bases = [CGROUP_ROOT / parent] if (CGROUP_ROOT / "cgroup.controllers").exists() else [
-        d / parent for d in CGROUP_ROOT.iterdir() if d.is_dir()]
-    for base in bases:
+    for base in inventory.cgroup_bases(parent):
         if base.is_dir():
             try:
                 os.rmdir(base)
             except OSError as e:
                 bad.append(f"{base}: {e}")
     return bad
-
-
-def mounts_under(*needles: str) -> list[str]:
-    """Mount points (of this mount namespace) whose path contains any needle."""
-    hits = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4]
-            if any(n in mp for n in needles):
-                hits.append(mp)
-    return hits
-
-
-def processes_mentioning(*needles: str) -> list[str]:
-    """Live processes (not this one) whose command line mentions a needle."""
-    me = os.getpid()
-    hits = []
-    for e in os.scandir("/proc"):
-        if not e.name.isdigit() or int(e.name) == me:
-            continue
-        try:
-            with open(f"/proc/{e.name}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(n in cmd for n in needles):
-            hits.append(f"{e.name}: {cmd.strip()[:160]}")
-    return hits
-
-
-def runtime_ids(binary: str, global_args: Sequence[str], list_args: Sequence[str]) -> list[str]:
-    p = subprocess.run([binary, *global_args, *list_args], capture_output=True, text=True,
-                       timeout=30, check=False)
-    if p.returncode != 0:
-        low = p.stderr.lower()
-        if "no such file" in low or "not exist" in low:
-            return []
-        raise RuntimeError(f"{binary} list failed ({p.returncode}): {p.stderr.strip()}")
-    return [ln.strip() for ln in p.stdout.splitlines() if ln.strip()]
 
 
 Samples = dict[str, dict[str, list[float]]]

@@ -43,10 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     bench_args,
-    cgroup_children,
+    footprint,
     machine_info,
-    mounts_under,
-    processes_mentioning,
     remove_bench_state,
     run_rounds,
     summary,
@@ -55,8 +53,8 @@ from _common import (
 
 from closedpaw.sandbox.bundle.oci import BASE_ENV
 from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver, clean_env
-from closedpaw.sandbox.manager import SandboxManager, require_root
-from closedpaw.sandbox.sandbox import Sandbox
+from closedpaw.sandbox.lifecycle.manager import SandboxManager, require_root
+from closedpaw.sandbox.lifecycle.sandbox import Sandbox
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 
@@ -69,8 +67,8 @@ TARGETS = {"true_vs_raw_max": 0.2, "python_vs_host_max_runc": 1.3,
            "cell_max_ms": {"runc": 3.0, "runsc": 10.0}, "concurrent_runsc_max_ms": 1500.0,
            "cpu_overhead_max": 0.03}
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "agent.json"
-BENCH = Settings(state_dir=Path("/run/closedpaw-bench-agent"),
-                 cgroup_parent="closedpaw-bench-agent", max_sandboxes=CONCURRENT + 4)
+BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench-agent"),
+                    cgroup_parent="closedpaw-bench-agent", max_sandboxes=CONCURRENT + 4)
 SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=256, timeout_s=120))
 
 Case = Any
@@ -156,30 +154,30 @@ def spawn_floor_case(sb: Sandbox) -> Case:
 def raw_concurrent_round(drv: OCICLIDriver) -> float:
     """The floor of the concurrency case: CONCURRENT raw ``run``s of the same bundle the
     library writes, started at once (allocation and deletion untimed)."""
-    from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
+    from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
 
     wss = []
     try:
         for _ in range(CONCURRENT):
-            ws = Workspace.allocate(BENCH, new_sandbox_id(), SPEC, drv.features())
-            wss.append(ws)
-            ws.build(["/usr/bin/python3", "-c", "pass"], {}, "/tmp")
+            sd = SandboxDir.allocate(BENCH, new_sandbox_id(), SPEC, drv.features())
+            wss.append(sd)
+            sd.build(["/usr/bin/python3", "-c", "pass"], {}, "/tmp")
         drv.root_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         env = clean_env()
         t0 = time.perf_counter_ns()
         procs = [subprocess.Popen([drv.binary, *drv.global_args(), "run", "--bundle",
-                                   str(ws.bundle), ws.sid], env=env,
+                                   str(sd.bundle), sd.sid], env=env,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for ws in wss]
+                                  stderr=subprocess.DEVNULL) for sd in wss]
         codes = [p.wait() for p in procs]
         t = _ms(t0)
         if any(codes):
             raise BenchError(f"raw concurrent {drv.name} runs exited {codes}")
         return t
     finally:
-        for ws in wss:
-            drv.delete(ws.sid)
-            ws.teardown()
+        for sd in wss:
+            drv.delete(sd.sid)
+            sd.teardown()
 
 
 def concurrent_round(mgr: SandboxManager, name: str) -> tuple[float, int]:
@@ -223,24 +221,6 @@ def cpu_rounds(n: int, sandboxes: dict[str, Sandbox], rounds: int) -> dict[str, 
             if r.exit_code != 0:
                 raise BenchError(f"cpu loop in {name} exited {r.exit_code}")
     return out
-
-
-def leaks_of(settings: Settings, drivers: dict[str, OCICLIDriver]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    d = settings.state_dir / "sandboxes"
-    if d.exists() and (left := sorted(p.name for p in d.iterdir())):
-        found["state_dirs"] = left
-    cg = {k: v for k, v in cgroup_children(settings.cgroup_parent).items() if v}
-    if cg:
-        found["cgroups"] = [f"{k}/{c}" for k, v in cg.items() for c in v]
-    if m := mounts_under(str(settings.state_dir) + "/"):
-        found["mounts"] = m
-    for name, drv in drivers.items():
-        if (settings.state_dir / name).exists() and (ids := drv.list_ids()):
-            found[f"{name}_containers"] = list(ids)
-    if procs := processes_mentioning(str(settings.state_dir) + "/"):
-        found["processes"] = procs
-    return found
 
 
 def _row(lines: list[str], label: str, s: dict[str, Any], ratio: str = "") -> None:
@@ -326,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             sb.delete()
         mgr.close()
     elapsed = time.monotonic() - t_start
-    leaks = leaks_of(BENCH, drivers)
-    remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks)
+    leaks = footprint(BENCH)
+    remove_bench_state(BENCH.state_dir, BENCH.sandbox.cgroup_parent, leaks)
 
     host = summary(samples["host"]["host"])
     cpu_host = summary(extra["cpu"]["host"])

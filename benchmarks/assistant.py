@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import REPO, machine_info, summary, timed
 
 from closedpaw.assistant import SYSTEM_PROMPT, Assistant, tool_specs
-from closedpaw.orchestrator import Orchestrator
+from closedpaw.gate import Gate
 from closedpaw.providers import Gateway, LocalConfig, Message, OpenAIConfig
 from closedpaw.security import Principal
 from closedpaw.settings import Settings
@@ -76,19 +76,19 @@ def gateway_overhead(runs: int) -> dict[str, Any]:
 
 
 def tool_round_trip(runtime: str, runs: int, tmp: Path) -> dict[str, Any]:
-    s = Settings(data_dir=tmp / f"data-{runtime}", state_dir=tmp / f"state-{runtime}",
-                 cgroup_parent=CGROUP, runtime=runtime)
+    s = Settings.of(data_dir=tmp / f"data-{runtime}", state_dir=tmp / f"state-{runtime}",
+                    cgroup_parent=CGROUP, runtime=runtime)
     srv = ProviderServer("openai")
-    orch = Orchestrator(s)
-    orch.start()
+    gate = Gate(s)
+    gate.start()
     gw = Gateway([OpenAIConfig(name="scripted", base_url=f"{srv.url}/v1",
                                model="scripted-model")], default="scripted")
-    asst = Assistant(orch, gw)
+    asst = Assistant(gate, gw)
     me = Principal("admin", "admin")
-    orch.create_principal("admin", "admin")
+    gate.create_principal("admin", "admin")
     try:
         floor = []
-        mgr = orch.sandbox_manager()
+        mgr = gate.sandbox_manager()
         spec = mgr.spec_for("default")
         for _ in range(runs):
             floor.append(timed(lambda: mgr.run(["python3", "-c", "print(6*7)"], spec))[0])
@@ -107,7 +107,7 @@ def tool_round_trip(runtime: str, runs: int, tmp: Path) -> dict[str, Any]:
     finally:
         asst.close()
         gw.close()
-        orch.close()
+        gate.close()
         srv.close()
     ft, ff = summary(trips), summary(floor)
     return {"round_trip": ft, "floor_sandbox_run": ff,
@@ -149,10 +149,10 @@ def local_model(tokens: int, runs: int, tmp: Path) -> dict[str, Any]:
         d_ttft.append(ttft)
         d_tps.append(n / total)
 
-    s = Settings(data_dir=tmp / "data-api", state_dir=tmp / "state-api", cgroup_parent=CGROUP)
-    app = create_app(s)
-    app.state.gateway = Gateway([cfg], default="local")
-    app.state.gateway.add(prov)
+    s = Settings.of(data_dir=tmp / "data-api", state_dir=tmp / "state-api", cgroup_parent=CGROUP)
+    gw = Gateway([cfg], default="local")
+    gw.add(prov)
+    app = create_app(s, providers=gw)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -189,7 +189,7 @@ def local_model(tokens: int, runs: int, tmp: Path) -> dict[str, Any]:
         server.should_exit = True
         t.join(30)
         sock.close()
-        prov.close()
+        gw.close()
     dt, at = summary(d_ttft), summary(a_ttft)
     return {"load_ms": round(load_ms, 1), "direct_ttft": dt, "api_ttft": at,
             "direct_tokens_per_s": round(sorted(d_tps)[len(d_tps) // 2], 2),

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, summary, timed
 
 from closedpaw.audit import AuditEvent, AuditLog
-from closedpaw.orchestrator import ActionRequest, ActionStatus, Orchestrator
+from closedpaw.gate import ActionRequest, ActionStatus, Gate
 from closedpaw.sandbox.drivers.fake import FakeDriver
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.security import Principal
 from closedpaw.settings import Settings
 
@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             log.append(AuditEvent.SERVER_STARTED, principal="bench")
         out["audit_verify_1000"] = summary([timed(log.verify)[0] for _ in range(5)])
 
-        s = Settings(data_dir=tmp / "data", state_dir=tmp / "state",
-                     cgroup_parent="closedpaw-bench-gate")
-        orch = Orchestrator(s, manager=SandboxManager(s, driver=FakeDriver()))
+        s = Settings.of(data_dir=tmp / "data", state_dir=tmp / "state",
+                        cgroup_parent="closedpaw-bench-gate")
+        orch = Gate(s, manager=SandboxManager(s, driver=FakeDriver()))
         orch.start()
         try:
             req = ActionRequest(action_type="code_execution",

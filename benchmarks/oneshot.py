@@ -10,7 +10,7 @@ Cases (per driver), each timed with ``time.perf_counter_ns`` around one call onl
                floor of the work itself (shared by both drivers);
 * ``raw``      ``runc --root R run --bundle B ID`` / ``runsc --root R --platform=ptrace
                --network=none --oci-seccomp run --bundle B ID`` on the very config.json the
-               library writes (a fresh Workspace per run, allocated and torn down outside the
+               library writes (a fresh SandboxDir per run, allocated and torn down outside the
                timed region; the container is force-deleted afterwards, also untimed);
 * ``library``  ``mgr.run(["python3", "-c", "pass"], runtime=X)`` in this warm process (probe
                cached); ``library+drain`` also waits for ``mgr.reaper.drain()`` (teardown);
@@ -38,22 +38,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     REPO,
     bench_args,
-    cgroup_children,
+    footprint,
     machine_info,
-    mounts_under,
-    processes_mentioning,
+    new_items,
     remove_bench_state,
     run_rounds,
-    runtime_ids,
     summary,
     write_report,
 )
 
 from closedpaw.sandbox.bundle.oci import BASE_ENV
 from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver, clean_env
-from closedpaw.sandbox.manager import SandboxManager, require_root
+from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
+from closedpaw.sandbox.lifecycle.manager import SandboxManager, require_root
 from closedpaw.sandbox.spec import SandboxSpec
-from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
 from closedpaw.settings import Settings
 
 WARMUP = 2
@@ -68,7 +66,7 @@ TARGET_CLI_DELTA_MS = 80.0
 CLI = REPO / ".venv" / "bin" / "closedpaw"
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "oneshot.json"
 
-BENCH = Settings(state_dir=Path("/run/closedpaw-bench"), cgroup_parent="closedpaw-bench")
+BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench"), cgroup_parent="closedpaw-bench")
 CLI_DEFAULTS = Settings()  # what the CLI uses (no CLOSEDPAW_* in its environment)
 
 
@@ -78,7 +76,7 @@ class BenchError(Exception):
 
 # -- cases ---------------------------------------------------------------------------------
 # Each case is a callable doing ONE run and returning {metric: ms}; anything it does outside
-# the timed call (workspace allocation, deletion, teardown) is not counted.
+# the timed call (state dir allocation, deletion, teardown) is not counted.
 
 Case = Callable[[], dict[str, float]]
 
@@ -104,13 +102,13 @@ def raw_case(name: str, driver: OCICLIDriver, raw_live: set[str]) -> Case:
 
     def once() -> dict[str, float]:
         sid = new_sandbox_id()
-        ws = Workspace.allocate(BENCH, sid, SandboxSpec(), features)
+        sd = SandboxDir.allocate(BENCH, sid, SandboxSpec(), features)
         raw_live.add(sid)
         try:
-            ws.build(RAW_ARGV, {}, "/tmp")
+            sd.build(RAW_ARGV, {}, "/tmp")
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             cmd = [driver.binary, "--root", str(root), *RAW_FLAGS[name],
-                   "run", "--bundle", str(ws.bundle), sid]
+                   "run", "--bundle", str(sd.bundle), sid]
             t0 = time.perf_counter_ns()
             p = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                                check=False)
@@ -120,7 +118,7 @@ def raw_case(name: str, driver: OCICLIDriver, raw_live: set[str]) -> Case:
                                  f"{p.stderr.decode(errors='replace')[-600:]}")
         finally:
             driver.delete(sid)        # `run` removes it on exit; --force makes sure
-            ws.teardown()
+            sd.teardown()
             raw_live.discard(sid)
         return {"raw": t}
     return once
@@ -159,34 +157,6 @@ def cli_case(name: str) -> Case:
 
 
 # -- leak bookkeeping ------------------------------------------------------------------------
-
-def _dir_entries(d: Path) -> set[str]:
-    try:
-        return {e.name for e in os.scandir(d)}
-    except FileNotFoundError:
-        return set()
-
-
-def footprint(settings: Settings, drivers: dict[str, OCICLIDriver]) -> dict[str, list[str]]:
-    """Everything of ``settings``' that may outlive a sandbox, as sorted lists."""
-    fp: dict[str, list[str]] = {
-        "state_dirs": sorted(_dir_entries(settings.state_dir / "sandboxes")),
-        "cgroups": sorted(f"{k}/{c}" for k, v in cgroup_children(settings.cgroup_parent).items()
-                          for c in v),
-        "mounts": sorted(mounts_under(str(settings.state_dir) + "/")),
-    }
-    for name, drv in drivers.items():
-        root = settings.state_dir / name
-        fp[f"{name}_containers"] = (sorted(runtime_ids(drv.binary, ["--root", str(root)],
-                                                       LIST_ARGS[name]))
-                                    if root.exists() else [])
-    return fp
-
-
-def new_items(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, list[str]]:
-    return {k: sorted(set(v) - set(before.get(k, []))) for k, v in after.items()
-            if set(v) - set(before.get(k, []))}
-
 
 # -- report ------------------------------------------------------------------------------------
 
@@ -258,12 +228,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"from the raw case's; update RAW_FLAGS")
         drivers[name] = drv
 
-    pre = footprint(BENCH, drivers)
+    pre = footprint(BENCH)
     if any(pre.values()):
         raise BenchError(f"leftovers from an earlier run under {BENCH.state_dir} / "
-                         f"{BENCH.cgroup_parent}; clean them first: {pre}")
-    cli_drivers = {n: type(d)(CLI_DEFAULTS.state_dir / n) for n, d in drivers.items()}
-    cli_before = footprint(CLI_DEFAULTS, cli_drivers)
+                         f"{BENCH.sandbox.cgroup_parent}; clean them first: {pre}")
+    cli_before = footprint(CLI_DEFAULTS)
 
     raw_live: set[str] = set()
     cases: list[tuple[str, Case]] = [("host", host_case())]
@@ -291,19 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     leaks: dict[str, Any] = {}
     if mgr.reaper.errors:
         leaks["reaper_errors"] = list(mgr.reaper.errors)
-    after = footprint(BENCH, drivers)
+    after = footprint(BENCH)
     leaks.update({f"bench_{k}": v for k, v in after.items() if v})
-    procs = processes_mentioning(str(BENCH.state_dir) + "/")
-    if procs:
-        leaks["bench_processes"] = procs
     cli_new: dict[str, list[str]] = {}
     for _ in range(10):  # the CLI drains before exiting; allow a moment for other users' runs
-        cli_new = new_items(cli_before, footprint(CLI_DEFAULTS, cli_drivers))
+        cli_new = new_items(cli_before, footprint(CLI_DEFAULTS))
         if not cli_new:
             break
         time.sleep(0.3)
     leaks.update({f"cli_{k}": v for k, v in cli_new.items()})
-    remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks, "bench_cgroup_parents")
+    remove_bench_state(BENCH.state_dir, BENCH.sandbox.cgroup_parent, leaks, "bench_cgroup_parents")
 
     if failure is not None:
         if leaks:
@@ -318,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "runs": args.runs, "warmup": WARMUP, "order": "round-robin, rotating",
             "bench_settings": {"state_dir": str(BENCH.state_dir),
-                               "cgroup_parent": BENCH.cgroup_parent},
+                               "cgroup_parent": BENCH.sandbox.cgroup_parent},
             "cli_settings": {"state_dir": str(CLI_DEFAULTS.state_dir),
-                             "cgroup_parent": CLI_DEFAULTS.cgroup_parent},
+                             "cgroup_parent": CLI_DEFAULTS.sandbox.cgroup_parent},
             "host_argv": HOST_ARGV, "raw_argv": RAW_ARGV, "library_argv": LIB_ARGV,
             "raw_commands": {n: [d.binary, "--root", str(d.root_dir), *RAW_FLAGS[n], "run",
                                  "--bundle", "<state_dir>/sandboxes/<id>", "<id>"]

@@ -41,25 +41,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     REPO,
     bench_args,
+    footprint,
     machine_info,
-    processes_mentioning,
     remove_bench_state,
     summary,
     write_report,
 )
-from oneshot import RAW_FLAGS, footprint
+from oneshot import RAW_FLAGS
 
 from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver, clean_env
-from closedpaw.sandbox.manager import SandboxManager, require_root
-from closedpaw.sandbox.sandbox import Sandbox
+from closedpaw.sandbox.host import inventory
+from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
+from closedpaw.sandbox.lifecycle.manager import SandboxManager, require_root
+from closedpaw.sandbox.lifecycle.sandbox import Sandbox
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
-from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
 from closedpaw.settings import Settings
 
 DRIVERS = ("runc", "runsc")
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "pool.json"
-BENCH = Settings(state_dir=Path("/run/closedpaw-bench-pool"),
-                 cgroup_parent="closedpaw-bench-pool")
+BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench-pool"),
+                    cgroup_parent="closedpaw-bench-pool")
 SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=256, timeout_s=30))
 WARM_PY = "import json, re, decimal, time; time.sleep(100000)"
 WARMUP = [["sh", "-c", f"python3 -c '{WARM_PY}' >/dev/null 2>&1 &"]]
@@ -77,12 +78,12 @@ def ms_since(t0: int) -> float:
 
 def raw_run(driver: OCICLIDriver, name: str) -> float:
     sid = new_sandbox_id()
-    ws = Workspace.allocate(BENCH, sid, SandboxSpec(), driver.features())
+    sd = SandboxDir.allocate(BENCH, sid, SandboxSpec(), driver.features())
     try:
-        ws.build(["/bin/true"], {}, "/tmp")
+        sd.build(["/bin/true"], {}, "/tmp")
         driver.root_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         cmd = [driver.binary, "--root", str(driver.root_dir), *RAW_FLAGS[name], "run",
-               "--bundle", str(ws.bundle), sid]
+               "--bundle", str(sd.bundle), sid]
         t0 = time.perf_counter_ns()
         p = subprocess.run(cmd, env=clean_env(), stdin=subprocess.DEVNULL,
                            capture_output=True, check=False)
@@ -91,14 +92,14 @@ def raw_run(driver: OCICLIDriver, name: str) -> float:
             raise BenchError(f"raw {name} run exited {p.returncode}: {p.stderr[-400:]!r}")
     finally:
         driver.delete(sid)
-        ws.teardown()
+        sd.teardown()
     return t
 
 
 def pss_bytes(sid: str) -> int:
     """Summed PSS of the host processes whose command line names the sandbox."""
     total = 0
-    for line in processes_mentioning(sid):
+    for line in inventory.processes_mentioning(sid):
         pid = line.split(":", 1)[0]
         try:
             for row in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         drv = mgr.driver(name)
         assert isinstance(drv, OCICLIDriver)
         drivers[name] = drv
-    pre = footprint(BENCH, drivers)
+    pre = footprint(BENCH)
     if any(pre.values()):
         raise BenchError(f"leftovers from an earlier run under {BENCH.state_dir}: {pre}")
     res: dict[str, Any] = {"benchmark": "pool", "machine": machine_info(),
@@ -287,16 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         failure = e
     finally:
         mgr.close()
-    leaks: dict[str, Any] = {f"bench_{k}": v for k, v in footprint(BENCH, drivers).items()
+    leaks: dict[str, Any] = {f"bench_{k}": v for k, v in footprint(BENCH).items()
                              if v}
     if mgr.reaper.errors:
         leaks["reaper_errors"] = list(mgr.reaper.errors)
-    if BENCH.snapshots.exists() and any(BENCH.snapshots.iterdir()):
-        leaks["snapshots"] = [str(p) for p in BENCH.snapshots.iterdir()]
-    procs = processes_mentioning(str(BENCH.state_dir) + "/")
-    if procs:
-        leaks["processes"] = procs
-    remove_bench_state(BENCH.state_dir, BENCH.cgroup_parent, leaks)
+    remove_bench_state(BENCH.state_dir, BENCH.sandbox.cgroup_parent, leaks)
     if failure is not None:
         if leaks:
             print(f"LEAKED: {json.dumps(leaks, indent=1)}", file=sys.stderr)

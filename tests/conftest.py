@@ -9,20 +9,19 @@ import contextlib
 import fcntl
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from closedpaw.errors import ImageError
-from closedpaw.sandbox.cgroups import CGROUP_ROOT, is_v2
+from closedpaw.sandbox.host import inventory
 from closedpaw.sandbox.images.debootstrap import RECIPES, build_image
 from closedpaw.sandbox.images.store import Image, ImageStore
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.settings import Settings
 
-RUNTIMES = ("runc", "runsc")
+RUNTIMES = inventory.RUNTIMES
 TEST_STATE = Path(f"/run/closedpaw-test-{os.getpid()}")
 TEST_CGROUP = f"closedpaw-test-{os.getpid()}"
 DATA_DIR = Path(os.environ.get("CLOSEDPAW_TEST_DATA_DIR", "/var/lib/closedpaw"))
@@ -38,64 +37,44 @@ def require_runtime(name: str) -> None:
 
 
 def sandbox_settings() -> Settings:
-    return Settings(state_dir=TEST_STATE, data_dir=DATA_DIR, cgroup_parent=TEST_CGROUP)
+    return Settings.of(state_dir=TEST_STATE, data_dir=DATA_DIR, cgroup_parent=TEST_CGROUP)
 
 
 def image_staging_leftovers(store: Path) -> list[str]:
-    """Build or import directories left in the store. They exist only while the store lock is
-    held, so they count only when nobody holds it (another test run may be building)."""
-    lock = store / ".lock"
-    if not lock.exists():
-        return []
-    fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    """Build or import directories left in the store. Each is flock'ed by its owner while it
+    lives, so one counts only when its lock is free (another test run may be importing), and
+    only while nobody holds the store lock (older versions staged under that lock alone)."""
+    found = []
     try:
+        names = [n for n in os.listdir(store) if n.startswith(".tmp-")]
+        lock = os.open(store / ".lock", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        return []
+    for n in names:
+        try:
+            fd = os.open(store / n, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return []
-        return [f"image staging dir {p}" for p in store.iterdir()
-                if p.name.startswith(".tmp-")]
-    finally:
-        os.close(fd)
+            continue
+        finally:
+            os.close(fd)
+        found.append(f"image staging dir {store / n}")
+    os.close(lock)
+    return found
 
 
 def leftovers(settings: Settings) -> list[str]:
-    """Everything a finished manager must not leave behind."""
-    found: list[str] = []
-    sandboxes = settings.state_dir / "sandboxes"
-    if sandboxes.exists():
-        found += [f"state dir {p}" for p in sandboxes.iterdir()]
-    if settings.snapshots.exists():
-        found += [f"snapshot image {p}" for p in settings.snapshots.iterdir()]
-    for rt in RUNTIMES:
-        root = settings.state_dir / rt
-        binary = shutil.which(rt, path="/usr/sbin:/usr/bin:/sbin:/bin")
-        if root.exists() and binary:
-            q = "-quiet" if rt == "runsc" else "--quiet"
-            out = subprocess.run([binary, "--root", str(root), "list", q], capture_output=True,
-                                 text=True, check=False).stdout.split()
-            found += [f"{rt} container {c}" for c in out]
-    if is_v2():
-        bases = [CGROUP_ROOT / settings.cgroup_parent]
-    else:
-        bases = [d / settings.cgroup_parent for d in CGROUP_ROOT.iterdir() if d.is_dir()]
-    for base in bases:
-        if base.is_dir():
-            found += [f"cgroup {p}" for p in base.iterdir() if p.is_dir()]
-    with open("/proc/mounts") as f:
-        found += [f"mount {line.split()[1]}" for line in f
-                  if str(settings.state_dir) in line.split()[1]]
-    found += image_staging_leftovers(settings.images)
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if str(settings.state_dir).encode() in cmd:
-            found.append(f"process {pid}: {cmd[:120]!r}")
-    return found
+    """Everything a finished manager must not leave behind (the host inventory gc uses, plus
+    image staging dirs nobody is building in)."""
+    return inventory.take(settings).lines() + image_staging_leftovers(settings.images)
 
 
 def require_image_tools() -> None:
@@ -174,7 +153,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             tr.write_line(f"LEAK: the test suite left behind: {left}", red=True)
     if TEST_STATE.exists():
         shutil.rmtree(TEST_STATE, ignore_errors=True)
-    if CGROUP_ROOT.is_dir():
-        for d in [CGROUP_ROOT, *CGROUP_ROOT.iterdir()]:
-            with contextlib.suppress(OSError):
-                (d / TEST_CGROUP).rmdir()
+    for base in inventory.cgroup_bases(TEST_CGROUP):
+        with contextlib.suppress(OSError):
+            base.rmdir()

@@ -48,6 +48,18 @@ def layer_tar(entries: Sequence[Entry], *, gz: bool = False) -> bytes:
     return gzip.compress(raw, mtime=0) if gz else raw
 
 
+def _diff_id(data: bytes, gz: bool) -> str:
+    """The digest of a layer's uncompressed stream, decompressed piecewise (bombs stay
+    small in memory)."""
+    if not gz:
+        return f"sha256:{hashlib.sha256(data).hexdigest()}"
+    h = hashlib.sha256()
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as z:
+        while chunk := z.read(1 << 20):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
+
+
 def _blob(root: Path, data: bytes) -> str:
     digest = hashlib.sha256(data).hexdigest()
     d = root / "blobs" / "sha256"
@@ -65,9 +77,10 @@ def oci_layout(root: Path, layers: Sequence[bytes], *, ref: str = "latest",
     root.mkdir(parents=True, exist_ok=True)
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     gz = gz or [False] * len(layers)
+    diff_ids = [_diff_id(d, z) for d, z in zip(layers, gz, strict=True)]
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "config": {"Env": ["PATH=/usr/bin:/bin"]},
-                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
     cdigest = _blob(root, config)
     lays = []
     for data, z in zip(layers, gz, strict=True):
@@ -87,7 +100,10 @@ def oci_layout(root: Path, layers: Sequence[bytes], *, ref: str = "latest",
             other, dict(entry, platform={"os": "linux", "architecture": "amd64"})]}).encode()
         entry = {"mediaType": "application/vnd.oci.image.index.v1+json",
                  "digest": _blob(root, index), "size": len(index)}
-    empty = json.dumps({"schemaVersion": 2, "layers": []}).encode()
+    empty_config = json.dumps({"rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    empty = json.dumps({"schemaVersion": 2, "layers": [], "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json",
+        "digest": _blob(root, empty_config), "size": len(empty_config)}}).encode()
     others = [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
                "digest": _blob(root, empty), "size": len(empty),
                "annotations": {"org.opencontainers.image.ref.name": r}} for r in extra_refs]

@@ -1,5 +1,5 @@
 """ClosedPaw: a zero-trust, local-first AI assistant. Today: its sandbox engine and the gate
-(orchestrator, audit log, HTTP API) in front of it."""
+(risk rules, approvals, audit log, HTTP API) in front of it."""
 
 from closedpaw.errors import ClosedPawError
 from closedpaw.settings import Settings

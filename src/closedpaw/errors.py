@@ -27,10 +27,12 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     │   ├── AuditWriteError                 an entry could not be written: the act is refused
     │   └── AuditChainBroken                verify found the first entry that does not check
     ├── StoreError                          the database failed or is unreachable
-    ├── GateError                           the orchestrator refused a request
+    ├── GateError                           the gate refused a request
     │   ├── InvalidRequest (ValueError)     malformed input (never a traceback)
     │   ├── ActionNotFound (LookupError)    no action with that id
     │   ├── ActionStateError                not valid in the action's state (replay, late)
+    │   ├── NoExecutor                      no executor is registered for the action's type
+    │   ├── NotConfigured                   the executor's service (provider, vault) is absent
     │   └── ApprovalRefused                 wrong hash, wrong role, self-approval, expired
     ├── AuthError                           the caller could not be trusted
     │   ├── AuthenticationFailed            no, malformed or unknown bearer token
@@ -46,12 +48,16 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     │   ├── ContextTooLong                  the conversation does not fit the model's context
     │   ├── ProviderTimeout (TimeoutError)  no answer in time
     │   └── ProviderBadOutput               malformed JSON / an answer we cannot parse
-    └── AssistantError                      the assistant (conversations, the tool loop)
-        ├── ConversationNotFound (LookupError)  no such conversation visible to the caller
-        └── TurnStateError                  a turn is running, or nothing to cancel/resume
+    ├── AssistantError                      the assistant (conversations, the tool loop)
+    │   ├── ConversationNotFound (LookupError)  no such conversation visible to the caller
+    │   └── TurnStateError                  a turn is running, or nothing to cancel/resume
+    └── ClientError                         closedpaw.client could not get an answer
+        ├── ApiUnreachable                  no HTTP answer (server down, wrong URL, timeout)
+        └── ApiRefused                      the API answered with an error (its ``error_code``)
 
-Errors of the gate carry a stable machine ``code`` (a class attribute) that the HTTP API
-returns as ``{"error": {"code": ..., "message": ...}}``.
+Every class carries a stable machine ``code`` (a class attribute, snake_case, unique; a test
+checks it) that the HTTP API and ``--json`` output return as
+``{"error": {"code": ..., "message": ...}}``. docs/architecture.md lists them.
 
 A command that times out, is OOM-killed or exits non-zero is *not* an exception: it is an
 :class:`~closedpaw.sandbox.result.ExecutionResult` with the matching flags set.
@@ -66,24 +72,40 @@ __all__ = [
     "ActionNotFound",
     "ActionStateError",
     "AgentProtocolError",
+    "ApiRefused",
+    "ApiUnreachable",
     "ApprovalRefused",
+    "AssistantError",
     "AuditChainBroken",
     "AuditError",
     "AuditWriteError",
     "AuthError",
     "AuthenticationFailed",
     "BundleRejected",
+    "ClientError",
     "ClosedPawError",
     "ConfigError",
+    "ContextTooLong",
+    "ConversationNotFound",
     "FileTransferError",
     "GateError",
     "ImageError",
     "ImageNotFound",
     "ImageRejected",
     "InvalidRequest",
+    "ModelNotFound",
+    "NoExecutor",
+    "NotConfigured",
     "PermissionDenied",
     "PolicyError",
     "PoolExhausted",
+    "ProviderAuthError",
+    "ProviderBadOutput",
+    "ProviderError",
+    "ProviderNotConfigured",
+    "ProviderRateLimited",
+    "ProviderTimeout",
+    "ProviderUnavailable",
     "RateLimited",
     "RulesError",
     "RuntimeFailure",
@@ -96,6 +118,7 @@ __all__ = [
     "SnapshotError",
     "SpecError",
     "StoreError",
+    "TurnStateError",
 ]
 
 
@@ -120,6 +143,8 @@ class RulesError(ConfigError):
 class SpecError(ConfigError):
     """A sandbox spec or resource limit is invalid."""
 
+    code = "invalid_spec"
+
     def __init__(self, field: str, problem: str) -> None:
         self.field = field
         self.problem = problem
@@ -129,13 +154,19 @@ class SpecError(ConfigError):
 class SandboxError(ClosedPawError):
     """The sandbox engine could not do what was asked."""
 
+    code = "sandbox_error"
+
 
 class RuntimeUnavailable(SandboxError):
     """No usable OCI runtime: execution is refused rather than run unsandboxed."""
 
+    code = "runtime_unavailable"
+
 
 class BundleRejected(SandboxError):
     """An OCI bundle failed one or more named safety checks and was not started."""
+
+    code = "bundle_rejected"
 
     def __init__(self, failures: list[tuple[str, str]]) -> None:
         self.failures = failures
@@ -147,9 +178,13 @@ class AgentProtocolError(SandboxError):
     """The in-sandbox agent sent a malformed, oversized or truncated frame, broke the
     sequence, or its channel closed: the sandbox it ran in has been killed and deleted."""
 
+    code = "agent_protocol_error"
+
 
 class RuntimeFailure(SandboxError):
     """The OCI runtime binary failed. ``hint`` says how to fix it when known."""
+
+    code = "runtime_failure"
 
     def __init__(self, runtime: str, action: str, detail: str, hint: str = "") -> None:
         self.runtime = runtime
@@ -165,30 +200,44 @@ class RuntimeFailure(SandboxError):
 class SandboxNotFound(SandboxError, LookupError):
     """No sandbox with the given id is known."""
 
+    code = "sandbox_not_found"
+
 
 class SandboxStateError(SandboxError):
     """The operation is not valid in the sandbox's current state."""
 
+    code = "sandbox_invalid_state"
+
 
 class SandboxLimitReached(SandboxError):
     """The configured maximum number of live sandboxes is reached."""
+
+    code = "sandbox_limit_reached"
 
 
 class PoolExhausted(SandboxError, TimeoutError):
     """A warm pool had no ready sandbox and none could be created (the max-sandboxes cap is
     reached, or refills keep failing) before the acquire timeout."""
 
+    code = "pool_exhausted"
+
 
 class SnapshotError(SandboxError):
     """A sandbox snapshot could not be taken or restored (or the runtime cannot do it)."""
+
+    code = "snapshot_failed"
 
 
 class FileTransferError(SandboxError):
     """Files could not be copied into /input or out of /output safely."""
 
+    code = "file_transfer_failed"
+
 
 class SandboxTimeout(SandboxError, TimeoutError):
     """A lifecycle operation (create, stop) did not finish in time."""
+
+    code = "sandbox_timeout"
 
 
 class AuditError(ClosedPawError):
@@ -222,7 +271,7 @@ class StoreError(ClosedPawError):
 
 
 class GateError(ClosedPawError):
-    """The orchestrator refused a request."""
+    """The gate refused a request."""
 
     code = "refused"
 
@@ -245,6 +294,19 @@ class ActionStateError(GateError):
     code = "invalid_state"
 
 
+class NoExecutor(GateError):
+    """No executor is registered for the action's type: the action fails, nothing runs."""
+
+    code = "no_executor"
+
+
+class NotConfigured(GateError):
+    """The executor needs a service (an LLM provider, the vault, skills) that is not
+    configured: the action fails, nothing runs."""
+
+    code = "not_configured"
+
+
 class ApprovalRefused(GateError):
     """An approval was refused: hash mismatch, role too low, self-approval, or expired.
     ``reason`` is a stable sub-code."""
@@ -259,7 +321,7 @@ class ApprovalRefused(GateError):
 class AuthError(ClosedPawError):
     """The caller could not be trusted."""
 
-    code = "unauthorized"
+    code = "auth_error"
 
 
 class AuthenticationFailed(AuthError):
@@ -285,6 +347,8 @@ class RateLimited(ClosedPawError):
 class PolicyError(ConfigError):
     """An execution policy is invalid; ``key`` is its dotted path (``python.memory``)."""
 
+    code = "invalid_policy"
+
     def __init__(self, key: str, problem: str, source: str = "") -> None:
         self.key = key
         self.problem = problem
@@ -296,13 +360,45 @@ class PolicyError(ConfigError):
 class ImageError(SandboxError):
     """An image could not be built, stored, imported or used."""
 
+    code = "image_error"
+
 
 class ImageNotFound(ImageError, LookupError):
     """No image with the given name is in the image store."""
 
+    code = "image_not_found"
+
 
 class ImageRejected(ImageError):
     """An image to import is malformed or unsafe (escaping paths, device nodes, ...)."""
+
+    code = "image_rejected"
+
+
+class ClientError(ClosedPawError):
+    """:mod:`closedpaw.client` could not get what it asked the HTTP API for."""
+
+    code = "client_error"
+
+
+class ApiUnreachable(ClientError):
+    """No HTTP answer: the server is not running, the URL is wrong, or it timed out."""
+
+    code = "api_unreachable"
+
+
+class ApiRefused(ClientError):
+    """The API answered with an error. ``error_code`` is the server's stable code (one of the
+    codes of this tree), ``status`` the HTTP status, ``body`` the decoded error object."""
+
+    code = "api_refused"
+
+    def __init__(self, status: int, error_code: str, message: str,
+                 body: dict[str, object] | None = None) -> None:
+        self.status = status
+        self.error_code = error_code
+        self.body = body or {}
+        super().__init__(f"{error_code}: {message}")
 
 
 # -- providers and the assistant (issue 14) -----------------------------------------------

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.sandbox.result import ExecutionResult
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
@@ -118,7 +118,7 @@ def _foreign(settings: Settings, cmd: str, cgroups: str) -> bool:
     """A process of another ClosedPaw instance on this host (a concurrent test run or a
     benchmark): it names another state dir or lives in another cgroup parent."""
     ours_cmd = str(settings.state_dir) in cmd
-    ours_cg = f"/{settings.cgroup_parent}/" in cgroups
+    ours_cg = f"/{settings.sandbox.cgroup_parent}/" in cgroups
     other_cmd = "closedpaw" in cmd and not ours_cmd
     other_cg = "closedpaw" in cgroups and not ours_cg
     return (other_cmd or other_cg) and not (ours_cmd or ours_cg)

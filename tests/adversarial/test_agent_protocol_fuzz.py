@@ -19,15 +19,15 @@ from dataclasses import replace
 import pytest
 
 from closedpaw.errors import AgentProtocolError
-from closedpaw.sandbox.channel import (
+from closedpaw.sandbox.agent.channel import (
     HEADER,
     MAX_PAYLOAD,
     T_EXEC,
     AgentChannel,
 )
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
-from closedpaw.sandbox.workspace import Workspace, new_sandbox_id
 
 # The hostile program: sends READY (unless told not to), waits for one request, then does
 # its attack. It speaks to the host through its stdout, like the real agent.
@@ -83,12 +83,12 @@ def test_hostile_agent_frames_end_the_sandbox(mgr: SandboxManager, runtime: str,
                                              output_cap_bytes=1 << 20))
     spec = replace(spec, code_files={"evil.py": PRELUDE + code + "\n"})
     sid = new_sandbox_id()
-    ws = Workspace.allocate(mgr.settings, sid, spec, driver.features())
+    sd = SandboxDir.allocate(mgr.settings, sid, spec, driver.features())
     broken: list[str] = []
     proc = None
     try:
-        ws.build(["/usr/bin/python3", "-I", "-S", "/code/evil.py"], {}, "/tmp")
-        proc = driver.run(sid, ws.bundle, stdin=True, log=ws.dir / "runtime.log")
+        sd.build(["/usr/bin/python3", "-I", "-S", "/code/evil.py"], {}, "/tmp")
+        proc = driver.run(sid, sd.bundle, stdin=True, log=sd.dir / "runtime.log")
         ch = AgentChannel(proc, sid, on_broken=broken.append)
         t0 = time.monotonic()
         with pytest.raises(AgentProtocolError) as info:
@@ -121,13 +121,13 @@ def test_hostile_agent_frames_end_the_sandbox(mgr: SandboxManager, runtime: str,
             for f in (proc.stdin, proc.stdout, proc.stderr):
                 if f is not None:
                     f.close()
-        ws.teardown()
+        sd.teardown()
 
 
 def test_frame_cap_is_the_agents_cap() -> None:
     """The agent's constants are the channel's (the agent imports nothing of ClosedPaw)."""
-    from closedpaw.sandbox import channel
-    from closedpaw.sandbox.inside import cp_agent
+    from closedpaw.sandbox.agent import channel
+    from closedpaw.sandbox.agent.inside import cp_agent
 
     assert cp_agent.HEADER.format == channel.HEADER.format
     assert cp_agent.MAX_PAYLOAD == MAX_PAYLOAD

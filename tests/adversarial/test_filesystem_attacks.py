@@ -13,7 +13,7 @@ import pytest
 from adversarial_support import MIB, findings, probe_argv, run_probe, snapshot, spec
 
 from closedpaw.sandbox.images.host import prepare_host_rootfs
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 
 HOST_PATHS = ("/root", "/home", "/work", "/work/main", "/work/main/pyproject.toml",
               "/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/var/lib/closedpaw",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import textwrap
 
 from closedpaw.sandbox.images.store import Image, ImageStore
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 
 ATTACK = textwrap.dedent("""

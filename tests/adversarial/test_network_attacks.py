@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from adversarial_support import run_probe
 
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import socket
 import pytest
 from adversarial_support import run_probe, spec
 
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 
 STATUS_PROBE = """
 def status():

@@ -18,7 +18,7 @@ from adversarial_support import (
     spec,
 )
 
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 
 MEMORY_BOMB = """
 x = []

@@ -10,8 +10,8 @@ import pytest
 
 from closedpaw.errors import SandboxLimitReached, SandboxNotFound, SandboxStateError
 from closedpaw.sandbox.drivers.fake import FakeDriver
-from closedpaw.sandbox.manager import SandboxManager
-from closedpaw.sandbox.sandbox import SandboxStatus
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.registry import SandboxStatus
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 from tests.conftest import leftovers, require_runtime, sandbox_settings
@@ -23,7 +23,7 @@ SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=128, timeout_s=30, max_proces
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SandboxManager]:
     name = request.param
     if name == "fake":
-        s = Settings(state_dir=tmp_path / "state", data_dir=tmp_path / "data", max_sandboxes=3)
+        s = Settings.of(state_dir=tmp_path / "state", data_dir=tmp_path / "data", max_sandboxes=3)
         m = SandboxManager(s, driver=FakeDriver())
     else:
         require_runtime(name)

@@ -23,9 +23,9 @@ import httpx
 import pytest
 
 from closedpaw.api import create_app
-from closedpaw.orchestrator import Orchestrator
+from closedpaw.gate import Gate
 from closedpaw.sandbox.drivers.fake import FakeDriver, Handler
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.settings import Settings
 from tests.conftest import TEST_CGROUP, leftovers
 
@@ -103,8 +103,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 # -- the gate -----------------------------------------------------------------------------
 def gate_settings(tmp_path: Path, **more: Any) -> Settings:
-    return Settings(data_dir=tmp_path / "data", state_dir=tmp_path / "state",
-                    cgroup_parent=TEST_CGROUP, **more)
+    return Settings.of(data_dir=tmp_path / "data", state_dir=tmp_path / "state",
+                       cgroup_parent=TEST_CGROUP, **more)
 
 
 def fake_manager(settings: Settings, handler: Handler | None = None) -> SandboxManager:
@@ -119,15 +119,15 @@ def python_handler(argv: Any, stdin: bytes) -> tuple[int, bytes, bytes]:
 
 
 @pytest.fixture
-def make_orch(tmp_path: Path) -> Iterator[Callable[..., Orchestrator]]:
-    """Build orchestrators (a FakeDriver sandbox unless ``manager`` is given); all closed at
+def make_orch(tmp_path: Path) -> Iterator[Callable[..., Gate]]:
+    """Build gates (a FakeDriver sandbox unless ``manager`` is given); all closed at
     the end, and nothing may be left behind."""
-    made: list[Orchestrator] = []
+    made: list[Gate] = []
 
     def make(settings: Settings | None = None, *, manager: SandboxManager | None = None,
-             start: bool = True, **more: Any) -> Orchestrator:
+             start: bool = True, **more: Any) -> Gate:
         s = settings or gate_settings(tmp_path, **more)
-        o = Orchestrator(s, manager=manager or fake_manager(s, python_handler))
+        o = Gate(s, manager=manager or fake_manager(s, python_handler))
         made.append(o)
         if start:
             o.start()
@@ -165,11 +165,11 @@ class Live:
 
 
 @contextlib.contextmanager
-def live_server(settings: Settings, orchestrator: Orchestrator | None = None) -> Iterator[Live]:
+def live_server(settings: Settings, gate: Gate | None = None) -> Iterator[Live]:
     """create_app(settings) under a real uvicorn on 127.0.0.1, on a free port."""
     import uvicorn
 
-    app = create_app(settings, orchestrator=orchestrator)
+    app = create_app(settings, gate=gate)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

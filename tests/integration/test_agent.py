@@ -12,10 +12,10 @@ import pytest
 
 from closedpaw.errors import AgentProtocolError, SandboxError, SpecError
 from closedpaw.sandbox.images.store import Image
-from closedpaw.sandbox.manager import SandboxManager
-from closedpaw.sandbox.sandbox import SandboxStatus
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.registry import SandboxStatus
+from closedpaw.sandbox.result import CodeResult
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
-from closedpaw.sandbox.stream import CodeResult
 
 SMALL = ResourceLimits(memory_mb=256, disk_mb=16, timeout_s=60, output_cap_bytes=4096)
 

@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 
 from closedpaw.api import check_host
 from closedpaw.errors import ConfigError
-from closedpaw.orchestrator import Orchestrator
+from closedpaw.gate import Gate
 from closedpaw.security import new_token
 from tests.integration.conftest import (
     Live,
@@ -36,7 +36,7 @@ HIGH = {"action_type": "code_execution", "parameters": CODE, "min_level": "high"
 def live(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Live]:
     more: dict[str, Any] = getattr(request, "param", {})
     s = gate_settings(tmp_path, **more)
-    orch = Orchestrator(s, manager=fake_manager(s, python_handler))
+    orch = Gate(s, manager=fake_manager(s, python_handler))
     try:
         with live_server(s, orch) as lv:
             yield lv
@@ -44,8 +44,8 @@ def live(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Live]:
         orch.close()
 
 
-def orch_of(live: Live) -> Orchestrator:
-    o: Orchestrator = live.app.state.orchestrator
+def orch_of(live: Live) -> Gate:
+    o: Gate = live.app.state.gate
     return o
 
 
@@ -150,10 +150,21 @@ def test_reject(live: Live) -> None:
         assert_error(c.post(f"/api/actions/{sub['action_id']}/reject"), 409, "invalid_state")
 
 
+def _api_routes(routes: list[Any]) -> list[APIRoute]:
+    """Every APIRoute, also those of included routers (FastAPI keeps those apart)."""
+    out: list[APIRoute] = []
+    for r in routes:
+        if isinstance(r, APIRoute):
+            out.append(r)
+        elif hasattr(r, "original_router"):
+            out += _api_routes(r.original_router.routes)
+    return out
+
+
 def _routes(live: Live) -> list[tuple[str, str]]:
     out = []
-    for r in live.app.routes:
-        if isinstance(r, APIRoute) and r.path != "/api/health":
+    for r in _api_routes(live.app.routes):
+        if r.path != "/api/health":
             path = r.path.replace("{action_id}", str(uuid.uuid4()))
             out += [(m, path) for m in sorted(r.methods)]
     return out
@@ -386,7 +397,7 @@ def test_the_api_on_each_database(db_url: str, tmp_path: Path) -> None:
     and the history is still there."""
     s = gate_settings(tmp_path, db_url=db_url)
     for round_ in range(2):
-        orch = Orchestrator(s, manager=fake_manager(s, python_handler))
+        orch = Gate(s, manager=fake_manager(s, python_handler))
         try:
             with live_server(s, orch) as lv, lv.client() as c:
                 if round_ == 0:

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from closedpaw.api import create_app
-from closedpaw.assistant import ConversationStore, TurnLimits
-from closedpaw.orchestrator import Orchestrator
-from closedpaw.orchestrator.store import Store
+from closedpaw.assistant import ConversationStore
+from closedpaw.gate import Gate
+from closedpaw.gate.store import Store
 from closedpaw.providers import Gateway, OpenAIConfig
 from closedpaw.security import Principal
 from closedpaw.settings import Settings
@@ -35,7 +35,7 @@ class Rig:
     url: str
     token: str
     model: ProviderServer
-    orch: Orchestrator
+    gate: Gate
     settings: Settings
     app: Any
 
@@ -59,31 +59,30 @@ class Rig:
         return events
 
     def audit(self, event: str) -> list[dict[str, Any]]:
-        return [e.to_dict() for e in self.orch.audit.entries(after_seq=0, limit=100000)
+        return [e.to_dict() for e in self.gate.audit.entries(after_seq=0, limit=100000)
                 if e.event == event]
 
     def actions(self) -> list[Any]:
-        return self.orch.list_actions(limit=500)
+        return self.gate.list_actions(limit=500)
 
 
 @contextlib.contextmanager
 def rig(tmp_path: Path, runtime: str, *, rules: str | None = None, ttl: float = 900.0,
-        limits: TurnLimits | None = None, gateway: Gateway | None = None) -> Iterator[Rig]:
+        max_tool_calls: int | None = None, gateway: Gateway | None = None) -> Iterator[Rig]:
     import uvicorn
 
-    s = Settings(data_dir=tmp_path / "data", state_dir=TEST_STATE, cgroup_parent=TEST_CGROUP,
-                 runtime=runtime, approval_ttl_s=ttl)
+    s = Settings.of(data_dir=tmp_path / "data", state_dir=TEST_STATE, cgroup_parent=TEST_CGROUP,
+                    runtime=runtime, approval_ttl_s=ttl,
+                    **({} if max_tool_calls is None else {"turn_max_tool_calls": max_tool_calls}))
     if rules:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         (s.data_dir / "rules.yaml").write_text(rules)
     model = ProviderServer("openai")
-    orch = Orchestrator(s)
-    app = create_app(s, orchestrator=orch)
-    app.state.gateway = gateway or Gateway([OpenAIConfig(
+    gate = Gate(s)
+    gw = gateway or Gateway([OpenAIConfig(
         name="scripted", base_url=f"{model.url}/v1", model="scripted-model", timeout_s=30)],
         default="scripted")
-    if limits is not None:
-        app.state.assistant_options = {"limits": limits}
+    app = create_app(s, gate=gate, providers=gw)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -94,13 +93,14 @@ def rig(tmp_path: Path, runtime: str, *, rules: str | None = None, ttl: float = 
     try:
         wait_for(lambda: server.started or not t.is_alive(), "the server to start")
         assert server.started
-        yield Rig(f"http://127.0.0.1:{port}", s.token_file.read_text().strip(), model, orch, s,
+        yield Rig(f"http://127.0.0.1:{port}", s.token_file.read_text().strip(), model, gate, s,
                   app)
     finally:
         server.should_exit = True
         t.join(timeout=30)
         sock.close()
-        orch.close()
+        gate.close()
+        gw.close()
         model.close()
 
 
@@ -129,7 +129,7 @@ def test_medium_code_runs_in_the_sandbox_and_the_model_receives_42(tmp_path: Pat
         assert len(tool_msgs) == 1 and "42" in tool_msgs[0]["content"]
         assert tool_msgs[0]["content"].startswith("[untrusted tool result")
         # the gate ran it in the runtime asked for, and the audit shows who asked for it
-        a = r.orch.get(call["action_id"])
+        a = r.gate.get(call["action_id"])
         assert a.status.value == "completed" and a.requester == "admin"
         assert a.result and a.result["isolation"]["runtime"] == runtime
         tc = r.audit("assistant.tool_call")
@@ -180,7 +180,7 @@ def test_a_high_action_pauses_is_approved_with_the_hash_and_resumes(tmp_path: Pa
     with rig(tmp_path, runtime, rules=HIGH_RULES) as r, r.client() as c:
         conv, appr = _pause(r, c)
         assert len(r.model.seen) == 1   # nothing went back to the model yet
-        assert r.orch.get(appr["action_id"]).result is None
+        assert r.gate.get(appr["action_id"]).result is None
         bad = c.post(f"/api/actions/{appr['action_id']}/approve",
                      json={"params_sha256": "0" * 64})
         assert bad.status_code == 409
@@ -190,7 +190,7 @@ def test_a_high_action_pauses_is_approved_with_the_hash_and_resumes(tmp_path: Pa
         tool = _tool_messages(r.model.seen[-1].body)
         assert "DANGER 42" in tool[0]["content"]
         assert body["messages"][-1]["content"] == "done"
-        assert r.orch.get(appr["action_id"]).status.value == "completed"
+        assert r.gate.get(appr["action_id"]).status.value == "completed"
 
 
 @pytest.mark.parametrize("how", ["reject", "expire"])
@@ -203,7 +203,7 @@ def test_rejection_and_expiry_tell_the_model_and_run_nothing(tmp_path: Path, run
             c.post(f"/api/actions/{appr['action_id']}/reject",
                    json={"reason": "no"}).raise_for_status()
         _settled(c, conv)
-        rec = r.orch.get(appr["action_id"])
+        rec = r.gate.get(appr["action_id"])
         assert rec.status.value == ("rejected" if how == "reject" else "expired")
         assert rec.result is None
         assert not [e for e in r.audit("sandbox.run")]   # no sandbox ever ran
@@ -213,7 +213,7 @@ def test_rejection_and_expiry_tell_the_model_and_run_nothing(tmp_path: Path, run
 
 
 def test_fifty_tool_calls_stop_at_the_cap(tmp_path: Path, runtime: str) -> None:
-    with rig(tmp_path, runtime, limits=TurnLimits(max_tool_calls=3)) as r, r.client() as c:
+    with rig(tmp_path, runtime, max_tool_calls=3) as r, r.client() as c:
         r.model.script = [Reply(calls=[("run_code", {"language": "python",
                                                      "code": f"print({i})"})
                                        for i in range(50)])]
@@ -271,7 +271,7 @@ def test_injection_in_a_tool_result_leads_to_no_ungated_action(tmp_path: Path,
                ).raise_for_status()
         _settled(c, conv)
         assert not CRON.exists()
-        assert r.orch.get(write[0].id).status.value == "rejected"
+        assert r.gate.get(write[0].id).status.value == "rejected"
 
 
 def test_chat_action_through_the_gate(tmp_path: Path) -> None:
@@ -285,7 +285,7 @@ def test_chat_action_through_the_gate(tmp_path: Path) -> None:
         assert body["security_level"] == "low" and body["conversation_id"]
         assert body["usage"] == {"prompt_tokens": 11, "completion_tokens": 7}
         assert body["latency_ms"] > 0
-        a = r.orch.get(body["action_id"])
+        a = r.gate.get(body["action_id"])
         assert a.action_type == "chat" and a.status.value == "completed"
         conv = c.get(f"/api/conversations/{body['conversation_id']}").json()
         assert [m["content"] for m in conv["messages"]] == ["hello", "Hi there."]
@@ -296,7 +296,7 @@ def test_chat_action_through_the_gate(tmp_path: Path) -> None:
 
 def test_a_user_sees_only_their_own_conversations(tmp_path: Path) -> None:
     with rig(tmp_path, "runc") as r, r.client() as admin:
-        tok = r.orch.create_principal("alice", "user")
+        tok = r.gate.create_principal("alice", "user")
         with httpx.Client(base_url=r.url, trust_env=False,
                           headers={"Authorization": f"Bearer {tok}"}) as alice:
             mine = alice.post("/api/conversations", json={}).json()["conversation_id"]

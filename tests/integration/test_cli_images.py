@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from closedpaw.sandbox import SandboxManager, SandboxSpec
 from closedpaw.sandbox.images.store import Image, ImageStore
 from tests.conftest import (
     TEST_CGROUP,
@@ -200,3 +201,40 @@ def test_help_is_true() -> None:
     for action in ("build", "list", "import", "rm", "inspect"):
         assert action in p.stdout
     assert "list" in cli("policy", "--help").stdout and "show" in cli("policy", "--help").stdout
+
+
+@pytest.mark.parametrize("layout", ["empty", "rootfs dir only"])
+def test_listing_images_on_a_fresh_data_dir_as_another_user_writes_nothing(layout: str) -> None:
+    """The first-run failure: 'image list' used to build the host skeleton (and chmod the data
+    directory) when none existed for this host yet, which only root may do: as another user it
+    failed with 'Operation not permitted' until some root run had built it. Listing now only
+    reads, on a fresh empty data directory too."""
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="closedpaw-fresh-"))
+    try:
+        top.chmod(0o755)
+        data = top / "data"
+        data.mkdir(mode=0o755)
+        if layout == "rootfs dir only":
+            (data / "rootfs").mkdir(mode=0o755)
+        before = sorted(str(p) for p in data.rglob("*"))
+        env = {"CLOSEDPAW_DATA_DIR": str(data)}
+        p = cli("image", "list", "--json", env=env, user=(65534, 65534))
+        assert p.returncode == 0, p.stderr
+        (host,) = json.loads(p.stdout)
+        assert host["name"] == "host" and host["prepared"] is False
+        p = cli("image", "inspect", "host", env=env, user=(65534, 65534))
+        assert p.returncode == 0 and json.loads(p.stdout)["digest"] == host["digest"], p.stderr
+        assert sorted(str(p) for p in data.rglob("*")) == before
+        # the first sandbox run (as root) builds it where the listing said
+        s = sandbox_settings().with_(data_dir=data)
+        with SandboxManager(s) as mgr:
+            assert mgr.run(["true"], SandboxSpec()).exit_code == 0
+        p = cli("image", "list", "--json", env=env, user=(65534, 65534))
+        (again,) = json.loads(p.stdout)
+        assert again["prepared"] is True and again["rootfs"] == host["rootfs"]
+        assert Path(host["rootfs"]).is_dir()
+    finally:
+        shutil.rmtree(top)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from closedpaw.errors import ApprovalRefused
-from closedpaw.orchestrator import ActionRequest, ActionStatus, Orchestrator
+from closedpaw.gate import ActionRequest, ActionStatus, Gate
 from closedpaw.security import Principal
 from tests.integration.conftest import fake_manager, gate_settings, wait_for
 
 ADMIN = Principal("admin", "admin")
 MALLORY = Principal("mallory", "user")
-MakeOrch = Callable[..., Orchestrator]
+MakeOrch = Callable[..., Gate]
 
 
 def recording_manager(o_settings: object, ran: list[list[str]]) -> object:
@@ -55,7 +55,7 @@ def test_parameters_swapped_in_the_database_never_run(make_orch: MakeOrch,
     o = make_orch(s, manager=recording_manager(s, ran))
     rec = o.submit(MALLORY, code("print('hello')"))
     evil = code("print('owned')").parameters
-    from closedpaw.orchestrator import parse_action
+    from closedpaw.gate import parse_action
     swapped = parse_action("code_execution", evil).canonical
     with sqlite3.connect(s.data_dir / "closedpaw.db") as db:
         db.execute("UPDATE actions SET parameters = ? WHERE id = ?", (swapped, rec.id))

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from closedpaw.orchestrator import Orchestrator
+from closedpaw.gate import Gate
 from closedpaw.sandbox.drivers.runc import RuncDriver
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.settings import Settings
 from tests.conftest import TEST_CGROUP, TEST_STATE, leftovers, require_runtime
 from tests.integration.conftest import (
@@ -55,9 +55,9 @@ def finished(c: httpx.Client, aid: str, timeout: float = 120) -> dict[str, Any]:
 @pytest.mark.parametrize("rt", ["runc", "runsc"])
 def test_approved_code_runs_in_a_real_sandbox(rt: str, tmp_path: Path) -> None:
     require_runtime(rt)
-    s = Settings(data_dir=tmp_path / "data", state_dir=TEST_STATE, cgroup_parent=TEST_CGROUP,
-                 runtime=rt)
-    orch = Orchestrator(s)
+    s = Settings.of(data_dir=tmp_path / "data", state_dir=TEST_STATE, cgroup_parent=TEST_CGROUP,
+                    runtime=rt)
+    orch = Gate(s)
     try:
         with live_server(s, orch) as live, live.client() as c:
             sub = c.post("/api/actions", json=HIGH).json()
@@ -127,7 +127,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     # uvicorn shuts down cleanly, then re-raises SIGTERM: the conventional exit status
     assert "Application shutdown complete" in out
     assert p.returncode in (0, -signal.SIGTERM), out
-    assert not leftovers(Settings(state_dir=TEST_STATE, cgroup_parent=TEST_CGROUP))
+    assert not leftovers(Settings.of(state_dir=TEST_STATE, cgroup_parent=TEST_CGROUP))
 
 
 def test_cli_over_a_real_server(served: tuple[str, Path]) -> None:
@@ -189,7 +189,7 @@ def test_cli_over_a_real_server(served: tuple[str, Path]) -> None:
 
 def test_audit_verify_names_the_first_bad_entry(tmp_path: Path) -> None:
     s = gate_settings(tmp_path)
-    orch = Orchestrator(s, manager=fake_manager(s, python_handler))
+    orch = Gate(s, manager=fake_manager(s, python_handler))
     try:
         orch.start()
         for i in range(4):
@@ -237,19 +237,19 @@ SLOW_SERVER = """
 import sys, time, uvicorn
 from pathlib import Path
 from closedpaw.api import create_app
-from closedpaw.orchestrator import Orchestrator
+from closedpaw.gate import Gate
 from closedpaw.sandbox.drivers.fake import FakeDriver
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.settings import Settings
 
 def slow(argv, stdin):
     time.sleep(600)
     return 0, b"", b""
 
-s = Settings(data_dir=Path(sys.argv[2]), state_dir=Path(sys.argv[3]),
-             cgroup_parent=sys.argv[4])
-o = Orchestrator(s, manager=SandboxManager(s, driver=FakeDriver(slow)))
-uvicorn.run(create_app(s, orchestrator=o), host="127.0.0.1", port=int(sys.argv[1]),
+s = Settings.of(data_dir=Path(sys.argv[2]), state_dir=Path(sys.argv[3]),
+                cgroup_parent=sys.argv[4])
+o = Gate(s, manager=SandboxManager(s, driver=FakeDriver(slow)))
+uvicorn.run(create_app(s, gate=o), host="127.0.0.1", port=int(sys.argv[1]),
             log_level="warning")
 """
 
@@ -273,7 +273,7 @@ def test_kill_9_mid_execution_then_restart(tmp_path: Path) -> None:
             p.wait()
         if p.stderr:
             p.stderr.close()
-    orch = Orchestrator(s, manager=fake_manager(s, python_handler))
+    orch = Gate(s, manager=fake_manager(s, python_handler))
     try:
         with live_server(s, orch) as live, live.client() as c:
             a = c.get(f"/api/actions/{aid}").json()
@@ -298,8 +298,8 @@ from pathlib import Path
 from closedpaw.api import create_app
 from closedpaw.settings import Settings
 
-s = Settings(data_dir=Path(sys.argv[2]), state_dir=Path(sys.argv[3]),
-             cgroup_parent=sys.argv[4], runtime="runc")
+s = Settings.of(data_dir=Path(sys.argv[2]), state_dir=Path(sys.argv[3]),
+                cgroup_parent=sys.argv[4], runtime="runc")
 uvicorn.run(create_app(s), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
@@ -335,7 +335,7 @@ def test_kill_9_with_a_real_sandbox_running_then_restart_reaps_it(tmp_path: Path
         if p.stderr:
             p.stderr.close()
     left = leftovers(s)
-    orch = Orchestrator(s)
+    orch = Gate(s)
     try:
         assert any("runc container" in x for x in left), left
         assert any("cgroup" in x for x in left), left
@@ -357,7 +357,7 @@ def test_interactive_approve_shows_the_parameters_and_asks(tmp_path: Path) -> No
     import pty
 
     s = gate_settings(tmp_path)
-    orch = Orchestrator(s, manager=fake_manager(s, python_handler))
+    orch = Gate(s, manager=fake_manager(s, python_handler))
     try:
         with live_server(s, orch) as live, live.client() as c:
             subs = [c.post("/api/actions", json=HIGH).json() for _ in range(2)]

@@ -1,4 +1,4 @@
-"""The orchestrator on a real database: SQLite (WAL) and a real PostgreSQL server.
+"""The gate on a real database: SQLite (WAL) and a real PostgreSQL server.
 
 Approval binding (hash, replay, expiry, role, self-approval), critical never automatic,
 unknown -> high, restart durability, crash recovery, fail closed on audit failure."""
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from closedpaw.errors import ActionStateError, ApprovalRefused, AuditWriteError, InvalidRequest
-from closedpaw.orchestrator import ActionRequest, ActionStatus, Orchestrator
+from closedpaw.gate import ActionRequest, ActionStatus, Gate
 from closedpaw.security import Principal
 from tests.integration.conftest import fake_manager, gate_settings, wait_for
 
@@ -23,22 +23,22 @@ ALICE = Principal("alice", "user")
 BOB = Principal("bob", "user")
 CODE = {"language": "python", "code": "print(6*7)"}
 
-MakeOrch = Callable[..., Orchestrator]
+MakeOrch = Callable[..., Gate]
 
 
-def high_code(o: Orchestrator, who: Principal = ALICE) -> str:
+def high_code(o: Gate, who: Principal = ALICE) -> str:
     rec = o.submit(who, ActionRequest(action_type="code_execution", parameters=CODE,
                                       min_level="high"))  # type: ignore[arg-type]
     assert rec.status is ActionStatus.PENDING and rec.requires_approval
     return rec.id
 
 
-def done(o: Orchestrator, aid: str) -> ActionStatus:
+def done(o: Gate, aid: str) -> ActionStatus:
     return wait_for(lambda: o.get(aid).status if o.get(aid).status.final else None,
                     f"action {aid} to finish")  # type: ignore[no-any-return]
 
 
-def events(o: Orchestrator, aid: str) -> list[str]:
+def events(o: Gate, aid: str) -> list[str]:
     return [e.event for e in o.audit.entries() if e.action_id == aid]
 
 
@@ -99,7 +99,7 @@ def test_concurrent_approvals_only_one_wins(make_orch: MakeOrch, db_url: str,
     errors: list[Exception] = []
     barrier = threading.Barrier(8)
 
-    def go(o: Orchestrator, who: Principal) -> None:
+    def go(o: Gate, who: Principal) -> None:
         barrier.wait()
         try:
             o.approve(who, aid, sha)
@@ -335,3 +335,48 @@ def test_code_runs_under_its_named_policy(make_orch: MakeOrch, db_url: str,
     py = o.submit(ALICE, ActionRequest(action_type="code_execution",
                                        parameters={**CODE, "policy": "python"}))  # type: ignore[arg-type]
     assert str(py.security_level) == "medium"
+
+
+@pytest.mark.parametrize(("action_type", "parameters", "why"), [
+    ("chat", {"message": "hi"}, "no LLM provider is configured"),
+    ("secret_read", {"name": "github"}, "no vault is configured"),
+    ("skill_execution", {"skill": "fs"}, "no skill registry is configured"),
+])
+def test_types_without_their_service_fail_clearly_and_never_run(
+        make_orch: MakeOrch, tmp_path: Path, action_type: str, parameters: dict[str, object],
+        why: str) -> None:
+    o = make_orch(gate_settings(tmp_path))
+    rec = o.submit(ALICE, ActionRequest(action_type=action_type, parameters=parameters))
+    if rec.status is ActionStatus.PENDING:
+        o.approve(ADMIN, rec.id, rec.params_sha256)
+    assert done(o, rec.id) is ActionStatus.FAILED
+    assert o.get(rec.id).error == f"cannot execute {action_type}: {why}"
+    assert "sandbox.run" not in events(o, rec.id)
+
+
+def test_an_action_type_without_an_executor_is_a_registry_miss(make_orch: MakeOrch,
+                                                                tmp_path: Path) -> None:
+    """The gate runs only what its registry knows: a valid, approved file_write with no
+    executor registered fails with no_executor and writes nothing."""
+    from closedpaw.gate.executors import ExecutorRegistry, default_registry
+
+    reg = ExecutorRegistry()
+    for action_type, fn in default_registry().items():
+        if action_type != "file_write":
+            reg.register(action_type, fn)
+    s = gate_settings(tmp_path)
+    o = Gate(s, manager=fake_manager(s), executors=reg)
+    try:
+        o.start()
+        target = tmp_path / "never-written"
+        rec = o.submit(ALICE, ActionRequest(action_type="file_write",
+                                            parameters={"path": str(target), "content": "x"}))
+        o.approve(ADMIN, rec.id, rec.params_sha256)
+        assert done(o, rec.id) is ActionStatus.FAILED
+        assert o.get(rec.id).error == ("cannot execute 'file_write': no executor is registered "
+                                       "for this action type")
+        assert not target.exists()
+    finally:
+        o.close()
+    with pytest.raises(ValueError, match="registered already"):
+        reg.register("chat", reg["chat"])

@@ -13,7 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from tests.conftest import TEST_CGROUP, leftovers, require_runtime, sandbox_settings
 
@@ -22,12 +22,12 @@ CLI = str(Path(sys.executable).with_name("closedpaw"))
 OWNER = textwrap.dedent("""
     import sys, threading
     from pathlib import Path
-    from closedpaw.sandbox.manager import SandboxManager
+    from closedpaw.sandbox.lifecycle.manager import SandboxManager
     from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
     from closedpaw.settings import Settings
 
-    s = Settings(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
-                 cgroup_parent=sys.argv[3])
+    s = Settings.of(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
+                    cgroup_parent=sys.argv[3])
     spec = SandboxSpec(limits=ResourceLimits(memory_mb=128, timeout_s=300),
                        output_dir=Path(sys.argv[4]))
     mgr = SandboxManager(s)
@@ -60,7 +60,7 @@ def test_gc_removes_what_a_killed_owner_left_and_spares_live_sandboxes(tmp_path:
         require_runtime(rt)
     s = sandbox_settings()
     owner = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(s.state_dir), str(s.data_dir), s.cgroup_parent,
+        [sys.executable, "-c", OWNER, str(s.state_dir), str(s.data_dir), s.sandbox.cgroup_parent,
          str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     live_mgr = SandboxManager(s)
     try:

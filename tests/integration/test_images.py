@@ -12,7 +12,7 @@ import pytest
 
 from closedpaw.errors import ImageNotFound
 from closedpaw.sandbox.images.store import Image, ImageStore
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 
 PY = ["python3", "-c", "import sys; print('py', sys.version_info[0])"]

@@ -33,7 +33,7 @@ def test_what_is_17_times_23_is_computed_in_the_sandbox(tmp_path: Path, runtime:
         assert results[0]["status"] == "completed" and "391" in results[0]["content"], events
         final = events[-1]
         assert final[0] == "final" and "391" in final[1]["text"], events
-        ran = r.orch.get(calls[0]["action_id"])
+        ran = r.gate.get(calls[0]["action_id"])
         assert ran.result is not None and ran.result["isolation"]["runtime"] == runtime
         assert r.audit("assistant.turn")[0]["details"]["provider"] == "local"
 

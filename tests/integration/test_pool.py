@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from closedpaw.errors import ConfigError, ImageNotFound, PoolExhausted
-from closedpaw.sandbox.manager import SandboxManager
-from closedpaw.sandbox.sandbox import SandboxStatus
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.registry import SandboxStatus
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 from tests.conftest import leftovers

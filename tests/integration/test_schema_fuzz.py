@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from closedpaw.orchestrator import Orchestrator
+from closedpaw.gate import Gate
 from tests.integration.conftest import fake_manager, gate_settings, live_server, python_handler
 
 ST = str(Path(sys.executable).with_name("st"))
@@ -14,7 +14,7 @@ ST = str(Path(sys.executable).with_name("st"))
 
 def test_no_server_errors_under_fuzzing(tmp_path: Path) -> None:
     s = gate_settings(tmp_path, rate_limit_per_minute=1_000_000)
-    orch = Orchestrator(s, manager=fake_manager(s, python_handler))
+    orch = Gate(s, manager=fake_manager(s, python_handler))
     try:
         with live_server(s, orch) as live:
             r = subprocess.run(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from closedpaw.errors import SnapshotError
-from closedpaw.sandbox.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from tests.conftest import TEST_CGROUP, leftovers, require_runtime, sandbox_settings
 
@@ -130,11 +130,11 @@ def test_failed_warmup_leaves_no_image(mgr: SandboxManager) -> None:
 OWNER = textwrap.dedent("""
     import sys, threading
     from pathlib import Path
-    from closedpaw.sandbox.manager import SandboxManager
+    from closedpaw.sandbox.lifecycle.manager import SandboxManager
     from closedpaw.settings import Settings
 
-    s = Settings(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
-                 cgroup_parent=sys.argv[3])
+    s = Settings.of(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
+                    cgroup_parent=sys.argv[3])
     mgr = SandboxManager(s)
     snap = mgr.snapshot(warmup=[["sh", "-c", "echo secret > /tmp/s"]])
     clone = snap.restore()

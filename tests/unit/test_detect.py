@@ -30,7 +30,7 @@ def _runtimes() -> None:
 
 
 def _reg(tmp_path: Path, prober: Prober) -> RuntimeRegistry:
-    return RuntimeRegistry(Settings(state_dir=tmp_path / "s", data_dir=tmp_path / "d"), prober)
+    return RuntimeRegistry(Settings.of(state_dir=tmp_path / "s", data_dir=tmp_path / "d"), prober)
 
 
 def test_auto_prefers_runsc(tmp_path: Path) -> None:

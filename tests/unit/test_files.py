@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from closedpaw.errors import FileTransferError
-from closedpaw.sandbox.files import collect_output, stage_input
+from closedpaw.sandbox.host.files import collect_output, stage_input
 
 
 def test_regular_files_and_dirs_are_copied(tmp_path: Path) -> None:

@@ -7,40 +7,107 @@ from pathlib import Path
 import pytest
 
 from closedpaw.errors import ConfigError
-from closedpaw.settings import Settings
+from closedpaw.settings import Settings, all_settings
+from closedpaw.settings._field import ENV_PREFIX, spec_of
 
 
 def test_defaults_derive_from_the_data_dir() -> None:
-    s = Settings(data_dir=Path("/d"))
+    s = Settings.of(data_dir=Path("/d"))
     assert s.database_url == "sqlite:////d/closedpaw.db"
     assert s.rules_path == Path("/d/rules.yaml")
     assert s.workspace_path == Path("/d/workspace")
     assert s.audit_dir == Path("/d/audit") and s.token_file == Path("/d/api-token")
     assert s.api_base_url == "http://127.0.0.1:8765"
-    assert s.approval_ttl_s == 900 and not s.require_distinct_approver
+    assert s.gate.approval_ttl_s == 900 and not s.gate.require_distinct_approver
 
 
 def test_environment() -> None:
     s = Settings.from_env({"CLOSEDPAW_DATA_DIR": "/x", "CLOSEDPAW_DB_URL": "postgresql://h/db",
-                           "CLOSEDPAW_APPROVAL_TTL": "60", "CLOSEDPAW_RATE_LIMIT": "10",
+                           "CLOSEDPAW_APPROVAL_TTL_S": "60",
+                           "CLOSEDPAW_RATE_LIMIT_PER_MINUTE": "10",
                            "CLOSEDPAW_REQUIRE_DISTINCT_APPROVER": "yes",
                            "CLOSEDPAW_API_HOST": "::1", "CLOSEDPAW_API_PORT": "9000",
                            "CLOSEDPAW_RULES_FILE": "/etc/cp-rules.yaml"})
-    assert s.database_url == "postgresql://h/db" and s.approval_ttl_s == 60
-    assert s.rate_limit_per_minute == 10 and s.require_distinct_approver
+    assert s.database_url == "postgresql://h/db" and s.gate.approval_ttl_s == 60
+    assert s.api.rate_limit_per_minute == 10 and s.gate.require_distinct_approver
     assert s.api_base_url == "http://[::1]:9000"
     assert s.rules_path == Path("/etc/cp-rules.yaml")
     # an explicit value beats the environment
-    assert s.with_(approval_ttl_s=5.0).approval_ttl_s == 5.0
+    assert s.with_(approval_ttl_s=5.0).gate.approval_ttl_s == 5.0
 
 
 @pytest.mark.parametrize(("env", "match"), [
     ({"CLOSEDPAW_REQUIRE_DISTINCT_APPROVER": "maybe"}, "not a boolean"),
-    ({"CLOSEDPAW_APPROVAL_TTL": "soon"}, "not a number"),
-    ({"CLOSEDPAW_APPROVAL_TTL": "0"}, "approval_ttl_s"),
-    ({"CLOSEDPAW_RATE_LIMIT": "0"}, "rate_limit_per_minute"),
+    ({"CLOSEDPAW_APPROVAL_TTL_S": "soon"}, "not a number"),
+    ({"CLOSEDPAW_APPROVAL_TTL_S": "0"}, "approval_ttl_s"),
+    ({"CLOSEDPAW_RATE_LIMIT_PER_MINUTE": "0"}, "rate_limit_per_minute"),
     ({"CLOSEDPAW_API_PORT": "70000"}, "api_port"),
 ])
 def test_bad_values_are_named(env: dict[str, str], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         Settings.from_env(env)
+
+
+def test_every_setting_declares_the_env_name_matching_its_field() -> None:
+    names = [f.name for _, f in all_settings()]
+    assert len(names) == len(set(names)), "field names must be unique across sections"
+    for _, f in all_settings():
+        env, _, _, doc = spec_of(f)
+        assert env == ENV_PREFIX + f.name.upper(), f.name
+        assert doc, f"{f.name} has no description"
+
+
+def test_every_setting_is_read_from_its_environment_variable() -> None:
+    """One loader reads each variable (a value unlike the default proves it was read)."""
+    env = {"CLOSEDPAW_RUNTIME": "runc", "CLOSEDPAW_MAX_SANDBOXES": "7",
+           "CLOSEDPAW_OUTPUT_CAP_BYTES": "99", "CLOSEDPAW_CGROUP_PARENT": "cp-x",
+           "CLOSEDPAW_IMAGE_DIR": "/i", "CLOSEDPAW_POLICY_FILE": "/p.yaml",
+           "CLOSEDPAW_POOL_SIZE": "3", "CLOSEDPAW_POOL_IDLE_TIMEOUT_S": "9",
+           "CLOSEDPAW_SNAPSHOT_DIR": "/snap", "CLOSEDPAW_DB_URL": "sqlite:////db",
+           "CLOSEDPAW_RULES_FILE": "/r.yaml", "CLOSEDPAW_WORKSPACE_DIR": "/w",
+           "CLOSEDPAW_APPROVAL_TTL_S": "61", "CLOSEDPAW_REQUIRE_DISTINCT_APPROVER": "1",
+           "CLOSEDPAW_API_HOST": "::1", "CLOSEDPAW_API_PORT": "1", "CLOSEDPAW_API_URL": "http://u",
+           "CLOSEDPAW_API_TOKEN": "t", "CLOSEDPAW_RATE_LIMIT_PER_MINUTE": "5",
+           "CLOSEDPAW_STATE_DIR": "/st", "CLOSEDPAW_DATA_DIR": "/da",
+           "CLOSEDPAW_IMPORT_MAX_UNPACKED_BYTES": "11", "CLOSEDPAW_IMPORT_MAX_FILE_BYTES": "12",
+           "CLOSEDPAW_IMPORT_MAX_BLOB_BYTES": "13", "CLOSEDPAW_IMPORT_MAX_HEADER_BYTES": "14",
+           "CLOSEDPAW_IMPORT_MAX_MEMBERS": "15", "CLOSEDPAW_IMPORT_MAX_LAYERS": "16",
+           "CLOSEDPAW_IMPORT_MAX_DEPTH": "17", "CLOSEDPAW_IMPORT_DEADLINE_S": "18",
+           "CLOSEDPAW_DEFAULT_PROVIDER": "local", "CLOSEDPAW_OLLAMA_URL": "http://127.0.0.1:1",
+           "CLOSEDPAW_LOCAL_MODEL_PATH": "/m.gguf", "CLOSEDPAW_PROVIDERS_FILE": "/prov.yaml",
+           "CLOSEDPAW_TURN_MAX_TOOL_CALLS": "2", "CLOSEDPAW_TURN_MAX_TOKENS": "99",
+           "CLOSEDPAW_TURN_WALL_S": "7", "CLOSEDPAW_TOOL_RESULT_CHARS": "77"}
+    assert set(env) == {spec_of(f)[0] for _, f in all_settings()}
+    s, d = Settings.from_env(env), Settings()
+    for section, f in all_settings():
+        got = getattr(getattr(s, section) if section else s, f.name)
+        default = getattr(getattr(d, section) if section else d, f.name)
+        assert got != default, f.name
+
+
+def test_old_environment_names_still_work_and_the_new_one_wins() -> None:
+    old = Settings.from_env({"CLOSEDPAW_APPROVAL_TTL": "60", "CLOSEDPAW_RATE_LIMIT": "10",
+                             "CLOSEDPAW_POOL_IDLE_TIMEOUT": "3"})
+    assert (old.gate.approval_ttl_s, old.api.rate_limit_per_minute,
+            old.pools.pool_idle_timeout_s) == (60, 10, 3)
+    both = Settings.from_env({"CLOSEDPAW_RATE_LIMIT": "10",
+                              "CLOSEDPAW_RATE_LIMIT_PER_MINUTE": "20"})
+    assert both.api.rate_limit_per_minute == 20
+
+
+def test_precedence_explicit_over_environment_over_default() -> None:
+    env = {"CLOSEDPAW_MAX_SANDBOXES": "4", "CLOSEDPAW_DATA_DIR": "/e"}
+    s = Settings.from_env(env, max_sandboxes=9, data_dir=None)
+    assert s.sandbox.max_sandboxes == 9 and s.data_dir == Path("/e")
+    assert Settings.from_env({}).sandbox.max_sandboxes == 32
+    with pytest.raises(ConfigError, match="nope: unknown setting"):
+        Settings.of(nope=1)
+
+
+def test_secret_variables_are_read_apart_and_never_printed() -> None:
+    """``CLOSEDPAW_SECRET_<NAME>`` is not a setting of its own: the loader keeps them for the
+    secret resolver, out of repr and out of the per-field table."""
+    s = Settings.from_env({"CLOSEDPAW_SECRET_OPENAI_KEY": "sk-xyz", "CLOSEDPAW_SECRET_": "x"})
+    assert dict(s.secret_env) == {"OPENAI_KEY": "sk-xyz"}
+    assert "sk-xyz" not in repr(s)
+    assert Settings.of().secret_env == {}

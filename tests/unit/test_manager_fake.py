@@ -10,14 +10,14 @@ import pytest
 
 from closedpaw.errors import RuntimeFailure, SandboxStateError, SpecError
 from closedpaw.sandbox.drivers.fake import FakeDriver
-from closedpaw.sandbox.manager import SandboxManager
-from closedpaw.sandbox.sandbox import SandboxStatus
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.registry import SandboxStatus
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 
 
 def _mgr(tmp_path: Path, driver: FakeDriver) -> SandboxManager:
-    return SandboxManager(Settings(state_dir=tmp_path / "s", data_dir=tmp_path / "d"),
+    return SandboxManager(Settings.of(state_dir=tmp_path / "s", data_dir=tmp_path / "d"),
                           driver=driver)
 
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-from closedpaw.sandbox.output import pump
+from closedpaw.sandbox.host.output import pump
 
 
 def _proc(code: str, stdin: bool = False) -> subprocess.Popen[bytes]:

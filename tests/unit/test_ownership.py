@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from closedpaw.sandbox import ownership
+from closedpaw.sandbox.host import ownership
 
 
 def _hold_in_child(path: Path) -> int:

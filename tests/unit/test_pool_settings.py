@@ -11,18 +11,19 @@ from closedpaw.settings import Settings
 
 
 def test_pool_settings_from_env() -> None:
-    s = Settings.from_env({"CLOSEDPAW_POOL_SIZE": "5", "CLOSEDPAW_POOL_IDLE_TIMEOUT": "2.5",
+    s = Settings.from_env({"CLOSEDPAW_POOL_SIZE": "5", "CLOSEDPAW_POOL_IDLE_TIMEOUT_S": "2.5",
                            "CLOSEDPAW_SNAPSHOT_DIR": "/srv/snaps"})
-    assert (s.pool_size, s.pool_idle_timeout_s, s.snapshots) == (5, 2.5, Path("/srv/snaps"))
-    d = Settings(state_dir=Path("/run/x"))
-    assert d.snapshots == Path("/run/x/snapshots") and d.pool_size == 2
+    assert (s.pools.pool_size, s.pools.pool_idle_timeout_s, s.snapshots) == (
+        5, 2.5, Path("/srv/snaps"))
+    d = Settings.of(state_dir=Path("/run/x"))
+    assert d.snapshots == Path("/run/x/snapshots") and d.pools.pool_size == 2
 
 
 @pytest.mark.parametrize(("env", "match"), [
     ({"CLOSEDPAW_POOL_SIZE": "0"}, "pool_size"),
     ({"CLOSEDPAW_POOL_SIZE": "many"}, "CLOSEDPAW_POOL_SIZE"),
-    ({"CLOSEDPAW_POOL_IDLE_TIMEOUT": "-1"}, "pool_idle_timeout_s"),
-    ({"CLOSEDPAW_POOL_IDLE_TIMEOUT": "soon"}, "CLOSEDPAW_POOL_IDLE_TIMEOUT"),
+    ({"CLOSEDPAW_POOL_IDLE_TIMEOUT_S": "-1"}, "pool_idle_timeout_s"),
+    ({"CLOSEDPAW_POOL_IDLE_TIMEOUT_S": "soon"}, "CLOSEDPAW_POOL_IDLE_TIMEOUT_S"),
 ])
 def test_bad_pool_settings_are_refused(env: dict[str, str], match: str) -> None:
     with pytest.raises(ConfigError, match=match):

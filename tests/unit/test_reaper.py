@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from closedpaw.sandbox.reaper import Reaper
+from closedpaw.sandbox.host.reaper import Reaper
 
 
 def test_threaded_runs_in_order_and_keeps_going_after_a_failure() -> None:
@@ -54,7 +54,7 @@ def test_detach_runs_jobs_in_a_child_after_the_caller_exited(tmp_path: Path) -> 
     script = textwrap.dedent(f"""
         import os, sys, time
         from pathlib import Path
-        from closedpaw.sandbox.reaper import Reaper
+        from closedpaw.sandbox.host.reaper import Reaper
 
         r = Reaper(deferred=True, error_log=Path({str(log)!r}))
 

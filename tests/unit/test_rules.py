@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from closedpaw.errors import RulesError
-from closedpaw.orchestrator.actions import RiskLevel, parse_action
-from closedpaw.orchestrator.rules import RuleSet
+from closedpaw.gate.actions import RiskLevel, parse_action
+from closedpaw.gate.rules import RuleSet
 
 WS = Path("/srv/ws")
 DATA = Path("/var/lib/cp")

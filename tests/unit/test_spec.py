@@ -107,10 +107,10 @@ def test_parse_size_rejects(text: str) -> None:
 def test_settings_from_env_and_errors() -> None:
     s = Settings.from_env({"CLOSEDPAW_RUNTIME": "runc", "CLOSEDPAW_MAX_SANDBOXES": "3",
                            "CLOSEDPAW_STATE_DIR": "/tmp/s"})
-    assert (s.runtime, s.max_sandboxes, str(s.state_dir)) == ("runc", 3, "/tmp/s")
+    assert (s.sandbox.runtime, s.sandbox.max_sandboxes, str(s.state_dir)) == ("runc", 3, "/tmp/s")
     with pytest.raises(ConfigError, match="CLOSEDPAW_MAX_SANDBOXES"):
         Settings.from_env({"CLOSEDPAW_MAX_SANDBOXES": "many"})
     with pytest.raises(ConfigError, match="runtime"):
-        Settings(runtime="docker")
+        Settings.of(runtime="docker")
     with pytest.raises(ConfigError, match="nope"):
         Settings().with_(nope=1)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from closedpaw.errors import SpecError
-from closedpaw.sandbox.workspace import check_workdir
+from closedpaw.sandbox.host.statedir import check_workdir
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_existing_directories_are_accepted(view: tuple[Path, list[dict[str, Any]
 def test_missing_from_the_image_itself_needs_an_overlay(
         view: tuple[Path, list[dict[str, Any]]], cwd: str) -> None:
     """The runtime would create these in the image: the caller must give the sandbox its own
-    overlay first (Workspace does)."""
+    overlay first (SandboxDir does)."""
     assert check_workdir(cwd, *view) is False
 
 

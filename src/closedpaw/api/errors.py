@@ -15,16 +15,24 @@ from closedpaw.errors import (
     ActionNotFound,
     ActionStateError,
     ApprovalRefused,
+    AssistantError,
     AuditError,
     AuthenticationFailed,
+    AuthError,
+    ClientError,
     ClosedPawError,
     ConfigError,
+    ConversationNotFound,
     GateError,
     InvalidRequest,
     PermissionDenied,
+    ProviderError,
+    ProviderNotConfigured,
+    ProviderRateLimited,
     RateLimited,
     SandboxError,
     StoreError,
+    TurnStateError,
 )
 
 __all__ = ["STATUS", "error_body", "install_error_handlers"]
@@ -33,24 +41,13 @@ log = logging.getLogger("closedpaw.api")
 
 #: most specific first
 STATUS: list[tuple[type[ClosedPawError], int]] = [
-    (AuthenticationFailed, 401), (PermissionDenied, 403), (ActionNotFound, 404),
+    (AuthenticationFailed, 401), (PermissionDenied, 403), (AuthError, 401), (ActionNotFound, 404),
     (ActionStateError, 409), (ApprovalRefused, 409), (RateLimited, 429),
     (InvalidRequest, 400), (ConfigError, 400), (AuditError, 503), (StoreError, 503),
-    (SandboxError, 503), (GateError, 400),
+    (SandboxError, 503), (GateError, 400), (ClientError, 502),
+    (ConversationNotFound, 404), (TurnStateError, 409), (AssistantError, 400),
+    (ProviderNotConfigured, 503), (ProviderRateLimited, 503), (ProviderError, 502),
 ]
-
-# issue 14: the assistant and the providers
-from closedpaw.errors import (  # noqa: E402
-    AssistantError,
-    ConversationNotFound,
-    ProviderError,
-    ProviderNotConfigured,
-    ProviderRateLimited,
-    TurnStateError,
-)
-
-STATUS += [(ConversationNotFound, 404), (TurnStateError, 409), (AssistantError, 400),
-           (ProviderNotConfigured, 503), (ProviderRateLimited, 503), (ProviderError, 502)]
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 406: "not_acceptable", 413: "too_large",

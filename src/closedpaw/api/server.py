@@ -36,7 +36,7 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
 
     from closedpaw.api.app import create_app
 
-    check_host(settings.api_host, allow_remote=allow_remote)
+    check_host(settings.api.api_host, allow_remote=allow_remote)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = os.open(settings.data_dir / "server.lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
                    0o600)
@@ -58,17 +58,17 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
                          f"closedpaw: {where}\n")
         sys.stderr.flush()
 
-    from closedpaw.orchestrator import Orchestrator
+    from closedpaw.gate import Gate
 
     try:
         # built here, not in the lifespan: a bad rules file, an unreachable database or an
         # unusable audit directory is a one-line error, not a traceback from uvicorn
-        orch = Orchestrator(settings)
+        orch = Gate(settings)
     except BaseException:
         os.close(lock)
         raise
-    app = create_app(settings, orchestrator=orch, on_ready=ready)
-    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
+    app = create_app(settings, gate=orch, on_ready=ready)
+    config = uvicorn.Config(app, host=settings.api.api_host, port=settings.api.api_port,
                             log_level=log_level, timeout_graceful_shutdown=3,
                             server_header=False, proxy_headers=False, lifespan="on")
     try:

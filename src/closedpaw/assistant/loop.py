@@ -35,11 +35,12 @@ from closedpaw.errors import (
     ProviderNotConfigured,
     TurnStateError,
 )
-from closedpaw.orchestrator import ActionRequest, ActionStatus, Orchestrator
-from closedpaw.orchestrator.store import ActionRecord, PrincipalRow
+from closedpaw.gate import ActionRequest, ActionStatus, Gate
+from closedpaw.gate.store import ActionRecord, PrincipalRow
 from closedpaw.providers.gateway import Gateway
 from closedpaw.providers.types import Message, ToolCall
 from closedpaw.security.principal import Principal
+from closedpaw.settings import ProviderSettings
 
 __all__ = ["SYSTEM_PROMPT", "Assistant", "Emit", "TurnLimits", "TurnOutcome"]
 
@@ -60,6 +61,12 @@ class TurnLimits:
     wall_s: float = 300.0             # active time (waiting for an approval does not count)
     result_budget: int = 4000         # characters of one tool result the model sees
     action_wait_s: float = 600.0      # a low/medium action still running after this: an error
+
+    @classmethod
+    def from_settings(cls, ps: ProviderSettings) -> TurnLimits:
+        """The per-turn caps of the providers section."""
+        return cls(max_tool_calls=ps.turn_max_tool_calls, max_tokens=ps.turn_max_tokens,
+                   wall_s=ps.turn_wall_s, result_budget=ps.tool_result_chars)
 
 
 @dataclass
@@ -86,20 +93,20 @@ class _Cancelled(Exception):
 
 
 class Assistant:
-    def __init__(self, orch: Orchestrator, gateway: Gateway, *,
+    def __init__(self, gate: Gate, gateway: Gateway, *,
                  limits: TurnLimits | None = None, store: ConversationStore | None = None,
                  system_prompt: str = SYSTEM_PROMPT) -> None:
-        self.orch = orch
+        self.gate = gate
         self.gateway = gateway
         self.limits = limits or TurnLimits()
-        self.store = store or ConversationStore(orch.store.engine)
+        self.store = store or ConversationStore(gate.store.engine)
         self.system_prompt = system_prompt
         self._running: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._resumer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="closedpaw-resume")
         self._closed = False
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
-        self._unsubscribe = orch.subscribe(self._on_action)
+        self._unsubscribe = gate.subscribe(self._on_action)
 
     def close(self) -> None:
         self._closed = True
@@ -115,7 +122,7 @@ class Assistant:
             except ProviderNotConfigured as e:   # a bad name in a request: the caller's error
                 raise InvalidRequest(f"provider: {e}") from None
         conv = self.store.create(principal.name, title=title, provider=provider, model=model)
-        self.orch.audit.append(AuditEvent.CONVERSATION_CREATED, principal=principal.name,
+        self.gate.audit.append(AuditEvent.CONVERSATION_CREATED, principal=principal.name,
                                details={"conversation_id": conv.id, "provider": provider,
                                         "model": model})
         return conv
@@ -201,7 +208,7 @@ class Assistant:
         return out
 
     def _owner(self, name: str) -> Principal:
-        with self.orch.store.session() as s:
+        with self.gate.store.session() as s:
             role = s.scalar(select(PrincipalRow.role).where(PrincipalRow.name == name,
                                                             PrincipalRow.disabled.is_(False)))
         if role is None:
@@ -259,7 +266,7 @@ class Assistant:
                     st["stop"] = f"the turn reached its token limit ({self.limits.max_tokens})"
                     return self._finish(out, st, emit, t0, "")
                 if not audited:   # which provider and model see this conversation's data
-                    self.orch.audit.append(AuditEvent.ASSISTANT_TURN, principal=owner.name,
+                    self.gate.audit.append(AuditEvent.ASSISTANT_TURN, principal=owner.name,
                                            details={"conversation_id": conv_id,
                                                     "provider": provider.name, "model": model,
                                                     "locality": provider.locality})
@@ -332,7 +339,7 @@ class Assistant:
             st["calls"] += 1
             try:
                 action_type, params = to_action(call, offered)
-                rec = self.orch.submit(owner, ActionRequest(action_type=action_type,
+                rec = self.gate.submit(owner, ActionRequest(action_type=action_type,
                                                             parameters=params))
             except (ToolRefused, ClosedPawError) as e:
                 emit({"event": "tool_call", "name": call.name, "arguments": call.arguments,
@@ -341,7 +348,7 @@ class Assistant:
                 self._tool_message(conv.id, call, None, {
                     "status": "invalid", "error": f"{e}; nothing ran"}, emit)
                 continue
-            self.orch.audit.append(AuditEvent.ASSISTANT_TOOL_CALL, principal=owner.name,
+            self.gate.audit.append(AuditEvent.ASSISTANT_TOOL_CALL, principal=owner.name,
                                    action_id=rec.id, details={
                                        "conversation_id": conv.id, "requested_by": "assistant",
                                        "tool": call.name, "call_id": call.id,
@@ -359,7 +366,7 @@ class Assistant:
                                      {**st, "action_id": rec.id, "call": c},
                                      expect=("running",))
                 # decided (or expired) before we recorded the pause: resume now
-                now = self.orch.store.get(rec.id)
+                now = self.gate.store.get(rec.id)
                 if now is not None and now.status.final:
                     self._resumer.submit(self.resume, rec.id)
                 return TurnOutcome("awaiting_approval", conv.id, action_id=rec.id,
@@ -374,12 +381,12 @@ class Assistant:
         def hear(e: dict[str, Any]) -> None:
             if e.get("action_id") == action_id and ActionStatus(e["status"]).final:
                 ev.set()
-        off = self.orch.subscribe(hear)
+        off = self.gate.subscribe(hear)
         try:
-            rec = self.orch.get(action_id)
+            rec = self.gate.get(action_id)
             if not rec.status.final:
                 ev.wait(self.limits.action_wait_s)
-                rec = self.orch.get(action_id)
+                rec = self.gate.get(action_id)
             return rec
         finally:
             off()
@@ -436,7 +443,7 @@ class Assistant:
         conv = self.store.find_paused_on(action_id)
         if conv is None or conv.pending is None:
             return None
-        rec = self.orch.store.get(action_id)
+        rec = self.gate.store.get(action_id)
         if rec is None or not rec.status.final:
             return None
         st = dict(conv.pending)

@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from closedpaw.orchestrator.actions import ACTION_TYPES, parse_action
+from closedpaw.gate.actions import ACTION_TYPES, parse_action
 from closedpaw.providers.types import ToolCall, ToolSpec
 
 __all__ = ["TOOLS", "ToolRefused", "to_action", "tool_specs"]

@@ -1,6 +1,6 @@
 """The tamper-evident audit log: typed events in an append-only, fsync'd, HMAC-chained file.
 
-Imports nothing above ``errors`` and ``settings``; the orchestrator, API and CLI write to it.
+Imports nothing above ``errors`` and ``settings``; the gate, API and CLI write to it.
 """
 
 from closedpaw.audit.events import AuditEntry, AuditEvent, canonical_json

@@ -1,5 +1,6 @@
-"""``closedpaw chat`` and ``closedpaw providers``: the assistant over the HTTP API. Wired into
-``cli/main.py`` by :func:`register`; httpx is imported inside the handlers only.
+"""``closedpaw chat`` and ``closedpaw providers``: the assistant over the HTTP API, through
+:class:`closedpaw.client.Client`. Registered by :func:`register` (``cli/main.py`` lists this
+module); httpx is imported inside the handlers only.
 
 ``chat -m TEXT`` runs one turn and exits 0 when it finished, 3 when it paused for an approval
 (the action id and hash are printed; ``closedpaw actions approve`` resumes it), 1 on an error.
@@ -11,16 +12,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from closedpaw.cli.gate import _Client, _client_opts, _die
+from closedpaw.cli.util import EXIT_REFUSED, Parser, data_dir_option, die, settings_from
 
-__all__ = ["HANDLERS", "register"]
+if TYPE_CHECKING:
+    from closedpaw.client import Client
+
+__all__ = ["register"]
 
 EXIT_PAUSED = 3
-EXIT_FAILED = 1
+EXIT_FAILED = EXIT_REFUSED
+
+
+def _client_opts(p: argparse.ArgumentParser) -> None:
+    data_dir_option(p)
+    p.add_argument("--url", help="API base URL (default: CLOSEDPAW_API_URL or "
+                   "http://127.0.0.1:8765)")
+    p.add_argument("--token-file", type=Path, metavar="FILE",
+                   help="file holding the bearer token (default: CLOSEDPAW_API_TOKEN, else "
+                   "DATA_DIR/api-token)")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def register(sub: Any) -> None:
@@ -28,6 +42,7 @@ def register(sub: Any) -> None:
                        description="Chat with the assistant. Each tool call the model makes "
                        "is a gate action: its level is shown; high ones ask you to approve the "
                        "exact parameters. Ctrl-C cancels the running turn.")
+    c.set_defaults(handler=cmd_chat)
     c.add_argument("-m", "--message", metavar="TEXT", help="run one turn and exit (0 "
                    "finished, 3 paused for an approval)")
     c.add_argument("--provider", metavar="P", help="provider for a new conversation")
@@ -36,53 +51,41 @@ def register(sub: Any) -> None:
     _client_opts(c)
 
     p = sub.add_parser("providers", help="list or test the model providers (over the API)")
-    psub = p.add_subparsers(dest="providers_command", metavar="COMMAND", required=True)
+    p.set_defaults(handler=cmd_providers)
+    psub = p.add_subparsers(dest="providers_command", metavar="COMMAND", required=True,
+                            parser_class=Parser)
     _client_opts(psub.add_parser("list", help="providers, local or cloud, health, models"))
     pt = psub.add_parser("test", help="check that providers answer; exit 1 if one does not")
     pt.add_argument("name", nargs="?", help="only this provider")
     _client_opts(pt)
 
 
-def _events(client: _Client, conv: str, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    import httpx
+def _client(args: argparse.Namespace) -> Client:
+    from closedpaw.client import Client
+    from closedpaw.errors import ConfigError
 
     try:
-        with httpx.stream("POST", f"{client.base}/api/conversations/{conv}/messages",
-                          json={"content": text}, timeout=httpx.Timeout(30, read=None),
-                          headers={"Authorization": f"Bearer {client.token}"},
-                          trust_env=False) as r:
-            if r.status_code >= 400:
-                r.read()
-                try:
-                    err = r.json().get("error", {})
-                except ValueError:
-                    err = {}
-                _die(f"{err.get('code', r.status_code)}: {err.get('message', r.text[:200])}",
-                     EXIT_FAILED)
-            name = "message"
-            for line in r.iter_lines():
-                if line.startswith("event: "):
-                    name = line[7:]
-                elif line.startswith("data: "):
-                    yield name, json.loads(line[6:])
-    except httpx.HTTPError as e:
-        _die(f"cannot reach the API at {client.base}: {e} (is 'closedpaw serve' running?)")
+        return Client(settings=settings_from(args, api_url=args.url),
+                      token_file=args.token_file)
+    except ConfigError as e:
+        die(e)
 
 
-def _conversation(client: _Client, args: argparse.Namespace) -> str:
+def _conversation(client: Client, args: argparse.Namespace) -> str:
     if args.conversation:
         return str(args.conversation)
-    body = {k: v for k, v in (("provider", args.provider), ("model", args.model)) if v}
-    conv: str = client.call("POST", "/api/conversations", body)["conversation_id"]
+    conv: str = client.create_conversation(provider=args.provider,
+                                           model=args.model)["conversation_id"]
     return conv
 
 
-def _turn(client: _Client, conv: str, text: str, *, as_json: bool
+def _show(events: Iterable[tuple[str, dict[str, Any]]], *, as_json: bool
           ) -> tuple[str, dict[str, Any]]:
-    """Run one turn, printing as it goes; returns the last event."""
+    """Print a turn's events as they come; returns the last (final, error or
+    approval_required)."""
     last: tuple[str, dict[str, Any]] = ("error", {"code": "no_answer", "message": "no event"})
     streamed = False
-    for name, data in _events(client, conv, text):
+    for name, data in events:
         last = (name, data)
         if as_json:
             sys.stdout.write(json.dumps({"event": name, **data}) + "\n")
@@ -114,30 +117,27 @@ def _turn(client: _Client, conv: str, text: str, *, as_json: bool
             sys.stderr.write(f"closedpaw: approval required for action {data['action_id']}\n"
                              f"  parameters    {data.get('canonical_parameters', '')}\n"
                              f"  params_sha256 {data['params_sha256']}\n")
+        if name in ("final", "error", "approval_required"):
+            break
     if not as_json:
         sys.stdout.flush()
     return last
 
 
-def _wait_resumed(client: _Client, conv: str, seen: int) -> None:
-    """After a decision: wait for the turn to finish and print what it added."""
-    while True:
-        body = client.call("GET", f"/api/conversations/{conv}")
-        if body["status"] == "idle":
-            break
-        time.sleep(0.2)
-    for m in body["messages"][seen:]:
-        if m["role"] == "tool":
-            sys.stderr.write(f"  <- {m['content'][:300]}\n")
-        elif m["role"] == "assistant" and m["content"]:
-            sys.stdout.write(m["content"] + "\n")
-
-
 def cmd_chat(args: argparse.Namespace) -> int:
-    client = _Client(args)
+    from closedpaw.errors import ClientError
+
+    try:
+        with _client(args) as client:
+            return _chat(client, args)
+    except ClientError as e:
+        die(e, EXIT_FAILED)
+
+
+def _chat(client: Client, args: argparse.Namespace) -> int:
     conv = _conversation(client, args)
     if args.message is not None:
-        name, data = _turn(client, conv, args.message, as_json=args.json)
+        name, data = _show(client.send(conv, args.message), as_json=args.json)
         if name == "approval_required":
             if not args.json:
                 sys.stderr.write(f"closedpaw: the turn waits; approve with 'closedpaw actions "
@@ -149,39 +149,40 @@ def cmd_chat(args: argparse.Namespace) -> int:
     while True:
         try:
             text = input("you> ")
-        except EOFError:
-            sys.stderr.write("\n")
-            return 0
-        except KeyboardInterrupt:
+        except (EOFError, KeyboardInterrupt):
             sys.stderr.write("\n")
             return 0
         if not text.strip():
             continue
         try:
-            seen = len(client.call("GET", f"/api/conversations/{conv}")["messages"])
-            name, data = _turn(client, conv, text, as_json=args.json)
-            if name == "approval_required":
+            name, data = _show(client.send(conv, text), as_json=args.json)
+            while name == "approval_required":
                 answer = input("approve these exact parameters? [y/N] ").strip().lower()
                 aid = data["action_id"]
-                if answer == "y":
-                    client.call("POST", f"/api/actions/{aid}/approve",
-                                {"params_sha256": data["params_sha256"]})
-                else:
-                    client.call("POST", f"/api/actions/{aid}/reject",
-                                {"reason": "declined in closedpaw chat"})
-                _wait_resumed(client, conv, seen + 2)
+                # subscribe first, then decide: the resumed turn's events cannot be missed
+                with client.conversation_events(conv) as events:
+                    if answer == "y":
+                        client.approve(aid, data["params_sha256"])
+                    else:
+                        client.reject(aid, "declined in closedpaw chat")
+                    name, data = _show(events, as_json=args.json)
         except KeyboardInterrupt:
-            client.call("POST", f"/api/conversations/{conv}/cancel")
+            client.cancel_turn(conv)
             sys.stderr.write("\nclosedpaw: turn cancelled\n")
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
-    client = _Client(args)
-    provs = client.call("GET", "/api/providers")["providers"]
+    from closedpaw.errors import ClientError
+
+    try:
+        with _client(args) as client:
+            provs = client.providers()
+    except ClientError as e:
+        die(e, EXIT_FAILED)
     if args.providers_command == "test" and args.name:
         provs = [p for p in provs if p["name"] == args.name]
         if not provs:
-            _die(f"no provider named {args.name!r}", EXIT_FAILED)
+            die(f"no provider named {args.name!r}", EXIT_FAILED)
     if args.json:
         sys.stdout.write(json.dumps(provs, indent=2) + "\n")
     else:
@@ -192,6 +193,3 @@ def cmd_providers(args: argparse.Namespace) -> int:
     if args.providers_command == "test":
         return 0 if all(p["healthy"] for p in provs) else EXIT_FAILED
     return 0
-
-
-HANDLERS = {"chat": cmd_chat, "providers": cmd_providers}

@@ -25,7 +25,7 @@ SNIPPETS: tuple[tuple[str, list[str]], ...] = (
 
 
 def main() -> int:
-    from closedpaw.sandbox.manager import SandboxManager
+    from closedpaw.sandbox.lifecycle.manager import SandboxManager
     from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 
     spec = SandboxSpec(limits=ResourceLimits(memory_mb=256, timeout_s=30, max_processes=32))

@@ -9,18 +9,44 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from closedpaw.errors import ClosedPawError
-from closedpaw.sandbox.images.store import HOST_IMAGE, Image, ImageStore
-from closedpaw.settings import Settings
+from closedpaw.cli.util import Parser, die, settings_from
 
-EXIT_USAGE = 2
+if TYPE_CHECKING:
+    from closedpaw.sandbox.images.store import ImageStore
+    from closedpaw.settings import Settings
+
+__all__ = ["register"]
+
+HOST_IMAGE = "host"  # closedpaw.sandbox.images.store.HOST_IMAGE (a test keeps them equal)
 
 
-def _die(message: str) -> NoReturn:
-    sys.stderr.write(f"closedpaw: error: {' '.join(str(message).split())}\n")
-    raise SystemExit(EXIT_USAGE)
+def register(sub: Any) -> None:
+    img = sub.add_parser("image", help="build, import, list, inspect and remove images")
+    isub = img.add_subparsers(dest="image_command", metavar="ACTION", parser_class=Parser,
+                              required=True)
+    ib = isub.add_parser("build", help="build an image with debootstrap (python, node, shell, "
+                         "multi); rebuilds it if it exists")
+    ib.add_argument("name", metavar="NAME",
+                    help="python, node, shell or multi")
+    ib.add_argument("--rebuild-base", action="store_true",
+                    help="bootstrap the cached Debian base again too")
+    il = isub.add_parser("list", help="list images")
+    il.add_argument("--json", action="store_true", help="print JSON")
+    ii = isub.add_parser("import", help="import an OCI image layout (directory or tar), a "
+                         "docker-archive tarball, or docker://REF (needs skopeo and a registry)")
+    ii.add_argument("path", metavar="PATH", help="an OCI layout directory or tar, a "
+                    "docker-archive tar, or docker://REF")
+    ii.add_argument("--name", help="image name (default: derived from PATH)")
+    ii.add_argument("--ref", help="which image of a multi-image layout or archive to take")
+    irm = isub.add_parser("rm", help="remove an image")
+    irm.add_argument("name", metavar="NAME")
+    iin = isub.add_parser("inspect", help="show an image's manifest")
+    iin.add_argument("name", metavar="NAME")
+    iin.add_argument("--verify", action="store_true",
+                     help="recompute the digest and compare it with the manifest")
+    img.set_defaults(handler=main)
 
 
 def _human(n: int) -> str:
@@ -33,11 +59,14 @@ def _human(n: int) -> str:
 
 
 def _host_row(settings: Settings) -> dict[str, Any]:
-    from closedpaw.sandbox.images.host import prepare_host_rootfs
+    """The host image as listed: located, never built here. Listing only reads, so any user
+    may list; the skeleton is built by the first sandbox that uses it (as root)."""
+    from closedpaw.sandbox.images.host import locate_host_rootfs
 
-    host = prepare_host_rootfs(settings.data_dir)
+    host = locate_host_rootfs(settings.data_dir)
     return {"name": HOST_IMAGE, "digest": f"host-{host.digest}", "created": "", "size": 0,
-            "source": {"type": "host-bind", "usr": "/usr"}, "rootfs": str(host.path)}
+            "source": {"type": "host-bind", "usr": "/usr"}, "rootfs": str(host.path),
+            "prepared": host.path.is_dir()}
 
 
 def _source(img: dict[str, Any]) -> str:
@@ -86,9 +115,18 @@ def cmd_build(store: ImageStore, args: argparse.Namespace) -> int:
 
 
 def cmd_import(store: ImageStore, args: argparse.Namespace) -> int:
+    from closedpaw.sandbox.images.limits import ImportLimits
     from closedpaw.sandbox.images.oci import import_image
+    from closedpaw.settings import Settings
 
-    img = import_image(store, args.path, name=args.name, ref=args.ref)
+    lim = Settings.from_env().image_import
+    limits = ImportLimits(
+        max_unpacked_bytes=lim.import_max_unpacked_bytes,
+        max_file_bytes=lim.import_max_file_bytes, max_blob_bytes=lim.import_max_blob_bytes,
+        max_header_bytes=lim.import_max_header_bytes, max_members=lim.import_max_members,
+        max_layers=lim.import_max_layers, max_depth=lim.import_max_depth,
+        deadline_s=lim.import_deadline_s)
+    img = import_image(store, args.path, name=args.name, ref=args.ref, limits=limits)
     sys.stdout.write(f"imported {img.name} {img.digest} ({_human(img.size)})\n")
     return 0
 
@@ -98,7 +136,10 @@ def _rows(store: ImageStore, settings: Settings) -> list[dict[str, Any]]:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+    from closedpaw.errors import ClosedPawError
+    from closedpaw.sandbox.images.store import ImageStore
+
+    settings = settings_from(args)
     store = ImageStore(settings.images)
     action = args.image_command
     try:
@@ -128,17 +169,17 @@ def main(args: argparse.Namespace) -> int:
             if args.name == HOST_IMAGE:
                 d = _host_row(settings)
             else:
-                img: Image = store.get(args.name)
+                img = store.get(args.name)
                 d = img.to_dict()
                 if args.verify:
                     d["verified"] = store.verify(args.name)
             sys.stdout.write(json.dumps(d, indent=2) + "\n")
             return 0 if d.get("verified", True) else 1
     except ClosedPawError as e:
-        _die(str(e))
+        die(e)
     except OSError as e:
-        _die(f"{e.filename or 'image store'}: {e.strerror or e}")
+        die(f"{e.filename or 'image store'}: {e.strerror or e}")
     except KeyboardInterrupt:
         sys.stderr.write("closedpaw: interrupted; nothing was installed\n")
         return 130
-    _die(f"unknown image action {action!r}")
+    die(f"unknown image action {action!r}")

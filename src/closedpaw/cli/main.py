@@ -13,35 +13,52 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-EXIT_USAGE = 2
+from closedpaw.cli.util import (
+    EXIT_USAGE,
+    LANG_CHOICES,
+    RUNTIME_CHOICES,
+    Parser,
+    VersionAction,
+)
+from closedpaw.cli.util import die as _die
+
 EXIT_TIMEOUT = 124
 EXIT_KILLED = 137
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"closedpaw: error: {message} (see 'closedpaw --help')\n")
-        raise SystemExit(EXIT_USAGE)
+#: the modules that register commands, in the order ``--help`` lists them
+COMMAND_MODULES = ("system", "policy", "images", "gate", "actions", "chat")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="closedpaw", description="ClosedPaw: run untrusted code in hardened "
-                "gVisor (runsc) or runc sandboxes built from OCI bundles, and gate every risky "
-                "act (risk levels, approvals bound to the exact parameters, a tamper-evident "
-                "audit log, an authenticated HTTP API on loopback).")
-    p.add_argument("--version", action="version", version="closedpaw 0.1.0")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    """The whole command line. Each command module adds its own subcommands with
+    ``register(subparsers)``; none imports more than argparse to do so."""
+    import importlib
 
+    p = Parser(prog="closedpaw", description="ClosedPaw: run untrusted code in hardened "
+               "gVisor (runsc) or runc sandboxes built from OCI bundles, and gate every risky "
+               "act (risk levels, approvals bound to the exact parameters, a tamper-evident "
+               "audit log, an authenticated HTTP API on loopback).")
+    p.add_argument("--version", action=VersionAction)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    register(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"closedpaw.cli.{name}").register(sub)
+    return p
+
+
+def register(sub: Any) -> None:
+    """``closedpaw run`` (the one-shot path lives here)."""
     r = sub.add_parser("run", help="run one command in a fresh sandbox",
                        description="Run CMD in a fresh sandbox. Without --json, its output is "
                        "streamed and its exit code returned (124 timeout, 137 OOM/killed).")
-    r.add_argument("--runtime", choices=("auto", "runsc", "runc"), default=None,
+    r.add_argument("--runtime", choices=RUNTIME_CHOICES, default=None,
                    help="force a runtime (default: auto = runsc, else runc)")
     r.add_argument("--policy", metavar="NAME", help="execution policy to start from "
                    "(see 'closedpaw policy list'); the flags below override it")
     r.add_argument("--image", metavar="NAME", help="root filesystem: host (default) or an "
                    "image of the store (see 'closedpaw image list')")
-    r.add_argument("--lang", choices=("python", "node", "bash"), help="run the code given "
+    r.add_argument("--lang", choices=LANG_CHOICES, help="run the code given "
                    "with -c in this language, under its policy (python, node, shell)")
     r.add_argument("-c", dest="code", metavar="CODE", help="code for --lang; it is written "
                    "to /code/main.<ext> and run; words after -- become its arguments")
@@ -62,67 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stdin", action="store_true", help="pass this command's stdin through")
     r.add_argument("--json", action="store_true", help="print one JSON result object")
     r.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
-
-    d = sub.add_parser("doctor", help="show runtimes, their live probes, what is enforced, "
-                       "images and the policy file")
-    d.add_argument("--json", action="store_true", help="print JSON")
-    d.add_argument("--fresh", action="store_true", help="re-probe instead of using the cache")
-
-    g = sub.add_parser("gc", help="remove sandboxes left behind by a process that died",
-                       description="Find containers, cgroups, mounts and state directories "
-                       "of sandboxes whose owning process is gone, and remove them. Sandboxes "
-                       "of living processes are left alone. Exit 1 if anything could not be "
-                       "removed.")
-    g.add_argument("--json", action="store_true", help="print JSON")
-
-    pol = sub.add_parser("policy", help="list and show execution policies")
-    psub = pol.add_subparsers(dest="policy_command", metavar="ACTION", parser_class=_Parser,
-                              required=True)
-    pl = psub.add_parser("list", help="list the policies (built-in and from the user file)")
-    pl.add_argument("--json", action="store_true", help="print JSON")
-    ps = psub.add_parser("show", help="show one policy, resolved")
-    ps.add_argument("name", metavar="NAME")
-    ps.add_argument("--json", action="store_true", help="print JSON")
-
-    img = sub.add_parser("image", help="build, import, list, inspect and remove images")
-    isub = img.add_subparsers(dest="image_command", metavar="ACTION", parser_class=_Parser,
-                              required=True)
-    ib = isub.add_parser("build", help="build an image with debootstrap (python, node, shell, "
-                         "multi); rebuilds it if it exists")
-    ib.add_argument("name", metavar="NAME",
-                    help="python, node, shell or multi")
-    ib.add_argument("--rebuild-base", action="store_true",
-                    help="bootstrap the cached Debian base again too")
-    il = isub.add_parser("list", help="list images")
-    il.add_argument("--json", action="store_true", help="print JSON")
-    ii = isub.add_parser("import", help="import an OCI image layout (directory or tar), a "
-                         "docker-archive tarball, or docker://REF (needs skopeo and a registry)")
-    ii.add_argument("path", metavar="PATH", help="an OCI layout directory or tar, a "
-                    "docker-archive tar, or docker://REF")
-    ii.add_argument("--name", help="image name (default: derived from PATH)")
-    ii.add_argument("--ref", help="which image of a multi-image layout or archive to take")
-    irm = isub.add_parser("rm", help="remove an image")
-    irm.add_argument("name", metavar="NAME")
-    iin = isub.add_parser("inspect", help="show an image's manifest")
-    iin.add_argument("name", metavar="NAME")
-    iin.add_argument("--verify", action="store_true",
-                     help="recompute the digest and compare it with the manifest")
-
-    sub.add_parser("demo", help="run Python, node and shell snippets in the sandbox and show "
-                   "what protected them")
-    from closedpaw.cli import gate  # serve, token, actions, audit (lazy inside)
-
-    gate.register(sub)
-    from closedpaw.cli import chat  # issue 14: chat, providers (lazy inside)
-
-    chat.register(sub)
-    return p
-
-
-def _die(message: str) -> NoReturn:
-    line = " ".join(str(message).split())
-    sys.stderr.write(f"closedpaw: error: {line}\n")
-    raise SystemExit(EXIT_USAGE)
+    r.set_defaults(handler=cmd_run)
 
 
 def _spec(args: argparse.Namespace, base: Any) -> Any:
@@ -177,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             from closedpaw.sandbox.policy import load_policies
             from closedpaw.settings import Settings
 
-            pols = load_policies(Settings.from_env().policy_file)
+            pols = load_policies(Settings.from_env().sandbox.policy_file)
             base = (pols.for_language(args.lang, args.policy) if args.lang
                     else pols.get(args.policy)).spec
         spec = _spec(args, base)
@@ -194,8 +151,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not os.path.exists(args.input):
                 _die(f"--input {args.input}: no such file or directory")
         stdin = sys.stdin.buffer.read() if args.stdin else b""
-        from closedpaw.sandbox.manager import SandboxManager
-        from closedpaw.sandbox.reaper import Reaper
+        from closedpaw.sandbox.host.reaper import Reaper
+        from closedpaw.sandbox.lifecycle.manager import SandboxManager
         from closedpaw.settings import Settings
 
         settings = Settings.from_env()
@@ -257,100 +214,15 @@ def _stream(name: str, data: bytes) -> None:
     f.flush()
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from closedpaw.sandbox.doctor import diagnose, render
-
-    report = diagnose(fresh=args.fresh)
-    if args.json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-    else:
-        sys.stdout.write(render(report))
-    return 0 if report["usable"] else 1
-
-
-def cmd_gc(args: argparse.Namespace) -> int:
-    from closedpaw.errors import ClosedPawError
-    from closedpaw.sandbox.manager import SandboxManager
-
-    try:
-        report = SandboxManager().gc()
-    except ClosedPawError as e:
-        _die(str(e))
-    if args.json:
-        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
-    else:
-        for line in report.details:
-            sys.stdout.write(f"found {line}\n")
-        sys.stdout.write(f"removed {len(report.removed)} sandbox(es), left "
-                         f"{len(report.live)} live one(s) alone\n")
-        for err in report.errors:
-            sys.stderr.write(f"closedpaw: could not remove {err}\n")
-    return 1 if report.errors else 0
-
-
-def cmd_policy(args: argparse.Namespace) -> int:
-    from closedpaw.errors import ClosedPawError
-    from closedpaw.sandbox.policy import load_policies
-    from closedpaw.settings import Settings
-
-    try:
-        pols = load_policies(Settings.from_env().policy_file)
-        if args.policy_command == "list":
-            rows = [pols.get(n).to_dict() for n in pols.names()]
-            if args.json:
-                sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-                return 0
-            from rich.console import Console
-            from rich.table import Table
-
-            t = Table("policy", "image", "memory", "cpus", "pids", "root", "timeout",
-                      "description", box=None)
-            for r in rows:
-                t.add_row(r["name"], r["image"], f"{r['memory_mb']} MiB", f"{r['cpus']:g}",
-                          str(r["pids"]), "ro" if r["readonly_root"] or r["image"] == "host"
-                          else "overlay rw", f"{r['timeout_s']:g} s", r["description"])
-            Console(width=160).print(t)
-            return 0
-        d = pols.get(args.name).to_dict()
-    except ClosedPawError as e:
-        _die(str(e))
-    if args.json:
-        sys.stdout.write(json.dumps(d, indent=2) + "\n")
-    else:
-        import yaml
-
-        sys.stdout.write(yaml.safe_dump(d, sort_keys=False))
-    return 0
-
-
-def cmd_image(args: argparse.Namespace) -> int:
-    from closedpaw.cli.images import main as images_main
-
-    return images_main(args)
-
-
-def cmd_demo(_: argparse.Namespace) -> int:
-    from closedpaw.cli.demo import main as demo_main
-
-    return demo_main()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handlers = {"run": cmd_run, "doctor": cmd_doctor, "gc": cmd_gc, "demo": cmd_demo,
-                "policy": cmd_policy, "image": cmd_image}
-    from closedpaw.cli.gate import HANDLERS as gate_handlers
-
-    handlers.update(gate_handlers)
-    from closedpaw.cli.chat import HANDLERS as chat_handlers
-
-    handlers.update(chat_handlers)
     try:
-        return handlers[args.command](args)
+        code: int = args.handler(args)
+        return code
     except BrokenPipeError:
         return 1
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from closedpaw.providers.base import Accumulator, boundary, guarded_stream
-from closedpaw.providers.config import AnthropicConfig
 from closedpaw.providers.errors import map_error
 from closedpaw.providers.types import (
+    AnthropicOptions,
     ChatResult,
     Delta,
     Health,
@@ -51,7 +51,7 @@ def _split(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
 class AnthropicProvider:
     locality: Literal["local", "cloud"] = "cloud"
 
-    def __init__(self, config: AnthropicConfig, api_key: str) -> None:
+    def __init__(self, config: AnthropicOptions, api_key: str) -> None:
         import anthropic
 
         self.config = config

@@ -3,8 +3,9 @@ building its adapter lazily (``build``), so importing the config never imports a
 
 Precedence (highest first): an argument to a call (``model=``) > the provider's config > the
 defaults here. API keys are never stored in the config: ``api_key: "secret:NAME"`` is resolved
-when the adapter is built, through the resolver passed in (the vault when it lands; until then
-:func:`mapping_resolver` over ``CLOSEDPAW_SECRET_<NAME>`` variables).
+when the adapter is built, through the resolver the composition root passes in
+(:func:`closedpaw.gate.executors.context.secret_resolver_for`: the vault when configured, else
+the ``CLOSEDPAW_SECRET_<NAME>`` variables the settings read).
 
 Cloud providers (openai with a cloud base_url, anthropic, google) are off until configured, and
 nothing ever falls back from a local provider to a cloud one: a failing provider is an error.
@@ -12,44 +13,34 @@ nothing ever falls back from a local provider to a cloud one: a failing provider
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from closedpaw.errors import ConfigError, ProviderNotConfigured
+from closedpaw.providers.types import is_loopback_url
+from closedpaw.settings import SECRET_ENV_PREFIX
 
 if TYPE_CHECKING:
     from closedpaw.providers.types import Provider
 
 __all__ = ["SECRET_ENV_PREFIX", "AnthropicConfig", "GoogleConfig", "LocalConfig",
            "OllamaConfig", "OpenAIConfig", "ProviderConfig", "SecretResolver",
-           "env_secret_resolver", "is_loopback_url", "mapping_resolver", "parse_provider_config",
+           "is_loopback_url", "mapping_resolver", "parse_provider_config",
            "resolve_key"]
 
 #: resolves a secret name to its value, or None when unknown
 SecretResolver = Callable[[str], "str | None"]
-SECRET_ENV_PREFIX = "CLOSEDPAW_SECRET_"
 
 
 def mapping_resolver(env: Mapping[str, str], prefix: str = SECRET_ENV_PREFIX) -> SecretResolver:
     """A resolver over a mapping (the environment at the composition root): ``NAME`` ->
-    ``env[prefix + NAME]``. Settings-free: the caller hands in the mapping."""
+    ``env[prefix + NAME]`` (tests, and tools that hold such a mapping)."""
     def resolve(name: str) -> str | None:
         return env.get(prefix + name.upper().replace("-", "_").replace(".", "_"))
     return resolve
-
-
-def env_secret_resolver() -> SecretResolver:
-    """MOVE TO SETTINGS AT MERGE: the one place in providers/ that reads ``os.environ``; the
-    composition root should build :func:`mapping_resolver` from the settings' environment (or
-    hand in the vault's resolver) instead."""
-    import os
-
-    return mapping_resolver(os.environ)
 
 
 def resolve_key(value: str | None, resolver: SecretResolver | None, provider: str
@@ -67,16 +58,6 @@ def resolve_key(value: str | None, resolver: SecretResolver | None, provider: st
         raise ProviderNotConfigured(f"secret {name!r} is not set", provider=provider,
                                     hint=f"set {SECRET_ENV_PREFIX}{name.upper()}")
     return got
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Base(BaseModel):

@@ -22,6 +22,7 @@ from closedpaw.providers.config import (
     parse_provider_config,
 )
 from closedpaw.providers.types import Provider
+from closedpaw.settings import Settings
 
 __all__ = ["Gateway", "default_configs"]
 
@@ -50,6 +51,23 @@ class Gateway:
         self._lock = threading.Lock()
 
     @classmethod
+    def from_settings(cls, settings: Settings, *, resolver: SecretResolver | None = None
+                      ) -> Gateway:
+        """The providers section: its file when set (``{default?, providers: [...]}``), else
+        ollama at ``ollama_url`` and the embedded model at ``local_model_path`` (unset:
+        ``DATA_DIR/models/<model>.gguf``); ``default_provider`` over the file's default."""
+        ps = settings.providers
+        raw = dict(ps.load_file())
+        if "providers" not in raw:
+            local = LocalConfig(name="local")
+            path = ps.local_model_path or settings.data_dir / "models" / f"{local.model}.gguf"
+            raw["providers"] = [OllamaConfig(name="ollama", base_url=ps.ollama_url),
+                                local.model_copy(update={"model_path": path})]
+        if ps.default_provider is not None:
+            raw["default"] = ps.default_provider
+        return cls.from_mapping(raw, resolver=resolver)
+
+    @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, resolver: SecretResolver | None = None,
                      models_dir: Path | None = None) -> Gateway:
         """``{"default": NAME?, "providers": [{"type": ..., ...}, ...]}`` (the settings file's
@@ -58,7 +76,8 @@ class Gateway:
         if items is None:
             configs = default_configs(models_dir)
         elif isinstance(items, list):
-            configs = [parse_provider_config(x) for x in items]
+            configs = [x if isinstance(x, OllamaConfig | LocalConfig) else
+                       parse_provider_config(x) for x in items]
         else:
             raise ConfigError("providers.providers: must be a list")
         default = raw.get("default")

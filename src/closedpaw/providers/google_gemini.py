@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from closedpaw.providers.base import Accumulator, boundary, guarded_stream
-from closedpaw.providers.config import GoogleConfig
 from closedpaw.providers.types import (
     ChatResult,
     Delta,
     Health,
     Message,
     ModelInfo,
+    RemoteOptions,
     ToolCall,
     ToolSpec,
     Usage,
@@ -45,7 +45,7 @@ def _contents(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
 class GoogleProvider:
     locality: Literal["local", "cloud"] = "cloud"
 
-    def __init__(self, config: GoogleConfig, api_key: str) -> None:
+    def __init__(self, config: RemoteOptions, api_key: str) -> None:
         from google import genai
 
         self.config = config

@@ -23,11 +23,11 @@ from typing import Any, Literal
 
 from closedpaw.errors import ProviderNotConfigured, ProviderUnavailable
 from closedpaw.providers.base import Accumulator, boundary, text_calls
-from closedpaw.providers.config import LocalConfig
 from closedpaw.providers.types import (
     ChatResult,
     Delta,
     Health,
+    LocalOptions,
     Message,
     ModelInfo,
     ToolSpec,
@@ -90,7 +90,7 @@ def local_messages(messages: list[Message], tools: list[ToolSpec] | None
 class LocalProvider:
     locality: Literal["local", "cloud"] = "local"
 
-    def __init__(self, config: LocalConfig) -> None:
+    def __init__(self, config: LocalOptions) -> None:
         self.config = config
         self.name = config.provider_name
         self.default_model = config.model

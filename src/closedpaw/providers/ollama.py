@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from closedpaw.providers.base import Accumulator, boundary, guarded_stream, tool_schema
-from closedpaw.providers.config import OllamaConfig
 from closedpaw.providers.errors import map_error
 from closedpaw.providers.types import (
     ChatResult,
@@ -17,6 +16,7 @@ from closedpaw.providers.types import (
     Health,
     Message,
     ModelInfo,
+    RemoteOptions,
     ToolCall,
     ToolSpec,
     Usage,
@@ -41,7 +41,7 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
 class OllamaProvider:
     locality: Literal["local", "cloud"] = "local"
 
-    def __init__(self, config: OllamaConfig) -> None:
+    def __init__(self, config: RemoteOptions) -> None:
         import ollama
 
         self.config = config

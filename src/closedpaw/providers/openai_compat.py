@@ -20,7 +20,6 @@ from closedpaw.providers.base import (
     text_calls,
     tool_schema,
 )
-from closedpaw.providers.config import OpenAIConfig, is_loopback_url
 from closedpaw.providers.errors import map_error
 from closedpaw.providers.types import (
     ChatResult,
@@ -28,9 +27,11 @@ from closedpaw.providers.types import (
     Health,
     Message,
     ModelInfo,
+    RemoteOptions,
     ToolCall,
     ToolSpec,
     Usage,
+    is_loopback_url,
 )
 
 __all__ = ["OpenAIProvider", "openai_messages"]
@@ -63,7 +64,7 @@ def _args(raw: str | None, provider: str) -> dict[str, Any]:
 
 
 class OpenAIProvider:
-    def __init__(self, config: OpenAIConfig, api_key: str | None) -> None:
+    def __init__(self, config: RemoteOptions, api_key: str | None) -> None:
         import openai
 
         self.config = config

@@ -9,10 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["ChatResult", "Delta", "Health", "Message", "ModelInfo", "Provider", "Role",
-           "ToolCall", "ToolSpec", "Usage"]
+__all__ = [
+    "AnthropicOptions",
+    "ChatResult",
+    "Delta",
+    "Health",
+    "LocalOptions",
+    "Message",
+    "ModelInfo",
+    "Provider",
+    "RemoteOptions",
+    "Role",
+    "ToolCall",
+    "ToolSpec",
+    "Usage",
+    "is_loopback_url",
+]
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -111,3 +126,59 @@ class Provider(Protocol):
     def health(self) -> Health: ...
 
     def close(self) -> None: ...
+
+
+# -- what an adapter reads of its config (the config classes in config.py satisfy these; the
+# adapters never import config.py, which builds them) ---------------------------------------
+class RemoteOptions(Protocol):
+    """A provider reached over HTTP."""
+
+    @property
+    def provider_name(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def timeout_s(self) -> float: ...
+
+
+class AnthropicOptions(RemoteOptions, Protocol):
+    """Anthropic's Messages API needs a max_tokens on every call."""
+
+    @property
+    def max_tokens(self) -> int: ...
+
+
+class LocalOptions(Protocol):
+    """The embedded model."""
+
+    @property
+    def provider_name(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def model_path(self) -> Path | None: ...
+    @property
+    def n_ctx(self) -> int: ...
+    @property
+    def n_threads(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def max_tokens(self) -> int: ...
+
+
+def is_loopback_url(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -13,41 +13,92 @@ Quick use::
             sb.commands.run(["sh", "-c", "echo hi > /tmp/x"])
             print(sb.commands.run(["cat", "/tmp/x"]).stdout_text)
 
-This package imports nothing from the layers above it and can be used on its own.
+Pools (``mgr.pool``), snapshots (``mgr.snapshot``, runsc), streams (``sb.stream``) and code
+cells (``sb.code.run``) are described on their classes. This package imports nothing from the
+layers above it and can be used on its own. The results and specs are imported eagerly (they
+are light); everything else loads on first use, so ``closedpaw run`` never imports the
+long-lived machinery (the agent channel, streams, asyncio).
+
+Inside: ``spec.py`` ``policy.py`` ``result.py`` ``doctor.py`` at the top; ``bundle/`` (pure OCI
+config), ``images/``, ``drivers/``; ``host/`` (a sandbox's footprint on the host), ``agent/``
+(the in-sandbox agent) and ``lifecycle/`` (registry, manager, sandbox, pool, snapshot).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from closedpaw.sandbox.result import ExecutionResult, Isolation, ResourceUsage, SkippedFile
+from closedpaw.sandbox.result import (
+    CodeError,
+    CodeResult,
+    ExecutionResult,
+    Isolation,
+    ResourceUsage,
+    SkippedFile,
+)
 from closedpaw.sandbox.spec import ExecRequest, ResourceLimits, SandboxSpec
 
 if TYPE_CHECKING:
-    from closedpaw.sandbox.images.store import ImageStore
-    from closedpaw.sandbox.manager import SandboxManager
-    from closedpaw.sandbox.output import OutputSink
-    from closedpaw.sandbox.policy import ExecutionPolicy, load_policies
+    from closedpaw.sandbox.agent.stream import ExecStream
+    from closedpaw.sandbox.host.output import OutputSink
+    from closedpaw.sandbox.host.reconcile import GcReport
+    from closedpaw.sandbox.images.store import Image, ImageStore
+    from closedpaw.sandbox.lifecycle.manager import SandboxInfo, SandboxManager
+    from closedpaw.sandbox.lifecycle.pool import PoolStats, SandboxPool
+    from closedpaw.sandbox.lifecycle.registry import SandboxStatus
+    from closedpaw.sandbox.lifecycle.sandbox import Sandbox
+    from closedpaw.sandbox.lifecycle.snapshot import Snapshot
+    from closedpaw.sandbox.policy import ExecutionPolicy, PolicySet, load_policies
 
 __all__ = [
+    "CodeError",
+    "CodeResult",
     "ExecRequest",
+    "ExecStream",
     "ExecutionPolicy",
     "ExecutionResult",
+    "GcReport",
+    "Image",
     "ImageStore",
     "Isolation",
+    "OutputSink",
+    "PolicySet",
+    "PoolStats",
     "ResourceLimits",
     "ResourceUsage",
     "Sandbox",
     "SandboxInfo",
     "SandboxManager",
+    "SandboxPool",
     "SandboxSpec",
     "SandboxStatus",
     "SkippedFile",
+    "Snapshot",
     "default_manager",
     "load_policies",
     "run",
 ]
+
+# Loaded on first access (module attribute lookup), so importing this package stays cheap.
+_LAZY = {
+    "ExecStream": "closedpaw.sandbox.agent.stream",
+    "ExecutionPolicy": "closedpaw.sandbox.policy",
+    "GcReport": "closedpaw.sandbox.host.reconcile",
+    "Image": "closedpaw.sandbox.images.store",
+    "ImageStore": "closedpaw.sandbox.images.store",
+    "OutputSink": "closedpaw.sandbox.host.output",
+    "PolicySet": "closedpaw.sandbox.policy",
+    "PoolStats": "closedpaw.sandbox.lifecycle.pool",
+    "Sandbox": "closedpaw.sandbox.lifecycle.sandbox",
+    "SandboxInfo": "closedpaw.sandbox.lifecycle.manager",
+    "SandboxManager": "closedpaw.sandbox.lifecycle.manager",
+    "SandboxPool": "closedpaw.sandbox.lifecycle.pool",
+    "SandboxStatus": "closedpaw.sandbox.lifecycle.registry",
+    "Snapshot": "closedpaw.sandbox.lifecycle.snapshot",
+    "load_policies": "closedpaw.sandbox.policy",
+}
 
 _default: SandboxManager | None = None
 
@@ -56,7 +107,7 @@ def default_manager() -> SandboxManager:
     """The process-wide manager behind :func:`run` (settings from the environment)."""
     global _default
     if _default is None:
-        from closedpaw.sandbox.manager import SandboxManager
+        from closedpaw.sandbox.lifecycle.manager import SandboxManager
 
         _default = SandboxManager()
     return _default
@@ -71,21 +122,11 @@ def run(argv: Sequence[str], spec: SandboxSpec | None = None, *, runtime: str | 
 
 
 def __getattr__(name: str) -> object:
-    # Lazy: keep `import closedpaw.sandbox` cheap for the CLI.
-    if name in ("SandboxManager", "SandboxInfo"):
-        from closedpaw.sandbox import manager
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(where), name)
 
-        return getattr(manager, name)
-    if name in ("ExecutionPolicy", "load_policies"):
-        from closedpaw.sandbox import policy
 
-        return getattr(policy, name)
-    if name == "ImageStore":
-        from closedpaw.sandbox.images.store import ImageStore
-
-        return ImageStore
-    if name in ("Sandbox", "SandboxStatus"):
-        from closedpaw.sandbox import sandbox
-
-        return getattr(sandbox, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

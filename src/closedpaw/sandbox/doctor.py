@@ -8,8 +8,8 @@ from typing import Any
 
 from closedpaw.errors import ClosedPawError
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls, load_profile, to_oci
-from closedpaw.sandbox.cgroups import CGROUP_ROOT, is_v2
 from closedpaw.sandbox.drivers.detect import PREFERENCE
+from closedpaw.sandbox.host.cgroups import CGROUP_ROOT, is_v2
 from closedpaw.sandbox.images.store import ImageStore
 from closedpaw.settings import Settings
 
@@ -38,7 +38,7 @@ def _overlayfs() -> bool:
 
 
 def diagnose(settings: Settings | None = None, *, fresh: bool = False) -> dict[str, Any]:
-    from closedpaw.sandbox.manager import SandboxManager
+    from closedpaw.sandbox.lifecycle.manager import SandboxManager
 
     settings = settings or Settings.from_env()
     root = os.geteuid() == 0
@@ -54,8 +54,8 @@ def diagnose(settings: Settings | None = None, *, fresh: bool = False) -> dict[s
         "image_dir": str(settings.images),
         "images": ["host", *(i.name for i in ImageStore(settings.images).list())],
         "overlayfs": _overlayfs(),
-        "policy_file": str(settings.policy_file),
-        "policy_file_exists": settings.policy_file.exists(),
+        "policy_file": str(settings.sandbox.policy_file),
+        "policy_file_exists": settings.sandbox.policy_file.exists(),
         "runtimes": [],
         "selected": None,
         "usable": False,

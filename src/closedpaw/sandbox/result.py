@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["ExecutionResult", "Isolation", "ResourceUsage", "SkippedFile"]
+__all__ = ["CodeError", "CodeResult", "ExecutionResult", "Isolation", "ResourceUsage",
+           "SkippedFile"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +119,32 @@ class ExecutionResult:
             "output_files": list(self.output_files),
             "skipped_files": [asdict(s) for s in self.skipped_files],
         }
+
+
+@dataclass(frozen=True)
+class CodeError:
+    """An exception raised by a code cell: its type name, message and traceback text."""
+
+    name: str
+    message: str
+    traceback: str
+
+
+@dataclass(frozen=True)
+class CodeResult(ExecutionResult):
+    """An :class:`ExecutionResult` of a stateful code cell, plus ``value`` (the ``repr`` of
+    the last expression, when it was not None/undefined), ``error`` (what the cell raised)
+    and ``restarted`` (the interpreter died or timed out and its state is lost)."""
+
+    value: str | None = None
+    error: CodeError | None = None
+    restarted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["value"] = self.value
+        d["error"] = None if self.error is None else {
+            "name": self.error.name, "message": self.error.message,
+            "traceback": self.error.traceback}
+        d["restarted"] = self.restarted
+        return d

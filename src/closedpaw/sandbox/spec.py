@@ -19,9 +19,9 @@ from closedpaw.errors import SpecError
 
 __all__ = ["ExecRequest", "ResourceLimits", "SandboxSpec", "parse_size_mb"]
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_CODE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_IMAGE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_CODE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # Where extra tmpfs mounts may not go: the kernel filesystems and the engine's own mounts.
 _RESERVED_MOUNTS = ("/", "/proc", "/dev", "/sys", "/tmp", "/input", "/output", "/code", "/usr")
 _T = TypeVar("_T")
@@ -135,7 +135,7 @@ class SandboxSpec:
         if not isinstance(self.env, Mapping):
             raise SpecError("env", "must be a mapping of names to strings")
         for k, v in self.env.items():
-            if not isinstance(k, str) or not _ENV_NAME.match(k):
+            if not isinstance(k, str) or not _ENV_NAME.fullmatch(k):
                 raise SpecError(f"env.{k}", "is not a valid variable name")
             if not isinstance(v, str) or "\0" in v:
                 raise SpecError(f"env.{k}", "value must be a string without NUL bytes")
@@ -143,7 +143,7 @@ class SandboxSpec:
             raise SpecError("workdir", "must be an absolute path inside the sandbox")
         if ".." in self.workdir.split("/") or "\0" in self.workdir:
             raise SpecError("workdir", "must not contain '..' or NUL")
-        if not isinstance(self.image, str) or not _IMAGE_NAME.match(self.image):
+        if not isinstance(self.image, str) or not _IMAGE_NAME.fullmatch(self.image):
             raise SpecError("image", f"{self.image!r} is not an image name (lower-case "
                             "letters, digits, '.', '_', '-')")
         if self.readonly_root is not None and not isinstance(self.readonly_root, bool):
@@ -162,7 +162,7 @@ class SandboxSpec:
         if not isinstance(self.code_files, Mapping):
             raise SpecError("code_files", "must be a mapping of file names to text")
         for cname, text in self.code_files.items():
-            if not isinstance(cname, str) or not _CODE_NAME.match(cname):
+            if not isinstance(cname, str) or not _CODE_NAME.fullmatch(cname):
                 raise SpecError(f"code_files.{cname}", "must be a plain file name")
             if not isinstance(text, str):
                 raise SpecError(f"code_files.{cname}", "must be text")

@@ -20,7 +20,7 @@ CPU_PERIOD_US = 100_000
 RUNSC_MIN_PIDS = 1024
 NOFILE = 1024
 # The sandbox's memory limit is held by the engine's own cgroup, the parent of the runtime's
-# (see closedpaw.sandbox.cgroups); the container's cgroup gets it plus this backstop, so the
+# (see closedpaw.sandbox.host.cgroups); the container's cgroup gets it plus this backstop, so the
 # parent is the one that reaches its limit and counts the OOM kills. The annotation records
 # the sandbox's limit in the bundle.
 MEMORY_BACKSTOP_BYTES = 1024 * 1024

@@ -59,7 +59,7 @@ SANDBOX_ID_ANNOTATION = "org.closedpaw.sandbox-id"
 def root_readonly(c: Config, _: HostLimits) -> str | None:
     """The root is read-only, or it is this sandbox's own disposable overlay: the directory
     ``<state>/sandboxes/<sandbox-id>/rootfs`` declared as ``overlay`` by annotation, which the
-    workspace mounts (upper layer on a per-sandbox tmpfs) and removes with the sandbox."""
+    state dir mounts (upper layer on a per-sandbox tmpfs) and removes with the sandbox."""
     if c["root"].get("readonly") is True:
         return None
     ann = c.get("annotations", {})

@@ -15,12 +15,11 @@ import re
 import shutil
 import stat
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from closedpaw.errors import ImageError
-from closedpaw.sandbox.images.store import Image, ImageStore, remove_tree
+from closedpaw.sandbox.images.store import Image, ImageStore, locked_tempdir, remove_tree
 
 __all__ = ["BUILD_STEPS", "RECIPES", "Progress", "build_image", "host_mirror", "host_suite"]
 
@@ -127,13 +126,20 @@ def _require_tools() -> None:
 
 def _base(store: ImageStore, suite: str, mirror: str, arch: str, progress: Progress,
           rebuild: bool) -> Path:
+    """The cached base (call with the store lock held). ``.base`` is ``0700`` like the store;
+    a base being bootstrapped lives in a locked ``.tmp-base-*`` dir that ``gc`` removes if
+    its owner dies."""
     base = store.root / ".base" / f"{suite}-minbase-{arch}"
     if (base / ".complete").is_file() and not rebuild:
         progress("base", f"using the cached {suite} base")
         return base
-    base.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-base-", dir=base.parent))
+    base.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(base.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+    with locked_tempdir(base.parent, ".tmp-base-") as tmp:
         root = tmp / "root"
         _run(["debootstrap", "--variant=minbase", f"--arch={arch}", suite, str(root), mirror],
              "base", progress, f"debootstrap {suite} from {mirror}")
@@ -143,8 +149,6 @@ def _base(store: ImageStore, suite: str, mirror: str, arch: str, progress: Progr
         if base.exists():
             remove_tree(base)
         os.rename(root, base)
-    finally:
-        remove_tree(tmp)
     return base
 
 
@@ -216,39 +220,42 @@ def build_image(store: ImageStore, name: str, *, packages: Sequence[str] | None 
     suite = suite or host_suite()
     mirror = mirror or host_mirror(suite)
     arch = _arch()
-    with store.lock():
-        base = _base(store, suite, mirror, arch, progress, rebuild_base)
-        with store.staging(name) as staged:
+    # The store lock covers the shared base and its copy only, not the package install.
+    with contextlib.ExitStack() as stack:
+        with store.lock():
+            store.collect()   # what killed builds and imports left behind
+            base = _base(store, suite, mirror, arch, progress, rebuild_base)
+            staged = stack.enter_context(store.staging(name))
             rootfs = staged / "rootfs"
             progress("copy", f"copying the {suite} base")
             cp = subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(rootfs)],
                                 capture_output=True, text=True, check=False)
             if cp.returncode != 0:
                 raise ImageError(f"copying the base failed: {cp.stderr.strip()}")
-            (rootfs / ".complete").unlink()
-            # The chroot resolves the mirror with the host's resolver during the build only.
-            resolv = rootfs / "etc/resolv.conf"
-            with contextlib.suppress(FileNotFoundError):
-                resolv.unlink()
-            shutil.copyfile("/etc/resolv.conf", resolv)
-            policy_rc = rootfs / "usr/sbin/policy-rc.d"
-            policy_rc.write_text("#!/bin/sh\nexit 101\n")  # never start services
-            os.chmod(policy_rc, 0o755)
-            try:
-                with _chroot_mounts(rootfs):
-                    _run(["chroot", str(rootfs), "apt-get", "update", "-q"], "install",
-                         progress, "apt-get update in the build chroot")
-                    _run(["chroot", str(rootfs), "apt-get", "install", "-y", "-q",
-                          "--no-install-recommends", *packages], "install", progress,
-                         f"apt-get install {' '.join(packages)}")
-                    _run(["chroot", str(rootfs), "apt-get", "clean"], "clean", progress,
-                         "apt-get clean")
-            finally:
-                policy_rc.unlink()
-            progress("clean", "removing apt lists, caches and logs")
-            for rel in _CLEAN:
-                _empty_dir(rootfs / rel)
-            progress("digest", "computing the image digest")
-            return store.install(name, staged, {
-                "type": "debootstrap", "suite": suite, "mirror": mirror, "arch": arch,
-                "variant": "minbase", "packages": list(packages)})
+        (rootfs / ".complete").unlink()
+        # The chroot resolves the mirror with the host's resolver during the build only.
+        resolv = rootfs / "etc/resolv.conf"
+        with contextlib.suppress(FileNotFoundError):
+            resolv.unlink()
+        shutil.copyfile("/etc/resolv.conf", resolv)
+        policy_rc = rootfs / "usr/sbin/policy-rc.d"
+        policy_rc.write_text("#!/bin/sh\nexit 101\n")  # never start services
+        os.chmod(policy_rc, 0o755)
+        try:
+            with _chroot_mounts(rootfs):
+                _run(["chroot", str(rootfs), "apt-get", "update", "-q"], "install",
+                     progress, "apt-get update in the build chroot")
+                _run(["chroot", str(rootfs), "apt-get", "install", "-y", "-q",
+                      "--no-install-recommends", *packages], "install", progress,
+                     f"apt-get install {' '.join(packages)}")
+                _run(["chroot", str(rootfs), "apt-get", "clean"], "clean", progress,
+                     "apt-get clean")
+        finally:
+            policy_rc.unlink()
+        progress("clean", "removing apt lists, caches and logs")
+        for rel in _CLEAN:
+            _empty_dir(rootfs / rel)
+        progress("digest", "computing the image digest")
+        return store.install(name, staged, {
+            "type": "debootstrap", "suite": suite, "mirror": mirror, "arch": arch,
+            "variant": "minbase", "packages": list(packages)})

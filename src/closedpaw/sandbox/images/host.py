@@ -16,7 +16,7 @@ from pathlib import Path
 
 from closedpaw.errors import RuntimeUnavailable
 
-__all__ = ["MOUNT_POINTS", "HostRootfs", "prepare_host_rootfs"]
+__all__ = ["MOUNT_POINTS", "HostRootfs", "locate_host_rootfs", "prepare_host_rootfs"]
 
 _VERSION = "5"
 MOUNT_POINTS = ("usr", "proc", "dev", "sys", "tmp", "input", "output", "code", "run", "etc",
@@ -80,8 +80,14 @@ def _digest(links: dict[str, str], alts: dict[str, str], ldcache: bytes) -> str:
     return h.hexdigest()[:16]
 
 
-def prepare_host_rootfs(data_dir: Path, host_root: Path = Path("/")) -> HostRootfs:
-    """Return the skeleton for the current host, building it atomically if needed."""
+def locate_host_rootfs(data_dir: Path, host_root: Path = Path("/")) -> HostRootfs:
+    """Where the skeleton for the current host is (or would be), reading only: for commands
+    that report it (``closedpaw image list``), which any user may run."""
+    return _locate(data_dir, host_root)[0]
+
+
+def _locate(data_dir: Path, host_root: Path
+            ) -> tuple[HostRootfs, dict[str, str], dict[str, str], bytes]:
     links = _host_links(host_root)
     alts = _alternatives(host_root)
     try:
@@ -89,10 +95,16 @@ def prepare_host_rootfs(data_dir: Path, host_root: Path = Path("/")) -> HostRoot
     except FileNotFoundError:
         ldcache = b""
     digest = _digest(links, alts, ldcache)
-    base = data_dir / "rootfs"
-    final = base / f"host-{digest}"
+    return HostRootfs(data_dir / "rootfs" / f"host-{digest}", digest), links, alts, ldcache
+
+
+def prepare_host_rootfs(data_dir: Path, host_root: Path = Path("/")) -> HostRootfs:
+    """Return the skeleton for the current host, building it atomically if needed."""
+    where, links, alts, ldcache = _locate(data_dir, host_root)
+    final, digest = where.path, where.digest
+    base = final.parent
     if final.is_dir():
-        return HostRootfs(final, digest)
+        return where
     import shutil
     import tempfile
 

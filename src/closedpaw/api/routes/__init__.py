@@ -1,0 +1,7 @@
+"""One router per resource; :func:`closedpaw.api.app.create_app` includes them all."""
+
+from closedpaw.api.routes import actions, audit, conversations, events, status
+
+__all__ = ["ROUTERS"]
+
+ROUTERS = (status.router, actions.router, audit.router, events.router, conversations.router)

@@ -1,0 +1,96 @@
+"""What every command module shares: how to fail, how to print, the version, the choices.
+
+Cheap to import (argparse, json, sys): ``closedpaw run`` loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from closedpaw.settings import RUNTIME_CHOICES
+
+__all__ = ["EXIT_REFUSED", "EXIT_USAGE", "LANG_CHOICES", "ROLE_CHOICES", "RUNTIME_CHOICES",
+           "Parser", "VersionAction", "data_dir_option", "die", "output", "settings_from",
+           "version"]
+
+EXIT_REFUSED = 1   # the gate or the API said no (or a check failed)
+EXIT_USAGE = 2     # bad input or an infrastructure error, with a one-line reason
+
+#: shared choice lists; those owned by heavier modules are repeated here and a test keeps
+#: them equal (settings is cheap and loaded anyway)
+LANG_CHOICES = ("python", "node", "bash")
+ROLE_CHOICES = ("admin", "user")
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"closedpaw: error: {message} (see 'closedpaw --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def die(message: object, code: int = EXIT_USAGE) -> NoReturn:
+    """One line on stderr, then exit (2 by default)."""
+    sys.stderr.write(f"closedpaw: error: {' '.join(str(message).split())}\n")
+    raise SystemExit(code)
+
+
+def output(data: Any, as_json: bool, render: Callable[[Any], str] | None = None, *,
+           indent: int | None = 2) -> None:
+    """Print ``data`` as JSON (``--json``) or through ``render`` (text)."""
+    if as_json or render is None:
+        sys.stdout.write(json.dumps(data, indent=indent) + "\n")
+    else:
+        sys.stdout.write(render(data))
+
+
+def version() -> str:
+    """The installed package's version (from its metadata, never hard-coded)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("closedpaw")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class VersionAction(argparse.Action):
+    """``--version``, reading the metadata only when asked (startup stays lazy)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0,
+                         help=help or "show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        sys.stdout.write(f"closedpaw {version()}\n")
+        parser.exit()
+
+
+def data_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", metavar="DIR", type=Path,
+                   help="ClosedPaw data directory (default: CLOSEDPAW_DATA_DIR or "
+                   "/var/lib/closedpaw)")
+
+
+def settings_from(args: argparse.Namespace, **more: Any) -> Any:
+    """Settings from the environment with the command's flags on top (``--data-dir`` and
+    ``more``; None = not given). A bad value exits 2 with the variable's name."""
+    from closedpaw.errors import ConfigError
+    from closedpaw.settings import Settings
+
+    changes = {k: v for k, v in more.items() if v is not None}
+    if getattr(args, "data_dir", None) is not None:
+        changes["data_dir"] = args.data_dir.absolute()
+    try:
+        return Settings.from_env(**changes)
+    except ConfigError as e:
+        die(e)

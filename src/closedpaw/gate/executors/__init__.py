@@ -1,0 +1,24 @@
+"""What an approved action does, one module per action type, found through a registry.
+
+Code runs only in a sandbox; host file and network access run only after the gate let them
+through. Each module exports ``ACTION_TYPES`` (action_type -> executor);
+:func:`default_registry` collects them. Executors get an :class:`ExecutionContext`, never the
+engine.
+"""
+
+from __future__ import annotations
+
+from closedpaw.gate.executors import chat, code, files, network, secret, skill
+from closedpaw.gate.executors.context import ExecutionContext
+from closedpaw.gate.executors.registry import Executor, ExecutorRegistry
+
+__all__ = ["ExecutionContext", "Executor", "ExecutorRegistry", "default_registry"]
+
+
+def default_registry() -> ExecutorRegistry:
+    """Every built-in executor, keyed by action type."""
+    reg = ExecutorRegistry()
+    for module in (code, files, network, chat, secret, skill):
+        for action_type, fn in module.ACTION_TYPES.items():
+            reg.register(action_type, fn)
+    return reg

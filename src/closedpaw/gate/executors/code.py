@@ -1,0 +1,39 @@
+"""``code_execution``: only in a sandbox without a network, under a named execution policy."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from closedpaw.audit.events import AuditEvent
+from closedpaw.errors import GateError
+from closedpaw.gate.actions import CodeExecutionParams
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from closedpaw.gate.executors.context import ExecutionContext
+    from closedpaw.gate.store import ActionRecord
+
+__all__ = ["ACTION_TYPES", "run_code"]
+
+
+def run_code(ctx: ExecutionContext, rec: ActionRecord, params: BaseModel) -> dict[str, Any]:
+    assert isinstance(params, CodeExecutionParams)
+    mgr = ctx.sandboxes()
+    base = mgr.spec_for(params.policy)  # PolicyError (the action fails) for an unknown name
+    if base.limits.network_enabled:
+        raise GateError(f"policy {params.policy!r} enables the network; code_execution runs "
+                        "only in sandboxes without one")
+    spec = replace(base, limits=replace(base.limits, timeout_s=params.timeout_s))
+    result = mgr.run(params.command(), spec)
+    out = result.to_dict()
+    ctx.audit.append(AuditEvent.SANDBOX_RUN, principal="system", action_id=rec.id,
+                     details={"sandbox_id": result.sandbox_id, "exit_code": result.exit_code,
+                              "timed_out": result.timed_out, "oom_killed": result.oom_killed,
+                              "duration_ms": out["duration_ms"],
+                              "isolation": out["isolation"]})
+    return out
+
+
+ACTION_TYPES = {"code_execution": run_code}

@@ -1,0 +1,271 @@
+"""Persistence with SQLAlchemy 2: principals and actions. SQLite (WAL, synchronous=FULL) in
+the data directory by default; the same code runs on PostgreSQL by URL.
+
+State changes are compare-and-set: ``UPDATE ... WHERE id = ? AND status IN (...)``, so two
+approvals of one action cannot both succeed, in one process or many. Each change and its audit
+entry go together: the row is changed in a transaction, the entry is written, then the
+transaction commits; if the entry cannot be written the change is rolled back (fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+from sqlalchemy import (
+    Boolean,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from closedpaw.errors import ConfigError, InvalidRequest, StoreError
+from closedpaw.gate.actions import ActionStatus, RiskLevel
+
+__all__ = ["ActionRecord", "ActionRow", "PrincipalRow", "Store"]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PrincipalRow(Base):
+    __tablename__ = "principals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ActionRow(Base):
+    __tablename__ = "actions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    action_type: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[str] = mapped_column(Text)  # canonical {"action_type", "parameters"}
+    params_sha256: Mapped[str] = mapped_column(String(64))
+    security_level: Mapped[str] = mapped_column(String(16))
+    level_reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    requester: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decided_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)   # JSON
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_actions_status", "status"),
+                      Index("ix_actions_created", "created_at"))
+
+
+class ActionRecord(BaseModel):
+    """An action as stored. The same model is the API's answer (``GET /api/actions/{id}``),
+    the CLI's ``--json`` and what listeners are told about: serialised by its aliases
+    (``action_id``, ``canonical_parameters``) with ``requires_approval`` computed."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    id: str = Field(serialization_alias="action_id")
+    action_type: str
+    parameters: dict[str, Any]
+    canonical: str = Field(serialization_alias="canonical_parameters",
+                           description="the exact JSON params_sha256 is taken of")
+    params_sha256: str
+    security_level: RiskLevel
+    level_reason: str
+    status: ActionStatus
+    requester: str
+    created_at: float
+    updated_at: float
+    expires_at: float | None
+    decided_by: str | None
+    decided_at: float | None
+    result: dict[str, Any] | None
+    error: str | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def requires_approval(self) -> bool:
+        return self.security_level.needs_approval
+
+    @classmethod
+    def of(cls, r: ActionRow) -> ActionRecord:
+        return cls(id=r.id, action_type=r.action_type,
+                   parameters=json.loads(r.parameters)["parameters"],
+                   canonical=r.parameters, params_sha256=r.params_sha256,
+                   security_level=RiskLevel(r.security_level), level_reason=r.level_reason,
+                   status=ActionStatus(r.status), requester=r.requester,
+                   created_at=r.created_at, updated_at=r.updated_at, expires_at=r.expires_at,
+                   decided_by=r.decided_by, decided_at=r.decided_at,
+                   result=json.loads(r.result) if r.result else None, error=r.error)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape (the API's, the CLI's)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def _describe(e: SQLAlchemyError) -> str:
+    orig = getattr(e, "orig", None)
+    return " ".join(str(orig or e).split())[:300]
+
+
+class Store:
+    """The database. ``url`` is any SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                p = Path(path)
+                p.parent.mkdir(parents=True, exist_ok=True)
+                if not p.exists():   # token hashes live here: not world-readable
+                    os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+        elif url.startswith("postgresql"):
+            kwargs["pool_pre_ping"] = True
+        else:
+            raise ConfigError(f"db_url: {url.split(':', 1)[0]!r} is not supported; use "
+                              "sqlite:///PATH or postgresql+psycopg://...")
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except (SQLAlchemyError, ImportError, ValueError) as e:
+            raise ConfigError(f"db_url: cannot use {url!r}: {e}") from None
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as e:
+            self.engine.dispose()
+            raise StoreError(f"database {self.safe_url} is unreachable: {_describe(e)}") from None
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True) if hasattr(
+            self, "engine") else self.url.split("@")[-1]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any exception."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as s, s.begin():
+                yield s
+        except IntegrityError as e:
+            raise InvalidRequest(f"conflicts with existing data: {_describe(e)}") from None
+        except SQLAlchemyError as e:
+            raise StoreError(f"database error: {_describe(e)}") from None
+
+    # -- principals --------------------------------------------------------------------
+    def add_principal(self, s: Session, name: str, role: str, token_hash: str) -> None:
+        if s.scalar(select(PrincipalRow.id).where(PrincipalRow.name == name)) is not None:
+            raise InvalidRequest(f"a principal named {name!r} exists already")
+        s.add(PrincipalRow(name=name, role=role, token_hash=token_hash, created_at=time.time(),
+                           disabled=False))
+        s.flush()
+
+    def disable_principal(self, s: Session, name: str) -> None:
+        n = s.execute(update(PrincipalRow).where(PrincipalRow.name == name,
+                                                 PrincipalRow.disabled.is_(False))
+                      .values(disabled=True)).rowcount  # type: ignore[attr-defined]
+        if n != 1:
+            raise InvalidRequest(f"no active principal named {name!r}")
+
+    def principals(self) -> list[tuple[str, str, float, bool]]:
+        with self.session() as s:
+            rows = s.execute(select(PrincipalRow.name, PrincipalRow.role,
+                                    PrincipalRow.created_at, PrincipalRow.disabled)
+                             .order_by(PrincipalRow.id))
+            return [(n, r, float(c), bool(d)) for n, r, c, d in rows]
+
+    def principal_by_hash(self, token_hash: str) -> PrincipalRow | None:
+        with self.session() as s:
+            return s.scalar(select(PrincipalRow).where(PrincipalRow.token_hash == token_hash,
+                                                       PrincipalRow.disabled.is_(False)))
+
+    def count_admins(self) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(PrincipalRow)
+                                .where(PrincipalRow.role == "admin")) or 0)
+
+    # -- actions -----------------------------------------------------------------------
+    def get(self, action_id: str) -> ActionRecord | None:
+        with self.session() as s:
+            row = s.get(ActionRow, action_id)
+            return ActionRecord.of(row) if row else None
+
+    def list_actions(self, *, status: Sequence[ActionStatus] | None = None, limit: int = 100,
+             offset: int = 0) -> list[ActionRecord]:
+        q = select(ActionRow).order_by(ActionRow.created_at.desc(), ActionRow.id)
+        if status:
+            q = q.where(ActionRow.status.in_([str(x) for x in status]))
+        with self.session() as s:
+            return [ActionRecord.of(r) for r in s.scalars(q.limit(limit).offset(offset))]
+
+    def ids_where(self, *, status: Sequence[ActionStatus], expires_before: float | None = None
+                  ) -> list[str]:
+        q = select(ActionRow.id).where(ActionRow.status.in_([str(x) for x in status]))
+        if expires_before is not None:
+            q = q.where(ActionRow.expires_at.is_not(None), ActionRow.expires_at <= expires_before)
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    def counts(self) -> dict[str, int]:
+        with self.session() as s:
+            rows = s.execute(select(ActionRow.status, func.count()).group_by(ActionRow.status))
+            return {str(st): int(n) for st, n in rows}
+
+    def transition(self, action_id: str, frm: Sequence[ActionStatus], to: ActionStatus, *,
+                   audit: Callable[[ActionRecord], None], where_unexpired: float | None = None,
+                   **values: Any) -> ActionRecord | None:
+        """Compare-and-set ``frm`` -> ``to``; ``audit`` runs inside the transaction with the
+        new record and may raise to roll it back. None when the action was not in ``frm``."""
+        values = {k: (json.dumps(v) if k == "result" and v is not None else v)
+                  for k, v in values.items()}
+        with self.session() as s:
+            q = (update(ActionRow)
+                 .where(ActionRow.id == action_id,
+                        ActionRow.status.in_([str(x) for x in frm]))
+                 .values(status=str(to), updated_at=time.time(), **values))
+            if where_unexpired is not None:
+                q = q.where(ActionRow.expires_at > where_unexpired)
+            if s.execute(q).rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            row = s.get(ActionRow, action_id, populate_existing=True)
+            assert row is not None
+            rec = ActionRecord.of(row)
+            audit(rec)
+            return rec

@@ -1,0 +1,183 @@
+"""The one inventory of what ClosedPaw has on the host under one set of settings: state dirs,
+snapshot images, runtime containers, cgroups, mounts and processes.
+
+``closedpaw gc`` (:mod:`closedpaw.sandbox.host.reconcile`) finds its candidates with these
+functions; the test fixtures (``leftovers()``) and the benchmarks' leak checks call
+:func:`take` and expect an empty :class:`Inventory` after cleanup. Reading only: nothing here
+changes the host.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from closedpaw.sandbox.host.cgroups import CGROUP_ROOT, is_v2
+from closedpaw.settings import Settings
+
+__all__ = [
+    "RUNTIMES",
+    "Inventory",
+    "cgroup_bases",
+    "cgroup_children",
+    "container_ids",
+    "mounts_under",
+    "processes_mentioning",
+    "runtime_processes",
+    "take",
+]
+
+RUNTIMES = ("runc", "runsc")
+_SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def cgroup_bases(parent: str) -> list[Path]:
+    """``<parent>`` in every cgroup hierarchy (one on v2; one per controller on v1, symlinked
+    aliases such as ``cpu`` -> ``cpu,cpuacct`` left out)."""
+    if is_v2():
+        return [CGROUP_ROOT / parent]
+    try:
+        return sorted(d / parent for d in CGROUP_ROOT.iterdir()
+                      if d.is_dir() and not d.is_symlink())
+    except OSError:
+        return []
+
+
+def cgroup_children(parent: str) -> dict[Path, list[str]]:
+    """Child cgroups (names) under ``<parent>`` per hierarchy, hierarchies without any left
+    out."""
+    out: dict[Path, list[str]] = {}
+    for base in cgroup_bases(parent):
+        try:
+            kids = sorted(e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
+        if kids:
+            out[base] = kids
+    return out
+
+
+def mounts_under(path: Path | str) -> list[Path]:
+    """Mount points of this mount namespace strictly under ``path``, deepest first (the order
+    to unmount them in)."""
+    prefix = str(path).rstrip("/") + "/"
+    out = []
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                mnt = _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), line.split()[1])
+                if mnt.startswith(prefix):
+                    out.append(Path(mnt))
+    except OSError:
+        pass
+    return sorted(out, key=lambda p: len(str(p)), reverse=True)
+
+
+def _cmdlines() -> list[tuple[int, list[bytes]]]:
+    me = os.getpid()
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[-1] == b"":
+            argv.pop()
+        if argv:
+            out.append((int(name), argv))
+    return out
+
+
+def processes_mentioning(*needles: str) -> list[str]:
+    """Live processes (not this one) whose command line mentions any needle, as
+    ``"<pid>: <command line>"``."""
+    raw = [os.fsencode(n) for n in needles]
+    hits = []
+    for pid, argv in _cmdlines():
+        cmd = b" ".join(argv)
+        if any(n in cmd for n in raw):
+            hits.append(f"{pid}: {cmd.decode(errors='replace')[:160]}")
+    return hits
+
+
+def runtime_processes(bundle: Path) -> list[int]:
+    """Runtime processes (``runc``/``runsc``) still working on ``bundle``: a foreground
+    ``run`` whose owner died keeps going in its own session, and may still be creating the
+    container."""
+    needle = os.fsencode(str(bundle))
+    return [pid for pid, argv in _cmdlines()
+            if os.path.basename(argv[0]) in (b"runc", b"runsc") and needle in argv]
+
+
+def container_ids(runtime: str, root: Path) -> list[str]:
+    """Containers the ``runtime`` binary lists under its state ``root`` (none when the root
+    or the binary does not exist)."""
+    binary = shutil.which(runtime, path=_SYSTEM_PATH)
+    if binary is None or not root.exists():
+        return []
+    quiet = "-quiet" if runtime == "runsc" else "--quiet"
+    p = subprocess.run([binary, "--root", str(root), "list", quiet], capture_output=True,
+                       text=True, timeout=30, check=False)
+    if p.returncode != 0:
+        low = p.stderr.lower()
+        if "no such file" in low or "not exist" in low:
+            return []
+        raise RuntimeError(f"{runtime} list failed ({p.returncode}): {p.stderr.strip()}")
+    return [ln.strip() for ln in p.stdout.splitlines() if ln.strip()]
+
+
+def _entries(d: Path) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(d))
+    except OSError:
+        return []
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What exists on the host under one state dir and cgroup parent."""
+
+    state_dirs: tuple[Path, ...] = ()          # <state_dir>/sandboxes/*
+    snapshots: tuple[Path, ...] = ()           # <snapshots>/*
+    containers: tuple[tuple[str, str], ...] = ()  # (runtime, id) in <state_dir>/<runtime>
+    cgroups: tuple[Path, ...] = ()             # children of <cgroup_parent>, every hierarchy
+    mounts: tuple[Path, ...] = ()              # mount points under <state_dir>
+    processes: tuple[str, ...] = ()            # "<pid>: <cmdline>" mentioning <state_dir>
+
+    def lines(self) -> list[str]:
+        """One line per item, e.g. ``state dir /run/closedpaw/sandboxes/cp-...``."""
+        return ([f"state dir {p}" for p in self.state_dirs]
+                + [f"snapshot image {p}" for p in self.snapshots]
+                + [f"{rt} container {c}" for rt, c in self.containers]
+                + [f"cgroup {p}" for p in self.cgroups]
+                + [f"mount {p}" for p in self.mounts]
+                + [f"process {p}" for p in self.processes])
+
+    def __bool__(self) -> bool:
+        return bool(self.lines())
+
+
+def take(settings: Settings) -> Inventory:
+    """The inventory under ``settings``; containers are listed with the ``runc``/``runsc``
+    binaries on the system path under the roots ClosedPaw uses (``<state_dir>/<runtime>``)."""
+    sandboxes = settings.state_dir / "sandboxes"
+    containers = [(rt, c) for rt in RUNTIMES
+                  for c in container_ids(rt, settings.state_dir / rt)]
+    cgroups = [base / kid for base, kids in cgroup_children(settings.sandbox.cgroup_parent).items()
+               for kid in kids]
+    return Inventory(
+        state_dirs=tuple(sandboxes / n for n in _entries(sandboxes)),
+        snapshots=tuple(settings.snapshots / n for n in _entries(settings.snapshots)),
+        containers=tuple(containers),
+        cgroups=tuple(cgroups),
+        mounts=tuple(sorted(mounts_under(settings.state_dir))),
+        processes=tuple(processes_mentioning(str(settings.state_dir).rstrip("/") + "/")),
+    )

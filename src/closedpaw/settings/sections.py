@@ -1,0 +1,230 @@
+"""The sections of :class:`~closedpaw.settings.Settings`, one per concern. Each field declares
+its environment variable beside it: ``CLOSEDPAW_`` + the field name in capitals (a test checks
+that, and that field names are unique across sections)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from closedpaw.errors import ConfigError
+from closedpaw.settings._field import setting
+
+__all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "PoolSettings",
+           "ProviderSettings", "SandboxSettings"]
+
+RUNTIME_CHOICES = ("auto", "runsc", "runc")
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """The sandbox engine."""
+
+    runtime: str = setting("auto", env="CLOSEDPAW_RUNTIME", kind=str,
+                           doc="OCI runtime: auto (runsc, else runc), runsc or runc")
+    max_sandboxes: int = setting(32, env="CLOSEDPAW_MAX_SANDBOXES", kind=int,
+                                 doc="live sandboxes per manager at most")
+    output_cap_bytes: int = setting(1024 * 1024, env="CLOSEDPAW_OUTPUT_CAP_BYTES", kind=int,
+                                    doc="bytes of stdout and of stderr kept per command")
+    cgroup_parent: str = setting("closedpaw", env="CLOSEDPAW_CGROUP_PARENT", kind=str,
+                                 doc="cgroup under which every sandbox's cgroup is made")
+    image_dir: Path | None = setting(None, env="CLOSEDPAW_IMAGE_DIR", kind=Path,
+                                     doc="the image store; unset = DATA_DIR/images")
+    policy_file: Path = setting(Path("/etc/closedpaw/policies.yaml"),
+                                env="CLOSEDPAW_POLICY_FILE", kind=Path,
+                                doc="the user's execution policies, read over the built-in "
+                                "ones when it exists")
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIME_CHOICES:
+            raise ConfigError(
+                f"runtime: {self.runtime!r} is not one of {', '.join(RUNTIME_CHOICES)}")
+        if self.max_sandboxes < 1:
+            raise ConfigError("max_sandboxes: must be at least 1")
+        if self.output_cap_bytes < 1:
+            raise ConfigError("output_cap_bytes: must be at least 1")
+        if not self.cgroup_parent.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError("cgroup_parent: only letters, digits, '-' and '_' are allowed")
+
+
+_GIB = 1 << 30
+_MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Bounds on one image import (``closedpaw image import``); each, when hit, ends the import
+    with a one-line error naming it and installs nothing. Sizes are bytes."""
+
+    import_max_unpacked_bytes: int = setting(
+        16 * _GIB, env="CLOSEDPAW_IMPORT_MAX_UNPACKED_BYTES", kind=int,
+        doc="bytes written while unpacking all layers (4 KiB blocks; hard links once)")
+    import_max_file_bytes: int = setting(4 * _GIB, env="CLOSEDPAW_IMPORT_MAX_FILE_BYTES",
+                                         kind=int, doc="one regular file in a layer")
+    import_max_blob_bytes: int = setting(8 * _GIB, env="CLOSEDPAW_IMPORT_MAX_BLOB_BYTES",
+                                         kind=int, doc="one blob of the layout (as stored)")
+    import_max_header_bytes: int = setting(
+        _MIB, env="CLOSEDPAW_IMPORT_MAX_HEADER_BYTES", kind=int,
+        doc="one extended tar header (PAX records, GNU long names)")
+    import_max_members: int = setting(2_000_000, env="CLOSEDPAW_IMPORT_MAX_MEMBERS", kind=int,
+                                      doc="members of all layers together")
+    import_max_layers: int = setting(256, env="CLOSEDPAW_IMPORT_MAX_LAYERS", kind=int,
+                                     doc="layers in one image")
+    import_max_depth: int = setting(128, env="CLOSEDPAW_IMPORT_MAX_DEPTH", kind=int,
+                                    doc="path components of one entry")
+    import_deadline_s: float = setting(3600.0, env="CLOSEDPAW_IMPORT_DEADLINE_S", kind=float,
+                                       doc="wall-clock seconds for one whole import")
+
+    def __post_init__(self) -> None:
+        for name in ("import_max_unpacked_bytes", "import_max_file_bytes",
+                     "import_max_blob_bytes", "import_max_header_bytes", "import_max_members",
+                     "import_max_layers", "import_max_depth", "import_deadline_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name}: must be a positive number, got {v!r}")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Warm pools and snapshots."""
+
+    pool_size: int = setting(2, env="CLOSEDPAW_POOL_SIZE", kind=int,
+                             doc="pre-started sandboxes a warm pool keeps ready")
+    pool_idle_timeout_s: float = setting(
+        300.0, env="CLOSEDPAW_POOL_IDLE_TIMEOUT_S", kind=float,
+        aliases=("CLOSEDPAW_POOL_IDLE_TIMEOUT",),
+        doc="seconds without an acquire after which a pool deletes its ready sandboxes "
+        "(it warms up again on the next acquire); 0 = never")
+    snapshot_dir: Path | None = setting(
+        None, env="CLOSEDPAW_SNAPSHOT_DIR", kind=Path,
+        doc="checkpoint images (root-only: they hold a warmed sandbox's memory); "
+        "unset = STATE_DIR/snapshots")
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 1:
+            raise ConfigError("pool_size: must be at least 1")
+        if self.pool_idle_timeout_s < 0:
+            raise ConfigError("pool_idle_timeout_s: must be 0 (never) or more seconds")
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The gate: actions, rules, approvals, the database."""
+
+    db_url: str | None = setting(None, env="CLOSEDPAW_DB_URL", kind=str,
+                                 doc="SQLAlchemy URL; unset = SQLite (WAL) at "
+                                 "DATA_DIR/closedpaw.db")
+    rules_file: Path | None = setting(None, env="CLOSEDPAW_RULES_FILE", kind=Path,
+                                      doc="YAML risk rules evaluated before the built-in ones; "
+                                      "unset = DATA_DIR/rules.yaml when it exists")
+    workspace_dir: Path | None = setting(None, env="CLOSEDPAW_WORKSPACE_DIR", kind=Path,
+                                         doc="host directory file_read may read at medium "
+                                         "risk; unset = DATA_DIR/workspace")
+    approval_ttl_s: float = setting(900.0, env="CLOSEDPAW_APPROVAL_TTL_S", kind=float,
+                                    aliases=("CLOSEDPAW_APPROVAL_TTL",),
+                                    doc="seconds a pending action waits for a decision before "
+                                    "it is expired")
+    require_distinct_approver: bool = setting(
+        False, env="CLOSEDPAW_REQUIRE_DISTINCT_APPROVER", kind=bool,
+        doc="the approver must be another principal than the requester")
+
+    def __post_init__(self) -> None:
+        if not (1.0 <= self.approval_ttl_s <= 30 * 86400):
+            raise ConfigError("approval_ttl_s: must be between 1 second and 30 days")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The HTTP API and the clients of it (CLI, ``closedpaw.client``)."""
+
+    api_host: str = setting("127.0.0.1", env="CLOSEDPAW_API_HOST", kind=str,
+                            doc="address 'closedpaw serve' binds (loopback unless "
+                            "--allow-remote)")
+    api_port: int = setting(8765, env="CLOSEDPAW_API_PORT", kind=int, doc="its port")
+    api_url: str | None = setting(None, env="CLOSEDPAW_API_URL", kind=str,
+                                  doc="base URL clients talk to; unset = "
+                                  "http://API_HOST:API_PORT")
+    api_token: str | None = setting(None, env="CLOSEDPAW_API_TOKEN", kind=str,
+                                    doc="bearer token clients send; unset = read "
+                                    "DATA_DIR/api-token")
+    rate_limit_per_minute: int = setting(240, env="CLOSEDPAW_RATE_LIMIT_PER_MINUTE", kind=int,
+                                         aliases=("CLOSEDPAW_RATE_LIMIT",),
+                                         doc="requests per minute per principal (token "
+                                         "bucket, burst = the same)")
+
+    def __post_init__(self) -> None:
+        if self.rate_limit_per_minute < 1:
+            raise ConfigError("rate_limit_per_minute: must be at least 1")
+        if not (0 <= self.api_port <= 65535):
+            raise ConfigError("api_port: must be between 0 and 65535")
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """Model providers and the assistant's per-turn caps. API keys are never settings: a
+    provider's ``api_key: secret:NAME`` is resolved by the composition root's secret resolver
+    (the vault when configured, else ``CLOSEDPAW_SECRET_<NAME>``)."""
+
+    default_provider: str | None = setting(
+        None, env="CLOSEDPAW_DEFAULT_PROVIDER", kind=str,
+        doc="provider a conversation uses unless it names one; unset = the first local one "
+        "that answers (ollama, else the embedded model); never a cloud one by itself")
+    ollama_url: str = setting("http://127.0.0.1:11434", env="CLOSEDPAW_OLLAMA_URL", kind=str,
+                              doc="base URL of the built-in ollama provider")
+    local_model_path: Path | None = setting(
+        None, env="CLOSEDPAW_LOCAL_MODEL_PATH", kind=Path,
+        doc="GGUF file of the embedded provider; unset = DATA_DIR/models/<model>.gguf")
+    providers_file: Path | None = setting(
+        None, env="CLOSEDPAW_PROVIDERS_FILE", kind=Path,
+        doc="YAML or JSON: {default?, providers: [{type: ollama|openai|anthropic|google|local, "
+        "name, ...}]}; replaces the built-in ollama + local pair")
+    turn_max_tool_calls: int = setting(8, env="CLOSEDPAW_TURN_MAX_TOOL_CALLS", kind=int,
+                                       doc="tool calls one assistant turn may make")
+    turn_max_tokens: int = setting(32_000, env="CLOSEDPAW_TURN_MAX_TOKENS", kind=int,
+                                   doc="prompt + completion tokens over one turn's model calls")
+    turn_wall_s: float = setting(300.0, env="CLOSEDPAW_TURN_WALL_S", kind=float,
+                                 doc="active seconds of one turn (waiting for an approval "
+                                 "does not count)")
+    tool_result_chars: int = setting(4000, env="CLOSEDPAW_TOOL_RESULT_CHARS", kind=int,
+                                     doc="characters of one tool result the model sees")
+
+    def __post_init__(self) -> None:
+        for name in ("turn_max_tool_calls", "turn_max_tokens", "turn_wall_s",
+                     "tool_result_chars"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name}: must be a positive number, got {v!r}")
+        if not self.ollama_url.startswith(("http://", "https://")):
+            raise ConfigError(f"ollama_url: {self.ollama_url!r} is not an http(s) URL")
+
+    def load_file(self) -> dict[str, Any]:
+        """The providers file as a mapping ({} when none is set). YAML or JSON by suffix;
+        ConfigError naming the file for anything unreadable or of the wrong shape."""
+        path = self.providers_file
+        if path is None:
+            return {}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"providers_file: cannot read {path}: {e.strerror}") from None
+        try:
+            if path.suffix == ".json":
+                import json
+
+                raw = json.loads(text)
+            else:
+                import yaml
+
+                raw = yaml.safe_load(text)
+        except ValueError as e:  # json.JSONDecodeError
+            raise ConfigError(f"providers_file: {path} is not valid JSON: {e}") from None
+        except Exception as e:  # yaml.YAMLError (yaml is imported only here)
+            raise ConfigError(f"providers_file: {path} is not valid YAML: "
+                              f"{' '.join(str(e).split())[:300]}") from None
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"providers_file: {path} must hold a mapping "
+                              "{default?, providers: [...]}")
+        return raw
