@@ -193,6 +193,37 @@ def test_a_high_action_pauses_is_approved_with_the_hash_and_resumes(tmp_path: Pa
         assert r.gate.get(appr["action_id"]).status.value == "completed"
 
 
+def test_the_resumed_turn_streams_to_a_subscriber_of_the_conversation(tmp_path: Path,
+                                                                         runtime: str) -> None:
+    """GET /api/conversations/{id}/events: after the approval, the resumed turn's tool_result,
+    tokens and final reach the client that asked (through closedpaw.client); another user
+    cannot subscribe to someone else's conversation."""
+    from closedpaw.client import Client
+    from closedpaw.errors import ApiRefused
+
+    with rig(tmp_path, runtime, rules=HIGH_RULES) as r, r.client() as c:
+        conv, appr = _pause(r, c)
+        tok = r.gate.create_principal("mallory", "user")
+        with Client(r.url, tok) as other, pytest.raises(ApiRefused) as e:
+            with other.conversation_events(conv):
+                pass
+        assert e.value.error_code == "conversation_not_found"
+        with Client(r.url, r.token) as api:
+            with api.conversation_events(conv) as events:
+                api.approve(appr["action_id"], appr["params_sha256"])
+                got: list[tuple[str, dict[str, Any]]] = []
+                for name, data in events:
+                    got.append((name, data))
+                    if name in ("final", "error"):
+                        break
+        names = [n for n, _ in got]
+        assert names[0] == "tool_result" and names[-1] == "final", names
+        assert got[0][1]["action_id"] == appr["action_id"]
+        assert got[0][1]["status"] == "completed" and "DANGER 42" in got[0][1]["content"]
+        assert got[-1][1]["text"] == "done"
+        assert _settled(c, conv)["messages"][-1]["content"] == "done"
+
+
 @pytest.mark.parametrize("how", ["reject", "expire"])
 def test_rejection_and_expiry_tell_the_model_and_run_nothing(tmp_path: Path, runtime: str,
                                                              how: str) -> None:
