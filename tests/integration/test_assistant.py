@@ -208,14 +208,13 @@ def test_the_resumed_turn_streams_to_a_subscriber_of_the_conversation(tmp_path: 
             with other.conversation_events(conv):
                 pass
         assert e.value.error_code == "conversation_not_found"
-        with Client(r.url, r.token) as api:
-            with api.conversation_events(conv) as events:
-                api.approve(appr["action_id"], appr["params_sha256"])
-                got: list[tuple[str, dict[str, Any]]] = []
-                for name, data in events:
-                    got.append((name, data))
-                    if name in ("final", "error"):
-                        break
+        with Client(r.url, r.token) as api, api.conversation_events(conv) as events:
+            api.approve(appr["action_id"], appr["params_sha256"])
+            got: list[tuple[str, dict[str, Any]]] = []
+            for name, data in events:
+                got.append((name, data))
+                if name in ("final", "error"):
+                    break
         names = [n for n, _ in got]
         assert names[0] == "tool_result" and names[-1] == "final", names
         assert got[0][1]["action_id"] == appr["action_id"]
@@ -431,3 +430,37 @@ def test_cancel_stops_the_turn(tmp_path: Path) -> None:
         assert [m["provenance"] for m in body["messages"]] == ["user", "system"]
         again = c.post(f"/api/conversations/{conv}/cancel")   # idempotent
         assert again.status_code == 200 and again.json()["status"] == "idle"
+
+
+def test_cli_chat_one_turn_json_and_the_paused_exit_code(tmp_path: Path, runtime: str) -> None:
+    """``closedpaw chat -m TEXT --json``: the turn's events as JSON lines, exit 0 when it
+    finished; exit 3 with the action id and hash when it paused for an approval."""
+    import subprocess
+    import sys
+
+    cli = str(Path(sys.executable).with_name("closedpaw"))
+    with rig(tmp_path, runtime, rules=HIGH_RULES) as r:
+        env = {"PATH": "/usr/bin:/bin", "CLOSEDPAW_API_URL": r.url,
+               "CLOSEDPAW_API_TOKEN": r.token, "CLOSEDPAW_DATA_DIR": str(tmp_path / "cli")}
+
+        def chat(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([cli, "chat", *args], capture_output=True, text=True,
+                                  env=env, timeout=120, check=False, stdin=subprocess.DEVNULL)
+        r.model.script = [Reply(calls=[("run_code", {"language": "python", "code": "6*7"})]),
+                          Reply(text="42")]
+        done = chat("-m", "6*7?", "--json")
+        assert done.returncode == 0, done.stderr
+        events = [json.loads(line) for line in done.stdout.splitlines()]
+        assert events[0]["event"] == "tool_call" and events[0]["level"] == "medium"
+        assert events[-1] == {**events[-1], "event": "final", "text": "42"}
+        r.model.script = [Reply(calls=[("run_code", {"language": "python",
+                                                     "code": "print('DANGER')"})]),
+                          Reply(text="done")]
+        paused = chat("-m", "run it")
+        assert paused.returncode == 3, paused.stderr
+        pending = r.gate.pending()
+        assert len(pending) == 1
+        assert pending[0].id in paused.stderr and pending[0].params_sha256 in paused.stderr
+        bad = chat("-m", "x", "--conversation", "0" * 8 + "-0000-0000-0000-" + "0" * 12)
+        assert bad.returncode == 1 and "conversation_not_found" in bad.stderr
+        assert "Traceback" not in bad.stderr
