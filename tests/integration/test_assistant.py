@@ -204,9 +204,9 @@ def test_the_resumed_turn_streams_to_a_subscriber_of_the_conversation(tmp_path: 
     with rig(tmp_path, runtime, rules=HIGH_RULES) as r, r.client() as c:
         conv, appr = _pause(r, c)
         tok = r.gate.create_principal("mallory", "user")
-        with Client(r.url, tok) as other, pytest.raises(ApiRefused) as e:
-            with other.conversation_events(conv):
-                pass
+        with (Client(r.url, tok) as other, pytest.raises(ApiRefused) as e,
+              other.conversation_events(conv)):
+            pass
         assert e.value.error_code == "conversation_not_found"
         with Client(r.url, r.token) as api, api.conversation_events(conv) as events:
             api.approve(appr["action_id"], appr["params_sha256"])

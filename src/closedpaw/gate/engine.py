@@ -127,6 +127,7 @@ class Gate:
                 return
             self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.context.pools.close()  # warm sandboxes of code_execution
         if self._manager is not None:
             self._manager.cleanup()
         self.store.close()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from closedpaw.errors import NotConfigured
+from closedpaw.gate.executors.pools import WarmPools
 
 if TYPE_CHECKING:
     from closedpaw.audit import AuditLog
@@ -64,6 +65,8 @@ class ExecutionContext:
     vault: object | None = None
     skills: object | None = None
     secret_resolver: SecretResolver | None = None
+    #: warm sandboxes per execution policy for code_execution (closed by the gate)
+    pools: WarmPools = field(default_factory=WarmPools)
 
     def resolve_secret(self, name: str) -> str:
         """The secret's value, or :class:`NotConfigured` saying where it was looked for."""
