@@ -464,3 +464,30 @@ def test_cli_chat_one_turn_json_and_the_paused_exit_code(tmp_path: Path, runtime
         bad = chat("-m", "x", "--conversation", "0" * 8 + "-0000-0000-0000-" + "0" * 12)
         assert bad.returncode == 1 and "conversation_not_found" in bad.stderr
         assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("content, says", [
+    ("providers: [{type: warp, name: x}]", "'warp'"),
+    ("providers: [{type: ollama, name: o, colour: red}]", "colour"),
+    ("default: nope\nproviders: [{type: ollama, name: o}]", "providers.default"),
+    ("- just a list", "must hold a mapping"),
+    ("providers: [", "not valid YAML"),
+])
+def test_serve_refuses_a_bad_providers_file_in_one_line(tmp_path: Path, content: str,
+                                                        says: str) -> None:
+    """A providers file that does not validate stops 'closedpaw serve' before it listens:
+    one line naming the problem, exit 2, no traceback, nothing left running."""
+    import subprocess
+    import sys
+
+    f = tmp_path / "providers.yaml"
+    f.write_text(content)
+    r = subprocess.run([str(Path(sys.executable).with_name("closedpaw")), "serve", "--port",
+                        "0", "--data-dir", str(tmp_path / "data")], capture_output=True,
+                       text=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
+                       env={"PATH": "/usr/bin:/bin", "CLOSEDPAW_STATE_DIR": str(TEST_STATE),
+                            "CLOSEDPAW_CGROUP_PARENT": TEST_CGROUP,
+                            "CLOSEDPAW_PROVIDERS_FILE": str(f)})
+    assert r.returncode == 2, r.stderr
+    assert says in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -67,12 +67,21 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
     except BaseException:
         os.close(lock)
         raise
-    app = create_app(settings, gate=orch, on_ready=ready)
+    from closedpaw.providers import Gateway
+
+    try:  # likewise a bad providers file or section
+        gateway = Gateway.from_settings(settings, resolver=orch.context.secret_resolver)
+    except BaseException:
+        orch.close()
+        os.close(lock)
+        raise
+    app = create_app(settings, gate=orch, providers=gateway, on_ready=ready)
     config = uvicorn.Config(app, host=settings.api.api_host, port=settings.api.api_port,
                             log_level=log_level, timeout_graceful_shutdown=3,
                             server_header=False, proxy_headers=False, lifespan="on")
     try:
         uvicorn.Server(config).run()
     finally:
+        gateway.close()
         orch.close()
         os.close(lock)
