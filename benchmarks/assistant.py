@@ -78,7 +78,7 @@ def gateway_overhead(runs: int) -> dict[str, Any]:
 
 def tool_round_trip(runtime: str, runs: int, tmp: Path) -> dict[str, Any]:
     s = Settings.of(data_dir=tmp / f"data-{runtime}", state_dir=tmp / f"state-{runtime}",
-                    cgroup_parent=CGROUP, runtime=runtime)
+                    cgroup_parent=CGROUP, runtime=runtime, code_pool=True)
     srv = ProviderServer("openai")
     gate = Gate(s)
     gate.start()

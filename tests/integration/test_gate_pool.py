@@ -29,7 +29,7 @@ def _run(g: Gate, code: str, timeout_s: float = 60.0) -> dict[str, object]:
 
 def test_each_action_takes_a_fresh_warm_sandbox_and_the_pool_closes_with_the_gate(
         tmp_path: Path, runtime: str) -> None:
-    g = Gate(gate_settings(tmp_path, runtime=runtime, pool_size=1))
+    g = Gate(gate_settings(tmp_path, runtime=runtime, pool_size=1, code_pool=True))
     g.start()
     try:
         outs = [_run(g, PROBE) for _ in range(3)]
@@ -48,9 +48,9 @@ def test_each_action_takes_a_fresh_warm_sandbox_and_the_pool_closes_with_the_gat
     assert not settled_leftovers(g.settings), settled_leftovers(g.settings)
 
 
-def test_with_the_pool_off_each_action_starts_a_cold_sandbox(tmp_path: Path,
+def test_by_default_each_action_starts_a_cold_sandbox(tmp_path: Path,
                                                              runtime: str) -> None:
-    g = Gate(gate_settings(tmp_path, runtime=runtime, code_pool=False))
+    g = Gate(gate_settings(tmp_path, runtime=runtime))
     g.start()
     try:
         assert _run(g, PROBE)["stdout"] == "fresh 42\n"
