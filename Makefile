@@ -24,6 +24,7 @@ bench: deps
 	.venv/bin/python benchmarks/images.py
 	.venv/bin/python benchmarks/agent.py
 	.venv/bin/python benchmarks/pool.py
+	.venv/bin/python benchmarks/assistant.py
 
 lint: deps
 	.venv/bin/ruff check src tests benchmarks

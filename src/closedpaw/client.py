@@ -21,6 +21,8 @@ passed in; the ``CLOSEDPAW_API_URL`` / ``CLOSEDPAW_API_TOKEN`` environment; the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,11 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = ["Client"]
+
+
+def _conv(conversation_id: str, verb: str = "") -> str:
+    path = f"/api/conversations/{quote(conversation_id, safe='')}"
+    return f"{path}/{verb}" if verb else path
 
 
 def _action(action_id: str, verb: str = "") -> str:
@@ -149,3 +156,77 @@ class Client:
     def verify_audit(self) -> dict[str, Any]:
         out: dict[str, Any] = self.request("GET", "/api/audit/verify")
         return out
+
+    # -- the assistant (issue 14) ----------------------------------------------------------
+    def providers(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self.request("GET", "/api/providers")["providers"]
+        return out
+
+    def create_conversation(self, *, provider: str | None = None, model: str | None = None,
+                            title: str = "") -> dict[str, Any]:
+        body: dict[str, Any] = {k: v for k, v in (("provider", provider), ("model", model),
+                                                  ("title", title)) if v}
+        out: dict[str, Any] = self.request("POST", "/api/conversations", json=body)
+        return out
+
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        """The conversation with its messages."""
+        out: dict[str, Any] = self.request("GET", _conv(conversation_id))
+        return out
+
+    def cancel_turn(self, conversation_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.request("POST", _conv(conversation_id, "cancel"))
+        return out
+
+    def send(self, conversation_id: str, content: str
+             ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Run one turn: its server-sent events as (name, data), until the turn finishes or
+        pauses for an approval."""
+        with self._sse("POST", _conv(conversation_id, "messages"),
+                       {"content": content}) as events:
+            yield from events
+
+    @contextmanager
+    def conversation_events(self, conversation_id: str
+                            ) -> Iterator[Iterator[tuple[str, dict[str, Any]]]]:
+        """Subscribe to a conversation's turn events (resumed turns too). The subscription
+        exists once the ``with`` is entered: approve, then read. Open until closed."""
+        with self._sse("GET", _conv(conversation_id, "events"), None) as events:
+            yield events
+
+    @contextmanager
+    def _sse(self, method: str, path: str, body: dict[str, Any] | None
+             ) -> Iterator[Iterator[tuple[str, dict[str, Any]]]]:
+        import json as _json
+
+        import httpx
+
+        def events(r: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+            name = "message"
+            try:
+                for line in r.iter_lines():
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("data: "):
+                        yield name, _json.loads(line[6:])
+                        name = "message"
+            except httpx.HTTPError as e:
+                raise ApiUnreachable(f"the event stream from {self.base_url} broke: {e}"
+                                     ) from None
+        try:
+            with self._http.stream(method, path, json=body,
+                                   timeout=httpx.Timeout(30, read=None)) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    try:
+                        data = r.json()
+                    except ValueError:
+                        data = {}
+                    err = data.get("error") if isinstance(data, dict) else None
+                    err = err if isinstance(err, dict) else {}
+                    raise ApiRefused(r.status_code, str(err.get("code", r.status_code)),
+                                     str(err.get("message", r.text[:200])), err)
+                yield events(r)
+        except httpx.HTTPError as e:
+            raise ApiUnreachable(f"cannot reach the API at {self.base_url}: {e} (is "
+                                 "'closedpaw serve' running?)") from None

@@ -48,6 +48,19 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     │   ├── AuthenticationFailed            no, malformed or unknown bearer token
     │   └── PermissionDenied                authenticated, but the role may not do this
     ├── RateLimited                         too many requests; ``retry_after`` seconds
+    ├── ProviderError                       a model provider failed (mapped in one table in
+    │   │                                   closedpaw.providers.errors, with how-to-fix text)
+    │   ├── ProviderNotConfigured           no such provider, or it is off (cloud until set up)
+    │   ├── ProviderUnavailable             unreachable, or a server error (5xx)
+    │   ├── ProviderAuthError               the API key was refused (401/403)
+    │   ├── ProviderRateLimited             429; ``retry_after`` seconds when the server said
+    │   ├── ModelNotFound (LookupError)     the provider has no such model
+    │   ├── ContextTooLong                  the conversation does not fit the model's context
+    │   ├── ProviderTimeout (TimeoutError)  no answer in time
+    │   └── ProviderBadOutput               malformed JSON / an answer we cannot parse
+    ├── AssistantError                      the assistant (conversations, the tool loop)
+    │   ├── ConversationNotFound (LookupError)  no such conversation visible to the caller
+    │   └── TurnStateError                  a turn is running, or nothing to cancel/resume
     ├── ClientError                         closedpaw.client could not get an answer
     │   ├── ApiUnreachable                  no HTTP answer (server down, wrong URL, timeout)
     │   └── ApiRefused                      the API answered with an error (its ``error_code``)
@@ -78,6 +91,7 @@ __all__ = [
     "ApiRefused",
     "ApiUnreachable",
     "ApprovalRefused",
+    "AssistantError",
     "AuditChainBroken",
     "AuditError",
     "AuditWriteError",
@@ -87,6 +101,8 @@ __all__ = [
     "ClientError",
     "ClosedPawError",
     "ConfigError",
+    "ContextTooLong",
+    "ConversationNotFound",
     "FileTransferError",
     "GateError",
     "HostPidBudgetExceeded",
@@ -94,12 +110,20 @@ __all__ = [
     "ImageNotFound",
     "ImageRejected",
     "InvalidRequest",
+    "ModelNotFound",
     "NoExecutor",
     "NotConfigured",
     "PathRefused",
     "PermissionDenied",
     "PolicyError",
     "PoolExhausted",
+    "ProviderAuthError",
+    "ProviderBadOutput",
+    "ProviderError",
+    "ProviderNotConfigured",
+    "ProviderRateLimited",
+    "ProviderTimeout",
+    "ProviderUnavailable",
     "QuotaExceeded",
     "RateLimited",
     "RulesError",
@@ -121,6 +145,7 @@ __all__ = [
     "SpecError",
     "StateStorageError",
     "StoreError",
+    "TurnStateError",
     "VaultError",
     "VaultKeyInvalid",
     "VaultLocked",
@@ -472,6 +497,8 @@ class PathRefused(SkillError):
     large, too many entries)."""
 
     code = "path_refused"
+
+
 # -- the vault (issue 9) --------------------------------------------------------------------
 class VaultError(ClosedPawError):
     """The secret vault refused or failed."""
@@ -510,3 +537,87 @@ class SecretTampered(VaultError):
     name, level or version): it is refused, never returned."""
 
     code = "secret_tampered"
+
+
+# -- providers and the assistant (issue 14) -----------------------------------------------
+class ProviderError(ClosedPawError):
+    """A model provider failed. ``provider`` names it; ``hint`` says how to fix it."""
+
+    code = "provider_error"
+
+    def __init__(self, message: str, *, provider: str = "", hint: str = "") -> None:
+        self.provider = provider
+        self.hint = hint
+        where = f"provider {provider!r}: " if provider else ""
+        super().__init__(f"{where}{message}" + (f" ({hint})" if hint else ""))
+
+
+class ProviderNotConfigured(ProviderError):
+    """No provider of that name, or it is off (cloud providers are off until configured)."""
+
+    code = "provider_not_configured"
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider cannot be reached, or it answered with a server error."""
+
+    code = "provider_unavailable"
+
+
+class ProviderAuthError(ProviderError):
+    """The provider refused the credentials."""
+
+    code = "provider_auth"
+
+
+class ProviderRateLimited(ProviderError):
+    """The provider rate-limited us; ``retry_after`` seconds when it said so."""
+
+    code = "provider_rate_limited"
+
+    def __init__(self, message: str, *, provider: str = "", hint: str = "",
+                 retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, provider=provider, hint=hint)
+
+
+class ModelNotFound(ProviderError, LookupError):
+    """The provider has no model of that name."""
+
+    code = "model_not_found"
+
+
+class ContextTooLong(ProviderError):
+    """The messages do not fit the model's context window."""
+
+    code = "context_too_long"
+
+
+class ProviderTimeout(ProviderError, TimeoutError):
+    """The provider did not answer in time."""
+
+    code = "provider_timeout"
+
+
+class ProviderBadOutput(ProviderError):
+    """The provider's answer was malformed (not JSON, or not the protocol's shape)."""
+
+    code = "provider_bad_output"
+
+
+class AssistantError(ClosedPawError):
+    """The assistant could not do what was asked."""
+
+    code = "assistant_error"
+
+
+class ConversationNotFound(AssistantError, LookupError):
+    """No conversation with that id is visible to the caller."""
+
+    code = "conversation_not_found"
+
+
+class TurnStateError(AssistantError):
+    """The conversation's state does not allow this (a turn is already running, ...)."""
+
+    code = "turn_state"

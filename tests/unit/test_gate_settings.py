@@ -95,6 +95,12 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
         "CLOSEDPAW_KEEP_ALIVE_S": "4", "CLOSEDPAW_MAX_STREAMS_PER_PRINCIPAL": "2",
         "CLOSEDPAW_STREAM_RECHECK_S": "1", "CLOSEDPAW_SUMMARY_PERIOD_S": "7",
         "CLOSEDPAW_AUDIT_SEGMENT_BYTES": "8192"})
+    env.update({  # issue 14
+        "CLOSEDPAW_DEFAULT_PROVIDER": "local", "CLOSEDPAW_OLLAMA_URL": "http://127.0.0.1:1",
+        "CLOSEDPAW_LOCAL_MODEL_PATH": "/m.gguf", "CLOSEDPAW_PROVIDERS_FILE": "/prov.yaml",
+        "CLOSEDPAW_TURN_MAX_TOOL_CALLS": "2", "CLOSEDPAW_TURN_MAX_TOKENS": "99",
+        "CLOSEDPAW_TURN_WALL_S": "7", "CLOSEDPAW_TOOL_RESULT_CHARS": "77",
+        "CLOSEDPAW_CODE_POOL": "1"})
     assert set(env) == {spec_of(f)[0] for _, f in all_settings()}
     s, d = Settings.from_env(env), Settings()
     for section, f in all_settings():
@@ -127,3 +133,12 @@ def test_precedence_explicit_over_environment_over_default() -> None:
 def test_vault_kdf_below_the_owasp_floor_is_refused(var: str, value: str) -> None:
     with pytest.raises(ConfigError, match="at least"):
         Settings.from_env({var: value})
+
+
+def test_secret_variables_are_read_apart_and_never_printed() -> None:
+    """``CLOSEDPAW_SECRET_<NAME>`` is not a setting of its own: the loader keeps them for the
+    secret resolver, out of repr and out of the per-field table."""
+    s = Settings.from_env({"CLOSEDPAW_SECRET_OPENAI_KEY": "sk-xyz", "CLOSEDPAW_SECRET_": "x"})
+    assert dict(s.secret_env) == {"OPENAI_KEY": "sk-xyz"}
+    assert "sk-xyz" not in repr(s)
+    assert Settings.of().secret_env == {}

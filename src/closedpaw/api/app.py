@@ -1,7 +1,10 @@
 """``create_app(settings)``: the composition root of the server. Its lifespan builds the
 :class:`~closedpaw.gate.Gate` (unless one is passed in), which builds the store, the audit log,
-the rules and, lazily, the sandbox manager; the routers (``routes/``) find the gate, the
-settings and the rate limiters on ``app.state`` through ``deps.py``.
+the rules and, lazily, the sandbox manager; then the providers' gateway (from the settings'
+providers section, keys through the execution context's secret resolver) and the assistant,
+which it puts in the gate's execution context as the ``chat`` service. The routers
+(``routes/``) find the gate, the assistant, the gateway, the settings and the rate limiters on
+``app.state`` through ``deps.py``.
 
 Every route but ``GET /api/health`` needs ``Authorization: Bearer <token>``, checked from the
 headers before any body is read (:mod:`closedpaw.api.guard`); tokens map to principals (name,
@@ -18,6 +21,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -27,9 +31,11 @@ from closedpaw.api.errors import install_error_handlers
 from closedpaw.api.guard import AuthGuard, flush_summaries, write_summaries
 from closedpaw.api.routes import ROUTERS
 from closedpaw.api.routes.secrets import DELIVERY_PATH
+from closedpaw.assistant import Assistant, TurnLimits
 from closedpaw.audit import AuditEvent
 from closedpaw.errors import ClosedPawError
 from closedpaw.gate import Gate
+from closedpaw.providers import Gateway
 from closedpaw.security import RateLimiter, Summaries
 from closedpaw.settings import Settings
 from closedpaw.vault import Redactor
@@ -59,9 +65,11 @@ def bootstrap_admin(gate: Gate, settings: Settings) -> bool:
 
 
 def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
+               providers: Gateway | None = None,
                on_ready: Callable[[FastAPI], None] | None = None) -> FastAPI:
     """The application. Without ``gate`` one is built from ``settings`` at start-up (and
-    closed at shutdown). ``on_ready`` is called once start-up is done."""
+    closed at shutdown); likewise the providers' gateway without ``providers``. ``on_ready``
+    is called once start-up is done."""
     settings = settings or Settings.from_env()
     from closedpaw.mcp.http import MCP_PATH, McpHttp
 
@@ -78,10 +86,18 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
             app.state.token_path = settings.token_file
             await run_in_threadpool(g.audit.append, AuditEvent.SERVER_STARTED,
                                     principal="system", details={"pid": os.getpid()})
+            gw = (providers if providers is not None else
+                  Gateway.from_settings(settings, resolver=g.context.secret_resolver))
+            assistant = await run_in_threadpool(
+                Assistant, g, gw, limits=TurnLimits.from_settings(settings.providers))
         except BaseException:
             if gate is None:
                 await run_in_threadpool(g.close)
             raise
+        app.state.gateway = gw
+        app.state.assistant = assistant
+        g.context = replace(g.context, providers=assistant)  # the gate's chat executor
+        await run_in_threadpool(_announce, gw)
         sweeper = asyncio.create_task(_sweep(g, settings))
         summaries = asyncio.create_task(flush_summaries(app.state,
                                                         settings.api.summary_period_s))
@@ -103,6 +119,13 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
             with contextlib.suppress(ClosedPawError):
                 await run_in_threadpool(g.audit.append, AuditEvent.SERVER_STOPPED,
                                         principal="system", details={"pid": os.getpid()})
+            g.context = replace(g.context, providers=None)
+            await run_in_threadpool(assistant.close)
+            # warm sandboxes go with the server (uvicorn may end the process by re-raising
+            # SIGTERM before the caller's own cleanup runs); later actions run cold
+            await run_in_threadpool(g.context.pools.close)
+            if providers is None:
+                await run_in_threadpool(gw.close)
             if gate is None:
                 await run_in_threadpool(g.close)
 
@@ -145,6 +168,19 @@ def _version() -> str:
         return version("closedpaw")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def _announce(gateway: Gateway) -> None:
+    """Say which provider the assistant uses (``make run``)."""
+    import sys
+
+    try:
+        name = gateway.default_name()
+        p = gateway.get(name)
+        sys.stderr.write(f"closedpaw: assistant: provider {name!r} ({p.locality}, model "
+                         f"{p.default_model})\n")
+    except ClosedPawError as e:
+        sys.stderr.write(f"closedpaw: assistant: {' '.join(str(e).split())}\n")
 
 
 async def _sweep(gate: Gate, settings: Settings) -> None:

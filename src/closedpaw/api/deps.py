@@ -10,17 +10,30 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from closedpaw.assistant import Assistant
 from closedpaw.audit import AuditEvent
 from closedpaw.errors import AuthenticationFailed, PermissionDenied
 from closedpaw.gate import Gate
+from closedpaw.providers import Gateway
 from closedpaw.security import Principal
 from closedpaw.settings import Settings
 
-__all__ = ["Auth", "GateDep", "admin_only", "authenticate", "gate_of", "settings_of"]
+__all__ = ["Auth", "GateDep", "admin_only", "assistant_of", "authenticate", "gate_of",
+           "gateway_of", "settings_of"]
 
 
 def gate_of(request: Request) -> Gate:
     g: Gate = request.app.state.gate
+    return g
+
+
+def assistant_of(request: Request) -> Assistant:
+    a: Assistant = request.app.state.assistant
+    return a
+
+
+def gateway_of(request: Request) -> Gateway:
+    g: Gateway = request.app.state.gateway
     return g
 
 

@@ -12,9 +12,11 @@ from closedpaw.gate.actions import check_json_value
 from closedpaw.vault.levels import Level
 from closedpaw.vault.vault import MAX_VALUE_BYTES
 
-__all__ = ["SHA256", "ActionList", "ApproveBody", "AuditPage", "Health", "RejectBody",
-           "SecretDeleted", "SecretDelivery", "SecretInfoOut", "SecretList", "SecretSet",
-           "SubmitResponse", "VaultStatus", "VaultUnlock"]
+__all__ = ["PROVIDER_NAME", "SHA256", "ActionList", "ApproveBody", "AuditPage", "ChatBody",
+           "ConversationList", "ConversationOut", "ConversationWithMessages", "Health",
+           "MessageBody", "MessageOut", "NewConversation", "RejectBody", "SecretDeleted",
+           "SecretDelivery", "SecretInfoOut", "SecretList", "SecretSet", "SubmitResponse",
+           "VaultStatus", "VaultUnlock"]
 
 SHA256 = r"^[0-9a-f]{64}$"
 
@@ -111,3 +113,62 @@ class SecretDelivery(BaseModel):
     name: str
     version: int
     value: str
+
+
+# -- the assistant (conversations, POST /api/chat) -----------------------------------------
+PROVIDER_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class NewConversation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    provider: str | None = Field(default=None, pattern=PROVIDER_NAME)
+    model: str | None = Field(default=None, max_length=200)
+    title: str = Field(default="", max_length=200)
+
+
+class MessageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: str = Field(min_length=1, max_length=100_000)
+
+
+class ChatBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: str = Field(min_length=1, max_length=100_000)
+    conversation_id: str | None = Field(default=None, pattern=r"^[0-9a-f-]{36}$")
+    provider: str | None = Field(default=None, pattern=PROVIDER_NAME)
+    model: str | None = Field(default=None, max_length=200)
+
+
+class ConversationOut(BaseModel):
+    conversation_id: str
+    owner: str
+    title: str
+    provider: str | None
+    model: str | None
+    status: str = Field(description="idle, running or awaiting_approval")
+    pending_action_id: str | None
+    created_at: float
+    updated_at: float
+
+
+class MessageOut(BaseModel):
+    id: int
+    role: str
+    provenance: str = Field(description="user, assistant, tool_result, external or system")
+    content: str
+    tool_calls: list[dict[str, Any]]
+    tool_call_id: str | None
+    tool_name: str | None
+    action_id: str | None
+    provider: str | None
+    model: str | None
+    usage: dict[str, Any] | None
+    created_at: float
+
+
+class ConversationWithMessages(ConversationOut):
+    messages: list[MessageOut]
+
+
+class ConversationList(BaseModel):
+    conversations: list[ConversationOut]

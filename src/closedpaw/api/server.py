@@ -70,19 +70,23 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
     except BaseException:
         os.close(lock)
         raise
-    try:   # a cut, rolled-back or torn audit log: refuse to start, in one line
+    from closedpaw.providers import Gateway
+
+    try:   # a cut, rolled-back or torn audit log, a bad providers file: one line, no start
         orch.audit.check_tail()
+        gateway = Gateway.from_settings(settings, resolver=orch.context.secret_resolver)
     except BaseException:
         orch.close()
         os.close(lock)
         raise
-    app = create_app(settings, gate=orch, on_ready=ready)
+    app = create_app(settings, gate=orch, providers=gateway, on_ready=ready)
     config = uvicorn_config(app, settings, log_level=log_level)
     unredact = _redact_logs(orch.vault.redactor)
     try:
         uvicorn.Server(config).run()
     finally:
         unredact()
+        gateway.close()
         orch.close()
         os.close(lock)
 

@@ -48,6 +48,10 @@ class AuditEvent(StrEnum):
     AUTH_FAILED_SUMMARY = "auth.failed.summary"
     RATE_LIMITED_SUMMARY = "ratelimit.summary"
     AUDIT_REPAIRED = "audit.repaired"
+    # the assistant (issue 14)
+    CONVERSATION_CREATED = "conversation.created"
+    ASSISTANT_TURN = "assistant.turn"           # which provider and model saw the data
+    ASSISTANT_TOOL_CALL = "assistant.tool_call"  # a model's call, submitted as a gate action
 
 
 def canonical_json(value: Any) -> str:

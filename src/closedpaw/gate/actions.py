@@ -106,6 +106,11 @@ def _host_path(v: str) -> str:
 
 class ChatParams(_Params):
     message: str = Field(min_length=1, max_length=100_000)
+    # issue 14: which conversation / provider / model the turn runs in (None: a new one, the
+    # default provider and its model)
+    conversation_id: str | None = Field(default=None, pattern=r"^[0-9a-f-]{36}$")
+    provider: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    model: str | None = Field(default=None, max_length=200)
 
 
 class CodeExecutionParams(_Params):

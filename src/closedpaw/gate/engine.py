@@ -44,6 +44,7 @@ from closedpaw.gate.executors import (
     ExecutorRegistry,
     default_registry,
 )
+from closedpaw.gate.executors.context import secret_resolver_for
 from closedpaw.gate.rules import Decision, RuleSet
 from closedpaw.gate.store import ActionRecord, ActionRow, Store
 from closedpaw.security.keys import load_key, mac
@@ -113,7 +114,9 @@ class Gate:
         self.context = ExecutionContext(settings=settings, audit=self.audit,
                                         sandboxes=self.sandbox_manager, vault=self.vault,
                                         role_of=self.role_of, skills=skills, secrets=secrets,
-                                        protected=self.rules.protected)
+                                        protected=self.rules.protected,
+                                        secret_resolver=secret_resolver_for(settings,
+                                                                            self.vault))
         self.workers = workers or settings.gate.workers
         self.max_running = (settings.gate.max_executions_per_principal
                             or max(1, self.workers - 1))
@@ -180,6 +183,7 @@ class Gate:
                 return
             self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.context.pools.close()  # warm sandboxes of code_execution
         if self._manager is not None:
             self._manager.cleanup()
         self.vault.close()

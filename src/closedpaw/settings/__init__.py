@@ -1,7 +1,7 @@
 """Settings: the only reader of ``CLOSEDPAW_*`` environment variables.
 
 :class:`Settings` holds the two directories every layer shares and one section per concern
-(``sandbox``, ``pools``, ``gate``, ``api``, ``vault``; providers, web and channels get theirs
+(``sandbox``, ``pools``, ``gate``, ``api``, ``vault``, ``providers``; web and channels get theirs
 when they land: one frozen dataclass in ``sections.py`` and one field below). Every field
 declares its environment variable beside it (``CLOSEDPAW_`` + the field name in capitals).
 
@@ -30,18 +30,26 @@ from closedpaw.settings.sections import (
     GateSettings,
     ImageSettings,
     PoolSettings,
+    ProviderSettings,
     SandboxSettings,
     SkillSettings,
     VaultSettings,
 )
 
-__all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "PoolSettings",
-           "SandboxSettings", "Settings", "SkillSettings", "VaultSettings", "all_settings"]
+__all__ = ["RUNTIME_CHOICES", "SECRET_ENV_PREFIX", "ApiSettings", "GateSettings",
+           "ImageSettings", "PoolSettings", "ProviderSettings", "SandboxSettings", "Settings",
+           "SkillSettings", "VaultSettings", "all_settings"]
+
+#: ``secret:NAME`` resolves from ``CLOSEDPAW_SECRET_<NAME>`` while no vault is initialized
+SECRET_ENV_PREFIX = "CLOSEDPAW_SECRET_"
 
 #: the section fields of :class:`Settings`, in order
 SECTIONS: dict[str, type] = {"sandbox": SandboxSettings, "image_import": ImageSettings,
                              "pools": PoolSettings, "gate": GateSettings, "api": ApiSettings,
-                             "skills": SkillSettings, "vault": VaultSettings}
+                             "skills": SkillSettings, "vault": VaultSettings,
+                             "providers": ProviderSettings}
+#: top-level fields that are not settings of their own (no env name)
+_NOT_SETTINGS = frozenset({"secret_env"})
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,10 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     skills: SkillSettings = field(default_factory=SkillSettings)
     vault: VaultSettings = field(default_factory=VaultSettings)
+    providers: ProviderSettings = field(default_factory=ProviderSettings)
+    #: the ``CLOSEDPAW_SECRET_<NAME>`` variables :meth:`from_env` saw (name -> value); the
+    #: secret resolver reads them while no vault is initialized. Never printed.
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     # -- derived paths (one place that decides where things live) -------------------------
     @property
@@ -126,7 +138,9 @@ class Settings:
                     values[f.name] = parse(var, kind, raw)
                     break
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.of(**values)
+        secrets = {k[len(SECRET_ENV_PREFIX):]: v for k, v in env.items()
+                   if k.startswith(SECRET_ENV_PREFIX) and len(k) > len(SECRET_ENV_PREFIX) and v}
+        return replace(cls.of(**values), secret_env=secrets)
 
     @classmethod
     def of(cls, **values: Any) -> Settings:
@@ -155,7 +169,8 @@ class Settings:
 def all_settings() -> list[tuple[str | None, Field[Any]]]:
     """Every setting as (section or None for the top level, its dataclass field)."""
     out: list[tuple[str | None, Field[Any]]] = [
-        (None, f) for f in fields(Settings) if f.name not in SECTIONS]
+        (None, f) for f in fields(Settings)
+        if f.name not in SECTIONS and f.name not in _NOT_SETTINGS]
     for section, kind in SECTIONS.items():
         out += [(section, f) for f in fields(kind)]
     return out

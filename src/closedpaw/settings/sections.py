@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from closedpaw.errors import ConfigError
 from closedpaw.settings._field import setting
 
 __all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "PoolSettings",
-           "SandboxSettings", "SkillSettings", "VaultSettings"]
+           "ProviderSettings", "SandboxSettings", "SkillSettings", "VaultSettings"]
 
 RUNTIME_CHOICES = ("auto", "runsc", "runc")
 
@@ -120,6 +121,10 @@ class PoolSettings:
         None, env="CLOSEDPAW_SNAPSHOT_DIR", kind=Path,
         doc="checkpoint images (root-only: they hold a warmed sandbox's memory); "
         "unset = STATE_DIR/snapshots")
+    code_pool: bool = setting(False, env="CLOSEDPAW_CODE_POOL", kind=bool,
+                              doc="the gate's code_execution takes a warm sandbox of its "
+                              "policy's pool (used once, deleted; the pool refills) instead of "
+                              "starting a cold one (off by default: see docs/assistant.md)")
 
     def __post_init__(self) -> None:
         if self.pool_size < 1:
@@ -262,6 +267,8 @@ class SkillSettings:
     @property
     def roots(self) -> tuple[Path, ...]:
         return tuple(Path(r) for r in self.fs_roots.split(":") if r)
+
+
 #: OWASP's floor for Argon2id (the vault refuses less): 19 MiB, 2 passes
 VAULT_MIN_KDF_MEMORY_KIB = 19 * 1024
 VAULT_MIN_KDF_ITERATIONS = 2
@@ -292,3 +299,73 @@ class VaultSettings:
                               "(OWASP's floor for Argon2id)")
         if self.vault_kdf_iterations < VAULT_MIN_KDF_ITERATIONS:
             raise ConfigError(f"vault_kdf_iterations: at least {VAULT_MIN_KDF_ITERATIONS}")
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """Model providers and the assistant's per-turn caps. API keys are never settings: a
+    provider's ``api_key: secret:NAME`` is resolved by the composition root's secret resolver
+    (the vault when configured, else ``CLOSEDPAW_SECRET_<NAME>``)."""
+
+    default_provider: str | None = setting(
+        None, env="CLOSEDPAW_DEFAULT_PROVIDER", kind=str,
+        doc="provider a conversation uses unless it names one; unset = the first local one "
+        "that answers (ollama, else the embedded model); never a cloud one by itself")
+    ollama_url: str = setting("http://127.0.0.1:11434", env="CLOSEDPAW_OLLAMA_URL", kind=str,
+                              doc="base URL of the built-in ollama provider")
+    local_model_path: Path | None = setting(
+        None, env="CLOSEDPAW_LOCAL_MODEL_PATH", kind=Path,
+        doc="GGUF file of the embedded provider; unset = DATA_DIR/models/<model>.gguf")
+    providers_file: Path | None = setting(
+        None, env="CLOSEDPAW_PROVIDERS_FILE", kind=Path,
+        doc="YAML or JSON: {default?, providers: [{type: ollama|openai|anthropic|google|local, "
+        "name, ...}]}; replaces the built-in ollama + local pair")
+    turn_max_tool_calls: int = setting(8, env="CLOSEDPAW_TURN_MAX_TOOL_CALLS", kind=int,
+                                       doc="tool calls one assistant turn may make")
+    turn_max_tokens: int = setting(32_000, env="CLOSEDPAW_TURN_MAX_TOKENS", kind=int,
+                                   doc="prompt + completion tokens over one turn's model calls")
+    turn_wall_s: float = setting(300.0, env="CLOSEDPAW_TURN_WALL_S", kind=float,
+                                 doc="active seconds of one turn (waiting for an approval "
+                                 "does not count)")
+    tool_result_chars: int = setting(4000, env="CLOSEDPAW_TOOL_RESULT_CHARS", kind=int,
+                                     doc="characters of one tool result the model sees")
+
+    def __post_init__(self) -> None:
+        for name in ("turn_max_tool_calls", "turn_max_tokens", "turn_wall_s",
+                     "tool_result_chars"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name}: must be a positive number, got {v!r}")
+        if not self.ollama_url.startswith(("http://", "https://")):
+            raise ConfigError(f"ollama_url: {self.ollama_url!r} is not an http(s) URL")
+
+    def load_file(self) -> dict[str, Any]:
+        """The providers file as a mapping ({} when none is set). YAML or JSON by suffix;
+        ConfigError naming the file for anything unreadable or of the wrong shape."""
+        path = self.providers_file
+        if path is None:
+            return {}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"providers_file: cannot read {path}: {e.strerror}") from None
+        try:
+            if path.suffix == ".json":
+                import json
+
+                raw = json.loads(text)
+            else:
+                import yaml
+
+                raw = yaml.safe_load(text)
+        except ValueError as e:  # json.JSONDecodeError
+            raise ConfigError(f"providers_file: {path} is not valid JSON: {e}") from None
+        except Exception as e:  # yaml.YAMLError (yaml is imported only here)
+            raise ConfigError(f"providers_file: {path} is not valid YAML: "
+                              f"{' '.join(str(e).split())[:300]}") from None
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"providers_file: {path} must hold a mapping "
+                              "{default?, providers: [...]}")
+        return raw

@@ -1,7 +1,8 @@
 """One router per resource; :func:`closedpaw.api.app.create_app` includes them all."""
 
-from closedpaw.api.routes import actions, audit, events, secrets, status
+from closedpaw.api.routes import actions, audit, conversations, events, secrets, status
 
 __all__ = ["ROUTERS"]
 
-ROUTERS = (status.router, actions.router, audit.router, events.router, secrets.router)
+ROUTERS = (status.router, actions.router, audit.router, events.router, secrets.router,
+           conversations.router)

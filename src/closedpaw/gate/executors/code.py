@@ -7,6 +7,11 @@ or ``admin`` secret also needs an admin's approval). Asking for any secret makes
 high at submit (critical for an ``elevated`` or ``admin`` one: :func:`raise_for_secrets`), and
 the gate redacts their values from the result (the vault's redactor learns each value as it
 is decrypted).
+
+Without secrets, it takes a warm sandbox of the policy from the context's pools (one pool per
+policy, made on first use; the sandbox runs this one action and is deleted, the pool refills)
+so an action does not wait for a container to start; with the ``code_pool`` setting off it
+starts a cold one.
 """
 
 from __future__ import annotations
@@ -62,15 +67,22 @@ def run_code(ctx: ExecutionContext, rec: ActionRecord, params: BaseModel) -> dic
         raise GateError(f"policy {params.policy!r} enables the network; code_execution runs "
                         "only in sandboxes without one")
     env, files = _resolve_secrets(ctx, rec, pol)
-    spec = replace(base, limits=replace(base.limits, timeout_s=params.timeout_s),
-                   env={**base.env, **env}, secret_files=files)
-    result = mgr.run(params.command(), spec)
+    pool = (ctx.pools.get(mgr, params.policy)
+            if ctx.settings.pools.code_pool and not env and not files else None)
+    if pool is not None:
+        # a warm sandbox of the policy, used for this action only and deleted
+        with pool.acquire() as sb:
+            result = sb.exec(params.command(), timeout_s=params.timeout_s)
+    else:
+        spec = replace(base, limits=replace(base.limits, timeout_s=params.timeout_s),
+                       env={**base.env, **env}, secret_files=files)
+        result = mgr.run(params.command(), spec)
     out = result.to_dict()
     ctx.audit.append(AuditEvent.SANDBOX_RUN, principal="system", action_id=rec.id,
                      details={"sandbox_id": result.sandbox_id, "exit_code": result.exit_code,
                               "timed_out": result.timed_out, "oom_killed": result.oom_killed,
                               "duration_ms": out["duration_ms"],
-                              "isolation": out["isolation"],
+                              "isolation": out["isolation"], "warm": pool is not None,
                               "secrets": sorted(pol.secret_names)})
     return out
 
