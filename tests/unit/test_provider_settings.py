@@ -20,7 +20,7 @@ def _no_sandboxes() -> Any:
     raise AssertionError("no sandbox is needed here")
 
 
-def _ctx(tmp_path: Path, s: Settings, vault: object | None = None) -> ExecutionContext:
+def _ctx(tmp_path: Path, s: Settings, vault: Any = None) -> ExecutionContext:
     return ExecutionContext(settings=s, audit=AuditLog(tmp_path / "audit"),
                             sandboxes=_no_sandboxes, vault=vault,
                             secret_resolver=secret_resolver_for(s, vault))
@@ -34,24 +34,35 @@ def test_without_a_vault_secrets_come_from_their_environment_variables(tmp_path:
         ctx.resolve_secret("missing")
 
 
-def test_a_vault_is_asked_and_the_environment_never_is(tmp_path: Path) -> None:
-    class Vault:
-        def resolve(self, name: str) -> str | None:
-            return {"k": "from-vault"}.get(name)
+def test_an_initialized_vault_is_asked_and_the_environment_never_is(tmp_path: Path) -> None:
+    from closedpaw.vault import Vault
 
     s = Settings.from_env({"CLOSEDPAW_SECRET_K": "from-env", "CLOSEDPAW_SECRET_ONLY": "env"})
-    ctx = _ctx(tmp_path, s, Vault())
-    assert ctx.resolve_secret("k") == "from-vault"
-    with pytest.raises(NotConfigured, match="the vault"):
-        ctx.resolve_secret("only")
+    with Vault(f"sqlite:///{tmp_path / 'v.db'}") as v:
+        v.init_key_file(tmp_path / "vault.key")
+        v.set("k", "from-vault", "standard")
+        ctx = _ctx(tmp_path, s, v)
+        assert ctx.resolve_secret("k") == "from-vault"
+        with pytest.raises(NotConfigured, match="the vault"):
+            ctx.resolve_secret("only")
 
 
-def test_a_vault_that_cannot_resolve_fails_closed(tmp_path: Path) -> None:
+def test_a_locked_vault_fails_closed_and_an_empty_one_leaves_the_environment(
+        tmp_path: Path) -> None:
+    from closedpaw.errors import VaultLocked
+    from closedpaw.vault import Vault
+
     s = Settings.from_env({"CLOSEDPAW_SECRET_K": "from-env"})
-    ctx = _ctx(tmp_path, s, object())
-    with pytest.raises(NotConfigured, match="offers no resolve"):
-        ctx.resolve_secret("k")
-    bare = ExecutionContext(settings=s, audit=ctx.audit, sandboxes=_no_sandboxes)
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    with Vault(url) as empty:   # no vault initialized in this database: the environment
+        assert _ctx(tmp_path, s, empty).resolve_secret("k") == "from-env"
+        empty.init_key_file(tmp_path / "vault.key")
+        empty.set("k", "from-vault", "standard")
+    with Vault(url) as locked:  # initialized but locked: refused, never the environment
+        with pytest.raises(VaultLocked):
+            _ctx(tmp_path, s, locked).resolve_secret("k")
+    bare = ExecutionContext(settings=s, audit=AuditLog(tmp_path / "audit2"),
+                            sandboxes=_no_sandboxes)
     with pytest.raises(NotConfigured, match="no secret resolver"):
         bare.resolve_secret("k")
 
