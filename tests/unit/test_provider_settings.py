@@ -58,9 +58,9 @@ def test_a_locked_vault_fails_closed_and_an_empty_one_leaves_the_environment(
         assert _ctx(tmp_path, s, empty).resolve_secret("k") == "from-env"
         empty.init_key_file(tmp_path / "vault.key")
         empty.set("k", "from-vault", "standard")
-    with Vault(url) as locked:  # initialized but locked: refused, never the environment
-        with pytest.raises(VaultLocked):
-            _ctx(tmp_path, s, locked).resolve_secret("k")
+    # initialized but locked: refused, never the environment
+    with Vault(url) as locked, pytest.raises(VaultLocked):
+        _ctx(tmp_path, s, locked).resolve_secret("k")
     bare = ExecutionContext(settings=s, audit=AuditLog(tmp_path / "audit2"),
                             sandboxes=_no_sandboxes)
     with pytest.raises(NotConfigured, match="no secret resolver"):
