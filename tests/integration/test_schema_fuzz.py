@@ -44,6 +44,9 @@ def test_no_server_errors_under_fuzzing(tmp_path: Path) -> None:
                      "SCHEMATHESIS_HOOKS": ""})
             out = r.stdout + r.stderr
             assert r.returncode == 0, out[-6000:]
-            assert "No issues found" in out
+            # no failed check and no errored operation; a warning (e.g. the time budget cut
+            # the fuzzing phase short on a loaded machine) is not a server error
+            assert "FAILURES" not in out and "ERRORS" not in out, out[-6000:]
+            assert "No issues found" in out or " warning" in out, out[-6000:]
     finally:
         orch.close()
