@@ -7,16 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from closedpaw.cli.util import (
     EXIT_REFUSED,
     Parser,
-    data_dir_option,
+    client_from,
+    client_options,
     die,
     printable,
-    settings_from,
 )
 
 if TYPE_CHECKING:
@@ -24,15 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-
-def _client_opts(p: argparse.ArgumentParser) -> None:
-    data_dir_option(p)
-    p.add_argument("--url", help="API base URL (default: CLOSEDPAW_API_URL or "
-                   "http://127.0.0.1:8765)")
-    p.add_argument("--token-file", type=Path, metavar="FILE",
-                   help="file holding the bearer token (default: CLOSEDPAW_API_TOKEN, else "
-                   "DATA_DIR/api-token)")
-    p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def register(sub: Any) -> None:
@@ -42,7 +32,7 @@ def register(sub: Any) -> None:
                             parser_class=Parser)
     al = asub.add_parser("list", help="list actions (default: pending ones)")
     al.add_argument("--all", action="store_true", help="every status, newest first")
-    _client_opts(al)
+    client_options(al)
     for name, helptext in (("show", "show one action, its canonical parameters and hash"),
                            ("approve", "approve an action by the hash of what you reviewed"),
                            ("reject", "reject a pending action")):
@@ -53,18 +43,8 @@ def register(sub: Any) -> None:
                             "without it the parameters are shown and you are asked to confirm")
         if name == "reject":
             ap.add_argument("--reason", default="", help="why (stored and audited)")
-        _client_opts(ap)
+        client_options(ap)
 
-
-def _client(args: argparse.Namespace) -> Client:
-    from closedpaw.client import Client
-    from closedpaw.errors import ConfigError
-
-    try:
-        return Client(settings=settings_from(args, api_url=args.url),
-                      token_file=args.token_file)
-    except ConfigError as e:
-        die(e)
 
 
 def _row(a: dict[str, Any]) -> str:
@@ -105,7 +85,7 @@ def _show(a: dict[str, Any]) -> str:
 def cmd_actions(args: argparse.Namespace) -> int:
     from closedpaw.errors import ApiRefused, ClientError
 
-    with _client(args) as c:
+    with client_from(args) as c:
         try:
             return _actions(c, args)
         except ApiRefused as e:

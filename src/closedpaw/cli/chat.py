@@ -13,10 +13,9 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from closedpaw.cli.util import EXIT_REFUSED, Parser, data_dir_option, die, settings_from
+from closedpaw.cli.util import EXIT_REFUSED, Parser, client_from, client_options, die
 
 if TYPE_CHECKING:
     from closedpaw.client import Client
@@ -26,15 +25,6 @@ __all__ = ["register"]
 EXIT_PAUSED = 3
 EXIT_FAILED = EXIT_REFUSED
 
-
-def _client_opts(p: argparse.ArgumentParser) -> None:
-    data_dir_option(p)
-    p.add_argument("--url", help="API base URL (default: CLOSEDPAW_API_URL or "
-                   "http://127.0.0.1:8765)")
-    p.add_argument("--token-file", type=Path, metavar="FILE",
-                   help="file holding the bearer token (default: CLOSEDPAW_API_TOKEN, else "
-                   "DATA_DIR/api-token)")
-    p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def register(sub: Any) -> None:
@@ -48,27 +38,17 @@ def register(sub: Any) -> None:
     c.add_argument("--provider", metavar="P", help="provider for a new conversation")
     c.add_argument("--model", metavar="M", help="model for a new conversation")
     c.add_argument("--conversation", metavar="ID", help="continue this conversation")
-    _client_opts(c)
+    client_options(c)
 
     p = sub.add_parser("providers", help="list or test the model providers (over the API)")
     p.set_defaults(handler=cmd_providers)
     psub = p.add_subparsers(dest="providers_command", metavar="COMMAND", required=True,
                             parser_class=Parser)
-    _client_opts(psub.add_parser("list", help="providers, local or cloud, health, models"))
+    client_options(psub.add_parser("list", help="providers, local or cloud, health, models"))
     pt = psub.add_parser("test", help="check that providers answer; exit 1 if one does not")
     pt.add_argument("name", nargs="?", help="only this provider")
-    _client_opts(pt)
+    client_options(pt)
 
-
-def _client(args: argparse.Namespace) -> Client:
-    from closedpaw.client import Client
-    from closedpaw.errors import ConfigError
-
-    try:
-        return Client(settings=settings_from(args, api_url=args.url),
-                      token_file=args.token_file)
-    except ConfigError as e:
-        die(e)
 
 
 def _conversation(client: Client, args: argparse.Namespace) -> str:
@@ -128,7 +108,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from closedpaw.errors import ClientError
 
     try:
-        with _client(args) as client:
+        with client_from(args) as client:
             return _chat(client, args)
     except ClientError as e:
         die(e, EXIT_FAILED)
@@ -175,7 +155,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
     from closedpaw.errors import ClientError
 
     try:
-        with _client(args) as client:
+        with client_from(args) as client:
             provs = client.providers()
     except ClientError as e:
         die(e, EXIT_FAILED)

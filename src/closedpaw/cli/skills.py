@@ -15,8 +15,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from closedpaw.cli.actions import _client, _client_opts, _show
-from closedpaw.cli.util import EXIT_REFUSED, Parser, data_dir_option, die, settings_from
+from closedpaw.cli.actions import _show
+from closedpaw.cli.util import (
+    EXIT_REFUSED,
+    Parser,
+    client_from,
+    client_options,
+    data_dir_option,
+    die,
+    settings_from,
+)
 
 __all__ = ["register"]
 
@@ -29,7 +37,7 @@ def register(sub: Any) -> None:
     i = ssub.add_parser("install", help="check a skill package (directory or tarball) and "
                         "submit its install for approval (over the API)")
     i.add_argument("path", type=Path)
-    _client_opts(i)
+    client_options(i)
     ls = ssub.add_parser("list", help="built-in and installed skills")
     data_dir_option(ls)
     ls.add_argument("--json", action="store_true", help="print JSON")
@@ -47,7 +55,7 @@ def register(sub: Any) -> None:
     r.add_argument("--wait", type=float, default=120.0, metavar="S",
                    help="seconds to wait for the result (default 120); a pending action is "
                    "reported at once")
-    _client_opts(r)
+    client_options(r)
 
 
 def _service(args: argparse.Namespace) -> Any:
@@ -102,7 +110,7 @@ def cmd_skill(args: argparse.Namespace) -> int:
                                                     details={"skill": args.name})
             sys.stdout.write(f"removed skill {args.name}\n")
             return 0
-        with _client(args) as c:
+        with client_from(args) as c:
             try:
                 if sub == "install":
                     params = _service(args).install_request(args.path.absolute())

@@ -119,3 +119,27 @@ def settings_from(args: argparse.Namespace, **more: Any) -> Any:
         return Settings.from_env(**changes)
     except ConfigError as e:
         die(e)
+
+
+def client_options(p: argparse.ArgumentParser) -> None:
+    """The options of every command that talks to the API through :mod:`closedpaw.client`."""
+    data_dir_option(p)
+    p.add_argument("--url", help="API base URL (default: CLOSEDPAW_API_URL or "
+                   "http://127.0.0.1:8765)")
+    p.add_argument("--token-file", type=Path, metavar="FILE",
+                   help="file holding the bearer token (default: CLOSEDPAW_API_TOKEN, else "
+                   "DATA_DIR/api-token)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def client_from(args: argparse.Namespace) -> Any:
+    """A :class:`closedpaw.client.Client` for the options of :func:`client_options` (imported
+    here, so the CLI start stays free of httpx); a bad setting exits 2."""
+    from closedpaw.client import Client
+    from closedpaw.errors import ConfigError
+
+    try:
+        return Client(settings=settings_from(args, api_url=args.url),
+                      token_file=args.token_file)
+    except ConfigError as e:
+        die(e)
