@@ -25,8 +25,6 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
-import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from typing import IO, Any, Protocol
 
 from closedpaw.audit.events import GENESIS_HASH, AuditEntry, AuditEvent, canonical_json
 from closedpaw.errors import AuditChainBroken, AuditError, AuditWriteError
+from closedpaw.keyfile import PrivateFileRefused, load_raw_key
 
 __all__ = ["Anchor", "AuditLog", "VerifyReport"]
 
@@ -48,7 +47,6 @@ class Anchor(Protocol):
 
     def set_anchor(self, seq: int, entry_hash: str) -> None: ...
 
-KEY_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -104,32 +102,13 @@ class AuditLog:
 
     # -- key -------------------------------------------------------------------------------
     def _load_key(self, create: bool) -> bytes:
-        if create and not self.key_path.exists():
-            fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                         0o600)
-            try:
-                os.write(fd, secrets.token_bytes(KEY_BYTES))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            _fsync_dir(self.dir)
         try:
-            fd = os.open(self.key_path, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            raise AuditError(f"no audit key at {self.key_path}: is this a ClosedPaw data "
-                             "directory?") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077:
-                raise AuditError(f"{self.key_path} has mode {stat.S_IMODE(st.st_mode):o}; "
-                                 "it must be a regular file with mode 600 "
-                                 f"(chmod 600 {self.key_path})")
-            key = os.read(fd, KEY_BYTES + 1)
-        finally:
-            os.close(fd)
-        if len(key) != KEY_BYTES:
-            raise AuditError(f"{self.key_path} is not a {KEY_BYTES}-byte key")
-        return key
+            return load_raw_key(self.key_path, create=create)
+        except PrivateFileRefused as e:
+            if e.missing:
+                raise AuditError(f"no audit key at {self.key_path}: is this a ClosedPaw data "
+                                 "directory?") from None
+            raise AuditError(f"unusable audit key: {e}") from None
 
     def _mac(self, body: dict[str, Any]) -> str:
         return hmac.new(self._key, canonical_json(body).encode(), hashlib.sha256).hexdigest()

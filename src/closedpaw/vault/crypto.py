@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from closedpaw.errors import ConfigError, SecretTampered, VaultKeyInvalid
+from closedpaw.keyfile import PrivateFileRefused, create_private, read_private
 
 __all__ = [
     "KEY_BYTES",
@@ -35,7 +35,7 @@ __all__ = [
     "write_key_file",
 ]
 
-KEY_BYTES = 32
+KEY_BYTES = 32   # AES-256 (the same size as closedpaw.keyfile.KEY_BYTES, a different format)
 NONCE_BYTES = 12
 KEY_FILE_PREFIX = "closedpaw-vault-key-v1:"
 #: OWASP's minimum for Argon2id: 19 MiB, 2 passes, 1 lane
@@ -98,22 +98,9 @@ def read_key_file(path: Path) -> bytes:
     """The 32-byte key in ``path``; refused unless it is a regular file of ours with no
     group or other permission bits."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        raise VaultKeyInvalid(f"key file {path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise VaultKeyInvalid(f"key file {path}: not a regular file")
-        if st.st_mode & 0o077:
-            raise VaultKeyInvalid(f"key file {path}: mode {stat.S_IMODE(st.st_mode):04o} lets "
-                                  f"others read it; run 'chmod 600 {path}'")
-        if st.st_uid != os.geteuid():
-            raise VaultKeyInvalid(f"key file {path}: owned by uid {st.st_uid}, not by us "
-                                  f"(uid {os.geteuid()})")
-        data = os.read(fd, 4096)
-    finally:
-        os.close(fd)
+        data = read_private(path, 4096, owned=True)
+    except PrivateFileRefused as e:
+        raise VaultKeyInvalid(f"key file: {e}") from None
     text = data.decode("ascii", "replace").strip()
     if not text.startswith(KEY_FILE_PREFIX):
         raise VaultKeyInvalid(f"key file {path}: not a ClosedPaw vault key file")
@@ -128,16 +115,6 @@ def read_key_file(path: Path) -> bytes:
 
 def write_key_file(path: Path, key: bytes) -> None:
     """Create ``path`` (mode 0600, O_EXCL: never overwrites) holding ``key``, fsync'd."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
-        os.write(fd, (KEY_FILE_PREFIX + base64.urlsafe_b64encode(key).decode() + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    text = KEY_FILE_PREFIX + base64.urlsafe_b64encode(key).decode() + "\n"
+    if not create_private(path, text.encode()):
+        raise FileExistsError(f"{path} already exists")
