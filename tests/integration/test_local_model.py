@@ -33,6 +33,9 @@ def test_what_is_17_times_23_is_computed_in_the_sandbox(tmp_path: Path, runtime:
         assert results[0]["status"] == "completed" and "391" in results[0]["content"], events
         final = events[-1]
         assert final[0] == "final" and "391" in final[1]["text"], events
+        # the call streamed as text by the model is held back: never shown as answer text
+        shown = "".join(d["text"] for n, d in events if n == "token")
+        assert "<tool_call>" not in shown and '"arguments"' not in shown, shown
         ran = r.gate.get(calls[0]["action_id"])
         assert ran.result is not None and ran.result["isolation"]["runtime"] == runtime
         assert r.audit("assistant.turn")[0]["details"]["provider"] == "local"
@@ -46,7 +49,12 @@ def test_the_local_model_is_deterministic() -> None:
         a, b = p.chat(msgs), p.chat(msgs)
         assert a.text and a.text == b.text
         assert a.usage.completion_tokens > 0
-        streamed = "".join(d.text for d in p.stream(msgs) if d.result is None)
+        deltas = list(p.stream(msgs))
+        streamed = "".join(d.text for d in deltas if d.result is None)
         assert streamed == a.text
+        last = deltas[-1].result
+        assert last is not None and last.usage.completion_tokens > 0
+        # the prompt counts too (the turn's token budget depends on it)
+        assert last.usage.prompt_tokens == a.usage.prompt_tokens > 0, (last.usage, a.usage)
     finally:
         p.close()

@@ -217,3 +217,34 @@ def test_a_stream_without_events_is_bad_output(kind: str) -> None:
                 list(p.stream(MSGS))
         finally:
             p.close()
+
+
+def test_a_text_tool_call_never_streams_as_answer_text() -> None:
+    """llama.cpp's server (and the embedded model) write calls as text: while what streamed
+    so far could still be a call it is held back, so a call is never shown as the answer;
+    prose streams piece by piece as soon as it is clearly prose."""
+    call = ('<tool_call>\n{"name": "run_code", "arguments": '
+            '{"language": "python", "code": "17*23"}}\n</tool_call>')
+    with ProviderServer("openai") as srv:
+        p = build("openai", srv.url)
+        try:
+            for text in (call, '  {"name": "run_code", "arguments": {"language": "python", '
+                               '"code": "1"}}'):
+                srv.script = [Reply(text=text)]
+                out = list(p.stream(MSGS, TOOLS))
+                assert [d.text for d in out if d.text] == []
+                assert out[-1].result is not None
+                assert [c.name for c in out[-1].result.tool_calls] == ["run_code"]
+            prose = "The answer is 391, computed with python in a sandbox."
+            srv.script = [Reply(text=prose)]
+            out = list(p.stream(MSGS, TOOLS))
+            pieces = [d.text for d in out if d.text]
+            assert "".join(pieces) == prose and len(pieces) > 3
+            # a JSON answer that is not a call of an offered tool: released whole at the end
+            srv.script = [Reply(text='{"name": "delete_everything", "arguments": {}}')]
+            out = list(p.stream(MSGS, TOOLS))
+            assert "".join(d.text for d in out if d.text) == \
+                '{"name": "delete_everything", "arguments": {}}'
+            assert out[-1].result is not None and out[-1].result.tool_calls == ()
+        finally:
+            p.close()

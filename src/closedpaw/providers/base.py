@@ -56,10 +56,25 @@ def text_calls(text: str, tools: list[ToolSpec] | None) -> list[ToolCall] | None
     return parse_text_tool_calls(text, {t.name for t in tools})
 
 
-class Accumulator:
-    """Collects a stream into the final :class:`ChatResult`."""
+# openings a tool call written as text may start with (toolparse's accepted forms)
+_CALL_OPENINGS = ("{", "[", "<tool_call>", "```")
 
-    def __init__(self, provider: str, model: str) -> None:
+
+def _may_be_call(text: str) -> bool:
+    """Whether ``text`` (what streamed so far) could still turn out to be tool calls."""
+    body = text.lstrip()
+    return not body or any(body.startswith(o) or o.startswith(body) for o in _CALL_OPENINGS)
+
+
+class Accumulator:
+    """Collects a stream into the final :class:`ChatResult`.
+
+    With ``hold_calls`` (a provider whose tool calls come back as text, tools offered), the
+    pieces are held back while what streamed so far could still be a tool call: a call is
+    never shown as answer text, and prose streams as soon as it is clearly prose. Such
+    providers end with :meth:`finish`, which releases held text that was not a call."""
+
+    def __init__(self, provider: str, model: str, *, hold_calls: bool = False) -> None:
         self.provider = provider
         self.model = model
         self.start = time.perf_counter()
@@ -67,6 +82,8 @@ class Accumulator:
         self.parts: list[str] = []
         self.calls: list[ToolCall] = []
         self.usage = Usage()
+        self._holding = hold_calls
+        self._held = 0          # how many of parts are held back
 
     def text(self, piece: str) -> Delta | None:
         if not piece:
@@ -74,6 +91,13 @@ class Accumulator:
         if self.ttft is None:
             self.ttft = (time.perf_counter() - self.start) * 1000
         self.parts.append(piece)
+        if self._holding:
+            if _may_be_call("".join(self.parts)):
+                self._held += 1
+                return None
+            self._holding = False
+            out, self._held = "".join(self.parts[-1 - self._held:]), 0
+            return Delta(text=out)
         return Delta(text=piece)
 
     def result(self, tools: list[ToolSpec] | None = None, *, parse_text: bool = False
@@ -88,6 +112,16 @@ class Accumulator:
             text=text, tool_calls=tuple(calls), usage=self.usage,
             latency_ms=(time.perf_counter() - self.start) * 1000, model=self.model,
             provider=self.provider, ttft_ms=self.ttft))
+
+    def finish(self, tools: list[ToolSpec] | None) -> Iterator[Delta]:
+        """The held-back text when it was not a call after all, then the result (text
+        tool calls parsed)."""
+        final = self.result(tools, parse_text=True)
+        assert final.result is not None
+        if self._held and not final.result.tool_calls:
+            yield Delta(text="".join(self.parts[-self._held:]))
+        self._held = 0
+        yield final
 
 
 def tool_schema(t: ToolSpec) -> dict[str, Any]:

@@ -147,7 +147,8 @@ class LocalProvider:
                     if stop.is_set():
                         break
                     q.put(("chunk", chunk))
-            q.put(("end", None))
+                context = int(getattr(llm, "n_tokens", 0) or 0)
+            q.put(("end", context))
         except Exception as e:
             q.put(("error", e))
 
@@ -182,17 +183,18 @@ class LocalProvider:
     def stream(self, messages: list[Message], tools: list[ToolSpec] | None = None, *,
                model: str | None = None, max_tokens: int | None = None) -> Iterator[Delta]:
         self._check_model(model)
-        acc = Accumulator(self.name, self.default_model)
+        acc = Accumulator(self.name, self.default_model, hold_calls=bool(tools))
         q: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
         self._submit(self._run_stream, self._kwargs(messages, tools, max_tokens), q, stop)
-        n = 0
+        n = context = 0
         try:
             while True:
                 kind, item = q.get()
                 if kind == "error":
                     raise item
                 if kind == "end":
+                    context = int(item)
                     break
                 with boundary(self.name):
                     piece = item["choices"][0]["delta"].get("content") or ""
@@ -203,9 +205,10 @@ class LocalProvider:
                     yield d
         finally:
             stop.set()
-        # streamed chunks carry no usage: count the completion tokens as streamed pieces
-        acc.usage = Usage(0, n)
-        yield acc.result(tools, parse_text=True)
+        # streamed chunks carry no usage: the completion tokens are the streamed pieces, and
+        # the prompt the rest of the context the model holds after the call
+        acc.usage = Usage(max(0, context - n), n)
+        yield from acc.finish(tools)
 
     def _check_model(self, model: str | None) -> None:
         if model and model != self.default_model:

@@ -111,7 +111,7 @@ class OpenAIProvider:
 
     def stream(self, messages: list[Message], tools: list[ToolSpec] | None = None, *,
                model: str | None = None, max_tokens: int | None = None) -> Iterator[Delta]:
-        acc = Accumulator(self.name, model or self.default_model)
+        acc = Accumulator(self.name, model or self.default_model, hold_calls=bool(tools))
         kw = self._kwargs(messages, tools, model, max_tokens)
         pending: dict[int, dict[str, str]] = {}
         make = lambda: iter(self._client.chat.completions.create(  # noqa: E731
@@ -133,7 +133,7 @@ class OpenAIProvider:
                         slot["args"] += tc.function.arguments or ""
         acc.calls = [ToolCall(s["id"] or f"call_{i}", s["name"], _args(s["args"], self.name))
                      for i, s in sorted(pending.items())]
-        yield acc.result(tools, parse_text=True)
+        yield from acc.finish(tools)
 
     def list_models(self) -> list[ModelInfo]:
         with boundary(self.name):
