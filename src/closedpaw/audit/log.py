@@ -34,7 +34,7 @@ from typing import IO, Any, Protocol
 
 from closedpaw.audit.events import GENESIS_HASH, AuditEntry, AuditEvent, canonical_json
 from closedpaw.errors import AuditChainBroken, AuditError, AuditWriteError
-from closedpaw.keyfile import PrivateFileRefused, load_raw_key
+from closedpaw.keyfile import PrivateFileRefused, create_private, load_raw_key
 
 __all__ = ["Anchor", "AuditLog", "VerifyReport"]
 
@@ -443,14 +443,8 @@ class AuditLog:
                     return None
                 torn = os.pread(fd, size - cut, cut)
                 aside = self.dir / f"torn-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}.bin"
-                afd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                              0o600)
-                try:
-                    os.write(afd, torn)
-                    os.fsync(afd)
-                finally:
-                    os.close(afd)
-                _fsync_dir(self.dir)
+                if not create_private(aside, torn):
+                    raise AuditError(f"{aside} already exists; run the repair again")
                 os.ftruncate(fd, cut)
                 os.fsync(fd)
             finally:
