@@ -45,6 +45,7 @@ from closedpaw.gate.executors import (
     default_registry,
 )
 from closedpaw.gate.executors.context import secret_resolver_for
+from closedpaw.gate.executors.sessions import SandboxSessions
 from closedpaw.gate.rules import Decision, RuleSet
 from closedpaw.gate.store import ActionRecord, ActionRow, Store
 from closedpaw.security.keys import load_key, mac
@@ -116,7 +117,13 @@ class Gate:
                                         role_of=self.role_of, skills=skills, secrets=secrets,
                                         protected=self.rules.protected,
                                         secret_resolver=secret_resolver_for(settings,
-                                                                            self.vault))
+                                                                            self.vault),
+                                        sessions=SandboxSessions(
+                                            max_sessions=settings.mcp.max_sandbox_sessions,
+                                            max_per_principal=settings.mcp
+                                            .max_sandbox_sessions_per_principal,
+                                            idle_s=settings.mcp.session_idle_s))
+        self.context.sessions.audit = self.audit
         self.workers = workers or settings.gate.workers
         self.max_running = (settings.gate.max_executions_per_principal
                             or max(1, self.workers - 1))
@@ -183,6 +190,7 @@ class Gate:
                 return
             self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.context.sessions.close_all()   # sandbox sessions die with their process
         self.context.pools.close()  # warm sandboxes of code_execution
         if self._manager is not None:
             self._manager.cleanup()
@@ -311,11 +319,14 @@ class Gate:
         """Code naming an execution policy that does not exist is refused at once (422),
         rather than waiting for an approval it could never use."""
         from closedpaw.errors import PolicyError
+        from closedpaw.gate.actions import SandboxSessionParams
 
         p = parsed.action.parameters if parsed.action is not None else None
-        if isinstance(p, CodeExecutionParams):
+        policy = (p.policy if isinstance(p, CodeExecutionParams) else
+                  p.policy if isinstance(p, SandboxSessionParams) and p.policy else None)
+        if policy is not None:
             try:
-                self.sandbox_manager().policies().get(p.policy)
+                self.sandbox_manager().policies().get(policy)
             except PolicyError as e:
                 raise InvalidRequest(f"parameters.policy: {e}") from None
 
@@ -339,7 +350,10 @@ class Gate:
             return Decision(min_level, f"raised to {min_level} by the caller ({reason})")
         return Decision(lv, reason)
 
-    def submit(self, principal: Principal, req: ActionRequest) -> ActionRecord:
+    def submit(self, principal: Principal, req: ActionRequest, *,
+               via: str | None = None) -> ActionRecord:
+        """``via``: the front door it came through (e.g. ``mcp:exec``), recorded in the
+        ``action.submitted`` audit entry."""
         parsed = parse_action(req.action_type, req.parameters)
         self._check_policy(parsed)
         decision = self._skill_decision(parsed, req.min_level) or \
@@ -389,7 +403,8 @@ class Gate:
                                   "security_level": str(rec.security_level),
                                   "reason": rec.level_reason,
                                   "requires_approval": needs,
-                                  "problem": parsed.problem})
+                                  "problem": parsed.problem,
+                                  **({"via": via} if via else {})})
             if not needs:
                 self.audit.append(AuditEvent.ACTION_APPROVED, principal=SYSTEM.name,
                                   action_id=rec.id, details={
