@@ -266,7 +266,10 @@ class Gate:
         return Principal(row.name, row.role) if row else None
 
     # -- MACs (gate.key) ---------------------------------------------------------------------
-    def _params_mac(self, aid: str, level: str, requester: str, canonical: str) -> str:
+    def _params_mac(self, aid: str, level: str, requester: str, canonical: str,
+                    via: str | None = None) -> str:
+        if via:   # the front door is bound too: clearing it in the database breaks the MAC
+            return mac(self._key, "params", aid, level, requester, canonical, "via", via)
         return mac(self._key, "params", aid, level, requester, canonical)
 
     def _approval_mac(self, aid: str, sha: str, by: str) -> str:
@@ -274,7 +277,8 @@ class Gate:
 
     def _verify_macs(self, rec: ActionRecord) -> str | None:
         """Why ``rec`` must not run (its row was written without the gate key), or None."""
-        want = self._params_mac(rec.id, str(rec.security_level), rec.requester, rec.canonical)
+        want = self._params_mac(rec.id, str(rec.security_level), rec.requester, rec.canonical,
+                                rec.via)
         if not rec.params_mac or not hmac.compare_digest(want, rec.params_mac):
             return "the stored parameters do not carry the gate's MAC (changed in the database)"
         if rec.approved_sha256 is None or rec.decided_by is None or rec.approval_mac is None:
@@ -373,8 +377,9 @@ class Gate:
             expires_at=now + self.settings.gate.approval_ttl_s if needs else None,
             decided_by=None if needs else f"rule:{decision.level}",
             decided_at=None if needs else now, result=None, error=None)
+        row.via = via[:64] if via else None
         row.params_mac = self._params_mac(row.id, row.security_level, row.requester,
-                                          row.parameters)
+                                          row.parameters, row.via)
         if not needs:
             row.approved_sha256 = row.params_sha256
             row.approval_mac = self._approval_mac(row.id, row.params_sha256,
@@ -477,8 +482,14 @@ class Gate:
         if self.settings.gate.require_distinct_approver and principal.name == rec.requester:
             raise refuse("self_approval", "the approver must be another principal than the "
                          "requester (require_distinct_approver is on)")
+        if rec.via and rec.via.startswith("mcp") and principal.name == rec.requester:
+            # an agent holding a token must not approve what it asked for itself, through
+            # the API or otherwise: a human (another principal) decides
+            raise refuse("self_approval", "an action an MCP client submitted needs the "
+                         "approval of another principal (an approver or admin)")
         if hmac.compare_digest(self._params_mac(rec.id, str(rec.security_level), rec.requester,
-                                                rec.canonical), rec.params_mac or "") is False:
+                                                rec.canonical, rec.via),
+                               rec.params_mac or "") is False:
             raise refuse("integrity", "the stored action does not carry the gate's MAC (the "
                          "database was changed behind the gate); it cannot be approved")
         out = self._move(action_id, [ActionStatus.PENDING], ActionStatus.APPROVED, principal,
