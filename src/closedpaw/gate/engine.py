@@ -45,7 +45,7 @@ from closedpaw.gate.executors import (
     default_registry,
 )
 from closedpaw.gate.executors.context import secret_resolver_for
-from closedpaw.gate.executors.sessions import SandboxSessions
+from closedpaw.gate.executors.session_store import SandboxSessions
 from closedpaw.gate.rules import Decision, RuleSet
 from closedpaw.gate.store import ActionRecord, ActionRow, Store
 from closedpaw.security.keys import load_key, mac

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from closedpaw.errors import NotConfigured
 from closedpaw.gate.executors.pools import WarmPools
-from closedpaw.gate.executors.sessions import SandboxSessions
+from closedpaw.gate.executors.session_store import SandboxSessions
 
 if TYPE_CHECKING:
     from closedpaw.audit import AuditLog
