@@ -76,7 +76,10 @@ def client_session_of(ctx: Context) -> str | None:
 
 def build_server(raw: McpBridge, principal_of: PrincipalOf) -> MCPServer:
     bridge = _Guarded(raw, principal_of)
-    srv = MCPServer(name="closedpaw", version=_version(),
+    # log_level: the SDK installs a rich handler on the root logger at this level (when it
+    # has none); at INFO every request was rendered to stderr ("Processing request of type
+    # CallToolRequest", each client HTTP request): milliseconds of CPU per call, and noise
+    srv = MCPServer(name="closedpaw", version=_version(), log_level="WARNING",
                     instructions="ClosedPaw: run code in hardened sandboxes and submit "
                     "actions to a gate. High-risk actions answer 'pending' with an action id "
                     "and hash; a human approves them (closedpaw actions approve); poll "
