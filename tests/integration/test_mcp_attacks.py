@@ -196,9 +196,13 @@ def test_a_session_created_high_keeps_every_step_high(mcp_settings: Settings) ->
                 sid = st["result"]["session_id"]
                 step = await call(s, "exec", session_id=sid, argv=["true"])
                 return step, sid
-        step, _ = anyio.run(main)
+        step, sid = anyio.run(main)
         assert step["status"] == "pending" and step["security_level"] == "high", step
         assert "created at high" in step["level_reason"]
+        # created after the approval, bound when polled: it ended with carol's client
+        assert wait_for(lambda: [e for e in gate.audit.entries()
+                                 if e.event == "sandbox.session.ended"
+                                 and e.details["session_id"] == sid], "the session's end")
 
 
 def test_rate_limit_and_failed_auth_on_mcp(mcp_settings: Settings) -> None:

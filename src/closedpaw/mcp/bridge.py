@@ -126,9 +126,12 @@ class McpBridge:
                                          min_level=min_level, wait_s=wait_s))
 
     def action_status(self, principal: Principal, action_id: str,
-                      wait_s: float = 0.0) -> dict[str, Any]:
+                      wait_s: float = 0.0, *, client_session: str | None = None
+                      ) -> dict[str, Any]:
         """One of your actions (an approver or admin: anyone's). ``wait_s`` (at most
-        MAX_POLL_S): wait that long for it to end (decided and run, rejected, expired)."""
+        MAX_POLL_S): wait that long for it to end (decided and run, rejected, expired). A
+        session created after an approval is bound here to the client session that polls
+        it (it ends with that client session)."""
         try:
             rec = self.gate.get(action_id, principal)
         except ActionNotFound:
@@ -137,6 +140,10 @@ class McpBridge:
         if wait_s > 0 and not rec.status.final:
             rec = self._wait(rec.id, min(float(wait_s), MAX_POLL_S), pending_too=True)
         self.audit(principal, "action_status", action_id=rec.id, status=str(rec.status))
+        sid = (rec.result or {}).get("session_id")
+        if client_session and rec.action_type == "sandbox_session" and isinstance(sid, str) \
+                and rec.parameters.get("op") == "create" and rec.requester == principal.name:
+            self.gate.context.sessions.bind(sid, client_session)
         return self.outcome(rec)
 
     def list_skills(self, principal: Principal) -> list[dict[str, Any]]:

@@ -145,7 +145,8 @@ def build_server(raw: McpBridge, principal_of: PrincipalOf) -> MCPServer:
               "actions. wait_s (at most 60): wait that long for it to be decided and finish "
               "(a long poll); answers earlier when it ends.")
     def action_status(action_id: str, ctx: Context, wait_s: float = 0.0) -> dict[str, Any]:
-        return bridge.action_status(ctx, action_id, wait_s)
+        return bridge.action_status(ctx, action_id, wait_s,
+                                    client_session=client_session_of(ctx))
 
     return srv
 
