@@ -25,6 +25,7 @@ bench: deps
 	.venv/bin/python benchmarks/agent.py
 	.venv/bin/python benchmarks/pool.py
 	.venv/bin/python benchmarks/assistant.py
+	.venv/bin/python benchmarks/mcp.py
 
 lint: deps
 	.venv/bin/ruff check src tests benchmarks

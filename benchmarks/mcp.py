@@ -1,23 +1,37 @@
-"""MCP round trips next to the library calls they wrap, on runc.
+"""MCP round trips beside their floors, on runc with warm pools.
 
     sudo .venv/bin/python benchmarks/mcp.py [--runs N] [--json PATH]
 
-Cases (each a median over N calls, round-robin so host drift hits all alike):
+Each case is one action, timed (median over N calls) at every layer it passes through:
 
-- ``run_code``: the library call is ``McpBridge.run_code`` in-process (gate submit of a medium
-  ``code_execution`` -> executor -> a fresh runc sandbox -> completed), against the same tool
-  called through the SDK's client over stdio (``closedpaw mcp`` as a subprocess) and over
-  streamable HTTP (``/mcp`` of the API app under uvicorn on 127.0.0.1, with the token).
-- ``session_exec``: ``exec(["true"])`` in a long-lived sandbox taken from a warm pool; the
-  library call is ``Sandbox.exec`` on a pooled sandbox, against the ``exec`` tool of a session
-  over stdio and over HTTP.
+- ``session_exec``: ``exec(["true"])`` in a long-lived session (a ``sandbox_session``
+  action on a sandbox from a warm pool).
+- ``run_code``: ``print(1)`` (a ``code_execution`` action; ``code_pool`` on, so a warm
+  sandbox of the policy runs it).
 
-Prints each median, the floor (the library call), the ratio and the overhead in ms (target:
-<= 5 ms over the library), and writes JSON to benchmarks/results/mcp.json.
+Layers (the floors first):
+
+- ``sandbox``: ``Sandbox.exec`` on a pooled sandbox (no gate): what the sandbox costs.
+- ``library``: the same gate action in-process (``McpBridge`` method: submit, the rule's
+  approval, execution, the audit entries, waiting for the result): the library call the
+  MCP tool wraps.
+- ``api``: the same action through the HTTP API (``POST /api/actions``, the completion
+  heard on ``GET /api/events``, ``GET /api/actions/{id}`` for the result).
+- ``mcp_http``, ``mcp_stdio``: the MCP tool through the SDK's client, over ``/mcp`` of the
+  same server and over ``closedpaw mcp`` as a subprocess.
+- ``sdk_noop_http``, ``sdk_noop_stdio``: the bare SDK round trip to a no-op tool (an
+  ``MCPServer`` with one tool returning ``{}``, logging at WARNING like ours, served the
+  same ways: under the API's uvicorn config, and as a python subprocess): what the MCP SDK
+  costs by itself.
+
+Prints each median beside its floors (the library call, the API, the SDK's no-op) with the
+ratio and the overhead in ms (target: MCP <= 5 ms over the library), and writes JSON to
+benchmarks/results/mcp.json.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -25,7 +39,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +48,7 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import anyio  # noqa: E402
+import httpx  # noqa: E402
 from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
@@ -55,142 +71,326 @@ from closedpaw.settings import Settings  # noqa: E402
 
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "mcp.json"
 CGROUP = "closedpaw-bench-mcp"
-ME = Principal("bench", "admin")
+ME = Principal("bench", "user")
 CODE = "print(1)"
+POLICY = "default"
+
+#: the no-op MCP server (stdio): the SDK alone
+NOOP_STDIO = """
+from mcp.server.mcpserver import MCPServer
+srv = MCPServer(name="noop", log_level="WARNING")
+@srv.tool()
+def noop() -> dict:
+    return {}
+srv.run("stdio")
+"""
+
+Samples = dict[str, list[float]]
 
 
-async def _time(n: int, fn: Callable[[], Awaitable[Any]]) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        await fn()
-        out.append((time.perf_counter_ns() - t0) / 1e6)
-    return out
+class _Mcp:
+    """One MCP client session's two timed calls (a session's exec, run_code)."""
 
+    def __init__(self, ses: ClientSession) -> None:
+        self.ses = ses
+        self.sid = ""
 
-async def _over_session(session: ClientSession, runs: int) -> dict[str, list[float]]:
-    async def run_code() -> None:
-        r = await session.call_tool("run_code", {"language": "python", "code": CODE})
+    async def open(self) -> None:
+        made = await self.ses.call_tool("create_session", {"policy": POLICY})
+        assert not made.is_error, made
+        self.sid = made.structured_content["session_id"]
+
+    async def run_code(self) -> None:
+        r = await self.ses.call_tool("run_code", {"language": "python", "code": CODE})
         assert not r.is_error and r.structured_content["stdout"] == "1\n", r
-    sid = (await session.call_tool("create_session", {"policy": "default"})
-           ).structured_content["session_id"]
 
-    async def exec_() -> None:
-        r = await session.call_tool("exec", {"session_id": sid, "argv": ["true"]})
+    async def session_exec(self) -> None:
+        r = await self.ses.call_tool("exec", {"session_id": self.sid, "argv": ["true"]})
         assert not r.is_error and r.structured_content["exit_code"] == 0, r
-    await run_code()
-    await exec_()
-    out = {"run_code": await _time(runs, run_code), "session_exec": await _time(runs, exec_)}
-    await session.call_tool("close_session", {"session_id": sid})
-    return out
+
+    async def noop(self) -> None:
+        r = await self.ses.call_tool("noop", {})
+        assert not r.is_error, r
+
+    async def close(self) -> None:
+        await self.ses.call_tool("close_session", {"session_id": self.sid})
 
 
-def _stdio(s: Settings, runs: int) -> dict[str, list[float]]:
+def _env(s: Settings) -> dict[str, str]:
     env = {"CLOSEDPAW_DATA_DIR": str(s.data_dir), "CLOSEDPAW_STATE_DIR": str(s.state_dir),
            "CLOSEDPAW_CGROUP_PARENT": CGROUP, "CLOSEDPAW_RUNTIME": "runc",
            "CLOSEDPAW_IMAGE_DIR": str(s.images), "CLOSEDPAW_POOL_SIZE": "1",
-           "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    params = StdioServerParameters(command=str(Path(sys.executable).with_name("closedpaw")),
-                                   args=["mcp", "--principal", "bench"], env=env)
-
-    async def main() -> dict[str, list[float]]:
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as ses:
-            await ses.initialize()
-            return await _over_session(ses, runs)
-    return anyio.run(main)
+           "CLOSEDPAW_CODE_POOL": "1", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
-def _http(s: Settings, gate: Gate, runs: int) -> dict[str, list[float]]:
+@asynccontextmanager
+async def _stdio(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as ses:
+        await ses.initialize()
+        yield ses
+
+
+@asynccontextmanager
+async def _http(url: str, token: str | None) -> AsyncIterator[ClientSession]:
     import httpx2
-    import uvicorn
     from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=120) as http, \
+            streamable_http_client(f"{url}/mcp", http_client=http) as (read, write), \
+            ClientSession(read, write) as ses:
+        await ses.initialize()
+        yield ses
+
+
+class _Server:
+    """An ASGI app under uvicorn (the API's own config: guarded h11) on 127.0.0.1."""
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        import uvicorn
+
+        from closedpaw.api.guard import uvicorn_config
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning"))
+        self.t = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                  daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.t.start()
+        while not self.server.started:
+            time.sleep(0.05)
+            if not self.t.is_alive():
+                raise SystemExit("the server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.t.join(timeout=30)
+        self.sock.close()
+
+
+class _ApiClient:
+    """The HTTP API as a client uses it: submit, hear the end on the event stream, fetch."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                                 timeout=120, trust_env=False)
+        self._final: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._stop = False
+        self._ready = threading.Event()
+        self._t = threading.Thread(target=self._listen, daemon=True)
+        self._t.start()
+        self._ready.wait(30)
+        self.sid = ""
+
+    def _event(self, aid: str) -> threading.Event:
+        with self._lock:
+            return self._final.setdefault(aid, threading.Event())
+
+    def _listen(self) -> None:
+        try:
+            self._listen_until_closed()
+        except httpx.HTTPError:   # the server stopped under it: the run is over
+            return
+
+    def _listen_until_closed(self) -> None:
+        with httpx.Client(base_url=str(self.http.base_url), headers=self.http.headers,
+                          timeout=None, trust_env=False) as c, \
+                c.stream("GET", "/api/events") as r:
+            for line in r.iter_lines():
+                if line.startswith(": connected"):
+                    self._ready.set()
+                if self._stop:
+                    return
+                if line.startswith("data: "):
+                    ev = json.loads(line[6:])
+                    if ev.get("status") in ("completed", "failed", "rejected", "expired",
+                                            "interrupted"):
+                        self._event(ev["action_id"]).set()
+
+    def act(self, action_type: str, parameters: dict[str, Any]) -> dict[str, Any]:
+        r = self.http.post("/api/actions", json={"action_type": action_type,
+                                                 "parameters": parameters})
+        r.raise_for_status()
+        aid = r.json()["action_id"]
+        if not self._event(aid).wait(120):
+            raise SystemExit(f"action {aid} never ended")
+        with self._lock:
+            self._final.pop(aid, None)
+        out: dict[str, Any] = self.http.get(f"/api/actions/{aid}").json()
+        return out
+
+    def open(self) -> None:
+        self.sid = self.act("sandbox_session", {"op": "create",
+                                                "policy": POLICY})["result"]["session_id"]
+
+    def run_code(self) -> None:
+        r = self.act("code_execution", {"language": "python", "code": CODE})
+        assert r["result"]["stdout"] == "1\n", r
+
+    def session_exec(self) -> None:
+        r = self.act("sandbox_session", {"op": "exec", "session_id": self.sid,
+                                         "argv": ["true"]})
+        assert r["result"]["exit_code"] == 0, r
+
+    def close(self) -> None:
+        self.act("sandbox_session", {"op": "close", "session_id": self.sid})
+        self._stop = True
+        self.http.close()
+
+
+class _Library:
+    """The gate action in-process: the calls the MCP tools wrap."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.bridge = McpBridge(gate)
+        self.sid = self.bridge.create_session(ME, POLICY)["session_id"]
+
+    def run_code(self) -> None:
+        assert self.bridge.run_code(ME, "python", CODE)["stdout"] == "1\n"
+
+    def session_exec(self) -> None:
+        assert self.bridge.exec(ME, self.sid, ["true"])["exit_code"] == 0
+
+    def close(self) -> None:
+        self.bridge.close_session(ME, self.sid)
+
+
+class _Raw:
+    """A pooled sandbox, no gate."""
+
+    def __init__(self, sb: Any) -> None:
+        self.sb = sb
+
+    def run_code(self) -> None:
+        assert self.sb.exec(["python3", "-c", CODE]).stdout == b"1\n"
+
+    def session_exec(self) -> None:
+        assert self.sb.exec(["true"]).exit_code == 0
+
+
+async def _rounds(runs: int, sync: dict[str, Any], asy: dict[str, _Mcp],
+                  noops: dict[str, _Mcp]) -> dict[str, Samples]:
+    """Round-robin: each round calls every layer once per case (host drift hits all
+    alike), and each no-op server once; 3 warm-up rounds first."""
+    out: dict[str, Samples] = {k: {"run_code": [], "session_exec": []}
+                               for k in (*sync, *asy)}
+    out.update({k: {"noop": []} for k in noops})
+    for i in range(runs + 3):
+        for case in ("session_exec", "run_code"):
+            for name, obj in sync.items():
+                t0 = time.perf_counter_ns()
+                getattr(obj, case)()
+                if i >= 3:
+                    out[name][case].append((time.perf_counter_ns() - t0) / 1e6)
+            for name, m in asy.items():
+                t0 = time.perf_counter_ns()
+                await getattr(m, case)()
+                if i >= 3:
+                    out[name][case].append((time.perf_counter_ns() - t0) / 1e6)
+        for name, m in noops.items():
+            t0 = time.perf_counter_ns()
+            await m.noop()
+            if i >= 3:
+                out[name]["noop"].append((time.perf_counter_ns() - t0) / 1e6)
+    return out
+
+
+def _measure(s: Settings, gate: Gate, runs: int) -> dict[str, Samples]:
+    from mcp.server.mcpserver import MCPServer
 
     from closedpaw.api import create_app
 
-    app = create_app(s, gate=gate)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                           ws="none", http="h11"))
-    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    t.start()
-    try:
-        while not server.started:
-            time.sleep(0.05)
-            if not t.is_alive():
-                raise SystemExit("the API server did not start")
-        token = gate.create_principal("bench-http", "user")
+    noop = MCPServer(name="noop", log_level="WARNING")   # configured like ours
 
-        async def main() -> dict[str, list[float]]:
-            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"},
-                                          timeout=120) as http, \
-                    streamable_http_client(f"http://127.0.0.1:{port}/mcp",
-                                           http_client=http) as (read, write), \
-                    ClientSession(read, write) as ses:
-                await ses.initialize()
-                return await _over_session(ses, runs)
-        return anyio.run(main)
-    finally:
-        server.should_exit = True
-        t.join(timeout=30)
-        sock.close()
+    @noop.tool(name="noop")
+    def _noop_tool() -> dict[str, Any]:
+        return {}
+    stdio_noop = StdioServerParameters(command=sys.executable, args=["-c", NOOP_STDIO],
+                                       env={"PATH": "/usr/bin:/bin"})
+    stdio_cp = StdioServerParameters(command=str(Path(sys.executable).with_name("closedpaw")),
+                                     args=["mcp", "--principal", "bench"], env=_env(s))
+    pool = gate.sandbox_manager().pool(POLICY, size=1)
+    with _Server(create_app(s, gate=gate), s) as api_srv, \
+            _Server(noop.streamable_http_app(json_response=True), s) as noop_srv, \
+            pool.acquire(timeout_s=60) as sb:
+        token = gate.create_principal("bench-http", "user")
+        lib, api = _Library(gate), _ApiClient(api_srv.url, token)
+        try:
+            api.open()
+
+            async def main() -> dict[str, Samples]:
+                async with _http(api_srv.url, token) as h, _stdio(stdio_cp) as st, \
+                        _http(noop_srv.url, None) as nh, _stdio(stdio_noop) as ns:
+                    mh, ms = _Mcp(h), _Mcp(st)
+                    await mh.open()
+                    await ms.open()
+                    try:
+                        return await _rounds(
+                            runs, {"sandbox": _Raw(sb), "library": lib, "api": api},
+                            {"mcp_http": mh, "mcp_stdio": ms},
+                            {"sdk_noop_http": _Mcp(nh), "sdk_noop_stdio": _Mcp(ns)})
+                    finally:
+                        await mh.close()
+                        await ms.close()
+            return anyio.run(main)
+        finally:
+            lib.close()
+            api.close()
+            pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = bench_args(__doc__ or "", DEFAULT_JSON, runs=20, min_runs=3, argv=argv)
+    args = bench_args(__doc__ or "", DEFAULT_JSON, runs=30, min_runs=5, argv=argv)
     tmp = Path(tempfile.mkdtemp(prefix="closedpaw-bench-mcp-"))
     state = Path(f"/run/closedpaw-bench-mcp-{os.getpid()}")
     s = Settings.of(data_dir=tmp / "data", state_dir=state, cgroup_parent=CGROUP,
-                    runtime="runc", pool_size=1,
-                    image_dir=Settings.from_env().images)
+                    runtime="runc", pool_size=1, code_pool=True,
+                    rate_limit_per_minute=100_000, image_dir=Settings.from_env().images)
     before = footprint(s)
-    samples: dict[str, dict[str, list[float]]] = {}
     gate = Gate(s)
     try:
         gate.start()
-        bridge = McpBridge(gate)
-        try:
-            bridge.run_code(ME, "python", CODE)
-            lib_code = []
-            for _ in range(args.runs):
-                t0 = time.perf_counter_ns()
-                r = bridge.run_code(ME, "python", CODE)
-                lib_code.append((time.perf_counter_ns() - t0) / 1e6)
-                assert r["stdout"] == "1\n", r
-            pool = gate.sandbox_manager().pool("default", size=1)
-            try:
-                with pool.acquire(timeout_s=60) as sb:
-                    sb.exec(["true"])
-                    lib_exec = []
-                    for _ in range(args.runs):
-                        t0 = time.perf_counter_ns()
-                        assert sb.exec(["true"]).exit_code == 0
-                        lib_exec.append((time.perf_counter_ns() - t0) / 1e6)
-            finally:
-                pool.close()
-        finally:
-            bridge.close()
-        samples["library"] = {"run_code": lib_code, "session_exec": lib_exec}
-        samples["stdio"] = _stdio(s, args.runs)
-        samples["http"] = _http(s, gate, args.runs)
+        samples = _measure(s, gate, args.runs)
     finally:
         gate.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    noop = {"http": summary(samples["sdk_noop_http"]["noop"]),
+            "stdio": summary(samples["sdk_noop_stdio"]["noop"])}
     res: dict[str, Any] = {"machine": machine_info(("runc",)), "runs": args.runs,
-                           "cases": {}}
-    lines = [f"{'case':<14} {'transport':<9} {'median ms':>10} {'floor ms':>9} "
+                           "cases": {}, "sdk_noop": noop}
+    lines = [f"{'case':<13} {'layer':<10} {'median ms':>10} {'floor':<8} {'floor ms':>9} "
              f"{'ratio':>6} {'over ms':>8}"]
-    for case in ("run_code", "session_exec"):
-        floor = summary(samples["library"][case])
-        res["cases"][case] = {"library": floor}
-        for tr in ("library", "stdio", "http"):
-            sm = summary(samples[tr][case])
-            res["cases"][case][tr] = sm
-            over = sm["median_ms"] - floor["median_ms"]
-            lines.append(f"{case:<14} {tr:<9} {sm['median_ms']:>10.2f} "
-                         f"{floor['median_ms']:>9.2f} "
-                         f"{sm['median_ms'] / floor['median_ms']:>6.2f} {over:>8.2f}")
+    for case in ("session_exec", "run_code"):
+        c: dict[str, Any] = {k: summary(samples[k][case]) for k in
+                             ("sandbox", "library", "api", "mcp_http", "mcp_stdio")}
+        floors: dict[str, list[tuple[str, dict[str, Any]]]] = {
+            "sandbox": [], "library": [("sandbox", c["sandbox"])],
+            "api": [("library", c["library"])],
+            "mcp_http": [("library", c["library"]), ("api", c["api"]),
+                         ("sdk_noop", noop["http"])],
+            "mcp_stdio": [("library", c["library"]), ("sdk_noop", noop["stdio"])]}
+        for layer, fl in floors.items():
+            med = c[layer]["median_ms"]
+            c[layer]["over"] = {}
+            if not fl:
+                lines.append(f"{case:<13} {layer:<10} {med:>10.2f}")
+            for name, f in fl:
+                fm = f["median_ms"]
+                c[layer]["over"][name] = {"floor_ms": fm, "ratio": round(med / fm, 2),
+                                          "over_ms": round(med - fm, 2)}
+                lines.append(f"{case:<13} {layer:<10} {med:>10.2f} {name:<8} {fm:>9.2f} "
+                             f"{med / fm:>6.2f} {med - fm:>8.2f}")
+        res["cases"][case] = c
+    lines.append(f"sdk no-op round trip: http {noop['http']['median_ms']:.2f} ms, "
+                 f"stdio {noop['stdio']['median_ms']:.2f} ms")
     leaks = new_items(before, footprint(s))
     remove_bench_state(state, CGROUP, leaks)
     return write_report(res, args.json, "\n".join(lines), leaks)

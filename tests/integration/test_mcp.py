@@ -41,7 +41,10 @@ def env_of(s: Settings) -> dict[str, str]:
     return {"CLOSEDPAW_DATA_DIR": str(s.data_dir), "CLOSEDPAW_STATE_DIR": str(s.state_dir),
             "CLOSEDPAW_CGROUP_PARENT": s.sandbox.cgroup_parent, "CLOSEDPAW_RUNTIME": "runc",
             "CLOSEDPAW_POOL_SIZE": "1", "CLOSEDPAW_IMAGE_DIR": str(s.images),
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # the tree under test (a worktree run with PYTHONPATH=src), not the installed one
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH")
+               else {})}
 
 
 @asynccontextmanager
@@ -88,7 +91,8 @@ async def exercise(session: ClientSession) -> dict[str, Any]:
     e = await call(session, "exec", session_id=sid, argv=["cat", "/tmp/note.txt"])
     assert e["stdout"] == "kept" and e["exit_code"] == 0
     assert (await call(session, "close_session", session_id=sid))["closed"]
-    assert "no session" in await call_error(session, "exec", session_id=sid, argv=["true"])
+    assert "no open session" in await call_error(session, "exec", session_id=sid,
+                                                 argv=["true"])
     skills = (await call(session, "list_skills"))["skills"]
     assert {"filesystem", "code"} <= {k["name"] for k in skills}
     sk = await call(session, "run_skill", name="code",
@@ -130,10 +134,15 @@ def test_stdio_with_the_sdk_client(mcp_settings: Settings) -> None:
     try:
         entries = g.audit.entries()
         calls = [e for e in entries if e.event == "mcp.call"]
-        assert {e.details["tool"] for e in calls} == set(TOOLS)
-        assert all(e.principal == "agent-7" for e in calls)
         submitted = [e for e in entries if e.event == "action.submitted"]
-        assert submitted and all(e.principal == "agent-7" for e in submitted)
+        # every tool call is audited under the client: the acting ones as gate actions
+        # (action.submitted via mcp:<tool>), the two that only read as mcp.call entries
+        assert {e.details["tool"] for e in calls} == {"list_skills", "action_status"}
+        assert {e.details.get("via") for e in submitted} == {
+            f"mcp:{t}" for t in TOOLS if t not in ("list_skills", "action_status")}
+        assert all(e.principal == "agent-7" for e in calls + submitted)
+        types = {e.details["via"]: e.details["action_type"] for e in submitted}
+        assert types["mcp:exec"] == types["mcp:create_session"] == "sandbox_session"
         assert g.audit.verify().ok
         assert json.dumps([e.details for e in calls])   # serialisable, no secrets objects
     finally:

@@ -186,12 +186,15 @@ def _announce(gateway: Gateway) -> None:
 async def _sweep(gate: Gate, settings: Settings) -> None:
     """Expire pending actions at their TTL even when nobody looks at them; teach the
     redactor secrets stored by another process (``closedpaw secret set``)."""
-    period = min(5.0, max(0.2, settings.gate.approval_ttl_s / 4))
+    period = min(5.0, max(0.2, min(settings.gate.approval_ttl_s,
+                                   settings.mcp.session_idle_s) / 4))
     while True:
         await asyncio.sleep(period)
         with contextlib.suppress(ClosedPawError):  # the next round retries
             await run_in_threadpool(gate.expire_due)
             await run_in_threadpool(gate.vault.refresh_redactor)
+            # sandbox sessions idle past CLOSEDPAW_SESSION_IDLE_S are deleted
+            await run_in_threadpool(gate.context.sessions.reap_idle)
 
 
 _DELIVERY = re.compile(DELIVERY_PATH)

@@ -26,6 +26,8 @@ class AuditEvent(StrEnum):
     ACTION_INTERRUPTED = "action.interrupted"
     APPROVAL_REFUSED = "approval.refused"
     SANDBOX_RUN = "sandbox.run"
+    SANDBOX_SESSION_STARTED = "sandbox.session.started"
+    SANDBOX_SESSION_ENDED = "sandbox.session.ended"
     SANDBOX_REAPED = "sandbox.reaped"
     AUTH_FAILED = "auth.failed"
     PERMISSION_DENIED = "auth.forbidden"

@@ -37,6 +37,7 @@ __all__ = [
     "NetworkRequestParams",
     "ParsedAction",
     "RiskLevel",
+    "SandboxSessionParams",
     "SecretReadParams",
     "SkillExecutionParams",
     "check_json_value",
@@ -181,6 +182,47 @@ class SkillExecutionParams(_Params):
     install: bool = False
 
 
+SESSION_OPS = ("create", "exec", "run_cell", "write_file", "read_file", "close")
+
+
+class SandboxSessionParams(_Params):
+    """One step on a long-lived sandbox (a *session*, taken from a warm pool of an execution
+    policy without network, owned by the requester): ``create`` (``policy``) answers a
+    ``session_id``; ``exec`` (``argv``), ``run_cell`` (``language`` + ``code``, the
+    session's persistent interpreter), ``write_file`` (``path`` + ``content``),
+    ``read_file`` (``path``) and ``close`` name it. Only the fields of the op may be given."""
+
+    op: Literal["create", "exec", "run_cell", "write_file", "read_file", "close"]
+    session_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    policy: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    argv: list[str] | None = Field(default=None, min_length=1, max_length=4096)
+    language: Literal["python", "node"] | None = None
+    code: str | None = Field(default=None, max_length=MIB)
+    path: str | None = Field(default=None, min_length=1, max_length=4096)
+    content: str | None = Field(default=None, max_length=16 * MIB)
+    timeout_s: float | None = Field(default=None, ge=1.0, le=3600.0)
+
+    @model_validator(mode="after")
+    def _fields_of_op(self) -> SandboxSessionParams:
+        need = {"create": {"policy"}, "exec": {"session_id", "argv"},
+                "run_cell": {"session_id", "language", "code"},
+                "write_file": {"session_id", "path", "content"},
+                "read_file": {"session_id", "path"}, "close": {"session_id"}}[self.op]
+        allowed = need | ({"timeout_s"} if self.op in ("exec", "run_cell") else set())
+        given = {k for k in type(self).model_fields if k != "op"
+                 and getattr(self, k) is not None}
+        if need - given:
+            raise ValueError(f"op {self.op!r} needs {', '.join(sorted(need - given))}")
+        if given - allowed:
+            raise ValueError(f"op {self.op!r} takes no {', '.join(sorted(given - allowed))}")
+        if self.argv is not None and sum(len(a.encode("utf-8", "surrogatepass")) + 1
+                                         for a in self.argv) > ARGV_BYTES:
+            raise ValueError(f"the command line must be under {ARGV_BYTES} bytes")
+        if self.path is not None and "\0" in self.path:
+            raise ValueError("path: no NUL bytes")
+        return self
+
+
 class _Action(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -215,6 +257,11 @@ class SecretReadAction(_Action):
     parameters: SecretReadParams
 
 
+class SandboxSessionAction(_Action):
+    action_type: Literal["sandbox_session"]
+    parameters: SandboxSessionParams
+
+
 class SkillExecutionAction(_Action):
     action_type: Literal["skill_execution"]
     parameters: SkillExecutionParams
@@ -222,7 +269,7 @@ class SkillExecutionAction(_Action):
 
 Action = Annotated[
     ChatAction | CodeExecutionAction | FileReadAction | FileWriteAction | NetworkRequestAction
-    | SecretReadAction | SkillExecutionAction,
+    | SecretReadAction | SkillExecutionAction | SandboxSessionAction,
     Field(discriminator="action_type"),
 ]
 _ADAPTER: TypeAdapter[Action] = TypeAdapter(Action)
@@ -232,6 +279,7 @@ ACTION_TYPES: dict[str, type[_Params]] = {
     "chat": ChatParams, "code_execution": CodeExecutionParams, "file_read": FileReadParams,
     "file_write": FileWriteParams, "network_request": NetworkRequestParams,
     "secret_read": SecretReadParams, "skill_execution": SkillExecutionParams,
+    "sandbox_session": SandboxSessionParams,
 }
 
 

@@ -45,6 +45,7 @@ from closedpaw.gate.executors import (
     default_registry,
 )
 from closedpaw.gate.executors.context import secret_resolver_for
+from closedpaw.gate.executors.session_store import SandboxSessions
 from closedpaw.gate.rules import Decision, RuleSet
 from closedpaw.gate.store import ActionRecord, ActionRow, Store
 from closedpaw.security.keys import load_key, mac
@@ -116,7 +117,13 @@ class Gate:
                                         role_of=self.role_of, skills=skills, secrets=secrets,
                                         protected=self.rules.protected,
                                         secret_resolver=secret_resolver_for(settings,
-                                                                            self.vault))
+                                                                            self.vault),
+                                        sessions=SandboxSessions(
+                                            max_sessions=settings.mcp.max_sandbox_sessions,
+                                            max_per_principal=settings.mcp
+                                            .max_sandbox_sessions_per_principal,
+                                            idle_s=settings.mcp.session_idle_s))
+        self.context.sessions.audit = self.audit
         self.workers = workers or settings.gate.workers
         self.max_running = (settings.gate.max_executions_per_principal
                             or max(1, self.workers - 1))
@@ -183,6 +190,7 @@ class Gate:
                 return
             self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.context.sessions.close_all()   # sandbox sessions die with their process
         self.context.pools.close()  # warm sandboxes of code_execution
         if self._manager is not None:
             self._manager.cleanup()
@@ -258,7 +266,10 @@ class Gate:
         return Principal(row.name, row.role) if row else None
 
     # -- MACs (gate.key) ---------------------------------------------------------------------
-    def _params_mac(self, aid: str, level: str, requester: str, canonical: str) -> str:
+    def _params_mac(self, aid: str, level: str, requester: str, canonical: str,
+                    via: str | None = None) -> str:
+        if via:   # the front door is bound too: clearing it in the database breaks the MAC
+            return mac(self._key, "params", aid, level, requester, canonical, "via", via)
         return mac(self._key, "params", aid, level, requester, canonical)
 
     def _approval_mac(self, aid: str, sha: str, by: str) -> str:
@@ -266,7 +277,8 @@ class Gate:
 
     def _verify_macs(self, rec: ActionRecord) -> str | None:
         """Why ``rec`` must not run (its row was written without the gate key), or None."""
-        want = self._params_mac(rec.id, str(rec.security_level), rec.requester, rec.canonical)
+        want = self._params_mac(rec.id, str(rec.security_level), rec.requester, rec.canonical,
+                                rec.via)
         if not rec.params_mac or not hmac.compare_digest(want, rec.params_mac):
             return "the stored parameters do not carry the gate's MAC (changed in the database)"
         if rec.approved_sha256 is None or rec.decided_by is None or rec.approval_mac is None:
@@ -311,11 +323,14 @@ class Gate:
         """Code naming an execution policy that does not exist is refused at once (422),
         rather than waiting for an approval it could never use."""
         from closedpaw.errors import PolicyError
+        from closedpaw.gate.actions import SandboxSessionParams
 
         p = parsed.action.parameters if parsed.action is not None else None
-        if isinstance(p, CodeExecutionParams):
+        policy = (p.policy if isinstance(p, CodeExecutionParams) else
+                  p.policy if isinstance(p, SandboxSessionParams) and p.policy else None)
+        if policy is not None:
             try:
-                self.sandbox_manager().policies().get(p.policy)
+                self.sandbox_manager().policies().get(policy)
             except PolicyError as e:
                 raise InvalidRequest(f"parameters.policy: {e}") from None
 
@@ -339,7 +354,10 @@ class Gate:
             return Decision(min_level, f"raised to {min_level} by the caller ({reason})")
         return Decision(lv, reason)
 
-    def submit(self, principal: Principal, req: ActionRequest) -> ActionRecord:
+    def submit(self, principal: Principal, req: ActionRequest, *,
+               via: str | None = None) -> ActionRecord:
+        """``via``: the front door it came through (e.g. ``mcp:exec``), recorded in the
+        ``action.submitted`` audit entry."""
         parsed = parse_action(req.action_type, req.parameters)
         self._check_policy(parsed)
         decision = self._skill_decision(parsed, req.min_level) or \
@@ -359,8 +377,9 @@ class Gate:
             expires_at=now + self.settings.gate.approval_ttl_s if needs else None,
             decided_by=None if needs else f"rule:{decision.level}",
             decided_at=None if needs else now, result=None, error=None)
+        row.via = via[:64] if via else None
         row.params_mac = self._params_mac(row.id, row.security_level, row.requester,
-                                          row.parameters)
+                                          row.parameters, row.via)
         if not needs:
             row.approved_sha256 = row.params_sha256
             row.approval_mac = self._approval_mac(row.id, row.params_sha256,
@@ -389,7 +408,8 @@ class Gate:
                                   "security_level": str(rec.security_level),
                                   "reason": rec.level_reason,
                                   "requires_approval": needs,
-                                  "problem": parsed.problem})
+                                  "problem": parsed.problem,
+                                  **({"via": via} if via else {})})
             if not needs:
                 self.audit.append(AuditEvent.ACTION_APPROVED, principal=SYSTEM.name,
                                   action_id=rec.id, details={
@@ -462,8 +482,14 @@ class Gate:
         if self.settings.gate.require_distinct_approver and principal.name == rec.requester:
             raise refuse("self_approval", "the approver must be another principal than the "
                          "requester (require_distinct_approver is on)")
+        if rec.via and rec.via.startswith("mcp") and principal.name == rec.requester:
+            # an agent holding a token must not approve what it asked for itself, through
+            # the API or otherwise: a human (another principal) decides
+            raise refuse("self_approval", "an action an MCP client submitted needs the "
+                         "approval of another principal (an approver or admin)")
         if hmac.compare_digest(self._params_mac(rec.id, str(rec.security_level), rec.requester,
-                                                rec.canonical), rec.params_mac or "") is False:
+                                                rec.canonical, rec.via),
+                               rec.params_mac or "") is False:
             raise refuse("integrity", "the stored action does not carry the gate's MAC (the "
                          "database was changed behind the gate); it cannot be approved")
         out = self._move(action_id, [ActionStatus.PENDING], ActionStatus.APPROVED, principal,

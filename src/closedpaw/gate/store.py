@@ -86,6 +86,9 @@ class ActionRow(Base):
     params_mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
     approved_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     approval_mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the front door an action came through when not the API (``mcp:<tool>``): an action an
+    # MCP client submitted needs another principal's approval (issue 11); under params_mac
+    via: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (Index("ix_actions_status", "status"),
                       Index("ix_actions_created", "created_at"))
@@ -102,7 +105,7 @@ class AuditAnchorRow(Base):
     entry_hash: Mapped[str] = mapped_column(String(64))
 
 
-_ADDED_COLUMNS = ("params_mac", "approved_sha256", "approval_mac")
+_ADDED_COLUMNS = ("params_mac", "approved_sha256", "approval_mac", "via")
 
 
 class ActionRecord(BaseModel):
@@ -132,6 +135,7 @@ class ActionRecord(BaseModel):
     params_mac: str | None = Field(default=None, exclude=True)
     approved_sha256: str | None = Field(default=None, exclude=True)
     approval_mac: str | None = Field(default=None, exclude=True)
+    via: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -149,7 +153,7 @@ class ActionRecord(BaseModel):
                    decided_by=r.decided_by, decided_at=r.decided_at,
                    result=json.loads(r.result) if r.result else None, error=r.error,
                    params_mac=r.params_mac, approved_sha256=r.approved_sha256,
-                   approval_mac=r.approval_mac)
+                   approval_mac=r.approval_mac, via=r.via)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape (the API's, the CLI's)."""

@@ -1,24 +1,24 @@
-"""What the MCP tools do, apart from the SDK: each call is audited with the MCP client as the
-principal; code, skills and actions are submitted to the gate as actions (a pending one is
-answered at once with its id and hash, never waited for); sessions are long-lived sandboxes
-taken from a warm pool, owned by the principal that created them."""
+"""What the MCP tools do, apart from the SDK. Every tool that runs code, touches files or
+acts (``run_code``, the session tools, ``run_skill``, ``submit_action``) submits a gate
+action with the MCP client as the principal: a risk level from the rules, an approval bound
+to the exact parameters for high ones, the gate's audit entries (``action.submitted`` says
+``via: mcp:<tool>``). One that needs approval is answered at once with ``status: pending``,
+its id and hash; ``action_status`` (with ``wait_s`` to long-poll) tells the decision and the
+result. The two tools that do not act (``list_skills``, ``action_status``) are audited as
+``mcp.call`` entries. Sessions are ``sandbox_session`` actions (see
+:mod:`closedpaw.gate.executors.sessions`): long-lived sandboxes owned by the principal."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
-import time
-import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from closedpaw.audit import AuditEvent
-from closedpaw.errors import ActionNotFound, GateError, InvalidRequest, PermissionDenied
-from closedpaw.gate import ActionRequest, ActionStatus
+from closedpaw.errors import ActionNotFound, GateError, InvalidRequest
+from closedpaw.gate import ActionRequest, ActionStatus, parse_action
 
 if TYPE_CHECKING:
     from closedpaw.gate import ActionRecord, Gate
-    from closedpaw.sandbox import Sandbox, SandboxPool
     from closedpaw.security import Principal
 
 __all__ = ["TOOLS", "McpBridge"]
@@ -26,28 +26,21 @@ __all__ = ["TOOLS", "McpBridge"]
 #: every tool the server offers, in the order it lists them
 TOOLS = ("run_code", "create_session", "exec", "run_cell", "write_file", "read_file",
          "close_session", "list_skills", "run_skill", "submit_action", "action_status")
+#: the longest any tool waits for an action (the client polls action_status after that)
 MAX_WAIT_S = 600.0
-
-
-@dataclass
-class _Session:
-    owner: str
-    sandbox: Sandbox
-    policy: str
-    created: float
+#: the longest action_status long-polls
+MAX_POLL_S = 60.0
+_RESULT_KEYS = ("stdout", "stderr", "exit_code", "timed_out", "oom_killed", "isolation",
+                "duration_ms")
 
 
 class McpBridge:
     """``wait_s``: how long a tool waits for an action that needs no approval to finish
     (bounded; after it the tool answers with the action's current status)."""
 
-    def __init__(self, gate: Gate, *, wait_s: float = 300.0, max_sessions: int = 8) -> None:
+    def __init__(self, gate: Gate, *, wait_s: float = 300.0) -> None:
         self.gate = gate
         self.wait_s = wait_s
-        self.max_sessions = max_sessions
-        self._sessions: dict[str, _Session] = {}
-        self._pools: dict[str, SandboxPool] = {}
-        self._lock = threading.Lock()
 
     # -- plumbing --------------------------------------------------------------------------
     def audit(self, principal: Principal, tool: str, **details: Any) -> None:
@@ -55,17 +48,22 @@ class McpBridge:
                                action_id=details.pop("action_id", None),
                                details={"tool": tool, **details})
 
-    def _wait(self, aid: str, timeout_s: float) -> ActionRecord:
+    def _wait(self, aid: str, timeout_s: float, *, pending_too: bool = False) -> ActionRecord:
+        """The action once final, or as it is after ``timeout_s`` (bounded by MAX_WAIT_S).
+        A pending action is waited for only with ``pending_too`` (a poll)."""
         done = threading.Event()
 
         def on(ev: dict[str, Any]) -> None:
             if ev["action_id"] == aid and ActionStatus(ev["status"]).final:
                 done.set()
+        waiting = [ActionStatus.APPROVED, ActionStatus.EXECUTING]
+        if pending_too:
+            waiting.append(ActionStatus.PENDING)
         unsubscribe = self.gate.subscribe(on)
         try:
             rec = self.gate.get(aid)
-            if rec.status in (ActionStatus.APPROVED, ActionStatus.EXECUTING):
-                done.wait(min(max(timeout_s, 0.0), MAX_WAIT_S))
+            if rec.status in waiting and timeout_s > 0:
+                done.wait(min(timeout_s, MAX_WAIT_S))
         finally:
             unsubscribe()
         return self.gate.get(aid)
@@ -80,6 +78,7 @@ class McpBridge:
             out["requires_approval"] = True
             out["approve_with"] = f"closedpaw actions approve {rec.id} --sha256 " \
                                   f"{rec.params_sha256}"
+            out["poll_with"] = f"action_status(action_id={rec.id!r}, wait_s=30)"
         if rec.result is not None:
             out["result"] = rec.result
         if rec.error:
@@ -91,9 +90,13 @@ class McpBridge:
                 wait_s: float | None = None) -> ActionRecord:
         req = ActionRequest(action_type=action_type, parameters=parameters,
                             min_level=min_level)  # type: ignore[arg-type]
-        rec = self.gate.submit(principal, req)
-        self.audit(principal, tool, action_id=rec.id, action_type=action_type,
-                   params_sha256=rec.params_sha256, status=str(rec.status))
+        if tool != "submit_action":
+            # the tools' own arguments: refused at once when they do not parse (through
+            # submit_action an unparseable action is kept and gated at high, as by the API)
+            problem = parse_action(action_type, parameters).problem
+            if problem is not None:
+                raise InvalidRequest(problem)
+        rec = self.gate.submit(principal, req, via=f"mcp:{tool}")
         if rec.status is ActionStatus.PENDING:
             return rec
         return self._wait(rec.id, self.wait_s if wait_s is None else wait_s)
@@ -122,12 +125,25 @@ class McpBridge:
         return self.outcome(self._submit(principal, "submit_action", action_type, parameters,
                                          min_level=min_level, wait_s=wait_s))
 
-    def action_status(self, principal: Principal, action_id: str) -> dict[str, Any]:
-        rec = self.gate.get(action_id)
-        if rec.requester != principal.name and not principal.is_admin:
-            self.audit(principal, "action_status", action_id=None, refused=action_id)
-            raise ActionNotFound(f"no action {action_id}")
+    def action_status(self, principal: Principal, action_id: str,
+                      wait_s: float = 0.0, *, client_session: str | None = None
+                      ) -> dict[str, Any]:
+        """One of your actions (an approver or admin: anyone's). ``wait_s`` (at most
+        MAX_POLL_S): wait that long for it to end (decided and run, rejected, expired). A
+        session created after an approval is bound here to the client session that polls
+        it (it ends with that client session)."""
+        try:
+            rec = self.gate.get(action_id, principal)
+        except ActionNotFound:
+            self.audit(principal, "action_status", refused=str(action_id)[:80])
+            raise
+        if wait_s > 0 and not rec.status.final:
+            rec = self._wait(rec.id, min(float(wait_s), MAX_POLL_S), pending_too=True)
         self.audit(principal, "action_status", action_id=rec.id, status=str(rec.status))
+        sid = (rec.result or {}).get("session_id")
+        if client_session and rec.action_type == "sandbox_session" and isinstance(sid, str) \
+                and rec.parameters.get("op") == "create" and rec.requester == principal.name:
+            self.gate.context.sessions.bind(sid, client_session)
         return self.outcome(rec)
 
     def list_skills(self, principal: Principal) -> list[dict[str, Any]]:
@@ -135,93 +151,61 @@ class McpBridge:
         skills = self.gate.context.skills
         return [] if skills is None else skills.list()
 
-    # -- sessions: long-lived sandboxes from a warm pool ---------------------------------
-    def _pool(self, policy: str) -> SandboxPool:
-        with self._lock:
-            pool = self._pools.get(policy)
-            if pool is None:
-                mgr = self.gate.sandbox_manager()
-                if mgr.spec_for(policy).limits.network_enabled:
-                    raise GateError(f"policy {policy!r} enables the network")
-                pool = mgr.pool(policy, size=1)
-                self._pools[policy] = pool
-            return pool
+    # -- sessions: sandbox_session actions ----------------------------------------------
+    def _session_op(self, principal: Principal, tool: str, parameters: dict[str, Any],
+                    *, bind: str | None = None, wait_s: float | None = None
+                    ) -> dict[str, Any]:
+        """Submit one step; completed: the outcome with the step's result flattened in;
+        pending: the outcome (id, hash, how to approve and poll); failed: a tool error."""
+        rec = self._submit(principal, tool, "sandbox_session", parameters, wait_s=wait_s)
+        out = self.outcome(rec)
+        if rec.status is ActionStatus.FAILED:
+            raise GateError(f"action {rec.id} failed: {rec.error}")
+        res = out.pop("result", None)
+        if isinstance(res, dict):
+            out.update(res)
+            sid = res.get("session_id")
+            if bind and parameters["op"] == "create" and isinstance(sid, str):
+                self.gate.context.sessions.bind(sid, bind)
+        return out
 
-    def _session(self, principal: Principal, session_id: str) -> _Session:
-        with self._lock:
-            s = self._sessions.get(session_id)
-        if s is None or s.owner != principal.name:
-            raise InvalidRequest(f"session_id: no session {session_id[:64]!r} of yours")
-        return s
-
-    def create_session(self, principal: Principal, policy: str = "python") -> dict[str, Any]:
-        with self._lock:
-            if len(self._sessions) >= self.max_sessions:
-                raise PermissionDenied(f"at most {self.max_sessions} sessions are open; close "
-                                       "one first")
-        sb = self._pool(policy).acquire(timeout_s=60.0)
-        sid = uuid.uuid4().hex
-        with self._lock:
-            self._sessions[sid] = _Session(principal.name, sb, policy, time.time())
-        self.audit(principal, "create_session", session_id=sid, policy=policy,
-                   sandbox_id=sb.id)
-        return {"session_id": sid, "policy": policy, "sandbox_id": sb.id}
+    def create_session(self, principal: Principal, policy: str = "python", *,
+                       client_session: str | None = None) -> dict[str, Any]:
+        return self._session_op(principal, "create_session", {"op": "create",
+                                                              "policy": policy},
+                                bind=client_session)
 
     def exec(self, principal: Principal, session_id: str, argv: list[str],
              timeout_s: float = 60.0) -> dict[str, Any]:
-        s = self._session(principal, session_id)
-        self.audit(principal, "exec", session_id=session_id, argv_sha256=_sha(argv))
-        return _result(s.sandbox.exec(argv, timeout_s=timeout_s).to_dict())
+        return self._session_op(principal, "exec", {"op": "exec", "session_id": session_id,
+                                                    "argv": argv, "timeout_s": timeout_s},
+                                wait_s=timeout_s + 60.0)
 
     def run_cell(self, principal: Principal, session_id: str, code: str,
                  language: str = "python", timeout_s: float = 60.0) -> dict[str, Any]:
-        s = self._session(principal, session_id)
-        self.audit(principal, "run_cell", session_id=session_id, language=language,
-                   code_sha256=_sha(code))
-        r = s.sandbox.code.run(language, code, timeout_s=timeout_s).to_dict()
-        return {**_result(r), **{k: r.get(k) for k in ("value", "error", "restarted")}}
+        return self._session_op(principal, "run_cell", {
+            "op": "run_cell", "session_id": session_id, "code": code, "language": language,
+            "timeout_s": timeout_s}, wait_s=timeout_s + 60.0)
 
     def write_file(self, principal: Principal, session_id: str, path: str,
                    content: str) -> dict[str, Any]:
-        s = self._session(principal, session_id)
-        self.audit(principal, "write_file", session_id=session_id, path=path[:4096],
-                   content_sha256=_sha(content))
-        r = s.sandbox.exec(["sh", "-c", 'cat > "$1"', "sh", path], stdin=content.encode(),
-                           timeout_s=30.0)
-        if r.exit_code != 0:
-            raise InvalidRequest(f"path: cannot write {path}: {r.stderr_text.strip()[:300]}")
-        return {"path": path, "bytes": len(content.encode())}
+        return self._session_op(principal, "write_file", {
+            "op": "write_file", "session_id": session_id, "path": path, "content": content})
 
     def read_file(self, principal: Principal, session_id: str, path: str) -> dict[str, Any]:
-        s = self._session(principal, session_id)
-        self.audit(principal, "read_file", session_id=session_id, path=path[:4096])
-        r = s.sandbox.exec(["cat", "--", path], timeout_s=30.0)
-        if r.exit_code != 0:
-            raise InvalidRequest(f"path: cannot read {path}: {r.stderr_text.strip()[:300]}")
-        return {"path": path, "content": r.stdout_text, "truncated": r.truncated}
+        return self._session_op(principal, "read_file", {"op": "read_file",
+                                                         "session_id": session_id,
+                                                         "path": path})
 
     def close_session(self, principal: Principal, session_id: str) -> dict[str, Any]:
-        s = self._session(principal, session_id)
-        with self._lock:
-            self._sessions.pop(session_id, None)
-        self.audit(principal, "close_session", session_id=session_id)
-        s.sandbox.delete()
-        return {"session_id": session_id, "closed": True}
+        return self._session_op(principal, "close_session", {"op": "close",
+                                                             "session_id": session_id})
+
+    def close_bound(self, alive: Any) -> list[str]:
+        """Close the sandbox sessions whose MCP client session has ended."""
+        return self.gate.context.sessions.close_bound(alive)
 
     def close(self) -> None:
-        with self._lock:
-            sessions, self._sessions = list(self._sessions.values()), {}
-            pools, self._pools = list(self._pools.values()), {}
-        for s in sessions:
-            s.sandbox.delete()
-        for p in pools:
-            p.close()
+        """Nothing of its own: sessions belong to the gate (closed with it)."""
 
 
-def _sha(value: Any) -> str:
-    return hashlib.sha256(repr(value).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _result(r: dict[str, Any]) -> dict[str, Any]:
-    return {k: r.get(k) for k in ("stdout", "stderr", "exit_code", "timed_out", "oom_killed",
-                                  "duration_ms", "isolation")}

@@ -14,7 +14,7 @@ from closedpaw.mcp.bridge import McpBridge
 if TYPE_CHECKING:
     from closedpaw.security import Principal
 
-__all__ = ["PRINCIPAL_SCOPE_KEY", "build_server", "principal_from_scope"]
+__all__ = ["PRINCIPAL_SCOPE_KEY", "build_server", "client_session_of", "principal_from_scope"]
 
 #: where the HTTP mount puts the authenticated principal in the ASGI scope
 PRINCIPAL_SCOPE_KEY = "closedpaw.principal"
@@ -45,22 +45,41 @@ class _Guarded:
     def __getattr__(self, name: str) -> Callable[..., dict[str, Any]]:
         fn = getattr(self._bridge, name)
 
-        def call(ctx: Context, *args: Any) -> dict[str, Any]:
+        def call(ctx: Context, *args: Any, **kw: Any) -> dict[str, Any]:
             from mcp.server.mcpserver.exceptions import ToolError
+            from pydantic import ValidationError
 
             from closedpaw.errors import ClosedPawError
 
             try:
-                out: dict[str, Any] = fn(self._principal_of(ctx), *args)
+                out: dict[str, Any] = fn(self._principal_of(ctx), *args, **kw)
                 return out
             except ClosedPawError as e:
                 raise ToolError(f"{e.code}: {e}") from None
+            except ValidationError as e:
+                where = ".".join(str(x) for x in (e.errors()[0].get("loc") or ())) \
+                    if e.errors() else ""
+                raise ToolError(f"invalid_request: {where}: "
+                                f"{e.errors()[0].get('msg') if e.errors() else e}") from None
         return call
+
+
+def client_session_of(ctx: Context) -> str | None:
+    """The MCP client session (streamable HTTP's ``Mcp-Session-Id``, which the SDK has
+    checked is open and the caller's before any tool runs; None over stdio): the sandbox
+    sessions it creates end with it."""
+    req = ctx.request_context.request
+    headers = getattr(req, "headers", None)
+    sid = headers.get("mcp-session-id") if headers is not None else None
+    return sid if isinstance(sid, str) and sid else None
 
 
 def build_server(raw: McpBridge, principal_of: PrincipalOf) -> MCPServer:
     bridge = _Guarded(raw, principal_of)
-    srv = MCPServer(name="closedpaw", version=_version(),
+    # log_level: the SDK installs a rich handler on the root logger at this level (when it
+    # has none); at INFO every request was rendered to stderr ("Processing request of type
+    # CallToolRequest", each client HTTP request): milliseconds of CPU per call, and noise
+    srv = MCPServer(name="closedpaw", version=_version(), log_level="WARNING",
                     instructions="ClosedPaw: run code in hardened sandboxes and submit "
                     "actions to a gate. High-risk actions answer 'pending' with an action id "
                     "and hash; a human approves them (closedpaw actions approve); poll "
@@ -74,9 +93,11 @@ def build_server(raw: McpBridge, principal_of: PrincipalOf) -> MCPServer:
         return bridge.run_code(ctx, language, code, timeout_s)
 
     @srv.tool(description="Open a long-lived sandbox session (from a warm pool) under an "
-              "execution policy (default python). Close it with close_session.")
+              "execution policy (default python). Each session tool is a gate action "
+              "(sandbox_session): medium under the built-in policies, else 'pending' with "
+              "the action id and hash. Close it with close_session; idle sessions expire.")
     def create_session(ctx: Context, policy: str = "python") -> dict[str, Any]:
-        return bridge.create_session(ctx, policy)
+        return bridge.create_session(ctx, policy, client_session=client_session_of(ctx))
 
     @srv.tool(description="Run a command (argv list, no shell) in a session.")
     def exec(session_id: str, argv: list[str], ctx: Context,
@@ -121,9 +142,11 @@ def build_server(raw: McpBridge, principal_of: PrincipalOf) -> MCPServer:
                                     wait_s)
 
     @srv.tool(description="The status (and, when finished, the result) of one of your "
-              "actions.")
-    def action_status(action_id: str, ctx: Context) -> dict[str, Any]:
-        return bridge.action_status(ctx, action_id)
+              "actions. wait_s (at most 60): wait that long for it to be decided and finish "
+              "(a long poll); answers earlier when it ends.")
+    def action_status(action_id: str, ctx: Context, wait_s: float = 0.0) -> dict[str, Any]:
+        return bridge.action_status(ctx, action_id, wait_s,
+                                    client_session=client_session_of(ctx))
 
     return srv
 
@@ -147,10 +170,25 @@ def run_stdio(settings: Any, principal_name: str = "mcp") -> None:
     gate = Gate(settings)
     # no gate.start(): that marks executing actions interrupted, and `closedpaw serve` may be
     # running actions on this data directory right now
+    import threading
+
     bridge = McpBridge(gate)
     me = Principal(principal_name, "user")
+    stop = threading.Event()
+    period = max(0.05, min(5.0, settings.mcp.session_idle_s / 4))
+
+    def reap() -> None:   # sandbox sessions idle past session_idle_s are deleted
+        while not stop.wait(period):
+            try:
+                gate.context.sessions.reap_idle()
+            except Exception:   # the next round tries again
+                continue
+    reaper = threading.Thread(target=reap, name="closedpaw-mcp-reaper", daemon=True)
+    reaper.start()
     try:
         build_server(bridge, lambda _ctx: me).run("stdio")
     finally:
+        stop.set()
+        reaper.join(timeout=10)
         bridge.close()
-        gate.close()
+        gate.close()   # deletes this process's sandbox sessions

@@ -29,6 +29,7 @@ from closedpaw.settings.sections import (
     ApiSettings,
     GateSettings,
     ImageSettings,
+    McpSettings,
     PoolSettings,
     ProviderSettings,
     SandboxSettings,
@@ -37,8 +38,8 @@ from closedpaw.settings.sections import (
 )
 
 __all__ = ["RUNTIME_CHOICES", "SECRET_ENV_PREFIX", "ApiSettings", "GateSettings",
-           "ImageSettings", "PoolSettings", "ProviderSettings", "SandboxSettings", "Settings",
-           "SkillSettings", "VaultSettings", "all_settings"]
+           "ImageSettings", "McpSettings", "PoolSettings", "ProviderSettings",
+           "SandboxSettings", "Settings", "SkillSettings", "VaultSettings", "all_settings"]
 
 #: ``secret:NAME`` resolves from ``CLOSEDPAW_SECRET_<NAME>`` while no vault is initialized
 SECRET_ENV_PREFIX = "CLOSEDPAW_SECRET_"
@@ -47,7 +48,7 @@ SECRET_ENV_PREFIX = "CLOSEDPAW_SECRET_"
 SECTIONS: dict[str, type] = {"sandbox": SandboxSettings, "image_import": ImageSettings,
                              "pools": PoolSettings, "gate": GateSettings, "api": ApiSettings,
                              "skills": SkillSettings, "vault": VaultSettings,
-                             "providers": ProviderSettings}
+                             "providers": ProviderSettings, "mcp": McpSettings}
 #: top-level fields that are not settings of their own (no env name)
 _NOT_SETTINGS = frozenset({"secret_env"})
 
@@ -74,6 +75,7 @@ class Settings:
     skills: SkillSettings = field(default_factory=SkillSettings)
     vault: VaultSettings = field(default_factory=VaultSettings)
     providers: ProviderSettings = field(default_factory=ProviderSettings)
+    mcp: McpSettings = field(default_factory=McpSettings)
     #: the ``CLOSEDPAW_SECRET_<NAME>`` variables :meth:`from_env` saw (name -> value); the
     #: secret resolver reads them while no vault is initialized. Never printed.
     secret_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)

@@ -11,7 +11,8 @@ from typing import Any
 from closedpaw.errors import ConfigError
 from closedpaw.settings._field import setting
 
-__all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "PoolSettings",
+__all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "McpSettings",
+           "PoolSettings",
            "ProviderSettings", "SandboxSettings", "SkillSettings", "VaultSettings"]
 
 RUNTIME_CHOICES = ("auto", "runsc", "runc")
@@ -369,3 +370,32 @@ class ProviderSettings:
             raise ConfigError(f"providers_file: {path} must hold a mapping "
                               "{default?, providers: [...]}")
         return raw
+
+
+@dataclass(frozen=True)
+class McpSettings:
+    """The MCP server and the long-lived sandbox sessions (``sandbox_session`` actions)."""
+
+    session_idle_s: float = setting(
+        900.0, env="CLOSEDPAW_SESSION_IDLE_S", kind=float,
+        doc="seconds without a call after which a sandbox session is deleted (its id is "
+        "refused afterwards), and an MCP client session over HTTP is ended (its sandbox "
+        "sessions with it)")
+    max_sandbox_sessions: int = setting(8, env="CLOSEDPAW_MAX_SANDBOX_SESSIONS", kind=int,
+                                        doc="sandbox sessions open at once, server-wide")
+    max_sandbox_sessions_per_principal: int = setting(
+        4, env="CLOSEDPAW_MAX_SANDBOX_SESSIONS_PER_PRINCIPAL", kind=int,
+        doc="sandbox sessions one principal may hold open at once")
+    mcp_max_clients: int = setting(256, env="CLOSEDPAW_MCP_MAX_CLIENTS", kind=int,
+                                   doc="MCP client sessions open at once over HTTP (/mcp)")
+    mcp_max_clients_per_principal: int = setting(
+        16, env="CLOSEDPAW_MCP_MAX_CLIENTS_PER_PRINCIPAL", kind=int,
+        doc="MCP client sessions one principal may hold open at once over HTTP")
+
+    def __post_init__(self) -> None:
+        for name in ("session_idle_s", "max_sandbox_sessions",
+                     "max_sandbox_sessions_per_principal", "mcp_max_clients",
+                     "mcp_max_clients_per_principal"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name}: must be a positive number, got {v!r}")

@@ -9,7 +9,7 @@ engine.
 
 from __future__ import annotations
 
-from closedpaw.gate.executors import chat, code, files, network, secret, skill
+from closedpaw.gate.executors import chat, code, files, network, secret, sessions, skill
 from closedpaw.gate.executors.context import ExecutionContext
 from closedpaw.gate.executors.registry import Executor, ExecutorRegistry
 
@@ -19,7 +19,7 @@ __all__ = ["ExecutionContext", "Executor", "ExecutorRegistry", "default_registry
 def default_registry() -> ExecutorRegistry:
     """Every built-in executor, keyed by action type."""
     reg = ExecutorRegistry()
-    for module in (code, files, network, chat, secret, skill):
+    for module in (code, files, network, chat, secret, skill, sessions):
         raisers = getattr(module, "RAISERS", {})
         for action_type, fn in module.ACTION_TYPES.items():
             reg.register(action_type, fn, raiser=raisers.get(action_type))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from closedpaw.errors import NotConfigured
 from closedpaw.gate.executors.pools import WarmPools
+from closedpaw.gate.executors.session_store import SandboxSessions
 
 if TYPE_CHECKING:
     from closedpaw.audit import AuditLog
@@ -83,6 +84,8 @@ class ExecutionContext:
     secret_resolver: SecretResolver | None = None
     #: warm sandboxes per execution policy for code_execution (closed by the gate)
     pools: WarmPools = field(default_factory=WarmPools)
+    #: long-lived sandboxes of ``sandbox_session`` actions (closed by the gate)
+    sessions: SandboxSessions = field(default_factory=SandboxSessions)
 
     def resolve_secret(self, name: str) -> str:
         """The secret's value, or :class:`NotConfigured` saying where it was looked for."""
