@@ -5,7 +5,6 @@ pairing, screening, approvals); one module per platform on its official library,
 when a channel of that type is configured."""
 
 from closedpaw.channels.base import (
-    PLATFORMS,
     Adapter,
     Allowlist,
     ApprovalCard,
@@ -21,5 +20,4 @@ from closedpaw.channels.base import (
 )
 
 __all__ = ["Adapter", "Allowlist", "ApprovalCard", "ApprovalPayload", "ButtonPress", "Handler",
-           "Identity", "Inbound", "InboundFile", "PLATFORMS", "RateLimited", "split_message",
-           "with_backoff"]
+           "Identity", "Inbound", "InboundFile", "RateLimited", "split_message", "with_backoff"]
