@@ -38,7 +38,10 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from closedpaw.settings import ChannelConfig
 
 __all__ = ["MAX_RETRIES", "PLATFORMS", "Adapter", "Allowlist", "ApprovalCard",
            "ApprovalPayload", "ButtonPress", "Handler", "Identity", "Inbound", "InboundFile",
@@ -250,6 +253,16 @@ class Adapter(abc.ABC):
     def __init__(self, name: str) -> None:
         #: the channel's name in the settings (several channels may share a platform)
         self.name = name
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config: ChannelConfig, secret: Callable[[str], str]) -> Adapter:
+        """Build the adapter of one configured channel. ``secret(NAME)`` returns the value
+        of ``secret:NAME`` (the vault, or CLOSEDPAW_SECRET_NAME) or raises ChannelError;
+        ``config.token_secret`` names the token, and ``config.options`` holds the platform's
+        own options (values ``secret:NAME`` are to be resolved with ``secret`` too). The
+        service finds the class by ``config.type`` in ``closedpaw.channels.service.ADAPTERS``
+        (``"module:Class"``, imported only when such a channel is configured)."""
 
     @abc.abstractmethod
     async def start(self, handler: Handler) -> None:
