@@ -139,6 +139,11 @@ class FakeSlack(FakePlatform):
             f["_answer"] = msg
             return self._json({"ok": True, "channel": ch, "ts": ts,
                                "message": {"text": msg["text"], "blocks": msg["blocks"]}})
+        if method == "conversations.open":
+            users = str(f.get("users") or "")
+            if not users or "," in users:
+                return self._json({"ok": False, "error": "users_list_not_supplied"})
+            return self._json({"ok": True, "channel": {"id": f"D{users}"}})
         if method == "chat.postEphemeral":
             return self._json({"ok": True, "message_ts": f"1700000001.{next(self._ts):06d}"})
         if method == "files.getUploadURLExternal":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
@@ -77,8 +78,10 @@ def channel_rig(tmp_path: Path, config: ChannelConfig, adapter: Adapter, *,
     try:
         rig.run(service.start())
         assert config.name in service.cores, service.errors
+        gate.context = dataclasses.replace(gate.context, channels=service)   # as serve does
         yield rig
     finally:
+        gate.context = dataclasses.replace(gate.context, channels=None)
         with contextlib.suppress(Exception):
             rig.run(service.stop(), timeout=30)
         loop.call_soon_threadsafe(loop.stop)

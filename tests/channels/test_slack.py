@@ -255,3 +255,23 @@ def test_an_injection_is_screened_and_the_resulting_action_is_raised_to_high(
         assert rig.audit("channel.message")[0]["details"]["screening"]["flagged"] is True
         [rec] = rig.gate.list_actions(limit=5)
         assert rec.security_level == "high", (rec.security_level, rec.level_reason)
+
+
+def test_a_message_to_another_person_is_high_and_goes_to_their_direct_chat(tmp_path: Path
+                                                                           ) -> None:
+    from closedpaw.gate import ActionRequest
+
+    with sl(tmp_path, [{"id": f"{TEAM}/{ANN}", "principal": "ann"},
+                       {"id": f"{TEAM}/{BOB}"}]) as (rig, fake, _url):
+        rig.gate.create_principal("ann", "user")
+        rig.gate.create_principal("admin", "admin")
+        ann = Principal("ann", "user")
+        own = rig.gate.submit(ann, ActionRequest(action_type="channel_message", parameters={
+            "channel": "sl", "recipient": f"{TEAM}/{ANN}", "text": "to me"}))
+        assert own.security_level == "medium"
+        fake.wait(lambda: fake.texts(f"D{ANN}") == ["to me"], "delivered to Ann")
+        other = rig.gate.submit(ann, ActionRequest(action_type="channel_message", parameters={
+            "channel": "sl", "recipient": f"{TEAM}/{BOB}", "text": "to Bob"}))
+        assert other.security_level == "high"
+        rig.gate.approve(Principal("admin", "admin"), other.id, other.params_sha256)
+        fake.wait(lambda: fake.texts(f"D{BOB}") == ["to Bob"], "delivered to Bob")

@@ -386,3 +386,34 @@ def test_a_plain_token_in_the_config_is_refused(token: str) -> None:
 
     with pytest.raises(ConfigError, match="secret:NAME"):
         ChannelConfig.parse({"name": "tg", "type": "telegram", "token": token}, "test")
+
+
+def test_a_message_to_someone_else_is_high_to_oneself_medium(tmp_path: Path) -> None:
+    from closedpaw.gate import ActionRequest
+
+    with tg(tmp_path, [{"id": str(ANN)}, {"id": str(BOB)}]) as (rig, fake):
+        rig.gate.create_principal("admin", "admin")
+        admin = Principal("admin", "admin")
+        fake.say(ANN, "/pair")   # makes Ann's principal exist (and is answered)
+        fake.wait(lambda: fake.texts(ANN), "the answer to /pair")
+        ann = Principal(f"tg-{ANN}", "user")
+
+        def send(to: str, text: str) -> Any:
+            return rig.gate.submit(ann, ActionRequest(action_type="channel_message", parameters={
+                "channel": "tg", "recipient": to, "text": text}))
+        own = send(str(ANN), "note to self")
+        assert own.security_level == "medium"
+        fake.wait(lambda: "note to self" in fake.texts(ANN), "the message to herself")
+        other = send(str(BOB), "hello Bob, from Ann's assistant")
+        assert other.security_level == "high" and other.status == "pending"
+        assert "someone other than" in other.level_reason
+        time.sleep(0.3)
+        assert fake.texts(BOB) == []
+        rig.gate.approve(admin, other.id, other.params_sha256)
+        fake.wait(lambda: fake.texts(BOB) == ["hello Bob, from Ann's assistant"], "delivered")
+        # a stranger: high, and even approved it is never sent (a bot writes to no stranger)
+        st = send(str(STRANGER), "psst")
+        assert st.security_level == "high"
+        rig.gate.approve(admin, st.id, st.params_sha256)
+        fake.wait(lambda: rig.gate.get(st.id).status in ("failed", "completed"), "its end")
+        assert rig.gate.get(st.id).status == "failed" and fake.texts(STRANGER) == []

@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
         # channel that cannot connect is reported, the server goes on
         await channels.start()
         app.state.channels = channels
+        g.context = replace(g.context, channels=channels)   # the channel_message executor
         _announce_channels(channels)
         sweeper = asyncio.create_task(_sweep(g, settings))
         summaries = asyncio.create_task(flush_summaries(app.state,
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
             with contextlib.suppress(ClosedPawError):
                 await run_in_threadpool(g.audit.append, AuditEvent.SERVER_STOPPED,
                                         principal="system", details={"pid": os.getpid()})
+            g.context = replace(g.context, channels=None)
             await channels.stop()
             g.context = replace(g.context, providers=None)
             await run_in_threadpool(assistant.close)

@@ -179,6 +179,11 @@ class ChannelCore:
         await self.adapter.stop()
         self.started = False
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the adapter runs on (None before start)."""
+        return self._loop
+
     def status(self) -> dict[str, Any]:
         return {**self.adapter.describe(), "name": self.name, "type": self.platform,
                 "running": self.started, "error": self.error,
@@ -355,9 +360,17 @@ class ChannelCore:
         await self._render(msg.chat_id, events)
 
     # -- outbound --------------------------------------------------------------------------
-    async def _say(self, chat_id: str, text: str) -> None:
-        for part in split_message(text, self.adapter.max_chars):
+    async def _say(self, chat_id: str, text: str) -> int:
+        parts = split_message(text, self.adapter.max_chars)
+        for part in parts:
             await with_backoff(lambda part=part: self.adapter.send_text(chat_id, part))  # type: ignore[misc]
+        return len(parts)
+
+    async def send_to(self, who: Identity, text: str) -> int:
+        """A ``channel_message`` action's delivery (the gate decided its level): into the
+        direct chat with ``who``; returns how many messages it took."""
+        chat = await with_backoff(lambda: self.adapter.direct_chat(who))
+        return await self._say(chat, text)
 
     async def _render(self, chat_id: str, events: list[dict[str, Any]]) -> None:
         notes: list[str] = []

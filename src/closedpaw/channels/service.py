@@ -20,7 +20,7 @@ from closedpaw.audit import AuditEvent
 from closedpaw.channels.base import Adapter, Identity
 from closedpaw.channels.core import ChannelCore, fresh_principal
 from closedpaw.channels.pairing import PairingStore
-from closedpaw.errors import ChannelError, ClosedPawError, InvalidRequest
+from closedpaw.errors import ChannelError, ClosedPawError, InvalidRequest, NotConfigured
 from closedpaw.security.principal import Principal
 
 if TYPE_CHECKING:
@@ -145,6 +145,46 @@ class ChannelService:
             if c.name == name:
                 return c
         raise InvalidRequest(f"no channel named {name!r}")
+
+    # -- the gate's channel_message action (gate.executors.channel.ChannelDelivery) ----------
+    def _recipient(self, channel: str, recipient: str) -> tuple[ChannelCore, Identity] | None:
+        core = self.cores.get(channel)
+        if core is None:
+            return None
+        try:
+            return core, Identity.from_key(core.platform, recipient)
+        except ValueError:
+            return None
+
+    def owns(self, requester: str, channel: str, recipient: str) -> bool:
+        """True when ``recipient`` on ``channel`` acts as principal ``requester``."""
+        found = self._recipient(channel, recipient)
+        if found is None:
+            return False
+        p = found[0].principal_of(found[1])
+        return p is not None and p.name == requester
+
+    def deliver(self, requester: str, channel: str, recipient: str, text: str
+                ) -> dict[str, Any]:
+        """Send an approved ``channel_message`` (called by the gate's executor, in a worker
+        thread). Only to someone allowed on that channel (listed or paired): a bot never
+        writes to strangers."""
+        found = self._recipient(channel, recipient)
+        if found is None:
+            raise NotConfigured(f"no running channel {channel!r}, or {recipient!r} is not "
+                                "an id there")
+        core, who = found
+        if core.principal_of(who) is None or core.loop is None:
+            raise InvalidRequest(f"{recipient!r} is not allowed on channel {channel}: a "
+                                 "message goes only to listed or paired people")
+        fut = asyncio.run_coroutine_threadsafe(core.send_to(who, text), core.loop)
+        try:
+            parts = fut.result(timeout=300)
+        except TimeoutError:
+            fut.cancel()
+            raise ChannelError(f"channel {channel}: the message was not sent in time") from None
+        return {"channel": channel, "recipient": who.key, "messages": parts,
+                "characters": len(text)}
 
     def pairings(self) -> dict[str, Any]:
         return {"pending": [r.to_dict() for r in self.pairing.pending()],

@@ -388,6 +388,14 @@ class SlackAdapter(Adapter):
         f = r.get("file") or {}
         return str(f.get("id") or "") if isinstance(f, dict) else ""
 
+    async def direct_chat(self, who: Identity) -> str:
+        """The id of the direct-message conversation with ``who`` (conversations.open)."""
+        r = await self._api(lambda: self.client.conversations_open(users=who.user_id))
+        ch = r.get("channel")
+        if not isinstance(ch, dict) or not ch.get("id"):
+            raise ChannelError("Slack did not open a direct conversation")
+        return str(ch["id"])
+
     async def ack(self, press: ButtonPress, text: str) -> None:
         if not press.chat_id or not press.ack_token:
             return
