@@ -421,3 +421,16 @@ def test_a_message_to_someone_else_is_high_to_oneself_medium(tmp_path: Path) -> 
         rig.gate.approve(admin, st.id, st.params_sha256)
         fake.wait(lambda: rig.gate.get(st.id).status in ("failed", "completed"), "its end")
         assert rig.gate.get(st.id).status == "failed" and fake.texts(STRANGER) == []
+
+
+def test_a_loop_of_pair_requests_gets_a_few_answers_and_one_code(tmp_path: Path) -> None:
+    with tg(tmp_path, [{"id": str(ANN)}]) as (rig, fake):
+        for _ in range(12):
+            fake.say(8008, "/pair")
+        fake.wait(lambda: len(rig.audit("channel.stranger")) >= 9 and
+                  len(fake.texts(8008)) >= 3, "the loop handled")
+        time.sleep(0.5)
+        texts = fake.texts(8008)
+        assert len(texts) == 3 and sum("code is" in t for t in texts) == 1
+        assert len(rig.service.pairing.pending("tg")) == 1
+        assert len(rig.audit("pairing.requested")) == 1

@@ -132,6 +132,9 @@ class ChannelCore:
         self.platform = config.type
         self._allow = {a.id: a for a in config.allow}
         self._stranger_limit = RateLimiter(settings.channel_stranger_audit_per_minute)
+        # answers to /pair: a few per person per minute (a loop of /pair cannot make the bot
+        # spend its platform rate limit); over it the request counts as a dropped message
+        self._pair_limit = RateLimiter(3)
         self._strangers = Summaries(max_sources=200)
         self._cards: dict[str, _Card] = {}
         self._active: dict[str, int] = {}   # conversation id -> thread running its send()
@@ -250,7 +253,8 @@ class ChannelCore:
         p = await asyncio.to_thread(self.principal_of, who)
         words = msg.text.strip().split()
         if p is None:
-            if self.config.pairing and msg.direct and words[:1] == ["/pair"]:
+            if self.config.pairing and msg.direct and words[:1] == ["/pair"] \
+                    and self._pair_limit.hit(who.key) == 0:
                 await self._pair_request(msg)
             else:
                 await asyncio.to_thread(self._stranger, who, msg.chat_id, "not_allowed",
