@@ -434,3 +434,20 @@ def test_a_loop_of_pair_requests_gets_a_few_answers_and_one_code(tmp_path: Path)
         assert len(texts) == 3 and sum("code is" in t for t in texts) == 1
         assert len(rig.service.pairing.pending("tg")) == 1
         assert len(rig.audit("pairing.requested")) == 1
+
+
+def test_a_secret_value_never_reaches_the_platform(tmp_path: Path) -> None:
+    secret = "hunter2-very-secret-value"
+    with tg(tmp_path, [{"id": str(ANN)}]) as (rig, fake):
+        rig.gate.vault.init_passphrase("a passphrase long enough")
+        rig.gate.vault.set("db_password", secret)
+        rig.model.script = [Reply(text=f"The password is {secret}."),
+                            Reply(calls=[("write_file", {"path": str(tmp_path / "p"),
+                                                         "content": secret})])]
+        fake.say(ANN, "what is it?")
+        fake.wait(lambda: any("password is" in t for t in fake.texts(ANN)), "the answer")
+        fake.say(ANN, "write it")
+        card = _card(fake, ANN)
+        everything = json.dumps([c.fields for c in fake.calls], default=str)
+        assert secret not in everything and secret not in card["text"]
+        assert "The password is [secret:db_password]." in fake.texts(ANN)

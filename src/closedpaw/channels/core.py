@@ -370,8 +370,14 @@ class ChannelCore:
         await self._render(msg.chat_id, events)
 
     # -- outbound --------------------------------------------------------------------------
+    def _redact(self, text: str) -> str:
+        """What leaves for a chat platform passes the vault's redactor, like every API
+        answer: a secret's value (verbatim or encoded) never reaches the platform."""
+        red = self.gate.vault.redactor
+        return red.redact(text) if len(red) else text
+
     async def _say(self, chat_id: str, text: str) -> int:
-        parts = split_message(text, self.adapter.max_chars)
+        parts = split_message(self._redact(text), self.adapter.max_chars)
         for part in parts:
             await with_backoff(lambda part=part: self.adapter.send_text(chat_id, part))  # type: ignore[misc]
         return len(parts)
@@ -406,10 +412,12 @@ class ChannelCore:
 
     async def _post_card(self, chat_id: str, action_id: str) -> None:
         rec = await asyncio.to_thread(self.gate.get, action_id)
-        params = json.dumps(rec.parameters, indent=2, ensure_ascii=False, sort_keys=True)
+        params = self._redact(json.dumps(rec.parameters, indent=2, ensure_ascii=False,
+                                         sort_keys=True))
         long = len(params) > INLINE_PARAMS_CHARS
         card = ApprovalCard(
-            action_id=rec.id, level=str(rec.security_level), summary=summarize(rec),
+            action_id=rec.id, level=str(rec.security_level),
+            summary=self._redact(summarize(rec)),
             parameters=(params[:INLINE_PARAMS_CHARS // 2] + "\n[... see the attached file]"
                         if long else params),
             params_sha256=rec.params_sha256,
@@ -418,7 +426,7 @@ class ChannelCore:
             parameters_file=long)
         if long:
             await with_backoff(lambda: self.adapter.send_file(
-                chat_id, f"action-{rec.id}.json", rec.canonical.encode(),
+                chat_id, f"action-{rec.id}.json", self._redact(rec.canonical).encode(),
                 f"canonical parameters of action {rec.id} (sha256 {rec.params_sha256})"))
         mid = await with_backoff(lambda: self.adapter.send_approval(chat_id, card))
         with self._lock:
