@@ -451,3 +451,23 @@ def test_a_secret_value_never_reaches_the_platform(tmp_path: Path) -> None:
         everything = json.dumps([c.fields for c in fake.calls], default=str)
         assert secret not in everything and secret not in card["text"]
         assert "The password is [secret:db_password]." in fake.texts(ANN)
+
+
+def test_a_turn_paused_before_a_restart_answers_in_its_chat_after_an_approval(
+        tmp_path: Path) -> None:
+    with tg(tmp_path, [{"id": str(ANN)}]) as (rig, fake):
+        rig.gate.create_principal("admin", "admin")
+        rig.model.script = [Reply(calls=[("write_file", {"path": str(tmp_path / "x"),
+                                                         "content": "x"})]),
+                            Reply(text="done after the restart")]
+        fake.say(ANN, "write")
+        _card(fake, ANN)
+        [rec] = rig.gate.pending()
+        rig.run(rig.service.stop())
+        svc = ChannelService(rig.settings, rig.gate, rig.assistant, configs=[_config(
+            [{"id": str(ANN)}])], adapters={"tg": TelegramAdapter(
+                "tg", TOKEN, base_url=fake.base_url, poll_timeout_s=2)})
+        rig.run(svc.start())
+        rig.service = svc
+        rig.gate.approve(Principal("admin", "admin"), rec.id, rec.params_sha256)
+        fake.wait(lambda: "done after the restart" in fake.texts(ANN), "the resumed answer")

@@ -151,6 +151,12 @@ class ChannelCore:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # the chats of earlier runs: a turn paused before a restart and resumed by an
+        # approval (CLI, API) still answers in its chat
+        chats = await asyncio.to_thread(self.pairing.chats, self.name)
+        with self._lock:
+            self._chat_of.update(chats)
+            self._mine.update(chats)
         self._unsub = [self.gate.subscribe(self._on_gate), self.assistant.subscribe(self._on_turn)]
         try:
             await self.adapter.start(self)
