@@ -105,6 +105,9 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
         "CLOSEDPAW_SESSION_IDLE_S": "30", "CLOSEDPAW_MAX_SANDBOX_SESSIONS": "3",
         "CLOSEDPAW_MAX_SANDBOX_SESSIONS_PER_PRINCIPAL": "2", "CLOSEDPAW_MCP_MAX_CLIENTS": "9",
         "CLOSEDPAW_MCP_MAX_CLIENTS_PER_PRINCIPAL": "3"})
+    env.update({  # issue 12
+        "CLOSEDPAW_CHANNELS_FILE": "/ch.yaml", "CLOSEDPAW_CHANNEL_STRANGER_AUDIT_PER_MINUTE": "5",
+        "CLOSEDPAW_CHANNEL_MAX_FILE_CHARS": "9"})
     assert set(env) == {spec_of(f)[0] for _, f in all_settings()}
     s, d = Settings.from_env(env), Settings()
     for section, f in all_settings():

@@ -30,6 +30,7 @@ __all__ = [
     "Action",
     "ActionRequest",
     "ActionStatus",
+    "ChannelMessageParams",
     "ChatParams",
     "CodeExecutionParams",
     "FileReadParams",
@@ -221,6 +222,13 @@ class SandboxSessionParams(_Params):
         if self.path is not None and "\0" in self.path:
             raise ValueError("path: no NUL bytes")
         return self
+class ChannelMessageParams(_Params):
+    """A message through a configured chat channel (docs/channels.md) to ``recipient``, the
+    platform's immutable id as the channel's allowlist holds it (Slack: ``TEAM/USER``)."""
+
+    channel: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    recipient: str = Field(pattern=r"^[A-Za-z0-9@:._=+!#/-]{1,300}$")
+    text: str = Field(min_length=1, max_length=40_000)
 
 
 class _Action(BaseModel):
@@ -267,9 +275,14 @@ class SkillExecutionAction(_Action):
     parameters: SkillExecutionParams
 
 
+class ChannelMessageAction(_Action):
+    action_type: Literal["channel_message"]
+    parameters: ChannelMessageParams
+
+
 Action = Annotated[
     ChatAction | CodeExecutionAction | FileReadAction | FileWriteAction | NetworkRequestAction
-    | SecretReadAction | SkillExecutionAction | SandboxSessionAction,
+    | SecretReadAction | SkillExecutionAction | SandboxSessionAction | ChannelMessageAction,
     Field(discriminator="action_type"),
 ]
 _ADAPTER: TypeAdapter[Action] = TypeAdapter(Action)
@@ -280,6 +293,7 @@ ACTION_TYPES: dict[str, type[_Params]] = {
     "file_write": FileWriteParams, "network_request": NetworkRequestParams,
     "secret_read": SecretReadParams, "skill_execution": SkillExecutionParams,
     "sandbox_session": SandboxSessionParams,
+    "channel_message": ChannelMessageParams,
 }
 
 
