@@ -26,6 +26,7 @@ bench: deps
 	.venv/bin/python benchmarks/pool.py
 	.venv/bin/python benchmarks/assistant.py
 	.venv/bin/python benchmarks/mcp.py
+	.venv/bin/python benchmarks/channels.py
 
 lint: deps
 	.venv/bin/ruff check src tests benchmarks
