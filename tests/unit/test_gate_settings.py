@@ -100,7 +100,7 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
         "CLOSEDPAW_LOCAL_MODEL_PATH": "/m.gguf", "CLOSEDPAW_PROVIDERS_FILE": "/prov.yaml",
         "CLOSEDPAW_TURN_MAX_TOOL_CALLS": "2", "CLOSEDPAW_TURN_MAX_TOKENS": "99",
         "CLOSEDPAW_TURN_WALL_S": "7", "CLOSEDPAW_TOOL_RESULT_CHARS": "77",
-        "CLOSEDPAW_CODE_POOL": "1"})
+        "CLOSEDPAW_CODE_POOL": "0"})
     assert set(env) == {spec_of(f)[0] for _, f in all_settings()}
     s, d = Settings.from_env(env), Settings()
     for section, f in all_settings():
