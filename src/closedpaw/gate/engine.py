@@ -350,7 +350,14 @@ class Gate:
             return Decision(min_level, f"raised to {min_level} by the caller ({reason})")
         return Decision(lv, reason)
 
-    def submit(self, principal: Principal, req: ActionRequest) -> ActionRecord:
+    def submit(self, principal: Principal, req: ActionRequest, *,
+               note: tuple[AuditEvent, dict[str, Any]] | None = None) -> ActionRecord:
+        """Classify, record and (low/medium) schedule ``req`` for ``principal``.
+
+        ``note``: one more audit entry about this action, ``(event, details)``, written with
+        the submission in the same durable write, so it is on record before the action can
+        run (the assistant's tool call: which conversation and model asked for it); its
+        details get the action's ``params_sha256``."""
         parsed = parse_action(req.action_type, req.parameters)
         self._check_policy(parsed)
         decision = self._skill_decision(parsed, req.min_level) or \
@@ -402,6 +409,9 @@ class Gate:
                 entries.append((AuditEvent.ACTION_APPROVED, SYSTEM.name, rec.id, {
                     "by": "rule", "security_level": str(rec.security_level),
                     "params_sha256": rec.params_sha256}))
+            if note is not None:
+                entries.append((note[0], principal.name, rec.id,
+                                {**note[1], "params_sha256": rec.params_sha256}))
             self.audit.append_many(entries)
         self._publish(rec)
         if not needs:
