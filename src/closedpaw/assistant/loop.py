@@ -173,8 +173,7 @@ class Assistant:
                                    "run as the owner)")
         if not content.strip() or len(content) > 100_000:
             raise InvalidRequest("content: 1 to 100000 characters")
-        self.store.set_state(conv_id, "running", None, expect=("idle",))
-        self.store.add_message(conv_id, "user", "user", content)
+        self.store.start_turn(conv_id, content)   # running + the user's message: one commit
         state = {"calls": 0, "tokens": [0, 0], "queue": [], "started": time.time()}
         return self._run(conv_id, state, emit)
 
