@@ -372,6 +372,28 @@ def test_conversations_persist_on_each_database(db_url: str) -> None:
 
 
 
+def test_a_turn_starts_with_one_transaction(db_url: str) -> None:
+    """Running + the user's message commit together; a conversation that is not idle gets
+    neither (the second sender is refused and nothing of its message is stored)."""
+    from closedpaw.errors import TurnStateError
+
+    store = Store(db_url)
+    try:
+        cs = ConversationStore(store.engine)
+        conv = cs.create("alice")
+        m = cs.start_turn(conv.id, "first")
+        assert (m.role, m.provenance, m.content) == ("user", "user", "first")
+        assert cs.get(conv.id, Principal("alice", "user")).status == "running"
+        with pytest.raises(TurnStateError):
+            cs.start_turn(conv.id, "second, while the first runs")
+        assert [x.content for x in cs.messages(conv.id)] == ["first"]
+        cs.set_state(conv.id, "idle", None, expect=("running",))
+        cs.start_turn(conv.id, "third")
+        assert [x.content for x in cs.messages(conv.id)] == ["first", "third"]
+    finally:
+        store.close()
+
+
 def _cli(r: Rig, *argv: str) -> Any:
     import subprocess
     import sys

@@ -20,7 +20,13 @@ from closedpaw.gate import Gate
 from closedpaw.sandbox.drivers.runc import RuncDriver
 from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.settings import Settings
-from tests.conftest import TEST_CGROUP, TEST_STATE, leftovers, require_runtime
+from tests.conftest import (
+    TEST_CGROUP,
+    TEST_STATE,
+    leftovers,
+    require_runtime,
+    settled_leftovers,
+)
 from tests.integration.conftest import (
     fake_manager,
     free_port,
@@ -299,7 +305,7 @@ from closedpaw.api import create_app
 from closedpaw.settings import Settings
 
 s = Settings.of(data_dir=Path(sys.argv[2]), state_dir=Path(sys.argv[3]),
-                cgroup_parent=sys.argv[4], runtime="runc")
+                cgroup_parent=sys.argv[4], runtime="runc", code_pool=False)  # one cold sandbox
 uvicorn.run(create_app(s), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
@@ -351,6 +357,103 @@ def test_kill_9_with_a_real_sandbox_running_then_restart_reaps_it(tmp_path: Path
         orch.close()
         SandboxManager(s).gc()  # a no-op when the restart reaped it, as it must
     assert not leftovers(s), leftovers(s)
+
+
+def _serve(s: Settings, runtime: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``closedpaw serve`` (this checkout's package) with the code pool on."""
+    import closedpaw
+
+    port = free_port()
+    e = env(CLOSEDPAW_RUNTIME=runtime, CLOSEDPAW_CODE_POOL="1", CLOSEDPAW_POOL_SIZE="2",
+            CLOSEDPAW_STATE_DIR=str(s.state_dir),
+            PYTHONPATH=str(Path(closedpaw.__file__).resolve().parents[1]))
+    p = subprocess.Popen([sys.executable, "-m", "closedpaw.cli.main", "serve", "--port",
+                          str(port), "--data-dir", str(s.data_dir)], env=e,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(url + "/api/health", trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            assert p.poll() is None, p.stderr.read() if p.stderr else ""
+            return False
+    try:
+        wait_for(up, "closedpaw serve")
+    except BaseException:
+        p.kill()
+        p.wait()
+        raise
+    return p, url
+
+
+def _stop(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if p.poll() is None:
+        p.send_signal(sig)
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    if p.stderr:
+        p.stderr.close()
+
+
+@pytest.mark.parametrize("rt", ["runc", "runsc"])
+def test_kill_9_of_serve_holding_a_warm_pool_then_restart_reaps_it(rt: str,
+                                                                    tmp_path: Path) -> None:
+    """``closedpaw serve`` with the code pool on runs one action from its warm pool (which
+    refills), then dies with SIGKILL while the pool's sandboxes idle and one more action is
+    running in a pooled sandbox. The next ``closedpaw serve`` reaps every one of them at
+    start: no container, cgroup, state dir or mount of the killed server remains, the
+    running action is interrupted, and the new server runs code from a new pool."""
+    require_runtime(rt)
+    s = gate_settings(tmp_path, runtime=rt)
+    p, url = _serve(s, rt)
+    try:
+        token = s.token_file.read_text().strip()
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                          trust_env=False, timeout=60) as c:
+            quick = {"action_type": "code_execution",
+                     "parameters": {"language": "python", "code": "print(6*7)"}}
+            first = finished(c, c.post("/api/actions", json=quick).json()["action_id"])
+            assert first["status"] == "completed" and first["result"]["stdout"] == "42\n"
+            slow = {"action_type": "code_execution",
+                    "parameters": {"language": "python", "code": "import time; time.sleep(600)"}}
+            aid = c.post("/api/actions", json=slow).json()["action_id"]
+            wait_for(lambda: c.get(f"/api/actions/{aid}").json()["status"] == "executing",
+                     "the slow action to run")
+        # the warm pool holds two idle sandboxes beside the running one
+        wait_for(lambda: sum(1 for x in leftovers(s) if "state dir" in x) >= 3,
+                 "the pool to refill", 120)
+        _stop(p, signal.SIGKILL)
+    except BaseException:
+        _stop(p, signal.SIGKILL)
+        SandboxManager(s).gc()
+        raise
+    before = leftovers(s)
+    assert sum(1 for x in before if "state dir" in x) >= 3, before
+    assert any("cgroup" in x for x in before), before
+    p, url = _serve(s, rt)
+    try:
+        assert not leftovers(s), leftovers(s)   # gc at start took them all
+        token = s.token_file.read_text().strip()
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                          trust_env=False, timeout=60) as c:
+            assert c.get(f"/api/actions/{aid}").json()["status"] == "interrupted"
+            entries = c.get("/api/audit-logs", params={"limit": 1000}).json()["entries"]
+            reaped = [e for e in entries if e["event"] == "sandbox.reaped"]
+            assert len(reaped) == 1 and reaped[0]["details"]["errors"] == [], reaped
+            assert len(reaped[0]["details"]["removed"]) >= 3, reaped
+            again = finished(c, c.post("/api/actions", json=quick).json()["action_id"])
+            assert again["status"] == "completed" and again["result"]["stdout"] == "42\n"
+            assert c.get("/api/audit/verify").json()["ok"] is True
+    finally:
+        _stop(p)
+        left = settled_leftovers(s)
+        SandboxManager(s).gc()
+    assert not left, left
 
 
 def test_interactive_approve_shows_the_parameters_and_asks(tmp_path: Path) -> None:

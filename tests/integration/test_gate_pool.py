@@ -48,9 +48,9 @@ def test_each_action_takes_a_fresh_warm_sandbox_and_the_pool_closes_with_the_gat
     assert not settled_leftovers(g.settings), settled_leftovers(g.settings)
 
 
-def test_by_default_each_action_starts_a_cold_sandbox(tmp_path: Path,
-                                                             runtime: str) -> None:
-    g = Gate(gate_settings(tmp_path, runtime=runtime))
+def test_with_code_pool_off_each_action_starts_a_cold_sandbox(tmp_path: Path,
+                                                              runtime: str) -> None:
+    g = Gate(gate_settings(tmp_path, runtime=runtime, code_pool=False))
     g.start()
     try:
         assert _run(g, PROBE)["stdout"] == "fresh 42\n"
@@ -58,3 +58,16 @@ def test_by_default_each_action_starts_a_cold_sandbox(tmp_path: Path,
         assert runs[0]["warm"] is False and g.context.pools.policies() == []
     finally:
         g.close()
+
+
+def test_the_code_pool_is_on_by_default(tmp_path: Path, runtime: str) -> None:
+    g = Gate(gate_settings(tmp_path, runtime=runtime))
+    assert g.settings.pools.code_pool is True
+    g.start()
+    try:
+        assert _run(g, PROBE)["stdout"] == "fresh 42\n"
+        runs = [e.details for e in g.audit.entries() if e.event == "sandbox.run"]
+        assert runs[0]["warm"] is True and g.context.pools.policies() == ["default"]
+    finally:
+        g.close()
+    assert not settled_leftovers(g.settings), settled_leftovers(g.settings)

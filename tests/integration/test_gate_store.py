@@ -59,6 +59,33 @@ def test_low_and_medium_run_at_once_and_are_audited(make_orch: MakeOrch, db_url:
     assert o.audit.verify().ok
 
 
+def test_a_note_is_audited_in_the_submissions_own_write(make_orch: MakeOrch, db_url: str,
+                                                         tmp_path: Path) -> None:
+    """The assistant's record of a tool call goes with the submission (one durable write):
+    on record before the action runs, whatever its level."""
+    from closedpaw.audit import AuditEvent
+
+    o = make_orch(gate_settings(tmp_path, db_url=db_url))
+    note = (AuditEvent.ASSISTANT_TOOL_CALL, {"conversation_id": "c1",
+                                             "requested_by": "assistant"})
+    rec = o.submit(ALICE, ActionRequest(action_type="code_execution", parameters=CODE),
+                   note=note)
+    assert done(o, rec.id) is ActionStatus.COMPLETED
+    assert events(o, rec.id) == ["action.submitted", "action.approved", "assistant.tool_call",
+                                 "action.executing", "sandbox.run", "action.completed"]
+    entries = [e for e in o.audit.entries() if e.action_id == rec.id]
+    assert [e.seq for e in entries[:3]] == [entries[0].seq + i for i in range(3)]
+    tc = entries[2]
+    assert tc.principal == "alice" and tc.details == {
+        "conversation_id": "c1", "requested_by": "assistant",
+        "params_sha256": rec.params_sha256}
+    high = o.submit(ALICE, ActionRequest(action_type="code_execution", parameters=CODE,
+                                         min_level="high"), note=note)  # type: ignore[arg-type]
+    assert high.status is ActionStatus.PENDING
+    assert events(o, high.id) == ["action.submitted", "assistant.tool_call"]
+    assert o.audit.verify().ok
+
+
 def test_approval_must_carry_the_reviewed_hash(make_orch: MakeOrch, db_url: str,
                                                tmp_path: Path) -> None:
     o = make_orch(gate_settings(tmp_path, db_url=db_url))

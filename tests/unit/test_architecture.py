@@ -23,6 +23,7 @@ import closedpaw
 import closedpaw.api as api
 import closedpaw.audit as audit
 import closedpaw.channels as channels
+import closedpaw.cli.main as main_mod
 import closedpaw.client as client
 import closedpaw.errors as errors
 import closedpaw.gate as gate
@@ -330,6 +331,55 @@ def test_cli_start_is_lazy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "", f"imported at CLI start: {out}"
+
+
+def test_run_builds_only_its_own_parser() -> None:
+    """``closedpaw run ...`` loads no other command module (their parsers are not built)."""
+    others = [f"closedpaw.cli.{n}" for n in main_mod.COMMAND_MODULES]
+    code = ("import sys, contextlib, io, closedpaw.cli.main as m\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    m.main(['run', '--help'])\n"
+            f"print(','.join(k for k in {others!r} if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "", f"loaded by closedpaw run: {out}"
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--", "python3", "-c", "pass"],
+    ["run", "--runtime", "runc", "--memory", "64m", "--env", "A=1", "--env", "B=2", "--json",
+     "--", "sh", "-c", "echo $A"],
+    ["run", "--lang", "python", "-c", "print(1)", "--", "x", "--y"],
+    ["run", "--image", "node", "--pids", "8", "--timeout", "1.5", "--", "node"],
+])
+def test_the_run_parser_alone_parses_as_the_whole_one(argv: list[str]) -> None:
+    whole = vars(main_mod.build_parser().parse_args(argv))
+    alone = vars(main_mod.build_parser("run").parse_args(argv))
+    assert alone == whole
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--runtime", "docker", "--", "true"], ["run", "--cpus", "many", "--", "true"],
+    ["run", "--no-such-flag"], ["run", "--pids"],
+])
+def test_the_run_parser_alone_refuses_as_the_whole_one(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    errors = []
+    for command in (None, "run"):
+        with pytest.raises(SystemExit) as e:
+            main_mod.build_parser(command).parse_args(argv)
+        errors.append((e.value.code, capsys.readouterr().err))
+    assert errors[0] == errors[1]
+    assert errors[0][0] == 2 and errors[0][1].startswith("closedpaw: error: ")
+
+
+def test_the_run_help_is_the_same_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    helps = []
+    for command in (None, "run"):
+        with pytest.raises(SystemExit):
+            main_mod.build_parser(command).parse_args(["run", "--help"])
+        helps.append(capsys.readouterr().out)
+    assert helps[0] == helps[1] and "--runtime" in helps[0]
 
 
 def test_settings_import_is_cheap() -> None:

@@ -203,3 +203,33 @@ def test_export_writes_jsonl(log: AuditLog, tmp_path: Path) -> None:
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5]
     assert rows[0]["details"]["text"] == "ünïcode"
+
+
+def test_append_many_chains_like_single_appends(log: AuditLog) -> None:
+    got = log.append_many([
+        (AuditEvent.ACTION_SUBMITTED, "alice", "b1", {"x": 1}),
+        (AuditEvent.ACTION_APPROVED, "system", "b1", None)])
+    log.append(AuditEvent.SERVER_STOPPED, principal="system")
+    entries = log.entries()
+    assert [e.seq for e in got] == [6, 7] and [e.seq for e in entries][-3:] == [6, 7, 8]
+    assert entries[5].prev_hash == entries[4].entry_hash
+    assert entries[6].prev_hash == entries[5].entry_hash
+    assert (entries[5].event, entries[6].event) == ("action.submitted", "action.approved")
+    assert entries[6].details == {} and entries[5].details == {"x": 1}
+    assert log.verify().ok and log.append_many([]) == []
+    # the head names the batch's last entry: cutting the batch's tail is detected
+    _write(log, _lines(log)[:-2])
+    assert not log.verify().ok
+
+
+def test_append_many_is_redacted_and_tamper_evident_per_entry(tmp_path: Path) -> None:
+    lg = AuditLog(tmp_path / "audit")
+    lg.redact = lambda d: {k: ("[redacted]" if k == "secret" else v) for k, v in d.items()}
+    lg.append_many([(AuditEvent.ACTION_SUBMITTED, "alice", "c1", {"secret": "hunter2"}),
+                    (AuditEvent.ACTION_APPROVED, "system", "c1", {"secret": "hunter2"})])
+    assert b"hunter2" not in lg.path.read_bytes()
+    lines = _lines(lg)
+    lines[1] = lines[1].replace(b'"system"', b'"mallory"')
+    _write(lg, lines)
+    assert lg.verify().first_bad_seq == 2
+

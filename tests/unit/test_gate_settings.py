@@ -100,7 +100,7 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
         "CLOSEDPAW_LOCAL_MODEL_PATH": "/m.gguf", "CLOSEDPAW_PROVIDERS_FILE": "/prov.yaml",
         "CLOSEDPAW_TURN_MAX_TOOL_CALLS": "2", "CLOSEDPAW_TURN_MAX_TOKENS": "99",
         "CLOSEDPAW_TURN_WALL_S": "7", "CLOSEDPAW_TOOL_RESULT_CHARS": "77",
-        "CLOSEDPAW_CODE_POOL": "1"})
+        "CLOSEDPAW_CODE_POOL": "0"})
     env.update({  # issue 11: sandbox sessions and the MCP server
         "CLOSEDPAW_SESSION_IDLE_S": "30", "CLOSEDPAW_MAX_SANDBOX_SESSIONS": "3",
         "CLOSEDPAW_MAX_SANDBOX_SESSIONS_PER_PRINCIPAL": "2", "CLOSEDPAW_MCP_MAX_CLIENTS": "9",

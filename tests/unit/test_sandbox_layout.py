@@ -232,40 +232,72 @@ NOT_ON_THE_ONE_SHOT_PATH = (
     "closedpaw.sandbox.lifecycle.pool", "closedpaw.sandbox.lifecycle.snapshot",
     "closedpaw.sandbox.host.reconcile", "closedpaw.sandbox.host.inventory",
     "closedpaw.sandbox.policy", "pydantic", "httpx", "yaml", "rich", "fastapi", "sqlalchemy",
+    # the image store and the overlay are for store images; the host image needs neither
+    # (nor tempfile, secrets, OpenSSL's hashlib, or shutil with its bz2 and lzma)
+    "closedpaw.sandbox.images.store", "closedpaw.sandbox.images.overlay",
+    "closedpaw.sandbox.images.limits", "tempfile", "secrets", "hashlib", "_hashlib", "shutil",
+    "bz2", "lzma",
+    # `closedpaw run` builds only its own parser: no other command module loads
+    *(f"closedpaw.cli.{name}" for name in ("system", "policy", "images", "gate", "actions",
+                                             "chat", "skills", "mcp", "vault", "screen")),
 )
 
 ONE_SHOT = """
-import sys, tempfile
+import sys
 from pathlib import Path
 import closedpaw.cli.main as m
-spec = m._spec(m.build_parser().parse_args(["run", "--", "true"]), None)
+spec = m._spec(m.build_parser("run").parse_args(["run", "--", "true"]), None)
 from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.sandbox.host.reaper import Reaper
 from closedpaw.sandbox.drivers import detect, runc, runsc  # the real drivers' imports too
 from closedpaw.sandbox.drivers.fake import FakeDriver
 from closedpaw.settings import Settings
-d = Path(tempfile.mkdtemp())
+d = Path(sys.argv[1])
 mgr = SandboxManager(Settings.of(state_dir=d / "s", data_dir=d / "d"), driver=FakeDriver(),
                      reaper=Reaper(deferred=True))
 r = mgr.run(["echo", "hi"], spec)
+loaded = ",".join(sorted(sys.modules))  # teardown is the detached child's work in the CLI
 mgr.reaper.drain()
-import shutil; shutil.rmtree(d, ignore_errors=True)
 assert r.exit_code == 0 and r.stdout == b"hi\\n", r
-print(",".join(sorted(sys.modules)))
+print(loaded)
 """
 
 
-def test_the_one_shot_path_loads_no_long_lived_machinery() -> None:
+def test_the_one_shot_path_loads_no_long_lived_machinery(tmp_path: Path) -> None:
     """The CLI's ``run`` path, through a whole one-shot on the FakeDriver (the same code as a
-    real run up to the driver call), loads neither asyncio nor the agent, pools, snapshots,
-    gc or any of the heavy libraries."""
-    p = subprocess.run([sys.executable, "-c", ONE_SHOT], capture_output=True, text=True,
-                       check=False)
+    real run up to the driver call; teardown is handed to a detached child), loads neither
+    asyncio nor the agent, pools, snapshots, gc, the image store, the other commands or any
+    of the heavy libraries. The host skeleton is built beforehand, as on every run but the
+    first."""
+    from closedpaw.sandbox.images.host import prepare_host_rootfs
+
+    prepare_host_rootfs(tmp_path / "d")
+    p = subprocess.run([sys.executable, "-c", ONE_SHOT, str(tmp_path)], capture_output=True,
+                       text=True, check=False)
     assert p.returncode == 0, p.stderr
     loaded = set(p.stdout.strip().split(","))
     assert "closedpaw.sandbox.lifecycle.manager" in loaded  # the probe did run the path
+    assert "closedpaw.sandbox.images.host" in loaded        # and built the host skeleton
     bad = sorted(loaded & set(NOT_ON_THE_ONE_SHOT_PATH))
     assert not bad, f"loaded on the one-shot path: {bad}"
+
+
+def test_a_store_image_does_load_the_store() -> None:
+    """The guard above is not vacuous for the image store: a run on a store image needs it,
+    and the package still offers it by name."""
+    code = ("import sys\n"
+            "from closedpaw.sandbox.images import HOST_IMAGE, ImageStore, Image\n"
+            "from closedpaw.sandbox.images.store import HOST_IMAGE as H\n"
+            "assert H == HOST_IMAGE == 'host'\n"
+            "print(','.join(k for k in ('closedpaw.sandbox.images.store', 'tempfile') "
+            "if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "closedpaw.sandbox.images.store,tempfile"
+    with pytest.raises(AttributeError):
+        import closedpaw.sandbox.images as images
+
+        _ = images.NoSuchThing  # type: ignore[attr-defined]
 
 
 def test_the_long_lived_path_does_load_the_agent() -> None:
@@ -276,3 +308,14 @@ def test_the_long_lived_path_does_load_the_agent() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "asyncio,closedpaw.sandbox.agent.channel"
+
+
+def test_the_host_skeleton_is_named_by_sha256() -> None:
+    """The skeleton's digest uses the interpreter's built-in SHA-256 (no OpenSSL on the
+    one-shot path); it must be the very hash hashlib gives, or every host would rebuild."""
+    import hashlib
+
+    from closedpaw.sandbox.images import host
+
+    for data in (b"", b"abc", bytes(range(256)) * 300):
+        assert host.sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()

@@ -173,8 +173,7 @@ class Assistant:
                                    "run as the owner)")
         if not content.strip() or len(content) > 100_000:
             raise InvalidRequest("content: 1 to 100000 characters")
-        self.store.set_state(conv_id, "running", None, expect=("idle",))
-        self.store.add_message(conv_id, "user", "user", content)
+        self.store.start_turn(conv_id, content)   # running + the user's message: one commit
         state = {"calls": 0, "tokens": [0, 0], "queue": [], "started": time.time()}
         return self._run(conv_id, state, emit)
 
@@ -339,8 +338,14 @@ class Assistant:
             st["calls"] += 1
             try:
                 action_type, params = to_action(call, offered)
+                # who asked for it, audited in the submission's own write (before it runs)
                 rec = self.gate.submit(owner, ActionRequest(action_type=action_type,
-                                                            parameters=params))
+                                                            parameters=params),
+                                       note=(AuditEvent.ASSISTANT_TOOL_CALL, {
+                                           "conversation_id": conv.id,
+                                           "requested_by": "assistant", "tool": call.name,
+                                           "call_id": call.id, "provider": provider,
+                                           "model": model}))
             except (ToolRefused, ClosedPawError) as e:
                 emit({"event": "tool_call", "name": call.name, "arguments": call.arguments,
                       "level": None, "reason": "refused before submission", "action_id": None,
@@ -348,12 +353,6 @@ class Assistant:
                 self._tool_message(conv.id, call, None, {
                     "status": "invalid", "error": f"{e}; nothing ran"}, emit)
                 continue
-            self.gate.audit.append(AuditEvent.ASSISTANT_TOOL_CALL, principal=owner.name,
-                                   action_id=rec.id, details={
-                                       "conversation_id": conv.id, "requested_by": "assistant",
-                                       "tool": call.name, "call_id": call.id,
-                                       "provider": provider, "model": model,
-                                       "params_sha256": rec.params_sha256})
             emit({"event": "tool_call", "name": call.name, "arguments": call.arguments,
                   "level": str(rec.security_level), "reason": rec.level_reason,
                   "action_id": rec.id, "status": str(rec.status)})

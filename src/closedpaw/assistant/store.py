@@ -203,6 +203,25 @@ class ConversationStore:
                       .values(updated_at=now))
             return MessageRecord.of(row)
 
+    def start_turn(self, conv_id: str, content: str) -> MessageRecord:
+        """Compare-and-set the conversation from idle to running and store the user's
+        message, in one transaction: one commit (not two) before the model is asked, and no
+        turn is left running without its message. TurnStateError when it was not idle."""
+        now = time.time()
+        with self.session() as s:
+            n = s.execute(update(ConversationRow).where(
+                ConversationRow.id == conv_id, ConversationRow.status == "idle").values(
+                status="running", updated_at=now, pending=None)).rowcount  # type: ignore[attr-defined]
+            if n != 1:
+                raise TurnStateError(f"conversation {conv_id} is not idle")
+            row = MessageRow(conversation_id=conv_id, role="user", provenance="user",
+                             content=content, tool_calls=None, tool_call_id=None,
+                             tool_name=None, action_id=None, provider=None, model=None,
+                             usage=None, created_at=now)
+            s.add(row)
+            s.flush()
+            return MessageRecord.of(row)
+
     def set_state(self, conv_id: str, status: str, pending: dict[str, Any] | None, *,
                   expect: tuple[str, ...] | None = None, **values: Any) -> None:
         """Compare-and-set the turn state; TurnStateError when it was not in ``expect``."""

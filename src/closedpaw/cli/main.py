@@ -31,9 +31,13 @@ COMMAND_MODULES = ("system", "policy", "images", "gate", "actions", "chat", "cha
                    "skills", "mcp", "vault", "screen")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole command line. Each command module adds its own subcommands with
-    ``register(subparsers)``; none imports more than argparse to do so."""
+    ``register(subparsers)``; none imports more than argparse to do so.
+
+    ``command="run"`` builds only ``run`` (the one-shot path): parsing ``run ...`` gives the
+    same result and the same errors either way, since argparse hands everything after the
+    command name to that command's own parser; the other command modules are not loaded."""
     import importlib
 
     p = Parser(prog="closedpaw", description="ClosedPaw: run untrusted code in hardened "
@@ -43,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     register(sub)
+    if command == "run":
+        return p
     for name in COMMAND_MODULES:
         importlib.import_module(f"closedpaw.cli.{name}").register(sub)
     return p
@@ -225,8 +231,9 @@ def _stream(name: str, data: bytes) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser("run" if words[:1] == ["run"] else None)
+    args = parser.parse_args(words)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

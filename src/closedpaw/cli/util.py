@@ -15,8 +15,8 @@ from typing import Any, NoReturn
 from closedpaw.settings import RUNTIME_CHOICES
 
 __all__ = ["EXIT_REFUSED", "EXIT_USAGE", "LANG_CHOICES", "ROLE_CHOICES", "RUNTIME_CHOICES",
-           "Parser", "VersionAction", "data_dir_option", "die", "output", "printable",
-           "settings_from", "version"]
+           "Formatter", "Parser", "VersionAction", "data_dir_option", "die", "output",
+           "printable", "settings_from", "terminal_width", "version"]
 
 EXIT_REFUSED = 1   # the gate or the API said no (or a check failed)
 EXIT_USAGE = 2     # bad input or an infrastructure error, with a one-line reason
@@ -27,8 +27,47 @@ LANG_CHOICES = ("python", "node", "bash")
 ROLE_CHOICES = ("admin", "user", "approver")
 
 
+_width: int | None = None
+
+
+def terminal_width() -> int:
+    """What ``shutil.get_terminal_size().columns`` answers ($COLUMNS, else the terminal on
+    stdout, else 80), found once per process without importing shutil (and bz2, lzma)."""
+    global _width
+    if _width is None:
+        import os
+
+        try:
+            _width = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            _width = 0
+        if _width <= 0:
+            try:
+                out = sys.__stdout__
+                _width = os.get_terminal_size(out.fileno()).columns if out else 0
+            except (AttributeError, ValueError, OSError):
+                _width = 0
+        if _width <= 0:
+            _width = 80
+    return _width
+
+
+class Formatter(argparse.HelpFormatter):
+    """argparse's own formatter, told the width: by default it asks shutil for it, once per
+    argument it checks (the first ask imports shutil, bz2 and lzma)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         terminal_width() - 2 if width is None else width)
+
+
 class Parser(argparse.ArgumentParser):
     """Usage errors are one line and exit 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"closedpaw: error: {message} (see 'closedpaw --help')\n")

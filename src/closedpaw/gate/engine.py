@@ -191,11 +191,22 @@ class Gate:
             self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.context.sessions.close_all()   # sandbox sessions die with their process
-        self.context.pools.close()  # warm sandboxes of code_execution
+        self.close_pools()  # warm sandboxes of code_execution
         if self._manager is not None:
             self._manager.cleanup()
         self.vault.close()
         self.store.close()
+
+    def close_pools(self) -> None:
+        """Close the warm pools of ``code_execution`` and wait until their sandboxes are torn
+        down (teardown runs on the manager's reaper thread: a server whose process ends right
+        after its shutdown, as uvicorn's does by re-raising SIGTERM, would otherwise leave
+        them behind for the next start's gc). Later actions run cold. Idempotent."""
+        self.context.pools.close()
+        with self._lock:
+            mgr = self._manager
+        if mgr is not None:
+            mgr.reaper.drain()
 
     def sandbox_manager(self) -> SandboxManager:
         with self._lock:
@@ -355,9 +366,15 @@ class Gate:
         return Decision(lv, reason)
 
     def submit(self, principal: Principal, req: ActionRequest, *,
-               via: str | None = None) -> ActionRecord:
-        """``via``: the front door it came through (e.g. ``mcp:exec``), recorded in the
-        ``action.submitted`` audit entry."""
+               via: str | None = None,
+               note: tuple[AuditEvent, dict[str, Any]] | None = None) -> ActionRecord:
+        """Classify, record and (low/medium) schedule ``req`` for ``principal``.
+
+        ``via``: the front door it came through (e.g. ``mcp:exec``), recorded in the
+        ``action.submitted`` audit entry. ``note``: one more audit entry about this action,
+        ``(event, details)``, written with the submission in the same durable write, so it is
+        on record before the action can run (the assistant's tool call: which conversation
+        and model asked for it); its details get the action's ``params_sha256``."""
         parsed = parse_action(req.action_type, req.parameters)
         self._check_policy(parsed)
         decision = self._skill_decision(parsed, req.min_level) or \
@@ -401,20 +418,20 @@ class Gate:
             s.add(row)
             s.flush()
             rec = ActionRecord.of(row)
-            self.audit.append(AuditEvent.ACTION_SUBMITTED, principal=principal.name,
-                              action_id=rec.id, details={
-                                  "action_type": rec.action_type,
-                                  "params_sha256": rec.params_sha256,
-                                  "security_level": str(rec.security_level),
-                                  "reason": rec.level_reason,
-                                  "requires_approval": needs,
-                                  "problem": parsed.problem,
-                                  **({"via": via} if via else {})})
-            if not needs:
-                self.audit.append(AuditEvent.ACTION_APPROVED, principal=SYSTEM.name,
-                                  action_id=rec.id, details={
-                                      "by": "rule", "security_level": str(rec.security_level),
-                                      "params_sha256": rec.params_sha256})
+            entries: list[tuple[AuditEvent, str, str | None, dict[str, Any] | None]] = [
+                (AuditEvent.ACTION_SUBMITTED, principal.name, rec.id, {
+                    "action_type": rec.action_type, "params_sha256": rec.params_sha256,
+                    "security_level": str(rec.security_level), "reason": rec.level_reason,
+                    "requires_approval": needs, "problem": parsed.problem,
+                    **({"via": via} if via else {})})]
+            if not needs:  # approved by the rule in the same step: one durable write for both
+                entries.append((AuditEvent.ACTION_APPROVED, SYSTEM.name, rec.id, {
+                    "by": "rule", "security_level": str(rec.security_level),
+                    "params_sha256": rec.params_sha256}))
+            if note is not None:
+                entries.append((note[0], principal.name, rec.id,
+                                {**note[1], "params_sha256": rec.params_sha256}))
+            self.audit.append_many(entries)
         self._publish(rec)
         if not needs:
             self._schedule(rec.id, rec.requester)

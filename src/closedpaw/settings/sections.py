@@ -122,10 +122,10 @@ class PoolSettings:
         None, env="CLOSEDPAW_SNAPSHOT_DIR", kind=Path,
         doc="checkpoint images (root-only: they hold a warmed sandbox's memory); "
         "unset = STATE_DIR/snapshots")
-    code_pool: bool = setting(False, env="CLOSEDPAW_CODE_POOL", kind=bool,
+    code_pool: bool = setting(True, env="CLOSEDPAW_CODE_POOL", kind=bool,
                               doc="the gate's code_execution takes a warm sandbox of its "
                               "policy's pool (used once, deleted; the pool refills) instead of "
-                              "starting a cold one (off by default: see docs/assistant.md)")
+                              "starting a cold one; 0 = a cold sandbox per action")
 
     def __post_init__(self) -> None:
         if self.pool_size < 1:

@@ -52,9 +52,7 @@ from closedpaw.sandbox.host.files import (
     staged_size,
     unmount_output,
 )
-from closedpaw.sandbox.images.host import HostRootfs, prepare_host_rootfs
-from closedpaw.sandbox.images.overlay import mount_overlay, unmount_overlay
-from closedpaw.sandbox.images.store import HOST_IMAGE, ImageStore
+from closedpaw.sandbox.images.host import HOST_IMAGE, HostRootfs, prepare_host_rootfs
 from closedpaw.sandbox.result import Isolation
 from closedpaw.sandbox.spec import SandboxSpec
 from closedpaw.settings import Settings
@@ -337,6 +335,8 @@ class SandboxDir:
             # The shared skeleton is only ever read-only; a writable root is an overlay on it.
             self.overlay = not self.readonly_root
         else:
+            from closedpaw.sandbox.images.store import ImageStore  # not on the host-image path
+
             img = ImageStore(self.settings.images).get(spec.image)
             self.lower, self.image_digest = img.rootfs, img.digest
             self.readonly_root = False if spec.readonly_root is None else spec.readonly_root
@@ -364,6 +364,8 @@ class SandboxDir:
             self._reserve_pids()
         if self.overlay:
             assert self.lower is not None
+            from closedpaw.sandbox.images.overlay import mount_overlay  # ctypes: only here
+
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
                           self.spec.limits.disk_mb)
         if self.spec.code_files or self.spec.input_path is not None:
@@ -482,6 +484,8 @@ class SandboxDir:
         if self._needs_overlay(cwd, config["mounts"]) and not self.overlay:
             # The host skeleton lacks a directory the runtime must create: give this sandbox
             # its own (still read-only) overlay, so the shared skeleton is never touched.
+            from closedpaw.sandbox.images.overlay import mount_overlay  # ctypes: only here
+
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
                           self.spec.limits.disk_mb)
             self.overlay = True
@@ -614,6 +618,8 @@ class SandboxDir:
             staged = self.files_mount
             steps.append(lambda: unmount_output(staged))
         if self.overlay:
+            from closedpaw.sandbox.images.overlay import unmount_overlay
+
             steps.append(lambda: unmount_overlay(self.dir / "layer", self.dir / "rootfs"))
         for via in self._via.values():
             steps.append(lambda via=via: userns.unbind(via))  # type: ignore[misc]

@@ -40,13 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from closedpaw.errors import ImageError, ImageNotFound, ImageRejected, SpecError
+from closedpaw.sandbox.images.host import HOST_IMAGE
 from closedpaw.sandbox.images.limits import Deadline
 
 __all__ = ["HOST_IMAGE", "IMAGE_NAME", "Image", "ImageStore", "Progress", "gc_staging",
            "locked_tempdir", "prepare_rootfs", "remove_at", "remove_tree", "tree_digest",
            "validate_name"]
 
-HOST_IMAGE = "host"
 #: Always used with ``fullmatch`` (``match`` with ``$`` would let a trailing newline pass).
 IMAGE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 STORE_MODE = 0o755      # the store root: anyone may list images and read manifests ...
