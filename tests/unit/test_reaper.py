@@ -50,7 +50,7 @@ def _wait_for(path: Path, timeout: float = 10.0) -> None:
 def test_detach_runs_jobs_in_a_child_after_the_caller_exited(tmp_path: Path) -> None:
     """A caller with a pipe on its stdout sees EOF when it exits, not when teardown ends; the
     child runs in its own session with stdio on /dev/null and records failures in the log."""
-    marker, log = tmp_path / "done", tmp_path / "errors.log"
+    marker, log, go = tmp_path / "done", tmp_path / "errors.log", tmp_path / "go"
     script = textwrap.dedent(f"""
         import os, sys, time
         from pathlib import Path
@@ -58,8 +58,10 @@ def test_detach_runs_jobs_in_a_child_after_the_caller_exited(tmp_path: Path) -> 
 
         r = Reaper(deferred=True, error_log=Path({str(log)!r}))
 
-        def slow() -> None:
-            time.sleep(3)
+        def slow() -> None:   # waits until the test has seen the caller exit first
+            deadline = time.monotonic() + 60
+            while not Path({str(go)!r}).exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
             fds = sorted(os.readlink(f"/proc/self/fd/{{n}}") for n in (0, 1, 2))
             sid = os.getsid(0) == os.getpid()
             Path({str(marker)!r}).write_text(f"{{sid}} {{fds}}")
@@ -80,6 +82,7 @@ def test_detach_runs_jobs_in_a_child_after_the_caller_exited(tmp_path: Path) -> 
     assert p.returncode == 0, p.stderr
     assert p.stdout == "caller done\n" and p.stderr == ""
     assert not marker.exists(), f"the caller waited for teardown ({elapsed:.2f} s)"
+    go.touch()
     _wait_for(marker)
     sid, fds = marker.read_text().split(" ", 1)
     assert sid == "True"
