@@ -52,6 +52,8 @@ class AuditEvent(StrEnum):
     CONVERSATION_CREATED = "conversation.created"
     ASSISTANT_TURN = "assistant.turn"           # which provider and model saw the data
     ASSISTANT_TOOL_CALL = "assistant.tool_call"  # a model's call, submitted as a gate action
+    # screening (issue 9): source, labels and score of a flagged text, never the text
+    SCREENING_FLAGGED = "screening.flagged"
 
 
 def canonical_json(value: Any) -> str:
