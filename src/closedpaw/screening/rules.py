@@ -308,6 +308,28 @@ RULES: tuple[Rule, ...] = (
        r"|responses|answer|answers|message)\b"
        r"|\bam ende jeder antwort\b|\bà la fin de (?:toute|chaque) réponse\b"
        r"|\balla fine di ogni risposta\b|\bal final de cada respuesta\b"),
+    # a document telling whoever summarises it to put an identifier, link or marker into
+    # the output (step 6 in docs/screening.md): the verb, an identifier-like object (a
+    # snake_case name, a link, a ref like XK-19, a marker) and "in your summary/answer"
+    _r("ind.output_directive", "exfiltration", 0.5,
+       "include|add|append|insert|put|copy|paste|repeat|mention|quote|echo|print|output|"
+       "write|füge|fuge|nimm|schreib|setz|kopier|wiederhol|erwähn|erwahn|ajout|inclu|insèr|"
+       "inser|mets|copi|répèt|repet|mention|incluy|añad|anad|agreg|pon|repit|menciona|"
+       "includi|aggiungi|inserisci|metti|ripeti|menziona",
+       r"\b(?:include|add|append|insert|put|copy|paste|repeat|mention|quote|echo|print"
+       r"|output|write|füge|fuge|nimm|schreib\w*|setze?|kopiere?|wiederhole|erwähne|erwahne"
+       r"|ajoute[zr]?|inclu(?:s|ez|re)|insère[zr]?|insere[zr]?|mets|mettez|copie[zr]?"
+       r"|répète[zr]?|repete[zr]?|mentionne[zr]?|incluye|incluya|añade|anade|agrega|inserta"
+       r"|pon|copia|repite|menciona|includi|aggiungi|inserisci|metti|ripeti|menziona)\b"
+       r"(?:[^.!?\n]|[.?](?=\S)){0,80}?(?:\b[a-z]+_[a-z_]+\b|https?://|\b[a-z]{1,4}-\d+\b|##"
+       r"|\b(?:marker|canary|link|url|lien|enlace|collegamento|marqueur|markierung)\b)"
+       r"(?:[^.!?\n]|[.?](?=\S)){0,80}?"
+       r"\b(?:(?:in|into|to|(?:at|to) the end of)\s+(?:your|their|its|the|every|each)\s+(?:summary"
+       r"|summaries|answer|answers|response|responses|reply|replies|output)"
+       r"|in (?:deine|ihre|die|jede) (?:zusammenfassung|antwort|ausgabe)"
+       r"|(?:à|a|dans) (?:ta|votre|ton|la|chaque) (?:réponse|reponse|résumé|resume|sortie)"
+       r"|en (?:tu|su|el|la|cada) (?:resumen|respuesta|salida)"
+       r"|(?:nel|nella|in) (?:tuo |tua |ogni )?(?:riassunto|risposta|output))\b"),
     _r("ai.addressed_agents", "addressed_to_ai", 0.4, "ai|agent|assistant|llm|model",
        r"\b(?:ai|assistant|llm|agent|model)s? (?:integrating|using|installing|running|handling"
        r"|reviewing) this\b"),
