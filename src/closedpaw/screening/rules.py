@@ -333,7 +333,8 @@ RULES: tuple[Rule, ...] = (
     # steering a summary or verdict (step 7 in docs/screening.md): addressed to whoever
     # summarises or screens, and told what to answer or to hide
     _r("ai.if_you_process", "addressed_to_ai", 0.4,
-       "if|si|se|wenn|ai|ki|ia|llm|model|assistant",
+       "summari|process|reading|review|screen|evaluat|ranking|parsing|ia|ki|assistant|"
+       "intelligence|modèle|modelo|modello|asistente|assistente|sprachmodell|modell",
        r"\bif you(?:'re| are)\s+(?:an?\s+)?(?:ai\s+|llm\s+|language model\s+|assistant\s+"
        r"|bot\s+|model\s+)?(?:summari[sz]ing|processing|reading|reviewing|screening"
        r"|evaluating|ranking|parsing)\b"
