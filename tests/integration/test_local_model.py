@@ -4,6 +4,7 @@ needs code is answered through a sandboxed tool call, end to end through the API
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,11 @@ def test_an_injected_question_on_the_real_model_waits_for_approval(tmp_path: Pat
         c.post(f"/api/actions/{appr['action_id']}/approve",
                json={"params_sha256": appr["params_sha256"]}).raise_for_status()
         def settled() -> dict[str, Any] | None:
-            b: dict[str, Any] = c.get(f"/api/conversations/{conv}").json()
+            time.sleep(2)   # a slow model: poll gently (the API limits requests a minute)
+            got = c.get(f"/api/conversations/{conv}")
+            if got.status_code == 429:
+                return None
+            b: dict[str, Any] = got.json()
             return b if b["status"] == "idle" else None
         body = wait_for(settled, "the resumed turn to finish", 900)
         ran = r.gate.get(calls[0]["action_id"])
