@@ -610,3 +610,40 @@ def test_a_clean_turn_is_unchanged(tmp_path: Path) -> None:
         assert "screening" not in events[1][1]
         assert r.audit("screening.flagged") == []
         assert [e["details"]["tainted"] for e in r.audit("assistant.tool_call")] == [False]
+
+
+def test_an_older_conversation_database_gains_the_screening_columns(tmp_path: Path) -> None:
+    """A database made before issue 9 (no ``source``/``screening`` columns) keeps its
+    messages and gets the columns in place."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        with engine.begin() as c:
+            c.execute(text("CREATE TABLE conversations (id VARCHAR(36) PRIMARY KEY, owner "
+                           "VARCHAR(64), title VARCHAR(200), provider VARCHAR(64), model "
+                           "VARCHAR(200), status VARCHAR(24), pending TEXT, created_at FLOAT, "
+                           "updated_at FLOAT)"))
+            c.execute(text("CREATE TABLE conversation_messages (id INTEGER PRIMARY KEY "
+                           "AUTOINCREMENT, conversation_id VARCHAR(36) REFERENCES "
+                           "conversations(id), role VARCHAR(16), provenance VARCHAR(16), "
+                           "content TEXT, tool_calls TEXT, tool_call_id VARCHAR(128), "
+                           "tool_name VARCHAR(64), action_id VARCHAR(36), provider "
+                           "VARCHAR(64), model VARCHAR(200), usage TEXT, created_at FLOAT)"))
+            c.execute(text("INSERT INTO conversations VALUES ('00000000-0000-4000-8000-"
+                           "000000000001', 'admin', '', NULL, NULL, 'idle', NULL, 1, 1)"))
+            c.execute(text("INSERT INTO conversation_messages (conversation_id, role, "
+                           "provenance, content, created_at) VALUES ('00000000-0000-4000-"
+                           "8000-000000000001', 'user', 'user', 'old hello', 1)"))
+        store = ConversationStore(engine)
+        cid = "00000000-0000-4000-8000-000000000001"
+        old = store.messages(cid)
+        assert [m.content for m in old] == ["old hello"] and old[0].screening is None
+        store.add_message(cid, "user", "user", "new", source="telegram",
+                          screening={"flagged": False, "score": 0.0, "labels": []})
+        new = store.messages(cid)[-1]
+        assert new.source == "telegram" and new.screening == {"flagged": False, "score": 0.0,
+                                                              "labels": []}
+        ConversationStore(engine)   # a second start: the columns are there, nothing to add
+    finally:
+        engine.dispose()
