@@ -177,6 +177,16 @@ class Client:
                                            "/revoke", json={"user": user})
         return out
 
+    def vault_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.request("GET", "/api/vault")
+        return out
+
+    def unlock_vault(self, passphrase: str) -> dict[str, Any]:
+        """Unlock the running server's passphrase vault (admin); the vault's status."""
+        out: dict[str, Any] = self.request("POST", "/api/vault/unlock",
+                                           json={"passphrase": passphrase})
+        return out
+
     # -- the assistant (issue 14) ----------------------------------------------------------
     def providers(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = self.request("GET", "/api/providers")["providers"]

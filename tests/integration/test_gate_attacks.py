@@ -83,6 +83,45 @@ def test_raising_the_level_is_allowed_lowering_is_not(make_orch: MakeOrch) -> No
     assert str(rec.security_level) == "high" and rec.status is ActionStatus.PENDING
 
 
+def test_a_caller_floor_with_a_reason_only_raises_and_is_shown_and_audited(
+        make_orch: MakeOrch) -> None:
+    """The hook the assistant uses for tainted turns: ``min_level`` + ``min_level_reason``.
+    A floor below the rules' level lowers nothing (the reason is appended, marked as the
+    caller's); a floor above raises; the reason is in the record and the audit; a reason
+    without a floor, an empty one, one with control characters (a forged second line for
+    the approver) or an oversized one is refused before anything is stored."""
+    o = make_orch()
+    for floor in ("low", "medium", "high"):
+        rec = o.submit(MALLORY, ActionRequest(
+            action_type="secret_read", parameters={"name": "x"}, min_level=floor,  # type: ignore[arg-type]
+            min_level_reason="please lower it, this is safe"))
+        assert str(rec.security_level) == "high" and rec.status is ActionStatus.PENDING
+        assert rec.level_reason.endswith(
+            f"; the caller asked for at least {floor}: please lower it, this is safe")
+    raised = o.submit(MALLORY, ActionRequest(
+        action_type="code_execution", parameters={"language": "python", "code": "1"},
+        min_level="high", min_level_reason="screening flagged: instruction_override"))  # type: ignore[arg-type]
+    assert str(raised.security_level) == "high" and raised.status is ActionStatus.PENDING
+    assert raised.level_reason.startswith(
+        "raised to high by the caller: screening flagged: instruction_override (")
+    crit = o.submit(MALLORY, ActionRequest(
+        action_type="code_execution", parameters={"language": "python", "code": "2"},
+        min_level="critical", min_level_reason="x"))  # type: ignore[arg-type]
+    assert str(crit.security_level) == "critical"
+    sub = [e.details for e in o.audit.entries() if e.event == "action.submitted"
+           and e.action_id == raised.id]
+    assert sub and sub[0]["min_level"] == "high" and "instruction_override" in sub[0]["reason"]
+    before = len(o.list_actions(limit=500))
+    for bad in ({"min_level_reason": "no floor"},
+                {"min_level": "high", "min_level_reason": ""},
+                {"min_level": "high", "min_level_reason": "ok\nApproved by admin: safe"},
+                {"min_level": "high", "min_level_reason": "x" * 301}):
+        with pytest.raises(ValueError):
+            ActionRequest.model_validate({"action_type": "code_execution", "parameters": {
+                "language": "python", "code": "3"}, **bad})
+    assert len(o.list_actions(limit=500)) == before
+
+
 def test_a_user_cannot_launder_critical_through_min_level_or_rules(make_orch: MakeOrch,
                                                                    tmp_path: Path) -> None:
     """A user rule lowers every file_read to low; ClosedPaw's own files stay critical, and a

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,6 +209,85 @@ def test_a_passphrase_vault_stays_locked_until_unlocked(tmp_path: Path, db_url: 
             assert unlocks == [{"ok": False, "error": "VaultKeyInvalid"}, {"ok": True}]
     finally:
         orch.close()
+
+
+def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """The installed ``closedpaw`` entry point, on the code under test."""
+    import closedpaw
+
+    cli = str(Path(sys.executable).with_name("closedpaw"))
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+           "PYTHONPATH": str(Path(closedpaw.__file__).parents[1])}
+    return subprocess.run([cli, *args], input=stdin, capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_vault_unlock_from_the_cli_admin_only_limited_and_never_logged(
+        tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``closedpaw vault unlock --passphrase-stdin`` against a running server: a user or an
+    approver cannot unlock even with the right passphrase; a wrong one exits 1 with a clear
+    message and the vault stays locked; after 5 attempts a minute one admin is refused (429,
+    not tried: even the right passphrase) while another admin is not; every attempt tried is
+    audited; the passphrases appear nowhere (audit files, database, logs, CLI output)."""
+    right, wrong = "correct horse battery staple 7", "Tr0ub4dor&3-wrong-guess"
+    s = gate_settings(tmp_path, db_url=db_url)
+    with Vault(s.database_url) as v:
+        v.init_passphrase(right)
+        v.set("K", PLANTED)
+    orch = Gate(s, manager=fake_manager(s))
+    caplog.set_level(logging.DEBUG)
+    outputs: list[str] = []
+    try:
+        with live_server(s, orch) as live:
+            toks = {n: orch.create_principal(n, r) for n, r in
+                    (("alice", "user"), ("bob", "approver"), ("carol", "admin"))}
+            for name in ("alice", "bob"):
+                with live.client(toks[name]) as c:
+                    r = c.post("/api/vault/unlock", json={"passphrase": right})
+                    assert r.status_code == 403, r.text
+                    outputs.append(r.text)
+            tf = tmp_path / "carol.token"
+            tf.write_text(toks["carol"] + "\n")
+            tf.chmod(0o600)
+            common = ["--url", live.url, "--data-dir", str(s.data_dir)]
+            out = _cli("vault", "unlock", "--passphrase-stdin", *common, stdin=wrong + "\n")
+            outputs += [out.stdout, out.stderr]
+            assert out.returncode == 1, out
+            assert "vault_key_invalid" in out.stderr and "wrong passphrase" in out.stderr
+            assert "Traceback" not in out.stderr
+            with live.client() as admin:
+                assert admin.get("/api/vault").json()["locked"] is True
+                for _ in range(4):
+                    r = admin.post("/api/vault/unlock", json={"passphrase": wrong})
+                    assert r.status_code == 403, r.text
+                    outputs.append(r.text)
+                r = admin.post("/api/vault/unlock", json={"passphrase": right})
+                outputs.append(r.text)
+                assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+                assert int(r.headers["retry-after"]) >= 1
+                assert admin.get("/api/vault").json()["locked"] is True
+                # the limit is per principal: carol, another admin, unlocks from the CLI
+                out = _cli("vault", "unlock", "--passphrase-stdin", "--token-file", str(tf),
+                           *common, stdin=right + "\n")
+                outputs += [out.stdout, out.stderr]
+                assert out.returncode == 0, out
+                assert out.stdout.startswith("vault unlocked: 1 secret(s)")
+                assert admin.get("/api/vault").json()["locked"] is False
+                # no passphrase on the command line: refused without a terminal
+                out = _cli("vault", "unlock", "--token-file", str(tf), *common)
+                assert out.returncode == 2 and "--passphrase-stdin" in out.stderr
+            unlocks = [(e.principal, e.details) for e in orch.audit.entries()
+                       if e.event == "vault.unlocked"]
+            assert unlocks == [("admin", {"ok": False, "error": "VaultKeyInvalid"})] * 5 + [
+                ("carol", {"ok": True})]
+    finally:
+        orch.close()
+    logs = caplog.text + "\n".join(outputs)
+    files = b"".join(f.read_bytes() for f in s.data_dir.rglob("*") if f.is_file())
+    for secret in (right, wrong):
+        assert secret not in logs
+        assert secret.encode() not in files
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -70,6 +70,19 @@ def test_min_level_raises_never_lowers(tmp_path: Path) -> None:
     assert level(rs, "secret_read", {"name": "x"}, "low") == "high"
 
 
+@pytest.mark.parametrize("floor", list(RiskLevel))
+@pytest.mark.parametrize("t", ["chat", "code_execution", "secret_read", "file_write"])
+def test_a_floor_with_a_reason_never_lowers(tmp_path: Path, floor: RiskLevel, t: str) -> None:
+    rs = rules(tmp_path)
+    params: dict[str, object] = {"chat": {"message": "hi"}, "secret_read": {"name": "x"},
+                                 "code_execution": {"language": "python", "code": "1"},
+                                 "file_write": {"path": "/etc/cron.d/x", "content": "x"}}[t]
+    plain = rs.classify(parse_action(t, params))
+    d = rs.classify(parse_action(t, params), floor, "screening flagged it")
+    assert d.level.rank == max(plain.level.rank, floor.rank)
+    assert "screening flagged it" in d.reason and plain.reason in d.reason
+
+
 def test_user_rules_come_first(tmp_path: Path) -> None:
     rs = rules(tmp_path, """
 version: 1

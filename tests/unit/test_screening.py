@@ -36,9 +36,9 @@ OWN_CASES = own_cases()
 
 
 def test_own_set_is_large_and_mixed() -> None:
-    assert len(OWN_CASES) >= 275
-    assert sum(c.malicious for c in OWN_CASES) >= 156
-    assert sum(not c.malicious for c in OWN_CASES) >= 119
+    assert len(OWN_CASES) >= 312
+    assert sum(c.malicious for c in OWN_CASES) >= 175
+    assert sum(not c.malicious for c in OWN_CASES) >= 137
     assert {c.lang for c in OWN_CASES} >= {"en", "de", "fr", "es", "it"}
     cats = {c.category for c in OWN_CASES}
     assert {"tool_output", "security_question", "short_reply", "encoded"} <= cats
@@ -52,12 +52,12 @@ def test_own_set_case(case: Case) -> None:
 
 
 def test_public_corpus_rates_hold() -> None:
-    """bastioncorpus 0.6.0, 181 rows: measured recall 89.8 % at FPR 0 % (all rows); the
-    held-out half 82.8 % at 0 %. These are floors: a change may only improve them."""
+    """bastioncorpus 0.6.0, 181 rows: measured recall 91.5 % at FPR 0 % (all rows, step 7);
+    the held-out half 82.8 % at 0 %. These are floors: a change may only improve them."""
     cases = corpus_cases()
     assert len(cases) == 181
     every, test = measure(cases), measure(half(cases, "test"))
-    assert every.recall >= 0.897, every.to_dict()["per_category_recall"]
+    assert every.recall >= 0.915, every.to_dict()["per_category_recall"]
     assert every.fpr <= 0.0, every.wrongly_flagged
     assert test.recall >= 0.827, test.missed
     assert test.fpr <= 0.0, test.wrongly_flagged

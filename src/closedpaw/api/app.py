@@ -31,7 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 from closedpaw.api.errors import install_error_handlers
 from closedpaw.api.guard import AuthGuard, flush_summaries, write_summaries
 from closedpaw.api.routes import ROUTERS
-from closedpaw.api.routes.secrets import DELIVERY_PATH
+from closedpaw.api.routes.secrets import DELIVERY_PATH, UNLOCK_ATTEMPTS_PER_MINUTE
 from closedpaw.assistant import Assistant, TurnLimits
 from closedpaw.audit import AuditEvent
 from closedpaw.channels.service import ChannelService
@@ -151,6 +151,7 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
     app.state.settings = settings
     app.state.limiter = RateLimiter(settings.api.rate_limit_per_minute)
     app.state.fail_limiter = RateLimiter(max(10, settings.api.rate_limit_per_minute // 4))
+    app.state.unlock_limiter = RateLimiter(UNLOCK_ATTEMPTS_PER_MINUTE)   # per principal
     app.state.auth_failures = Summaries(max_sources=200)
     app.state.rate_limited = Summaries(max_sources=200)
     app.state.stream_counts = {}

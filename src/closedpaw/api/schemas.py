@@ -164,6 +164,10 @@ class MessageOut(BaseModel):
     model: str | None
     usage: dict[str, Any] | None
     created_at: float
+    source: str | None = Field(default=None, description="where the text came from: api, a "
+                               "channel (telegram, ...), tool")
+    screening: dict[str, Any] | None = Field(
+        default=None, description="the screening verdict: flagged, score, labels")
 
 
 class ConversationWithMessages(ConversationOut):

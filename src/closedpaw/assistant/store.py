@@ -18,7 +18,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, select, update
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -68,8 +79,16 @@ class MessageRow(_Base):
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     usage: Mapped[str | None] = mapped_column(Text, nullable=True)   # JSON
     created_at: Mapped[float] = mapped_column(Float)
+    # added by issue 9 (ALTERed into older databases): where the text came from (``api``,
+    # ``telegram``, ...) and the screening verdict (JSON: flagged, score, labels)
+    source: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    screening: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (Index("ix_messages_conversation", "conversation_id", "id"),)
+
+
+#: columns added after the table was first made: (name, SQL type)
+_ADDED_COLUMNS = (("source", "VARCHAR(32)"), ("screening", "TEXT"))
 
 
 @dataclass(frozen=True)
@@ -86,20 +105,28 @@ class MessageRecord:
     model: str | None
     usage: dict[str, Any] | None
     created_at: float
+    source: str | None = None
+    screening: dict[str, Any] | None = None   # {"flagged", "score", "labels"}
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.screening and self.screening.get("flagged"))
 
     @classmethod
     def of(cls, r: MessageRow) -> MessageRecord:
         return cls(r.id, r.role, r.provenance, r.content,
                    json.loads(r.tool_calls) if r.tool_calls else [], r.tool_call_id,
                    r.tool_name, r.action_id, r.provider, r.model,
-                   json.loads(r.usage) if r.usage else None, r.created_at)
+                   json.loads(r.usage) if r.usage else None, r.created_at, r.source,
+                   json.loads(r.screening) if r.screening else None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "role": self.role, "provenance": self.provenance,
                 "content": self.content, "tool_calls": self.tool_calls,
                 "tool_call_id": self.tool_call_id, "tool_name": self.tool_name,
                 "action_id": self.action_id, "provider": self.provider, "model": self.model,
-                "usage": self.usage, "created_at": self.created_at}
+                "usage": self.usage, "created_at": self.created_at, "source": self.source,
+                "screening": self.screening}
 
 
 @dataclass(frozen=True)
@@ -134,6 +161,12 @@ class ConversationStore:
         self.engine = engine
         try:
             _Base.metadata.create_all(engine)
+            have = {c["name"] for c in inspect(engine).get_columns("conversation_messages")}
+            with engine.begin() as c:
+                for name, sql_type in _ADDED_COLUMNS:
+                    if name not in have:
+                        c.execute(text(f"ALTER TABLE conversation_messages ADD COLUMN {name} "
+                                       f"{sql_type}"))
         except SQLAlchemyError as e:
             raise StoreError(f"cannot create the conversation tables: {e}") from None
 
@@ -187,7 +220,8 @@ class ConversationStore:
                     tool_calls: list[dict[str, Any]] | None = None,
                     tool_call_id: str | None = None, tool_name: str | None = None,
                     action_id: str | None = None, provider: str | None = None,
-                    model: str | None = None, usage: dict[str, Any] | None = None
+                    model: str | None = None, usage: dict[str, Any] | None = None,
+                    source: str | None = None, screening: dict[str, Any] | None = None
                     ) -> MessageRecord:
         now = time.time()
         row = MessageRow(conversation_id=conv_id, role=role, provenance=provenance,
@@ -195,7 +229,8 @@ class ConversationStore:
                          if tool_calls else None, tool_call_id=tool_call_id,
                          tool_name=tool_name, action_id=action_id, provider=provider,
                          model=model, usage=json.dumps(usage) if usage else None,
-                         created_at=now)
+                         created_at=now, source=source,
+                         screening=json.dumps(screening) if screening else None)
         with self.session() as s:
             s.add(row)
             s.flush()
@@ -203,7 +238,8 @@ class ConversationStore:
                       .values(updated_at=now))
             return MessageRecord.of(row)
 
-    def start_turn(self, conv_id: str, content: str) -> MessageRecord:
+    def start_turn(self, conv_id: str, content: str, *, source: str | None = None,
+                   screening: dict[str, Any] | None = None) -> MessageRecord:
         """Compare-and-set the conversation from idle to running and store the user's
         message, in one transaction: one commit (not two) before the model is asked, and no
         turn is left running without its message. TurnStateError when it was not idle."""
@@ -217,7 +253,8 @@ class ConversationStore:
             row = MessageRow(conversation_id=conv_id, role="user", provenance="user",
                              content=content, tool_calls=None, tool_call_id=None,
                              tool_name=None, action_id=None, provider=None, model=None,
-                             usage=None, created_at=now)
+                             usage=None, created_at=now, source=source,
+                             screening=json.dumps(screening) if screening else None)
             s.add(row)
             s.flush()
             return MessageRecord.of(row)

@@ -63,6 +63,8 @@ class AuditEvent(StrEnum):
     PAIRING_REQUESTED = "pairing.requested"
     PAIRING_APPROVED = "pairing.approved"
     PAIRING_REVOKED = "pairing.revoked"
+    # screening (issue 9): source, labels and score of a flagged text, never the text
+    SCREENING_FLAGGED = "screening.flagged"
 
 
 def canonical_json(value: Any) -> str:

@@ -1,7 +1,9 @@
 """``closedpaw vault init|status|rotate`` and ``closedpaw secret set|list|rm|prune``: local
-commands on the data directory's database (like ``token``). Values come from stdin or a
-prompt, never from argv; a passphrase vault reads its passphrase from the first line of stdin
-with ``--passphrase-stdin``, else from a prompt. Heavy imports stay inside the handlers."""
+commands on the data directory's database (like ``token``); ``closedpaw vault unlock`` is the
+one that talks to the running server (over the loopback API, as an admin). Values come from
+stdin or a prompt, never from argv; a passphrase vault reads its passphrase from the first
+line of stdin with ``--passphrase-stdin``, else from a prompt. Heavy imports stay inside the
+handlers."""
 
 from __future__ import annotations
 
@@ -11,7 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from closedpaw.cli.util import EXIT_REFUSED, data_dir_option, settings_from
+from closedpaw.cli.util import (
+    EXIT_REFUSED,
+    client_from,
+    client_options,
+    data_dir_option,
+    settings_from,
+)
 from closedpaw.cli.util import die as _die
 
 __all__ = ["LEVELS", "register"]
@@ -50,6 +58,17 @@ def register(sub: Any) -> None:
     _pass_stdin(vr, "the current and then the new passphrase")
     for p in (vi, vs, vr):
         p.set_defaults(handler=cmd_vault)
+    vu = vsub.add_parser("unlock", help="unlock the running server's passphrase vault (over "
+                         "the API, as an admin)",
+                         description="Send the vault passphrase to the running server, which "
+                         "stays locked after a start with a passphrase vault. The passphrase "
+                         "is read from stdin (first line) with --passphrase-stdin, else from "
+                         "a prompt; never from the command line. A wrong one exits 1; the "
+                         "server allows 5 attempts a minute per principal.")
+    client_options(vu)
+    vu.add_argument("--passphrase-stdin", action="store_true",
+                    help="read the passphrase from stdin (first line)")
+    vu.set_defaults(handler=cmd_vault_unlock)
 
     s = sub.add_parser("secret", help="store, list and remove secrets (local)")
     ssub = s.add_subparsers(dest="secret_command", metavar="COMMAND", required=True)
@@ -171,6 +190,27 @@ def _by() -> str:
 
 
 # -- commands --------------------------------------------------------------------------
+def cmd_vault_unlock(args: argparse.Namespace) -> int:
+    from closedpaw.errors import ApiRefused, ClientError
+
+    passphrase = (_Stdin().line("the passphrase") if args.passphrase_stdin
+                  else _prompt("vault passphrase"))
+    if not passphrase:
+        _die("an empty passphrase")
+    with client_from(args) as c:
+        try:
+            st = c.unlock_vault(passphrase)
+        except ApiRefused as e:
+            _die(e, EXIT_REFUSED)
+        except ClientError as e:
+            _die(e)
+    if args.json:
+        sys.stdout.write(json.dumps(st) + "\n")
+    else:
+        sys.stdout.write(f"vault unlocked: {st.get('secrets')} secret(s)\n")
+    return 0
+
+
 def cmd_vault(args: argparse.Namespace) -> int:
     from closedpaw.audit import AuditEvent
     from closedpaw.errors import ClosedPawError

@@ -334,9 +334,20 @@ class ActionRequest(BaseModel):
 
     action_type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
     parameters: dict[str, Any] = Field(default_factory=dict)
+    #: a floor the caller sets: the level is the higher of this and the rules' (never lower)
     min_level: RiskLevel | None = None
+    #: why the caller asked for that floor (shown to the approver and audited, prefixed
+    #: "the caller asked for at least LEVEL"); only together with ``min_level``
+    min_level_reason: str | None = Field(default=None, min_length=1, max_length=300,
+                                         pattern=r"^[^\x00-\x1f\x7f]+$")
 
     _p = field_validator("parameters")(check_json_value)
+
+    @model_validator(mode="after")
+    def _reason_needs_level(self) -> ActionRequest:
+        if self.min_level_reason is not None and self.min_level is None:
+            raise ValueError("min_level_reason is given without min_level")
+        return self
 
 
 class ParsedAction(BaseModel):

@@ -46,7 +46,7 @@ from closedpaw.gate.executors import (
 )
 from closedpaw.gate.executors.context import secret_resolver_for
 from closedpaw.gate.executors.session_store import SandboxSessions
-from closedpaw.gate.rules import Decision, RuleSet
+from closedpaw.gate.rules import Decision, RuleSet, raise_to
 from closedpaw.gate.store import ActionRecord, ActionRow, Store
 from closedpaw.security.keys import load_key, mac
 from closedpaw.security.principal import SYSTEM, Principal
@@ -345,8 +345,8 @@ class Gate:
             except PolicyError as e:
                 raise InvalidRequest(f"parameters.policy: {e}") from None
 
-    def _skill_decision(self, parsed: ParsedAction, min_level: RiskLevel | None) -> \
-            Decision | None:
+    def _skill_decision(self, parsed: ParsedAction, min_level: RiskLevel | None,
+                        why: str | None = None) -> Decision | None:
         """A skill run's level derives from what the skill declared (the skills service
         says); a request that could never run (unknown skill, arguments off its schema, an
         install that does not show what the package declares) is refused at once."""
@@ -360,10 +360,7 @@ class Gate:
                                                               p.install)
         except ClosedPawError as e:
             raise InvalidRequest(f"parameters: {e}") from None
-        lv = RiskLevel(level)
-        if min_level is not None and min_level.rank > lv.rank:
-            return Decision(min_level, f"raised to {min_level} by the caller ({reason})")
-        return Decision(lv, reason)
+        return raise_to(Decision(RiskLevel(level), reason), min_level, why)
 
     def submit(self, principal: Principal, req: ActionRequest, *,
                via: str | None = None,
@@ -377,8 +374,8 @@ class Gate:
         and model asked for it); its details get the action's ``params_sha256``."""
         parsed = parse_action(req.action_type, req.parameters)
         self._check_policy(parsed)
-        decision = self._skill_decision(parsed, req.min_level) or \
-            self.rules.classify(parsed, req.min_level)
+        decision = self._skill_decision(parsed, req.min_level, req.min_level_reason) or \
+            self.rules.classify(parsed, req.min_level, req.min_level_reason)
         floor = self.executors.floor(self.context, parsed.action_type, parsed.action.parameters
                                      if parsed.action is not None else None, principal.name)
         if floor is not None and floor[0].rank >= decision.level.rank:
@@ -422,6 +419,7 @@ class Gate:
                 (AuditEvent.ACTION_SUBMITTED, principal.name, rec.id, {
                     "action_type": rec.action_type, "params_sha256": rec.params_sha256,
                     "security_level": str(rec.security_level), "reason": rec.level_reason,
+                    "min_level": None if req.min_level is None else str(req.min_level),
                     "requires_approval": needs, "problem": parsed.problem,
                     **({"via": via} if via else {})})]
             if not needs:  # approved by the rule in the same step: one durable write for both

@@ -21,7 +21,7 @@ from closedpaw.errors import RulesError
 from closedpaw.gate.actions import ACTION_TYPES, ParsedAction, RiskLevel
 from closedpaw.gate.protect import Protected
 
-__all__ = ["Decision", "Rule", "RuleSet"]
+__all__ = ["Decision", "Rule", "RuleSet", "raise_to"]
 
 PREDICATES = ("equals", "one_of", "under", "not_under", "startswith", "matches")
 #: parts of a parsed URL a rule may test (``url.host: {equals: example.org}``); a string
@@ -56,6 +56,18 @@ def url_parts(url: Any) -> dict[str, Any]:
 class Decision:
     level: RiskLevel
     reason: str
+
+
+def raise_to(d: Decision, min_level: RiskLevel | None, why: str | None = None) -> Decision:
+    """``d`` raised to the caller's floor ``min_level`` (never lowered). The caller's ``why``
+    joins the reason either way, marked as the caller's, so the approver sees it."""
+    if min_level is None:
+        return d
+    asked = f"the caller asked for at least {min_level}" + (f": {why}" if why else "")
+    if min_level.rank > d.level.rank:
+        return Decision(min_level, f"raised to {min_level} by the caller"
+                        + (f": {why}" if why else "") + f" ({d.reason})")
+    return Decision(d.level, f"{d.reason}; {asked}" if why else d.reason)
 
 
 @dataclass(frozen=True)
@@ -214,11 +226,9 @@ class RuleSet:
             return f"the rules file {self.rules_file}"
         return None
 
-    def classify(self, action: ParsedAction, min_level: RiskLevel | None = None) -> Decision:
-        d = self._classify(action)
-        if min_level is not None and min_level.rank > d.level.rank:
-            return Decision(min_level, f"raised to {min_level} by the caller ({d.reason})")
-        return d
+    def classify(self, action: ParsedAction, min_level: RiskLevel | None = None,
+                 why: str | None = None) -> Decision:
+        return raise_to(self._classify(action), min_level, why)
 
     def _classify(self, action: ParsedAction) -> Decision:
         if action.action is None:

@@ -308,6 +308,70 @@ RULES: tuple[Rule, ...] = (
        r"|responses|answer|answers|message)\b"
        r"|\bam ende jeder antwort\b|\bà la fin de (?:toute|chaque) réponse\b"
        r"|\balla fine di ogni risposta\b|\bal final de cada respuesta\b"),
+    # a document telling whoever summarises it to put an identifier, link or marker into
+    # the output (step 6 in docs/screening.md): the verb, an identifier-like object (a
+    # snake_case name, a link, a ref like XK-19, a marker) and "in your summary/answer"
+    _r("ind.output_directive", "exfiltration", 0.5,
+       "include|add|append|insert|put|copy|paste|repeat|mention|quote|echo|print|output|"
+       "write|füge|fuge|nimm|schreib|setz|kopier|wiederhol|erwähn|erwahn|ajout|inclu|insèr|"
+       "inser|mets|copi|répèt|repet|mention|incluy|añad|anad|agreg|pon|repit|menciona|"
+       "includi|aggiungi|inserisci|metti|ripeti|menziona",
+       r"\b(?:include|add|append|insert|put|copy|paste|repeat|mention|quote|echo|print"
+       r"|output|write|füge|fuge|nimm|schreib\w*|setze?|kopiere?|wiederhole|erwähne|erwahne"
+       r"|ajoute[zr]?|inclu(?:s|ez|re)|insère[zr]?|insere[zr]?|mets|mettez|copie[zr]?"
+       r"|répète[zr]?|repete[zr]?|mentionne[zr]?|incluye|incluya|añade|anade|agrega|inserta"
+       r"|pon|copia|repite|menciona|includi|aggiungi|inserisci|metti|ripeti|menziona)\b"
+       r"(?:[^.!?\n]|[.?](?=\S)){0,80}?(?:\b[a-z]+_[a-z_]+\b|https?://|\b[a-z]{1,4}-\d+\b|##"
+       r"|\b(?:marker|canary|link|url|lien|enlace|collegamento|marqueur|markierung)\b)"
+       r"(?:[^.!?\n]|[.?](?=\S)){0,80}?"
+       r"\b(?:(?:in|into|to|(?:at|to) the end of)\s+(?:your|their|its|the|every|each)\s+(?:summary"
+       r"|summaries|answer|answers|response|responses|reply|replies|output)"
+       r"|in (?:deine|ihre|die|jede) (?:zusammenfassung|antwort|ausgabe)"
+       r"|(?:à|a|dans) (?:ta|votre|ton|la|chaque) (?:réponse|reponse|résumé|resume|sortie)"
+       r"|en (?:tu|su|el|la|cada) (?:resumen|respuesta|salida)"
+       r"|(?:nel|nella|in) (?:tuo |tua |ogni )?(?:riassunto|risposta|output))\b"),
+    # steering a summary or verdict (step 7 in docs/screening.md): addressed to whoever
+    # summarises or screens, and told what to answer or to hide
+    _r("ai.if_you_process", "addressed_to_ai", 0.4,
+       "summari|process|reading|review|screen|evaluat|ranking|parsing|ia|ki|assistant|"
+       "intelligence|modèle|modelo|modello|asistente|assistente|sprachmodell|modell",
+       r"\bif you(?:'re| are)\s+(?:an?\s+)?(?:ai\s+|llm\s+|language model\s+|assistant\s+"
+       r"|bot\s+|model\s+)?(?:summari[sz]ing|processing|reading|reviewing|screening"
+       r"|evaluating|ranking|parsing)\b"
+       r"|\bsi tu es (?:une? )?(?:ia|assistant|intelligence artificielle|modèle)\b"
+       r"|\bsi eres (?:una? )?(?:ia|asistente|modelo|inteligencia artificial)\b"
+       r"|\bse sei (?:un'|una? )?(?:ia|assistente|intelligenza artificiale|modello)\b"
+       r"|\bwenn du (?:eine? )?(?:ki|assistent|sprachmodell|modell)\b"),
+    _r("ai.to_screeners", "addressed_to_ai", 0.4,
+       "note|hinweis|message|nachricht|automated|automatic|automatisch",
+       r"\b(?:note|message|hinweis|nachricht|instructions?)\s+(?:to|for|an|für)\s+(?:all\s+|any"
+       r"\s+|the\s+|alle\s+|die\s+)?(?:automated|automatic|automatische\w*|ai|ki)[\s-]+"
+       r"(?:screen\w*|system\w*|filter\w*|review\w*|recruit\w*|hiring|bewerbungs\w*|tools?"
+       r"|agents?|readers?)\b"),
+    _r("steer.answer_only", "instruction_override", 0.4,
+       "reply|respond|answer|output|antworte|réponds|reponds|responde|rispondi",
+       r"\b(?:reply|respond|answer|output)\s+only\s+with\b|\bantworte\s+nur\s+mit\b"
+       r"|\br[ée]ponds?\s+(?:uniquement|seulement)\s+(?:par|avec)\b"
+       r"|\bresponde\s+(?:solo|solamente|únicamente|unicamente)\s+con\b"
+       r"|\brispondi\s+solo\s+con\b"),
+    _r("steer.conceal", "exfiltration", 0.4,
+       "mention|erwähne|erwahne|mentionne|menciones|menzionare|tell|reveal",
+       r"\b(?:do not|don't|never)\s+(?:mention|reveal|tell (?:anyone|the user) about)\s+"
+       r"(?:this|these|any|the)\s+(?:note|instructions?|message|comment|gaps?|text|request)\b"
+       r"|\berwähne\s+(?:keine|diese|diesen|nicht)\b|\berwahne\s+(?:keine|diese|nicht)\b"
+       r"|\bne\s+mentionne\s+pas\b|\bno\s+menciones\b|\bnon\s+menzionare\b"),
+    _r("steer.verdict", "instruction_override", 0.4,
+       "recommend|rate|rank|state|say|claim|affirm|declare|bewerte|affirme|dichiara|"
+       "summary|must",
+       r"\b(?:recommend|rate|rank)\s+(?:this|the|her|him|them|it)\b[^.\n]{0,40}"
+       r"\b(?:for hiring|hire|as (?:excellent|exceptional|outstanding|the best|top)|5 stars"
+       r"|five stars|highest)\b"
+       r"|\b(?:state|say|claim|affirm|declare|tell the user)\s+that\s+(?:every|all|each|there"
+       r"|the company|this (?:site|product|candidate|company))\b"
+       r"|\byour (?:summary|answer|response|reply|review)\s+must\s+(?:say|state|claim|conclude"
+       r"|report)\b"
+       r"|\bbewerte\s+(?:diesen|diese|dieses|ihn|sie)\b[^.\n]{0,40}\bals\b"
+       r"|\baffirme\s+que\b|\bdichiara\s+che\b|\bafirma\s+que\b"),
     _r("ai.addressed_agents", "addressed_to_ai", 0.4, "ai|agent|assistant|llm|model",
        r"\b(?:ai|assistant|llm|agent|model)s? (?:integrating|using|installing|running|handling"
        r"|reviewing) this\b"),

@@ -24,6 +24,11 @@ _DECODED: dict[str, tuple[str, ...]] = {
     "squeezed": _ENC, "caesar": _ENC, "decimal": _ENC, "binary": _ENC, "base32": _ENC}
 
 
+#: views whose content is also in the text view by construction (hidden markup): a rule
+#: matching there counts the view's signal even though it matched the text too
+_INSIDE_TEXT = frozenset({"hidden"})
+
+
 @dataclass(frozen=True)
 class Span:
     """Where a detector matched: offsets into the named view (``text`` is the normalised
@@ -86,7 +91,7 @@ def _screen_chunk(text: str, weights: dict[str, float], labels: dict[str, None],
                 continue
             if view == "text":
                 seen_in_text.add(rule.name)
-            elif rule.name in seen_in_text:
+            elif rule.name in seen_in_text and view not in _INSIDE_TEXT:
                 continue
             weights[rule.name] = max(weights.get(rule.name, 0.0), rule.weight)
             labels[rule.label] = None

@@ -25,16 +25,22 @@ from closedpaw.api.schemas import (
     VaultUnlock,
 )
 from closedpaw.audit import AuditEvent
+from closedpaw.errors import RateLimited
 from closedpaw.gate import Gate
 from closedpaw.gate.executors.secret import deliver
+from closedpaw.security import RateLimiter, Summaries
 from closedpaw.vault.vault import NAME_PATTERN
 
-__all__ = ["DELIVERY_PATH", "router"]
+__all__ = ["DELIVERY_PATH", "UNLOCK_ATTEMPTS_PER_MINUTE", "router"]
 
 router = APIRouter(tags=["secrets"])
 
 #: the route whose answer carries a value (matched by the response redaction)
 DELIVERY_PATH = r"^/api/actions/[^/]+/secret$"
+
+#: unlock attempts (right or wrong) per principal per minute, burst the same: a passphrase
+#: cannot be guessed through the API faster than this (each attempt also costs an Argon2id)
+UNLOCK_ATTEMPTS_PER_MINUTE = 5
 
 SecretName = Annotated[str, PathParam(pattern=NAME_PATTERN)]
 
@@ -88,8 +94,16 @@ def vault_status(gate: GateDep, p: Auth) -> dict[str, Any]:
 
 @router.post("/api/vault/unlock", response_model=VaultStatus)
 async def unlock(body: VaultUnlock, request: Request, gate: GateDep, p: Auth) -> dict[str, Any]:
-    """Unlock a passphrase vault (admin); a wrong passphrase is 403 and audited."""
+    """Unlock a passphrase vault (admin); a wrong passphrase is 403 and audited; more than
+    UNLOCK_ATTEMPTS_PER_MINUTE attempts a minute by one principal are 429 (counted in the
+    rate-limit summary, never tried). The passphrase is never logged or audited."""
     admin_only(request, p, "unlocking the vault")
+    limiter: RateLimiter = request.app.state.unlock_limiter
+    wait = limiter.hit(f"unlock:{p.name}")
+    if wait:
+        limited: Summaries = request.app.state.rate_limited
+        limited.add(p.name, "/api/vault/unlock")
+        raise RateLimited(wait)
     try:
         await run_in_threadpool(gate.vault.unlock, body.passphrase)
     except Exception as e:
