@@ -52,6 +52,9 @@ class AuditEvent(StrEnum):
     CONVERSATION_CREATED = "conversation.created"
     ASSISTANT_TURN = "assistant.turn"           # which provider and model saw the data
     ASSISTANT_TOOL_CALL = "assistant.tool_call"  # a model's call, submitted as a gate action
+    # the web UI (issue 10)
+    WEB_LOGIN = "web.login"     # a session began (by token or one-time link)
+    WEB_LOGOUT = "web.logout"   # a session was revoked by its user
 
 
 def canonical_json(value: Any) -> str:
