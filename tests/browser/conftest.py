@@ -103,7 +103,11 @@ def running(tmp_path: Path, **over: Any) -> Iterator[Rig]:
         assert server.started
         yield Rig(f"http://127.0.0.1:{port}", s.token_file.read_text().strip(), model, gate,
                   s, app)
+    except BaseException:
+        _shoot_and_close(os.environ.get("PYTEST_CURRENT_TEST", "test").split(" ")[0])
+        raise
     finally:
+        _shoot_and_close(None)   # browsers leave before the server stops (no open streams)
         server.should_exit = True
         t.join(timeout=30)
         sock.close()
@@ -142,31 +146,42 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 _FAILED = pytest.StashKey[bool]()
 
 
-@pytest.fixture
-def new_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
-    """new_page(width=1280, height=720): a page in a fresh context (its own cookies), with
-    the CSP-violation watcher; screenshots of every page on failure; all closed after."""
-    contexts: list[Any] = []
+#: the browser contexts of the running test (new_page adds, _shoot_and_close empties)
+_OPEN: list[Any] = []
 
-    def make(width: int = 1280, height: int = 720, **kw: Any) -> Any:
-        ctx = browser.new_context(viewport={"width": width, "height": height}, **kw)
-        ctx.add_init_script(WATCH)
-        contexts.append(ctx)
-        return ctx.new_page()
 
-    yield make
-    if request.node.stash.get(_FAILED, False):
+def _shoot_and_close(test: str | None) -> None:
+    """With a test name (it failed): a screenshot of every open page first. Then close."""
+    if test is not None:
         SHOTS.mkdir(parents=True, exist_ok=True)
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", test.rsplit("::", 1)[-1])
         n = 0
-        for ctx in contexts:
+        for ctx in _OPEN:
             for pg in ctx.pages:
                 with contextlib.suppress(Exception):
                     pg.screenshot(path=str(SHOTS / f"{name}-{n}.png"), full_page=True)
                     n += 1
-    for ctx in contexts:
+    for ctx in _OPEN:
         with contextlib.suppress(Exception):
             ctx.close()
+    _OPEN.clear()
+
+
+@pytest.fixture
+def new_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """new_page(width=1280, height=720): a page in a fresh context (its own cookies), with
+    the CSP-violation watcher. A failure inside running() screenshots every open page
+    before the server stops; running() closes them all when it ends (so no event stream is
+    open at shutdown); whatever is left is shot (on failure) and closed here."""
+    def make(width: int = 1280, height: int = 720, **kw: Any) -> Any:
+        ctx = browser.new_context(viewport={"width": width, "height": height}, **kw)
+        ctx.add_init_script(WATCH)
+        _OPEN.append(ctx)
+        return ctx.new_page()
+
+    yield make
+    # pages still open here (a test that failed outside running()): shots, then close
+    _shoot_and_close(request.node.name if request.node.stash.get(_FAILED, False) else None)
 
 
 def login(page: Any, rig: Rig, token: str | None = None) -> None:

@@ -286,7 +286,7 @@ document.getElementById("f").submit();
             ev.on("response", lambda r: responses.append(r) if r.url.startswith(rig.url)
                   else None)
             ev.goto(evil + "/")
-            ev.wait_for_function("window.results && window.results.length === 2")
+            ev.wait_for_function("() => window.results && window.results.length === 2")
             ev.wait_for_timeout(1000)
             posts = [r for r in responses if r.request.method == "POST"]
             assert posts, "the browser sent nothing: the attack did not run"

@@ -14,6 +14,7 @@ function setStatus(card, st) {
   card.li.dataset.status = st;
   card.state.textContent = st;
   if (st !== 'pending') {
+    card.left.textContent = st === 'expired' ? 'expired' : `decided: ${st}`;
     card.li.classList.add('decided');
     for (const b of card.li.querySelectorAll('button, input')) b.disabled = true;
   }
@@ -38,7 +39,7 @@ function add(a) {
   if (cards.has(a.action_id)) return;
   const left = el('span', { class: 'left' });
   const state = el('span', { class: 'state' }, a.status);
-  const li = el('li', { class: `action card level-${a.security_level}`, 'data-id': a.action_id,
+  const li = el('li', { class: `action card risk-${a.security_level}`, 'data-id': a.action_id,
                         'data-status': a.status },
     el('h2', {}, levelBadge(a.security_level), ' ', el('span', { class: 'type' }, a.action_type),
        ' ', el('code', { class: 'id' }, a.action_id)),

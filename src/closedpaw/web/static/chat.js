@@ -51,7 +51,7 @@ function toolCard(ev) {
   let card = tools.get(key);
   if (card) return card;
   const state = el('span', { class: 'state' }, ev.status || '');
-  const box = el('div', { class: `tool card level-${ev.level || 'unknown'}`, 'data-id': key },
+  const box = el('div', { class: `tool card risk-${ev.level || 'unknown'}`, 'data-id': key },
     el('h3', {}, 'Tool call ', el('code', {}, ev.name), ' ', levelBadge(ev.level), ' ', state),
     el('p', { class: 'reason-text' }, 'Why: ', el('span', {}, ev.reason || '')),
     el('details', {}, el('summary', {}, 'arguments'),
