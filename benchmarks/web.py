@@ -17,6 +17,7 @@
 Writes JSON to benchmarks/results/web.json.
 """
 
+# ruff: noqa: E402 (the imports follow the sys.path set-up below)
 from __future__ import annotations
 
 import argparse
