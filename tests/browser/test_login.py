@@ -278,20 +278,37 @@ fetch("{target}", {{method: "POST", mode: "no-cors", credentials: "include",
   .then(r => results.push("fetch:" + r.type)).catch(e => results.push("fetch-error"));
 fetch("{rig.url}/logout", {{method: "POST", mode: "no-cors", credentials: "include"}})
   .then(r => results.push("logout:" + r.type)).catch(e => results.push("logout-error"));
+fetch("{rig.url}/api/status", {{mode: "no-cors", credentials: "include"}})
+  .then(r => results.push("status:" + r.type)).catch(e => results.push("status-error"));
+const img = new Image();
+img.onerror = () => results.push("img-error");
+img.src = "{rig.url}/api/actions/some-id/secret";
 document.getElementById("f").submit();
 </script></body></html>"""
         with _evil_site(attack) as evil:
             ev = page.context.new_page()
-            responses: list[Any] = []
-            ev.on("response", lambda r: responses.append(r) if r.url.startswith(rig.url)
-                  else None)
+            sent: list[Any] = []
+            ev.on("request", lambda r: sent.append(r) if r.url.startswith(rig.url)
+                  and not r.url.endswith("/csp-report") else None)   # (the 403 in the frame)
             ev.goto(evil + "/")
-            ev.wait_for_function("() => window.results && window.results.length === 2")
+            ev.wait_for_function("() => window.results && window.results.length === 4")
             ev.wait_for_timeout(1000)
-            posts = [r for r in responses if r.request.method == "POST"]
-            assert posts, "the browser sent nothing: the attack did not run"
-            for r in posts:
-                assert r.status == 403, (r.url, r.status)
+            # every request went out with the cookie (same site) and was refused: 403, or
+            # an answer so marked (CORP same-origin) that the browser would not hand it over
+            assert sorted((r.method, r.url.split(rig.url)[1]) for r in sent) == [
+                ("GET", "/api/actions/some-id/secret"), ("GET", "/api/status"),
+                ("POST", "/api/actions"), ("POST", "/api/actions"), ("POST", "/logout")]
+            for r in sent:
+                got = r.response()   # 403, not 401: the cookie went, and did not suffice
+                assert got is None or got.status == 403, (r.url, got.status)
+            # the server's own count: the four API requests came with the session cookie and
+            # were refused as cross-origin (the forged logout is checked below)
+            counts = rig.app.state.auth_failures.take()[0]["127.0.0.1"]
+            assert counts.get("web request from another origin or for a secret") == 4, counts
+            # and the answers, marked Cross-Origin-Resource-Policy: same-origin, never
+            # reached the other origin's page
+            assert ev.evaluate("window.results.sort()") == [
+                "fetch-error", "img-error", "logout-error", "status-error"]
         assert rig.gate.list_actions(limit=10) == []
         with _as_cookie(rig.url, sid) as cli:   # the session survived the forged logout
             assert cli.get("/api/status").status_code == 200
@@ -308,6 +325,11 @@ document.getElementById("f").submit();
             # the session cookie does not open other state-changing paths without the token
             for path in ("/mcp", "/api/conversations", "/api/vault/unlock"):
                 assert cli.post(path, json={}).status_code == 403, path
+            # a secret's one-time delivery is never for a browser session, token or not
+            assert cli.get("/api/actions/x/secret", headers={"X-CSRF-Token": csrf}
+                           ).status_code == 403
+            assert cli.get("/api/status", headers={"Sec-Fetch-Site": "same-site"}
+                           ).status_code == 403
             assert cli.put("/api/secrets/x", json={"value": "v"}).status_code == 403
             assert rig.gate.list_actions(limit=10) == []
             # positive control: the page's own request (token, own origin) goes through

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from typing import Any
 
@@ -32,7 +33,14 @@ from closedpaw.security import (
     token_looks_valid,
 )
 from closedpaw.settings import Settings
-from closedpaw.web import COOKIE, CSRF_HEADER, WEB_PUBLIC_PATHS, WEB_PUBLIC_PREFIXES, Sessions
+from closedpaw.web import (
+    COOKIE,
+    CSRF_HEADER,
+    SECURITY_HEADERS,
+    WEB_PUBLIC_PATHS,
+    WEB_PUBLIC_PREFIXES,
+    Sessions,
+)
 
 __all__ = ["PUBLIC_PATHS", "PUBLIC_PREFIXES", "AuthGuard", "guarded_protocol"]
 
@@ -41,7 +49,9 @@ __all__ = ["PUBLIC_PATHS", "PUBLIC_PREFIXES", "AuthGuard", "guarded_protocol"]
 #: report sink and the static files
 PUBLIC_PATHS = frozenset({"/api/health", *WEB_PUBLIC_PATHS})
 PUBLIC_PREFIXES = WEB_PUBLIC_PREFIXES
+_SECURITY = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_DELIVERY = re.compile(r"^/api/actions/[^/]+/secret/?$")
 
 
 def _cookies(headers: dict[bytes, bytes], name: str) -> list[str]:
@@ -80,8 +90,7 @@ async def _answer(send: Any, status: int, code: str, message: str,
     body = json.dumps(error_body(code, message, **extra)).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
-        *(headers or [])]})
+        (b"cache-control", b"no-store"), *_SECURITY, *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -166,9 +175,17 @@ class AuthGuard:
             await _answer(send, 401, "unauthorized", "the web session is unknown, expired or "
                           "logged out: log in again", [(b"connection", b"close")])
             return
+        if _cross_origin(scope, headers) or _DELIVERY.match(scope["path"]):
+            # another origin (another port on 127.0.0.1 is the same *site*: SameSite lets the
+            # cookie go) reads nothing and triggers nothing, GET included; and a secret's
+            # one-time delivery is for bearer clients only, never a browser session
+            summaries.add(client, "web request from another origin or for a secret")
+            await _answer(send, 403, "csrf_failed", "the web session is accepted only from "
+                          "the UI's own origin, and never for a secret's delivery")
+            return
         if scope["method"] not in _SAFE_METHODS:
             sent = headers.get(CSRF_HEADER.encode(), b"").decode("latin-1")
-            if _cross_origin(scope, headers) or not session.csrf_ok(sent):
+            if not session.csrf_ok(sent):
                 summaries.add(client, "web request without the CSRF token or cross-origin")
                 await _answer(send, 403, "csrf_failed", "a state-changing request from the web "
                               "UI must come from its own origin with the X-CSRF-Token header")

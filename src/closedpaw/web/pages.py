@@ -65,7 +65,8 @@ SECURITY_HEADERS = {
 }
 
 #: answered without a bearer token: each checks the session cookie itself where it needs one
-PUBLIC_PATHS = frozenset({"/", "/login", "/logout", "/csp-report", *(f"/{p}" for p in PAGES)})
+PUBLIC_PATHS = frozenset({"/", "/login", "/logout", "/csp-report", "/favicon.ico",
+                          *(f"/{p}" for p in PAGES)})
 PUBLIC_PREFIXES = ("/static/",)
 
 _FORM_MAX = 4096
@@ -275,6 +276,12 @@ for _p in PAGES:
 @router.get("/")
 async def root() -> Response:
     return RedirectResponse("/chat", status_code=303)
+
+
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    """No icon (browsers ask for one on every page; an empty answer, not a 401)."""
+    return Response(status_code=204)
 
 
 @router.post("/csp-report")
