@@ -266,6 +266,10 @@ def test_sandboxes_and_providers_pages_and_a_phone_width(tmp_path: Path,
         page.wait_for_selector("#app[data-ready='1']")
         text = page.inner_text("#app")
         assert "runsc" in text and "Isolation in force" in text
+        policies = page.locator("table", has_text="Execution policies")
+        assert policies.locator("td", has_text="python").count() >= 1
+        assert page.locator("table", has_text="Images").count() == 1
+        assert page.locator("table", has_text="Live sandboxes of this server").count() == 1
         page.click("nav >> text=Providers")
         page.wait_for_selector("#app[data-ready='1']")
         row = page.locator("tr[data-name='scripted']")

@@ -13,8 +13,24 @@ function dl(obj) {
   return d;
 }
 
+function cell(v) {
+  return v !== null && typeof v === 'object' ? JSON.stringify(v) : String(v ?? '');
+}
+
+function table(caption, rows, cols) {
+  const body = rows.length
+    ? rows.map((r) => el('tr', {}, cols.map((c) => el('td', {}, cell(r[c])))))
+    : [el('tr', {}, el('td', { colspan: cols.length }, 'none'))];
+  return el('div', { class: 'table-wrap' }, el('table', {},
+    el('caption', {}, caption),
+    el('thead', {}, el('tr', {}, cols.map((c) => el('th', { scope: 'col' }, c)))),
+    el('tbody', {}, body)));
+}
+
 async function show() {
   const s = await api('/api/status');
+  let more = null;
+  try { more = await api('/api/sandboxes'); } catch (e) { more = { error: `${e.code}: ${e.message}` }; }
   const sb = s.sandbox || {};
   const installed = el('table', { class: 'runtimes' },
     el('caption', {}, 'Runtimes installed'),
@@ -29,6 +45,14 @@ async function show() {
     el('section', { class: 'card' }, el('h2', {}, 'Isolation in force'), dl(inForce)),
     el('section', { class: 'card' }, installed),
     el('section', { class: 'card' }, el('h2', {}, 'Execution queue'), dl(s.queue)),
+    more.error ? el('p', { class: 'error' }, more.error) : el('section', { class: 'card' },
+      table('Live sandboxes of this server', more.live, ['id', 'status', 'runtime', 'created_at']),
+      table('Warm pools', more.pools, ['policy', 'ready', 'size', 'created', 'acquired_warm',
+                                       'acquired_cold', 'expired', 'refill_failures']),
+      table('Images', more.images, ['name', 'digest', 'created', 'size']),
+      table('Execution policies', more.policies.map((x) => ({ ...x, policy: x.name })),
+            ['policy', 'language', 'image', 'memory_mb', 'cpus', 'pids', 'timeout_s', 'network',
+             'readonly_root', 'secrets'])),
     el('section', { class: 'card' }, el('h2', {}, 'Actions'),
        dl({ pending: s.pending, ...s.actions, 'audit entries': s.audit_entries,
             database: s.database, 'approval TTL (s)': s.approval_ttl_s })));
