@@ -28,7 +28,7 @@ def test_each_module_parses(path: Path) -> None:
     if node is None:
         pytest.fail("node is missing: 'apt-get install nodejs' (make test does this)",
                     pytrace=False)
-    r = subprocess.run([node, "--input-type=module", "--check"], stdin=path.open("rb"),
+    r = subprocess.run([node, "--input-type=module", "--check"], input=path.read_bytes(),
                        capture_output=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr.decode()
 
