@@ -117,8 +117,10 @@ def running(tmp_path: Path, **over: Any) -> Iterator[Rig]:
         assert not t.is_alive(), "the server did not stop"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One chromium per test module (module, not session: while Playwright's sync API runs
+    it holds an event loop in this thread, and later tests call asyncio.run)."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: 'apt-get install chromium' (make test does this)",
                     pytrace=False)

@@ -22,7 +22,7 @@ import httpx
 import closedpaw
 from tests.browser.conftest import login, running
 from tests.conftest import TEST_CGROUP, TEST_STATE, require_runtime
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, wait_for
 from tests.provider_servers import ProviderServer
 
 NAV = ["Chat", "Approvals", "Audit", "Sandboxes", "Providers"]
@@ -113,6 +113,15 @@ def _serve(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], list[st
         while not link and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert link, "closedpaw serve printed no login link:\n" + "".join(lines)
+        base = link[0].split("/login")[0]
+
+        def up() -> bool:   # the link is printed as start-up ends, just before it listens
+            try:
+                return httpx.get(base + "/api/health", trust_env=False).status_code == 200
+            except httpx.HTTPError:
+                assert proc.poll() is None, "".join(lines)
+                return False
+        wait_for(up, "closedpaw serve to listen")
         yield link[0], proc, lines
     finally:
         proc.terminate()
