@@ -79,6 +79,7 @@ function onEvent(name, ev) {
     card.box.dataset.status = 'pending';
     card.box.append(paramsView(ev.canonical_parameters), hashView(ev.params_sha256),
                     decisionControls(ev, (rec) => { card.state.textContent = rec.status; }));
+    loadList();   // the conversation now awaits approval
   } else if (name === 'tool_result') {
     if (ev.action_id === awaiting) awaiting = null;
     const card = tools.get(ev.action_id) || toolCard(ev);
