@@ -4,8 +4,9 @@
 deps:
 	@./scripts/install-deps.sh
 
-# The gate's HTTP API on http://127.0.0.1:8765 with the embedded defaults (SQLite and the audit
-# log in /var/lib/closedpaw); it prints the URL and where the admin token is. Ctrl-C stops it.
+# The gate's HTTP API and the web UI on http://127.0.0.1:8765 with the embedded defaults (SQLite
+# and the audit log in /var/lib/closedpaw); it prints the URL, where the admin token is and a
+# one-time login link for the browser. Ctrl-C stops it.
 run: deps
 	.venv/bin/closedpaw serve
 
@@ -27,6 +28,7 @@ bench: deps
 	.venv/bin/python benchmarks/assistant.py
 	.venv/bin/python benchmarks/mcp.py
 	.venv/bin/python benchmarks/channels.py
+	.venv/bin/python benchmarks/web.py
 
 lint: deps
 	.venv/bin/ruff check src tests benchmarks

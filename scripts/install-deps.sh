@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what ClosedPaw needs on Debian 12: the OCI runtimes (runsc, runc), python3-venv,
-# node (used by the demo and tests), postgresql (the test suite starts a throwaway cluster; the
+# node (used by the demo and tests), chromium (the web UI's browser tests), postgresql (the test suite starts a throwaway cluster; the
 # system service is not used), debootstrap and skopeo (images), then the project's venv at
 # .venv. Idempotent and quick when everything is already there. Needs root (apt, and sandboxes
 # need root to run).
@@ -24,6 +24,9 @@ command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 # Images: debootstrap builds the python/node/shell/multi images; skopeo fetches registry images.
 [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+# The web UI's browser tests: Playwright (pip, dev extra) drives Debian's chromium; Playwright's
+# own browser download is never used.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing with apt: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

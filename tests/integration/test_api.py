@@ -164,8 +164,10 @@ def _api_routes(routes: list[Any]) -> list[APIRoute]:
 
 def _routes(live: Live) -> list[tuple[str, str]]:
     out = []
+    from closedpaw.api.guard import PUBLIC_PATHS
+
     for r in _api_routes(live.app.routes):
-        if r.path != "/api/health":
+        if r.path not in PUBLIC_PATHS:   # the health probe; the web UI's login and pages
             path = r.path.replace("{action_id}", str(uuid.uuid4()))
             out += [(m, path) for m in sorted(r.methods)]
     return out
@@ -188,6 +190,10 @@ def test_every_route_refuses_missing_and_wrong_tokens(live: Live) -> None:
                 assert_error(r, 401, "unauthorized")
                 assert r.headers["www-authenticate"] == "Bearer"
         assert c.get("/api/health").json() == {"status": "ok"}
+        # the web UI's pages answer without a token, but only with the way to the login page
+        for page in ("/", "/chat", "/approvals", "/audit", "/sandboxes", "/providers"):
+            r = c.get(page, follow_redirects=False)
+            assert r.status_code == 303 and r.headers["location"] in ("/login", "/chat"), page
     # counted, not one fsync'd entry each: one summary per period, per source
     assert not [e for e in orch_of(live).audit.entries() if e.event.startswith("auth.failed")]
     write_summaries(live.app.state, 60.0)

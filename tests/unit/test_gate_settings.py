@@ -95,6 +95,7 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
         "CLOSEDPAW_KEEP_ALIVE_S": "4", "CLOSEDPAW_MAX_STREAMS_PER_PRINCIPAL": "2",
         "CLOSEDPAW_STREAM_RECHECK_S": "1", "CLOSEDPAW_SUMMARY_PERIOD_S": "7",
         "CLOSEDPAW_AUDIT_SEGMENT_BYTES": "8192"})
+    env.update({"CLOSEDPAW_WEB_SESSION_IDLE_S": "60", "CLOSEDPAW_WEB_LINK_TTL_S": "30"})
     env.update({  # issue 14
         "CLOSEDPAW_DEFAULT_PROVIDER": "local", "CLOSEDPAW_OLLAMA_URL": "http://127.0.0.1:1",
         "CLOSEDPAW_LOCAL_MODEL_PATH": "/m.gguf", "CLOSEDPAW_PROVIDERS_FILE": "/prov.yaml",

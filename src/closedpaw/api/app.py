@@ -16,6 +16,7 @@ There is no CORS middleware: browsers on other origins get nothing.
 
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -28,6 +29,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from closedpaw import web
 from closedpaw.api.errors import install_error_handlers
 from closedpaw.api.guard import AuthGuard, flush_summaries, write_summaries
 from closedpaw.api.routes import ROUTERS
@@ -156,18 +158,29 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
     app.state.rate_limited = Summaries(max_sources=200)
     app.state.stream_counts = {}
     app.state.known_tokens = set()   # hashes of tokens that authenticated (see guard.py)
+    # the web UI (closedpaw.web): browser sessions and the CSP reports browsers send
+    app.state.sessions = web.Sessions(settings.api.web_session_idle_s,
+                                      settings.api.web_link_ttl_s)
+    app.state.csp_reports = collections.deque(maxlen=100)
     install_error_handlers(app)
     app.add_middleware(_RedactResponses)
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        # static files revalidate (ETag); everything else is never stored
+        response.headers.setdefault("Cache-Control", "no-cache" if request.url.path
+                                    .startswith("/static/") else "no-store")
+        for k, v in web.SECURITY_HEADERS.items():
+            response.headers[k] = v
         return response
 
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(web.router)
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     # MCP over streamable HTTP, behind the same bearer tokens (closedpaw.mcp.http)
     from starlette.routing import Route
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import time
 from typing import Any
@@ -24,12 +25,63 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 
 from closedpaw.api.errors import error_body
-from closedpaw.security import RateLimiter, Summaries, hash_token, rate_key, token_looks_valid
+from closedpaw.security import (
+    Principal,
+    RateLimiter,
+    Summaries,
+    hash_token,
+    rate_key,
+    token_looks_valid,
+)
 from closedpaw.settings import Settings
+from closedpaw.web import (
+    COOKIE,
+    CSRF_HEADER,
+    SECURITY_HEADERS,
+    WEB_PUBLIC_PATHS,
+    WEB_PUBLIC_PREFIXES,
+    Sessions,
+)
 
-__all__ = ["PUBLIC_PATHS", "AuthGuard", "guarded_protocol"]
+__all__ = ["PUBLIC_PATHS", "PUBLIC_PREFIXES", "AuthGuard", "guarded_protocol"]
 
-PUBLIC_PATHS = frozenset({"/api/health"})
+#: no bearer token needed: the health probe, and the web UI's login page, pages (they check
+#: the session cookie themselves and send the browser to the login page), logout, the CSP
+#: report sink and the static files
+PUBLIC_PATHS = frozenset({"/api/health", *WEB_PUBLIC_PATHS})
+PUBLIC_PREFIXES = WEB_PUBLIC_PREFIXES
+_SECURITY = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_DELIVERY = re.compile(r"^/api/actions/[^/]+/secret/?$")
+
+
+def _cookies(headers: dict[bytes, bytes], name: str) -> list[str]:
+    """Every value of cookie ``name`` the request carries (a cookie planted on a narrower
+    path is sent beside the real one)."""
+    out = []
+    for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
+        k, _, v = part.strip().partition("=")
+        if k == name and v:
+            out.append(v.strip('"'))
+    return out
+
+
+def _cross_origin(scope: Any, headers: dict[bytes, bytes]) -> bool:
+    """Did the browser say this request comes from another origin? ``Sec-Fetch-Site`` (set
+    by the browser, never by a page) decides when sent; an ``Origin`` must be ours, and
+    ``Origin: null`` (what Referrer-Policy: no-referrer makes of our own posts, and also
+    what a sandboxed frame elsewhere sends) passes only with ``Sec-Fetch-Site: same-origin``.
+    """
+    site = headers.get(b"sec-fetch-site")
+    if site is not None and site not in (b"same-origin", b"none"):
+        return True
+    origin = headers.get(b"origin")
+    if origin is None:
+        return False   # no claim either way: the CSRF token decides
+    if origin == b"null":
+        return site != b"same-origin"
+    own = f"{scope.get('scheme', 'http')}://".encode() + headers.get(b"host", b"")
+    return origin != own
 
 
 async def _answer(send: Any, status: int, code: str, message: str,
@@ -39,8 +91,7 @@ async def _answer(send: Any, status: int, code: str, message: str,
     body = json.dumps(error_body(code, message, **extra)).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
-        *(headers or [])]})
+        (b"cache-control", b"no-store"), *_SECURITY, *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -51,13 +102,18 @@ class AuthGuard:
         self.state = state   # the app's state: gate, limiters, summaries
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS \
+                or scope["path"].startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         st = self.state
         headers = dict(scope.get("headers") or [])
         client = (scope.get("client") or ("unknown", 0))[0]
         raw = headers.get(b"authorization", b"").decode("latin-1")
+        sids = [] if raw else _cookies(headers, COOKIE)
+        if sids:
+            await self._session(scope, receive, send, headers, client, sids)
+            return
         scheme, _, token = raw.partition(" ")
         token = token.strip()
         fails: RateLimiter = st.fail_limiter
@@ -91,6 +147,59 @@ class AuthGuard:
             await _answer(send, 401, "unauthorized", f"{reason}: send 'Authorization: Bearer "
                           "<token>'", [(b"www-authenticate", b"Bearer"), (b"connection", b"close")])
             return
+        await self._admit(scope, receive, send, headers, principal, hash_token(token))
+
+    async def _session(self, scope: Any, receive: Any, send: Any, headers: dict[bytes, bytes],
+                       client: str, sids: list[str]) -> None:
+        """A browser's request, authenticated by its session cookie: the session must be
+        live, its token not revoked, and a state-changing request must come from this origin
+        and carry the session's CSRF token in ``X-CSRF-Token`` (a form post from another
+        site has no way to add that header). Several session cookies naming more than one
+        live session (one planted on a narrower path) are refused: whose would it be?"""
+        st = self.state
+        fails: RateLimiter = st.fail_limiter
+        summaries: Summaries = st.auth_failures
+        if fails.exhausted(f"ip:{client}"):
+            summaries.add(client, "rate_limited")
+            await _answer(send, 429, "rate_limited", "too many failed authentications; retry "
+                          "later", [(b"retry-after", b"60"), (b"connection", b"close")])
+            return
+        sessions: Sessions = st.sessions
+        live = {s.key: s for s in (sessions.get(sid) for sid in sids[:8]) if s is not None}
+        session = next(iter(live.values())) if len(live) == 1 else None
+        row = None
+        if session is not None:
+            row = await run_in_threadpool(st.gate.store.principal_by_hash, session.token_hash)
+        if session is None or row is None:
+            summaries.add(client, "web session unknown, expired or revoked")
+            fails.hit(f"ip:{client}")
+            await _answer(send, 401, "unauthorized", "the web session is unknown, expired or "
+                          "logged out: log in again", [(b"connection", b"close")])
+            return
+        if _cross_origin(scope, headers) or _DELIVERY.match(scope["path"]):
+            # another origin (another port on 127.0.0.1 is the same *site*: SameSite lets the
+            # cookie go) reads nothing and triggers nothing, GET included; and a secret's
+            # one-time delivery is for bearer clients only, never a browser session
+            summaries.add(client, "web request from another origin or for a secret")
+            await _answer(send, 403, "csrf_failed", "the web session is accepted only from "
+                          "the UI's own origin, and never for a secret's delivery")
+            return
+        if scope["method"] not in _SAFE_METHODS:
+            sent = headers.get(CSRF_HEADER.encode(), b"").decode("latin-1")
+            if not session.csrf_ok(sent):
+                summaries.add(client, "web request without the CSRF token or cross-origin")
+                await _answer(send, 403, "csrf_failed", "a state-changing request from the web "
+                              "UI must come from its own origin with the X-CSRF-Token header")
+                return
+        scope.setdefault("state", {})
+        scope["state"]["session_key"] = session.key
+        await self._admit(scope, receive, send, headers, Principal(row.name, row.role),
+                          session.token_hash)
+
+    async def _admit(self, scope: Any, receive: Any, send: Any, headers: dict[bytes, bytes],
+                     principal: Principal, token_hash: str) -> None:
+        """An authenticated request: the principal's rate limit, then the body limit."""
+        st = self.state
         limiter: RateLimiter = st.limiter
         wait = limiter.hit(rate_key(principal.name))   # one bucket per principal, never global
         if wait:
@@ -100,7 +209,7 @@ class AuthGuard:
             return
         scope.setdefault("state", {})
         scope["state"]["principal"] = principal
-        scope["state"]["token_hash"] = hash_token(token)
+        scope["state"]["token_hash"] = token_hash
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await _answer(send, 413, "too_large", f"request bodies are limited to {self.limit} "

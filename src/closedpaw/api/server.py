@@ -57,8 +57,15 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
         else:
             where = (f"no {settings.token_file}: the admin exists already; make a token with "
                      "'closedpaw token create --name NAME --role admin'")
+        from closedpaw.web import issue_login_link
+
+        link = issue_login_link(app, settings.api_base_url)
+        minutes = max(1, round(settings.api.web_link_ttl_s / 60))
+        web_line = (f"closedpaw: web UI on {settings.api_base_url}/ ; log in once with "
+                    f"{link} (one-time, {minutes} min), or with the token\n" if link else
+                    f"closedpaw: web UI on {settings.api_base_url}/ (log in with a token)\n")
         sys.stderr.write(f"closedpaw: API on {settings.api_base_url}\n"
-                         f"closedpaw: {where}\n")
+                         f"closedpaw: {where}\n{web_line}")
         sys.stderr.flush()
 
     from closedpaw.gate import Gate

@@ -65,6 +65,9 @@ class AuditEvent(StrEnum):
     PAIRING_REVOKED = "pairing.revoked"
     # screening (issue 9): source, labels and score of a flagged text, never the text
     SCREENING_FLAGGED = "screening.flagged"
+    # the web UI (issue 10)
+    WEB_LOGIN = "web.login"     # a session began (by token or one-time link)
+    WEB_LOGOUT = "web.logout"   # a session was revoked by its user
 
 
 def canonical_json(value: Any) -> str:

@@ -23,9 +23,10 @@ __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    s = sub.add_parser("serve", help="run the HTTP API (the gate) on loopback",
-                       description="Serve the authenticated HTTP API. On first start an admin "
-                       "token is written to DATA_DIR/api-token (mode 0600).")
+    s = sub.add_parser("serve", help="run the HTTP API (the gate) and the web UI on loopback",
+                       description="Serve the authenticated HTTP API, and the web UI at /. On "
+                       "first start an admin token is written to DATA_DIR/api-token (mode "
+                       "0600); each start prints a one-time login link for the browser.")
     s.add_argument("--host", help="address to bind (default 127.0.0.1; loopback only unless "
                    "--allow-remote)")
     s.add_argument("--port", type=int, help="port (default 8765)")

@@ -225,6 +225,12 @@ class ApiSettings:
     summary_period_s: float = setting(60.0, env="CLOSEDPAW_SUMMARY_PERIOD_S", kind=float,
                                       doc="auth failures and 429s are audited as one summary "
                                       "per source per this many seconds")
+    # issue 10: the web UI's sessions
+    web_session_idle_s: float = setting(1800.0, env="CLOSEDPAW_WEB_SESSION_IDLE_S", kind=float,
+                                        doc="a web session unused this many seconds ends")
+    web_link_ttl_s: float = setting(900.0, env="CLOSEDPAW_WEB_LINK_TTL_S", kind=float,
+                                    doc="seconds the one-time login link printed by "
+                                    "'closedpaw serve' stays valid")
 
     def __post_init__(self) -> None:
         if self.rate_limit_per_minute < 1:
@@ -236,7 +242,8 @@ class ApiSettings:
             raise ConfigError("max_body_bytes >= 1024, max_connections >= 8, "
                               "max_streams_per_principal >= 1")
         if min(self.header_timeout_s, self.body_idle_timeout_s, self.keep_alive_s,
-               self.stream_recheck_s, self.summary_period_s) <= 0:
+               self.stream_recheck_s, self.summary_period_s, self.web_session_idle_s,
+               self.web_link_ttl_s) <= 0:
             raise ConfigError("timeouts and periods must be more than 0 seconds")
 
 

@@ -67,7 +67,11 @@ async def events(request: Request, p: Auth) -> StreamingResponse:
         if not counts[p.name]:
             del counts[p.name]
 
+    session_key: str | None = request.scope["state"].get("session_key")
+
     def still_valid() -> bool:
+        if session_key is not None and not request.app.state.sessions.alive(session_key):
+            return False   # a browser's stream ends with its session (logout, idle)
         row = gate.store.principal_by_hash(token_hash)
         return row is not None and row.name == p.name
 

@@ -36,3 +36,32 @@ def status(request: Request, gate: GateDep, p: Auth) -> dict[str, Any]:
     out["approval_ttl_s"] = settings.gate.approval_ttl_s
     out["require_distinct_approver"] = settings.gate.require_distinct_approver
     return out
+
+
+@router.get("/api/sandboxes", tags=["status"])
+def sandboxes(request: Request, gate: GateDep, p: Auth) -> dict[str, Any]:
+    """This server's live sandboxes, its warm pools with their counters, the installed images
+    and the execution policies (admin; the web UI's Sandboxes page)."""
+    from dataclasses import asdict
+
+    from closedpaw.api.deps import admin_only
+    from closedpaw.errors import ClosedPawError
+    from closedpaw.sandbox.images import ImageStore
+
+    admin_only(request, p, "listing sandboxes")
+    mgr = gate.sandbox_manager()
+    live = [{"id": i.id, "status": str(i.status), "runtime": i.runtime,
+             "created_at": i.created_at} for i in mgr.list()]
+    pools = []
+    for name in gate.context.pools.policies():
+        pool = gate.context.pools.get(mgr, name)
+        if pool is not None:
+            pools.append({"policy": name, **asdict(pool.stats())})
+    try:
+        images = [{k: v for k, v in img.to_dict().items() if k != "rootfs"}
+                  for img in ImageStore(settings_of(request).images).list()]
+    except (ClosedPawError, OSError) as e:
+        images = [{"error": str(e)[:300]}]
+    policies = mgr.policies()
+    return {"live": live, "pools": pools, "images": images,
+            "policies": [policies.get(n).to_dict() for n in policies.names()]}
