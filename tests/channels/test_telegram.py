@@ -423,6 +423,32 @@ def test_a_message_to_someone_else_is_high_to_oneself_medium(tmp_path: Path) -> 
         assert rig.gate.get(st.id).status == "failed" and fake.texts(STRANGER) == []
 
 
+def test_the_assistant_messages_someone_else_only_after_an_approval(tmp_path: Path) -> None:
+    """The model's own ``send_message`` tool is the gate's ``channel_message``: to the
+    conversation's user it is medium and goes out; to another person it waits (high) with a
+    card in the chat, and nothing reaches them before the approval."""
+    with tg(tmp_path, [{"id": str(ANN)}, {"id": str(BOB)}]) as (rig, fake):
+        rig.model.script = [
+            Reply(calls=[("send_message", {"channel": "tg", "recipient": str(ANN),
+                                           "text": "a reminder for you"})]),
+            Reply(text="sent"),
+            Reply(calls=[("send_message", {"channel": "tg", "recipient": str(BOB),
+                                           "text": "hello Bob"})]),
+            Reply(text="waiting")]
+        fake.say(ANN, "remind me")
+        fake.wait(lambda: "a reminder for you" in fake.texts(ANN), "the message to Ann")
+        [own] = rig.gate.list_actions(limit=5)
+        assert own.action_type == "channel_message" and own.security_level == "medium"
+        fake.wait(lambda: "sent" in fake.texts(ANN), "the answer")
+        fake.say(ANN, "tell Bob hello")
+        fake.wait(lambda: len(rig.gate.list_actions(limit=5)) == 2, "the second call")
+        other = rig.gate.list_actions(limit=5)[0]
+        assert other.security_level == "high" and other.status == "pending", other
+        _card(fake, ANN)
+        time.sleep(0.3)
+        assert fake.texts(BOB) == []
+
+
 def test_a_loop_of_pair_requests_gets_a_few_answers_and_one_code(tmp_path: Path) -> None:
     with tg(tmp_path, [{"id": str(ANN)}]) as (rig, fake):
         for _ in range(12):

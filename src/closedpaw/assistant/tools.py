@@ -34,6 +34,9 @@ TOOLS: dict[str, _Tool] = {
     "http_request": _Tool("network_request", "Make an HTTP request (needs approval)."),
     "read_secret": _Tool("secret_read", "Read a named secret (needs approval)."),
     "run_skill": _Tool("skill_execution", "Run an installed skill."),
+    "send_message": _Tool("channel_message", "Send a chat message through a configured "
+                          "channel to a person's platform id (needs approval unless it is "
+                          "to the user of this conversation)."),
 }
 
 
