@@ -64,6 +64,10 @@ Every error the library raises on purpose derives from :class:`ClosedPawError`::
     ├── ClientError                         closedpaw.client could not get an answer
     │   ├── ApiUnreachable                  no HTTP answer (server down, wrong URL, timeout)
     │   └── ApiRefused                      the API answered with an error (its ``error_code``)
+    ├── ChannelError                        a chat channel (Telegram, Slack...) failed; the
+    │   │                                   platform's error mapped, with how-to-fix text
+    │   └── PairingRefused                  unknown, used or expired pairing code; too many
+    │                                       pending
     └── VaultError                          the secret vault refused or failed
         ├── VaultNotInitialized             no vault in this database: 'closedpaw vault init'
         ├── VaultLocked                     the vault is locked: unlock it first
@@ -98,6 +102,7 @@ __all__ = [
     "AuthError",
     "AuthenticationFailed",
     "BundleRejected",
+    "ChannelError",
     "ClientError",
     "ClosedPawError",
     "ConfigError",
@@ -113,6 +118,7 @@ __all__ = [
     "ModelNotFound",
     "NoExecutor",
     "NotConfigured",
+    "PairingRefused",
     "PathRefused",
     "PermissionDenied",
     "PolicyError",
@@ -621,3 +627,17 @@ class TurnStateError(AssistantError):
     """The conversation's state does not allow this (a turn is already running, ...)."""
 
     code = "turn_state"
+
+
+class ChannelError(ClosedPawError):
+    """A chat channel failed: the platform refused the token, is unreachable, or answered
+    with an error (mapped at the adapter, with how-to-fix text)."""
+
+    code = "channel_error"
+
+
+class PairingRefused(ChannelError):
+    """A pairing code is unknown, used, revoked or expired, or the channel already has the
+    most pending requests allowed."""
+
+    code = "pairing_refused"

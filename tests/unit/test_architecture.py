@@ -22,6 +22,7 @@ import pytest
 import closedpaw
 import closedpaw.api as api
 import closedpaw.audit as audit
+import closedpaw.channels as channels
 import closedpaw.client as client
 import closedpaw.errors as errors
 import closedpaw.gate as gate
@@ -66,6 +67,8 @@ LAYERS: dict[str, Row] = {
     # app factory (api.server), the one composition root
     "api": _r(L5, also={"web", "mcp"}),
     "web": _r(L5, also={"client"}),
+    # chat platforms: in-process with the assistant and the gate (L0-L4) inside 'closedpaw
+    # serve'; never api/web/mcp/cli (api starts them through channels.service)
     "channels": _r(L5, also={"client"}),
     "mcp": _r(L5, also={"client"}),
     "cli": _r(L5, also={"client"}, modules={"closedpaw.api.server", "closedpaw.mcp.server"}),
@@ -285,7 +288,7 @@ def test_checker_catches_a_cycle_hidden_in_a_function(tmp_path: Path) -> None:
 
 # -- the public surface and the error tree -------------------------------------------------
 @pytest.mark.parametrize("mod", [closedpaw, sandbox, errors, audit, gate, security, api,
-                                 client, vault, screening])
+                                 client, vault, screening, channels])
 def test_public_names_resolve(mod: object) -> None:
     names = mod.__all__  # type: ignore[attr-defined]
     assert names == sorted(names) or mod is closedpaw

@@ -101,6 +101,9 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
         "CLOSEDPAW_TURN_MAX_TOOL_CALLS": "2", "CLOSEDPAW_TURN_MAX_TOKENS": "99",
         "CLOSEDPAW_TURN_WALL_S": "7", "CLOSEDPAW_TOOL_RESULT_CHARS": "77",
         "CLOSEDPAW_CODE_POOL": "1"})
+    env.update({  # issue 12
+        "CLOSEDPAW_CHANNELS_FILE": "/ch.yaml", "CLOSEDPAW_CHANNEL_STRANGER_AUDIT_PER_MINUTE": "5",
+        "CLOSEDPAW_CHANNEL_MAX_FILE_CHARS": "9"})
     assert set(env) == {spec_of(f)[0] for _, f in all_settings()}
     s, d = Settings.from_env(env), Settings()
     for section, f in all_settings():

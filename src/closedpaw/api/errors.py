@@ -19,12 +19,14 @@ from closedpaw.errors import (
     AuditError,
     AuthenticationFailed,
     AuthError,
+    ChannelError,
     ClientError,
     ClosedPawError,
     ConfigError,
     ConversationNotFound,
     GateError,
     InvalidRequest,
+    PairingRefused,
     PermissionDenied,
     ProviderError,
     ProviderNotConfigured,
@@ -53,7 +55,7 @@ STATUS: list[tuple[type[ClosedPawError], int]] = [
     (SandboxError, 503), (GateError, 400), (ClientError, 502),
     # the vault (issue 9)
     (SecretNotFound, 404), (VaultLocked, 423), (VaultKeyInvalid, 403), (SecretTampered, 409),
-    (VaultError, 409),
+    (VaultError, 409), (PairingRefused, 409), (ChannelError, 502),
     (ConversationNotFound, 404), (TurnStateError, 409), (AssistantError, 400),
     (ProviderNotConfigured, 503), (ProviderRateLimited, 503), (ProviderError, 502),
 ]

@@ -52,6 +52,15 @@ class AuditEvent(StrEnum):
     CONVERSATION_CREATED = "conversation.created"
     ASSISTANT_TURN = "assistant.turn"           # which provider and model saw the data
     ASSISTANT_TOOL_CALL = "assistant.tool_call"  # a model's call, submitted as a gate action
+    # chat channels (issue 12): ids and screening signals, never message text
+    CHANNEL_STARTED = "channel.started"
+    CHANNEL_MESSAGE = "channel.message"          # an allowed user's message, screened
+    CHANNEL_STRANGER = "channel.stranger"        # dropped: not allowlisted nor paired
+    CHANNEL_STRANGER_SUMMARY = "channel.stranger.summary"   # the rest, counted per period
+    CHANNEL_BUTTON = "channel.button"            # an approval button press and its outcome
+    PAIRING_REQUESTED = "pairing.requested"
+    PAIRING_APPROVED = "pairing.approved"
+    PAIRING_REVOKED = "pairing.revoked"
 
 
 def canonical_json(value: Any) -> str:

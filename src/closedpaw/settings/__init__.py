@@ -1,8 +1,8 @@
 """Settings: the only reader of ``CLOSEDPAW_*`` environment variables.
 
 :class:`Settings` holds the two directories every layer shares and one section per concern
-(``sandbox``, ``pools``, ``gate``, ``api``, ``vault``, ``providers``; web and channels get theirs
-when they land: one frozen dataclass in ``sections.py`` and one field below). Every field
+(``sandbox``, ``pools``, ``gate``, ``api``, ``vault``, ``providers``, ``channels``; web gets
+its own when it lands: one frozen dataclass in ``sections.py`` and one field below). Every field
 declares its environment variable beside it (``CLOSEDPAW_`` + the field name in capitals).
 
 Precedence, highest first: an explicit argument to a call (``mgr.run(runtime=...)``) > a
@@ -24,6 +24,7 @@ from typing import Any
 
 from closedpaw.errors import ConfigError
 from closedpaw.settings._field import parse, setting, spec_of
+from closedpaw.settings.channels import AllowEntry, ChannelConfig, ChannelSettings
 from closedpaw.settings.sections import (
     RUNTIME_CHOICES,
     ApiSettings,
@@ -36,7 +37,8 @@ from closedpaw.settings.sections import (
     VaultSettings,
 )
 
-__all__ = ["RUNTIME_CHOICES", "SECRET_ENV_PREFIX", "ApiSettings", "GateSettings",
+__all__ = ["RUNTIME_CHOICES", "SECRET_ENV_PREFIX", "AllowEntry", "ApiSettings",
+           "ChannelConfig", "ChannelSettings", "GateSettings",
            "ImageSettings", "PoolSettings", "ProviderSettings", "SandboxSettings", "Settings",
            "SkillSettings", "VaultSettings", "all_settings"]
 
@@ -47,7 +49,7 @@ SECRET_ENV_PREFIX = "CLOSEDPAW_SECRET_"
 SECTIONS: dict[str, type] = {"sandbox": SandboxSettings, "image_import": ImageSettings,
                              "pools": PoolSettings, "gate": GateSettings, "api": ApiSettings,
                              "skills": SkillSettings, "vault": VaultSettings,
-                             "providers": ProviderSettings}
+                             "providers": ProviderSettings, "channels": ChannelSettings}
 #: top-level fields that are not settings of their own (no env name)
 _NOT_SETTINGS = frozenset({"secret_env"})
 
@@ -74,6 +76,7 @@ class Settings:
     skills: SkillSettings = field(default_factory=SkillSettings)
     vault: VaultSettings = field(default_factory=VaultSettings)
     providers: ProviderSettings = field(default_factory=ProviderSettings)
+    channels: ChannelSettings = field(default_factory=ChannelSettings)
     #: the ``CLOSEDPAW_SECRET_<NAME>`` variables :meth:`from_env` saw (name -> value); the
     #: secret resolver reads them while no vault is initialized. Never printed.
     secret_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
