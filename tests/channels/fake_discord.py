@@ -63,6 +63,7 @@ class FakeDiscord:
         self.messages: dict[str, Posted] = {}
         self.callbacks: list[dict[str, Any]] = []    # interaction callbacks, in order
         self._pressed: dict[str, str] = {}          # interaction id -> the message pressed
+        self._itokens: dict[str, str] = {}          # interaction id -> its token
         self.requests: list[Request] = []
         self._limits: list[list[Any]] = []          # [method, prefix, remaining, retry_after]
         self._ids = itertools.count(1_000_000_000_000_000_000)
@@ -171,10 +172,12 @@ class FakeDiscord:
         message ``message_id`` (type 3, component type 2)."""
         m = self.messages[message_id]
         iid = self.snowflake()
+        token = f"itoken-{self.snowflake()}"
         self._pressed[iid] = message_id
+        self._itokens[iid] = token
         return {
             "id": iid, "application_id": self.app_id, "type": 3,
-            "token": f"itoken-{self.snowflake()}", "version": 1,
+            "token": token, "version": 1,
             "channel_id": m.channel_id,
             "channel": {"id": m.channel_id, "type": 1},
             "user": dict(self.users[uid]),
@@ -218,10 +221,32 @@ class FakeDiscord:
                     return 429, {"message": "You are being rate limited.",
                                  "retry_after": lim[3], "global": False}, {
                         "Via": "1.1 google", "Retry-After": str(lim[3])}
-        if headers.get("Authorization") != f"Bot {self.token}":
-            return self._err(401, 0, "401: Unauthorized")
         p = path[len(API):] if path.startswith(API) else path
         parts = p.strip("/").split("/")
+        if method == "POST" and parts[0] == "interactions" and parts[-1] == "callback":
+            # authenticated by the interaction's token, not the bot token (as Discord does)
+            if len(parts) != 4 or self._itokens.get(parts[1]) != parts[2]:
+                return self._err(401, 50027, "Invalid Webhook Token")
+            if any(c["interaction_id"] == parts[1] for c in self.callbacks):
+                return self._err(400, 40060, "Interaction has already been acknowledged.")
+            with self._lock:
+                self.callbacks.append({"interaction_id": parts[1], "body": body})
+            data = (body or {}).get("data") or {}
+            pressed = self.messages.get(self._pressed.get(parts[1], ""))
+            if (body or {}).get("type") == 7 and pressed is not None:
+                # UPDATE_MESSAGE: the callback edits the message whose button was pressed
+                with self._lock:
+                    pressed.history.append(pressed.content)
+                    if "content" in data:
+                        pressed.content = data["content"] or ""
+                    if "components" in data:
+                        pressed.components = data["components"] or []
+                    pressed.edits += 1
+            return 200, {"interaction": {"id": parts[1], "type": 3,
+                                         "response_message_ephemeral":
+                                             bool(data.get("flags", 0) & 64)}}, {}
+        if headers.get("Authorization") != f"Bot {self.token}":
+            return self._err(401, 0, "401: Unauthorized")
         if method == "GET" and p == "/users/@me":
             return 200, self.bot, {}
         if method == "GET" and p == "/oauth2/applications/@me":
@@ -262,23 +287,6 @@ class FakeDiscord:
                         m.components = body["components"] or []
                     m.edits += 1
                 return 200, self._message_payload(m), {}
-        if method == "POST" and parts[0] == "interactions" and parts[-1] == "callback":
-            with self._lock:
-                self.callbacks.append({"interaction_id": parts[1], "body": body})
-            data = (body or {}).get("data") or {}
-            pressed = self.messages.get(self._pressed.get(parts[1], ""))
-            if (body or {}).get("type") == 7 and pressed is not None:
-                # UPDATE_MESSAGE: the callback edits the message whose button was pressed
-                with self._lock:
-                    pressed.history.append(pressed.content)
-                    if "content" in data:
-                        pressed.content = data["content"] or ""
-                    if "components" in data:
-                        pressed.components = data["components"] or []
-                    pressed.edits += 1
-            return 200, {"interaction": {"id": parts[1], "type": 3,
-                                         "response_message_ephemeral":
-                                             bool(data.get("flags", 0) & 64)}}, {}
         return self._err(404, 0, f"404: Not Found ({method} {p})")
 
 
