@@ -14,7 +14,8 @@ our buttons (an interaction of type component) is a
 Outbound: messages of at most 2000 characters; an approval card is a message with two buttons
 (Approve: green, Reject: red) whose ``custom_id`` carry the payloads; its outcome is an edit of
 that message with the buttons removed; files as attachments. discord.py honours a 429 itself
-(it sleeps the ``retry_after`` Discord sends and retries, up to ``max_ratelimit_timeout``);
+(it sleeps the ``retry_after`` Discord sends and retries, when that is at most
+``max_ratelimit_timeout_s``, 30 s by default, which is also discord.py's floor);
 a longer demand, or a 429 still there after its retries, becomes
 :class:`~closedpaw.channels.base.RateLimited` for :func:`~closedpaw.channels.base.with_backoff`;
 other API errors are :class:`~closedpaw.errors.ChannelError` from one table.
@@ -172,8 +173,8 @@ class DiscordAdapter(Adapter):
         except (TypeError, ValueError):
             raise ChannelError(f"channel {config.name}: max_ratelimit_timeout_s is a number "
                                "of seconds") from None
-        if not 1.0 <= wait <= 300.0:
-            raise ChannelError(f"channel {config.name}: max_ratelimit_timeout_s: 1 to 300")
+        if not 30.0 <= wait <= 300.0:   # discord.py's own floor is 30 s
+            raise ChannelError(f"channel {config.name}: max_ratelimit_timeout_s: 30 to 300")
         return cls(config.name, secret(config.token_secret),
                    api_base=str(o.get("api_base") or DEFAULT_API_BASE),
                    max_ratelimit_timeout_s=wait)
@@ -237,7 +238,8 @@ class DiscordAdapter(Adapter):
             return
         if message.author.bot or message.author.id == client.user.id:
             return
-        direct = message.guild is None
+        # a one-to-one DM; a server channel (cached or not) or a group DM is not direct
+        direct = isinstance(message.channel, discord.DMChannel)
         text = message.content or ""
         if not direct:   # in a server channel: only what is addressed to the bot
             if not any(u.id == client.user.id for u in message.mentions):
