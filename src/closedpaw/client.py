@@ -157,6 +157,26 @@ class Client:
         out: dict[str, Any] = self.request("GET", "/api/audit/verify")
         return out
 
+    # -- chat channels (issue 12) -----------------------------------------------------------
+    def channels(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self.request("GET", "/api/channels")["channels"]
+        return out
+
+    def pairings(self) -> dict[str, Any]:
+        """``{"pending": [...], "paired": [...]}`` (codes are never shown)."""
+        out: dict[str, Any] = self.request("GET", "/api/channels/pairings")
+        return out
+
+    def approve_pairing(self, code: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.request("POST", "/api/channels/pairings/approve",
+                                           json={"code": code})
+        return out
+
+    def revoke_channel_user(self, channel: str, user: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.request("POST", f"/api/channels/{quote(channel, safe='')}"
+                                           "/revoke", json={"user": user})
+        return out
+
     # -- the assistant (issue 14) ----------------------------------------------------------
     def providers(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = self.request("GET", "/api/providers")["providers"]

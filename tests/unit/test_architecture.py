@@ -65,7 +65,9 @@ LAYERS: dict[str, Row] = {
     "client": _r(L0 + 1, never={"closedpaw.audit", "closedpaw.security", "closedpaw.vault"}),
     # front ends: never each other; they share client.py, and 'closedpaw serve' starts the
     # app factory (api.server), the one composition root
-    "api": _r(L5, also={"web", "mcp"}),
+    # ... and starts the configured chat channels in its lifespan (channels.service), whose
+    # pairing routes it serves
+    "api": _r(L5, also={"web", "mcp", "channels"}),
     "web": _r(L5, also={"client"}),
     # chat platforms: in-process with the assistant and the gate (L0-L4) inside 'closedpaw
     # serve'; never api/web/mcp/cli (api starts them through channels.service)

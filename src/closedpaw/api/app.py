@@ -2,7 +2,8 @@
 :class:`~closedpaw.gate.Gate` (unless one is passed in), which builds the store, the audit log,
 the rules and, lazily, the sandbox manager; then the providers' gateway (from the settings'
 providers section, keys through the execution context's secret resolver) and the assistant,
-which it puts in the gate's execution context as the ``chat`` service. The routers
+which it puts in the gate's execution context as the ``chat`` service; then the chat channels
+of the channels file (:class:`~closedpaw.channels.service.ChannelService`). The routers
 (``routes/``) find the gate, the assistant, the gateway, the settings and the rate limiters on
 ``app.state`` through ``deps.py``.
 
@@ -33,6 +34,7 @@ from closedpaw.api.routes import ROUTERS
 from closedpaw.api.routes.secrets import DELIVERY_PATH
 from closedpaw.assistant import Assistant, TurnLimits
 from closedpaw.audit import AuditEvent
+from closedpaw.channels.service import ChannelService
 from closedpaw.errors import ClosedPawError
 from closedpaw.gate import Gate
 from closedpaw.providers import Gateway
@@ -90,6 +92,11 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
                   Gateway.from_settings(settings, resolver=g.context.secret_resolver))
             assistant = await run_in_threadpool(
                 Assistant, g, gw, limits=TurnLimits.from_settings(settings.providers))
+            try:   # the channels file is read here: a bad one stops the start, cleanly
+                channels = await run_in_threadpool(ChannelService, settings, g, assistant)
+            except BaseException:
+                await run_in_threadpool(assistant.close)
+                raise
         except BaseException:
             if gate is None:
                 await run_in_threadpool(g.close)
@@ -98,6 +105,12 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
         app.state.assistant = assistant
         g.context = replace(g.context, providers=assistant)  # the gate's chat executor
         await run_in_threadpool(_announce, gw)
+        # the chat channels of the channels file (none: nothing is imported or started); a
+        # channel that cannot connect is reported, the server goes on
+        await channels.start()
+        app.state.channels = channels
+        g.context = replace(g.context, channels=channels)   # the channel_message executor
+        _announce_channels(channels)
         sweeper = asyncio.create_task(_sweep(g, settings))
         summaries = asyncio.create_task(flush_summaries(app.state,
                                                         settings.api.summary_period_s))
@@ -119,6 +132,8 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
             with contextlib.suppress(ClosedPawError):
                 await run_in_threadpool(g.audit.append, AuditEvent.SERVER_STOPPED,
                                         principal="system", details={"pid": os.getpid()})
+            g.context = replace(g.context, channels=None)
+            await channels.stop()
             g.context = replace(g.context, providers=None)
             await run_in_threadpool(assistant.close)
             # warm sandboxes go with the server (uvicorn may end the process by re-raising
@@ -181,6 +196,14 @@ def _announce(gateway: Gateway) -> None:
                          f"{p.default_model})\n")
     except ClosedPawError as e:
         sys.stderr.write(f"closedpaw: assistant: {' '.join(str(e).split())}\n")
+
+
+def _announce_channels(channels: ChannelService) -> None:
+    import sys
+
+    for c in channels.status():
+        state = "running" if c.get("running") else f"NOT running: {c.get('error')}"
+        sys.stderr.write(f"closedpaw: channel {c['name']} ({c['type']}): {state}\n")
 
 
 async def _sweep(gate: Gate, settings: Settings) -> None:

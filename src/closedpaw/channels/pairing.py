@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -144,6 +145,7 @@ class PairingStore:
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.clock = clock
+        self._lock = threading.Lock()   # one request at a time per process (see request)
         try:
             _Base.metadata.create_all(engine)
         except SQLAlchemyError as e:
@@ -169,6 +171,11 @@ class PairingStore:
         already pending for them). PairingRefused when the channel has MAX_PENDING already."""
         now = self.clock()
         code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LEN))
+        with self._lock:
+            return self._request(channel, user_key, display_name, code, now)
+
+    def _request(self, channel: str, user_key: str, display_name: str, code: str, now: float
+                 ) -> tuple[str | None, PairingRequest]:
         with self.session() as s:
             self._expire(s, now)
             mine = s.scalar(select(PairingRow).where(
@@ -187,6 +194,13 @@ class PairingStore:
                              status="pending", created_at=now, expires_at=now + CODE_TTL_S)
             s.add(row)
             s.flush()
+            # counted again after the insert: another process sharing the database cannot
+            # push the channel past the cap either (both may be refused: fail closed)
+            n = s.scalar(select(func.count()).select_from(PairingRow).where(
+                PairingRow.channel == channel, PairingRow.status == "pending")) or 0
+            if n > MAX_PENDING:   # raised inside the transaction: the insert is rolled back
+                raise PairingRefused(f"channel {channel} has the most pairing requests "
+                                     f"pending ({MAX_PENDING})")
             return code, _req(row)
 
     def approve(self, code: str, *, by: str, principal_for: Callable[[str, str], str]

@@ -27,8 +27,8 @@ EXIT_KILLED = 137
 
 
 #: the modules that register commands, in the order ``--help`` lists them
-COMMAND_MODULES = ("system", "policy", "images", "gate", "actions", "chat", "skills", "mcp",
-                   "vault", "screen")
+COMMAND_MODULES = ("system", "policy", "images", "gate", "actions", "chat", "channels",
+                   "skills", "mcp", "vault", "screen")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,7 @@ __all__ = [
     "Action",
     "ActionRequest",
     "ActionStatus",
+    "ChannelMessageParams",
     "ChatParams",
     "CodeExecutionParams",
     "FileReadParams",
@@ -181,6 +182,15 @@ class SkillExecutionParams(_Params):
     install: bool = False
 
 
+class ChannelMessageParams(_Params):
+    """A message through a configured chat channel (docs/channels.md) to ``recipient``, the
+    platform's immutable id as the channel's allowlist holds it (Slack: ``TEAM/USER``)."""
+
+    channel: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    recipient: str = Field(pattern=r"^[A-Za-z0-9@:._=+!#/-]{1,300}$")
+    text: str = Field(min_length=1, max_length=40_000)
+
+
 class _Action(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -220,9 +230,14 @@ class SkillExecutionAction(_Action):
     parameters: SkillExecutionParams
 
 
+class ChannelMessageAction(_Action):
+    action_type: Literal["channel_message"]
+    parameters: ChannelMessageParams
+
+
 Action = Annotated[
     ChatAction | CodeExecutionAction | FileReadAction | FileWriteAction | NetworkRequestAction
-    | SecretReadAction | SkillExecutionAction,
+    | SecretReadAction | SkillExecutionAction | ChannelMessageAction,
     Field(discriminator="action_type"),
 ]
 _ADAPTER: TypeAdapter[Action] = TypeAdapter(Action)
@@ -232,6 +247,7 @@ ACTION_TYPES: dict[str, type[_Params]] = {
     "chat": ChatParams, "code_execution": CodeExecutionParams, "file_read": FileReadParams,
     "file_write": FileWriteParams, "network_request": NetworkRequestParams,
     "secret_read": SecretReadParams, "skill_execution": SkillExecutionParams,
+    "channel_message": ChannelMessageParams,
 }
 
 

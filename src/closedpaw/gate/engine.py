@@ -345,7 +345,7 @@ class Gate:
         decision = self._skill_decision(parsed, req.min_level) or \
             self.rules.classify(parsed, req.min_level)
         floor = self.executors.floor(self.context, parsed.action_type, parsed.action.parameters
-                                     if parsed.action is not None else None)
+                                     if parsed.action is not None else None, principal.name)
         if floor is not None and floor[0].rank >= decision.level.rank:
             decision = Decision(floor[0], f"{floor[1]} ({decision.reason})")
         now = time.time()

@@ -2,14 +2,14 @@
 
 Code runs only in a sandbox; host file and network access run only after the gate let them
 through. Each module exports ``ACTION_TYPES`` (action_type -> executor) and may export
-``RAISERS`` (action_type -> the level it needs at least); :func:`default_registry` collects
-them. Executors get an :class:`ExecutionContext`, never the
-engine.
+``RAISERS`` (action_type -> the level it needs at least) and ``REQUESTER_RAISERS`` (the same,
+knowing who asks); :func:`default_registry` collects them. Executors get an
+:class:`ExecutionContext`, never the engine.
 """
 
 from __future__ import annotations
 
-from closedpaw.gate.executors import chat, code, files, network, secret, skill
+from closedpaw.gate.executors import channel, chat, code, files, network, secret, skill
 from closedpaw.gate.executors.context import ExecutionContext
 from closedpaw.gate.executors.registry import Executor, ExecutorRegistry
 
@@ -19,8 +19,10 @@ __all__ = ["ExecutionContext", "Executor", "ExecutorRegistry", "default_registry
 def default_registry() -> ExecutorRegistry:
     """Every built-in executor, keyed by action type."""
     reg = ExecutorRegistry()
-    for module in (code, files, network, chat, secret, skill):
+    for module in (code, files, network, chat, secret, skill, channel):
         raisers = getattr(module, "RAISERS", {})
+        by_requester = getattr(module, "REQUESTER_RAISERS", {})
         for action_type, fn in module.ACTION_TYPES.items():
-            reg.register(action_type, fn, raiser=raisers.get(action_type))
+            reg.register(action_type, fn, raiser=raisers.get(action_type),
+                         requester_raiser=by_requester.get(action_type))
     return reg

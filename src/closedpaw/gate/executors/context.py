@@ -71,6 +71,9 @@ class ExecutionContext:
     audit: AuditLog
     sandboxes: Callable[[], SandboxManager]
     providers: object | None = None
+    #: the chat channels (closedpaw.channels.service.ChannelService), put in by the
+    #: composition root like ``providers``; None: channel_message fails, and is high
+    channels: object | None = None
     vault: Vault | None = None
     skills: SkillService | None = None
     #: the secret-resolver hook for skills: name -> value, raising when it cannot. None = the

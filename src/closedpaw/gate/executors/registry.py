@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from closedpaw.gate.executors.context import ExecutionContext
     from closedpaw.gate.store import ActionRecord
 
-__all__ = ["Executor", "ExecutorRegistry", "Raiser"]
+__all__ = ["Executor", "ExecutorRegistry", "Raiser", "RequesterRaiser"]
 
 #: (context, the stored action, its validated parameters) -> the action's JSON result
 Executor = Callable[["ExecutionContext", "ActionRecord", "BaseModel"], dict[str, Any]]
@@ -23,6 +23,11 @@ Executor = Callable[["ExecutionContext", "ActionRecord", "BaseModel"], dict[str,
 #: (context, validated parameters) -> (a level the action needs at least, why) or None; what
 #: only the executor's services know at submit (a secret's stored level, a policy's secrets)
 Raiser = Callable[["ExecutionContext", "BaseModel"], "tuple[RiskLevel, str] | None"]
+
+#: the same, for a level that depends on who asks (a chat message to someone other than the
+#: requester's own chat identity): (context, parameters, requester) -> level or None
+RequesterRaiser = Callable[["ExecutionContext", "BaseModel", str],
+                           "tuple[RiskLevel, str] | None"]
 
 
 class ExecutorRegistry(Mapping[str, Executor]):
@@ -32,21 +37,34 @@ class ExecutorRegistry(Mapping[str, Executor]):
     def __init__(self) -> None:
         self._by_type: dict[str, Executor] = {}
         self._raisers: dict[str, Raiser] = {}
+        self._by_requester: dict[str, RequesterRaiser] = {}
 
-    def register(self, action_type: str, fn: Executor, *, raiser: Raiser | None = None
-                 ) -> None:
+    def register(self, action_type: str, fn: Executor, *, raiser: Raiser | None = None,
+                 requester_raiser: RequesterRaiser | None = None) -> None:
         if action_type in self._by_type:
             raise ValueError(f"an executor for {action_type!r} is registered already")
         self._by_type[action_type] = fn
         if raiser is not None:
             self._raisers[action_type] = raiser
+        if requester_raiser is not None:
+            self._by_requester[action_type] = requester_raiser
 
-    def floor(self, ctx: ExecutionContext, action_type: str, params: BaseModel | None
-              ) -> tuple[RiskLevel, str] | None:
+    def floor(self, ctx: ExecutionContext, action_type: str, params: BaseModel | None,
+              requester: str | None = None) -> tuple[RiskLevel, str] | None:
         """The level an action must have at least, from its executor's view (never lower
-        than the rules said: the gate takes the higher of the two)."""
+        than the rules said: the gate takes the higher of the two). A raiser that depends on
+        the requester and gets none answers for an unknown one."""
+        if params is None:
+            return None
+        found = []
         fn = self._raisers.get(action_type)
-        return None if fn is None or params is None else fn(ctx, params)
+        if fn is not None:
+            found.append(fn(ctx, params))
+        by = self._by_requester.get(action_type)
+        if by is not None:
+            found.append(by(ctx, params, requester or ""))
+        levels = [f for f in found if f is not None]
+        return max(levels, key=lambda f: f[0].rank) if levels else None
 
     def executor(self, action_type: str) -> Executor:
         fn = self._by_type.get(action_type)
