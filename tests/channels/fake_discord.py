@@ -13,6 +13,7 @@ and a ``Via`` header, as Discord's edge sends it; discord.py refuses a 429 witho
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -91,7 +92,9 @@ class FakeDiscord:
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                # the client may have gone away (a long-poll sync cancelled at stop)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(data)
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 

@@ -16,6 +16,7 @@ answers the next ``n`` matching requests with ``429 M_LIMIT_EXCEEDED`` and
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -92,7 +93,9 @@ class FakeMatrix:
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                # the client may have gone away (a long-poll sync cancelled at stop)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(data)
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 

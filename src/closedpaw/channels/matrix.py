@@ -84,6 +84,8 @@ REJECT_REACTIONS = ("❌", "✖️", "👎")
 ACK_INTERVAL_S = 30.0
 ACK_BURST = 3
 _MAX_CARDS = 1000
+#: at stop, how long handlers and requests under way may take to finish (each), seconds
+STOP_DRAIN_S = 5.0
 
 #: Matrix error codes -> what to do (first match wins; the default last)
 _ERRORS: list[tuple[str, str]] = [
@@ -140,6 +142,10 @@ class MatrixAdapter(Adapter):
         self._card_of: dict[str, str] = {}                           # action id -> event id
         self._acked: dict[str, list[float]] = {}
         self.since: str | None = None
+        self._stopping = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @classmethod
     def from_config(cls, config: ChannelConfig, secret: Callable[[str], str]) -> MatrixAdapter:
@@ -187,25 +193,39 @@ class MatrixAdapter(Adapter):
         self._sync = asyncio.create_task(self._sync_loop(client))
 
     async def _req(self, fn: Callable[[], Any], what: str) -> Any:
+        self._inflight += 1
+        self._idle.clear()
         try:
             resp = await fn()
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise ChannelError(f"matrix {what}: the homeserver {self.homeserver} is "
                                f"unreachable ({type(e).__name__}: {e})") from None
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
         _raise(resp, what)
         return resp
 
     async def stop(self) -> None:
+        """Stop syncing, let the handlers and requests under way finish (a few seconds at
+        most, then they are cancelled), close the session. A request cut off by a closing
+        event loop would leave its connection open: this drains them first."""
+        self._stopping = True
         task, self._sync = self._sync, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=STOP_DRAIN_S)
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), STOP_DRAIN_S)
         client, self.client = self.client, None
         if client is not None:
             with contextlib.suppress(Exception):
@@ -383,6 +403,17 @@ class MatrixAdapter(Adapter):
             return
         self._acked[press.identity.user_id] = [*recent, now]
         await self.send_text(press.chat_id, f"{press.identity.user_id}: {text}"[:500])
+
+    async def direct_chat(self, who: Identity) -> str:
+        """The room the bot shares with ``who`` alone (the bot creates none: a person who
+        wants messages from it invites it to a direct chat first)."""
+        client = self._client()
+        for room in client.rooms.values():
+            if set(room.users) == {self.user_id, who.user_id}:
+                return str(room.room_id)
+        raise ChannelError(f"matrix channel {self.name}: no direct room with {who.user_id} "
+                           "(they invite the bot to a direct chat, and the bot's account "
+                           "accepts it)")
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "platform": self.platform, "user_id": self.user_id,
