@@ -181,6 +181,9 @@ def test_a_display_name_like_the_admins_is_still_a_stranger(tmp_path: Path) -> N
         m.fake.rename(GROUP, ANN, "Someone Else")
         m.fake.react(GROUP, ANN, card.event_id, "✅")
         wait(lambda: (tmp_path / "w.txt").exists(), "the approved write")
+        wait(lambda: "done" in m.texts(GROUP), "the resumed turn's answer")
+        wait(lambda: "approved by boss" in str(m.fake.current(card.event_id)["body"]),
+             "the card's edit")
 
 
 def test_pairing_code_grants_user_is_used_once_and_expires(tmp_path: Path) -> None:
@@ -286,6 +289,8 @@ def test_approval_by_reaction_is_bound_to_the_cards_hash(tmp_path: Path) -> None
         m.fake.react(GROUP, BOB, card.event_id, "✅")     # the approver
         wait(lambda: "ok" in m.texts(GROUP), "approved by the approver")
         assert m.rig.gate.get(rec.id).decided_by == "carol"
+        wait(lambda: "approved by carol" in str(m.fake.current(card.event_id)["body"]),
+             "the card's edit")
         presses = m.rig.audit("channel.button")
         assert len(presses) == 2 and presses[-1]["details"]["outcome"] == "approved"
 

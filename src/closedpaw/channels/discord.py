@@ -64,6 +64,8 @@ T = TypeVar("T")
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 MAX_FILE_BYTES = 1 << 20
+#: at stop, how long the handlers under way may take to finish, seconds
+STOP_DRAIN_S = 5.0
 #: button presses waiting for their answer (Discord wants one within 3 s); older ones dropped
 _MAX_OPEN_PRESSES = 1000
 
@@ -159,6 +161,10 @@ class DiscordAdapter(Adapter):
         self._handler: Handler | None = None
         self._conn: asyncio.Task[None] | None = None
         self._presses: OrderedDict[str, discord.Interaction[Any]] = OrderedDict()
+        self._handling: set[asyncio.Task[Any]] = set()
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.bot_id = ""
 
     @classmethod
@@ -215,15 +221,28 @@ class DiscordAdapter(Adapter):
             log.error("discord channel %s: the gateway connection ended: %s", self.name, e)
 
     async def stop(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.close()
+        """Stop the gateway, let the handlers and REST calls under way finish
+        (``STOP_DRAIN_S`` at most, then handlers are cancelled), close the REST session."""
+        self._handler = None   # nothing new starts
         task, self._conn = self._conn, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        busy = [t for t in self._handling if t is not asyncio.current_task()]
+        if busy:
+            await asyncio.wait(busy, timeout=STOP_DRAIN_S)
+            for t in busy:
+                t.cancel()
+            for t in busy:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        with contextlib.suppress(TimeoutError):   # calls of the core under way
+            await asyncio.wait_for(self._idle.wait(), STOP_DRAIN_S)
+        client, self.client = self.client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
         self._presses.clear()
 
     # -- inbound ---------------------------------------------------------------------------
@@ -232,7 +251,16 @@ class DiscordAdapter(Adapter):
         """The snowflake decides; the display name only labels."""
         return Identity("discord", str(user.id), display_name=user.display_name or "")
 
+    def _track(self) -> None:
+        """Count the event handler that runs now (discord.py made its task) so :meth:`stop`
+        can let it finish."""
+        t = asyncio.current_task()
+        if t is not None:
+            self._handling.add(t)
+            t.add_done_callback(self._handling.discard)
+
     async def on_message(self, message: discord.Message) -> None:
+        self._track()
         h, client = self._handler, self.client
         if h is None or client is None or client.user is None:
             return
@@ -276,6 +304,7 @@ class DiscordAdapter(Adapter):
         return tuple(out)
 
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        self._track()
         h = self._handler
         if h is None or interaction.type is not discord.InteractionType.component:
             return
@@ -292,6 +321,17 @@ class DiscordAdapter(Adapter):
                                       custom_id, ack_token=key))
 
     # -- outbound --------------------------------------------------------------------------
+    async def _rest(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """One outbound REST call, counted so :meth:`stop` lets it finish."""
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            return await _call(fn)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
     def _client(self) -> discord.Client:
         if self.client is None:
             raise ChannelError(f"discord channel {self.name} is not running")
@@ -306,23 +346,23 @@ class DiscordAdapter(Adapter):
 
     async def send_text(self, chat_id: str, text: str) -> str:
         ch = self._channel(chat_id)
-        m = await _call(lambda: ch.send(content=text[:self.max_chars]))
+        m = await self._rest(lambda: ch.send(content=text[:self.max_chars]))
         return str(m.id)
 
     async def send_approval(self, chat_id: str, card: ApprovalCard) -> str:
         ch = self._channel(chat_id)
-        m = await _call(lambda: ch.send(content=_cut(card.text(), self.max_chars),
+        m = await self._rest(lambda: ch.send(content=_cut(card.text(), self.max_chars),
                                         view=_Buttons(card)))
         return str(m.id)
 
     async def edit_approval(self, chat_id: str, message_id: str, card: ApprovalCard) -> None:
         msg = self._channel(chat_id).get_partial_message(int(message_id))
-        await _call(lambda: msg.edit(content=_cut(card.text(), self.max_chars), view=None))
+        await self._rest(lambda: msg.edit(content=_cut(card.text(), self.max_chars), view=None))
 
     async def send_file(self, chat_id: str, filename: str, data: bytes, caption: str = ""
                         ) -> str:
         ch = self._channel(chat_id)
-        m = await _call(lambda: ch.send(content=caption[:self.max_chars] or None,
+        m = await self._rest(lambda: ch.send(content=caption[:self.max_chars] or None,
                                         file=discord.File(io.BytesIO(data), filename)))
         return str(m.id)
 
@@ -331,12 +371,12 @@ class DiscordAdapter(Adapter):
         interaction = self._presses.pop(press.ack_token, None)
         if interaction is None or interaction.response.is_done():
             return
-        await _call(lambda: interaction.response.send_message(text[:self.max_chars],
+        await self._rest(lambda: interaction.response.send_message(text[:self.max_chars],
                                                               ephemeral=True))
 
     async def direct_chat(self, who: Identity) -> str:
         client = self._client()
-        ch = await _call(lambda: client.create_dm(discord.Object(id=int(who.user_id))))
+        ch = await self._rest(lambda: client.create_dm(discord.Object(id=int(who.user_id))))
         return str(ch.id)
 
     def describe(self) -> dict[str, Any]:
