@@ -421,3 +421,53 @@ def test_a_message_to_someone_else_is_high_to_oneself_medium(tmp_path: Path) -> 
         rig.gate.approve(admin, st.id, st.params_sha256)
         fake.wait(lambda: rig.gate.get(st.id).status in ("failed", "completed"), "its end")
         assert rig.gate.get(st.id).status == "failed" and fake.texts(STRANGER) == []
+
+
+def test_a_loop_of_pair_requests_gets_a_few_answers_and_one_code(tmp_path: Path) -> None:
+    with tg(tmp_path, [{"id": str(ANN)}]) as (rig, fake):
+        for _ in range(12):
+            fake.say(8008, "/pair")
+        fake.wait(lambda: len(rig.audit("channel.stranger")) >= 9 and
+                  len(fake.texts(8008)) >= 3, "the loop handled")
+        time.sleep(0.5)
+        texts = fake.texts(8008)
+        assert len(texts) == 3 and sum("code is" in t for t in texts) == 1
+        assert len(rig.service.pairing.pending("tg")) == 1
+        assert len(rig.audit("pairing.requested")) == 1
+
+
+def test_a_secret_value_never_reaches_the_platform(tmp_path: Path) -> None:
+    secret = "hunter2-very-secret-value"
+    with tg(tmp_path, [{"id": str(ANN)}]) as (rig, fake):
+        rig.gate.vault.init_passphrase("a passphrase long enough")
+        rig.gate.vault.set("db_password", secret)
+        rig.model.script = [Reply(text=f"The password is {secret}."),
+                            Reply(calls=[("write_file", {"path": str(tmp_path / "p"),
+                                                         "content": secret})])]
+        fake.say(ANN, "what is it?")
+        fake.wait(lambda: any("password is" in t for t in fake.texts(ANN)), "the answer")
+        fake.say(ANN, "write it")
+        card = _card(fake, ANN)
+        everything = json.dumps([c.fields for c in fake.calls], default=str)
+        assert secret not in everything and secret not in card["text"]
+        assert "The password is [secret:db_password]." in fake.texts(ANN)
+
+
+def test_a_turn_paused_before_a_restart_answers_in_its_chat_after_an_approval(
+        tmp_path: Path) -> None:
+    with tg(tmp_path, [{"id": str(ANN)}]) as (rig, fake):
+        rig.gate.create_principal("admin", "admin")
+        rig.model.script = [Reply(calls=[("write_file", {"path": str(tmp_path / "x"),
+                                                         "content": "x"})]),
+                            Reply(text="done after the restart")]
+        fake.say(ANN, "write")
+        _card(fake, ANN)
+        [rec] = rig.gate.pending()
+        rig.run(rig.service.stop())
+        svc = ChannelService(rig.settings, rig.gate, rig.assistant, configs=[_config(
+            [{"id": str(ANN)}])], adapters={"tg": TelegramAdapter(
+                "tg", TOKEN, base_url=fake.base_url, poll_timeout_s=2)})
+        rig.run(svc.start())
+        rig.service = svc
+        rig.gate.approve(Principal("admin", "admin"), rec.id, rec.params_sha256)
+        fake.wait(lambda: "done after the restart" in fake.texts(ANN), "the resumed answer")

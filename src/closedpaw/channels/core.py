@@ -132,6 +132,9 @@ class ChannelCore:
         self.platform = config.type
         self._allow = {a.id: a for a in config.allow}
         self._stranger_limit = RateLimiter(settings.channel_stranger_audit_per_minute)
+        # answers to /pair: a few per person per minute (a loop of /pair cannot make the bot
+        # spend its platform rate limit); over it the request counts as a dropped message
+        self._pair_limit = RateLimiter(3)
         self._strangers = Summaries(max_sources=200)
         self._cards: dict[str, _Card] = {}
         self._active: dict[str, int] = {}   # conversation id -> thread running its send()
@@ -148,6 +151,12 @@ class ChannelCore:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # the chats of earlier runs: a turn paused before a restart and resumed by an
+        # approval (CLI, API) still answers in its chat
+        chats = await asyncio.to_thread(self.pairing.chats, self.name)
+        with self._lock:
+            self._chat_of.update(chats)
+            self._mine.update(chats)
         self._unsub = [self.gate.subscribe(self._on_gate), self.assistant.subscribe(self._on_turn)]
         try:
             await self.adapter.start(self)
@@ -250,7 +259,8 @@ class ChannelCore:
         p = await asyncio.to_thread(self.principal_of, who)
         words = msg.text.strip().split()
         if p is None:
-            if self.config.pairing and msg.direct and words[:1] == ["/pair"]:
+            if self.config.pairing and msg.direct and words[:1] == ["/pair"] \
+                    and self._pair_limit.hit(who.key) == 0:
                 await self._pair_request(msg)
             else:
                 await asyncio.to_thread(self._stranger, who, msg.chat_id, "not_allowed",
@@ -366,8 +376,14 @@ class ChannelCore:
         await self._render(msg.chat_id, events)
 
     # -- outbound --------------------------------------------------------------------------
+    def _redact(self, text: str) -> str:
+        """What leaves for a chat platform passes the vault's redactor, like every API
+        answer: a secret's value (verbatim or encoded) never reaches the platform."""
+        red = self.gate.vault.redactor
+        return red.redact(text) if len(red) else text
+
     async def _say(self, chat_id: str, text: str) -> int:
-        parts = split_message(text, self.adapter.max_chars)
+        parts = split_message(self._redact(text), self.adapter.max_chars)
         for part in parts:
             await with_backoff(lambda part=part: self.adapter.send_text(chat_id, part))  # type: ignore[misc]
         return len(parts)
@@ -402,10 +418,12 @@ class ChannelCore:
 
     async def _post_card(self, chat_id: str, action_id: str) -> None:
         rec = await asyncio.to_thread(self.gate.get, action_id)
-        params = json.dumps(rec.parameters, indent=2, ensure_ascii=False, sort_keys=True)
+        params = self._redact(json.dumps(rec.parameters, indent=2, ensure_ascii=False,
+                                         sort_keys=True))
         long = len(params) > INLINE_PARAMS_CHARS
         card = ApprovalCard(
-            action_id=rec.id, level=str(rec.security_level), summary=summarize(rec),
+            action_id=rec.id, level=str(rec.security_level),
+            summary=self._redact(summarize(rec)),
             parameters=(params[:INLINE_PARAMS_CHARS // 2] + "\n[... see the attached file]"
                         if long else params),
             params_sha256=rec.params_sha256,
@@ -414,7 +432,7 @@ class ChannelCore:
             parameters_file=long)
         if long:
             await with_backoff(lambda: self.adapter.send_file(
-                chat_id, f"action-{rec.id}.json", rec.canonical.encode(),
+                chat_id, f"action-{rec.id}.json", self._redact(rec.canonical).encode(),
                 f"canonical parameters of action {rec.id} (sha256 {rec.params_sha256})"))
         mid = await with_backoff(lambda: self.adapter.send_approval(chat_id, card))
         with self._lock:

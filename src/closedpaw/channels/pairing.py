@@ -289,6 +289,14 @@ class PairingStore:
                 ChannelConversationRow.chat_id == chat_id,
                 ChannelConversationRow.principal == principal))
 
+    def chats(self, channel: str) -> dict[str, str]:
+        """conversation id -> chat id of every conversation this channel continues."""
+        with self.session() as s:
+            rows = s.execute(select(ChannelConversationRow.conversation_id,
+                                    ChannelConversationRow.chat_id).where(
+                ChannelConversationRow.channel == channel))
+            return {str(c): str(ch) for c, ch in rows}
+
     def set_conversation(self, channel: str, user_key: str, chat_id: str, principal: str,
                          conversation_id: str) -> str:
         """Record the chat's conversation; when another thread recorded one first, that one

@@ -160,6 +160,7 @@ class SlackAdapter(Adapter):
 
         class H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 10   # a client that stalls (headers or body) is dropped after 10 s
 
             def log_message(self, *a: Any) -> None:
                 pass
