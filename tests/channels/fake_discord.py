@@ -66,6 +66,7 @@ class FakeDiscord:
         self._pressed: dict[str, str] = {}          # interaction id -> the message pressed
         self._itokens: dict[str, str] = {}          # interaction id -> its token
         self.requests: list[Request] = []
+        self.cdn: dict[str, bytes] = {}             # path -> attachment bytes (no auth)
         self._limits: list[list[Any]] = []          # [method, prefix, remaining, retry_after]
         self._ids = itertools.count(1_000_000_000_000_000_000)
         self._lock = threading.Lock()
@@ -81,6 +82,14 @@ class FakeDiscord:
                 n = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(n) if n else b""
                 u = urlsplit(self.path)
+                if self.command == "GET" and u.path in fake.cdn:   # the CDN: plain bytes
+                    blob = fake.cdn[u.path]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(blob)))
+                    self.end_headers()
+                    self.wfile.write(blob)
+                    return
                 status, body, extra = fake._answer(self.command, u.path, u.query, raw,
                                                    dict(self.headers.items()))
                 data = b"" if body is None else json.dumps(body).encode()
@@ -156,16 +165,24 @@ class FakeDiscord:
 
     # -- gateway dispatch payloads -----------------------------------------------------------
     def message_create(self, uid: str, content: str, *, channel_id: str | None = None,
-                       guild_id: str | None = None) -> dict[str, Any]:
+                       guild_id: str | None = None,
+                       files: tuple[tuple[str, bytes], ...] = ()) -> dict[str, Any]:
         """The ``d`` of a MESSAGE_CREATE dispatch from user ``uid`` (in their DM unless a
-        channel is given)."""
+        channel is given), with ``files`` as attachments served from this fake's CDN path."""
         ch = channel_id or self.dm_channel(uid)
+        attachments = []
+        for name, data in files:
+            aid = self.snowflake()
+            self.cdn[f"/attachments/{ch}/{aid}/{name}"] = data
+            url = f"http://127.0.0.1:{self._srv.server_address[1]}/attachments/{ch}/{aid}/{name}"
+            attachments.append({"id": aid, "filename": name, "size": len(data), "url": url,
+                                "proxy_url": url, "content_type": "text/plain"})
         d: dict[str, Any] = {
             "id": self.snowflake(), "channel_id": ch, "author": dict(self.users[uid]),
             "content": content, "timestamp": _now_iso(), "edited_timestamp": None,
             "tts": False, "mention_everyone": False, "mentions": [], "mention_roles": [],
-            "attachments": [], "embeds": [], "pinned": False, "type": 0, "flags": 0,
-            "components": []}
+            "attachments": attachments, "embeds": [], "pinned": False, "type": 0,
+            "flags": 0, "components": []}
         if guild_id is not None:
             d["guild_id"] = guild_id
         return d
