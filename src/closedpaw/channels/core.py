@@ -27,12 +27,13 @@ is decided (here, in the CLI or the API), the outcome is edited into the card.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,8 @@ log = logging.getLogger("closedpaw.channels")
 
 #: canonical parameters longer than this go into a file beside the card (preview inline)
 INLINE_PARAMS_CHARS = 1500
+#: seconds stop() lets card edits and resumed turns' answers finish before cancelling them
+STOP_GRACE_S = 10.0
 _DECIDED = {ActionStatus.APPROVED: "approved", ActionStatus.REJECTED: "rejected",
             ActionStatus.EXPIRED: "expired (nobody decided in time; nothing ran)"}
 
@@ -145,6 +148,9 @@ class ChannelCore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsub: list[Callable[[], None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        # work other threads hand to the loop (card edits, resumed turns' answers): stop()
+        # lets it finish (or cancels it) before the adapter closes under it
+        self._spawned: set[concurrent.futures.Future[None]] = set()
         self.started = False
         self.error: str | None = None
 
@@ -184,6 +190,14 @@ class ChannelCore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
             self._flusher = None
+        with self._lock:
+            spawned = list(self._spawned)
+        if spawned:
+            waits = [asyncio.wrap_future(f) for f in spawned]
+            _done, late = await asyncio.wait(waits, timeout=STOP_GRACE_S)
+            for f in late:
+                f.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
         with contextlib.suppress(ClosedPawError):
             await asyncio.to_thread(self.flush_strangers)
         await self.adapter.stop()
@@ -476,8 +490,7 @@ class ChannelCore:
             rec = await asyncio.to_thread(self.gate.store.get, aid)
             if rec is not None:   # it may have moved on (executing...): the decision counts
                 await self._edit_card(aid, rec.model_copy(update={"status": status}))
-        with contextlib.suppress(RuntimeError):   # the loop is closing
-            asyncio.run_coroutine_threadsafe(go(), self._loop)
+        self._spawn(go())
 
     def _on_turn(self, conv_id: str, ev: dict[str, Any]) -> None:
         """An assistant event (any thread). Events of a turn this channel runs in send() are
@@ -494,8 +507,26 @@ class ChannelCore:
             chat = self._chat_of.get(conv_id)
         if chat is None or self._loop is None:
             return
-        with contextlib.suppress(RuntimeError):
-            asyncio.run_coroutine_threadsafe(self._render(chat, events), self._loop)
+        self._spawn(self._render(chat, events))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` on the adapter's loop from another thread, tracked for stop()."""
+        loop = self._loop
+        if loop is None or not self._unsub:   # not started, or stopping: nothing new
+            coro.close()
+            return
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:   # the loop is closing
+            coro.close()
+            return
+        with self._lock:
+            self._spawned.add(fut)
+
+        def forget(f: concurrent.futures.Future[None]) -> None:
+            with self._lock:
+                self._spawned.discard(f)
+        fut.add_done_callback(forget)
 
     # -- buttons ---------------------------------------------------------------------------
     async def on_button(self, press: ButtonPress) -> None:
