@@ -30,10 +30,10 @@ from closedpaw.errors import (
     SpecError,
     StateStorageError,
 )
+from closedpaw.sandbox.images.store import Image
 from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.sandbox.lifecycle.registry import SandboxStatus
 from closedpaw.sandbox.lifecycle.sandbox import Sandbox
-from closedpaw.sandbox.images.store import Image
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 from tests.conftest import leftovers
