@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,8 +48,11 @@ OWNER = textwrap.dedent("""
 
 def _env() -> dict[str, str]:
     s = sandbox_settings()
-    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CLOSEDPAW_STATE_DIR": str(s.state_dir),
-            "CLOSEDPAW_DATA_DIR": str(s.data_dir), "CLOSEDPAW_CGROUP_PARENT": TEST_CGROUP}
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CLOSEDPAW_STATE_DIR": str(s.state_dir),
+           "CLOSEDPAW_DATA_DIR": str(s.data_dir), "CLOSEDPAW_CGROUP_PARENT": TEST_CGROUP}
+    if "PYTHONPATH" in os.environ:   # the owner and the CLI run the code under test
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 def _wait(cond: object, timeout: float) -> bool:
@@ -172,3 +176,80 @@ def test_the_inventory_never_hides_a_live_container_while_another_is_deleted(
         t.join(60)
     assert looks and all(looks), f"{looks.count(False)} of {len(looks)} looks missed {live.id}"
     live.delete()
+
+
+def _procs(sid: str) -> list[str]:
+    """Pids in any cgroup of sandbox ``sid``."""
+    out = []
+    for base in inventory.cgroup_bases(TEST_CGROUP):
+        for dirpath, _, files in os.walk(base / sid):
+            if "cgroup.procs" in files:
+                out += Path(dirpath, "cgroup.procs").read_text().split()
+    return out
+
+
+LOST_OWNER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from closedpaw.sandbox.lifecycle.manager import SandboxManager
+    from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
+    from closedpaw.settings import Settings
+
+    s = Settings.of(state_dir=Path(sys.argv[1]), data_dir=Path(sys.argv[2]),
+                    cgroup_parent=sys.argv[3])
+    sb = SandboxManager(s).create(SandboxSpec(limits=ResourceLimits(memory_mb=128)),
+                                  runtime=sys.argv[4], agent=False)
+    print(sb.id, flush=True)
+    import threading; threading.Event().wait()
+""")
+
+
+@pytest.mark.parametrize("rt", ["runc", "runsc"])
+def test_gc_kills_what_a_runtime_lost_track_of(rt: str) -> None:
+    """Seen at 300 iterations of the SIGKILL-at-every-stage race (runsc): gc killed a
+    ``runsc run --detach`` of a dead owner halfway, ``runsc delete --force`` then found no
+    sandbox to kill, and its Sentry and gofer lived on in the sandbox's cgroup: every later gc
+    failed with EBUSY on the cgroup, for good. Here the runtime's record of a live container
+    is removed after its owner is killed; gc must still end every process of the sandbox
+    (they are all in its own cgroup) and leave nothing."""
+    require_runtime(rt)
+    s = sandbox_settings()
+    owner = subprocess.Popen(
+        [sys.executable, "-c", LOST_OWNER, str(s.state_dir), str(s.data_dir),
+         s.sandbox.cgroup_parent, rt], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=_env())
+    try:
+        assert owner.stdout is not None
+        sid = owner.stdout.readline().decode().strip()
+        if not sid:
+            owner.kill()
+            _, err = owner.communicate()
+            raise AssertionError(f"owner failed: {err.decode()[-2000:]}")
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=30)
+        root = s.state_dir / rt
+        for e in os.listdir(root):   # the runtime loses track of the live container
+            if e.startswith(sid):
+                p = root / e
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        assert _procs(sid), "nothing left to kill"
+        p = subprocess.run([CLI, "gc", "--json"], capture_output=True, text=True, env=_env(),
+                           timeout=120, check=False)
+        assert p.returncode == 0, p.stdout + p.stderr
+        report = json.loads(p.stdout)
+        assert report["removed"] == [sid] and report["errors"] == [], report
+        assert any(d.startswith(f"{sid}: process ") for d in report["details"]), report
+        assert not leftovers(s), leftovers(s)
+        assert not _procs(sid)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        for f in (owner.stdout, owner.stderr):
+            if f is not None:
+                f.close()
+        SandboxManager(s).gc()
+    assert not leftovers(s), leftovers(s)
