@@ -3,8 +3,8 @@ loop with a watchdog on both runtimes, and the ``mgr`` fixture's leak check afte
 
 Iteration counts: ``CLOSEDPAW_RACE_ITERATIONS`` (default 20 per loop in ``make test``, so the
 whole file stays within a few minutes on 2 shared cores). The measured runs in
-docs/sandbox-lifecycle.md used 200. Watchdog bounds are generous on purpose: the machine is
-shared, and a bound is there to catch a hang, not to time anything.
+docs/sandbox-lifecycle.md used 100 and 300. Watchdog bounds are generous on purpose: the
+machine is shared, and a bound is there to catch a hang, not to time anything.
 """
 
 from __future__ import annotations
