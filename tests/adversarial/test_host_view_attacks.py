@@ -10,7 +10,10 @@ from pathlib import Path
 
 from adversarial_support import findings, probe_argv, spec
 
+from closedpaw.sandbox.images.store import Image
 from closedpaw.sandbox.lifecycle.manager import SandboxManager
+from closedpaw.sandbox.lifecycle.sandbox import AGENT_DIR
+from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 
 BODY = """
 probe("mountinfo", lambda: open("/proc/self/mountinfo").read())
@@ -49,3 +52,34 @@ def test_a_policy_can_ask_for_usr_local(mgr: SandboxManager, runtime: str) -> No
                          runtime=runtime))
     assert f["usr_local"]["value"] == sorted(os.listdir("/usr/local"))
     assert load_policies(None).get("default").spec.usr_local is False
+
+
+def test_mountinfo_of_long_lived_sandboxes_shows_no_host_path(
+        mgr: SandboxManager, runtime: str, tmp_path: Path,
+        built_images: dict[str, Image]) -> None:
+    """An agent sandbox on the host image and one on a store image's overlay: no line of
+    /proc/self/mountinfo names the state dir (the overlay's upper and work dirs, the agent's
+    files, /input), the image store (the overlay's lower dir) or where ClosedPaw is
+    installed (the agent's files). Under runc the host image's root line keeps its path on
+    the data dir's filesystem (docs/sandbox-hardening.md); nothing else may."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/in.txt").write_text("hi")
+    state = str(mgr.settings.state_dir)
+    forbidden = (state, str(mgr.settings.images), str(AGENT_DIR), str(AGENT_DIR.parent),
+                 str(tmp_path), "/sandboxes/cp-")
+    for image in ("python", "host"):
+        sp = SandboxSpec(image=image, limits=ResourceLimits(memory_mb=128, timeout_s=60),
+                         input_path=tmp_path / "in", output_dir=tmp_path / f"out-{image}")
+        with mgr.create(sp, runtime=runtime) as sb:
+            assert sb.agent, image
+            r = sb.exec(["cat", "/proc/self/mountinfo"])
+            assert r.exit_code == 0, r
+            lines = r.stdout_text.splitlines()
+            assert sb.exec(["cat", "/input/in.txt"]).stdout == b"hi"
+            assert sb.code.run("1 + 1").value == "2"   # the agent's kernel file is there
+        assert lines, image
+        for line in lines:
+            if image == "host" and line.split()[4] == "/":
+                assert state not in line and str(mgr.settings.images) not in line, line
+                continue
+            assert not any(p in line for p in forbidden), (image, line)

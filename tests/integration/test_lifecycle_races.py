@@ -3,8 +3,8 @@ loop with a watchdog on both runtimes, and the ``mgr`` fixture's leak check afte
 
 Iteration counts: ``CLOSEDPAW_RACE_ITERATIONS`` (default 20 per loop in ``make test``, so the
 whole file stays within a few minutes on 2 shared cores). The measured runs in
-docs/sandbox-lifecycle.md used 200. Watchdog bounds are generous on purpose: the machine is
-shared, and a bound is there to catch a hang, not to time anything.
+docs/sandbox-lifecycle.md used 100 and 300. Watchdog bounds are generous on purpose: the
+machine is shared, and a bound is there to catch a hang, not to time anything.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from closedpaw.errors import (
     AgentProtocolError,
     SandboxLimitReached,
     SandboxStateError,
+    SpecError,
     StateStorageError,
 )
+from closedpaw.sandbox.images.store import Image
 from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.sandbox.lifecycle.registry import SandboxStatus
 from closedpaw.sandbox.lifecycle.sandbox import Sandbox
@@ -317,6 +319,61 @@ def test_cells_of_any_size_and_encoding_never_end_the_sandbox(mgr: SandboxManage
             assert not r.restarted, r
             r = sb.code.run(f"x = {i}\nx")
             assert r.value == str(i) and not r.restarted, r
+
+
+def _clean_text(t: str | None) -> None:
+    """Text that reached the host encodes as UTF-8: no lone surrogate came through."""
+    assert t is not None
+    t.encode("utf-8")
+
+
+def test_node_cells_of_any_size_and_encoding_never_end_the_sandbox(
+        mgr: SandboxManager, runtime: str, built_images: dict[str, Image]) -> None:
+    """The node kernel's size limits, attacked: values and errors far past the caps, in
+    characters of 2 and 4 bytes (UTF-16 surrogate pairs, which a cut by code units splits),
+    lone surrogates made by the cell itself, an error whose toString throws, and code larger
+    than a channel frame. Each is cut with a marker or refused alone; the kernel and its
+    state survive, and everything that reaches the host is valid text."""
+    with mgr.create(SandboxSpec(image="multi", limits=SMALL), runtime=runtime) as sb:
+        assert sb.agent
+        for i in range(max(1, ITERATIONS // 10)):
+            assert sb.code.run("node", f"var kept = {i}").ok
+            # util.inspect cuts a string at 10,000 characters with its own marker
+            r = sb.code.run("node", "'é'.repeat(70000)")
+            assert r.error is None and r.value is not None, r
+            assert r.value.startswith("'éé") and "60000 more characters" in r.value, \
+                r.value[-80:]
+            # many strings of 2-byte and 4-byte characters: past the value cap
+            r = sb.code.run("node", "Array(40).fill('é'.repeat(9000))")
+            assert r.error is None and r.value is not None, r
+            assert r.value.startswith("[\n  'éé") and "characters cut" in r.value, \
+                r.value[-80:]
+            _clean_text(r.value)
+            for pad in ("", "x", "xx", "xxx"):  # wherever the cut falls: between or in a pair
+                r = sb.code.run("node", f"Array(40).fill('{pad}' + '\\u{{1F600}}'.repeat(4000))")
+                assert r.error is None and r.value is not None and "cut" in r.value, r
+                _clean_text(r.value)
+            r = sb.code.run("node", "Array(40).fill('a'.repeat(9000))")
+            assert r.value is not None and "characters cut" in r.value, r.value[-80:]
+            r = sb.code.run("node", "throw new Error('ü'.repeat(300000))")
+            assert r.error is not None and r.error.name == "Error", r
+            assert "characters cut" in r.error.message + r.error.traceback
+            assert not r.restarted, r
+            r = sb.code.run("node", "throw new Error('\\ud800' + '\\u{1F600}'.repeat(40000) "
+                                    "+ '\\udfff')")
+            assert r.error is not None and not r.restarted, r
+            for t in (r.error.name, r.error.message, r.error.traceback):
+                _clean_text(t)
+            r = sb.code.run("node", "throw {toString() { throw new Error('no') }}")
+            assert r.error is not None and r.error.name != "KernelDied", r
+            assert not r.restarted, r
+            with pytest.raises(SpecError, match="at most"):   # past one channel frame
+                sb.code.run("node", "1; // " + "z" * 300_000)
+            r = sb.code.run("node", "kept")
+            assert r.value == str(i) and not r.restarted, (i, r)
+        # the python kernel: a value just past the cap keeps its marker too
+        r = sb.code.run("'a' * 70_000")
+        assert r.value is not None and "characters cut" in r.value, r.value[-80:]
 
 
 def test_kernel_killed_between_cells_is_reported_restarted(mgr: SandboxManager,

@@ -15,6 +15,7 @@ from closedpaw.sandbox.images.overlay import mount_overlay, unmount_overlay
 from closedpaw.sandbox.images.store import (
     Image,
     ImageStore,
+    lower_in_use,
     overlay_lower_dirs,
     remove_tree,
     tree_digest,
@@ -139,7 +140,10 @@ def test_a_root_in_use_by_an_overlay_outlives_rebuild_and_rm(tmp_path: Path) -> 
     sb.mkdir()
     mount_overlay(old.rootfs, sb / "layer", sb / "rootfs", 8)
     try:
-        assert str(old.rootfs) in overlay_lower_dirs()
+        # the overlay names its lower layer without the store's host path, and the store
+        # still sees that root in use
+        assert not any(str(store.root) in u for u in overlay_lower_dirs())
+        assert lower_in_use(old.rootfs, overlay_lower_dirs())
         new = install_tree(store, "img", "2")
         assert new.rootfs != old.rootfs and store.get("img").digest == new.digest
         assert (sb / "rootfs/v").read_text() == "1"   # the running sandbox keeps its files
@@ -148,7 +152,7 @@ def test_a_root_in_use_by_an_overlay_outlives_rebuild_and_rm(tmp_path: Path) -> 
         assert store.list() == [] and not new.rootfs.exists() and old.rootfs.is_dir()
     finally:
         unmount_overlay(sb / "layer", sb / "rootfs")
-    assert str(old.rootfs) not in overlay_lower_dirs()
+    assert not lower_in_use(old.rootfs, overlay_lower_dirs())
     again = install_tree(store, "img", "3")                # the next install sweeps
     assert not old.rootfs.exists() and again.rootfs.is_dir()
     assert sorted(p.name for p in (store.root / "img").iterdir()) == \

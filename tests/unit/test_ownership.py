@@ -93,3 +93,35 @@ def test_claim_refuses_an_existing_directory(tmp_path: Path) -> None:
             raise AssertionError("a second claim of the same id succeeded")
     finally:
         ownership.remove(d, fd)
+
+
+def test_a_creator_killed_before_the_rename_is_taken_over_at_once(tmp_path: Path) -> None:
+    """A creator SIGKILLed while its directory still has its temporary name: the lock it
+    placed is free, so the directory is taken at once, not after the 60 s grace (one gc
+    after the kill cleared everything but such a directory, at 300 iterations of the
+    SIGKILL-at-every-stage race). While the creator lives, it is left alone."""
+    new = tmp_path / (ownership.NEW_PREFIX + "cp-000000000006")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a creator stopped between locking and the rename
+        try:
+            os.close(r)
+            new.mkdir(mode=0o711)
+            ownership._locked_lock(new)
+            os.write(w, b"x")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 1) == b"x"
+        assert (new / ownership.LOCK_NAME).exists()
+        assert ownership.orphaned(new) is None          # a living creator
+    finally:
+        os.close(r)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    fd = ownership.orphaned(new)                        # young, yet its creator is dead
+    assert fd is not None
+    ownership.remove(new, fd)
+    assert not new.exists()

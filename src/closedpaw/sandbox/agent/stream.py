@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -37,6 +38,9 @@ PAUSED_GRACE_S = 1.0
 _POLL_S = 0.25
 PAUSED_NOTE = b"closedpaw: the sandbox was paused past this command's deadline\n"
 _MAX_NUM = 1 << 62
+# Cell values and error texts: the kernels cut at 64 Ki characters and add their marker;
+# the host's own bound leaves room for it.
+CELL_TEXT_CAP = 64 * 1024 + 256
 
 
 def _num(info: dict[str, Any], key: str) -> float:
@@ -46,13 +50,27 @@ def _num(info: dict[str, Any], key: str) -> float:
     return float(v)
 
 
-def _text(info: Any, key: str, cap: int) -> str:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def fit_text(v: str, cap: int, *, tail: bool = False) -> str:
+    """Text from a sandbox made fit for the host: lone UTF-16 surrogates (a node string cut
+    inside a pair, or made by the cell) become U+FFFD, so it always encodes as UTF-8; longer
+    than ``cap`` characters, it is cut with a marker (``tail`` keeps the end)."""
+    v = _SURROGATE.sub("\ufffd", v)
+    if len(v) <= cap:
+        return v
+    mark = f" [closedpaw: {len(v) - cap} characters cut] "
+    return mark + v[-cap:] if tail else v[:cap] + mark
+
+
+def _text(info: Any, key: str, cap: int, *, tail: bool = False) -> str:
     v = info.get(key) if isinstance(info, dict) else None
     if v is None:
         return ""
     if not isinstance(v, str):
         raise AgentProtocolError(f"agent sent a non-text {key!r}")
-    return v[:cap]
+    return fit_text(v, cap, tail=tail)
 
 
 class ExecStream:
@@ -208,7 +226,7 @@ class ExecStream:
 
     def _cell(self, info: dict[str, Any], out_total: int, err_total: int, timed_out: bool,
               duration_ms: float, usage: ResourceUsage, oom: bool) -> CodeResult:
-        cap = 64 * 1024
+        cap = CELL_TEXT_CAP
         value = info.get("value")
         if value is not None and not isinstance(value, str):
             raise AgentProtocolError("agent sent a non-text cell value")
@@ -218,7 +236,7 @@ class ExecStream:
             if not isinstance(err, dict):
                 raise AgentProtocolError("agent sent a malformed cell error")
             error = CodeError(_text(err, "name", 200) or "Error", _text(err, "message", cap),
-                              _text(err, "traceback", cap))
+                              _text(err, "traceback", cap, tail=True))
         restarted = info.get("restarted") is True
         code = 128 + signal.SIGKILL if (timed_out or oom) else (1 if error else 0)
         return CodeResult(
@@ -229,5 +247,5 @@ class ExecStream:
             stderr_truncated=err_total > len(self._err),
             stdout_total_bytes=max(out_total, len(self._out)),
             stderr_total_bytes=max(err_total, len(self._err)), usage=usage,
-            value=value[:cap] if value is not None else None, error=error,
+            value=fit_text(value, cap) if value is not None else None, error=error,
             restarted=restarted)

@@ -217,15 +217,85 @@ class CgroupAccounting:
             return False
         return True
 
+    def _bases(self) -> list[Path]:
+        return [self.root / self.rel] if self.v2 else [
+            self.root / c / self.rel for c in _V1_CONTROLLERS]
+
+    def kill_all(self, timeout_s: float = 5.0) -> list[int]:
+        """SIGKILL every process still in this sandbox's cgroups (thawed first) and wait until
+        none is left; returns their pids. Our cgroup holds nothing but this sandbox: the
+        runtime's processes and the container's. A runtime that lost track of its container
+        (e.g. a ``runsc run --detach`` killed halfway by ``gc``, its owner being dead) leaves
+        its Sentry and gofer there, which a delete by id no longer reaches. Each process is
+        signalled through a pidfd after checking it is still in this cgroup, so a reused pid
+        is never hit."""
+        import signal
+        import time
+
+        killed: list[int] = []
+        end = time.monotonic() + timeout_s
+        while True:
+            pids = self._pids()
+            if not pids:
+                return killed
+            if time.monotonic() > end:
+                raise OSError(16, f"processes {sorted(pids)[:8]} are still in the cgroups of "
+                              f"{self.rel} after SIGKILL")
+            self._thaw()
+            for pid in pids:
+                try:
+                    fd = os.pidfd_open(pid)
+                except OSError:
+                    continue
+                try:
+                    if self._holds(pid):
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
+                        if pid not in killed:
+                            killed.append(pid)
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+            time.sleep(0.05)
+
+    def _pids(self) -> set[int]:
+        pids: set[int] = set()
+        for base in self._bases():
+            for dirpath, _, files in os.walk(base):
+                if "cgroup.procs" in files:
+                    with contextlib.suppress(OSError, ValueError):
+                        pids.update(int(x) for x in
+                                    Path(dirpath, "cgroup.procs").read_text().split())
+        return pids
+
+    def _holds(self, pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                text = f.read()
+        except OSError:
+            return False
+        want = f"/{self.rel}"
+        return any(line.rsplit(":", 1)[-1] == want or line.rsplit(":", 1)[-1].startswith(want + "/")
+                   for line in text.splitlines())
+
+    def _thaw(self) -> None:
+        """A frozen task does not die of SIGKILL until it is thawed."""
+        for base in self._bases():
+            for dirpath, _, files in os.walk(base):
+                name = "cgroup.freeze" if self.v2 else "freezer.state"
+                if name in files:
+                    with contextlib.suppress(OSError):
+                        Path(dirpath, name).write_text("0" if self.v2 else "THAWED")
+
     def remove(self) -> None:
-        """Remove what is left of this sandbox's cgroups in every hierarchy. Idempotent."""
+        """Kill what is left in this sandbox's cgroups (:meth:`kill_all`), then remove them in
+        every hierarchy. Idempotent."""
         if self._efd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._efd)
         self._efd = None
-        bases = [self.root / self.rel] if self.v2 else [
-            self.root / c / self.rel for c in _V1_CONTROLLERS]
-        for base in bases:
+        self.kill_all()
+        for base in self._bases():
             for d in (base / "ctr", base):
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                     _rmdir_retry(d)

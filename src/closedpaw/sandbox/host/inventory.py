@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,9 @@ __all__ = [
 RUNTIMES = ("runc", "runsc")
 _SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 _OCTAL = re.compile(r"\\([0-7]{3})")
+# Our container ids (every entry of a runtime root we use starts with one: runc's directory
+# per container, runsc's state and lock files).
+_CONTAINER = re.compile(r"^cp-[0-9a-f]{12}")
 
 
 def cgroup_bases(parent: str) -> list[Path]:
@@ -120,19 +124,31 @@ def runtime_processes(bundle: Path) -> list[int]:
 
 def container_ids(runtime: str, root: Path) -> list[str]:
     """Containers the ``runtime`` binary lists under its state ``root`` (none when the root
-    or the binary does not exist)."""
+    or the binary does not exist).
+
+    ``runc list`` fails with "no such file or directory" when a container's state vanishes
+    while it lists (any delete racing the look, e.g. a foreground runtime removing its own
+    container). That is not "no containers": the listing is retried, and if it keeps failing
+    the root's entries (each named by its container's id) are read instead, so a
+    live container is never left out."""
     binary = shutil.which(runtime, path=_SYSTEM_PATH)
     if binary is None or not root.exists():
         return []
     quiet = "-quiet" if runtime == "runsc" else "--quiet"
-    p = subprocess.run([binary, "--root", str(root), "list", quiet], capture_output=True,
-                       text=True, timeout=30, check=False)
-    if p.returncode != 0:
-        low = p.stderr.lower()
-        if "no such file" in low or "not exist" in low:
+    err = ""
+    for attempt in range(3):
+        p = subprocess.run([binary, "--root", str(root), "list", quiet], capture_output=True,
+                           text=True, timeout=30, check=False)
+        if p.returncode == 0:
+            return [ln.strip() for ln in p.stdout.splitlines() if ln.strip()]
+        if not root.exists():
             return []
-        raise RuntimeError(f"{runtime} list failed ({p.returncode}): {p.stderr.strip()}")
-    return [ln.strip() for ln in p.stdout.splitlines() if ln.strip()]
+        err = p.stderr.strip()
+        time.sleep(0.05 * (attempt + 1))
+    low = err.lower()
+    if "no such file" in low or "not exist" in low:
+        return sorted({m.group(0) for e in _entries(root) if (m := _CONTAINER.match(e))})
+    raise RuntimeError(f"{runtime} list failed ({p.returncode}): {err}")
 
 
 def _entries(d: Path) -> list[str]:

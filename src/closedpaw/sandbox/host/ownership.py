@@ -33,9 +33,8 @@ def claim(path: Path) -> int:
     tmp.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
     tmp.mkdir(mode=0o711)
     try:
-        fd = os.open(tmp / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = _locked_lock(tmp)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # rename() would replace an empty directory: never take over an existing one.
             if os.path.lexists(path):
                 raise FileExistsError(errno.EEXIST, "sandbox state exists already", str(path))
@@ -58,6 +57,32 @@ def claim(path: Path) -> int:
     return fd
 
 
+def _locked_lock(d: Path) -> int:
+    """Create ``d/.lock`` already locked: an unnamed file (``O_TMPFILE``) is locked first, then
+    linked into place. A directory still under its temporary name whose lock is there and free
+    therefore belongs to a dead creator, however young it is (``orphaned``). Where the
+    filesystem has no ``O_TMPFILE``, the file is created, then locked."""
+    try:
+        fd = os.open(d, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # linkat(AT_SYMLINK_FOLLOW) through /proc: CPython calls plain link(), which does
+        # not follow, unless a dir fd is given (ignored here: the path is absolute)
+        os.link(f"/proc/self/fd/{fd}", d / LOCK_NAME, src_dir_fd=fd, follow_symlinks=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def release(fd: int | None) -> None:
     if fd is not None:
         with contextlib.suppress(OSError):
@@ -71,14 +96,15 @@ def orphaned(path: Path) -> int | None:
         age = time.time() - os.lstat(path).st_mtime
     except FileNotFoundError:
         return None
-    if path.name.startswith(NEW_PREFIX) and age < CREATING_GRACE_S:
-        return None
     flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
         fd = os.open(path / LOCK_NAME, flags)
     except FileNotFoundError:
-        # No lock: the owner is removing the directory right now (the lock goes last), or it
-        # predates locks. Only a directory that has not changed for a while is taken.
+        # No lock: the directory is being created (its lock comes right after it, already
+        # locked) or its creator died in between; or the owner is removing it right now (the
+        # lock goes last); or it predates locks. Only time tells: a directory that has not
+        # changed for a while is taken. One under its temporary name *with* a free lock is
+        # taken at once: its creator is dead (see _locked_lock).
         if age < CREATING_GRACE_S:
             return None
         try:

@@ -161,13 +161,16 @@ class _Collector:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             self.stop_container(sid, force=True)
+            cg = CgroupAccounting(self.settings.sandbox.cgroup_parent, sid)
+            for pid in cg.kill_all():  # what the runtime lost track of (its Sentry, gofer)
+                self.details.append(f"{sid}: process {pid} left in its cgroups")
             for m in mounts_under(path):
                 self.details.append(f"{sid}: mount {m}")
                 if m.name.startswith("via-"):  # a read-only bind of a source (userns)
                     userns.unbind(m)
                 else:
                     unmount_output(m)
-            CgroupAccounting(self.settings.sandbox.cgroup_parent, sid).remove()
+            cg.remove()
             ownership.remove(path, fd)
         except BaseException:
             ownership.release(fd)

@@ -284,6 +284,7 @@ class SandboxDir:
         self.run_dir: Path | None = None
         self.files_mount: Path | None = None  # the tmpfs holding code_dir and input_dir
         self.agent_dir: Path | None = None     # the agent's files, bound at /.closedpaw
+        self.agent_mount: Path | None = None   # the tmpfs they are staged on (see build)
         self.lower: Path | None = None          # the image root, never written
         self.image_digest = ""
         self.overlay = False
@@ -465,6 +466,24 @@ class SandboxDir:
         mount_staging(self.files_mount, size + len(self.spec.code_files) * 4096,
                       entries + len(self.spec.code_files))
 
+    def _stage_agent(self) -> Path:
+        """The agent's files, copied onto a small tmpfs of this sandbox that is bound
+        read-only at ``/.closedpaw``. Bound from where the package is installed, the sandbox's
+        ``/proc/self/mountinfo`` showed that host path (runc); from this tmpfs it shows
+        ``/``. The namespace's root can always reach it (no bind of the package needed)."""
+        if self.agent_mount is None:
+            assert self.agent_dir is not None
+            files = [e for e in os.scandir(self.agent_dir)
+                     if e.is_file(follow_symlinks=False) and not e.name.startswith(".")]
+            mnt = self.dir / "agent"
+            mount_staging(mnt, sum(e.stat().st_size for e in files), len(files))
+            self.agent_mount = mnt
+            for e in files:
+                with open(e.path, "rb") as src, open(mnt / e.name, "xb") as dst:
+                    dst.write(src.read())
+                os.chmod(mnt / e.name, 0o644)
+        return self.agent_mount
+
     def _needs_overlay(self, cwd: str, mounts: Sequence[Mapping[str, Any]]) -> bool:
         """Would the runtime have to create a directory in the image to start (a missing
         working directory or tmpfs mount point)? Runtimes do that before making the root
@@ -512,8 +531,7 @@ class SandboxDir:
             machine=os.uname().machine, pids_mode=self.features.pids_mode,
             gvisor=self.features.platform.startswith("gvisor"),
             input_dir=self.input_dir, output_dir=self.output_mount, code_dir=self.code_dir,
-            agent_dir=(None if self.agent_dir is None
-                       else self._reachable(self.agent_dir, "agent")),
+            agent_dir=None if self.agent_dir is None else self._stage_agent(),
             run_dir=self.run_dir,
             usr_source="/usr" if self.spec.image == HOST_IMAGE else None,
             usr_local=self.spec.usr_local,
@@ -617,6 +635,9 @@ class SandboxDir:
         if self.files_mount is not None:
             staged = self.files_mount
             steps.append(lambda: unmount_output(staged))
+        if self.agent_mount is not None:
+            agent = self.agent_mount
+            steps.append(lambda: unmount_output(agent))
         if self.overlay:
             from closedpaw.sandbox.images.overlay import unmount_overlay
 

@@ -38,10 +38,13 @@ def _mount(source: str, target: Path, fstype: str, data: str) -> None:
 
 def mount_overlay(lower: Path, layer_dir: Path, merged: Path, size_mb: int) -> None:
     """Mount ``lower`` + a fresh upper layer (a ``size_mb`` tmpfs at ``layer_dir``) at
-    ``merged``. On failure nothing stays mounted."""
-    for p in (lower, layer_dir):
-        if any(ch in str(p) for ch in ",:\\"):
-            raise ImageError(f"{p}: overlayfs paths must not contain ',', ':' or '\\'")
+    ``merged``. On failure nothing stays mounted.
+
+    The layers are named to the kernel through ``/proc/self/fd/N`` of descriptors opened for
+    the call: overlayfs shows the paths it was given in every ``/proc/self/mountinfo``,
+    the sandbox's own included, and these name neither the image store nor the state dir.
+    The lower layer keeps its last two components (``/proc/self/fd/N/<image>/<root>``): the
+    image store finds the roots in use by them (``store.overlay_lower_dirs``)."""
     layer_dir.mkdir(mode=0o700)
     merged.mkdir(mode=0o755)
     _mount("tmpfs", layer_dir, "tmpfs", f"size={size_mb}m,mode=0700")
@@ -49,8 +52,19 @@ def mount_overlay(lower: Path, layer_dir: Path, merged: Path, size_mb: int) -> N
         upper, work = layer_dir / "upper", layer_dir / "work"
         upper.mkdir(mode=0o755)
         work.mkdir(mode=0o700)
-        _mount("overlay", merged, "overlay",
-               f"lowerdir={lower},upperdir={upper},workdir={work}")
+        tail = f"{lower.parent.name}/{lower.name}"
+        if any(ch in tail for ch in ",:\\"):
+            raise ImageError(f"{lower}: overlayfs paths must not contain ',', ':' or '\\'")
+        fds: list[int] = []
+        try:
+            for d in (lower.parent.parent, upper, work):
+                fds.append(os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+            lo, up, wo = (f"/proc/self/fd/{fd}" for fd in fds)
+            _mount("overlay", merged, "overlay",
+                   f"lowerdir={lo}/{tail},upperdir={up},workdir={wo}")
+        finally:
+            for fd in fds:
+                os.close(fd)
     except BaseException:
         _lib().umount2(str(layer_dir).encode(), _MNT_DETACH)
         raise

@@ -472,7 +472,7 @@ class ImageStore:
                 for n in sorted(os.listdir(img_fd)):
                     if n == keep:
                         _private_dir(img_fd, n)   # trees of older versions were 0755
-                    if n in ("manifest.json", keep) or str(d / n) in used:
+                    if n in ("manifest.json", keep) or lower_in_use(d / n, used):
                         continue
                     try:
                         if mounts_under(d / n):
@@ -574,6 +574,17 @@ def _reap_staging(parent: Path, parent_fd: int, name: str, out: list[str]) -> No
             out.append(f"{parent / name}: removed (staging dir of a dead build or import)")
     finally:
         os.close(fd)
+
+def lower_in_use(root: Path, used: set[str]) -> bool:
+    """Is ``root`` the lower layer of a mounted overlay? Sandboxes name it
+    ``/proc/self/fd/N/<image>/<root>`` (images/overlay.py), older mounts by its path. Another
+    store's root of the same image and root name would count too: it is kept longer, never
+    removed early."""
+    if str(root) in used:
+        return True
+    tail = f"{root.parent.name}/{root.name}"
+    return any(u.startswith("/proc/self/fd/") and u.split("/", 5)[-1] == tail for u in used)
+
 
 def overlay_lower_dirs(mountinfo: Path = Path("/proc/self/mountinfo")) -> set[str]:
     """Every lower directory of every overlay mounted on this host."""

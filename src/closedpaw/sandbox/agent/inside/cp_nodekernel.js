@@ -20,17 +20,41 @@ function writeAll(fd, buf) {
   while (off < buf.length) off += fs.writeSync(fd, buf, off);
 }
 
+// Lone UTF-16 surrogates (made by a cell, or by cutting a string inside a pair) become
+// U+FFFD: every text leaves as valid UTF-8.
+const LONE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+function wellFormed(s) { return s.replace(LONE, '\ufffd'); }
+function isHigh(c) { return c >= 0xd800 && c <= 0xdbff; }
+// The first `keep` code units (or the last, with tail), never half a surrogate pair.
+function head(s, keep) { return s.slice(0, keep > 0 && isHigh(s.charCodeAt(keep - 1)) ? keep - 1 : keep); }
+function tail(s, keep) {
+  const start = s.length - keep;
+  return s.slice(start > 0 && isHigh(s.charCodeAt(start - 1)) ? start + 1 : start);
+}
+function marker(n) { return ` [closedpaw: ${n} characters cut] `; }
+// At most `cap` code units of text, cut with a marker (a traceback keeps its end).
+function capped(s, cap, atEnd) {
+  s = wellFormed(s);
+  if (s.length <= cap) return s;
+  const kept = atEnd ? tail(s, cap) : head(s, cap);
+  return atEnd ? marker(s.length - kept.length) + kept : kept + marker(s.length - kept.length);
+}
+// A property read or conversion of a thrown value may itself throw: never the kernel's end.
+function safe(f, fallback) {
+  try { return String(f()); } catch (_) { return fallback; }
+}
+
 function runCell(code, cap) {
   n += 1;
   let value = null, error = null;
   try {
     const v = vm.runInContext(code, ctx, {filename: `<cell ${n}>`});
-    if (v !== undefined) value = util.inspect(v).slice(0, cap);
+    if (v !== undefined) value = capped(safe(() => util.inspect(v), '<the value could not be inspected>'), cap, false);
   } catch (e) {
-    const name = (e && e.name) || typeof e;
-    const message = (e && e.message !== undefined) ? String(e.message) : String(e);
-    const stack = (e && e.stack) ? String(e.stack) : `${name}: ${message}`;
-    error = {name, message: message.slice(0, cap), traceback: stack.slice(-cap)};
+    const name = safe(() => (e && e.name) || typeof e, 'Error');
+    const message = safe(() => (e && e.message !== undefined) ? e.message : e, '<the error could not be converted to text>');
+    const stack = safe(() => (e && e.stack) ? e.stack : `${name}: ${message}`, `${name}: ${message}`);
+    error = {name: capped(name, 200, false), message: capped(message, cap, false), traceback: capped(stack, cap, true)};
   }
   return {value, error};
 }
@@ -47,8 +71,9 @@ function fit(out) {
     const text = String(best[0][best[1]] || '');
     if (Buffer.byteLength(line) <= LINE_CAP || text.length < 128) return line;
     const keep = Math.floor(text.length / 2);
-    const mark = ` [closedpaw: ${text.length - keep} characters cut] `;
-    best[0][best[1]] = best[1] === 'traceback' ? mark + text.slice(-keep) : text.slice(0, keep) + mark;
+    const atEnd = best[1] === 'traceback';
+    const kept = atEnd ? tail(text, keep) : head(text, keep);
+    best[0][best[1]] = atEnd ? marker(text.length - kept.length) + kept : kept + marker(text.length - kept.length);
   }
 }
 
