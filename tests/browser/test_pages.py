@@ -268,9 +268,22 @@ def test_sandboxes_and_providers_pages_and_a_phone_width(tmp_path: Path,
     with running(tmp_path) as rig:
         page = new_page()
         login(page, rig)
-        page.click("nav >> text=Sandboxes")
-        page.wait_for_selector("#app[data-ready='1']")
-        text = page.inner_text("#app")
+        from closedpaw.sandbox import SandboxSpec
+
+        sb = rig.gate.sandbox_manager().create(SandboxSpec())   # a live one, with its usage
+        try:
+            sb.exec(["sh", "-c", "head -c 20000000 /dev/zero | tail -c 1 >/dev/null"])
+            page.click("nav >> text=Sandboxes")
+            page.wait_for_selector("#app[data-ready='1']")
+            text = page.inner_text("#app")
+            live = page.locator("table", has_text="Live sandboxes of this server")
+            cells = live.locator("tr", has_text=sb.id).locator("td").all_inner_texts()
+        finally:
+            sb.delete()
+        assert cells[:3] == [sb.id, "running", rig.settings.sandbox.runtime
+                             if rig.settings.sandbox.runtime != "auto" else cells[2]], cells
+        cpu_ms, mem, peak = (float(c) for c in cells[4:7])
+        assert cpu_ms > 0 and mem > 0 and peak >= mem, cells
         assert "runsc" in text and "Isolation in force" in text
         policies = page.locator("table", has_text="Execution policies")
         assert policies.locator("td", has_text="python").count() >= 1

@@ -1,5 +1,6 @@
 // Sandboxes: the runtime actions run in and the isolation in force, the runtimes installed,
-// and the execution queue (from /api/status).
+// and the execution queue (from /api/status); live sandboxes with their CPU time and memory,
+// warm pools, images and policies (from /api/sandboxes, admin).
 import { api, el, status } from './common.js';
 
 const app = document.getElementById('app');
@@ -46,7 +47,9 @@ async function show() {
     el('section', { class: 'card' }, installed),
     el('section', { class: 'card' }, el('h2', {}, 'Execution queue'), dl(s.queue)),
     more.error ? el('p', { class: 'error' }, more.error) : el('section', { class: 'card' },
-      table('Live sandboxes of this server', more.live, ['id', 'status', 'runtime', 'created_at']),
+      table('Live sandboxes of this server', more.live, ['id', 'status', 'runtime', 'created_at',
+                                                          'cpu_ms', 'memory_mib',
+                                                          'peak_memory_mib']),
       table('Warm pools', more.pools, ['policy', 'ready', 'size', 'created', 'acquired_warm',
                                        'acquired_cold', 'expired', 'refill_failures']),
       table('Images', more.images, ['name', 'digest', 'created', 'size']),
