@@ -302,3 +302,40 @@ def test_sandboxes_and_providers_pages_and_a_phone_width(tmp_path: Path,
             assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), \
                 path
             assert violations(phone) == []
+
+
+def test_a_user_login_sees_only_their_own_actions_and_no_admin_pages(
+        tmp_path: Path, new_page: Any) -> None:
+    """Roles as in the API: a `user` session lists only its own actions (also live, as they
+    arrive), and the admin-only Audit and Sandboxes data is refused to it, shown as an error
+    rather than as an empty page."""
+    with running(tmp_path) as rig:
+        theirs = _submit_high(rig)                       # the admin's, waiting
+        tok = rig.gate.create_principal("ann", "user")
+        page = new_page()
+        login(page, rig, tok)
+        page.click("nav >> text=Approvals")
+        page.wait_for_selector("#app[data-ready='1']")
+        with rig.client(tok) as c:
+            r = c.post("/api/actions", json={"action_type": "code_execution", "parameters": {
+                "language": "python", "code": HIGH_CODE}})
+            assert r.status_code == 201, r.text
+            mine = r.json()
+        page.wait_for_selector(f"li[data-id='{mine['action_id']}']")   # live, over SSE
+        later = _submit_high(rig, code=HIGH_CODE + "\n# another of the admin's")
+        page.wait_for_timeout(500)
+        for other in (theirs, later):
+            assert page.locator(f"li[data-id='{other['action_id']}']").count() == 0
+        assert theirs["action_id"] not in page.content()
+        page.goto(rig.url + "/audit")
+        page.wait_for_selector("#status.error", state="attached")
+        shown = page.inner_text("#status")
+        assert "forbidden" in shown and "reading the audit log" in shown, shown
+        assert page.locator("tr[data-seq]").count() == 0
+        page.goto(rig.url + "/sandboxes")   # the probe is for everyone, the inventory is not
+        page.wait_for_selector("#app[data-ready='1']")
+        shown = page.inner_text("#app")
+        assert "Isolation in force" in shown and "forbidden" in shown and \
+            "listing sandboxes" in shown, shown
+        assert page.locator("table", has_text="Live sandboxes of this server").count() == 0
+        assert violations(page) == []
