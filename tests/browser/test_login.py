@@ -427,3 +427,25 @@ def test_the_cookies_are_secure_over_tls(tmp_path: Path) -> None:
     finally:
         gate.close()
         gw.close()
+
+
+def test_a_flood_of_csp_reports_is_counted_not_kept_or_logged(
+        tmp_path: Path, caplog: Any) -> None:
+    """/csp-report is public (browsers post there without credentials): a flood of reports
+    keeps and logs at most the per-minute share; the rest is only counted, so it fills
+    neither the log nor memory."""
+    from closedpaw.web.pages import CSP_REPORTS_PER_MINUTE
+
+    with running(tmp_path) as rig, httpx.Client(base_url=rig.url, trust_env=False) as anon:
+        caplog.set_level("WARNING", logger="closedpaw.web")
+        for i in range(CSP_REPORTS_PER_MINUTE + 70):
+            r = anon.post("/csp-report", content=json.dumps(
+                {"csp-report": {"blocked-uri": "eval", "n": i, "pad": "x" * 2000}}),
+                headers={"Content-Type": "application/csp-report"})
+            assert r.status_code == 204
+        with rig.client() as c:
+            got = c.get("/api/web/csp-reports").json()
+        logged = [r for r in caplog.records if "content security policy report" in r.message]
+    assert len(got["reports"]) <= CSP_REPORTS_PER_MINUTE + 1, len(got["reports"])
+    assert got["dropped"] >= 69, got["dropped"]
+    assert len(logged) == len(got["reports"]), (len(logged), len(got["reports"]))

@@ -284,6 +284,10 @@ async def favicon() -> Response:
     return Response(status_code=204)
 
 
+#: CSP reports kept and logged per minute (server-wide); more are only counted
+CSP_REPORTS_PER_MINUTE = 30
+
+
 @router.post("/csp-report")
 async def csp_report(request: Request) -> Response:
     """Where browsers report what the policy blocked (kept: the last 100, bounded)."""
@@ -296,7 +300,16 @@ async def csp_report(request: Request) -> Response:
         report = json.loads(body or b"null")
     except ValueError:
         return Response(status_code=400)
-    reports: collections.deque[dict[str, Any]] = request.app.state.csp_reports
+    state = request.app.state
+    limiter = getattr(state, "csp_limiter", None)
+    if limiter is None:
+        limiter = state.csp_limiter = RateLimiter(CSP_REPORTS_PER_MINUTE)
+    if limiter.hit("csp-report"):
+        # a flood (the route is public: a page blocked in a loop, or anyone) is counted, not
+        # kept or logged one by one, so it cannot fill the log or the disk
+        state.csp_dropped = getattr(state, "csp_dropped", 0) + 1
+        return Response(status_code=204)
+    reports: collections.deque[dict[str, Any]] = state.csp_reports
     reports.append({"at": time.time(), "client": _client(request), "report": report})
     log.warning("content security policy report: %s", json.dumps(report)[:500])
     return Response(status_code=204)
@@ -309,7 +322,8 @@ async def csp_reports(request: Request) -> dict[str, Any]:
     if p is None or not p.is_admin:
         return JSONResponse({"error": {"code": "forbidden", "message": "admin only"}},
                             status_code=403)  # type: ignore[return-value]
-    return {"reports": list(request.app.state.csp_reports)}
+    return {"reports": list(request.app.state.csp_reports),
+            "dropped": getattr(request.app.state, "csp_dropped", 0)}
 
 
 def issue_login_link(app: Any, base_url: str) -> str | None:
