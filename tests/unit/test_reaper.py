@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -89,3 +90,27 @@ def test_detach_runs_jobs_in_a_child_after_the_caller_exited(tmp_path: Path) -> 
     assert fds == str([os.devnull] * 3)
     _wait_for(log)
     assert "cleanup of boom failed: nope" in log.read_text()
+
+
+def test_an_idle_worker_ends_and_a_later_job_still_runs() -> None:
+    """A process that makes many managers (a server's tests, a long-lived embedder) must not
+    keep one sleeping thread per reaper forever; nothing submitted is ever lost to that."""
+    before = threading.active_count()
+    reapers = [Reaper(f"idle-{i}", idle_exit_s=0.2) for i in range(20)]
+    ran: list[int] = []
+    for i, r in enumerate(reapers):
+        r.submit(f"job {i}", lambda i=i: ran.append(i))
+    for r in reapers:
+        r.drain()
+    assert sorted(ran) == list(range(20))
+    end = time.monotonic() + 10
+    while threading.active_count() > before and time.monotonic() < end:
+        time.sleep(0.05)
+    assert threading.active_count() <= before, threading.enumerate()
+    # racing the idle exit: jobs submitted around the moment the worker gives up all run
+    r = reapers[0]
+    for round_ in range(30):
+        time.sleep(0.19 + (round_ % 3) * 0.01)
+        r.submit(f"late {round_}", lambda n=round_: ran.append(100 + n))
+    r.drain()
+    assert sorted(x for x in ran if x >= 100) == [100 + n for n in range(30)]

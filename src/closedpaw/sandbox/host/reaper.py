@@ -3,9 +3,10 @@
 A :class:`Reaper` runs cleanup jobs (delete a container, unmount, remove cgroups and state) in
 the order they were submitted. Two modes:
 
-* threaded (the library default): a worker thread runs jobs as they arrive;
-  :meth:`Reaper.drain` (called by the manager's ``close`` and at interpreter exit) waits for
-  all of them.
+* threaded (the library default): a worker thread runs jobs as they arrive and ends after
+  :data:`IDLE_EXIT_S` without work (a later job starts a new one), so a process that makes
+  many managers does not keep a thread for each; :meth:`Reaper.drain` (called by the
+  manager's ``close`` and at interpreter exit) waits for all of them.
 * deferred (the CLI): jobs are only queued. :meth:`Reaper.detach` hands them to a detached
   child process (its own session, stdio on /dev/null) and returns at once, so a one-shot
   ``closedpaw run`` exits as soon as the program has; :meth:`Reaper.drain` runs them inline
@@ -23,17 +24,31 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["Reaper"]
+__all__ = ["IDLE_EXIT_S", "Reaper"]
+
+#: seconds a threaded reaper's worker waits for a job before it ends
+IDLE_EXIT_S = 5.0
+
+# every reaper still referenced is drained at interpreter exit (weakly held: a reaper that is
+# gone has nothing left to drain)
+_LIVE: weakref.WeakSet[Reaper] = weakref.WeakSet()
+
+
+@atexit.register
+def _drain_all() -> None:
+    for r in list(_LIVE):
+        r.drain()
 
 Job = Callable[[], None]
 
 
 class Reaper:
     def __init__(self, name: str = "closedpaw-reaper", *, deferred: bool = False,
-                 error_log: Path | None = None) -> None:
+                 error_log: Path | None = None, idle_exit_s: float = IDLE_EXIT_S) -> None:
         self._q: queue.Queue[tuple[str, Job] | None] = queue.Queue()
         self._name = name
         self._deferred = deferred
@@ -42,19 +57,20 @@ class Reaper:
         self._lock = threading.Lock()
         self.error_log = error_log
         self.errors: list[str] = []
-        atexit.register(self.drain)
+        self._idle_exit_s = idle_exit_s
+        _LIVE.add(self)
 
     def submit(self, what: str, job: Job) -> None:
         if self._deferred:
             with self._lock:
                 self._pending.append((what, job))
             return
-        with self._lock:
+        with self._lock:   # the put under the lock: an idle worker ends only on an empty queue
+            self._q.put((what, job))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._work, name=self._name,
                                                 daemon=True)
                 self._thread.start()
-        self._q.put((what, job))
 
     def _run(self, what: str, job: Job) -> None:
         try:
@@ -74,7 +90,14 @@ class Reaper:
 
     def _work(self) -> None:
         while True:
-            item = self._q.get()
+            try:
+                item = self._q.get(timeout=self._idle_exit_s)
+            except queue.Empty:
+                with self._lock:
+                    if self._q.empty():
+                        self._thread = None
+                        return
+                continue
             try:
                 if item is None:
                     return
