@@ -36,9 +36,11 @@ def test_what_is_17_times_23_is_computed_in_the_sandbox(tmp_path: Path, runtime:
         assert results[0]["status"] == "completed" and "391" in results[0]["content"], events
         final = events[-1]
         assert final[0] == "final" and "391" in final[1]["text"], events
-        # the call streamed as text by the model is held back: never shown as answer text
+        # the call the model wrote as text was held back, never shown as answer text: what
+        # streamed is exactly the final answer (the 0.5B model's answer may itself quote the
+        # call and the result, see docs/limitations.md; that is its text, not a call)
         shown = "".join(d["text"] for n, d in events if n == "token")
-        assert "<tool_call>" not in shown and '"arguments"' not in shown, shown
+        assert shown == final[1]["text"], (shown, final[1]["text"])
         ran = r.gate.get(calls[0]["action_id"])
         assert ran.result is not None and ran.result["isolation"]["runtime"] == runtime
         assert r.audit("assistant.turn")[0]["details"]["provider"] == "local"
