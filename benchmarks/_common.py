@@ -195,3 +195,35 @@ def remove_bench_state(state_dir: Path, cgroup_parent: str, leaks: dict[str, Any
     shutil.rmtree(state_dir, ignore_errors=True)
     if bad := remove_empty_cgroup_parents(cgroup_parent):
         leaks[key] = bad
+
+
+def channel_bench_main(default_json: Path, prefix: str,
+                       platforms: Sequence[tuple[str, Callable[[int, Path], dict[str, Any]]]]
+                       ) -> int:
+    """The shared main of the channel benchmarks: each ``(name, run)`` returns ``{name:
+    summary, "floor_assistant_send": summary}`` for ``runs`` messages; prints each platform
+    beside the floor (``Assistant.send`` called directly) and writes the JSON."""
+    import argparse
+    import json
+    import tempfile
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--json", type=Path, default=default_json)
+    a = ap.parse_args()
+    res: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        for _name, run in platforms:
+            res.update(run(a.runs, Path(d)))
+    floor = res["floor_assistant_send"]["median_ms"]
+    print(f"{'':28}{'median':>10}{'floor':>10}{'ratio':>8}{'added':>10}")
+    print(f"{'Assistant.send (floor)':28}{floor:>10.1f}")
+    for name, _run in platforms:
+        m = res[name]["median_ms"]
+        print(f"{name + ' message -> answer':28}{m:>10.1f}{floor:>10.1f}{m / floor:>8.2f}"
+              f"{m - floor:>10.1f}")
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    a.json.write_text(json.dumps({"machine": machine_info(()), "runs": a.runs, **res},
+                                 indent=2) + "\n")
+    print(f"JSON: {a.json}")
+    return 0

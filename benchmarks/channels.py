@@ -16,17 +16,14 @@ beside the floor with the ratio. Writes JSON to benchmarks/results/channels.json
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import REPO, machine_info, summary
+from _common import REPO, channel_bench_main, summary
 
 from closedpaw.channels.slack import SlackAdapter
 from closedpaw.channels.telegram import TelegramAdapter
@@ -98,24 +95,8 @@ def slack(runs: int, tmp: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
-    a = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="closedpaw-bench-ch-") as d:
-        res = {**telegram(a.runs, Path(d)), **slack(a.runs, Path(d))}
-    floor = res["floor_assistant_send"]["median_ms"]
-    print(f"{'':28}{'median':>10}{'floor':>10}{'ratio':>8}{'added':>10}")
-    print(f"{'Assistant.send (floor)':28}{floor:>10.1f}")
-    for k in ("telegram", "slack"):
-        m = res[k]["median_ms"]
-        print(f"{k + ' message -> answer':28}{m:>10.1f}{floor:>10.1f}{m / floor:>8.2f}"
-              f"{m - floor:>10.1f}")
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps({"machine": machine_info(()), "runs": a.runs, **res},
-                                 indent=2) + "\n")
-    print(f"JSON: {a.json}")
-    return 0
+    return channel_bench_main(DEFAULT_JSON, "closedpaw-bench-ch-",
+                              [("telegram", telegram), ("slack", slack)])
 
 
 if __name__ == "__main__":
