@@ -26,7 +26,7 @@ bench: deps
 	.venv/bin/python benchmarks/agent.py
 	.venv/bin/python benchmarks/pool.py
 	.venv/bin/python benchmarks/assistant.py
-	.venv/bin/python benchmarks/mcp.py
+	.venv/bin/python benchmarks/mcp_roundtrip.py
 	.venv/bin/python benchmarks/channels.py
 	.venv/bin/python benchmarks/channels_more.py
 	.venv/bin/python benchmarks/web.py

@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="closedpaw-bench-assistant-"))
+    tmp.chmod(0o711)   # searchable: sandboxes get their own user namespace, as in use
     out: dict[str, Any] = {"machine": machine_info()}
     try:
         g = out["gateway_overhead"] = gateway_overhead(args.runs * 5)

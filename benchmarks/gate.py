@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-flood", action="store_true", help="skip the server floods")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="closedpaw-bench-gate-"))
+    tmp.chmod(0o711)   # searchable: sandboxes get their own user namespace, as in use
     out: dict[str, Any] = {}
     try:
         log = AuditLog(tmp / "audit-only")

@@ -31,10 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-# last, not first (python puts a script's directory first): benchmarks/mcp.py must not shadow
-# the mcp package the app imports
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+sys.path.insert(0, str(_HERE))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 from _common import REPO, machine_info, summary
@@ -195,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("httpx", "mcp", "mcp.server.streamable_http_manager"):
         logging.getLogger(name).setLevel(logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="closedpaw-bench-web-"))
+    tmp.chmod(0o711)   # searchable: sandboxes get their own user namespace, as in use
     out: dict[str, Any] = {"machine": machine_info(), "runtime": args.runtime}
     srv = Server(tmp, args.runtime)
     try:

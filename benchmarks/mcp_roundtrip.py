@@ -1,6 +1,6 @@
 """MCP round trips beside their floors, on runc with warm pools.
 
-    sudo .venv/bin/python benchmarks/mcp.py [--runs N] [--json PATH]
+    sudo .venv/bin/python benchmarks/mcp_roundtrip.py [--runs N] [--json PATH]
 
 Each case is one action, timed (median over N calls) at every layer it passes through:
 
@@ -350,6 +350,7 @@ def _measure(s: Settings, gate: Gate, runs: int) -> dict[str, Samples]:
 def main(argv: list[str] | None = None) -> int:
     args = bench_args(__doc__ or "", DEFAULT_JSON, runs=30, min_runs=5, argv=argv)
     tmp = Path(tempfile.mkdtemp(prefix="closedpaw-bench-mcp-"))
+    tmp.chmod(0o711)   # searchable: sandboxes get their own user namespace, as in use
     state = Path(f"/run/closedpaw-bench-mcp-{os.getpid()}")
     s = Settings.of(data_dir=tmp / "data", state_dir=state, cgroup_parent=CGROUP,
                     runtime="runc", pool_size=1, code_pool=True,
