@@ -70,6 +70,11 @@ DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "agent.json"
 BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench-agent"),
                     cgroup_parent="closedpaw-bench-agent", max_sandboxes=CONCURRENT + 4)
 SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=256, timeout_s=120))
+# the concurrency case: CONCURRENT runsc sandboxes at the default 64 processes would need
+# 20 x 3136 host pids, past the host pid budget at kernel.pid_max 32768 (docs/sandbox-
+# hardening.md); `python3 -c pass` needs a few, so both sides run with 16 (448 host pids each)
+CONCURRENT_SPEC = SandboxSpec(limits=ResourceLimits(memory_mb=256, timeout_s=120,
+                                                    max_processes=16))
 
 Case = Any
 
@@ -159,7 +164,7 @@ def raw_concurrent_round(drv: OCICLIDriver) -> float:
     wss = []
     try:
         for _ in range(CONCURRENT):
-            sd = SandboxDir.allocate(BENCH, new_sandbox_id(), SPEC, drv.features())
+            sd = SandboxDir.allocate(BENCH, new_sandbox_id(), CONCURRENT_SPEC, drv.features())
             wss.append(sd)
             sd.build(["/usr/bin/python3", "-c", "pass"], {}, "/tmp")
         drv.root_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -183,7 +188,8 @@ def raw_concurrent_round(drv: OCICLIDriver) -> float:
 def concurrent_round(mgr: SandboxManager, name: str) -> tuple[float, int]:
     def one(_: int) -> bool:
         try:
-            return mgr.run(["python3", "-c", "pass"], SPEC, runtime=name).exit_code == 0
+            return mgr.run(["python3", "-c", "pass"], CONCURRENT_SPEC,
+                           runtime=name).exit_code == 0
         except Exception:
             return False
     with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
