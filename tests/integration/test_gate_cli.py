@@ -213,6 +213,25 @@ def test_audit_verify_names_the_first_bad_entry(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no audit log" in missing.stderr
 
 
+def _await_health(p: subprocess.Popen[bytes], url: str, what: str) -> None:
+    """Wait until ``url``'s health probe answers; if it never does (or ``p`` died), kill
+    ``p`` and fail with its stderr."""
+    def up() -> bool:
+        try:
+            return httpx.get(url + "/api/health", trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            assert p.poll() is None, p.stderr.read() if p.stderr else ""
+            return False
+    try:
+        wait_for(up, what)
+    except BaseException:
+        p.kill()
+        p.wait()
+        if p.stderr:
+            p.stderr.close()
+        raise
+
+
 def _start_server(script: str, s: Settings) -> tuple[subprocess.Popen[bytes], str]:
     """``script`` (argv: port, data dir, state dir, cgroup parent) in a child process, once
     its health probe answers on 127.0.0.1."""
@@ -221,21 +240,7 @@ def _start_server(script: str, s: Settings) -> tuple[subprocess.Popen[bytes], st
                           str(s.state_dir), TEST_CGROUP], stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(url + "/api/health", trust_env=False).status_code == 200
-        except httpx.HTTPError:
-            assert p.poll() is None, p.stderr.read() if p.stderr else ""
-            return False
-    try:
-        wait_for(up, "the server")
-    except BaseException:
-        p.kill()
-        p.wait()
-        if p.stderr:
-            p.stderr.close()
-        raise
+    _await_health(p, url, "the server")
     return p, url
 
 
@@ -372,19 +377,7 @@ def _serve(s: Settings, runtime: str) -> tuple[subprocess.Popen[bytes], str]:
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(url + "/api/health", trust_env=False).status_code == 200
-        except httpx.HTTPError:
-            assert p.poll() is None, p.stderr.read() if p.stderr else ""
-            return False
-    try:
-        wait_for(up, "closedpaw serve")
-    except BaseException:
-        p.kill()
-        p.wait()
-        raise
+    _await_health(p, url, "closedpaw serve")
     return p, url
 
 
