@@ -381,10 +381,11 @@ def test_cutting_the_log_while_running_is_refused_and_reported(tmp_path: Path,
                                                              attack: str) -> None:
     with serving(tmp_path) as (lv, g), user(lv, g, "mallory") as m:
         log = lv.settings.audit_dir / "audit.jsonl"
-        head = lv.settings.audit_dir / "audit.head"
+        # the anchored log keeps no head file: the database anchor replaces it
+        assert not (lv.settings.audit_dir / "audit.head").exists()
         for _ in range(3):
             _submit_ok(m)
-        old_log, old_head = log.read_bytes(), head.read_bytes()
+        old_log = log.read_bytes()
         for _ in range(3):
             _submit_ok(m)
         anchored = g.store.anchor()
@@ -394,10 +395,8 @@ def test_cutting_the_log_while_running_is_refused_and_reported(tmp_path: Path,
             log.write_bytes(b"".join(lines[:-2]))
         elif attack == "delete":
             log.unlink()
-            head.unlink()
-        else:   # an older copy of the log with its matching head record put back
+        else:   # an older copy of the log put back
             log.write_bytes(old_log)
-            head.write_bytes(old_head)
         r = m.post("/api/actions", json=HIGH)
         e = err(r, 503, "audit_unavailable")
         assert "missing" in e["message"] and str(lv.settings.data_dir) not in e["message"]
@@ -417,7 +416,6 @@ def test_cutting_the_log_while_stopped_is_reported_and_the_server_refuses_to_sta
         for _ in range(2):
             _submit_ok(m)
         old = (lv.settings.audit_dir / "audit.jsonl").read_bytes()
-        old_head = (lv.settings.audit_dir / "audit.head").read_bytes()
         for _ in range(2):
             _submit_ok(m)
     log = s.audit_dir / "audit.jsonl"
@@ -425,10 +423,8 @@ def test_cutting_the_log_while_stopped_is_reported_and_the_server_refuses_to_sta
         log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:3]))
     elif attack == "delete":
         log.unlink()
-        (s.audit_dir / "audit.head").unlink()
     else:
         log.write_bytes(old)
-        (s.audit_dir / "audit.head").write_bytes(old_head)
     env = {"PATH": os.environ["PATH"]}
     r = subprocess.run([CLI, "audit", "verify", "--data-dir", str(s.data_dir)],
                        capture_output=True, text=True, env=env, timeout=60, check=False)
