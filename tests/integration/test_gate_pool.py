@@ -71,3 +71,48 @@ def test_the_code_pool_is_on_by_default(tmp_path: Path, runtime: str) -> None:
     finally:
         g.close()
     assert not settled_leftovers(g.settings), settled_leftovers(g.settings)
+
+
+# what python3 -c reports, and the warm kernel must report the same (exit code, stdout, and
+# stderr's last line: a traceback names "<cell N>" instead of "<string>" and shows the lines)
+AS_PROGRAM = [
+    "print(6*7)",
+    "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)",
+    "raise ValueError('boom')",
+    "import sys; sys.exit('bye')",
+    "import sys; sys.exit()",
+    "import sys; sys.exit(300)",
+    "import os; os._exit(4)",
+    "print(__name__)",
+    "import sys; print(repr(sys.stdin.read()))",
+    "6*7",
+    "def f():\n    1/0\nf()",
+    "import time; time.sleep(30)",
+]
+
+
+def test_python_in_the_warm_kernel_reports_what_python3_c_reports(tmp_path: Path,
+                                                                 runtime: str) -> None:
+    def outcomes(pool: bool) -> list[tuple[object, ...]]:
+        g = Gate(gate_settings(tmp_path / str(pool), runtime=runtime, pool_size=1,
+                               code_pool=pool))
+        g.start()
+        try:
+            out = []
+            for code in AS_PROGRAM:
+                r = _run(g, code, timeout_s=2)
+                err = str(r["stderr"]).rstrip("\n").rsplit("\n", 1)[-1]
+                out.append((r["exit_code"], r["stdout"], err, r["timed_out"]))
+                if code.startswith("raise"):   # the kernel ran it (its cells' file name)
+                    assert ('File "<cell' in str(r["stderr"])) is pool, r["stderr"]
+            runs = [e.details for e in g.audit.entries() if e.event == "sandbox.run"]
+            assert all(r["warm"] is pool for r in runs)
+            return out
+        finally:
+            g.close()
+            assert not settled_leftovers(g.settings), settled_leftovers(g.settings)
+    warm, cold = outcomes(True), outcomes(False)
+    for code, w, c in zip(AS_PROGRAM, warm, cold, strict=True):
+        assert w == c, (code, w, c)
+    assert warm[2] == (1, "", "ValueError: boom", False)
+    assert warm[6][0] == 4 and warm[-1][0] == 137 and warm[-1][3] is True

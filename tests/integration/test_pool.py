@@ -191,3 +191,42 @@ def test_a_pooled_sandbox_that_died_while_waiting_is_never_handed_out(
                 assert sb.exec(["echo", "alive"]).stdout == b"alive\n"
         assert victim.id not in handed
     mgr.reaper.drain()
+
+
+def test_a_pool_with_kernels_hands_out_sandboxes_whose_kernel_already_runs(
+        mgr: SandboxManager, runtime: str) -> None:
+    with mgr.pool(spec=SPEC, runtime=runtime, size=1, idle_timeout_s=0,
+                  kernels=("python",)) as pool:
+        assert pool.wait_ready(timeout_s=60), pool.errors
+        sb = pool.acquire(timeout_s=60)
+        try:
+            # before any cell of ours: the kernel process is there
+            ps = sb.exec(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"])
+            assert "cp_pykernel" in ps.stdout_text, ps.stdout_text
+            # and its namespace is a fresh interpreter's: the warm-up cell defined nothing
+            r = sb.code.run("sorted(k for k in globals() if k != '__builtins__')")
+            assert r.exit_code == 0 and not r.restarted, r
+            assert r.value == "['__name__']", r.value
+        finally:
+            sb.delete_soon()
+        # deleted in the background: gone from the manager's list, nothing left behind
+        deadline = time.monotonic() + 30
+        while sb.id in {s.id for s in mgr.list()} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sb.id not in {s.id for s in mgr.list()}
+        assert sb.status is SandboxStatus.STOPPED
+
+
+def test_a_pool_refuses_a_kernel_it_cannot_warm(mgr: SandboxManager, runtime: str) -> None:
+    with pytest.raises(ConfigError, match="'ruby' cannot be warmed"):
+        mgr.pool(spec=SPEC, runtime=runtime, size=1, kernels=("ruby",))
+    assert not mgr.live.sandboxes()
+
+
+def test_delete_soon_then_cleanup_deletes_once_and_leaves_nothing(mgr: SandboxManager,
+                                                                  runtime: str) -> None:
+    sb = mgr.create(SPEC, runtime=runtime)
+    sb.delete_soon()
+    mgr.cleanup()   # waits for the reaper; the sandbox is deleted by one of the two
+    assert sb.status is SandboxStatus.STOPPED and not mgr.list()
+    assert not mgr.reaper.errors, mgr.reaper.errors

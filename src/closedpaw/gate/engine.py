@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -636,7 +636,7 @@ class Gate:
                            isolation=result.get("isolation", {}).get("runtime"))
         try:
             self._move(rec.id, [ActionStatus.EXECUTING], to, SYSTEM, details=details,
-                       result=result, error=error)
+                       before=self.context.notes.take(rec.id), result=result, error=error)
         except ClosedPawError:
             log.exception("cannot record the end of %s; it stays executing and will be "
                           "marked interrupted at the next start", rec.id)
@@ -645,12 +645,17 @@ class Gate:
     def _move(self, action_id: str, frm: list[ActionStatus], to: ActionStatus,
               principal: Principal, *, details: dict[str, Any] | None = None,
               where_unexpired: float | None = None, where_sha256: str | None = None,
+              before: Sequence[tuple[AuditEvent, str, dict[str, Any]]] = (),
               **values: Any) -> ActionRecord | None:
+        """Compare-and-set the action's status, audited in the same transaction; ``before``:
+        entries about the action (an executor's notes) written ahead of the transition's own
+        in one durable write."""
         def audit(rec: ActionRecord) -> None:
-            self.audit.append(_EVENT_OF[to], principal=principal.name, action_id=action_id,
-                              details={"to": str(to), "params_sha256": rec.params_sha256,
-                                       "security_level": str(rec.security_level),
-                                       **(details or {})})
+            self.audit.append_many([
+                *((ev, who, action_id, d) for ev, who, d in before),
+                (_EVENT_OF[to], principal.name, action_id,
+                 {"to": str(to), "params_sha256": rec.params_sha256,
+                  "security_level": str(rec.security_level), **(details or {})})])
         rec = self.store.transition(action_id, frm, to, audit=audit,
                                     where_unexpired=where_unexpired,
                                     where_sha256=where_sha256, **values)

@@ -11,17 +11,21 @@ is decrypted).
 Without secrets, it takes a warm sandbox of the policy from the context's pools (one pool per
 policy, made on first use; the sandbox runs this one action and is deleted, the pool refills)
 so an action does not wait for a container to start; with the ``code_pool`` setting off it
-starts a cold one.
+starts a cold one. The pooled sandboxes have their python kernel started too, and python code
+runs in it as ``python3 -c`` would (:func:`as_program`): no interpreter start on the action's
+path. The sandbox is deleted in the background once the result is in.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import re
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
 from closedpaw.audit.events import AuditEvent
 from closedpaw.errors import ClosedPawError, GateError, NotConfigured, PermissionDenied
 from closedpaw.gate.actions import CodeExecutionParams, RiskLevel
+from closedpaw.sandbox.result import ExecutionResult
 from closedpaw.vault import may_read, needs_admin_approval
 
 if TYPE_CHECKING:
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from closedpaw.gate.store import ActionRecord
     from closedpaw.sandbox.policy import ExecutionPolicy
 
-__all__ = ["ACTION_TYPES", "RAISERS", "raise_for_secrets", "run_code"]
+__all__ = ["ACTION_TYPES", "RAISERS", "as_program", "raise_for_secrets", "run_code"]
 
 
 def _resolve_secrets(ctx: ExecutionContext, rec: ActionRecord, pol: ExecutionPolicy
@@ -70,21 +74,65 @@ def run_code(ctx: ExecutionContext, rec: ActionRecord, params: BaseModel) -> dic
     pool = (ctx.pools.get(mgr, params.policy)
             if ctx.settings.pools.code_pool and not env and not files else None)
     if pool is not None:
-        # a warm sandbox of the policy, used for this action only and deleted
-        with pool.acquire() as sb:
-            result = sb.exec(params.command(), timeout_s=params.timeout_s)
+        # a warm sandbox of the policy, used for this action only; deleted in the background
+        # once the result is in (the action does not wait for the container to stop)
+        sb = pool.acquire()
+        try:
+            if params.language == "python" and sb.agent:
+                # its python kernel is running already (the pool warmed it): the code runs
+                # as `python3 -c` would, without the interpreter's start
+                result = as_program(sb.code.run("python", params.code,
+                                                 timeout_s=params.timeout_s))
+            else:
+                result = sb.exec(params.command(), timeout_s=params.timeout_s)
+        finally:
+            sb.delete_soon()
     else:
         spec = replace(base, limits=replace(base.limits, timeout_s=params.timeout_s),
                        env={**base.env, **env}, secret_files=files)
         result = mgr.run(params.command(), spec)
     out = result.to_dict()
-    ctx.audit.append(AuditEvent.SANDBOX_RUN, principal="system", action_id=rec.id,
-                     details={"sandbox_id": result.sandbox_id, "exit_code": result.exit_code,
-                              "timed_out": result.timed_out, "oom_killed": result.oom_killed,
-                              "duration_ms": out["duration_ms"],
-                              "isolation": out["isolation"], "warm": pool is not None,
-                              "secrets": sorted(pol.secret_names)})
+    # written with the action's end, in one durable write
+    ctx.notes.add(rec.id, AuditEvent.SANDBOX_RUN, "system", {
+        "sandbox_id": result.sandbox_id, "exit_code": result.exit_code,
+        "timed_out": result.timed_out, "oom_killed": result.oom_killed,
+        "duration_ms": out["duration_ms"], "isolation": out["isolation"],
+        "warm": pool is not None, "secrets": sorted(pol.secret_names)})
     return out
+
+
+def as_program(cell: ExecutionResult) -> ExecutionResult:
+    """A python cell's result as ``python3 -c CODE`` reports it: an uncaught exception's
+    traceback on stderr and exit 1; ``SystemExit`` its code (a message on stderr and 1, as
+    the interpreter does); no value of the last expression."""
+    err = getattr(cell, "error", None)
+    code, extra = cell.exit_code, ""
+    if err is None or cell.timed_out or cell.oom_killed:
+        pass   # 0, or 137 for a command the engine or the kernel killed
+    elif err.name == "KernelDied":
+        # the interpreter ended itself (os._exit, a crash): its own status, as for a process
+        m = re.search(r"\((exit status|signal) (\d+)\)", err.message)
+        if m is not None:
+            n = int(m.group(2))
+            code = n & 0xFF if m.group(1) == "exit status" else 128 + n
+    elif err.name == "SystemExit":
+        msg = err.message
+        if msg in ("", "None"):
+            code = 0
+        elif msg.lstrip("-").isdigit():
+            code = int(msg) & 0xFF
+        else:
+            code, extra = 1, msg + "\n"
+    else:
+        code, extra = 1, err.traceback if err.traceback.endswith("\n") else \
+            err.traceback + "\n"
+    plain = {f.name: getattr(cell, f.name) for f in fields(ExecutionResult)}
+    if extra:
+        data = extra.encode("utf-8", "replace")
+        plain.update(stderr=cell.stderr + data,
+                     stderr_total_bytes=cell.stderr_total_bytes + len(data))
+    plain["exit_code"] = code
+    return ExecutionResult(**plain)
 
 
 def raise_for_secrets(ctx: ExecutionContext, params: BaseModel

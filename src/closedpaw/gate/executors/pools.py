@@ -28,7 +28,8 @@ class WarmPools:
                 return None
             p = self._pools.get(policy)
             if p is None:
-                p = self._pools[policy] = mgr.pool(policy)
+                # python code actions run in the pooled sandbox's warm kernel
+                p = self._pools[policy] = mgr.pool(policy, kernels=("python",))
             return p
 
     def policies(self) -> list[str]:

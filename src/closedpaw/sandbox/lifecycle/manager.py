@@ -211,9 +211,11 @@ class SandboxManager:
     def pool(self, policy: str | None = None, *, spec: SandboxSpec | None = None,
              runtime: str | None = None, size: int | None = None,
              idle_timeout_s: float | None = None, snapshot: Snapshot | None = None,
-             warmup: Sequence[Sequence[str]] | None = None) -> SandboxPool:
+             warmup: Sequence[Sequence[str]] | None = None,
+             kernels: Sequence[str] = ()) -> SandboxPool:
         """A warm pool of ``size`` (default ``settings.pools.pool_size``) running sandboxes of a
-        named policy or an explicit ``spec``, or clones of ``snapshot``. With ``warmup``
+        named policy or an explicit ``spec``, or clones of ``snapshot``. ``kernels`` (e.g.
+        ``("python",)``): code kernels started in each sandbox before it is ready. With ``warmup``
         (runsc) the pool first takes its own snapshot after running those commands, fills
         itself with clones of it and removes the image when closed. Close the pool (or use
         ``with``); :meth:`cleanup` closes the pools that are still open."""
@@ -235,7 +237,8 @@ class SandboxManager:
         try:
             p = SandboxPool(self.live, spec or SandboxSpec(), runtime=runtime, size=size,
                             idle_timeout_s=idle_timeout_s, snapshot=snapshot,
-                            owns_snapshot=owned is not None, name=policy or "")
+                            owns_snapshot=owned is not None, name=policy or "",
+                            kernels=kernels)
         except BaseException:
             if owned is not None:
                 owned.remove()

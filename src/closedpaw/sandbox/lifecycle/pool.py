@@ -18,6 +18,9 @@ Rules the pool keeps:
   backoff (capped), never in a tight loop. ``acquire`` on an empty pool creates a sandbox
   itself when the cap allows, otherwise waits for one up to its timeout and then raises
   :class:`~closedpaw.errors.PoolExhausted` naming the cause.
+* With ``kernels=("python",)`` each sandbox has its code kernel started before it is
+  ready (an empty cell): the first ``sb.code.run(code)`` of its holder skips the
+  interpreter's start. The kernel is the sandbox's own, so it is used once, like the sandbox.
 * After ``idle_timeout_s`` without an acquire the pool deletes its ready sandboxes (an idle
   runsc sandbox holds memory) and warms up again on the next acquire.
 * :meth:`SandboxPool.close` (or leaving ``with``) stops the refill thread and deletes every
@@ -30,13 +33,19 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from closedpaw.errors import ConfigError, PoolExhausted, SandboxLimitReached
+from closedpaw.errors import (
+    ConfigError,
+    PoolExhausted,
+    SandboxLimitReached,
+    SandboxStateError,
+)
 from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
-from closedpaw.sandbox.lifecycle.sandbox import Sandbox
+from closedpaw.sandbox.lifecycle.sandbox import STATEFUL_LANGS, Sandbox
 from closedpaw.sandbox.spec import SandboxSpec
 
 if TYPE_CHECKING:
@@ -50,6 +59,9 @@ BACKOFF_MAX_S = 30.0
 # While the cap is reached a refill looks for a free slot this often (not an error).
 CAP_POLL_S = 0.05
 _MAX_ERRORS = 20
+# A kernel warmed in a pooled sandbox: the cell that starts it, and how long it may take.
+_EMPTY_CELL = {"python": "None", "node": "undefined"}
+KERNEL_START_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,14 @@ class SandboxPool:
     def __init__(self, registry: Registry[Sandbox], spec: SandboxSpec, *,
                  runtime: str | None = None, size: int | None = None,
                  idle_timeout_s: float | None = None, snapshot: Snapshot | None = None,
-                 owns_snapshot: bool = False, name: str = "") -> None:
+                 owns_snapshot: bool = False, name: str = "",
+                 kernels: Sequence[str] = ()) -> None:
         settings = registry.settings
+        bad = [k for k in kernels if k not in STATEFUL_LANGS]
+        if bad:
+            raise ConfigError(f"pool kernels: {', '.join(map(repr, bad))} cannot be warmed; "
+                              f"choose from {', '.join(STATEFUL_LANGS)}")
+        self.kernels = tuple(dict.fromkeys(kernels))
         self.size = settings.pools.pool_size if size is None else size
         self.idle_timeout_s = (settings.pools.pool_idle_timeout_s if idle_timeout_s is None
                                else idle_timeout_s)
@@ -212,8 +230,26 @@ class SandboxPool:
 
     def _make(self) -> Sandbox:
         if self.snapshot is not None:
-            return self.snapshot.restore()
-        return Sandbox.launch(self.registry, self.spec, runtime=self.runtime)
+            sb = self.snapshot.restore()
+        else:
+            sb = Sandbox.launch(self.registry, self.spec, runtime=self.runtime)
+        if self.kernels and sb.agent:
+            try:
+                self._warm_kernels(sb)
+            except BaseException:
+                self._delete_all([sb])
+                raise
+        return sb
+
+    def _warm_kernels(self, sb: Sandbox) -> None:
+        """Start each of :attr:`kernels` in ``sb`` with a cell that defines nothing, so the
+        first real cell finds its interpreter running (no names, no ``_``: the namespace is
+        as a fresh interpreter's)."""
+        for lang in self.kernels:
+            r = sb.code.run(lang, _EMPTY_CELL[lang], timeout_s=KERNEL_START_S)
+            if r.exit_code != 0:
+                raise SandboxStateError(f"the {lang} kernel of sandbox {sb.id} did not start: "
+                                        f"exit {r.exit_code} {r.stderr_text.strip()[:200]}")
 
     def _delete_all(self, boxes: list[Sandbox]) -> None:
         for sb in boxes:

@@ -450,6 +450,21 @@ class Sandbox:
                         self.files.collect()   # bounded by the cap and the spec's timeout
                 self._teardown()
 
+    def delete_soon(self) -> None:
+        """:meth:`delete` on the reaper's thread; returns at once. For a caller that has what
+        it needed (a result) and should not wait for the container to stop: the sandbox
+        stays listed, and counted against ``max_sandboxes``, until it is gone; the manager's
+        ``close``/``cleanup`` (and interpreter exit) wait for it. A failure is reported as
+        the reaper's other failures are, and leaves the sandbox listed with status
+        ``error`` for ``cleanup``/``gc``."""
+        def job() -> None:
+            with self._lock:   # deleted meanwhile (cleanup): nothing left to do
+                gone = (self.status is SandboxStatus.STOPPED and self.state_dir is None
+                        and self._leftover is None)
+            if not gone:
+                self.delete()
+        self.registry.reaper.submit(f"sandbox {self.id}", job)
+
     def _teardown(self) -> None:
         """Forget the sandbox and hand its removal to the reaper (called under the state
         lock, or by start() before anyone else can see the sandbox running). The job thaws
