@@ -206,15 +206,18 @@ class Assistant:
                 self.store.set_state(conv_id, "idle", None, expect=("running",))
             raise
         state = {"calls": 0, "tokens": [0, 0], "queue": [], "started": time.time()}
-        return self._run(conv_id, state, emit)
+        # the conversation as read above and its owner as just authenticated: no second
+        # read before the model is asked (a resumed turn reads both again)
+        return self._run(conv_id, state, emit, known=(conv, principal))
 
-    def _run(self, conv_id: str, state: dict[str, Any], emit: Emit | None) -> TurnOutcome:
+    def _run(self, conv_id: str, state: dict[str, Any], emit: Emit | None,
+             known: tuple[ConversationRecord, Principal] | None = None) -> TurnOutcome:
         cancel = threading.Event()
         with self._lock:
             self._running[conv_id] = cancel
         paused = False
         try:
-            out = self._drive(conv_id, state, self._emitter(conv_id, emit), cancel)
+            out = self._drive(conv_id, state, self._emitter(conv_id, emit), cancel, known)
             paused = out.status == "awaiting_approval"
             return out
         finally:
@@ -308,13 +311,15 @@ class Assistant:
         return why if len(why) <= 300 else why[:297] + "..."
 
     def _drive(self, conv_id: str, st: dict[str, Any], emit: Emit,
-               cancel: threading.Event) -> TurnOutcome:
-        conv = self.store.get(conv_id, Principal("system", "admin"))
+               cancel: threading.Event,
+               known: tuple[ConversationRecord, Principal] | None = None) -> TurnOutcome:
         t0 = time.perf_counter()
+        conv = (known[0] if known is not None
+                else self.store.get(conv_id, Principal("system", "admin")))
         deadline = time.monotonic() + self.limits.wall_s
         out = TurnOutcome("finished", conv_id)
         try:
-            owner = self._owner(conv.owner)
+            owner = known[1] if known is not None else self._owner(conv.owner)
             provider = self.gateway.get(conv.provider)
             model = conv.model or provider.default_model
             out.provider, out.model = provider.name, model

@@ -75,10 +75,20 @@ def _clean(v: Any) -> Any:
     return v
 
 
+_SCHEMAS: dict[str, dict[str, Any]] = {}
+
+
 def tool_specs(names: list[str] | None = None) -> list[ToolSpec]:
-    """The tools, from the gate's action types (all but ``chat``)."""
-    return [ToolSpec(n, t.description, _schema(t)) for n, t in TOOLS.items()
-            if t.action_type in ACTION_TYPES and (names is None or n in names)]
+    """The tools, from the gate's action types (all but ``chat``). Their schemas are made
+    once (pydantic's schema generation took ~1 ms per tool, on every turn) and each call
+    gets its own copy."""
+    out = []
+    for n, t in TOOLS.items():
+        if t.action_type in ACTION_TYPES and (names is None or n in names):
+            if n not in _SCHEMAS:
+                _SCHEMAS[n] = _schema(t)
+            out.append(ToolSpec(n, t.description, copy.deepcopy(_SCHEMAS[n])))
+    return out
 
 
 _LAST_VALUE = '''import ast as _a
