@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time as _time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -244,5 +245,51 @@ def test_stdio_server_leaves_the_running_servers_actions_alone(mcp_settings: Set
                 break
             _time.sleep(0.05)
         assert serve.get(rec.id).status is ActionStatus.COMPLETED
+    finally:
+        serve.close()
+
+
+def test_a_stdio_session_step_approved_by_another_process_runs_in_the_stdio_process(
+        mcp_settings: Settings) -> None:
+    """The session lives in ``closedpaw mcp``; a step on it that needs approval is decided
+    by a person elsewhere (here a gate in the test's process, as ``closedpaw serve`` would):
+    that gate must not run it (it has no such session) and the stdio process must run it
+    when its client polls. Also: a plain action approved elsewhere is seen by the poll (no
+    event crosses processes) instead of waiting out the poll's time."""
+    serve = Gate(mcp_settings)
+    serve.create_principal("admin", "admin")
+
+    async def main() -> None:
+        async with stdio_session(mcp_settings) as session:
+            sid = (await call(session, "create_session", policy="default"))["session_id"]
+            await call(session, "write_file", session_id=sid, path="/tmp/n.txt",
+                       content="only in this session")
+            step = await call(session, "submit_action", action_type="sandbox_session",
+                              parameters={"op": "exec", "session_id": sid,
+                                          "argv": ["cat", "/tmp/n.txt"]},
+                              min_level="high")
+            assert step["status"] == "pending", step
+            approved = await anyio.to_thread.run_sync(
+                lambda: serve.approve(ADMIN, step["action_id"], step["params_sha256"]))
+            assert approved.runner not in (None, serve.instance_id)
+            await anyio.sleep(1.0)   # the approving gate left it alone: still approved
+            assert serve.get(step["action_id"]).status is ActionStatus.APPROVED
+            t0 = _time.monotonic()
+            done = await call(session, "action_status", action_id=step["action_id"],
+                              wait_s=30)
+            assert done["status"] == "completed", done
+            assert done["result"]["stdout"] == "only in this session", done
+            plain = await call(session, "submit_action", action_type="code_execution",
+                               parameters={"language": "python", "code": "print(7)"},
+                               min_level="high")
+            await anyio.to_thread.run_sync(
+                lambda: serve.approve(ADMIN, plain["action_id"], plain["params_sha256"]))
+            out = await call(session, "action_status", action_id=plain["action_id"],
+                             wait_s=30)
+            assert out["status"] == "completed" and out["result"]["stdout"] == "7\n", out
+            assert _time.monotonic() - t0 < 20   # neither waited out its 30 s
+            await call(session, "close_session", session_id=sid)
+    try:
+        anyio.run(main)
     finally:
         serve.close()

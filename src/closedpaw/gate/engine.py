@@ -58,6 +58,9 @@ if TYPE_CHECKING:
     from closedpaw.sandbox import SandboxManager
     from closedpaw.skills import SecretResolver, SkillService
 
+#: action types whose executor uses state only the submitting process holds: run there
+PROCESS_BOUND = frozenset({"sandbox_session"})
+
 __all__ = ["Gate", "Listener"]
 
 log = logging.getLogger("closedpaw.gate")
@@ -86,6 +89,9 @@ class Gate:
                  secrets: SecretResolver | None = None,
                  vault: Vault | None = None) -> None:
         self.settings = settings
+        #: this gate's identity among the processes sharing the database: an action on
+        #: state only this process holds (a sandbox session) is marked to run here
+        self.instance_id = uuid.uuid4().hex
         self.audit = audit or AuditLog(settings.audit_dir,
                                        segment_bytes=settings.gate.audit_segment_bytes)
         self.store = store or Store(settings.database_url)
@@ -132,6 +138,7 @@ class Gate:
         self._running: dict[str, int] = {}
         self._queued: dict[str, deque[str]] = {}
         self._listeners: list[Listener] = []
+        self._adopted: set[str] = set()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -392,6 +399,7 @@ class Gate:
             decided_by=None if needs else f"rule:{decision.level}",
             decided_at=None if needs else now, result=None, error=None)
         row.via = via[:64] if via else None
+        row.runner = self.instance_id if parsed.action_type in PROCESS_BOUND else None
         row.params_mac = self._params_mac(row.id, row.security_level, row.requester,
                                           row.parameters, row.via)
         if not needs:
@@ -518,8 +526,29 @@ class Gate:
             if now.status is ActionStatus.EXPIRED:
                 raise refuse("expired", f"action {action_id} expired at its TTL")
             raise ActionStateError(f"action {action_id} is {now.status}, not pending")
-        self._schedule(action_id, out.requester)
+        if out.runner in (None, self.instance_id):
+            self._schedule(action_id, out.requester)
+        # else: approved here for another process (a `closedpaw mcp` holding the session),
+        # which runs it when it sees the approval (:meth:`adopt`)
         return out
+
+    def adopt(self, action_id: str) -> bool:
+        """Run ``action_id`` here if it was approved elsewhere (another process sharing the
+        database) and is marked to run in this gate; True when it was scheduled. Running it
+        starts with the compare-and-set approved -> executing, so it runs at most once
+        whoever else tries."""
+        rec = self.store.get(action_id)
+        if rec is None or rec.status is not ActionStatus.APPROVED \
+                or rec.runner != self.instance_id:
+            return False
+        with self._lock:
+            if action_id in self._adopted:
+                return False
+            if len(self._adopted) > 10_000:   # only a double schedule is kept off by it
+                self._adopted.clear()
+            self._adopted.add(action_id)
+        self._schedule(action_id, rec.requester)
+        return True
 
     def reject(self, principal: Principal, action_id: str, reason: str = "") -> ActionRecord:
         rec = self.get(action_id, principal)

@@ -90,6 +90,9 @@ class ActionRow(Base):
     # the front door an action came through when not the API (``mcp:<tool>``): an action an
     # MCP client submitted needs another principal's approval (issue 11); under params_mac
     via: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the gate instance that must execute it (an action on state only that process holds,
+    #: a sandbox session); None: any gate on the database
+    runner: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (Index("ix_actions_status", "status"),
                       Index("ix_actions_created", "created_at"))
@@ -106,7 +109,7 @@ class AuditAnchorRow(Base):
     entry_hash: Mapped[str] = mapped_column(String(64))
 
 
-_ADDED_COLUMNS = ("params_mac", "approved_sha256", "approval_mac", "via")
+_ADDED_COLUMNS = ("params_mac", "approved_sha256", "approval_mac", "via", "runner")
 
 
 class ActionRecord(BaseModel):
@@ -137,6 +140,7 @@ class ActionRecord(BaseModel):
     approved_sha256: str | None = Field(default=None, exclude=True)
     approval_mac: str | None = Field(default=None, exclude=True)
     via: str | None = None
+    runner: str | None = Field(default=None, exclude=True)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -155,7 +159,8 @@ class ActionRecord(BaseModel):
                    decided_by=r.decided_by, decided_at=r.decided_at,
                    result=json.loads(r.result) if r.result else None, error=r.error,
                    params_mac=r.params_mac, approved_sha256=r.approved_sha256,
-                   approval_mac=r.approval_mac, via=r.via)
+                   approval_mac=r.approval_mac, via=r.via,
+                   runner=r.runner)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape (the API's, the CLI's)."""

@@ -11,6 +11,7 @@ result. The two tools that do not act (``list_skills``, ``action_status``) are a
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from closedpaw.audit import AuditEvent
@@ -26,6 +27,8 @@ __all__ = ["TOOLS", "McpBridge"]
 #: every tool the server offers, in the order it lists them
 TOOLS = ("run_code", "create_session", "exec", "run_cell", "write_file", "read_file",
          "close_session", "list_skills", "run_skill", "submit_action", "action_status")
+#: how often a wait looks at the database for a decision taken by another process
+POLL_S = 0.2
 #: the longest any tool waits for an action (the client polls action_status after that)
 MAX_WAIT_S = 600.0
 #: the longest action_status long-polls
@@ -61,9 +64,19 @@ class McpBridge:
             waiting.append(ActionStatus.PENDING)
         unsubscribe = self.gate.subscribe(on)
         try:
-            rec = self.gate.get(aid)
-            if rec.status in waiting and timeout_s > 0:
-                done.wait(min(timeout_s, MAX_WAIT_S))
+            end = time.monotonic() + min(timeout_s, MAX_WAIT_S)
+            while True:
+                rec = self.gate.get(aid)
+                if rec.status not in waiting or time.monotonic() >= end:
+                    break
+                # decided by another process (a person in the web UI, `closedpaw actions
+                # approve`): its events do not reach this one, so the database is asked
+                # too; an action only this process can run (a step on its session) is
+                # run here once approved
+                if rec.status is ActionStatus.APPROVED:
+                    self.gate.adopt(aid)
+                if done.wait(min(POLL_S, max(0.0, end - time.monotonic()))):
+                    break
         finally:
             unsubscribe()
         return self.gate.get(aid)
@@ -137,6 +150,8 @@ class McpBridge:
         except ActionNotFound:
             self.audit(principal, "action_status", refused=str(action_id)[:80])
             raise
+        if rec.status is ActionStatus.APPROVED and self.gate.adopt(rec.id):
+            rec = self.gate.get(rec.id)   # approved elsewhere, to run here: started now
         if wait_s > 0 and not rec.status.final:
             rec = self._wait(rec.id, min(float(wait_s), MAX_POLL_S), pending_too=True)
         self.audit(principal, "action_status", action_id=rec.id, status=str(rec.status))
