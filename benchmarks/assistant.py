@@ -162,6 +162,7 @@ def local_model(tokens: int, runs: int, tmp: Path) -> dict[str, Any]:
     import uvicorn
 
     from closedpaw.api import create_app
+    from closedpaw.api.guard import uvicorn_config
 
     cfg = LocalConfig(name="local", max_tokens=tokens)
     prov = cfg.build(None)
@@ -197,7 +198,9 @@ def local_model(tokens: int, runs: int, tmp: Path) -> dict[str, Any]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # the server as `closedpaw serve` configures it (its protocol sets TCP_NODELAY: with
+    # uvicorn's default one, each SSE event waited ~40 ms for the client's delayed ACK)
+    server = uvicorn.Server(uvicorn_config(app, s, log_level="warning"))
     t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     t.start()
     a_ttft, a_tps = [], []

@@ -115,7 +115,8 @@ class Assistant:
         self.gate = gate
         self.gateway = gateway
         self.limits = limits or TurnLimits()
-        self.store = store or ConversationStore(gate.store.engine)
+        self.store = store or ConversationStore(gate.store.engine,
+                                                transaction=gate.store.session)
         self.system_prompt = system_prompt
         self._running: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -195,8 +196,24 @@ class Assistant:
         if not content.strip() or len(content) > 100_000:
             raise InvalidRequest("content: 1 to 100000 characters")
         verdict = self._verdict(content)
-        # running + the user's message with its verdict: one commit before the model is asked
-        self.store.start_turn(conv_id, content, source=source, screening=verdict)
+        # running + the user's message with its verdict + the provider pinned on a first
+        # turn + the audit entry naming who will see the data: one commit before the model
+        # is asked. A provider that cannot be had is reported by the turn itself (_drive).
+        try:
+            provider = self.gateway.get(conv.provider)
+        except ClosedPawError:
+            provider = None
+        model = (conv.model or provider.default_model) if provider is not None else ""
+        state: dict[str, Any] = {"calls": 0, "tokens": [0, 0], "queue": [],
+                                 "started": time.time(), "audited": provider is not None}
+
+        def audit_turn() -> None:
+            assert provider is not None
+            self._audit_turn(principal.name, conv_id, provider.name, model, provider.locality)
+        self.store.start_turn(
+            conv_id, content, source=source, screening=verdict,
+            pin=(provider.name, model) if provider is not None and conv.provider is None
+            else None, also=audit_turn if provider is not None else None)
         try:
             if verdict["flagged"]:
                 self._audit_flagged(conv_id, principal.name, verdict, len(content),
@@ -205,7 +222,6 @@ class Assistant:
             with contextlib.suppress(ClosedPawError):
                 self.store.set_state(conv_id, "idle", None, expect=("running",))
             raise
-        state = {"calls": 0, "tokens": [0, 0], "queue": [], "started": time.time()}
         # the conversation as read above and its owner as just authenticated: no second
         # read before the model is asked (a resumed turn reads both again)
         return self._run(conv_id, state, emit, known=(conv, principal))
@@ -323,11 +339,12 @@ class Assistant:
             provider = self.gateway.get(conv.provider)
             model = conv.model or provider.default_model
             out.provider, out.model = provider.name, model
-            if conv.provider is None:   # later turns stay with the same provider and model
+            audited = bool(st.pop("audited", False))   # by send(), with the turn's start
+            if conv.provider is None and not audited:
+                # later turns stay with the same provider and model
                 self.store.record_provider(conv_id, provider.name, model)
             tools = tool_specs()
             offered = {t.name for t in tools}
-            audited = False
             while True:
                 if st["queue"]:
                     paused = self._run_calls(conv, owner, st, offered, emit, provider.name,
@@ -348,10 +365,8 @@ class Assistant:
                     st["stop"] = f"the turn reached its token limit ({self.limits.max_tokens})"
                     return self._finish(out, st, emit, t0, "")
                 if not audited:   # which provider and model see this conversation's data
-                    self.gate.audit.append(AuditEvent.ASSISTANT_TURN, principal=owner.name,
-                                           details={"conversation_id": conv_id,
-                                                    "provider": provider.name, "model": model,
-                                                    "locality": provider.locality})
+                    self._audit_turn(owner.name, conv_id, provider.name, model,
+                                     provider.locality)
                     audited = True
                 result = None
                 for d in provider.stream(self._history(conv_id), tools, model=model):
@@ -386,6 +401,12 @@ class Assistant:
             out.error = {"code": e.code, "message": " ".join(str(e).split())[:2000]}
             emit({"event": "error", **out.error})
             return out
+
+    def _audit_turn(self, owner: str, conv_id: str, provider: str, model: str,
+                    locality: str) -> None:
+        self.gate.audit.append(AuditEvent.ASSISTANT_TURN, principal=owner,
+                               details={"conversation_id": conv_id, "provider": provider,
+                                        "model": model, "locality": locality})
 
     def _finish(self, out: TurnOutcome, st: dict[str, Any], emit: Emit, t0: float,
                 text: str) -> TurnOutcome:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -157,8 +157,14 @@ class ConversationRecord:
 class ConversationStore:
     """On the gate store's engine; creates its tables if missing."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *,
+                 transaction: Callable[[], AbstractContextManager[Session]] | None = None
+                 ) -> None:
+        """``transaction``: the gate store's ``session`` (same engine), so a write here and
+        the audit entry about it (whose anchor moves in the gate's open transaction) commit
+        together; without it, a transaction of its own per call."""
         self.engine = engine
+        self._transaction = transaction
         try:
             _Base.metadata.create_all(engine)
             have = {c["name"] for c in inspect(engine).get_columns("conversation_messages")}
@@ -172,6 +178,10 @@ class ConversationStore:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        if self._transaction is not None:
+            with self._transaction() as s:
+                yield s
+            return
         try:
             with Session(self.engine, expire_on_commit=False) as s, s.begin():
                 yield s
@@ -239,10 +249,15 @@ class ConversationStore:
             return MessageRecord.of(row)
 
     def start_turn(self, conv_id: str, content: str, *, source: str | None = None,
-                   screening: dict[str, Any] | None = None) -> MessageRecord:
+                   screening: dict[str, Any] | None = None,
+                   pin: tuple[str, str] | None = None,
+                   also: Callable[[], object] | None = None) -> MessageRecord:
         """Compare-and-set the conversation from idle to running and store the user's
         message, in one transaction: one commit (not two) before the model is asked, and no
-        turn is left running without its message. TurnStateError when it was not idle."""
+        turn is left running without its message. TurnStateError when it was not idle.
+        ``pin``: (provider, model) to record if the conversation has none yet (its first
+        turn); ``also``: run inside the transaction after the message (the turn's audit
+        entry, whose anchor then commits with it)."""
         now = time.time()
         with self.session() as s:
             n = s.execute(update(ConversationRow).where(
@@ -257,7 +272,14 @@ class ConversationStore:
                              screening=json.dumps(screening) if screening else None)
             s.add(row)
             s.flush()
-            return MessageRecord.of(row)
+            if pin is not None:
+                s.execute(update(ConversationRow).where(ConversationRow.id == conv_id,
+                                                        ConversationRow.provider.is_(None))
+                          .values(provider=pin[0], model=pin[1]))
+            rec = MessageRecord.of(row)
+            if also is not None:
+                also()
+            return rec
 
     def set_state(self, conv_id: str, status: str, pending: dict[str, Any] | None, *,
                   expect: tuple[str, ...] | None = None, **values: Any) -> None:
