@@ -44,6 +44,22 @@ def test_mountinfo_hides_host_paths_and_usr_local_is_empty(
         assert not any(p in line for p in host_paths), line
 
 
+def test_mountinfo_of_the_host_image_on_an_overlay_shows_no_host_path(
+        mgr: SandboxManager, runtime: str) -> None:
+    """The host image on a writable overlay (``readonly_root=False``) and on the overlay it
+    takes when the skeleton lacks a mount point (a policy's extra tmpfs): the skeleton is
+    the overlay's lower layer, named by its fd alone, never by its path."""
+    forbidden = (str(mgr.settings.state_dir), str(mgr.settings.data_dir), "/var/lib/closedpaw",
+                 "rootfs/host-", "/sandboxes/cp-")
+    for sp in (spec(timeout_s=30, readonly_root=False), spec(timeout_s=30, tmpfs={"/scratch": 8})):
+        r = mgr.run(["cat", "/proc/self/mountinfo"], sp, runtime=runtime)
+        assert r.exit_code == 0, r.stderr_text
+        lines = r.stdout_text.splitlines()
+        assert any(line.split()[4] == "/" for line in lines), lines
+        for line in lines:
+            assert not any(p in line for p in forbidden), (sp, line)
+
+
 def test_a_policy_can_ask_for_usr_local(mgr: SandboxManager, runtime: str) -> None:
     from closedpaw.sandbox.policy import load_policies
 

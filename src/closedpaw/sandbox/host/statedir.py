@@ -371,7 +371,7 @@ class SandboxDir:
             from closedpaw.sandbox.images.overlay import mount_overlay  # ctypes: only here
 
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
-                          self.spec.limits.disk_mb)
+                          self.spec.limits.disk_mb, name_lower=self.spec.image != HOST_IMAGE)
         elif self.spec.image == HOST_IMAGE and self.features.platform == "native":
             # runc shows the host's own mount table: a bind of the skeleton would name its
             # path under the data dir as the sandbox's root (gVisor's table shows neither)
@@ -519,7 +519,7 @@ class SandboxDir:
                 os.rmdir(self.dir / "rootfs")
                 self.root_view = False
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
-                          self.spec.limits.disk_mb)
+                          self.spec.limits.disk_mb, name_lower=False)   # the host skeleton
             self.overlay = True
             config = build_config(self._inputs(argv, env, cwd))  # the root is the overlay now
         if self.ids is not None:
