@@ -20,6 +20,9 @@ from closedpaw.sandbox.host.cgroups import is_v2
 from closedpaw.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+# the load when the benchmark started (this module is imported first): most benchmarks call
+# machine_info() after their runs, when their own sandboxes have raised the load
+_LOADAVG_AT_IMPORT = os.getloadavg()
 
 
 def now_ms() -> float:
@@ -85,7 +88,8 @@ def machine_info(binaries: Iterable[str] = ("runc", "runsc")) -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cgroup": "v2" if is_v2() else "v1",
         "python": platform.python_version(),
-        "loadavg_start": os.getloadavg(),
+        "loadavg_start": _LOADAVG_AT_IMPORT,
+        "loadavg_end": os.getloadavg(),
         "runtimes": {b: _first_line([b, "--version"]) for b in binaries},
         "repo": _git(),
     }

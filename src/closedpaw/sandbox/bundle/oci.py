@@ -25,8 +25,9 @@ SANDBOX_UID = 65534
 SANDBOX_GID = 65534
 # The in-sandbox agent's own identity. It starts as uid 0 of the sandbox holding only
 # AGENT_CAPS, switches to real 65534 / effective+saved AGENT_UID (which clears every
-# capability, since no id stays 0) before it reads any request, and starts commands with
-# posix_spawn's RESETIDS, so they run as 65534 in all ids: never as the agent.
+# capability, since no id stays 0) before it reads any request, and starts commands while
+# it holds effective ids 65534 (or with posix_spawn's RESETIDS), so they run as 65534 in all
+# ids: never as the agent.
 AGENT_UID = 65533
 AGENT_GID = 65533
 AGENT_CAPS = ("CAP_SETGID", "CAP_SETUID")

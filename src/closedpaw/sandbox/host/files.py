@@ -33,21 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from closedpaw.errors import FileTransferError
+from closedpaw.errors import FileTransferError, ImageError
 from closedpaw.sandbox.result import SkippedFile
 
 if TYPE_CHECKING:
     import ctypes
 
 __all__ = ["COLLECT_GRACE_S", "MAX_OUTPUT_ENTRIES", "collect_output", "mount_output",
-           "mount_staging", "stage_input", "staged_size", "unmount_output"]
+           "mount_root_view", "mount_staging", "stage_input", "staged_size", "unmount_output"]
 
 MAX_OUTPUT_ENTRIES = 10_000
 #: a run's /output copy ends at the run's deadline, but gets at least this long after the
 #: program ended (so a program that finishes just before its timeout still gets its files)
 COLLECT_GRACE_S = 10.0
 MAX_DEPTH = 64
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
 _MNT_DETACH = 2
 _libc = None
 
@@ -143,6 +143,31 @@ def mount_staging(path: Path, size_bytes: int, entries: int) -> None:
         err = _errno()
         raise FileTransferError(f"could not mount a tmpfs at {path} for the sandbox's files: "
                                 f"{os.strerror(err)} (needs root)")
+
+
+def mount_root_view(skeleton: Path, empty: Path, target: Path) -> None:
+    """Show the host image's shared skeleton at ``target`` (a new directory) through a
+    read-only overlay whose layers are named to the kernel as ``/proc/self/fd/N`` of
+    descriptors opened for the call: a bind of the skeleton would show its path on the host
+    (under the data dir) as the root's line in the sandbox's ``/proc/self/mountinfo``
+    (runc), while this one shows ``/`` and those fd paths. ``empty`` (a new empty directory)
+    is the bottom layer: an overlay without an upper layer needs two."""
+    target.mkdir(mode=0o755)
+    empty.mkdir(mode=0o755)
+    fds: list[int] = []
+    try:
+        for d in (skeleton, empty):
+            fds.append(os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+        data = f"lowerdir=/proc/self/fd/{fds[0]}:/proc/self/fd/{fds[1]}".encode()
+        rc = _lib().mount(b"overlay", str(target).encode(), b"overlay",
+                          _MS_RDONLY | _MS_NOSUID | _MS_NODEV, data)
+        err = _errno() if rc != 0 else 0
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if rc != 0:
+        raise ImageError(f"could not show the host image at {target}: {os.strerror(err)} "
+                         f"({errno.errorcode.get(err, err)}; needs root and overlayfs)")
 
 
 def unmount_output(path: Path) -> None:

@@ -47,6 +47,7 @@ from closedpaw.sandbox.host.cgroups import (
 )
 from closedpaw.sandbox.host.files import (
     mount_output,
+    mount_root_view,
     mount_staging,
     stage_input,
     staged_size,
@@ -288,6 +289,7 @@ class SandboxDir:
         self.lower: Path | None = None          # the image root, never written
         self.image_digest = ""
         self.overlay = False
+        self.root_view = False                  # the host skeleton through a read-only overlay
         self.readonly_root = True
         self.cgroups = CgroupAccounting(settings.sandbox.cgroup_parent, sid)
         self.config: dict[str, Any] = {}
@@ -309,8 +311,9 @@ class SandboxDir:
 
     @property
     def rootfs(self) -> Path:
-        """The root the runtime sees: the overlay mount, or the image itself."""
-        if self.overlay:
+        """The root the runtime sees: the overlay mount (or read-only view), or the image
+        itself."""
+        if self.overlay or self.root_view:
             return self.dir / "rootfs"
         assert self.lower is not None
         return self._reachable(self.lower, "root")
@@ -368,7 +371,13 @@ class SandboxDir:
             from closedpaw.sandbox.images.overlay import mount_overlay  # ctypes: only here
 
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
-                          self.spec.limits.disk_mb)
+                          self.spec.limits.disk_mb, name_lower=self.spec.image != HOST_IMAGE)
+        elif self.spec.image == HOST_IMAGE and self.features.platform == "native":
+            # runc shows the host's own mount table: a bind of the skeleton would name its
+            # path under the data dir as the sandbox's root (gVisor's table shows neither)
+            assert self.lower is not None
+            mount_root_view(self.lower, self.dir / "empty", self.dir / "rootfs")
+            self.root_view = True
         if self.spec.code_files or self.spec.input_path is not None:
             self._stage_files()
         if self.spec.code_files:
@@ -505,8 +514,12 @@ class SandboxDir:
             # its own (still read-only) overlay, so the shared skeleton is never touched.
             from closedpaw.sandbox.images.overlay import mount_overlay  # ctypes: only here
 
+            if self.root_view:   # the read-only view gives way to the writable overlay
+                unmount_output(self.dir / "rootfs")
+                os.rmdir(self.dir / "rootfs")
+                self.root_view = False
             mount_overlay(self.lower, self.dir / "layer", self.dir / "rootfs",
-                          self.spec.limits.disk_mb)
+                          self.spec.limits.disk_mb, name_lower=False)   # the host skeleton
             self.overlay = True
             config = build_config(self._inputs(argv, env, cwd))  # the root is the overlay now
         if self.ids is not None:
@@ -642,6 +655,8 @@ class SandboxDir:
             from closedpaw.sandbox.images.overlay import unmount_overlay
 
             steps.append(lambda: unmount_overlay(self.dir / "layer", self.dir / "rootfs"))
+        if self.root_view:
+            steps.append(lambda: unmount_output(self.dir / "rootfs"))
         for via in self._via.values():
             steps.append(lambda via=via: userns.unbind(via))  # type: ignore[misc]
         if self.ids is not None:

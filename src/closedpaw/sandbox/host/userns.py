@@ -12,6 +12,9 @@ namespaces) are charged to the namespace's creator in the parent namespace too, 
 namespace created by root would share root's budget with the host and every other sandbox.
 A short-lived ``unshare --user`` process running as that host id creates it, root writes its
 id maps, and the namespace is bound at ``<sandbox dir>/userns`` for runc to join by path.
+``setpriv`` takes that id before ``unshare`` runs: a child of ours that changed its own ids
+would have to be a ``fork`` of this (large, threaded) process, not a vfork, and under twenty
+concurrent one-shots those forks cost more than the namespaces.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ __all__ = [
 ]
 
 SLOT_SIZE = 65536
+_SETPRIV = "/usr/bin/setpriv"
 _UNSHARE = "/usr/bin/unshare"
 _CAT = "/bin/cat"
 _MS_BIND = 4096
@@ -130,8 +134,11 @@ def make_namespace(r: IdRange, target: Path) -> None:
     """Create a user namespace owned by host id ``r.host_base``, map ids 0..65535 onto the
     range and bind it at ``target``."""
     host = r.host_base
-    p = subprocess.Popen([_UNSHARE, "--user", "--", _CAT], user=host, group=host,
-                         extra_groups=[], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    # setpriv sets real, effective and saved uid/gid to the range's first id and clears the
+    # supplementary groups; no id is 0 after it, so unshare runs with no capability
+    p = subprocess.Popen([_SETPRIV, f"--reuid={host}", f"--regid={host}", "--clear-groups",
+                          "--", _UNSHARE, "--user", "--", _CAT],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, env={}, close_fds=True)
     assert p.stdin is not None and p.stdout is not None
     try:
@@ -139,7 +146,8 @@ def make_namespace(r: IdRange, target: Path) -> None:
         p.stdin.flush()
         if p.stdout.read(1) != b"x":   # cat echoed it: unshare() is done
             raise SandboxError("could not create the sandbox's user namespace "
-                               f"({_UNSHARE} --user failed; does the kernel allow user "
+                               f"({_SETPRIV} or {_UNSHARE} --user failed; does the kernel "
+                               "allow user "
                                "namespaces?). CLOSEDPAW_USERNS=0 runs runc sandboxes without "
                                "one (all as host uid 65534)")
         line = f"0 {host} {SLOT_SIZE}\n"

@@ -36,7 +36,8 @@ def _mount(source: str, target: Path, fstype: str, data: str) -> None:
                          f"{os.strerror(err)} (needs root and overlayfs)")
 
 
-def mount_overlay(lower: Path, layer_dir: Path, merged: Path, size_mb: int) -> None:
+def mount_overlay(lower: Path, layer_dir: Path, merged: Path, size_mb: int, *,
+                  name_lower: bool = True) -> None:
     """Mount ``lower`` + a fresh upper layer (a ``size_mb`` tmpfs at ``layer_dir``) at
     ``merged``. On failure nothing stays mounted.
 
@@ -44,7 +45,8 @@ def mount_overlay(lower: Path, layer_dir: Path, merged: Path, size_mb: int) -> N
     the call: overlayfs shows the paths it was given in every ``/proc/self/mountinfo``,
     the sandbox's own included, and these name neither the image store nor the state dir.
     The lower layer keeps its last two components (``/proc/self/fd/N/<image>/<root>``): the
-    image store finds the roots in use by them (``store.overlay_lower_dirs``)."""
+    image store finds the roots in use by them (``store.overlay_lower_dirs``). The host
+    image's skeleton, which no store tracks, is named by its fd alone (``name_lower=False``)."""
     layer_dir.mkdir(mode=0o700)
     merged.mkdir(mode=0o755)
     _mount("tmpfs", layer_dir, "tmpfs", f"size={size_mb}m,mode=0700")
@@ -52,16 +54,16 @@ def mount_overlay(lower: Path, layer_dir: Path, merged: Path, size_mb: int) -> N
         upper, work = layer_dir / "upper", layer_dir / "work"
         upper.mkdir(mode=0o755)
         work.mkdir(mode=0o700)
-        tail = f"{lower.parent.name}/{lower.name}"
+        tail = f"/{lower.parent.name}/{lower.name}" if name_lower else ""
         if any(ch in tail for ch in ",:\\"):
             raise ImageError(f"{lower}: overlayfs paths must not contain ',', ':' or '\\'")
         fds: list[int] = []
         try:
-            for d in (lower.parent.parent, upper, work):
+            for d in (lower.parent.parent if name_lower else lower, upper, work):
                 fds.append(os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
             lo, up, wo = (f"/proc/self/fd/{fd}" for fd in fds)
             _mount("overlay", merged, "overlay",
-                   f"lowerdir={lo}/{tail},upperdir={up},workdir={wo}")
+                   f"lowerdir={lo}{tail},upperdir={up},workdir={wo}")
         finally:
             for fd in fds:
                 os.close(fd)

@@ -3,14 +3,15 @@
 Starts inside the sandbox as its uid 0 holding only CAP_SETUID and CAP_SETGID (the sandbox's
 seccomp profile, no new privileges) with the image's own ``python3 -I -S``, and before it
 reads any request becomes real uid/gid 65534 with effective and saved uid/gid ``AGENT_UID``:
-no id is 0 any more, so the kernel clears every capability. Commands start with
-posix_spawn's RESETIDS (effective ids := real ids) and so run as 65534 in every id, never as
-the agent: they cannot open its ``/proc/1/fd`` (the channel), its memory or ptrace it.
+no id is 0 any more, so the kernel clears every capability. Commands start while the agent
+holds effective ids 65534 for a moment (or with posix_spawn's RESETIDS: effective ids :=
+real ids) and so run as 65534 in every id, never as the agent: they cannot open its
+``/proc/1/fd`` (the channel), its memory or ptrace it.
 It imports nothing of ClosedPaw: it is bind-mounted read-only at ``/.closedpaw/cp_agent.py``
 and speaks only the frame protocol on its stdin (requests from the host) and stdout
 (replies). It
 
-* starts each command directly (posix_spawn with its own pipes, a new session, no shell),
+* starts each command directly (vfork-style, with its own pipes, a new session, no shell),
 * streams stdout/stderr in frames carrying the request id and a per-request sequence number,
 * enforces each command's timeout (SIGKILL of its process group) and its output cap,
 * reports the exit status, and reaps every zombie of the sandbox (it is init),
@@ -28,9 +29,10 @@ from __future__ import annotations
 # Only built-in modules: every import costs a path search and file reads, and under gVisor
 # (ptrace) each of those syscalls is slow, so the agent keeps its start-up to the interpreter
 # itself. `posix` is `os` without its Python layer, `_signal` is `signal` without its enums,
-# `select.poll` stands in for `selectors`, posix_spawn for `subprocess`, marshal (requests from
-# the trusted host) and a few lines of JSON writing (replies) for `json`; code cells, which
-# start an interpreter anyway, import json when the first one runs.
+# `select.poll` stands in for `selectors`, subprocess's `_posixsubprocess` (imported by the
+# first command; built in to Debian's python3) or else posix_spawn for `subprocess`, marshal
+# (requests from the trusted host) and a few lines of JSON writing (replies) for `json`; code
+# cells, which start an interpreter anyway, import json when the first one runs.
 import _signal  # type: ignore[import-not-found]  # no stub; `signal` minus its enums
 import marshal
 import posix
@@ -61,6 +63,7 @@ KERNELS = {
 
 SANDBOX_ID = 65534          # the sandbox user: every command runs as it
 AGENT_UID = AGENT_GID = 65533  # bundle.oci.AGENT_UID: the agent itself
+_own_ids = False            # set by become_agent: effective and saved ids are AGENT_UID/GID
 
 
 def _status_field(text: str, name: str) -> str:
@@ -92,6 +95,8 @@ def become_agent() -> None:
         sys.stderr.write("closedpaw-agent: could not separate from the sandbox user "
                          f"(uids {posix.getresuid()}, caps {caps})\n")
         raise SystemExit(70)
+    global _own_ids
+    _own_ids = True
 
 
 _json_module: Any = None
@@ -143,18 +148,38 @@ def dumps(obj: dict[str, Any]) -> bytes:
     return ("{" + ", ".join(parts) + "}").encode()
 
 
+def as_sandbox_user() -> bool:
+    """Take effective uid/gid 65534 for a moment (see :func:`back_to_agent`); False when the
+    agent has no identity of its own to leave (not started through :func:`become_agent`)."""
+    if not _own_ids:
+        return False
+    posix.setresgid(-1, SANDBOX_ID, -1)
+    posix.setresuid(-1, SANDBOX_ID, -1)
+    return True
+
+
+def back_to_agent() -> None:
+    """Effective ids back to AGENT_UID/AGENT_GID (the saved ones). Should that fail, the
+    agent must not go on with the sandbox user's ids: it stops (fail closed)."""
+    try:
+        posix.setresuid(-1, AGENT_UID, -1)
+        posix.setresgid(-1, AGENT_GID, -1)
+    except OSError as e:
+        sys.stderr.write(f"closedpaw-agent: cannot return to its own uid: {e}\n")
+        posix._exit(70)
+
+
 def user_pipes(n: int) -> list[tuple[int, int]]:
-    """``n`` pipes owned by the sandbox user (created with effective uid 65534 for a moment):
+    """``n`` pipes owned by the sandbox user (created with effective ids 65534 for a moment):
     a command may reopen its ends as /dev/stdout or /dev/stderr (an open of a pipe through
     /proc checks the pipe's owner). Its stdin, and the kernels' control pipes, which carry
     what the host sent, stay the agent's: no sandbox process can reopen them."""
-    if posix.geteuid() != AGENT_UID:
-        return [posix.pipe2(posix.O_CLOEXEC) for _ in range(n)]
-    posix.setresuid(-1, SANDBOX_ID, -1)
+    swapped = as_sandbox_user()
     try:
         return [posix.pipe2(posix.O_CLOEXEC) for _ in range(n)]
     finally:
-        posix.setresuid(-1, AGENT_UID, -1)
+        if swapped:
+            back_to_agent()
 
 
 def _candidates(file: str, env: dict[str, str]) -> list[str]:
@@ -166,25 +191,118 @@ def _candidates(file: str, env: dict[str, str]) -> list[str]:
     return [f"{d.rstrip('/')}/{file}" if d else file for d in path.split(":")]
 
 
+def find_program(argv0: str, env: dict[str, str], cwd: str) -> tuple[list[str], int]:
+    """The candidates for ``argv0`` from the first one the sandbox user may execute on
+    (a relative one is checked in ``cwd``, where the child runs it), which the child tries
+    in order as ``subprocess`` does, and EACCES if one before them exists but may not be
+    executed (else 0). Raises ``OSError`` when none is executable: a bad ``cwd`` first
+    (``filename`` is ``cwd``), else EACCES if one exists but may not be executed, else
+    ENOENT."""
+    saved = 0
+    paths = _candidates(argv0, env)
+    for i, path in enumerate(paths):
+        here = path if path.startswith("/") else f"{cwd.rstrip('/')}/{path}"
+        if posix.access(here, posix.X_OK):   # the real uid: 65534, what the command runs as
+            return paths[i:], saved
+        try:
+            posix.stat(here)
+        except OSError:
+            continue                # not there: try the next directory
+        saved = saved or EACCES
+    posix.chdir(cwd)                # OSError(filename=cwd): the caller reports a bad workdir
+    posix.chdir("/")
+    err = saved or ENOENT
+    raise OSError(err, posix.strerror(err), argv0)
+
+
+# _posixsubprocess.fork_exec (what subprocess uses, built into Debian's python3) starts a
+# command with vfork: its child asks only about each signal's handler (~65 calls) where
+# glibc's posix_spawn also sets every one (~120), and under gVisor's ptrace platform each
+# call costs ~23 us. Its arguments are private to CPython: 23 of them from 3.11.2 to 3.14
+# (the last one allow_vfork), 22 without it. Another count raises TypeError before any child
+# exists, and the agent then keeps to posix_spawn.
+_fork_exec: Any = None
+_fork_exec_args = 0          # 23 or 22 once one worked; -1: posix_spawn only
+
+
 def spawn(argv: list[str], env: dict[str, str], cwd: str, stdin: int, stdout: int,
           stderr: int) -> int:
-    """Start ``argv`` in ``cwd`` in a new session with the given fds as 0, 1 and 2, nothing
-    else open (every other fd of the agent is close-on-exec) and default SIGPIPE/SIGXFSZ;
-    returns the pid. ``posix_spawn`` (a vfork-style clone: no copy of the agent's memory,
-    which gVisor makes slow) cannot change directory, so the agent changes its own and back.
-    Raises ``OSError`` (``filename`` is ``cwd`` when the directory was the problem)."""
-    actions = [(posix.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate((stdin, stdout, stderr))]
+    """Start ``argv`` in ``cwd`` as the sandbox user (65534 in every id), in a new session,
+    with the given fds as 0, 1 and 2, nothing else open (every other fd of the agent is
+    close-on-exec) and default signal handlers; returns the pid. Raises ``OSError``
+    (``filename`` is ``cwd`` when the directory was the problem).
+
+    The agent takes effective uid/gid 65534 around the start: the child (vfork-style, no
+    copy of the agent's memory, which gVisor makes slow) then has 65534 as real and
+    effective ids, and ``exec`` makes them the saved ids too, so a command never holds
+    the agent's uid (posix_spawn's RESETIDS does the same in the child)."""
+    global _fork_exec, _fork_exec_args
+    paths, saved = find_program(argv[0], env, cwd)
+    if _fork_exec_args == 0:
+        try:
+            from _posixsubprocess import fork_exec
+        except ImportError:
+            _fork_exec_args = -1
+        else:
+            _fork_exec = fork_exec
+    if _fork_exec_args < 0:
+        return _posix_spawn(argv, env, cwd, paths, saved, (stdin, stdout, stderr))
+    err_r, err_w = posix.pipe2(posix.O_CLOEXEC)    # the child's report if it cannot exec
+    pid = 0
+    try:
+        args = [[a.encode() for a in argv], [p.encode() for p in paths], False, (), cwd,
+                [f"{k}={v}".encode() for k, v in env.items()],
+                stdin, -1, -1, stdout, -1, stderr, err_r, err_w,
+                True, True, -1, None, None, None, -1, None, True]
+        swapped = as_sandbox_user()
+        try:
+            for n in ((_fork_exec_args,) if _fork_exec_args else (23, 22)):
+                try:
+                    pid = _fork_exec(*args[:n])
+                except TypeError:     # not this CPython's arguments: no child was made
+                    continue
+                _fork_exec_args = n
+                break
+        finally:
+            if swapped:
+                back_to_agent()
+        if not pid:
+            _fork_exec_args = -1
+            return _posix_spawn(argv, env, cwd, paths, saved, (stdin, stdout, stderr))
+        posix.close(err_w)
+        err_w = -1
+        report = b""
+        while len(report) < 4096:
+            data = posix.read(err_r, 512)   # EOF once the child exec'd (close-on-exec)
+            if not data:
+                break
+            report += data
+    finally:
+        _close(err_r, *((err_w,) if err_w >= 0 else ()))
+    if not report:
+        return pid
+    # "OSError:<errno hex>:" (+ "noexec" when it failed before its exec: entering cwd);
+    # the child has exited (255) and the agent reaps it like any other
+    parts = report.decode(errors="replace").split(":", 2)
+    try:
+        err = int(parts[1], 16) if len(parts) > 1 else 0
+    except ValueError:
+        err = 0
+    bad_dir = len(parts) > 2 and parts[2] == "noexec"
+    if not bad_dir and err in (0, ENOENT, ENOTDIR) and saved:
+        err = saved           # the first error in PATH order, as subprocess reports it
+    err = err or EACCES
+    raise OSError(err, posix.strerror(err), cwd if bad_dir else argv[0])
+
+
+def _posix_spawn(argv: list[str], env: dict[str, str], cwd: str, paths: list[str],
+                 saved: int, fds: tuple[int, int, int]) -> int:
+    """:func:`spawn` with posix_spawn, which cannot change directory (the agent changes its
+    own and back) and resets the ids in the child (RESETIDS)."""
+    actions = [(posix.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(fds)]
     posix.chdir(cwd)  # OSError(filename=cwd): the caller reports a bad workdir
     try:
-        saved = 0
-        for path in _candidates(argv[0], env):
-            if not posix.access(path, posix.X_OK):
-                try:
-                    posix.stat(path)
-                except OSError:
-                    continue        # not there: try the next directory
-                saved = saved or EACCES
-                continue
+        for path in paths:
             try:
                 # resetids: the child's effective ids become the agent's real ones (65534)
                 # before exec, which then makes them the saved ids too.
