@@ -549,9 +549,12 @@ class Assistant:
             return
         try:
             final = ActionStatus(ev.get("status", "")).final
+            # a turn pauses only on an action that waited for a decision: one approved by a
+            # rule at submission (low, medium) never has a paused turn to look for
+            decided = RiskLevel(ev.get("security_level", "")).needs_approval
         except ValueError:
             return
-        if final:
+        if final and decided:
             with contextlib.suppress(RuntimeError):   # shutting down
                 self._resumer.submit(self.resume, str(ev.get("action_id")))
 
