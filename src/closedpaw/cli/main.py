@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
 
 from closedpaw.cli.util import (
     EXIT_USAGE,
@@ -21,6 +19,11 @@ from closedpaw.cli.util import (
     VersionAction,
 )
 from closedpaw.cli.util import die as _die
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: `closedpaw run` would pay for it
+    from collections.abc import Sequence
+    from typing import Any, NoReturn
 
 EXIT_TIMEOUT = 124
 EXIT_KILLED = 137
@@ -94,9 +97,9 @@ def register(sub: Any) -> None:
 
 def _spec(args: argparse.Namespace, base: Any) -> Any:
     """The run's spec: ``base`` (a policy's, or the defaults) with the flags on top."""
-    from dataclasses import replace
     from pathlib import Path
 
+    from closedpaw._record import replace
     from closedpaw.sandbox.spec import SandboxSpec, parse_size_mb
 
     if base is None:
@@ -152,8 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     else pols.get(args.policy)).spec
         spec = _spec(args, base)
         if args.lang:
-            from dataclasses import replace
-
+            from closedpaw._record import replace
             from closedpaw.sandbox.policy import LANGUAGES
 
             lang = LANGUAGES[args.lang]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from closedpaw.sandbox.result import (
     CodeError,
@@ -40,6 +39,7 @@ from closedpaw.sandbox.result import (
 )
 from closedpaw.sandbox.spec import ExecRequest, ResourceLimits, SandboxSpec
 
+TYPE_CHECKING = False  # typing is not imported at run time (closedpaw run)
 if TYPE_CHECKING:
     from closedpaw.sandbox.agent.stream import ExecStream
     from closedpaw.sandbox.host.output import OutputSink

@@ -15,7 +15,6 @@ import stat
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from closedpaw.errors import (
     ClosedPawError,
@@ -37,7 +36,7 @@ from closedpaw.sandbox.bundle.oci import (
 from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION, host_pids
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls
 from closedpaw.sandbox.bundle.validate import OVERLAY_ANNOTATION, SANDBOX_ID_ANNOTATION
-from closedpaw.sandbox.drivers.base import DriverFeatures
+from closedpaw.sandbox.drivers.features import DriverFeatures
 from closedpaw.sandbox.host import ownership, userns
 from closedpaw.sandbox.host.cgroups import (
     HOST_PID_CEILING,
@@ -56,6 +55,10 @@ from closedpaw.sandbox.images.host import HOST_IMAGE, HostRootfs, prepare_host_r
 from closedpaw.sandbox.result import Isolation
 from closedpaw.sandbox.spec import SandboxSpec
 from closedpaw.settings import Settings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ID_PREFIX", "SandboxDir", "host_limits", "new_sandbox_id", "storage_error"]
 

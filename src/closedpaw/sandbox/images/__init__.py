@@ -9,10 +9,10 @@ importing load on first use, so a one-shot on the host image never loads them.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 from closedpaw.sandbox.images.host import HOST_IMAGE, HostRootfs, prepare_host_rootfs
 
+TYPE_CHECKING = False  # typing is not imported at run time (closedpaw run)
 if TYPE_CHECKING:
     from closedpaw.sandbox.images.store import Image, ImageStore
 

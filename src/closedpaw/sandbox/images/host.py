@@ -10,12 +10,12 @@ read-only by every sandbox (runtimes create no mount points in it: they all exis
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from closedpaw._record import Record
 from closedpaw.errors import RuntimeUnavailable
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hashlib import sha256
 else:
@@ -46,8 +46,7 @@ _FILES = {
 }
 
 
-@dataclass(frozen=True)
-class HostRootfs:
+class HostRootfs(Record):
     path: Path
     digest: str
 

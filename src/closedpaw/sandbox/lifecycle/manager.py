@@ -9,12 +9,9 @@ import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from types import TracebackType
-from typing import TYPE_CHECKING
 
+from closedpaw._record import Record, replace
 from closedpaw.errors import RuntimeFailure, RuntimeUnavailable, SandboxNotFound, SpecError
-from closedpaw.sandbox.drivers.base import Driver
 from closedpaw.sandbox.drivers.detect import PROBE_MARKER, RuntimeRegistry
 from closedpaw.sandbox.host.files import COLLECT_GRACE_S, collect_output
 from closedpaw.sandbox.host.output import OutputSink
@@ -26,11 +23,14 @@ from closedpaw.sandbox.result import ExecutionResult, SkippedFile
 from closedpaw.sandbox.spec import MIB, ExecRequest, ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     # Not imported at run time: the one-shot path (`closedpaw run`) stays free of the
     # long-lived machinery (the agent channel and streams, asyncio).
     from pathlib import Path
+    from types import TracebackType
 
+    from closedpaw.sandbox.drivers.base import Driver
     from closedpaw.sandbox.host.reconcile import GcReport
     from closedpaw.sandbox.lifecycle.pool import SandboxPool
     from closedpaw.sandbox.lifecycle.sandbox import Sandbox
@@ -48,8 +48,7 @@ def require_root() -> None:
         raise RuntimeUnavailable(NOT_ROOT)
 
 
-@dataclass(frozen=True)
-class SandboxInfo:
+class SandboxInfo(Record):
     id: str
     status: SandboxStatus
     runtime: str
