@@ -26,7 +26,6 @@ config), ``images/``, ``drivers/``; ``host/`` (a sandbox's footprint on the host
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 
 from closedpaw.sandbox.result import (
@@ -122,6 +121,8 @@ def run(argv: Sequence[str], spec: SandboxSpec | None = None, *, runtime: str | 
 
 
 def __getattr__(name: str) -> object:
+    import importlib  # here: the package imports cheaply
+
     where = _LAZY.get(name)
     if where is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

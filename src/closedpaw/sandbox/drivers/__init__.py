@@ -1,26 +1,34 @@
 """Drivers: the lifecycle of containers behind one protocol (runsc, runc, fake).
 
-``Driver`` and ``Process`` (typing protocols) load on first access: the one-shot path never
-needs them at run time.
+Each driver, and the ``Driver``/``Process`` protocols (typing), load on first access: a
+one-shot run imports only the driver it uses (through :mod:`.detect`).
 """
 
 from __future__ import annotations
 
-from closedpaw.sandbox.drivers.fake import FakeDriver
 from closedpaw.sandbox.drivers.features import DriverFeatures
-from closedpaw.sandbox.drivers.runc import RuncDriver
-from closedpaw.sandbox.drivers.runsc import RunscDriver
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from closedpaw.sandbox.drivers.base import Driver, Process
+    from closedpaw.sandbox.drivers.fake import FakeDriver
+    from closedpaw.sandbox.drivers.runc import RuncDriver
+    from closedpaw.sandbox.drivers.runsc import RunscDriver
 
 __all__ = ["Driver", "DriverFeatures", "FakeDriver", "Process", "RuncDriver", "RunscDriver"]
 
+_LAZY = {"Driver": "base", "Process": "base", "FakeDriver": "fake", "RuncDriver": "runc",
+         "RunscDriver": "runsc"}
+
 
 def __getattr__(name: str) -> object:
-    if name in ("Driver", "Process"):
-        from closedpaw.sandbox.drivers import base
+    import importlib  # here: the package imports cheaply
 
-        return getattr(base, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{where}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
