@@ -241,8 +241,9 @@ NOT_ON_THE_ONE_SHOT_PATH = (
     # imports typing only for type checkers: dataclasses would bring inspect, ast, dis and
     # tokenize, and make ~35 classes compile their methods at import
     "dataclasses", "inspect", "ast", "dis", "tokenize", "typing",
-    # a deferred reaper (the CLI's) has no worker queue
-    "queue",
+    # a deferred reaper (the CLI's) has no worker queue; a run without files in or out
+    # needs no file copying
+    "queue", "closedpaw.sandbox.host.files",
     # `closedpaw run` builds only its own parser: no other command module loads
     *(f"closedpaw.cli.{name}" for name in ("system", "policy", "images", "gate", "actions",
                                              "chat", "skills", "mcp", "vault", "screen")),

@@ -44,13 +44,6 @@ from closedpaw.sandbox.host.cgroups import (
     CgroupAccounting,
     pid_budget,
 )
-from closedpaw.sandbox.host.files import (
-    mount_output,
-    mount_staging,
-    stage_input,
-    staged_size,
-    unmount_output,
-)
 from closedpaw.sandbox.images.host import HOST_IMAGE, HostRootfs, prepare_host_rootfs
 from closedpaw.sandbox.result import Isolation
 from closedpaw.sandbox.spec import SandboxSpec
@@ -398,10 +391,14 @@ class SandboxDir:
                     os.close(fd)
             os.chown(sdir, self.host_id(SANDBOX_UID), self.host_id(SANDBOX_GID))
         if self.spec.input_path is not None:
+            from closedpaw.sandbox.host.files import stage_input
+
             assert self.files_mount is not None
             self.input_dir = self.files_mount / "input"
             stage_input(self.spec.input_path, self.input_dir)
         if self.spec.output_dir is not None:
+            from closedpaw.sandbox.host.files import mount_output
+
             self.output_mount = self.dir / "output"
             mount_output(self.output_mount, self.spec.limits.output_dir_mb,
                          self.host_id(SANDBOX_UID), self.host_id(SANDBOX_GID))
@@ -455,6 +452,8 @@ class SandboxDir:
 
     def _stage_files(self) -> None:
         """Mount the tmpfs ``code/`` and ``input/`` are staged on, sized to them."""
+        from closedpaw.sandbox.host.files import mount_staging, staged_size
+
         size, entries = sum(len(t.encode()) for t in self.spec.code_files.values()), 2
         if self.spec.input_path is not None:
             src = self.spec.input_path
@@ -475,6 +474,8 @@ class SandboxDir:
         ``/proc/self/mountinfo`` showed that host path (runc); from this tmpfs it shows
         ``/``. The namespace's root can always reach it (no bind of the package needed)."""
         if self.agent_mount is None:
+            from closedpaw.sandbox.host.files import mount_staging
+
             assert self.agent_dir is not None
             files = [e for e in os.scandir(self.agent_dir)
                      if e.is_file(follow_symlinks=False) and not e.name.startswith(".")]
@@ -632,6 +633,9 @@ class SandboxDir:
             return
         first: BaseException | None = None
         steps = [self.cgroups.remove]
+        if any(m is not None for m in (self.output_mount, self.files_mount, self.agent_mount)):
+            # (the files module loads only for a sandbox with files in or out)
+            from closedpaw.sandbox.host.files import unmount_output
         if self.output_mount is not None:
             out = self.output_mount
             steps.append(lambda: unmount_output(out))

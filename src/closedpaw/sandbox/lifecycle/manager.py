@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from closedpaw._record import Record, replace
 from closedpaw.errors import RuntimeFailure, RuntimeUnavailable, SandboxNotFound, SpecError
 from closedpaw.sandbox.drivers.detect import PROBE_MARKER, RuntimeRegistry
-from closedpaw.sandbox.host.files import COLLECT_GRACE_S, collect_output
 from closedpaw.sandbox.host.output import OutputSink
 from closedpaw.sandbox.host.reaper import Reaper
 from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id, storage_error
@@ -141,6 +140,8 @@ class SandboxManager:
             files: list[str] = []
             skipped: list[SkippedFile] = []
             if spec.output_dir is not None and sd.output_mount is not None:
+                from closedpaw.sandbox.host.files import COLLECT_GRACE_S, collect_output
+
                 files, skipped = collect_output(
                     sd.output_mount, spec.output_dir, max_bytes=spec.limits.output_dir_mb * MIB,
                     deadline=max(t0 + spec.limits.timeout_s,
