@@ -89,93 +89,40 @@ def field(*, default: Any = MISSING, default_factory: Callable[[], Any] | Any = 
 
 
 def _is_classvar(annotation: object) -> bool:
-    if not isinstance(annotation, str):
-        return getattr(annotation, "__origin__", None) is not None and \
-            "ClassVar" in str(annotation)
-    a = annotation.replace(" ", "")
-    return a.startswith(("ClassVar", "typing.ClassVar", "t.ClassVar"))
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return "ClassVar" in text and text.replace(" ", "").startswith(
+        ("ClassVar", "typing.ClassVar", "t.ClassVar"))
 
 
-class _Lazy:
-    """``__dataclass_fields__`` / ``__dataclass_params__`` / ``__signature__`` of a record:
-    computed from its dataclass twin on first access, then stored on the class itself."""
+class _Meta:
+    """What a record class knows of its fields (one object per class: setting attributes on
+    a class is what costs when it is created)."""
 
-    __slots__ = ("attr",)
+    __slots__ = ("cmp", "defaults", "factories", "fields", "lazy", "names", "own", "post",
+                 "repr")
 
-    def __init__(self, attr: str) -> None:
-        self.attr = attr
-
-    def __get__(self, obj: object, cls: type[Record]) -> Any:
-        twin = _twin(cls)
-        if self.attr == "__signature__":
-            import inspect
-
-            value: Any = inspect.signature(twin)
-        else:
-            value = getattr(twin, self.attr)
-        if cls.__dict__.get(self.attr) is self:
-            type.__setattr__(cls, self.attr, value)
-        return value
-
-
-def _twin(cls: type[Record]) -> type:
-    """``cls``'s declarations as a real frozen dataclass (made once per class)."""
-    twin = cls.__dict__.get("_record_twin_")
-    if twin is not None:
-        return twin  # type: ignore[no-any-return]
-    import dataclasses
-
-    bases = tuple(_twin(b) for b in cls.__bases__ if issubclass(b, Record) and b is not Record)
-    own = cls.__dict__["_record_own_"]
-    ns: dict[str, Any] = {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
-                          "__doc__": cls.__doc__,
-                          "__annotations__": {f.name: f.type for f in own}}
-    for f in own:
-        kw: dict[str, Any] = {"repr": f.repr, "compare": f.compare}
-        if f.metadata:
-            kw["metadata"] = f.metadata
-        if f.default is not MISSING:
-            kw["default"] = f.default
-        if f.default_factory is not MISSING:
-            kw["default_factory"] = f.default_factory
-        ns[f.name] = dataclasses.field(**kw)
-    twin = dataclasses.dataclass(frozen=True)(type(cls.__name__, bases, ns))
-    type.__setattr__(cls, "_record_twin_", twin)
-    return twin
-
-
-@dataclass_transform(frozen_default=True, field_specifiers=(field, Field))
-class Record:
-    """Base of frozen value classes; see the module docstring."""
-
-    __slots__ = ()
-    #: every field, base classes' first (name -> Field)
-    __record_fields__: ClassVar[dict[str, Field]] = {}
-    _record_names_: ClassVar[tuple[str, ...]] = ()
-    _record_repr_: ClassVar[tuple[str, ...]] = ()
-    _record_cmp_: ClassVar[tuple[str, ...]] = ()
-    _record_defaults_: ClassVar[dict[str, Any]] = {}
-    _record_factories_: ClassVar[dict[str, Callable[[], Any]]] = {}
-    _record_post_: ClassVar[Callable[[Any], None] | None] = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
+    def __init__(self, cls: type[Record]) -> None:
         fields: dict[str, Field] = {}
         for base in cls.__mro__[-1:0:-1]:
-            fields.update(base.__dict__.get("__record_fields__", {}))
+            meta = base.__dict__.get("_record_")
+            if meta is not None:
+                fields.update(meta.fields)
         own: list[Field] = []
         # the class's own annotations, as dataclasses reads them (inspect is not loaded)
-        for name, ann in cls.__dict__.get("__annotations__", {}).items():  # noqa: RUF063
+        ns = cls.__dict__
+        for name, ann in ns.get("__annotations__", {}).items():
             if _is_classvar(ann):
                 continue
-            value = cls.__dict__.get(name, MISSING)
-            f = value if isinstance(value, Field) else Field(default=value)
-            f.name, f.type = name, ann
-            if isinstance(value, Field):
+            value = ns.get(name, MISSING)
+            if value.__class__ is Field:
+                f = value
                 if f.default is MISSING:
                     delattr(cls, name)
                 else:
                     setattr(cls, name, f.default)
+            else:
+                f = Field(default=value)
+            f.name, f.type = name, ann
             if f.default is not MISSING and f.default.__class__.__hash__ is None:
                 raise ValueError(f"mutable default {type(f.default)} for field {name} is not "
                                  "allowed: use default_factory")
@@ -187,26 +134,98 @@ class Record:
             if seen_default and not has:
                 raise TypeError(f"non-default argument {f.name!r} follows default argument")
             seen_default = seen_default or has
-        cls.__record_fields__ = fields
-        cls._record_own_ = tuple(own)  # type: ignore[attr-defined]
-        cls._record_names_ = tuple(fields)
-        cls._record_repr_ = tuple(n for n, f in fields.items() if f.repr)
-        cls._record_cmp_ = tuple(n for n, f in fields.items() if f.compare)
-        cls._record_defaults_ = {n: f.default for n, f in fields.items()
-                                 if f.default is not MISSING}
-        cls._record_factories_ = {n: f.default_factory for n, f in fields.items()
-                                  if f.default_factory is not MISSING}
-        cls._record_post_ = getattr(cls, "__post_init__", None)
-        setattr(cls, "__match_args__", cls._record_names_)  # noqa: B010
-        for attr in ("__dataclass_fields__", "__dataclass_params__", "__signature__"):
-            setattr(cls, attr, _Lazy(attr))
+        self.fields = fields
+        self.own = tuple(own)
+        self.names = tuple(fields)
+        self.repr = tuple(n for n, f in fields.items() if f.repr)
+        self.cmp = tuple(n for n, f in fields.items() if f.compare)
+        self.defaults = {n: f.default for n, f in fields.items() if f.default is not MISSING}
+        self.factories = {n: f.default_factory for n, f in fields.items()
+                          if f.default_factory is not MISSING}
+        self.post: Callable[[Any], None] | None = getattr(cls, "__post_init__", None)
+        self.lazy: dict[str, Any] = {}
+
+
+class _PerClass:
+    """A class attribute of :class:`Record` whose value belongs to each record class:
+    ``__match_args__`` (the field names), and ``__dataclass_fields__``,
+    ``__dataclass_params__`` and ``__signature__``, computed from the class's dataclass twin
+    on first access. ``Record`` itself has none of them (it is not a dataclass)."""
+
+    __slots__ = ("attr",)
+
+    def __init__(self, attr: str) -> None:
+        self.attr = attr
+
+    def __get__(self, obj: object, cls: type[Record]) -> Any:
+        meta = cls.__dict__.get("_record_")
+        if meta is None:
+            raise AttributeError(self.attr)
+        if self.attr == "__match_args__":
+            return meta.names
+        value = meta.lazy.get(self.attr)
+        if value is None:
+            twin = _twin(cls)
+            if self.attr == "__signature__":
+                import inspect
+
+                value = inspect.signature(twin)
+            else:
+                value = getattr(twin, self.attr)
+            meta.lazy[self.attr] = value
+        return value
+
+
+def _twin(cls: type[Record]) -> type:
+    """``cls``'s declarations as a real frozen dataclass (made once per class)."""
+    meta: _Meta = cls.__dict__["_record_"]
+    twin = meta.lazy.get("twin")
+    if twin is not None:
+        return twin  # type: ignore[no-any-return]
+    import dataclasses
+
+    bases = tuple(_twin(b) for b in cls.__bases__ if "_record_" in b.__dict__)
+    ns: dict[str, Any] = {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                          "__doc__": cls.__doc__,
+                          "__annotations__": {f.name: f.type for f in meta.own}}
+    for f in meta.own:
+        kw: dict[str, Any] = {"repr": f.repr, "compare": f.compare}
+        if f.metadata:
+            kw["metadata"] = f.metadata
+        if f.default is not MISSING:
+            kw["default"] = f.default
+        if f.default_factory is not MISSING:
+            kw["default_factory"] = f.default_factory
+        ns[f.name] = dataclasses.field(**kw)
+    twin = dataclasses.dataclass(frozen=True)(type(cls.__name__, bases, ns))
+    meta.lazy["twin"] = twin
+    return twin
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field, Field))
+class Record:
+    """Base of frozen value classes; see the module docstring."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:
+        _record_: ClassVar[_Meta]
+    else:  # type checkers see what dataclass_transform gives each record
+        __match_args__ = _PerClass("__match_args__")
+        __dataclass_fields__ = _PerClass("__dataclass_fields__")
+        __dataclass_params__ = _PerClass("__dataclass_params__")
+        __signature__ = _PerClass("__signature__")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._record_ = _Meta(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = self.__class__
-        names = cls._record_names_
+        meta = cls._record_
+        names = meta.names
         if len(args) > len(names):
             most = len(names) + 1
-            least = most - len(cls._record_defaults_) - len(cls._record_factories_)
+            least = most - len(meta.defaults) - len(meta.factories)
             takes = f"from {least} to {most}" if least < most else str(most)
             raise TypeError(f"{cls.__qualname__}.__init__() takes {takes} positional "
                             f"argument{'s' if most > 1 else ''} but {len(args) + 1} were given")
@@ -218,13 +237,14 @@ class Record:
             given[k] = v
         d = self.__dict__
         missing = []
+        defaults, factories = meta.defaults, meta.factories
         for n in names:
             if n in given:
                 d[n] = given.pop(n)
-            elif n in cls._record_defaults_:
-                d[n] = cls._record_defaults_[n]
-            elif n in cls._record_factories_:
-                d[n] = cls._record_factories_[n]()
+            elif n in defaults:
+                d[n] = defaults[n]
+            elif n in factories:
+                d[n] = factories[n]()
             else:
                 missing.append(n)
         if given:
@@ -236,24 +256,23 @@ class Record:
                 f"{', '.join(quoted[:-1])} and {quoted[-1]}"
             raise TypeError(f"{cls.__qualname__}.__init__() missing {len(missing)} required "
                             f"positional argument{'s' if len(missing) > 1 else ''}: {what}")
-        post = cls._record_post_
-        if post is not None:
-            post(self)
+        if meta.post is not None:
+            meta.post(self)
 
     def __repr__(self) -> str:
         d = self.__dict__
-        inner = ", ".join(f"{n}={d[n]!r}" for n in self._record_repr_)
+        inner = ", ".join(f"{n}={d[n]!r}" for n in self._record_.repr)
         return f"{self.__class__.__qualname__}({inner})"
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        a, b, names = self.__dict__, other.__dict__, self._record_cmp_
+        a, b, names = self.__dict__, other.__dict__, self._record_.cmp
         return tuple(a[n] for n in names) == tuple(b[n] for n in names)
 
     def __hash__(self) -> int:
         d = self.__dict__
-        return hash(tuple(d[n] for n in self._record_cmp_))
+        return hash(tuple(d[n] for n in self._record_.cmp))
 
     def __setattr__(self, name: str, value: Any) -> None:
         from dataclasses import FrozenInstanceError
@@ -268,24 +287,24 @@ class Record:
 
 def fields_of(cls_or_obj: Record | type[Record]) -> tuple[Field, ...]:
     """The record's fields in order (as ``dataclasses.fields``, without importing it)."""
-    return tuple(cls_or_obj.__record_fields__.values())
+    return tuple(cls_or_obj._record_.fields.values())
 
 
 def field_names(cls_or_obj: Record | type[Record]) -> tuple[str, ...]:
-    return cls_or_obj._record_names_
+    return cls_or_obj._record_.names
 
 
 def values(obj: Record) -> dict[str, Any]:
     """Field name -> value, in order; shallow (``dataclasses.asdict`` also converts nested
     dataclasses and copies containers)."""
     d = obj.__dict__
-    return {n: d[n] for n in obj._record_names_}
+    return {n: d[n] for n in obj._record_.names}
 
 
 def replace(obj: _R, /, **changes: Any) -> _R:
     """A copy of ``obj`` with some fields changed, validated again (``dataclasses.replace``)."""
     d = obj.__dict__
-    for n in obj._record_names_:
+    for n in obj._record_.names:
         if n not in changes:
             changes[n] = d[n]
     return obj.__class__(**changes)
