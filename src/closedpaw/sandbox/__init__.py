@@ -46,9 +46,9 @@ if TYPE_CHECKING:
     from closedpaw.sandbox.images.store import Image, ImageStore
     from closedpaw.sandbox.lifecycle.manager import SandboxInfo, SandboxManager
     from closedpaw.sandbox.lifecycle.pool import PoolStats, SandboxPool
-    from closedpaw.sandbox.lifecycle.registry import SandboxStatus
     from closedpaw.sandbox.lifecycle.sandbox import Sandbox
     from closedpaw.sandbox.lifecycle.snapshot import Snapshot
+    from closedpaw.sandbox.lifecycle.status import SandboxStatus
     from closedpaw.sandbox.policy import ExecutionPolicy, PolicySet, load_policies
 
 __all__ = [
@@ -94,7 +94,7 @@ _LAZY = {
     "SandboxInfo": "closedpaw.sandbox.lifecycle.manager",
     "SandboxManager": "closedpaw.sandbox.lifecycle.manager",
     "SandboxPool": "closedpaw.sandbox.lifecycle.pool",
-    "SandboxStatus": "closedpaw.sandbox.lifecycle.registry",
+    "SandboxStatus": "closedpaw.sandbox.lifecycle.status",
     "Snapshot": "closedpaw.sandbox.lifecycle.snapshot",
     "load_policies": "closedpaw.sandbox.policy",
 }

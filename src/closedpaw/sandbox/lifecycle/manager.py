@@ -17,7 +17,7 @@ from closedpaw.sandbox.host.output import OutputSink
 from closedpaw.sandbox.host.reaper import Reaper
 from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id, storage_error
 from closedpaw.sandbox.lifecycle.execute import make_result, runtime_failure, supervise
-from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
+from closedpaw.sandbox.lifecycle.registry import Registry
 from closedpaw.sandbox.result import ExecutionResult, SkippedFile
 from closedpaw.sandbox.spec import MIB, ExecRequest, ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from closedpaw.sandbox.lifecycle.pool import SandboxPool
     from closedpaw.sandbox.lifecycle.sandbox import Sandbox
     from closedpaw.sandbox.lifecycle.snapshot import Snapshot
+    from closedpaw.sandbox.lifecycle.status import SandboxStatus
     from closedpaw.sandbox.policy import PolicySet
 
 __all__ = ["SandboxInfo", "SandboxManager", "require_root"]

@@ -35,8 +35,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from closedpaw.errors import ConfigError, PoolExhausted, SandboxLimitReached
-from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
+from closedpaw.sandbox.lifecycle.registry import Registry
 from closedpaw.sandbox.lifecycle.sandbox import Sandbox
+from closedpaw.sandbox.lifecycle.status import SandboxStatus
 from closedpaw.sandbox.spec import SandboxSpec
 
 if TYPE_CHECKING:

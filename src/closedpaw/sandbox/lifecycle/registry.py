@@ -11,7 +11,6 @@ package has no import cycle.
 
 from __future__ import annotations
 
-import enum
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     from typing import Generic, Protocol, TypeVar
 
     from closedpaw.sandbox.drivers.base import Driver
+    from closedpaw.sandbox.lifecycle.status import SandboxStatus
 
     class _Live(Protocol):
         @property
@@ -51,14 +51,12 @@ else:
 __all__ = ["Registry", "SandboxStatus"]
 
 
-class SandboxStatus(enum.StrEnum):
-    PENDING = "pending"
-    CREATING = "creating"
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    ERROR = "error"
+def __getattr__(name: str) -> object:
+    if name == "SandboxStatus":  # its home is .status; loaded when asked for
+        from closedpaw.sandbox.lifecycle.status import SandboxStatus
+
+        return SandboxStatus
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Registry(Generic[S]):
