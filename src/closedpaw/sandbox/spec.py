@@ -199,7 +199,8 @@ class SandboxSpec(Record):
             raise SpecError("workdir", "must be an absolute path inside the sandbox")
         if ".." in self.workdir.split("/") or "\0" in self.workdir:
             raise SpecError("workdir", "must not contain '..' or NUL")
-        if not isinstance(self.image, str) or not re.fullmatch(_IMAGE_NAME, self.image):
+        if not isinstance(self.image, str) or (  # the default needs no pattern compiled
+                self.image != "host" and not re.fullmatch(_IMAGE_NAME, self.image)):
             raise SpecError("image", f"{self.image!r} is not an image name (lower-case "
                             "letters, digits, '.', '_', '-')")
         if not isinstance(self.output_overwrite, bool):
