@@ -14,7 +14,10 @@ Cases (per driver), each timed with ``time.perf_counter_ns`` around one call onl
                timed region; the container is force-deleted afterwards, also untimed);
 * ``library``  ``mgr.run(["python3", "-c", "pass"], runtime=X)`` in this warm process (probe
                cached); ``library+drain`` also waits for ``mgr.reaper.drain()`` (teardown);
-* ``cli``      ``.venv/bin/closedpaw run --runtime X -- python3 -c pass`` end to end;
+* ``cli``      ``.venv/bin/closedpaw run --runtime X -- python3 -c pass`` end to end (the
+               ``closedpaw`` script beside this interpreter when the checkout has no
+               ``.venv``, e.g. a git worktree; ``PYTHONPATH`` names the package this benchmark
+               imports, so the CLI runs the same code as the library case);
 * ``py_floor`` the CLI's interpreter, same environment, importing only the standard-library
                modules the run path's own modules import (``-c "import argparse, json, ..."``,
                the list found at start): what any Python CLI doing this costs before a line
@@ -37,6 +40,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# this checkout's package first, also in a worktree whose interpreter has another installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
@@ -68,6 +73,8 @@ LIST_ARGS = {"runc": ["list", "--quiet"], "runsc": ["list", "-quiet"]}
 TARGET_LIB_RATIO = {"runc": 1.2, "runsc": 1.1}
 TARGET_CLI_DELTA_MS = 50.0
 CLI = REPO / ".venv" / "bin" / "closedpaw"
+if not CLI.exists():  # a worktree without its own venv: the script of the venv running us
+    CLI = Path(sys.executable).with_name("closedpaw")
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "oneshot.json"
 
 BENCH = Settings.of(state_dir=Path("/run/closedpaw-bench"), cgroup_parent="closedpaw-bench")
@@ -145,7 +152,8 @@ def library_case(name: str, mgr: SandboxManager) -> Case:
 
 
 def cli_case(name: str) -> Case:
-    env = {"PATH": clean_env()["PATH"], "LANG": "C.UTF-8"}  # no CLOSEDPAW_*: defaults
+    # no CLOSEDPAW_*: defaults; the package this benchmark imports (a checkout's src)
+    env = {"PATH": clean_env()["PATH"], "LANG": "C.UTF-8", **_src_path()}
     cmd = [str(CLI), "run", "--runtime", name, "--", *LIB_ARGV]
 
     def once() -> dict[str, float]:
@@ -175,9 +183,9 @@ def cli_python() -> str:
 
 
 def py_floor_case() -> tuple[Case, list[str]]:
-    env = {"PATH": clean_env()["PATH"], "LANG": "C.UTF-8"}
+    env = {"PATH": clean_env()["PATH"], "LANG": "C.UTF-8", **_src_path()}  # as the CLI's
     py = cli_python()
-    mods = subprocess.run([py, "-c", RUN_PATH_PROBE], env={**env, **_src_path()},
+    mods = subprocess.run([py, "-c", RUN_PATH_PROBE], env=env,
                           capture_output=True, text=True, check=True).stdout.split()
     cmd = [py, "-c", "import " + ", ".join(mods)]
 

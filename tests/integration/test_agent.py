@@ -13,7 +13,7 @@ import pytest
 from closedpaw.errors import AgentProtocolError, SandboxError, SpecError
 from closedpaw.sandbox.images.store import Image
 from closedpaw.sandbox.lifecycle.manager import SandboxManager
-from closedpaw.sandbox.lifecycle.registry import SandboxStatus
+from closedpaw.sandbox.lifecycle.status import SandboxStatus
 from closedpaw.sandbox.result import CodeResult
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 

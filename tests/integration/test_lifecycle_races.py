@@ -32,8 +32,8 @@ from closedpaw.errors import (
 )
 from closedpaw.sandbox.images.store import Image
 from closedpaw.sandbox.lifecycle.manager import SandboxManager
-from closedpaw.sandbox.lifecycle.registry import SandboxStatus
 from closedpaw.sandbox.lifecycle.sandbox import Sandbox
+from closedpaw.sandbox.lifecycle.status import SandboxStatus
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 from tests.conftest import leftovers

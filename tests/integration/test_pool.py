@@ -11,7 +11,7 @@ import pytest
 
 from closedpaw.errors import ConfigError, ImageNotFound, PoolExhausted
 from closedpaw.sandbox.lifecycle.manager import SandboxManager
-from closedpaw.sandbox.lifecycle.registry import SandboxStatus
+from closedpaw.sandbox.lifecycle.status import SandboxStatus
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 from tests.conftest import leftovers

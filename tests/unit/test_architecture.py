@@ -54,7 +54,9 @@ def _r(layer: int, also: Iterable[str] = (), never: Iterable[str] = (),
 
 # package (or top-level module) -> its row; rows exist before the packages do
 LAYERS: dict[str, Row] = {
-    "errors": _r(L0), "settings": _r(L0, also={"errors"}),
+    "errors": _r(L0), "settings": _r(L0, also={"errors", "_record"}),
+    # frozen value classes that are dataclasses to callers without importing dataclasses
+    "_record": _r(L0),
     # private key files (create once 0600, refuse wider modes): audit, gate and vault share it
     "keyfile": _r(L0),
     "audit": _r(L1), "security": _r(L1), "vault": _r(L1),

@@ -11,7 +11,7 @@ import pytest
 from closedpaw.errors import RuntimeFailure, SandboxStateError, SpecError
 from closedpaw.sandbox.drivers.fake import FakeDriver
 from closedpaw.sandbox.lifecycle.manager import SandboxManager
-from closedpaw.sandbox.lifecycle.registry import SandboxStatus
+from closedpaw.sandbox.lifecycle.status import SandboxStatus
 from closedpaw.sandbox.spec import ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 

@@ -237,6 +237,13 @@ NOT_ON_THE_ONE_SHOT_PATH = (
     "closedpaw.sandbox.images.store", "closedpaw.sandbox.images.overlay",
     "closedpaw.sandbox.images.limits", "tempfile", "secrets", "hashlib", "_hashlib", "shutil",
     "bz2", "lzma",
+    # the run path's value classes are records (closedpaw._record), not dataclasses, and it
+    # imports typing only for type checkers: dataclasses would bring inspect, ast, dis and
+    # tokenize, and make ~35 classes compile their methods at import
+    "dataclasses", "inspect", "ast", "dis", "tokenize", "typing",
+    # a deferred reaper (the CLI's) has no worker queue; a run without files in or out
+    # needs no file copying
+    "queue", "closedpaw.sandbox.host.files",
     # `closedpaw run` builds only its own parser: no other command module loads
     *(f"closedpaw.cli.{name}" for name in ("system", "policy", "images", "gate", "actions",
                                              "chat", "skills", "mcp", "vault", "screen")),

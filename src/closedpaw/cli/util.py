@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
 
 from closedpaw.settings import RUNTIME_CHOICES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time: `closedpaw run` would pay for it
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
 
 __all__ = ["EXIT_REFUSED", "EXIT_USAGE", "LANG_CHOICES", "ROLE_CHOICES", "RUNTIME_CHOICES",
            "Formatter", "Parser", "VersionAction", "data_dir_option", "die", "output",

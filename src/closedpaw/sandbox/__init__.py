@@ -26,9 +26,7 @@ config), ``images/``, ``drivers/``; ``host/`` (a sandbox's footprint on the host
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from closedpaw.sandbox.result import (
     CodeError,
@@ -40,6 +38,7 @@ from closedpaw.sandbox.result import (
 )
 from closedpaw.sandbox.spec import ExecRequest, ResourceLimits, SandboxSpec
 
+TYPE_CHECKING = False  # typing is not imported at run time (closedpaw run)
 if TYPE_CHECKING:
     from closedpaw.sandbox.agent.stream import ExecStream
     from closedpaw.sandbox.host.output import OutputSink
@@ -47,9 +46,9 @@ if TYPE_CHECKING:
     from closedpaw.sandbox.images.store import Image, ImageStore
     from closedpaw.sandbox.lifecycle.manager import SandboxInfo, SandboxManager
     from closedpaw.sandbox.lifecycle.pool import PoolStats, SandboxPool
-    from closedpaw.sandbox.lifecycle.registry import SandboxStatus
     from closedpaw.sandbox.lifecycle.sandbox import Sandbox
     from closedpaw.sandbox.lifecycle.snapshot import Snapshot
+    from closedpaw.sandbox.lifecycle.status import SandboxStatus
     from closedpaw.sandbox.policy import ExecutionPolicy, PolicySet, load_policies
 
 __all__ = [
@@ -95,7 +94,7 @@ _LAZY = {
     "SandboxInfo": "closedpaw.sandbox.lifecycle.manager",
     "SandboxManager": "closedpaw.sandbox.lifecycle.manager",
     "SandboxPool": "closedpaw.sandbox.lifecycle.pool",
-    "SandboxStatus": "closedpaw.sandbox.lifecycle.registry",
+    "SandboxStatus": "closedpaw.sandbox.lifecycle.status",
     "Snapshot": "closedpaw.sandbox.lifecycle.snapshot",
     "load_policies": "closedpaw.sandbox.policy",
 }
@@ -122,6 +121,8 @@ def run(argv: Sequence[str], spec: SandboxSpec | None = None, *, runtime: str | 
 
 
 def __getattr__(name: str) -> object:
+    import importlib  # here: the package imports cheaply
+
     where = _LAZY.get(name)
     if where is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

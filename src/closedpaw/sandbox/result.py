@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from closedpaw._record import Record, field, values
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["CodeError", "CodeResult", "ExecutionResult", "Isolation", "ResourceUsage",
            "SkippedFile"]
 
 
-@dataclass(frozen=True)
-class Isolation:
+class Isolation(Record):
     """The protection that was in force for a run, stamped from the bundle that ran it."""
 
     runtime: str               # "runsc" or "runc" (or "fake" in unit tests)
@@ -33,14 +35,13 @@ class Isolation:
     host_uids: str = ""        # "first-last" host uids of that range; "" = none of its own
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = values(self)
         d["capabilities"] = list(self.capabilities)
         d["namespaces"] = list(self.namespaces)
         return d
 
 
-@dataclass(frozen=True)
-class ResourceUsage:
+class ResourceUsage(Record):
     """Measured by the kernel's cgroup accounting; ``None`` when it could not be read."""
 
     cpu_time_ms: float | None = None
@@ -49,19 +50,17 @@ class ResourceUsage:
     memory_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return values(self)
 
 
-@dataclass(frozen=True)
-class SkippedFile:
+class SkippedFile(Record):
     """An entry of /output that was not copied back, and why."""
 
     path: str
     reason: str
 
 
-@dataclass(frozen=True)
-class ExecutionResult:
+class ExecutionResult(Record):
     """Outcome of one command in a sandbox.
 
     ``exit_code`` follows the shell convention: 128+N when killed by signal N. ``timed_out`` is
@@ -119,12 +118,11 @@ class ExecutionResult:
             "usage": self.usage.to_dict(),
             "isolation": self.isolation.to_dict(),
             "output_files": list(self.output_files),
-            "skipped_files": [asdict(s) for s in self.skipped_files],
+            "skipped_files": [values(s) for s in self.skipped_files],
         }
 
 
-@dataclass(frozen=True)
-class CodeError:
+class CodeError(Record):
     """An exception raised by a code cell: its type name, message and traceback text."""
 
     name: str
@@ -132,7 +130,6 @@ class CodeError:
     traceback: str
 
 
-@dataclass(frozen=True)
 class CodeResult(ExecutionResult):
     """An :class:`ExecutionResult` of a stateful code cell, plus ``value`` (the ``repr`` of
     the last expression, when it was not None/undefined), ``error`` (what the cell raised)

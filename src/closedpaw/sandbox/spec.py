@@ -1,9 +1,10 @@
 """Typed requests of the sandbox engine: :class:`ResourceLimits`, :class:`SandboxSpec`,
 :class:`ExecRequest`.
 
-They are frozen dataclasses validated on construction (the CLI imports this module on its hot
-path, so it avoids heavier model libraries). ``from_dict`` refuses unknown keys, the equivalent
-of ``extra="forbid"``, and every error names the field.
+They are frozen dataclasses validated on construction, declared as
+:class:`~closedpaw._record.Record` classes (the CLI imports this module on its hot path, so it
+avoids ``dataclasses`` itself and heavier model libraries). ``from_dict`` refuses unknown
+keys, the equivalent of ``extra="forbid"``, and every error names the field.
 """
 
 from __future__ import annotations
@@ -12,20 +13,25 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
 
+from closedpaw._record import Record, field, field_names, values
 from closedpaw.errors import SpecError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    _T = TypeVar("_T", bound=Record)
 
 __all__ = ["ExecRequest", "HostBind", "ResourceLimits", "SandboxSpec", "parse_size_mb"]
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_IMAGE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-_CODE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# patterns, compiled on first use (re's cache): a plain run checks no env or code file names
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_IMAGE_NAME = r"[a-z0-9][a-z0-9._-]{0,62}"
+_CODE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 # Where extra tmpfs mounts may not go: the kernel filesystems and the engine's own mounts.
 _RESERVED_MOUNTS = ("/", "/proc", "/dev", "/sys", "/tmp", "/input", "/output", "/code", "/usr")
-_T = TypeVar("_T")
 
 MIB = 1024 * 1024
 
@@ -56,15 +62,14 @@ def _check_number(name: str, value: object, lo: float, hi: float, *, integer: bo
 def _from_dict(cls: type[_T], data: Mapping[str, Any], where: str) -> _T:
     if not isinstance(data, Mapping):
         raise SpecError(where, "must be an object")
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    known = set(field_names(cls))
     unknown = sorted(set(data) - known)
     if unknown:
         raise SpecError(f"{where}.{unknown[0]}" if where else unknown[0], "unknown field")
     return cls(**data)
 
 
-@dataclass(frozen=True)
-class ResourceLimits:
+class ResourceLimits(Record):
     """Limits enforced by the kernel (cgroups, rlimits, tmpfs sizes) and by the engine.
 
     ``timeout_s`` defaults to the design's 30 minutes; callers usually pass much less.
@@ -101,7 +106,7 @@ class ResourceLimits:
         return _from_dict(cls, data, "limits")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return values(self)
 
 
 #: host directories never bound into a sandbox (nor anything beneath them)
@@ -111,8 +116,7 @@ _BIND_DEST_RESERVED = (*_RESERVED_MOUNTS, "/bin", "/sbin", "/lib", "/lib64", "/e
                        "/.closedpaw", "/run")
 
 
-@dataclass(frozen=True)
-class HostBind:
+class HostBind(Record):
     """A host directory bound into the sandbox (a skill's declared capability): ``source``
     must be an existing real directory (no symlink anywhere in its path), never ``/`` nor a
     system directory; ``writable`` only when declared ``rw``."""
@@ -146,8 +150,7 @@ class HostBind:
             raise SpecError(key, "writable must be true or false")
 
 
-@dataclass(frozen=True)
-class SandboxSpec:
+class SandboxSpec(Record):
     """What a sandbox looks like: its limits, environment, working directory and files.
 
     ``env`` is the *whole* environment of sandboxed processes on top of a minimal base
@@ -188,7 +191,7 @@ class SandboxSpec:
         if not isinstance(self.env, Mapping):
             raise SpecError("env", "must be a mapping of names to strings")
         for k, v in self.env.items():
-            if not isinstance(k, str) or not _ENV_NAME.fullmatch(k):
+            if not isinstance(k, str) or not re.fullmatch(_ENV_NAME, k):
                 raise SpecError(f"env.{k}", "is not a valid variable name")
             if not isinstance(v, str) or "\0" in v:
                 raise SpecError(f"env.{k}", "value must be a string without NUL bytes")
@@ -196,7 +199,8 @@ class SandboxSpec:
             raise SpecError("workdir", "must be an absolute path inside the sandbox")
         if ".." in self.workdir.split("/") or "\0" in self.workdir:
             raise SpecError("workdir", "must not contain '..' or NUL")
-        if not isinstance(self.image, str) or not _IMAGE_NAME.fullmatch(self.image):
+        if not isinstance(self.image, str) or (  # the default needs no pattern compiled
+                self.image != "host" and not re.fullmatch(_IMAGE_NAME, self.image)):
             raise SpecError("image", f"{self.image!r} is not an image name (lower-case "
                             "letters, digits, '.', '_', '-')")
         if not isinstance(self.output_overwrite, bool):
@@ -219,7 +223,7 @@ class SandboxSpec:
         if not isinstance(self.code_files, Mapping):
             raise SpecError("code_files", "must be a mapping of file names to text")
         for cname, text in self.code_files.items():
-            if not isinstance(cname, str) or not _CODE_NAME.fullmatch(cname):
+            if not isinstance(cname, str) or not re.fullmatch(_CODE_NAME, cname):
                 raise SpecError(f"code_files.{cname}", "must be a plain file name")
             if not isinstance(text, str):
                 raise SpecError(f"code_files.{cname}", "must be text")
@@ -234,7 +238,7 @@ class SandboxSpec:
         if not isinstance(self.secret_files, Mapping):
             raise SpecError("secret_files", "must be a mapping of file names to values")
         for sname, value in self.secret_files.items():
-            if not isinstance(sname, str) or not _CODE_NAME.fullmatch(sname):
+            if not isinstance(sname, str) or not re.fullmatch(_CODE_NAME, sname):
                 raise SpecError(f"secret_files.{sname}", "must be a plain file name")
             if not isinstance(value, str):
                 raise SpecError(f"secret_files.{sname}", "must be text")
@@ -253,8 +257,7 @@ class SandboxSpec:
         return _from_dict(cls, data, "")
 
 
-@dataclass(frozen=True)
-class ExecRequest:
+class ExecRequest(Record):
     """One command to run: argv (no shell), optional stdin bytes, env additions, timeout."""
 
     argv: Sequence[str]

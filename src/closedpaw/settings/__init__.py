@@ -2,7 +2,7 @@
 
 :class:`Settings` holds the two directories every layer shares and one section per concern
 (``sandbox``, ``pools``, ``gate``, ``api``, ``vault``, ``providers``, ``channels``; web gets
-its own when it lands: one frozen dataclass in ``sections.py`` and one field below). Every field
+its own when it lands: one frozen record in ``sections.py`` and one field below). Every field
 declares its environment variable beside it (``CLOSEDPAW_`` + the field name in capitals).
 
 Precedence, highest first: an explicit argument to a call (``mgr.run(runtime=...)``) > a
@@ -11,17 +11,17 @@ Precedence, highest first: an explicit argument to a call (``mgr.run(runtime=...
 
 Build one from code with :meth:`Settings.of` (flat field names, defaults for the rest) or
 change one with :meth:`Settings.with_`; both route each name to its section. Importing this
-package stays cheap (dataclasses and pathlib only): the CLI's one-shot path imports it.
+package stays cheap (pathlib, and no ``dataclasses`` nor ``typing``: the sections are
+:class:`~closedpaw._record.Record` classes, frozen dataclasses to every caller, that cost
+nothing to define): the CLI's one-shot path imports it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
 
+from closedpaw._record import Field, Record, field, fields_of, replace
 from closedpaw.errors import ConfigError
 from closedpaw.settings._field import parse, setting, spec_of
 from closedpaw.settings.channels import AllowEntry, ChannelConfig, ChannelSettings
@@ -38,6 +38,11 @@ from closedpaw.settings.sections import (
     VaultSettings,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
 __all__ = ["RUNTIME_CHOICES", "SECRET_ENV_PREFIX", "AllowEntry", "ApiSettings",
            "ChannelConfig", "ChannelSettings", "GateSettings",
            "ImageSettings", "McpSettings", "PoolSettings", "ProviderSettings", "SandboxSettings",
@@ -47,7 +52,7 @@ __all__ = ["RUNTIME_CHOICES", "SECRET_ENV_PREFIX", "AllowEntry", "ApiSettings",
 SECRET_ENV_PREFIX = "CLOSEDPAW_SECRET_"
 
 #: the section fields of :class:`Settings`, in order
-SECTIONS: dict[str, type] = {"sandbox": SandboxSettings, "image_import": ImageSettings,
+SECTIONS: dict[str, type[Record]] = {"sandbox": SandboxSettings, "image_import": ImageSettings,
                              "pools": PoolSettings, "gate": GateSettings, "api": ApiSettings,
                              "skills": SkillSettings, "vault": VaultSettings,
                              "providers": ProviderSettings, "mcp": McpSettings,
@@ -56,8 +61,7 @@ SECTIONS: dict[str, type] = {"sandbox": SandboxSettings, "image_import": ImageSe
 _NOT_SETTINGS = frozenset({"secret_env"})
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(Record):
     """Process-wide configuration.
 
     ``state_dir`` holds per-sandbox bundles and runtime state (a tmpfs such as /run is best);
@@ -172,11 +176,11 @@ class Settings:
         return replace(self, **top)
 
 
-def all_settings() -> list[tuple[str | None, Field[Any]]]:
-    """Every setting as (section or None for the top level, its dataclass field)."""
-    out: list[tuple[str | None, Field[Any]]] = [
-        (None, f) for f in fields(Settings)
+def all_settings() -> list[tuple[str | None, Field]]:
+    """Every setting as (section or None for the top level, its field)."""
+    out: list[tuple[str | None, Field]] = [
+        (None, f) for f in fields_of(Settings)
         if f.name not in SECTIONS and f.name not in _NOT_SETTINGS]
     for section, kind in SECTIONS.items():
-        out += [(section, f) for f in fields(kind)]
+        out += [(section, f) for f in fields_of(kind)]
     return out

@@ -1,13 +1,16 @@
-"""``setting(default, env=...)``: a dataclass field that declares its environment variable."""
+"""``setting(default, env=...)``: a record field that declares its environment variable."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import Field, field
 from pathlib import Path
-from typing import Any
 
+from closedpaw._record import Field, field
 from closedpaw.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["ENV_PREFIX", "setting", "spec_of"]
 
@@ -47,7 +50,7 @@ def setting(default: Any, *, env: str, kind: type, doc: str,
                                             "aliases": aliases})
 
 
-def spec_of(f: Field[Any]) -> tuple[str, type, tuple[str, ...], str]:
+def spec_of(f: Field) -> tuple[str, type, tuple[str, ...], str]:
     m = f.metadata
     return m["env"], m["kind"], m["aliases"], m["doc"]
 

@@ -22,25 +22,28 @@ only when a ``.yaml``/``.yml`` file is read.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from closedpaw._record import Record, field
 from closedpaw.errors import ConfigError
 from closedpaw.settings._field import setting
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 __all__ = ["CHANNEL_TYPES", "AllowEntry", "ChannelConfig", "ChannelSettings"]
 
 CHANNEL_TYPES = ("telegram", "slack", "discord", "matrix")
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-_SECRET = re.compile(r"secret:[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_PRINCIPAL = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_ID = re.compile(r"[A-Za-z0-9@:._=+\-!#/]{1,300}")
+# patterns (compiled on first use by re's cache: ``closedpaw run`` never parses a channel)
+_NAME = r"[a-z0-9][a-z0-9_-]{0,31}"
+_SECRET = r"secret:[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+_PRINCIPAL = r"[A-Za-z0-9._-]{1,64}"
+_ID = r"[A-Za-z0-9@:._=+\-!#/]{1,300}"
 
 
-@dataclass(frozen=True)
-class AllowEntry:
+class AllowEntry(Record):
     """One allowed person: the platform's immutable id (as ``Identity.key``) and, optionally,
     the gate principal they act as (default: ``<channel>-<id>`` with the ``user`` role)."""
 
@@ -48,8 +51,7 @@ class AllowEntry:
     principal: str | None = None
 
 
-@dataclass(frozen=True)
-class ChannelConfig:
+class ChannelConfig(Record):
     """One channel of the channels file (validated; see the module docstring)."""
 
     name: str
@@ -74,14 +76,14 @@ class ChannelConfig:
         if extra:
             raise ConfigError(f"{where}: unknown key(s) {extra}; known: {sorted(known)}")
         name = raw.get("name")
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
+        if not isinstance(name, str) or not re.fullmatch(_NAME, name):
             raise ConfigError(f"{where}.name: 1-32 of a-z, 0-9, '_', '-' (got {name!r})")
         where = f"{where} ({name})"
         kind = raw.get("type")
         if kind not in CHANNEL_TYPES:
             raise ConfigError(f"{where}.type: {kind!r} is not one of {', '.join(CHANNEL_TYPES)}")
         token = raw.get("token")
-        if not isinstance(token, str) or not _SECRET.fullmatch(token):
+        if not isinstance(token, str) or not re.fullmatch(_SECRET, token):
             raise ConfigError(f"{where}.token: must be a vault reference 'secret:NAME' (store "
                               "the token with 'closedpaw secret set NAME'); a token in plain "
                               "configuration is refused")
@@ -98,14 +100,14 @@ class ChannelConfig:
             if not isinstance(a, dict) or set(a) - {"id", "principal"}:
                 raise ConfigError(f"{where}.allow[{i}]: {{id, principal?}}")
             ident = str(a.get("id", ""))
-            if not _ID.fullmatch(ident):
+            if not re.fullmatch(_ID, ident):
                 raise ConfigError(f"{where}.allow[{i}].id: the platform's immutable user id "
                                   f"(Telegram numeric id, Slack TEAM/USER, Discord snowflake, "
                                   f"Matrix @user:server), not {ident!r}")
             if not any(ch.isalnum() for ch in ident) or ".." in ident:
                 raise ConfigError(f"{where}.allow[{i}].id: {ident!r} is not an id")
             p = a.get("principal")
-            if p is not None and (not isinstance(p, str) or not _PRINCIPAL.fullmatch(p)):
+            if p is not None and (not isinstance(p, str) or not re.fullmatch(_PRINCIPAL, p)):
                 raise ConfigError(f"{where}.allow[{i}].principal: a principal name")
             allow.append(AllowEntry(ident, p))
         if len({a.id for a in allow}) != len(allow):
@@ -114,18 +116,17 @@ class ChannelConfig:
         if not isinstance(opts, dict) or not all(isinstance(k, str) for k in opts):
             raise ConfigError(f"{where}.options: a mapping of names to values")
         for k, v in opts.items():
-            if isinstance(v, str) and v.startswith("secret:") and not _SECRET.fullmatch(v):
+            if isinstance(v, str) and v.startswith("secret:") and not re.fullmatch(_SECRET, v):
                 raise ConfigError(f"{where}.options.{k}: 'secret:NAME' with a valid name")
             if k in ("token", "bot_token", "signing_secret", "password", "access_token") \
-                    and not (isinstance(v, str) and _SECRET.fullmatch(v)):
+                    and not (isinstance(v, str) and re.fullmatch(_SECRET, v)):
                 raise ConfigError(f"{where}.options.{k}: must be a vault reference "
                                   "'secret:NAME', never a plain value")
         return cls(name=name, type=kind, token=token, enabled=raw.get("enabled", True),
                    pairing=raw.get("pairing", True), allow=tuple(allow), options=dict(opts))
 
 
-@dataclass(frozen=True)
-class ChannelSettings:
+class ChannelSettings(Record):
     """Chat channels (Telegram, Slack, Discord, Matrix): the file that lists them and the
     limits they share."""
 

@@ -4,12 +4,15 @@ that, and that field names are unique across sections)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from closedpaw._record import Record
 from closedpaw.errors import ConfigError
 from closedpaw.settings._field import setting
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "McpSettings",
            "PoolSettings",
@@ -18,8 +21,7 @@ __all__ = ["RUNTIME_CHOICES", "ApiSettings", "GateSettings", "ImageSettings", "M
 RUNTIME_CHOICES = ("auto", "runsc", "runc")
 
 
-@dataclass(frozen=True)
-class SandboxSettings:
+class SandboxSettings(Record):
     """The sandbox engine."""
 
     runtime: str = setting("auto", env="CLOSEDPAW_RUNTIME", kind=str,
@@ -74,8 +76,7 @@ _GIB = 1 << 30
 _MIB = 1 << 20
 
 
-@dataclass(frozen=True)
-class ImageSettings:
+class ImageSettings(Record):
     """Bounds on one image import (``closedpaw image import``); each, when hit, ends the import
     with a one-line error naming it and installs nothing. Sizes are bytes."""
 
@@ -107,8 +108,7 @@ class ImageSettings:
                 raise ConfigError(f"{name}: must be a positive number, got {v!r}")
 
 
-@dataclass(frozen=True)
-class PoolSettings:
+class PoolSettings(Record):
     """Warm pools and snapshots."""
 
     pool_size: int = setting(2, env="CLOSEDPAW_POOL_SIZE", kind=int,
@@ -134,8 +134,7 @@ class PoolSettings:
             raise ConfigError("pool_idle_timeout_s: must be 0 (never) or more seconds")
 
 
-@dataclass(frozen=True)
-class GateSettings:
+class GateSettings(Record):
     """The gate: actions, rules, approvals, the database."""
 
     db_url: str | None = setting(None, env="CLOSEDPAW_DB_URL", kind=str,
@@ -185,8 +184,7 @@ class GateSettings:
             raise ConfigError("workers: 1-256; max_executions_per_principal: 0 or more")
 
 
-@dataclass(frozen=True)
-class ApiSettings:
+class ApiSettings(Record):
     """The HTTP API and the clients of it (CLI, ``closedpaw.client``)."""
 
     api_host: str = setting("127.0.0.1", env="CLOSEDPAW_API_HOST", kind=str,
@@ -247,8 +245,7 @@ class ApiSettings:
             raise ConfigError("timeouts and periods must be more than 0 seconds")
 
 
-@dataclass(frozen=True)
-class SkillSettings:
+class SkillSettings(Record):
     """Skills: where installed skills live, and the filesystem skill's roots and limits."""
 
     skills_dir: Path | None = setting(None, env="CLOSEDPAW_SKILLS_DIR", kind=Path,
@@ -282,8 +279,7 @@ VAULT_MIN_KDF_MEMORY_KIB = 19 * 1024
 VAULT_MIN_KDF_ITERATIONS = 2
 
 
-@dataclass(frozen=True)
-class VaultSettings:
+class VaultSettings(Record):
     """The secret vault (its tables live in the gate's database)."""
 
     vault_key_file: Path | None = setting(
@@ -309,8 +305,7 @@ class VaultSettings:
             raise ConfigError(f"vault_kdf_iterations: at least {VAULT_MIN_KDF_ITERATIONS}")
 
 
-@dataclass(frozen=True)
-class ProviderSettings:
+class ProviderSettings(Record):
     """Model providers and the assistant's per-turn caps. API keys are never settings: a
     provider's ``api_key: secret:NAME`` is resolved by the composition root's secret resolver
     (the vault when configured, else ``CLOSEDPAW_SECRET_<NAME>``)."""
@@ -379,8 +374,7 @@ class ProviderSettings:
         return raw
 
 
-@dataclass(frozen=True)
-class McpSettings:
+class McpSettings(Record):
     """The MCP server and the long-lived sandbox sessions (``sandbox_session`` actions)."""
 
     session_idle_s: float = setting(

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["AGENT_MOUNT", "MASKED_PATHS", "READONLY_PATHS", "RW_BINDS_ANNOTATION",
            "base_mounts", "file_mounts", "host_bind_mounts", "tmpfs_mounts"]

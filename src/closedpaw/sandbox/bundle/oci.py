@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from closedpaw._record import Record, field
 from closedpaw.sandbox.bundle import mounts as _mounts
 from closedpaw.sandbox.bundle import resources as _res
 from closedpaw.sandbox.bundle import seccomp as _seccomp
 from closedpaw.sandbox.spec import MIB, ResourceLimits
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["AGENT_CAPS", "AGENT_GID", "AGENT_UID", "BASE_ENV", "HOST_RLIMITS_ANNOTATION",
            "INIT_ANNOTATION", "NAMESPACES", "SANDBOX_GID", "SANDBOX_UID", "USERNS_FILE",
@@ -54,8 +57,7 @@ def merge_env(*layers: Mapping[str, str]) -> list[str]:
     return [f"{k}={v}" for k, v in env.items()]
 
 
-@dataclass(frozen=True)
-class IdMap:
+class IdMap(Record):
     """A sandbox's own user namespace: container ids 0..size-1 are host ids
     host_base..host_base+size-1 (uids and gids alike); ``path`` is the namespace's file."""
 
@@ -64,8 +66,7 @@ class IdMap:
     size: int
 
 
-@dataclass(frozen=True)
-class BundleInputs:
+class BundleInputs(Record):
     """Everything :func:`build_config` needs, gathered by the caller."""
 
     argv: Sequence[str]

@@ -11,10 +11,14 @@ task count grows a little faster than linearly (docs/sandbox-hardening.md has th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
-
+from closedpaw._record import Record
 from closedpaw.sandbox.spec import MIB, ResourceLimits
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Literal, TypeAlias
+
+    PidsMode: TypeAlias = Literal["cgroup", "rlimit"]
 
 __all__ = ["CPU_PERIOD_US", "MEMORY_ANNOTATION", "MEMORY_BACKSTOP_BYTES", "RUNSC_BASE_PIDS",
            "HostLimits", "cgroup_resources", "host_pids", "rlimits", "runsc_host_pids"]
@@ -31,11 +35,8 @@ NOFILE = 1024
 MEMORY_BACKSTOP_BYTES = 1024 * 1024
 MEMORY_ANNOTATION = "org.closedpaw.memory-limit-bytes"
 
-PidsMode = Literal["cgroup", "rlimit"]
 
-
-@dataclass(frozen=True)
-class HostLimits:
+class HostLimits(Record):
     """Hard rlimits of the host process; a sandbox may not ask for more (no CAP_SYS_RESOURCE)."""
 
     nofile_hard: int

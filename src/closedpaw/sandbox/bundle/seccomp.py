@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["DEFAULT_PROFILE_PATH", "allowed_syscalls", "load_profile", "oci_arch", "to_oci"]
 

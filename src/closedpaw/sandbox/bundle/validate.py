@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from closedpaw.errors import BundleRejected
 from closedpaw.sandbox.bundle.mounts import (
@@ -33,10 +32,14 @@ from closedpaw.sandbox.bundle.resources import (
     HostLimits,
 )
 
-__all__ = ["CHECKS", "check_config", "failures"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
 
-Config = Mapping[str, Any]
-Check = Callable[[Config, HostLimits], "str | None"]
+    Config: TypeAlias = Mapping[str, Any]
+    Check: TypeAlias = Callable[[Config, HostLimits], "str | None"]
+
+__all__ = ["CHECKS", "check_config", "failures"]
 
 # Host variables that must never leak into a sandbox's environment.
 _HOST_ONLY_ENV = ("SSH_AUTH_SOCK", "AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY",

@@ -2,30 +2,20 @@
 
 A driver turns a bundle directory into a running container and back into nothing. It never
 decides policy; the bundle it receives was already built and validated.
+
+The one-shot path imports these protocols only for type checking (this module imports
+``typing``); :class:`DriverFeatures` lives in :mod:`.features` and is re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal, Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
+
+from closedpaw.sandbox.drivers.features import DriverFeatures
 
 __all__ = ["Driver", "DriverFeatures", "Process"]
-
-
-@dataclass(frozen=True)
-class DriverFeatures:
-    """What a driver enforces, reported by ``closedpaw doctor`` and stamped on results."""
-
-    name: str
-    version: str
-    platform: str                      # "gvisor-ptrace" or "native"
-    seccomp: bool                      # OCI seccomp profile enforced
-    pids_mode: Literal["cgroup", "rlimit"]
-    memory_cgroup: bool = True
-    cpu_cgroup: bool = True
-    namespaces: tuple[str, ...] = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 
 
 @runtime_checkable

@@ -14,12 +14,19 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from closedpaw._record import Record, field_names, values
 from closedpaw.errors import ClosedPawError, ConfigError, RuntimeUnavailable
-from closedpaw.sandbox.drivers.base import Driver
 from closedpaw.settings import Settings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from closedpaw.sandbox.drivers.base import Driver
+
+    Prober: TypeAlias = Callable[[Driver], tuple[bool, str]]
 
 __all__ = ["PREFERENCE", "ProbeResult", "RuntimeRegistry"]
 
@@ -28,8 +35,7 @@ PROBE_MARKER = "closedpaw-probe-ok"
 BUNDLE_VERSION = "3"  # bumped when the bundle or the cache format changes
 
 
-@dataclass(frozen=True)
-class ProbeResult:
+class ProbeResult(Record):
     runtime: str
     ok: bool
     detail: str
@@ -59,14 +65,13 @@ def _cache_key(driver: Driver) -> str:
     return f"{ident}|{os.uname().release}|{BUNDLE_VERSION}"
 
 
-Prober = Callable[[Driver], tuple[bool, str]]
 
 
 def _from_cache(entry: object) -> ProbeResult | None:
     """A cached probe answer, or ``None`` when the entry is missing or malformed."""
     if not isinstance(entry, dict):
         return None
-    known = {f.name for f in fields(ProbeResult)}
+    known = set(field_names(ProbeResult))
     try:
         return ProbeResult(**{k: v for k, v in entry.items() if k in known})
     except TypeError:
@@ -97,7 +102,7 @@ class RuntimeRegistry:
 
     def _save_cache(self, result: ProbeResult) -> None:
         data = self._load_cache()
-        data[result.runtime] = asdict(result)
+        data[result.runtime] = values(result)
         try:
             self.cache_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.cache_file.with_suffix(".tmp")

@@ -13,10 +13,13 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
 
 from closedpaw.errors import RuntimeFailure
-from closedpaw.sandbox.drivers.base import DriverFeatures
+from closedpaw.sandbox.drivers.features import DriverFeatures
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO
 
 __all__ = ["FakeDriver", "FakeProcess", "Handler"]
 

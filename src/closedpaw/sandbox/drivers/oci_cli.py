@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from closedpaw.errors import RuntimeUnavailable
-from closedpaw.sandbox.drivers.base import DriverFeatures
 from closedpaw.sandbox.drivers.errors import map_runtime_error
+from closedpaw.sandbox.drivers.features import DriverFeatures
 
 __all__ = ["OCICLIDriver", "clean_env"]
 

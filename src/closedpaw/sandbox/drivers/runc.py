@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from closedpaw.sandbox.drivers.base import DriverFeatures
+from closedpaw.sandbox.drivers.features import DriverFeatures
 from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver
 
 __all__ = ["RuncDriver"]

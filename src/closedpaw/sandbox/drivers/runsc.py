@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 from closedpaw.errors import RuntimeFailure
-from closedpaw.sandbox.drivers.base import DriverFeatures
 from closedpaw.sandbox.drivers.errors import map_runtime_error
+from closedpaw.sandbox.drivers.features import DriverFeatures
 from closedpaw.sandbox.drivers.oci_cli import OCICLIDriver, clean_env
 
 __all__ = ["RunscDriver"]

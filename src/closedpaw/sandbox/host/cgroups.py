@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from closedpaw._record import Record
 from closedpaw.sandbox.result import ResourceUsage
 
 __all__ = ["CGROUP_ROOT", "HOST_PID_CEILING", "PID_SHARE", "CgroupAccounting", "PidBudget",
@@ -61,8 +61,7 @@ def host_tasks(loadavg: Path = Path("/proc/loadavg")) -> int:
         return 0
 
 
-@dataclass(frozen=True)
-class PidBudget:
+class PidBudget(Record):
     """How many host pids the sandboxes under one cgroup parent may hold, and hold now (the
     sum of their host pids limits, i.e. what they could take in the worst case)."""
 

@@ -29,13 +29,12 @@ import errno
 import os
 import stat
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from closedpaw.errors import FileTransferError, ImageError
 from closedpaw.sandbox.result import SkippedFile
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ctypes
 
@@ -213,15 +212,18 @@ class _Stop(Exception):
     """The copy as a whole ends here (deadline or cap); the reason is already recorded."""
 
 
-@dataclass
 class _Copy:
-    cap: int
-    left: int
-    deadline: float | None
-    overwrite: bool
-    copied: list[str] = field(default_factory=list)
-    skipped: list[SkippedFile] = field(default_factory=list)
-    inodes: dict[tuple[int, int], str] = field(default_factory=dict)
+    __slots__ = ("cap", "copied", "deadline", "inodes", "left", "overwrite", "skipped")
+
+    def __init__(self, *, cap: int, left: int, deadline: float | None,
+                 overwrite: bool) -> None:
+        self.cap = cap
+        self.left = left
+        self.deadline = deadline
+        self.overwrite = overwrite
+        self.copied: list[str] = []
+        self.skipped: list[SkippedFile] = []
+        self.inodes: dict[tuple[int, int], str] = {}
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped.append(SkippedFile(path, reason))

@@ -10,9 +10,12 @@ import os
 import selectors
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from closedpaw.sandbox.drivers.base import Process
+from closedpaw._record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from closedpaw.sandbox.drivers.base import Process
 
 __all__ = ["Captured", "OutputSink", "pump"]
 
@@ -22,12 +25,14 @@ DRAIN_GRACE_S = 5.0
 QUIET_S = 0.5   # after a kill, draining ends once the pipes were silent this long
 
 
-@dataclass
 class _Stream:
-    name: str
-    cap: int
-    buf: bytearray = field(default_factory=bytearray)
-    total: int = 0
+    __slots__ = ("buf", "cap", "name", "total")
+
+    def __init__(self, name: str, cap: int) -> None:
+        self.name = name
+        self.cap = cap
+        self.buf = bytearray()
+        self.total = 0
 
     @property
     def truncated(self) -> bool:
@@ -43,8 +48,7 @@ class _Stream:
                 sink(self.name, kept)
 
 
-@dataclass(frozen=True)
-class Captured:
+class Captured(Record):
     stdout: bytes
     stderr: bytes
     stdout_total: int

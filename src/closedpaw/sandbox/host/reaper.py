@@ -21,12 +21,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import queue
+    from collections.abc import Callable
+    from pathlib import Path
 
 __all__ = ["IDLE_EXIT_S", "Reaper"]
 
@@ -43,13 +46,21 @@ def _drain_all() -> None:
     for r in list(_LIVE):
         r.drain()
 
-Job = Callable[[], None]
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    Job: TypeAlias = Callable[[], None]
 
 
 class Reaper:
     def __init__(self, name: str = "closedpaw-reaper", *, deferred: bool = False,
                  error_log: Path | None = None, idle_exit_s: float = IDLE_EXIT_S) -> None:
-        self._q: queue.Queue[tuple[str, Job] | None] = queue.Queue()
+        # the worker's queue; a deferred reaper (the one-shot CLI) has none, nor imports queue
+        self._q: queue.Queue[tuple[str, Job] | None] | None = None
+        if not deferred:
+            import queue
+
+            self._q = queue.Queue()
         self._name = name
         self._deferred = deferred
         self._pending: list[tuple[str, Job]] = []
@@ -65,6 +76,7 @@ class Reaper:
             with self._lock:
                 self._pending.append((what, job))
             return
+        assert self._q is not None
         with self._lock:   # the put under the lock: an idle worker ends only on an empty queue
             self._q.put((what, job))
             if self._thread is None or not self._thread.is_alive():
@@ -89,6 +101,9 @@ class Reaper:
             logging.getLogger(__name__).warning(msg)
 
     def _work(self) -> None:
+        import queue
+
+        assert self._q is not None
         while True:
             try:
                 item = self._q.get(timeout=self._idle_exit_s)
@@ -115,6 +130,7 @@ class Reaper:
         for what, job in self._take_pending():
             self._run(what, job)
         if self._thread is not None and self._thread.is_alive():
+            assert self._q is not None
             self._q.join()
 
     def detach(self) -> None:

@@ -15,7 +15,6 @@ import stat
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from closedpaw.errors import (
     ClosedPawError,
@@ -37,7 +36,7 @@ from closedpaw.sandbox.bundle.oci import (
 from closedpaw.sandbox.bundle.resources import MEMORY_ANNOTATION, host_pids
 from closedpaw.sandbox.bundle.seccomp import allowed_syscalls
 from closedpaw.sandbox.bundle.validate import OVERLAY_ANNOTATION, SANDBOX_ID_ANNOTATION
-from closedpaw.sandbox.drivers.base import DriverFeatures
+from closedpaw.sandbox.drivers.features import DriverFeatures
 from closedpaw.sandbox.host import ownership, userns
 from closedpaw.sandbox.host.cgroups import (
     HOST_PID_CEILING,
@@ -45,18 +44,14 @@ from closedpaw.sandbox.host.cgroups import (
     CgroupAccounting,
     pid_budget,
 )
-from closedpaw.sandbox.host.files import (
-    mount_output,
-    mount_root_view,
-    mount_staging,
-    stage_input,
-    staged_size,
-    unmount_output,
-)
 from closedpaw.sandbox.images.host import HOST_IMAGE, HostRootfs, prepare_host_rootfs
 from closedpaw.sandbox.result import Isolation
 from closedpaw.sandbox.spec import SandboxSpec
 from closedpaw.settings import Settings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ID_PREFIX", "SandboxDir", "host_limits", "new_sandbox_id", "storage_error"]
 
@@ -375,6 +370,8 @@ class SandboxDir:
         elif self.spec.image == HOST_IMAGE and self.features.platform == "native":
             # runc shows the host's own mount table: a bind of the skeleton would name its
             # path under the data dir as the sandbox's root (gVisor's table shows neither)
+            from closedpaw.sandbox.host.files import mount_root_view
+
             assert self.lower is not None
             mount_root_view(self.lower, self.dir / "empty", self.dir / "rootfs")
             self.root_view = True
@@ -404,10 +401,14 @@ class SandboxDir:
                     os.close(fd)
             os.chown(sdir, self.host_id(SANDBOX_UID), self.host_id(SANDBOX_GID))
         if self.spec.input_path is not None:
+            from closedpaw.sandbox.host.files import stage_input
+
             assert self.files_mount is not None
             self.input_dir = self.files_mount / "input"
             stage_input(self.spec.input_path, self.input_dir)
         if self.spec.output_dir is not None:
+            from closedpaw.sandbox.host.files import mount_output
+
             self.output_mount = self.dir / "output"
             mount_output(self.output_mount, self.spec.limits.output_dir_mb,
                          self.host_id(SANDBOX_UID), self.host_id(SANDBOX_GID))
@@ -461,6 +462,8 @@ class SandboxDir:
 
     def _stage_files(self) -> None:
         """Mount the tmpfs ``code/`` and ``input/`` are staged on, sized to them."""
+        from closedpaw.sandbox.host.files import mount_staging, staged_size
+
         size, entries = sum(len(t.encode()) for t in self.spec.code_files.values()), 2
         if self.spec.input_path is not None:
             src = self.spec.input_path
@@ -481,6 +484,8 @@ class SandboxDir:
         ``/proc/self/mountinfo`` showed that host path (runc); from this tmpfs it shows
         ``/``. The namespace's root can always reach it (no bind of the package needed)."""
         if self.agent_mount is None:
+            from closedpaw.sandbox.host.files import mount_staging
+
             assert self.agent_dir is not None
             files = [e for e in os.scandir(self.agent_dir)
                      if e.is_file(follow_symlinks=False) and not e.name.startswith(".")]
@@ -515,6 +520,8 @@ class SandboxDir:
             from closedpaw.sandbox.images.overlay import mount_overlay  # ctypes: only here
 
             if self.root_view:   # the read-only view gives way to the writable overlay
+                from closedpaw.sandbox.host.files import unmount_output
+
                 unmount_output(self.dir / "rootfs")
                 os.rmdir(self.dir / "rootfs")
                 self.root_view = False
@@ -642,6 +649,9 @@ class SandboxDir:
             return
         first: BaseException | None = None
         steps = [self.cgroups.remove]
+        if any(m is not None for m in (self.output_mount, self.files_mount, self.agent_mount)):
+            # (the files module loads only for a sandbox with files in or out)
+            from closedpaw.sandbox.host.files import unmount_output
         if self.output_mount is not None:
             out = self.output_mount
             steps.append(lambda: unmount_output(out))

@@ -23,13 +23,13 @@ import contextlib
 import errno
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from closedpaw._record import Record
 from closedpaw.errors import SandboxError
 from closedpaw.settings import Settings
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ctypes
 
@@ -57,8 +57,7 @@ _MS_REMOUNT = 32
 _MNT_DETACH = 2
 
 
-@dataclass(frozen=True)
-class IdRange:
+class IdRange(Record):
     slot: int
     host_base: int
     record: Path

@@ -8,11 +8,9 @@ importing load on first use, so a one-shot on the host image never loads them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
-
 from closedpaw.sandbox.images.host import HOST_IMAGE, HostRootfs, prepare_host_rootfs
 
+TYPE_CHECKING = False  # typing is not imported at run time (closedpaw run)
 if TYPE_CHECKING:
     from closedpaw.sandbox.images.store import Image, ImageStore
 
@@ -22,6 +20,8 @@ _LAZY = {"Image": "closedpaw.sandbox.images.store", "ImageStore": "closedpaw.san
 
 
 def __getattr__(name: str) -> object:
+    import importlib  # here: the package imports cheaply
+
     where = _LAZY.get(name)
     if where is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,12 +10,12 @@ read-only by every sandbox (runtimes create no mount points in it: they all exis
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from closedpaw._record import Record
 from closedpaw.errors import RuntimeUnavailable
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hashlib import sha256
 else:
@@ -46,8 +46,7 @@ _FILES = {
 }
 
 
-@dataclass(frozen=True)
-class HostRootfs:
+class HostRootfs(Record):
     path: Path
     digest: str
 
@@ -92,30 +91,107 @@ def _digest(links: dict[str, str], alts: dict[str, str], ldcache: bytes) -> str:
     return h.hexdigest()[:16]
 
 
+#: data_dir/<this>: the last digest computed, keyed by the identity of what it hashed
+DIGEST_CACHE = "host-rootfs.json"
+
+
+#: a file changed less than this long before it was looked at may change again within the
+#: same timestamp tick (file times are coarse: a jiffy): its digest is not remembered
+_SETTLE_NS = 200_000_000
+
+
+def _inputs_key(host_root: Path, links: dict[str, str]) -> tuple[list[object], bool]:
+    """What the digest depends on, cheaply: the links, and the identity of the alternatives
+    directory (adding, removing or replacing a link in it changes its mtime; a link's target
+    cannot change in place) and of the loader cache (ldconfig replaces it by a rename).
+    Taken BEFORE the contents are read, so a change while they are read shows next time;
+    and whether both are settled (a later change cannot leave their times as they are)."""
+    key: list[object] = [_VERSION, str(host_root), [[k, v] for k, v in sorted(links.items())]]
+    import time
+
+    settled_before = time.time_ns() - _SETTLE_NS
+    settled = True
+    for rel in ("etc/alternatives", "etc/ld.so.cache"):
+        try:
+            st = os.stat(host_root / rel)
+        except OSError:
+            key.append(None)
+        else:
+            key.append([st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+            settled = settled and max(st.st_mtime_ns, st.st_ctime_ns) < settled_before
+    return key, settled
+
+
+def _cached_digest(data_dir: Path, key: list[object]) -> str | None:
+    import json
+
+    try:
+        with open(data_dir / DIGEST_CACHE, "rb") as f:
+            entry = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    digest = entry.get("digest")
+    ok = isinstance(digest, str) and len(digest) == 16 and \
+        all(c in "0123456789abcdef" for c in digest)
+    return digest if ok else None
+
+
+def _save_digest(data_dir: Path, key: list[object], digest: str) -> None:
+    import contextlib
+    import json
+
+    tmp = data_dir / f".{DIGEST_CACHE}.{os.getpid()}"
+    with contextlib.suppress(OSError):
+        try:
+            tmp.write_text(json.dumps({"key": key, "digest": digest}))
+            os.replace(tmp, data_dir / DIGEST_CACHE)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
 def locate_host_rootfs(data_dir: Path, host_root: Path = Path("/")) -> HostRootfs:
     """Where the skeleton for the current host is (or would be), reading only: for commands
     that report it (``closedpaw image list``), which any user may run."""
-    return _locate(data_dir, host_root)[0]
-
-
-def _locate(data_dir: Path, host_root: Path
-            ) -> tuple[HostRootfs, dict[str, str], dict[str, str], bytes]:
     links = _host_links(host_root)
+    digest = _cached_digest(data_dir, _inputs_key(host_root, links)[0])
+    if digest is not None:
+        return HostRootfs(data_dir / "rootfs" / f"host-{digest}", digest)
+    return _locate(data_dir, host_root, links)[0]
+
+
+def _locate(data_dir: Path, host_root: Path, links: dict[str, str]
+            ) -> tuple[HostRootfs, dict[str, str], bytes]:
     alts = _alternatives(host_root)
     try:
         ldcache = (host_root / "etc/ld.so.cache").read_bytes()
     except FileNotFoundError:
         ldcache = b""
     digest = _digest(links, alts, ldcache)
-    return HostRootfs(data_dir / "rootfs" / f"host-{digest}", digest), links, alts, ldcache
+    return HostRootfs(data_dir / "rootfs" / f"host-{digest}", digest), alts, ldcache
 
 
 def prepare_host_rootfs(data_dir: Path, host_root: Path = Path("/")) -> HostRootfs:
-    """Return the skeleton for the current host, building it atomically if needed."""
-    where, links, alts, ldcache = _locate(data_dir, host_root)
+    """Return the skeleton for the current host, building it atomically if needed.
+
+    Hashing the host's alternatives and loader cache takes ~2 ms (hundreds of links), paid
+    by every one-shot ``closedpaw run``: the digest is kept in ``data_dir/host-rootfs.json``
+    keyed by those files' identities (:func:`_inputs_key`), and recomputed when they change
+    (or changed too recently to tell) or the skeleton is missing."""
+    links = _host_links(host_root)
+    key, settled = _inputs_key(host_root, links)
+    digest = _cached_digest(data_dir, key)
+    if digest is not None:
+        known = HostRootfs(data_dir / "rootfs" / f"host-{digest}", digest)
+        if known.path.is_dir():
+            return known
+    where, alts, ldcache = _locate(data_dir, host_root, links)
     final, digest = where.path, where.digest
     base = final.parent
     if final.is_dir():
+        if settled:
+            _save_digest(data_dir, key, digest)
         return where
     import shutil
     import tempfile
@@ -151,4 +227,6 @@ def prepare_host_rootfs(data_dir: Path, host_root: Path = Path("/")) -> HostRoot
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    if settled:
+        _save_digest(data_dir, key, digest)
     return HostRootfs(final, digest)

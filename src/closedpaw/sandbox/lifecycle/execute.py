@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from closedpaw.errors import SpecError
-from closedpaw.sandbox.drivers.base import Driver, Process
 from closedpaw.sandbox.drivers.errors import (
     command_start_failure,
     map_runtime_error,
@@ -24,6 +23,10 @@ from closedpaw.sandbox.drivers.errors import (
 from closedpaw.sandbox.host.output import Captured, OutputSink, pump
 from closedpaw.sandbox.host.statedir import SandboxDir
 from closedpaw.sandbox.result import ExecutionResult, ResourceUsage, SkippedFile
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from closedpaw.sandbox.drivers.base import Driver, Process
 
 __all__ = ["Outcome", "make_result", "runtime_failure", "supervise"]
 

@@ -9,32 +9,32 @@ import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from types import TracebackType
-from typing import TYPE_CHECKING
 
+from closedpaw._record import Record, replace
 from closedpaw.errors import RuntimeFailure, RuntimeUnavailable, SandboxNotFound, SpecError
-from closedpaw.sandbox.drivers.base import Driver
 from closedpaw.sandbox.drivers.detect import PROBE_MARKER, RuntimeRegistry
-from closedpaw.sandbox.host.files import COLLECT_GRACE_S, collect_output
 from closedpaw.sandbox.host.output import OutputSink
 from closedpaw.sandbox.host.reaper import Reaper
 from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id, storage_error
 from closedpaw.sandbox.lifecycle.execute import make_result, runtime_failure, supervise
-from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
+from closedpaw.sandbox.lifecycle.registry import Registry
 from closedpaw.sandbox.result import ExecutionResult, SkippedFile
 from closedpaw.sandbox.spec import MIB, ExecRequest, ResourceLimits, SandboxSpec
 from closedpaw.settings import Settings
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     # Not imported at run time: the one-shot path (`closedpaw run`) stays free of the
     # long-lived machinery (the agent channel and streams, asyncio).
     from pathlib import Path
+    from types import TracebackType
 
+    from closedpaw.sandbox.drivers.base import Driver
     from closedpaw.sandbox.host.reconcile import GcReport
     from closedpaw.sandbox.lifecycle.pool import SandboxPool
     from closedpaw.sandbox.lifecycle.sandbox import Sandbox
     from closedpaw.sandbox.lifecycle.snapshot import Snapshot
+    from closedpaw.sandbox.lifecycle.status import SandboxStatus
     from closedpaw.sandbox.policy import PolicySet
 
 __all__ = ["SandboxInfo", "SandboxManager", "require_root"]
@@ -48,8 +48,7 @@ def require_root() -> None:
         raise RuntimeUnavailable(NOT_ROOT)
 
 
-@dataclass(frozen=True)
-class SandboxInfo:
+class SandboxInfo(Record):
     id: str
     status: SandboxStatus
     runtime: str
@@ -142,6 +141,8 @@ class SandboxManager:
             files: list[str] = []
             skipped: list[SkippedFile] = []
             if spec.output_dir is not None and sd.output_mount is not None:
+                from closedpaw.sandbox.host.files import COLLECT_GRACE_S, collect_output
+
                 files, skipped = collect_output(
                     sd.output_mount, spec.output_dir, max_bytes=spec.limits.output_dir_mb * MIB,
                     deadline=max(t0 + spec.limits.timeout_s,

@@ -44,8 +44,9 @@ from closedpaw.errors import (
     SandboxLimitReached,
     SandboxStateError,
 )
-from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
+from closedpaw.sandbox.lifecycle.registry import Registry
 from closedpaw.sandbox.lifecycle.sandbox import STATEFUL_LANGS, Sandbox
+from closedpaw.sandbox.lifecycle.status import SandboxStatus
 from closedpaw.sandbox.spec import SandboxSpec
 
 if TYPE_CHECKING:

@@ -11,46 +11,52 @@ package has no import cycle.
 
 from __future__ import annotations
 
-import enum
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Generic, Protocol, TypeVar
 
 from closedpaw.errors import SandboxLimitReached
-from closedpaw.sandbox.drivers.base import Driver
 from closedpaw.sandbox.host.reaper import Reaper
 from closedpaw.settings import Settings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Generic, Protocol, TypeVar
+
+    from closedpaw.sandbox.drivers.base import Driver
+    from closedpaw.sandbox.lifecycle.status import SandboxStatus
+
+    class _Live(Protocol):
+        @property
+        def id(self) -> str: ...
+
+        def delete(self) -> None: ...
+
+    class _Closable(Protocol):
+        def close(self) -> None: ...
+
+    class _Removable(Protocol):
+        def remove(self) -> None: ...
+
+    S = TypeVar("S", bound=_Live)
+else:
+    # typing is not imported at run time (the one-shot path pays for every import): the
+    # registry's type parameter exists for type checkers only
+    class Generic:
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
+
+    S = None
 
 __all__ = ["Registry", "SandboxStatus"]
 
 
-class SandboxStatus(enum.StrEnum):
-    PENDING = "pending"
-    CREATING = "creating"
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    ERROR = "error"
+def __getattr__(name: str) -> object:
+    if name == "SandboxStatus":  # its home is .status; loaded when asked for
+        from closedpaw.sandbox.lifecycle.status import SandboxStatus
 
-
-class _Live(Protocol):
-    @property
-    def id(self) -> str: ...
-
-    def delete(self) -> None: ...
-
-
-class _Closable(Protocol):
-    def close(self) -> None: ...
-
-
-class _Removable(Protocol):
-    def remove(self) -> None: ...
-
-
-S = TypeVar("S", bound=_Live)
+        return SandboxStatus
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Registry(Generic[S]):

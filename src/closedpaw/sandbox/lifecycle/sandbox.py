@@ -45,7 +45,8 @@ from closedpaw.sandbox.host.files import collect_output
 from closedpaw.sandbox.host.output import OutputSink
 from closedpaw.sandbox.host.statedir import SandboxDir, new_sandbox_id, storage_error
 from closedpaw.sandbox.lifecycle.execute import make_result, runtime_failure, supervise
-from closedpaw.sandbox.lifecycle.registry import Registry, SandboxStatus
+from closedpaw.sandbox.lifecycle.registry import Registry
+from closedpaw.sandbox.lifecycle.status import SandboxStatus
 from closedpaw.sandbox.result import CodeResult, ExecutionResult, ResourceUsage, SkippedFile
 from closedpaw.sandbox.spec import MIB, ExecRequest, SandboxSpec
 
