@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import operator
 import re
 import unicodedata
 import urllib.parse
+from itertools import accumulate, compress, filterfalse
 
 __all__ = ["MAX_DECODED", "fold", "invisible_counts", "views"]
 
@@ -53,6 +55,10 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
 _SPACED = re.compile(r"(?<!\S)(?:\w[ .\-_*·]){3,}\w(?!\S)")
 _SEP = re.compile(r"[ .\-_*·]")
 _SEPS = "-.*_\u00b7"
+#: a word of 7 or more characters whose 2nd and 4th are in _SEPS (found from its 2nd
+#: character: the class leads, so the engine skips ahead to it)
+_DOTTED_WORD = re.compile(
+    r"[-.*_\u00b7](?<!\S\S[-.*_\u00b7])(?<=\S[-.*_\u00b7])\S[-.*_\u00b7]\S{3}")
 _COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 #: an override phrase with its spaces taken out ("ign ore prev ious instru ctions"): the
 #: ``squeezed`` view re-spaces it so the ordinary rules read it
@@ -97,16 +103,25 @@ def _join_spaced(m: re.Match[str]) -> str:
 
 def fold(text: str) -> str:
     """The ``text`` view of any string."""
+    return _fold(text)[0]
+
+
+def _fold(text: str) -> tuple[str, list[str] | None]:
+    """``fold(text)`` and, when ``text`` is ASCII, ``text.split()`` (which ``views`` needs
+    again)."""
+    ascii_words = None
     if not text.isascii():
         text = unicodedata.normalize("NFKC", strip_invisible(text))
         if _HOMOGLYPH_RE.search(text):
             text = text.translate(_FOLD)
-    words = text.split()
-    if sum(1 for w in words if len(w) == 1) >= 4 or any(
-            len(w) >= 7 and w[1] in _SEPS and w[3] in _SEPS for w in words):
+        words = text.split()
+    else:
+        words = ascii_words = text.split()
+    # spaced-out letters: four one-letter words, or a word like "i.g.n.o.r.e"
+    if list(map(len, words)).count(1) >= 4 or _DOTTED_WORD.search(text):
         text = _SPACED.sub(_join_spaced, text)
         words = text.split()
-    return " ".join(words).casefold()
+    return " ".join(words).casefold(), ascii_words
 
 
 def _readable(data: bytes) -> str | None:
@@ -116,8 +131,8 @@ def _readable(data: bytes) -> str | None:
         return None
     if len(s) < 8:
         return None
-    printable = sum(1 for c in s if c.isprintable() or c in "\n\t")
-    letters = sum(1 for c in s if c.isalpha())
+    printable = sum(map(str.isprintable, s)) + s.count("\n") + s.count("\t")
+    letters = sum(map(str.isalpha, s))
     if printable < 0.9 * len(s) or letters < 0.5 * len(s) or " " not in s:
         return None
     return s
@@ -136,23 +151,44 @@ _SHIFTS = [str.maketrans("abcdefghijklmnopqrstuvwxyz",
 def _best_shift(sentence: str) -> str | None:
     """The Caesar shift of ``sentence`` (not 0, not 13: rot13 has its own view) that reads
     most like prose, if one does."""
-    best, best_n = None, 0
+    words = sentence.split(" ")
+    # a shift keeps each word's length: only the short words can become common words
+    short = " ".join(w for w in words if len(w) <= _STOPWORD_MAX)
+    best_k, best_n = 0, 0
     for k in range(1, 26):
         if k == 13:
             continue
-        cand = sentence.translate(_SHIFTS[k])
-        words = cand.split(" ")
-        n = sum(1 for w in words if w in _STOPWORDS)
+        n = sum(map(_STOPWORDS.__contains__, short.translate(_SHIFTS[k]).split(" ")))
         if n > best_n:
-            best, best_n = cand, n
-    if best is None or best_n < max(2, 0.15 * len(best.split(" "))):
+            best_k, best_n = k, n
+    if best_k == 0 or best_n < max(2, 0.15 * len(words)):
         return None
-    return best
+    return sentence.translate(_SHIFTS[best_k])
 
 
 def _gibberish(words: list[str]) -> bool:
     """Six words or more with almost none of the common short words of our languages."""
-    return len(words) >= 6 and sum(1 for w in words if w in _STOPWORDS) < 0.12 * len(words)
+    return len(words) >= 6 and sum(map(_STOPWORDS.__contains__, words)) < 0.12 * len(words)
+
+
+def _odd_parts(base: str, words: list[str]) -> list[str]:
+    """The sentences of ``base`` (split after ``.!?:;`` and a space: ``_SENTENCE``) that
+    are gibberish, when there are two sentences or more, computed on the words of ``base``
+    (a folded text: single spaces, nothing else white) without splitting each sentence
+    again."""
+    n = len(words)
+    ends = list(compress(range(n - 1), map(_ENDS_SENTENCE, words)))
+    if not ends or n < 6:
+        return []
+    stops = list(accumulate(map(_STOPWORDS.__contains__, words), initial=0))
+    out = []
+    a = 0
+    for e in [*ends, n - 1]:
+        b = e + 1
+        if b - a >= 6 and stops[b] - stops[a] < 0.12 * (b - a):
+            out.append(" ".join(words[a:b]))
+        a = b
+    return out
 
 
 def _morse(run: str) -> str:
@@ -176,8 +212,8 @@ def _tags_text(text: str) -> str:
 
 def _leet_hint(words: list[str]) -> bool:
     """Some word mixes letters with digit or symbol look-alikes (``1gn0re``, ``a11``)."""
-    for w in words:
-        if len(w) > 2 and not w.isalpha() and not w.isdigit():
+    for w in filterfalse(str.isalpha, words):
+        if len(w) > 2 and not w.isdigit():
             core = w.strip(".,;:!?()[]{}\"'")
             if core and _LEET_WORD.fullmatch(core):
                 return True
@@ -197,6 +233,7 @@ _STOPWORDS = frozenset(
         "las", "y", "es", "en", "por", "no", "un", "una", "con", "para", "il", "lo", "di", "che",
         "e", "per", "non", "una", "sono",
     ])
+_STOPWORD_MAX = max(len(w) for w in _STOPWORDS)
 _MORSE = dict(zip(
     [
         ".-", "-...", "-.-.", "-..", ".", "..-.", "--.", "....", "..", ".---", "-.-", ".-..",
@@ -210,19 +247,23 @@ _ESCAPES = re.compile(r"(?:\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}|&#x?[0-9a-fA-F]{2
 _HIDDEN_HINT = ("<!--", "display", "visibility", "font-size", "opacity", "alt=", "title=",
                 "aria-label", "[//]")
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
+#: a digit or symbol look-alike next to a letter: what a word ``_leet_hint`` looks for
+#: has (the class leads, so the engine skips ahead to such characters)
+_LEET_NEXT_TO_LETTER = re.compile(r"[013457@$|](?:(?<=[a-z].)|(?=[a-z]))")
+_ENDS_SENTENCE = operator.methodcaller("endswith", (".", "!", "?", ":", ";"))
+_SPACE_DIGITS = tuple(f" {d}" for d in "123456789")
 
 
 def views(text: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    base = fold(text)
+    base, ascii_words = _fold(text)
     out.append(("text", base))
     words = base.split(" ")
-    if _leet_hint(words):
+    if _LEET_NEXT_TO_LETTER.search(base) and _leet_hint(words):
         leet = base.translate(_LEET)
         if leet != base:
             out.append(("leet", leet))
-    odd = [base] if _gibberish(words) else [
-        p for p in _SENTENCE.split(base) if len(p) < len(base) and _gibberish(p.split(" "))]
+    odd = [base] if _gibberish(words) else _odd_parts(base, words)
     if odd or any(h in base for h in _ROT_HINT):
         out.append(("rot13", " ".join(odd or [base]).translate(_ROT13)))
     if odd:
@@ -260,7 +301,9 @@ def views(text: str) -> list[tuple[str, str]]:
             hidden_raw = " \n ".join(hidden)
             out.append(("hidden", fold(hidden_raw)))
     decoded = 0
-    long_words = [w for w in raw.split() if len(w) >= 16]
+    raw_words = ascii_words if ascii_words is not None and raw is text else raw.split()
+    long_words = [w for w in raw_words if len(w) >= 16] if raw_words and max(
+        map(len, raw_words)) >= 16 else []
     for word in long_words:
         if decoded >= MAX_DECODED:
             break
@@ -292,7 +335,7 @@ def views(text: str) -> list[tuple[str, str]]:
             if s is not None:
                 out.append(("hex", fold(s)))
                 decoded += 1
-    if sum(raw.count(f" {d}") for d in "123456789") >= 8:
+    if sum(map(raw.count, _SPACE_DIGITS)) >= 8:
         for run in _DECIMALS.findall(raw)[:MAX_DECODED]:
             text_of = _readable(bytes(int(n) for n in re.findall(r"\d+", run)))
             if text_of is not None:
