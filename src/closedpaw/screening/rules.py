@@ -15,10 +15,13 @@ looked at.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 
-__all__ = ["LABELS", "RULES", "Rule", "word_prefixes"]
+from closedpaw.screening import literals
+
+__all__ = ["ALL_KEYS", "LABELS", "RULES", "Rule", "hit_keys", "woken", "word_prefixes"]
 
 LABELS = ("instruction_override", "role_play", "system_prompt", "exfiltration",
           "addressed_to_ai", "hidden_markup", "encoded_payload", "hidden_unicode")
@@ -49,6 +52,15 @@ class Rule:
             if mine:
                 lo = max(0, min(s.find(k) for k in mine) - 200)
                 hi = min(len(s), max(s.rfind(k) for k in mine) + 300)
+        try:
+            plan = _PLANS[id(self)][1]
+        except KeyError:
+            plan = literals.plan(self.pattern)
+            _PLANS[id(self)] = (self, plan)
+        if plan is not None:        # the literals every match needs: skip ahead or stop
+            lo = literals.start(plan, s, lo, hi)
+            if lo < 0:
+                return None
         if self.context is None:
             return self.pattern.search(s, lo, hi)
         for m in self.pattern.finditer(s, lo, hi):
@@ -59,6 +71,8 @@ class Rule:
 
 _LETTERS = re.compile(r"[^\W\d_]+")
 _WINDOW_MIN = 800
+#: id(rule) -> (rule, its literal plan), made on the rule's first search
+_PLANS: dict[int, tuple[Rule, literals.Plan | None]] = {}
 
 
 def _key(needle: str) -> str:
@@ -91,6 +105,43 @@ def word_prefixes(view: str) -> set[str]:
 
 
 _PUNCT = ",;!?[]{}\"<>*#`|=+&%$@~^\u00ab\u00bb\u201c\u201d\u2018\u2019\u00bf\u00a1"
+
+
+class _PrefixKeys(dict[str, frozenset[str]]):
+    """A word's first six characters -> the rule keys among its 2- to 6-character
+    prefixes (filled as words are met; emptied when large)."""
+
+    def __missing__(self, first6: str) -> frozenset[str]:
+        if len(self) > 200_000:
+            self.clear()
+        keys = ALL_KEYS.intersection((first6[:2], first6[:3], first6[:4], first6[:5], first6))
+        self[first6] = found = frozenset(keys)
+        return found
+
+
+_PREFIX_KEYS = _PrefixKeys()
+_STRIP = operator.methodcaller("strip", _PUNCT)
+_FIRST6 = operator.itemgetter(slice(None, _MAX_PREFIX))
+
+
+def hit_keys(view: str) -> frozenset[str]:
+    """``word_prefixes(view) & ALL_KEYS``: the rule keys that begin some word of ``view``
+    (computed per distinct word start, with the loops in C)."""
+    for ch in "-'/_.:()=?&#":
+        if ch in view:
+            view = view.replace(ch, " ")
+    starts = set(map(_FIRST6, map(_STRIP, set(view.split()))))
+    return frozenset().union(*map(_PREFIX_KEYS.__getitem__, starts))
+
+
+def woken(hit: frozenset[str] | set[str]) -> list[Rule]:
+    """The rules (in ``RULES`` order) with a key in ``hit``."""
+    if not hit:
+        return []
+    found: set[int] = set()
+    for k in hit:
+        found.update(_RULES_BY_KEY.get(k, ()))
+    return [RULES[i] for i in sorted(found)]
 
 
 _G = r"[^.!?\n]{0,40}?"        # a short gap inside one sentence
@@ -591,3 +642,8 @@ RULES: tuple[Rule, ...] = (
     _r("it.exec", "instruction_override", 0.4, "esegui",
        r"\besegui\b[^.\n]{0,30}\bcomando\b"),
 )
+
+#: every rule key
+ALL_KEYS = frozenset(k for r in RULES for k in r.keys)
+_RULES_BY_KEY: dict[str, tuple[int, ...]] = {
+    k: tuple(i for i, r in enumerate(RULES) if k in r.keys) for k in ALL_KEYS}

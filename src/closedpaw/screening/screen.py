@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from closedpaw.screening.normalize import invisible_counts, views
-from closedpaw.screening.rules import RULES, word_prefixes
+from closedpaw.screening.rules import hit_keys, woken
 
 __all__ = ["CHUNK_CHARS", "THRESHOLD", "ScreenResult", "Span", "screen"]
 
@@ -16,7 +16,6 @@ THRESHOLD = 0.5
 CHUNK_CHARS = 65_536
 _OVERLAP = 1_024
 _ENC = ("encoded_payload",)
-_ALL_KEYS = frozenset(k for r in RULES for k in r.keys)
 _DECODED: dict[str, tuple[str, ...]] = {
     "base64": _ENC, "hex": _ENC, "url": _ENC, "rot13": _ENC, "leet": _ENC, "reversed": _ENC,
     "morse": _ENC, "escapes": _ENC, "tags": ("hidden_unicode",), "hidden": ("hidden_markup",),
@@ -82,17 +81,16 @@ def _screen_chunk(text: str, weights: dict[str, float], labels: dict[str, None],
                   spans: list[Span]) -> None:
     seen_in_text: set[str] = set()
     for view, s in views(text):
-        hit = word_prefixes(s) & _ALL_KEYS
-        for rule in RULES:
-            if rule.keys.isdisjoint(hit):
-                continue
+        hit = hit_keys(s)
+        again = view != "text" and view not in _INSIDE_TEXT
+        for rule in woken(hit):
+            if again and rule.name in seen_in_text:
+                continue        # already counted from the text view
             m = rule.search(s, hit)
             if m is None:
                 continue
             if view == "text":
                 seen_in_text.add(rule.name)
-            elif rule.name in seen_in_text and view not in _INSIDE_TEXT:
-                continue
             weights[rule.name] = max(weights.get(rule.name, 0.0), rule.weight)
             labels[rule.label] = None
             if len(spans) < 32:
