@@ -21,24 +21,48 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Plan", "plan", "start"]
+__all__ = ["Alternative", "Plan", "plan", "search", "start"]
 
 #: largest set of strings a run of literal items may stand for before it is cut
 _MAXSET = 64
 #: most strings a step keeps (longer sets are cut to shorter prefixes or suffixes)
 _MAXSTEP = 64
 _EMPTY: frozenset[str] = frozenset([""])
+#: strings of a step are cut to this many characters when that leaves fewer of them
+_CUT = 6
 
 
 class Unsupported(Exception):
     """The pattern uses something the analysis does not read."""
 
 
+#: steps in match order; a step is (strings, length of the shortest)
+Chain = tuple[tuple[tuple[str, ...], int], ...]
+
+
+class Alternative:
+    """One alternative of a plan: its chain of steps, whether the first step starts every
+    match, and (in a split plan) the alternative compiled alone."""
+
+    __slots__ = ("anchored", "by_size", "chain", "pattern")
+
+    def __init__(self, chain: Chain, anchored: bool, pattern: re.Pattern[str] | None
+                 ) -> None:
+        self.chain = chain
+        self.anchored = anchored
+        self.pattern = pattern
+        #: the steps' strings, the smallest step first (for the quick rejection)
+        self.by_size = tuple(sorted((st for st, _n in chain), key=len))
+
+    def __repr__(self) -> str:
+        return f"Alternative({self.chain!r}, {self.anchored!r}, {self.pattern!r})"
+
+
 @dataclass(frozen=True)
 class Plan:
-    #: (steps, anchored) per alternative; a step is (strings, length of the shortest);
-    #: ``anchored``: the first step's strings start every match of that alternative
-    alternatives: tuple[tuple[tuple[tuple[tuple[str, ...], int], ...], bool], ...]
+    alternatives: tuple[Alternative, ...]
+    #: the alternatives are the pattern's top-level ``|`` alternatives, each searchable alone
+    split: bool
 
 
 @dataclass(frozen=True)
@@ -63,6 +87,7 @@ def _cross(a: frozenset[str], b: frozenset[str]) -> frozenset[str] | None:
 class _Reader:
     def __init__(self) -> None:
         self.c: Any = importlib.import_module("re._constants")
+        self.costly = False
 
     def seq(self, items: Any) -> _Info:
         steps: list[frozenset[str]] = []
@@ -101,17 +126,29 @@ class _Reader:
         return _Info(None, tuple(steps), first_prefix)
 
     def items(self, items: Any) -> list[_Info]:
-        """The nodes of a sequence, consecutive literal characters joined into one."""
+        """The nodes of a sequence, consecutive literal characters joined into one. Notes
+        in ``costly`` a long gap of any characters followed by an alternation that is not a
+        plain list of strings (the shape whose failed searches backtrack most)."""
+        c = self.c
         out: list[_Info] = []
         chars: list[str] = []
+        after_gap = False
         for op, av in items:
-            if op is self.c.LITERAL:
+            if op is c.LITERAL:
                 chars.append(chr(av))
+                after_gap = False
                 continue
             if chars:
                 out.append(_Info(frozenset(["".join(chars)])))
                 chars = []
-            out.append(self.node(op, av))
+            info = self.node(op, av)
+            out.append(info)
+            if op in (c.AT, c.ASSERT, c.ASSERT_NOT):
+                continue
+            if after_gap and op in (c.SUBPATTERN, c.BRANCH) and info.exact is None:
+                self.costly = True
+            after_gap = op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[1] >= 30 and \
+                info.exact is None and not info.steps
         if chars:
             out.append(_Info(frozenset(["".join(chars)])))
         return out
@@ -207,30 +244,23 @@ def _minimal(strings: frozenset[str], anchored: bool) -> frozenset[str]:
 
 def _cut(strings: frozenset[str], anchored: bool) -> frozenset[str]:
     """Fewer strings to look for (each costs a ``find``) when members share a start (or,
-    unanchored, an end): cut to their first (last) k characters, for the largest k that
-    leaves no more than a quarter of them or than cutting to 4 characters would. Only
-    when that at least halves them (a shorter string is found in more texts) or when
-    there are more than ``_MAXSTEP``. An occurrence of a member is one of its cut form, so
-    the step stays sound. An empty set when more than ``_MAXSTEP`` are left."""
+    unanchored, an end): cut them to their first (last) 6 characters, then to the longest
+    length that leaves no more. An occurrence of a member is one of its cut form, so the
+    step stays sound. An empty set when more than ``_MAXSTEP`` are left."""
     strings = _minimal(strings, anchored)
-    n = len(strings)
-    floor = 4
     longest = max(len(s) for s in strings)
     best = strings
-    if longest > floor:
+    if longest > _CUT:
         for tail in ((False,) if anchored else (False, True)):
             def cut(k: int, tail: bool = tail) -> frozenset[str]:
                 return frozenset(s[-k:] if tail else s[:k] for s in strings)
-            target = max(len(cut(floor)), n // 4)
-            if target > n // 2 and n <= _MAXSTEP:
-                continue
-            for k in range(longest, floor - 1, -1):
-                c = cut(k)
-                if len(c) <= target:
-                    c = _minimal(c, anchored and not tail)
-                    if (len(c), -min(len(s) for s in c)) < (len(best), -min(len(s) for s in best)):
-                        best = c
-                    break
+            few = len(cut(_CUT))
+            k = _CUT
+            while k < longest and len(cut(k + 1)) == few:
+                k += 1
+            c = _minimal(cut(k), anchored and not tail)
+            if (len(c), -min(map(len, c))) < (len(best), -min(map(len, best))):
+                best = c
     return best if len(best) <= _MAXSTEP else frozenset()
 
 
@@ -241,8 +271,8 @@ def _weak(strings: tuple[str, ...]) -> bool:
 
 
 def _alternatives(items: Any, c: Any) -> list[Any]:
-    """The top-level alternatives of a pattern (zero-width items around a single branch
-    are repeated into each alternative)."""
+    """The alternatives of a parsed pattern for the pre-check (zero-width items around a
+    single branch are repeated into each alternative)."""
     zw = (c.AT, c.ASSERT, c.ASSERT_NOT)
     body = [(op, av) for op, av in items if op not in zw]
     if len(body) != 1 or body[0][0] is not c.BRANCH:
@@ -252,58 +282,160 @@ def _alternatives(items: Any, c: Any) -> list[Any]:
     return [head + list(alt) + tail for alt in items[k][1][1]]
 
 
+def _split(source: str) -> list[str]:
+    """``source`` cut at its top-level ``|`` (outside groups and character classes)."""
+    out: list[str] = []
+    depth = first = i = 0
+    n = len(source)
+    while i < n:
+        ch = source[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "[":                       # a class: skip to its end
+            i += 1
+            if i < n and source[i] == "^":
+                i += 1
+            if i < n and source[i] == "]":
+                i += 1
+            while i < n and source[i] != "]":
+                i += 2 if source[i] == "\\" else 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            out.append(source[first:i])
+            first = i + 1
+        i += 1
+    out.append(source[first:])
+    return out
+
+
+_INLINE_FLAGS = re.compile(r"\(\?[aiLmsux-]")
+_BACKREF = re.compile(r"\\\d|\(\?P=")
+
+
+def _chain(items: Any, reader: _Reader) -> tuple[Chain, bool]:
+    info = reader.seq(items)
+    if info.exact is not None:
+        steps: tuple[frozenset[str], ...] = (info.exact,)
+        anchored = True
+    else:
+        steps, anchored = info.steps, info.prefix
+    chain = []
+    for n, strings in enumerate(steps):
+        cut = _cut(strings, anchored and n == 0)
+        if anchored and n == 0:
+            loose = _cut(strings, False)    # found anywhere in the match: maybe far fewer
+            if loose and 2 * len(loose) <= len(cut):
+                cut, anchored = loose, False
+        if not cut or "" in cut or _weak(tuple(cut)):   # skipped: the chain stays sound
+            anchored = anchored and n > 0
+            continue
+        chain.append((tuple(sorted(cut)), min(len(s) for s in cut)))
+    return tuple(chain), anchored and bool(chain)
+
+
 def plan(pattern: re.Pattern[str]) -> Plan | None:
     """The literal pre-check of ``pattern``, or None when it has none worth running."""
-    if pattern.flags & (re.IGNORECASE | re.LOCALE):
+    if pattern.flags & (re.IGNORECASE | re.LOCALE | re.VERBOSE):
         return None
+    source = pattern.pattern
     try:
         parser: Any = importlib.import_module("re._parser")
         reader = _Reader()
-        tree = parser.parse(pattern.pattern, pattern.flags)
-        alts = []
-        for items in _alternatives(tree.data, reader.c):
-            info = reader.seq(items)
-            if info.exact is not None:
-                steps: tuple[frozenset[str], ...] = (info.exact,)
-                anchored = True
-            else:
-                steps, anchored = info.steps, info.prefix
-            chain = []
-            for n, strings in enumerate(steps):
-                cut = tuple(sorted(_cut(strings, anchored and n == 0)))
-                if not cut or "" in cut or _weak(cut):     # skipped: the chain stays sound
-                    anchored = anchored and n > 0
-                    continue
-                chain.append((cut, min(len(s) for s in cut)))
-            if not chain:
-                return None          # an alternative with no literal: nothing to check
-            alts.append((tuple(chain), anchored))
+        pieces = _split(source)
+        if len(pieces) > 1 and not _INLINE_FLAGS.search(source) and not _BACKREF.search(
+                source):
+            chains = [_chain(parser.parse(p, pattern.flags).data, reader) for p in pieces]
+            alts = tuple(Alternative(*_afford(ch, reader.costly), re.compile(p, pattern.flags))
+                         for ch, p in zip(chains, pieces, strict=True))
+            return Plan(alts, True)
+        tree = parser.parse(source, pattern.flags)
+        chains = [_chain(items, reader) for items in _alternatives(tree.data, reader.c)]
     except (Unsupported, AttributeError, ImportError, TypeError, ValueError, re.error):
         return None
-    return Plan(tuple(alts))
+    chains = [_afford(ch, reader.costly) for ch in chains]
+    if any(not chain for chain, _anchored in chains):
+        return None                # an alternative with no literal: nothing to check
+    if len(chains) > 1 and all(len(chain) == 1 for chain, _anchored in chains):
+        # one step each: a single step of all their strings is the same check, in one loop
+        strings = frozenset(s for chain, _a in chains for s in chain[0][0])
+        step = (tuple(sorted(_minimal(strings, False))), min(map(len, strings)))
+        anchored = all(a for _chain_, a in chains)
+        if anchored:
+            step = (tuple(sorted(_minimal(strings, True))), step[1])
+        chains = [((step,), anchored)]
+    return Plan(tuple(Alternative(chain, anchored, None) for chain, anchored in chains), False)
+
+
+#: most strings a chain may look for when the pattern's own search is cheap
+_BUDGET = 24
+
+
+def _afford(chain: tuple[Chain, bool], costly: bool) -> tuple[Chain, bool]:
+    """No check when it would cost more ``find`` calls than a cheap pattern's search."""
+    steps, anchored = chain
+    if not costly and sum(len(strings) for strings, _n in steps) > _BUDGET:
+        return (), False
+    return steps, anchored
+
+
+def _start(a: Alternative, s: str, lo: int, hi: int) -> int:
+    """-1 when alternative ``a`` cannot match in ``s[lo:hi]``, else a position no match of
+    it starts before."""
+    if len(a.chain) > 1:            # each step somewhere first, the fewest strings first
+        for strings in a.by_size:
+            for f in strings:
+                if s.find(f, lo, hi) >= 0:
+                    break
+            else:
+                return -1
+    pos, first = lo, -1
+    for strings, shortest in a.chain:
+        at = -1
+        for f in strings:
+            i = s.find(f, pos, hi if at < 0 else at + len(f) - 1)
+            if i >= 0:
+                at = i
+        if at < 0:
+            return -1
+        if first < 0:
+            first = at
+        pos = at + shortest
+    return first if a.anchored else lo
 
 
 def start(p: Plan, s: str, lo: int, hi: int) -> int:
     """-1 when no match of the planned pattern lies in ``s[lo:hi]``; else a position in
     ``[lo, hi)`` before which no match starts."""
     best = -1
-    for chain, anchored in p.alternatives:
-        pos, first = lo, -1
-        for strings, shortest in chain:
-            at = -1
-            for f in strings:
-                i = s.find(f, pos, hi if at < 0 else at + len(f) - 1)
-                if i >= 0:
-                    at = i
-            if at < 0:
+    for a in p.alternatives:
+        q = _start(a, s, lo, hi)
+        if q >= 0 and (best < 0 or q < best):
+            best = q
+            if best == lo:
                 break
-            if first < 0:
-                first = at
-            pos = at + shortest
-        else:
-            q = first if anchored else lo
-            if best < 0 or q < best:
-                best = q
-                if best == lo:
-                    return best
+    return best
+
+
+def search(p: Plan, pattern: re.Pattern[str], s: str, lo: int, hi: int
+           ) -> re.Match[str] | None:
+    """``pattern.search(s, lo, hi)``, searching only where the plan allows. A split plan
+    searches each top-level alternative that can match on its own: the first match is the
+    leftmost one, and at equal starts the one of the earliest alternative, which is the
+    match the whole pattern finds there."""
+    if not p.split:
+        q = start(p, s, lo, hi)
+        return None if q < 0 else pattern.search(s, q, hi)
+    best: re.Match[str] | None = None
+    for a in p.alternatives:
+        q = _start(a, s, lo, hi)
+        if q < 0 or (best is not None and q >= best.start()):
+            continue
+        assert a.pattern is not None
+        m = a.pattern.search(s, q, hi)
+        if m is not None and (best is None or m.start() < best.start()):
+            best = m
     return best

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import operator
 import re
 import unicodedata
 import urllib.parse
-from itertools import accumulate, compress, filterfalse
+from itertools import accumulate, filterfalse
 
 __all__ = ["MAX_DECODED", "fold", "invisible_counts", "views"]
 
@@ -54,6 +53,9 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
                        "$": "s", "|": "l"})
 _SPACED = re.compile(r"(?<!\S)(?:\w[ .\-_*·]){3,}\w(?!\S)")
 _SEP = re.compile(r"[ .\-_*·]")
+#: what every match of _SPACED contains (from its second character on); led by the
+#: separator class, so the engine skips ahead instead of trying each position
+_SPACED_HINT = re.compile(r"[ .\-_*·]\w[ .\-_*·]\w[ .\-_*·]")
 _SEPS = "-.*_\u00b7"
 #: a word of 7 or more characters whose 2nd and 4th are in _SEPS (found from its 2nd
 #: character: the class leads, so the engine skips ahead to it)
@@ -118,7 +120,8 @@ def _fold(text: str) -> tuple[str, list[str] | None]:
     else:
         words = ascii_words = text.split()
     # spaced-out letters: four one-letter words, or a word like "i.g.n.o.r.e"
-    if list(map(len, words)).count(1) >= 4 or _DOTTED_WORD.search(text):
+    if (list(map(len, words)).count(1) >= 4 or _DOTTED_WORD.search(text)) and \
+            _SPACED_HINT.search(text):
         text = _SPACED.sub(_join_spaced, text)
         words = text.split()
     return " ".join(words).casefold(), ascii_words
@@ -171,23 +174,36 @@ def _gibberish(words: list[str]) -> bool:
     return len(words) >= 6 and sum(map(_STOPWORDS.__contains__, words)) < 0.12 * len(words)
 
 
-def _odd_parts(base: str, words: list[str]) -> list[str]:
-    """The sentences of ``base`` (split after ``.!?:;`` and a space: ``_SENTENCE``) that
-    are gibberish, when there are two sentences or more, computed on the words of ``base``
-    (a folded text: single spaces, nothing else white) without splitting each sentence
-    again."""
+def _odd_parts(base: str, words: list[str], stop: list[bool]) -> list[str]:
+    """The sentences of ``base`` (split after ``.!?:;`` and a space, as ``_SENTENCE``
+    does) that are gibberish, when there are two sentences or more. ``base`` is a folded
+    text (single spaces, nothing else white), ``words`` its ``split(" ")`` and ``stop``
+    which of them are common words: each sentence is a run of words, counted without
+    splitting it again."""
     n = len(words)
-    ends = list(compress(range(n - 1), map(_ENDS_SENTENCE, words)))
-    if not ends or n < 6:
+    if n < 6:
         return []
-    stops = list(accumulate(map(_STOPWORDS.__contains__, words), initial=0))
-    out = []
-    a = 0
-    for e in [*ends, n - 1]:
-        b = e + 1
-        if b - a >= 6 and stops[b] - stops[a] < 0.12 * (b - a):
-            out.append(" ".join(words[a:b]))
+    counts: list[int] | None = None
+    out: list[str] = []
+    a = spaces = pos = 0
+    for m in _SENTENCE_END.finditer(base):
+        space = m.end() - 1
+        spaces += base.count(" ", pos, space)
+        pos = space
+        b = spaces + 1                      # words[a:b] is the sentence before ``space``
+        if b - a >= 6:
+            if counts is None:
+                counts = list(accumulate(stop, initial=0))
+            if counts[b] - counts[a] < 0.12 * (b - a):
+                out.append(" ".join(words[a:b]))
         a = b
+    if a == 0:
+        return []                           # one sentence: the whole text
+    if n - a >= 6:
+        if counts is None:
+            counts = list(accumulate(stop, initial=0))
+        if counts[n] - counts[a] < 0.12 * (n - a):
+            out.append(" ".join(words[a:]))
     return out
 
 
@@ -250,7 +266,8 @@ _B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
 #: a digit or symbol look-alike next to a letter: what a word ``_leet_hint`` looks for
 #: has (the class leads, so the engine skips ahead to such characters)
 _LEET_NEXT_TO_LETTER = re.compile(r"[013457@$|](?:(?<=[a-z].)|(?=[a-z]))")
-_ENDS_SENTENCE = operator.methodcaller("endswith", (".", "!", "?", ":", ";"))
+#: where ``_SENTENCE`` splits a folded text (a mark and its single space)
+_SENTENCE_END = re.compile(r"[.!?:;] ")
 _SPACE_DIGITS = tuple(f" {d}" for d in "123456789")
 
 
@@ -263,7 +280,9 @@ def views(text: str) -> list[tuple[str, str]]:
         leet = base.translate(_LEET)
         if leet != base:
             out.append(("leet", leet))
-    odd = [base] if _gibberish(words) else _odd_parts(base, words)
+    stop = list(map(_STOPWORDS.__contains__, words))
+    odd = [base] if len(words) >= 6 and sum(stop) < 0.12 * len(words) else _odd_parts(
+        base, words, stop)                  # _gibberish(words), then each sentence
     if odd or any(h in base for h in _ROT_HINT):
         out.append(("rot13", " ".join(odd or [base]).translate(_ROT13)))
     if odd:

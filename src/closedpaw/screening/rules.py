@@ -52,27 +52,39 @@ class Rule:
             if mine:
                 lo = max(0, min(s.find(k) for k in mine) - 200)
                 hi = min(len(s), max(s.rfind(k) for k in mine) + 300)
-        try:
-            plan = _PLANS[id(self)][1]
-        except KeyError:
-            plan = literals.plan(self.pattern)
-            _PLANS[id(self)] = (self, plan)
+        plan = _plan_of(self.pattern)
+        if self.context is None:
+            if plan is None:
+                return self.pattern.search(s, lo, hi)
+            return literals.search(plan, self.pattern, s, lo, hi)
         if plan is not None:        # the literals every match needs: skip ahead or stop
             lo = literals.start(plan, s, lo, hi)
             if lo < 0:
                 return None
-        if self.context is None:
-            return self.pattern.search(s, lo, hi)
+        context = self.context
+        cplan = _plan_of(context)
         for m in self.pattern.finditer(s, lo, hi):
-            if self.context.search(s, max(0, m.start() - 120), m.start()):
+            a, b = max(0, m.start() - 120), m.start()
+            if (context.search(s, a, b) if cplan is None
+                    else literals.search(cplan, context, s, a, b)):
                 return m
         return None
 
 
+def _plan_of(pattern: re.Pattern[str]) -> literals.Plan | None:
+    """The literal pre-check of one of the rules' patterns, made on its first search."""
+    try:
+        return _PLANS[id(pattern)][1]
+    except KeyError:
+        plan = literals.plan(pattern)
+        _PLANS[id(pattern)] = (pattern, plan)
+        return plan
+
+
 _LETTERS = re.compile(r"[^\W\d_]+")
 _WINDOW_MIN = 800
-#: id(rule) -> (rule, its literal plan), made on the rule's first search
-_PLANS: dict[int, tuple[Rule, literals.Plan | None]] = {}
+#: id(pattern) -> (pattern, its literal plan), made on the pattern's first search
+_PLANS: dict[int, tuple[re.Pattern[str], literals.Plan | None]] = {}
 
 
 def _key(needle: str) -> str:
