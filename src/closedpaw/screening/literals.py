@@ -245,8 +245,9 @@ def _minimal(strings: frozenset[str], anchored: bool) -> frozenset[str]:
 def _cut(strings: frozenset[str], anchored: bool) -> frozenset[str]:
     """Fewer strings to look for (each costs a ``find``) when members share a start (or,
     unanchored, an end): cut them to their first (last) 6 characters, then to the longest
-    length that leaves no more. An occurrence of a member is one of its cut form, so the
-    step stays sound. An empty set when more than ``_MAXSTEP`` are left."""
+    length that leaves no more, when that at least halves them. An occurrence of a member
+    is one of its cut form, so the step stays sound. An empty set when more than
+    ``_MAXSTEP`` are left."""
     strings = _minimal(strings, anchored)
     longest = max(len(s) for s in strings)
     best = strings
@@ -261,6 +262,8 @@ def _cut(strings: frozenset[str], anchored: bool) -> frozenset[str]:
             c = _minimal(cut(k), anchored and not tail)
             if (len(c), -min(map(len, c))) < (len(best), -min(map(len, best))):
                 best = c
+    if len(best) * 2 > len(strings) and len(strings) <= _MAXSTEP:
+        return strings              # not worth the lost precision: found in more texts
     return best if len(best) <= _MAXSTEP else frozenset()
 
 
@@ -283,10 +286,12 @@ def _alternatives(items: Any, c: Any) -> list[Any]:
 
 
 def _split(source: str) -> list[str]:
-    """``source`` cut at its top-level ``|`` (outside groups and character classes)."""
+    """``source`` cut at its top-level ``|`` (outside groups and character classes); a
+    source that is one non-capturing group is cut inside it."""
     out: list[str] = []
     depth = first = i = 0
     n = len(source)
+    wrapped = source.startswith("(?:")     # stays true while that group is still open
     while i < n:
         ch = source[i]
         if ch == "\\":
@@ -304,11 +309,17 @@ def _split(source: str) -> list[str]:
             depth += 1
         elif ch == ")":
             depth -= 1
+            if depth == 0 and i < n - 1:
+                wrapped = False
         elif ch == "|" and depth == 0:
             out.append(source[first:i])
             first = i + 1
         i += 1
     out.append(source[first:])
+    if len(out) == 1 and wrapped and source.endswith(")") and len(source) > 4:
+        inner = _split(source[3:-1])
+        if len(inner) > 1:
+            return inner
     return out
 
 
@@ -385,15 +396,21 @@ def _afford(chain: tuple[Chain, bool], costly: bool) -> tuple[Chain, bool]:
 def _start(a: Alternative, s: str, lo: int, hi: int) -> int:
     """-1 when alternative ``a`` cannot match in ``s[lo:hi]``, else a position no match of
     it starts before."""
-    if len(a.chain) > 1:            # each step somewhere first, the fewest strings first
+    chain = a.chain
+    if len(chain) > 1:              # each step somewhere first, the fewest strings first
         for strings in a.by_size:
             for f in strings:
                 if s.find(f, lo, hi) >= 0:
                     break
             else:
                 return -1
+    elif not a.anchored:            # one step, no start to find: somewhere is enough
+        for f in chain[0][0]:
+            if s.find(f, lo, hi) >= 0:
+                return lo
+        return -1
     pos, first = lo, -1
-    for strings, shortest in a.chain:
+    for strings, shortest in chain:
         at = -1
         for f in strings:
             i = s.find(f, pos, hi if at < 0 else at + len(f) - 1)

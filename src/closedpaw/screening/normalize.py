@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import operator
 import re
 import unicodedata
 import urllib.parse
 from itertools import accumulate, filterfalse
 
-__all__ = ["MAX_DECODED", "fold", "invisible_counts", "views"]
+__all__ = ["MAX_DECODED", "fold", "invisible_counts", "views", "views_and_invisible"]
 
 MAX_DECODED = 16
 
@@ -45,6 +46,7 @@ _HOMOGLYPHS: dict[str, str] = {
 }
 _FOLD = str.maketrans({c: latin for latin, chars in _HOMOGLYPHS.items() for c in chars})
 _HOMOGLYPH_RE = re.compile("[" + "".join(_HOMOGLYPHS.values()) + "]")
+_HOMOGLYPH_RUN = re.compile("[" + "".join(_HOMOGLYPHS.values()) + "]+")
 _INVISIBLE_RE = re.compile("[" + _ZERO_WIDTH + _BIDI + "\U000e0000-\U000e007f]")
 _TAG_RE = re.compile("[\U000e0000-\U000e007f]")
 _ZW_RE = re.compile("[" + _ZERO_WIDTH + "]")
@@ -67,6 +69,17 @@ _COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\u
 _SQUEEZED_HINT = re.compile(
     r"(ignore|disregard|forget)(all|the|your|any)?(previous|prior|above|earlier|system)"
     r"(instructions?|rules|prompts?|guidelines)")
+
+
+def _override_phrase(s: str) -> bool:
+    """``_SQUEEZED_HINT.search(s)``, tried only where one of its verbs starts."""
+    for verb in ("ignore", "disregard", "forget"):
+        i = s.find(verb)
+        while i >= 0:
+            if _SQUEEZED_HINT.match(s, i):
+                return True
+            i = s.find(verb, i + 1)
+    return False
 
 
 def _spaced_out(m: re.Match[str]) -> str:
@@ -108,23 +121,52 @@ def fold(text: str) -> str:
     return _fold(text)[0]
 
 
-def _fold(text: str) -> tuple[str, list[str] | None]:
-    """``fold(text)`` and, when ``text`` is ASCII, ``text.split()`` (which ``views`` needs
-    again)."""
+def _fold(text: str) -> tuple[str, list[str] | None, bool]:
+    """``fold(text)``; when ``text`` is ASCII, ``text.split()`` (which ``views`` needs
+    again); whether ``text`` has invisible characters."""
     ascii_words = None
+    invisible = False
     if not text.isascii():
-        text = unicodedata.normalize("NFKC", strip_invisible(text))
+        invisible = _INVISIBLE_RE.search(text) is not None
+        text = unicodedata.normalize("NFKC", _INVISIBLE_RE.sub("", text) if invisible else text)
         if _HOMOGLYPH_RE.search(text):
-            text = text.translate(_FOLD)
+            text = _fold_homoglyphs(text)
         words = text.split()
     else:
         words = ascii_words = text.split()
     # spaced-out letters: four one-letter words, or a word like "i.g.n.o.r.e"
-    if (list(map(len, words)).count(1) >= 4 or _DOTTED_WORD.search(text)) and \
-            _SPACED_HINT.search(text):
+    if _maybe_spaced(text) and (
+            list(map(len, words)).count(1) >= 4 or _DOTTED_WORD.search(text)):
         text = _SPACED.sub(_join_spaced, text)
         words = text.split()
-    return " ".join(words).casefold(), ascii_words
+    return " ".join(words).casefold(), ascii_words, invisible
+
+
+def _maybe_spaced(text: str) -> bool:
+    """``_SPACED_HINT.search(text)`` (what every match of ``_SPACED`` contains); for ASCII
+    text without ``_`` (a word character and a separator both) as a plain substring test
+    on the text's shape (letters and digits as ``w``, separators as ``s``)."""
+    if text.isascii() and "_" not in text:
+        return "swsws" in text.translate(_SHAPE)
+    return _SPACED_HINT.search(text) is not None
+
+
+_SHAPE = str.maketrans({**dict.fromkeys(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "w"),
+    **dict.fromkeys(" .-*", "s")})
+
+
+def _fold_homoglyphs(text: str) -> str:
+    """``text.translate(_FOLD)``; when few characters are not ASCII, by translating only
+    the runs of look-alikes (``translate`` reads a text with any non-ASCII character one
+    character at a time)."""
+    if 16 * (len(text) - len(text.encode("ascii", "ignore"))) <= len(text):
+        return _HOMOGLYPH_RUN.sub(_fold_run, text)
+    return text.translate(_FOLD)
+
+
+def _fold_run(m: re.Match[str]) -> str:
+    return m.group().translate(_FOLD)
 
 
 def _readable(data: bytes) -> str | None:
@@ -153,17 +195,20 @@ _SHIFTS = [str.maketrans("abcdefghijklmnopqrstuvwxyz",
 
 def _best_shift(sentence: str) -> str | None:
     """The Caesar shift of ``sentence`` (not 0, not 13: rot13 has its own view) that reads
-    most like prose, if one does."""
+    most like prose, if one does. The common words each shift makes are counted in one
+    pass: a word is some common word shifted by k exactly when both read the same once
+    shifted to start with ``a``."""
     words = sentence.split(" ")
-    # a shift keeps each word's length: only the short words can become common words
-    short = " ".join(w for w in words if len(w) <= _STOPWORD_MAX)
+    counts = [0] * 26
+    for w in words:
+        if len(w) <= _STOPWORD_MAX and w.isascii() and w.isalpha() and w.islower():
+            first = ord(w[0]) - 97
+            for o in _SHIFT_FORMS.get(w.translate(_SHIFTS[-first % 26]), ()):
+                counts[(o - first) % 26] += 1
     best_k, best_n = 0, 0
     for k in range(1, 26):
-        if k == 13:
-            continue
-        n = sum(map(_STOPWORDS.__contains__, short.translate(_SHIFTS[k]).split(" ")))
-        if n > best_n:
-            best_k, best_n = k, n
+        if k != 13 and counts[k] > best_n:
+            best_k, best_n = k, counts[k]
     if best_k == 0 or best_n < max(2, 0.15 * len(words)):
         return None
     return sentence.translate(_SHIFTS[best_k])
@@ -179,31 +224,31 @@ def _odd_parts(base: str, words: list[str], stop: list[bool]) -> list[str]:
     does) that are gibberish, when there are two sentences or more. ``base`` is a folded
     text (single spaces, nothing else white), ``words`` its ``split(" ")`` and ``stop``
     which of them are common words: each sentence is a run of words, counted without
-    splitting it again."""
+    splitting it into words again."""
     n = len(words)
     if n < 6:
         return []
+    if "\0" in base:
+        sentences = _SENTENCE.split(base)
+    else:
+        marked = base
+        for mark in ".!?:;":
+            if mark + " " in marked:
+                marked = marked.replace(mark + " ", mark + "\0")
+        sentences = marked.split("\0")
+    if len(sentences) < 2:
+        return []                           # one sentence: the whole text
     counts: list[int] | None = None
     out: list[str] = []
-    a = spaces = pos = 0
-    for m in _SENTENCE_END.finditer(base):
-        space = m.end() - 1
-        spaces += base.count(" ", pos, space)
-        pos = space
-        b = spaces + 1                      # words[a:b] is the sentence before ``space``
+    a = 0
+    for size in map(_SPACES, sentences):
+        b = a + size + 1                    # words[a:b] is this sentence
         if b - a >= 6:
             if counts is None:
                 counts = list(accumulate(stop, initial=0))
             if counts[b] - counts[a] < 0.12 * (b - a):
                 out.append(" ".join(words[a:b]))
         a = b
-    if a == 0:
-        return []                           # one sentence: the whole text
-    if n - a >= 6:
-        if counts is None:
-            counts = list(accumulate(stop, initial=0))
-        if counts[n] - counts[a] < 0.12 * (n - a):
-            out.append(" ".join(words[a:]))
     return out
 
 
@@ -236,6 +281,21 @@ def _leet_hint(words: list[str]) -> bool:
     return False
 
 
+def _leet_hint_in(base: str) -> bool:
+    """``_leet_hint(base.split(" "))``, reading only the words with a look-alike next to a
+    letter (every word that makes it true has one)."""
+    pos = 0
+    while (m := _LEET_NEXT_TO_LETTER.search(base, pos)) is not None:
+        i = m.start()
+        end = base.find(" ", i)
+        if end < 0:
+            end = len(base)
+        if _leet_hint([base[base.rfind(" ", 0, i) + 1:end]]):
+            return True
+        pos = end + 1
+    return False
+
+
 _LEET_WORD = re.compile(r"(?=.*[a-z])(?=.*[013457@$|])[a-z013457@$|]{3,}")
 _ROT_HINT = ("rot13", "rot-13", "rot 13", "caesar", "rotate")
 #: frequent short words of EN, DE, FR, ES, IT: a text of words with none of them is not
@@ -250,6 +310,13 @@ _STOPWORDS = frozenset(
         "e", "per", "non", "una", "sono",
     ])
 _STOPWORD_MAX = max(len(w) for w in _STOPWORDS)
+#: each common word shifted to start with ``a`` -> the first letters (0-25) of the
+#: common words of that form
+_SHIFT_FORMS: dict[str, tuple[int, ...]] = {}
+for _w in sorted(_STOPWORDS):
+    _form = _w.translate(_SHIFTS[-(ord(_w[0]) - 97) % 26])
+    _SHIFT_FORMS[_form] = (*_SHIFT_FORMS.get(_form, ()), ord(_w[0]) - 97)
+del _w, _form
 _MORSE = dict(zip(
     [
         ".-", "-...", "-.-.", "-..", ".", "..-.", "--.", "....", "..", ".---", "-.-", ".-..",
@@ -266,17 +333,22 @@ _B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
 #: a digit or symbol look-alike next to a letter: what a word ``_leet_hint`` looks for
 #: has (the class leads, so the engine skips ahead to such characters)
 _LEET_NEXT_TO_LETTER = re.compile(r"[013457@$|](?:(?<=[a-z].)|(?=[a-z]))")
-#: where ``_SENTENCE`` splits a folded text (a mark and its single space)
-_SENTENCE_END = re.compile(r"[.!?:;] ")
+_SPACES = operator.methodcaller("count", " ")
 _SPACE_DIGITS = tuple(f" {d}" for d in "123456789")
 
 
 def views(text: str) -> list[tuple[str, str]]:
+    return views_and_invisible(text)[0]
+
+
+def views_and_invisible(text: str) -> tuple[list[tuple[str, str]], bool]:
+    """``views(text)`` and whether ``text`` has invisible characters (zero-width, bidi
+    controls, tag characters: ``invisible_counts`` is not all zero)."""
     out: list[tuple[str, str]] = []
-    base, ascii_words = _fold(text)
+    base, ascii_words, invisible = _fold(text)
     out.append(("text", base))
     words = base.split(" ")
-    if _LEET_NEXT_TO_LETTER.search(base) and _leet_hint(words):
+    if _leet_hint_in(base):
         leet = base.translate(_LEET)
         if leet != base:
             out.append(("leet", leet))
@@ -304,13 +376,13 @@ def views(text: str) -> list[tuple[str, str]]:
             out.append(("unmarked", fold(_COMBINING.sub("", marked))))
     squeezed = base.replace(" ", "")
     if ("ignor" in squeezed or "disregard" in squeezed or "forget" in squeezed) and \
-            _SQUEEZED_HINT.search(squeezed) and not _SQUEEZED_HINT.search(base):
+            _override_phrase(squeezed) and not _override_phrase(base):
         out.append(("squeezed", _SQUEEZED_HINT.sub(_spaced_out, squeezed)))
-    if not text.isascii() and _INVISIBLE_RE.search(text):
+    if invisible:
         tags = _tags_text(text)
         if tags.strip():
             out.append(("tags", fold(tags)))
-        raw = strip_invisible(text)
+        raw = _INVISIBLE_RE.sub("", text)
     hidden_raw = ""
     if any(h in base for h in _HIDDEN_HINT):
         hidden = [next((g for g in m.groups()[0:1] + m.groups()[2:] if g), "")
@@ -368,4 +440,4 @@ def views(text: str) -> list[tuple[str, str]]:
         s = urllib.parse.unquote_plus(raw)
         if s != raw:
             out.append(("url", fold(s)))
-    return out
+    return out, invisible

@@ -39,20 +39,33 @@ class Rule:
     #: a pattern that must also match in the 120 characters before the match
     context: re.Pattern[str] | None = None
 
-    def search(self, s: str, hit: frozenset[str] | set[str] | None = None
-               ) -> re.Match[str] | None:
+    def search(self, s: str, hit: frozenset[str] | set[str] | None = None,
+               at: dict[str, tuple[int, int]] | None = None) -> re.Match[str] | None:
         """The first match in ``s``. With ``hit`` (the keys present in ``s``), only the span
         from 200 characters before the first occurrence of one of this rule's keys to 300
-        after the last one is searched: every match contains a key near its start."""
+        after the last one is searched: every match contains a key near its start. ``at``:
+        ``(s.find(k), s.rfind(k))`` of each key in ``hit``, when the caller has them."""
         if self.requires and not any(r in s for r in self.requires):
             return None
         lo, hi = 0, len(s)
-        if hit is not None and len(s) > _WINDOW_MIN:
+        if hit is not None and hi > _WINDOW_MIN:
             mine = self.keys & hit
             if mine:
-                lo = max(0, min(s.find(k) for k in mine) - 200)
-                hi = min(len(s), max(s.rfind(k) for k in mine) + 300)
-        plan = _plan_of(self.pattern)
+                if at is None:
+                    first = min(s.find(k) for k in mine)
+                    last = max(s.rfind(k) for k in mine)
+                elif len(mine) == 1:
+                    first, last = at[next(iter(mine))]
+                else:
+                    first = min(at[k][0] for k in mine)
+                    last = max(at[k][1] for k in mine)
+                lo = max(0, first - 200)
+                hi = min(hi, last + 300)
+        try:
+            plan: literals.Plan | None = self.__dict__["_plan"]
+        except KeyError:
+            plan = _plan_of(self.pattern)
+            object.__setattr__(self, "_plan", plan)     # made once, on the first search
         if self.context is None:
             if plan is None:
                 return self.pattern.search(s, lo, hi)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from closedpaw.screening.normalize import invisible_counts, views
+from closedpaw.screening.normalize import invisible_counts, views_and_invisible
 from closedpaw.screening.rules import hit_keys, woken
 
 __all__ = ["CHUNK_CHARS", "THRESHOLD", "ScreenResult", "Span", "screen"]
@@ -80,13 +80,17 @@ def screen(text: str, *, threshold: float = THRESHOLD) -> ScreenResult:
 def _screen_chunk(text: str, weights: dict[str, float], labels: dict[str, None],
                   spans: list[Span]) -> None:
     seen_in_text: set[str] = set()
-    for view, s in views(text):
+    found, invisible = views_and_invisible(text)
+    for view, s in found:
         hit = hit_keys(s)
         again = view != "text" and view not in _INSIDE_TEXT
-        for rule in woken(hit):
+        rules = woken(hit)
+        at = {k: (s.find(k), s.rfind(k)) for k in hit} if len(rules) > 1 and len(s) > 800 \
+            else None
+        for rule in rules:
             if again and rule.name in seen_in_text:
                 continue        # already counted from the text view
-            m = rule.search(s, hit)
+            m = rule.search(s, hit, at)
             if m is None:
                 continue
             if view == "text":
@@ -101,7 +105,7 @@ def _screen_chunk(text: str, weights: dict[str, float], labels: dict[str, None],
                 weights[f"view.{view}"] = 0.3 if view == "leet" else 0.5
                 for lb in extra:
                     labels[lb] = None
-    zw, bidi, tags = invisible_counts(text)
+    zw, bidi, tags = invisible_counts(text) if invisible else (0, 0, 0)
     if bidi:
         weights["unicode.bidi"] = 0.2
         labels["hidden_unicode"] = None
