@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 __all__ = ["Alternative", "Plan", "plan", "search", "start"]
@@ -393,48 +394,45 @@ def _afford(chain: tuple[Chain, bool], costly: bool) -> tuple[Chain, bool]:
     return steps, anchored
 
 
-def _start(a: Alternative, s: str, lo: int, hi: int) -> int:
-    """-1 when alternative ``a`` cannot match in ``s[lo:hi]``, else a position no match of
-    it starts before."""
+def _start(a: Alternative, w: str) -> int:
+    """-1 when alternative ``a`` cannot match in the window ``w`` (``s[lo:hi]``), else a
+    position in ``w`` no match of it starts before. The loops over a step's strings run in
+    C (``map``): a step's strings are looked for all at once."""
     chain = a.chain
     if len(chain) > 1:              # each step somewhere first, the fewest strings first
+        contains = w.__contains__
         for strings in a.by_size:
-            for f in strings:
-                if s.find(f, lo, hi) >= 0:
-                    break
-            else:
+            if not any(map(contains, strings)):
                 return -1
     elif not a.anchored:            # one step, no start to find: somewhere is enough
-        for f in chain[0][0]:
-            if s.find(f, lo, hi) >= 0:
-                return lo
-        return -1
-    pos, first = lo, -1
+        return 0 if any(map(w.__contains__, chain[0][0])) else -1
+    pos = 0
+    first = -1
+    find = w.find
     for strings, shortest in chain:
-        at = -1
-        for f in strings:
-            i = s.find(f, pos, hi if at < 0 else at + len(f) - 1)
-            if i >= 0:
-                at = i
-        if at < 0:
+        found = set(map(find, strings, repeat(pos)))
+        found.discard(-1)
+        if not found:
             return -1
+        at = min(found)
         if first < 0:
             first = at
         pos = at + shortest
-    return first if a.anchored else lo
+    return first if a.anchored else 0
 
 
 def start(p: Plan, s: str, lo: int, hi: int) -> int:
     """-1 when no match of the planned pattern lies in ``s[lo:hi]``; else a position in
     ``[lo, hi)`` before which no match starts."""
+    w = s[lo:hi]
     best = -1
     for a in p.alternatives:
-        q = _start(a, s, lo, hi)
+        q = _start(a, w)
         if q >= 0 and (best < 0 or q < best):
             best = q
-            if best == lo:
+            if best == 0:
                 break
-    return best
+    return best if best < 0 else lo + best
 
 
 def search(p: Plan, pattern: re.Pattern[str], s: str, lo: int, hi: int
@@ -446,13 +444,14 @@ def search(p: Plan, pattern: re.Pattern[str], s: str, lo: int, hi: int
     if not p.split:
         q = start(p, s, lo, hi)
         return None if q < 0 else pattern.search(s, q, hi)
+    w = s[lo:hi]
     best: re.Match[str] | None = None
     for a in p.alternatives:
-        q = _start(a, s, lo, hi)
-        if q < 0 or (best is not None and q >= best.start()):
+        q = _start(a, w)
+        if q < 0 or (best is not None and lo + q >= best.start()):
             continue
         assert a.pattern is not None
-        m = a.pattern.search(s, q, hi)
+        m = a.pattern.search(s, lo + q, hi)
         if m is not None and (best is None or m.start() < best.start()):
             best = m
     return best
