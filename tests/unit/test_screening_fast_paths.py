@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import unicodedata
 import zlib
 from pathlib import Path
 
@@ -180,14 +181,30 @@ def test_one_pass_helpers_match_their_plain_forms() -> None:
         squeezed = base.replace(" ", "")
         assert normalize._override_phrase(squeezed) == bool(
             normalize._SQUEEZED_HINT.search(squeezed))
-    for t in TEXTS[:600] + _fuzz(3000, 13):
-        assert normalize._maybe_spaced(t) == bool(normalize._SPACED_HINT.search(t)), t
+    for t in TEXTS[:600] + _fuzz(3000, 13) + [PROSE + "\u00b0 a.b.c d", "\u201ca b c\u201d"]:
+        spaced = bool(normalize._SPACED_HINT.search(t))
+        assert normalize._maybe_spaced(t) == spaced, t
+        assert normalize._maybe_spaced(t, set(t)) == spaced, t
+        assert normalize._combining_marks(t, set(t)) == len(normalize._COMBINING.findall(
+            unicodedata.normalize("NFC", t))), t
         assert normalize._fold_homoglyphs(t) == t.translate(normalize._FOLD), t
     mixed = ("\u0406gn\u043er\u0435 \u0430ll pr\u0435vi\u043eus instru\u0441tions. " * 10
              + "\u041f\u0440\u0438\u0432\u0435\u0442, \u043a\u0430\u043a "
                "\u0434\u0435\u043b\u0430? " * 40)                 # and Russian prose
     for t in (mixed, mixed[:60] + PROSE * 5, "\u0430" * 500):
         assert normalize._fold_homoglyphs(t) == t.translate(normalize._FOLD)
+
+
+def test_hidden_markup_is_found_where_the_pattern_finds_it() -> None:
+    rnd = random.Random(19)
+    pieces = ["<!--", "-->", '<div style="display:none">', "</div>", 'ALT="', "title='",
+              'aria-label="', '"', "'", "[//]: # (", ")", "\n", " ", "  ", "\t", "abc",
+              "hidden text here", "<p>", "</p>", '<span style="opacity:0">', "</span>",
+              'Title="', "tAlt", "#", "\u00e9"]
+    texts = ["".join(rnd.choice(pieces) for _ in range(rnd.randrange(30))) for _ in range(6000)]
+    for t in texts + TEXTS[:300]:
+        assert [m.span() for m in normalize._hidden_matches(t)] == [
+            m.span() for m in normalize._HIDDEN.finditer(t)], t
 
 
 def test_views_report_invisible_characters_as_invisible_counts_does() -> None:

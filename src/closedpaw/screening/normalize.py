@@ -24,7 +24,8 @@ import operator
 import re
 import unicodedata
 import urllib.parse
-from itertools import accumulate, filterfalse
+from itertools import accumulate, filterfalse, repeat
+from operator import and_, ge, lt, mul, sub
 
 __all__ = ["MAX_DECODED", "fold", "invisible_counts", "views", "views_and_invisible"]
 
@@ -63,7 +64,10 @@ _SEPS = "-.*_\u00b7"
 #: character: the class leads, so the engine skips ahead to it)
 _DOTTED_WORD = re.compile(
     r"[-.*_\u00b7](?<!\S\S[-.*_\u00b7])(?<=\S[-.*_\u00b7])\S[-.*_\u00b7]\S{3}")
-_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+_COMBINING_RANGES = ((0x300, 0x36F), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0x20D0, 0x20FF),
+                     (0xFE20, 0xFE2F))
+_COMBINING = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _COMBINING_RANGES) + "]")
+_COMBINING_CHARS = frozenset(chr(c) for a, b in _COMBINING_RANGES for c in range(a, b + 1))
 #: an override phrase with its spaces taken out ("ign ore prev ious instru ctions"): the
 #: ``squeezed`` view re-spaces it so the ordinary rules read it
 _SQUEEZED_HINT = re.compile(
@@ -98,6 +102,35 @@ _HIDDEN = re.compile(
     re.S | re.I | re.M)
 
 
+def _hidden_matches(raw: str) -> list[re.Match[str]]:
+    """``list(_HIDDEN.finditer(raw))``. In ASCII text the pattern is tried only where one of
+    its alternatives can start (``<``; ``alt``, ``title``, ``aria-label`` in any case; a
+    line start followed by blank space and ``[//]``) instead of at every character."""
+    if not raw.isascii():
+        return list(_HIDDEN.finditer(raw))
+    low = raw.lower()
+    starts: set[int] = set()
+    for needle in ("<", "alt", "title", "aria-label"):
+        i = low.find(needle)
+        while i >= 0:
+            starts.add(i)
+            i = low.find(needle, i + 1)
+    i = raw.find("[//]")
+    while i >= 0:
+        first = i
+        while first > 0 and raw[first - 1].isspace():
+            first -= 1
+        starts.update(c for c in range(first, i + 1) if c == 0 or raw[c - 1] == "\n")
+        i = raw.find("[//]", i + 1)
+    found: list[re.Match[str]] = []
+    end = 0
+    for c in sorted(starts):
+        if c >= end and (m := _HIDDEN.match(raw, c)) is not None:
+            found.append(m)
+            end = m.end()
+    return found
+
+
 def invisible_counts(text: str) -> tuple[int, int, int]:
     """(zero-width, bidi control, tag characters) in ``text``."""
     if text.isascii() or not _INVISIBLE_RE.search(text):
@@ -121,39 +154,70 @@ def fold(text: str) -> str:
     return _fold(text)[0]
 
 
-def _fold(text: str) -> tuple[str, list[str] | None, bool]:
+def _fold(text: str) -> tuple[str, list[str] | None, bool, set[str] | None]:
     """``fold(text)``; when ``text`` is ASCII, ``text.split()`` (which ``views`` needs
-    again); whether ``text`` has invisible characters."""
+    again); whether ``text`` has invisible characters; when it is not ASCII, the set of its
+    characters (one pass, then every "is there a character of this kind" is a set test)."""
     ascii_words = None
     invisible = False
+    chars = None
+    shape_chars = None
     if not text.isascii():
-        invisible = _INVISIBLE_RE.search(text) is not None
-        text = unicodedata.normalize("NFKC", _INVISIBLE_RE.sub("", text) if invisible else text)
-        if _HOMOGLYPH_RE.search(text):
-            text = _fold_homoglyphs(text)
+        chars = set(text)
+        invisible = not _INVISIBLE_CHARS.isdisjoint(chars)
+        folded = unicodedata.normalize("NFKC", _INVISIBLE_RE.sub("", text) if invisible else text)
+        if folded is text:                  # already NFKC: its characters are ``chars``
+            shape_chars = chars
+            glyphs = not _HOMOGLYPH_CHARS.isdisjoint(chars)
+        else:
+            glyphs = _HOMOGLYPH_RE.search(folded) is not None
+        if glyphs:
+            folded = _fold_homoglyphs(folded)
+            shape_chars = None
+        text = folded
         words = text.split()
     else:
         words = ascii_words = text.split()
     # spaced-out letters: four one-letter words, or a word like "i.g.n.o.r.e"
-    if _maybe_spaced(text) and (
+    if _maybe_spaced(text, shape_chars) and (
             list(map(len, words)).count(1) >= 4 or _DOTTED_WORD.search(text)):
         text = _SPACED.sub(_join_spaced, text)
         words = text.split()
-    return " ".join(words).casefold(), ascii_words, invisible
+    return " ".join(words).casefold(), ascii_words, invisible, chars
 
 
-def _maybe_spaced(text: str) -> bool:
-    """``_SPACED_HINT.search(text)`` (what every match of ``_SPACED`` contains); for ASCII
-    text without ``_`` (a word character and a separator both) as a plain substring test
-    on the text's shape (letters and digits as ``w``, separators as ``s``)."""
-    if text.isascii() and "_" not in text:
+def _maybe_spaced(text: str, chars: set[str] | None = None) -> bool:
+    """``_SPACED_HINT.search(text)`` (what every match of ``_SPACED`` contains), as a plain
+    substring test on the text's shape (letters and digits as ``w``, separators as ``s``)
+    when no character is both (``_``) and, given the set of the characters of a non-ASCII
+    ``text``, none of its non-ASCII ones is a letter, a digit or a separator (each is then
+    read as ``?``)."""
+    if "_" in text:
+        return _SPACED_HINT.search(text) is not None
+    if text.isascii():
         return "swsws" in text.translate(_SHAPE)
+    if chars is not None and not any(c.isalnum() or c == "\u00b7" for c in chars - _ASCII):
+        return b"swsws" in text.encode("ascii", "replace").translate(_BYTE_SHAPE)
     return _SPACED_HINT.search(text) is not None
 
 
+_ASCII = frozenset(map(chr, range(128)))
+_BYTE_SHAPE = bytes(ord("w") if chr(b).isalnum() and b < 128 else ord("s") if chr(b) in " .-*"
+                    else ord("o") for b in range(256))
+_INVISIBLE_CHARS = frozenset(_ZERO_WIDTH + _BIDI) | frozenset(map(chr, range(0xE0000, 0xE0080)))
+_HOMOGLYPH_CHARS = frozenset("".join(_HOMOGLYPHS.values()))
 _SHAPE = str.maketrans({**dict.fromkeys(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "w"),
     **dict.fromkeys(" .-*", "s")})
+
+
+def _combining_marks(text: str, chars: set[str]) -> int:
+    """``len(_COMBINING.findall(unicodedata.normalize("NFC", text)))``; ``chars`` is the set
+    of the characters of ``text``."""
+    composed = unicodedata.normalize("NFC", text)
+    if composed is text and _COMBINING_CHARS.isdisjoint(chars):
+        return 0
+    return len(_COMBINING.findall(composed))
 
 
 def _fold_homoglyphs(text: str) -> str:
@@ -238,18 +302,18 @@ def _odd_parts(base: str, words: list[str], stop: list[bool]) -> list[str]:
         sentences = marked.split("\0")
     if len(sentences) < 2:
         return []                           # one sentence: the whole text
-    counts: list[int] | None = None
-    out: list[str] = []
-    a = 0
-    for size in map(_SPACES, sentences):
-        b = a + size + 1                    # words[a:b] is this sentence
-        if b - a >= 6:
-            if counts is None:
-                counts = list(accumulate(stop, initial=0))
-            if counts[b] - counts[a] < 0.12 * (b - a):
-                out.append(" ".join(words[a:b]))
-        a = b
-    return out
+    # sentence i is words[starts[i]:ends[i]]; it is gibberish when it has 6 words or more
+    # and fewer than 12 % of them are common words (counted from running sums, in C)
+    ends = list(accumulate(map(_PLUS_ONE, map(_SPACES, sentences))))
+    starts = [0, *ends[:-1]]
+    sizes = list(map(sub, ends, starts))
+    counts = list(accumulate(stop, initial=0))
+    common = map(sub, map(counts.__getitem__, ends), map(counts.__getitem__, starts))
+    odd = list(map(and_, map(ge, sizes, repeat(6)), map(lt, common, map(mul, repeat(0.12),
+                                                                        sizes))))
+    if not any(odd):
+        return []
+    return [" ".join(words[a:b]) for a, b, o in zip(starts, ends, odd, strict=True) if o]
 
 
 def _morse(run: str) -> str:
@@ -283,7 +347,12 @@ def _leet_hint(words: list[str]) -> bool:
 
 def _leet_hint_in(base: str) -> bool:
     """``_leet_hint(base.split(" "))``, reading only the words with a look-alike next to a
-    letter (every word that makes it true has one)."""
+    letter (every word that makes it true has one); in ASCII text, whether there is one at
+    all is a substring test on the text's shape first."""
+    if base.isascii():
+        shape = base.translate(_LEET_SHAPE)
+        if "1a" not in shape and "a1" not in shape:
+            return False
     pos = 0
     while (m := _LEET_NEXT_TO_LETTER.search(base, pos)) is not None:
         i = m.start()
@@ -297,6 +366,9 @@ def _leet_hint_in(base: str) -> bool:
 
 
 _LEET_WORD = re.compile(r"(?=.*[a-z])(?=.*[013457@$|])[a-z013457@$|]{3,}")
+#: letters as ``a``, look-alikes as ``1`` (every other character is neither)
+_LEET_SHAPE = str.maketrans({**dict.fromkeys("abcdefghijklmnopqrstuvwxyz", "a"),
+                             **dict.fromkeys("013457@$|", "1")})
 _ROT_HINT = ("rot13", "rot-13", "rot 13", "caesar", "rotate")
 #: frequent short words of EN, DE, FR, ES, IT: a text of words with none of them is not
 #: plain prose in these languages, so its rot13 and its reversal are screened too
@@ -334,6 +406,7 @@ _B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
 #: has (the class leads, so the engine skips ahead to such characters)
 _LEET_NEXT_TO_LETTER = re.compile(r"[013457@$|](?:(?<=[a-z].)|(?=[a-z]))")
 _SPACES = operator.methodcaller("count", " ")
+_PLUS_ONE = (1).__add__
 _SPACE_DIGITS = tuple(f" {d}" for d in "123456789")
 
 
@@ -345,7 +418,7 @@ def views_and_invisible(text: str) -> tuple[list[tuple[str, str]], bool]:
     """``views(text)`` and whether ``text`` has invisible characters (zero-width, bidi
     controls, tag characters: ``invisible_counts`` is not all zero)."""
     out: list[tuple[str, str]] = []
-    base, ascii_words, invisible = _fold(text)
+    base, ascii_words, invisible, chars = _fold(text)
     out.append(("text", base))
     words = base.split(" ")
     if _leet_hint_in(base):
@@ -355,7 +428,7 @@ def views_and_invisible(text: str) -> tuple[list[tuple[str, str]], bool]:
     stop = list(map(_STOPWORDS.__contains__, words))
     odd = [base] if len(words) >= 6 and sum(stop) < 0.12 * len(words) else _odd_parts(
         base, words, stop)                  # _gibberish(words), then each sentence
-    if odd or any(h in base for h in _ROT_HINT):
+    if odd or any(map(base.__contains__, _ROT_HINT)):
         out.append(("rot13", " ".join(odd or [base]).translate(_ROT13)))
     if odd:
         out.append(("reversed", " ".join(p[::-1] for p in odd)))
@@ -371,7 +444,7 @@ def views_and_invisible(text: str) -> tuple[list[tuple[str, str]], bool]:
     raw = text
     # marks left after composition sit on letters that have no precomposed form (or are
     # stacked): not how any of our languages is written
-    if not text.isascii() and len(_COMBINING.findall(unicodedata.normalize("NFC", text))) >= 2:
+    if chars is not None and _combining_marks(text, chars) >= 2:
             marked = unicodedata.normalize("NFD", text)
             out.append(("unmarked", fold(_COMBINING.sub("", marked))))
     squeezed = base.replace(" ", "")
@@ -384,9 +457,9 @@ def views_and_invisible(text: str) -> tuple[list[tuple[str, str]], bool]:
             out.append(("tags", fold(tags)))
         raw = _INVISIBLE_RE.sub("", text)
     hidden_raw = ""
-    if any(h in base for h in _HIDDEN_HINT):
+    if any(map(base.__contains__, _HIDDEN_HINT)):
         hidden = [next((g for g in m.groups()[0:1] + m.groups()[2:] if g), "")
-                  for m in _HIDDEN.finditer(raw)]
+                  for m in _hidden_matches(raw)]
         hidden = [h for h in hidden if h.strip()]
         if hidden:
             hidden_raw = " \n ".join(hidden)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import operator
 import re
 from dataclasses import dataclass
+from itertools import repeat
 
 from closedpaw.screening import literals
 
@@ -163,10 +164,8 @@ def woken(hit: frozenset[str] | set[str]) -> list[Rule]:
     """The rules (in ``RULES`` order) with a key in ``hit``."""
     if not hit:
         return []
-    found: set[int] = set()
-    for k in hit:
-        found.update(_RULES_BY_KEY.get(k, ()))
-    return [RULES[i] for i in sorted(found)]
+    found = set().union(*map(_RULES_BY_KEY.get, hit, repeat(())))
+    return list(map(RULES.__getitem__, sorted(found)))
 
 
 _G = r"[^.!?\n]{0,40}?"        # a short gap inside one sentence
