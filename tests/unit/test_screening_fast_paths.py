@@ -207,6 +207,18 @@ def test_hidden_markup_is_found_where_the_pattern_finds_it() -> None:
             m.span() for m in normalize._HIDDEN.finditer(t)], t
 
 
+def test_number_runs_are_searched_from_where_they_can_start() -> None:
+    rnd = random.Random(23)
+    pieces = ["01001001", "0110", "1", "0", " ", ",", ";", "32", "73", "126", "127", "12", "9",
+              "a", "x1", "00000000", "\n", "105 ", "99,"]
+    for _ in range(20000):
+        t = "".join(rnd.choice(pieces) for _ in range(rnd.randrange(60)))
+        for start, pattern in ((normalize._EIGHT_BITS, normalize._BINARY),
+                               (normalize._DECIMALS_START, normalize._DECIMALS)):
+            first = start.search(t)
+            assert (pattern.findall(t, first.start()) if first else []) == pattern.findall(t)
+
+
 def test_views_report_invisible_characters_as_invisible_counts_does() -> None:
     for t in TEXTS[:300] + _fuzz(2000, 17):
         _views, invisible = normalize.views_and_invisible(t)

@@ -64,6 +64,9 @@ class Plan:
     alternatives: tuple[Alternative, ...]
     #: the alternatives are the pattern's top-level ``|`` alternatives, each searchable alone
     split: bool
+    #: with several alternatives: the strings of each one's smallest step; when none is in
+    #: the window, no alternative can match (one check instead of one per alternative)
+    any_of: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -363,7 +366,7 @@ def plan(pattern: re.Pattern[str]) -> Plan | None:
             chains = [_chain(parser.parse(p, pattern.flags).data, reader) for p in pieces]
             alts = tuple(Alternative(*_afford(ch, reader.costly), re.compile(p, pattern.flags))
                          for ch, p in zip(chains, pieces, strict=True))
-            return Plan(alts, True)
+            return _with_any_of(Plan(alts, True))
         tree = parser.parse(source, pattern.flags)
         chains = [_chain(items, reader) for items in _alternatives(tree.data, reader.c)]
     except (Unsupported, AttributeError, ImportError, TypeError, ValueError, re.error):
@@ -379,7 +382,8 @@ def plan(pattern: re.Pattern[str]) -> Plan | None:
         if anchored:
             step = (tuple(sorted(_minimal(strings, True))), step[1])
         chains = [((step,), anchored)]
-    return Plan(tuple(Alternative(chain, anchored, None) for chain, anchored in chains), False)
+    return _with_any_of(
+        Plan(tuple(Alternative(chain, anchored, None) for chain, anchored in chains), False))
 
 
 #: most strings a chain may look for when the pattern's own search is cheap
@@ -421,10 +425,19 @@ def _start(a: Alternative, w: str) -> int:
     return first if a.anchored else 0
 
 
+def _with_any_of(p: Plan) -> Plan:
+    if len(p.alternatives) < 2 or any(not a.chain for a in p.alternatives):
+        return p
+    strings = frozenset(f for a in p.alternatives for f in a.by_size[0])
+    return Plan(p.alternatives, p.split, tuple(sorted(_minimal(strings, False))))
+
+
 def start(p: Plan, s: str, lo: int, hi: int) -> int:
     """-1 when no match of the planned pattern lies in ``s[lo:hi]``; else a position in
     ``[lo, hi)`` before which no match starts."""
     w = s[lo:hi]
+    if p.any_of and not any(map(w.__contains__, p.any_of)):
+        return -1
     best = -1
     for a in p.alternatives:
         q = _start(a, w)
@@ -445,6 +458,8 @@ def search(p: Plan, pattern: re.Pattern[str], s: str, lo: int, hi: int
         q = start(p, s, lo, hi)
         return None if q < 0 else pattern.search(s, q, hi)
     w = s[lo:hi]
+    if p.any_of and not any(map(w.__contains__, p.any_of)):
+        return None
     best: re.Match[str] | None = None
     for a in p.alternatives:
         q = _start(a, w)

@@ -252,6 +252,10 @@ _B32_RUN = re.compile(r"[A-Z2-7]{16,}=*")
 _DECIMALS = re.compile(r"(?:\b(?:3[2-9]|[4-9]\d|1[01]\d|12[0-6])\b[ ,;]+){7,}"
                        r"(?:3[2-9]|[4-9]\d|1[01]\d|12[0-6])\b")
 _BINARY = re.compile(r"(?:\b[01]{8}\b[ ,]*){6,}")
+#: where the first match of _DECIMALS / _BINARY can start at the earliest (each of their
+#: matches starts with a match of these, which the engine finds by skipping ahead)
+_DECIMALS_START = re.compile(r"[13-9]\d{1,2}[ ,;]")
+_EIGHT_BITS = re.compile(r"[01]{8}")
 _SHIFTS = [str.maketrans("abcdefghijklmnopqrstuvwxyz",
                          "abcdefghijklmnopqrstuvwxyz"[k:] + "abcdefghijklmnopqrstuvwxyz"[:k])
            for k in range(26)]
@@ -499,13 +503,13 @@ def views_and_invisible(text: str) -> tuple[list[tuple[str, str]], bool]:
             if s is not None:
                 out.append(("hex", fold(s)))
                 decoded += 1
-    if sum(map(raw.count, _SPACE_DIGITS)) >= 8:
-        for run in _DECIMALS.findall(raw)[:MAX_DECODED]:
+    if sum(map(raw.count, _SPACE_DIGITS)) >= 8 and (first := _DECIMALS_START.search(raw)):
+        for run in _DECIMALS.findall(raw, first.start())[:MAX_DECODED]:
             text_of = _readable(bytes(int(n) for n in re.findall(r"\d+", run)))
             if text_of is not None:
                 out.append(("decimal", fold(text_of)))
-    if raw.count("0") + raw.count("1") >= 48:
-        for run in _BINARY.findall(raw)[:MAX_DECODED]:
+    if raw.count("0") + raw.count("1") >= 48 and (first := _EIGHT_BITS.search(raw)):
+        for run in _BINARY.findall(raw, first.start())[:MAX_DECODED]:
             text_of = _readable(bytes(int(b, 2) for b in re.findall(r"[01]{8}", run)))
             if text_of is not None:
                 out.append(("binary", fold(text_of)))

@@ -28,6 +28,19 @@ _DECODED: dict[str, tuple[str, ...]] = {
 _INSIDE_TEXT = frozenset({"hidden"})
 
 
+class _KeyPlaces(dict[str, tuple[int, int]]):
+    """key -> ``(s.find(key), s.rfind(key))`` of one view, found on first use (rules that
+    share a key share the two finds)."""
+
+    def __init__(self, s: str) -> None:
+        super().__init__()
+        self.s = s
+
+    def __missing__(self, key: str) -> tuple[int, int]:
+        self[key] = places = (self.s.find(key), self.s.rfind(key))
+        return places
+
+
 @dataclass(frozen=True)
 class Span:
     """Where a detector matched: offsets into the named view (``text`` is the normalised
@@ -85,11 +98,10 @@ def _screen_chunk(text: str, weights: dict[str, float], labels: dict[str, None],
         hit = hit_keys(s)
         again = view != "text" and view not in _INSIDE_TEXT
         rules = woken(hit)
-        at = {k: (s.find(k), s.rfind(k)) for k in hit} if len(rules) > 1 and len(s) > 800 \
-            else None
+        if again and seen_in_text:          # already counted from the text view
+            rules = [r for r in rules if r.name not in seen_in_text]
+        at = _KeyPlaces(s) if len(rules) > 1 else None
         for rule in rules:
-            if again and rule.name in seen_in_text:
-                continue        # already counted from the text view
             m = rule.search(s, hit, at)
             if m is None:
                 continue
