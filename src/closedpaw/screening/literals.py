@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
@@ -59,24 +58,36 @@ class Alternative:
         return f"Alternative({self.chain!r}, {self.anchored!r}, {self.pattern!r})"
 
 
-@dataclass(frozen=True)
 class Plan:
-    alternatives: tuple[Alternative, ...]
-    #: the alternatives are the pattern's top-level ``|`` alternatives, each searchable alone
-    split: bool
-    #: with several alternatives: the strings of each one's smallest step; when none is in
-    #: the window, no alternative can match (one check instead of one per alternative)
-    any_of: tuple[str, ...] = ()
+    """``alternatives``; ``split``: they are the pattern's top-level ``|`` alternatives, each
+    searchable alone; ``any_of``: with several alternatives, the strings of each one's
+    smallest step (when none is in the window, no alternative can match: one check instead
+    of one per alternative)."""
+
+    __slots__ = ("alternatives", "any_of", "split")
+
+    def __init__(self, alternatives: tuple[Alternative, ...], split: bool,
+                 any_of: tuple[str, ...] = ()) -> None:
+        self.alternatives = alternatives
+        self.split = split
+        self.any_of = any_of
+
+    def __repr__(self) -> str:
+        return f"Plan({self.alternatives!r}, {self.split!r}, {self.any_of!r})"
 
 
-@dataclass(frozen=True)
 class _Info:
-    #: every string the node can match (None: too many or unbounded)
-    exact: frozenset[str] | None
-    #: required sets in match order, non-overlapping (only when ``exact`` is None)
-    steps: tuple[frozenset[str], ...] = ()
-    #: ``steps[0]`` begins every match of the node
-    prefix: bool = False
+    """What the analysis knows of a node: ``exact``, every string it can match (None: too
+    many or unbounded); ``steps``, required sets in match order, non-overlapping (only when
+    ``exact`` is None); ``prefix``: ``steps[0]`` begins every match of the node."""
+
+    __slots__ = ("exact", "prefix", "steps")
+
+    def __init__(self, exact: frozenset[str] | None, steps: tuple[frozenset[str], ...] = (),
+                 prefix: bool = False) -> None:
+        self.exact = exact
+        self.steps = steps
+        self.prefix = prefix
 
 
 _NONE = _Info(None)
