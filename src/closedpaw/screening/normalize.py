@@ -178,12 +178,21 @@ def _fold(text: str) -> tuple[str, list[str] | None, bool, set[str] | None]:
         words = text.split()
     else:
         words = ascii_words = text.split()
-    # spaced-out letters: four one-letter words, or a word like "i.g.n.o.r.e"
-    if _maybe_spaced(text, shape_chars) and (
-            list(map(len, words)).count(1) >= 4 or _DOTTED_WORD.search(text)):
+    # spaced-out letters: four one-letter words, or a word like "i.g.n.o.r.e"; whether
+    # ``_SPACED`` can match at all is asked first when that is the cheap question
+    if ascii_words is not None or shape_chars is not None:
+        spaced = _maybe_spaced(text, shape_chars) and _spaced_words(words, text)
+    else:
+        spaced = _spaced_words(words, text) and _maybe_spaced(text)
+    if spaced:
         text = _SPACED.sub(_join_spaced, text)
         words = text.split()
     return " ".join(words).casefold(), ascii_words, invisible, chars
+
+
+def _spaced_words(words: list[str], text: str) -> bool:
+    """Four one-letter words, or a word like "i.g.n.o.r.e" (``words``: ``text.split()``)."""
+    return list(map(len, words)).count(1) >= 4 or _DOTTED_WORD.search(text) is not None
 
 
 def _maybe_spaced(text: str, chars: set[str] | None = None) -> bool:
@@ -287,12 +296,12 @@ def _gibberish(words: list[str]) -> bool:
     return len(words) >= 6 and sum(map(_STOPWORDS.__contains__, words)) < 0.12 * len(words)
 
 
-def _odd_parts(base: str, words: list[str], stop: list[bool]) -> list[str]:
+def _odd_parts(base: str, words: list[str], counts: list[int]) -> list[str]:
     """The sentences of ``base`` (split after ``.!?:;`` and a space, as ``_SENTENCE``
     does) that are gibberish, when there are two sentences or more. ``base`` is a folded
-    text (single spaces, nothing else white), ``words`` its ``split(" ")`` and ``stop``
-    which of them are common words: each sentence is a run of words, counted without
-    splitting it into words again."""
+    text (single spaces, nothing else white), ``words`` its ``split(" ")`` and ``counts``
+    the running count of common words among them (``counts[i]`` in ``words[:i]``): each
+    sentence is a run of words, counted without splitting it into words again."""
     n = len(words)
     if n < 6:
         return []
@@ -311,7 +320,6 @@ def _odd_parts(base: str, words: list[str], stop: list[bool]) -> list[str]:
     ends = list(accumulate(map(_PLUS_ONE, map(_SPACES, sentences))))
     starts = [0, *ends[:-1]]
     sizes = list(map(sub, ends, starts))
-    counts = list(accumulate(stop, initial=0))
     common = map(sub, map(counts.__getitem__, ends), map(counts.__getitem__, starts))
     odd = list(map(and_, map(ge, sizes, repeat(6)), map(lt, common, map(mul, repeat(0.12),
                                                                         sizes))))
@@ -429,9 +437,10 @@ def views_and_invisible(text: str) -> tuple[list[tuple[str, str]], bool]:
         leet = base.translate(_LEET)
         if leet != base:
             out.append(("leet", leet))
-    stop = list(map(_STOPWORDS.__contains__, words))
-    odd = [base] if len(words) >= 6 and sum(stop) < 0.12 * len(words) else _odd_parts(
-        base, words, stop)                  # _gibberish(words), then each sentence
+    # running count of the common words: _gibberish(words), then each sentence
+    counts = list(accumulate(map(_STOPWORDS.__contains__, words), initial=0))
+    odd = [base] if len(words) >= 6 and counts[-1] < 0.12 * len(words) else _odd_parts(
+        base, words, counts)
     if odd or any(map(base.__contains__, _ROT_HINT)):
         out.append(("rot13", " ".join(odd or [base]).translate(_ROT13)))
     if odd:
