@@ -64,16 +64,20 @@ class Plan:
     smallest step (when none is in the window, no alternative can match: one check instead
     of one per alternative)."""
 
-    __slots__ = ("alternatives", "any_of", "split")
+    __slots__ = ("alternatives", "any_of", "costly", "split")
 
     def __init__(self, alternatives: tuple[Alternative, ...], split: bool,
-                 any_of: tuple[str, ...] = ()) -> None:
+                 any_of: tuple[str, ...] = (), costly: bool = False) -> None:
         self.alternatives = alternatives
         self.split = split
         self.any_of = any_of
+        #: the pattern has the shape whose failed searches backtrack most (a long gap of any
+        #: characters, then an alternation that is not a plain list of strings)
+        self.costly = costly
 
     def __repr__(self) -> str:
-        return f"Plan({self.alternatives!r}, {self.split!r}, {self.any_of!r})"
+        return (f"Plan({self.alternatives!r}, {self.split!r}, {self.any_of!r}, "
+                f"{self.costly!r})")
 
 
 class _Info:
@@ -377,7 +381,7 @@ def plan(pattern: re.Pattern[str]) -> Plan | None:
             chains = [_chain(parser.parse(p, pattern.flags).data, reader) for p in pieces]
             alts = tuple(Alternative(*_afford(ch, reader.costly), re.compile(p, pattern.flags))
                          for ch, p in zip(chains, pieces, strict=True))
-            return _with_any_of(Plan(alts, True))
+            return _with_any_of(Plan(alts, True, costly=reader.costly))
         tree = parser.parse(source, pattern.flags)
         chains = [_chain(items, reader) for items in _alternatives(tree.data, reader.c)]
     except (Unsupported, AttributeError, ImportError, TypeError, ValueError, re.error):
@@ -393,8 +397,8 @@ def plan(pattern: re.Pattern[str]) -> Plan | None:
         if anchored:
             step = (tuple(sorted(_minimal(strings, True))), step[1])
         chains = [((step,), anchored)]
-    return _with_any_of(
-        Plan(tuple(Alternative(chain, anchored, None) for chain, anchored in chains), False))
+    alternatives = tuple(Alternative(chain, anchored, None) for chain, anchored in chains)
+    return _with_any_of(Plan(alternatives, False, costly=reader.costly))
 
 
 #: most strings a chain may look for when the pattern's own search is cheap
@@ -440,7 +444,7 @@ def _with_any_of(p: Plan) -> Plan:
     if len(p.alternatives) < 2 or any(not a.chain for a in p.alternatives):
         return p
     strings = frozenset(f for a in p.alternatives for f in a.by_size[0])
-    return Plan(p.alternatives, p.split, tuple(sorted(_minimal(strings, False))))
+    return Plan(p.alternatives, p.split, tuple(sorted(_minimal(strings, False))), p.costly)
 
 
 def start(p: Plan, s: str, lo: int, hi: int) -> int:

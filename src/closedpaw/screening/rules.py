@@ -68,7 +68,7 @@ class Rule:
             plan = _plan_of(self.pattern)
             object.__setattr__(self, "_plan", plan)     # made once, on the first search
         if self.context is None:
-            if plan is None:
+            if plan is None or (hi - lo < _SHORT and not plan.costly):
                 return self.pattern.search(s, lo, hi)
             return literals.search(plan, self.pattern, s, lo, hi)
         if plan is not None:        # the literals every match needs: skip ahead or stop
@@ -97,6 +97,9 @@ def _plan_of(pattern: re.Pattern[str]) -> literals.Plan | None:
 
 _LETTERS = re.compile(r"[^\W\d_]+")
 _WINDOW_MIN = 800
+#: below this many characters a search costs less than its literal pre-check (unless the
+#: pattern is of the shape that backtracks most)
+_SHORT = 160
 #: id(pattern) -> (pattern, its literal plan), made on the pattern's first search
 _PLANS: dict[int, tuple[re.Pattern[str], literals.Plan | None]] = {}
 
