@@ -1,5 +1,6 @@
 """What a rule's regular expression cannot match without: literal strings read from its
-parse tree, checked with ``str.find`` before the (slower) regular-expression search.
+parse tree, looked for with ``in`` and ``str.find`` before the (slower) regular-expression
+search.
 
 A :class:`Plan` is a set of alternatives; each is a chain of steps in match order, and each
 step a few strings one of which every match contains there. ``start(plan, s, lo, hi)`` is -1

@@ -141,7 +141,7 @@ class _PrefixKeys(dict[str, frozenset[str]]):
     prefixes (filled as words are met; emptied when large)."""
 
     def __missing__(self, first6: str) -> frozenset[str]:
-        if len(self) > 200_000:
+        if len(self) > 50_000:
             self.clear()
         keys = ALL_KEYS.intersection((first6[:2], first6[:3], first6[:4], first6[:5], first6))
         self[first6] = found = frozenset(keys)
