@@ -672,5 +672,9 @@ RULES: tuple[Rule, ...] = (
 
 #: every rule key
 ALL_KEYS = frozenset(k for r in RULES for k in r.keys)
-_RULES_BY_KEY: dict[str, tuple[int, ...]] = {
-    k: tuple(i for i, r in enumerate(RULES) if k in r.keys) for k in ALL_KEYS}
+#: key -> the indices in RULES of the rules it wakes
+_RULES_BY_KEY: dict[str, list[int]] = {}
+for _i, _rule in enumerate(RULES):
+    for _k in _rule.keys:
+        _RULES_BY_KEY.setdefault(_k, []).append(_i)
+del _i, _rule, _k
