@@ -43,20 +43,30 @@ Chain = tuple[tuple[tuple[str, ...], int], ...]
 
 class Alternative:
     """One alternative of a plan: its chain of steps, whether the first step starts every
-    match, and (in a split plan) the alternative compiled alone."""
+    match, and (in a split plan) the source of the alternative, compiled alone on the
+    first search that gets past its chain."""
 
-    __slots__ = ("anchored", "by_size", "chain", "pattern")
+    __slots__ = ("_compiled", "anchored", "by_size", "chain", "flags", "source")
 
-    def __init__(self, chain: Chain, anchored: bool, pattern: re.Pattern[str] | None
-                 ) -> None:
+    def __init__(self, chain: Chain, anchored: bool, source: str | None = None,
+                 flags: int = 0) -> None:
         self.chain = chain
         self.anchored = anchored
-        self.pattern = pattern
+        self.source = source
+        self.flags = flags
+        self._compiled: re.Pattern[str] | None = None
         #: the steps' strings, the smallest step first (for the quick rejection)
         self.by_size = tuple(sorted((st for st, _n in chain), key=len))
 
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        if self._compiled is None:
+            assert self.source is not None
+            self._compiled = re.compile(self.source, self.flags)
+        return self._compiled
+
     def __repr__(self) -> str:
-        return f"Alternative({self.chain!r}, {self.anchored!r}, {self.pattern!r})"
+        return f"Alternative({self.chain!r}, {self.anchored!r}, {self.source!r})"
 
 
 class Plan:
@@ -380,7 +390,7 @@ def plan(pattern: re.Pattern[str]) -> Plan | None:
         if len(pieces) > 1 and not _INLINE_FLAGS.search(source) and not _BACKREF.search(
                 source):
             chains = [_chain(parser.parse(p, pattern.flags).data, reader) for p in pieces]
-            alts = tuple(Alternative(*_afford(ch, reader.costly), re.compile(p, pattern.flags))
+            alts = tuple(Alternative(*_afford(ch, reader.costly), p, pattern.flags)
                          for ch, p in zip(chains, pieces, strict=True))
             return _with_any_of(Plan(alts, True, costly=reader.costly))
         tree = parser.parse(source, pattern.flags)
@@ -398,7 +408,7 @@ def plan(pattern: re.Pattern[str]) -> Plan | None:
         if anchored:
             step = (tuple(sorted(_minimal(strings, True))), step[1])
         chains = [((step,), anchored)]
-    alternatives = tuple(Alternative(chain, anchored, None) for chain, anchored in chains)
+    alternatives = tuple(Alternative(chain, anchored) for chain, anchored in chains)
     return _with_any_of(Plan(alternatives, False, costly=reader.costly))
 
 
@@ -481,8 +491,11 @@ def search(p: Plan, pattern: re.Pattern[str], s: str, lo: int, hi: int
         q = _start(a, w)
         if q < 0 or (best is not None and lo + q >= best.start()):
             continue
-        assert a.pattern is not None
-        m = a.pattern.search(s, lo + q, hi)
+        try:
+            alone = a.pattern               # compiled on first use (it parsed above)
+        except re.error:                    # not on its own after all: the whole pattern
+            return pattern.search(s, lo, hi)
+        m = alone.search(s, lo + q, hi)
         if m is not None and (best is None or m.start() < best.start()):
             best = m
     return best
