@@ -3,7 +3,10 @@ folded, invisible characters removed; see :mod:`closedpaw.screening.normalize`).
 
 Each rule has ``needles``; each needle's longest run of letters is a key, and a rule's
 regular expression runs only when one of its keys begins some word of the view (one set
-lookup: most texts wake few rules, which keeps screening fast). Weights
+lookup: most texts wake few rules, which keeps screening fast), and only where the literal
+strings it cannot match without are present in order (:mod:`closedpaw.screening.literals`:
+the search is skipped, or starts where a match can first begin; the verdict is the same).
+Weights
 combine as independent evidence: ``score = 1 - prod(1 - w)``; a text is flagged at 0.5.
 Strong rules (0.8) flag alone; medium ones (0.5) flag alone but only for unambiguous
 phrasing; weak ones (0.2-0.4) flag only together with another hit.
