@@ -283,18 +283,32 @@ def _cut(strings: frozenset[str], anchored: bool) -> frozenset[str]:
     best = strings
     if longest > _CUT:
         for tail in ((False,) if anchored else (False, True)):
-            def cut(k: int, tail: bool = tail) -> frozenset[str]:
-                return frozenset(s[-k:] if tail else s[:k] for s in strings)
-            few = len(cut(_CUT))
-            k = _CUT
-            while k < longest and len(cut(k + 1)) == few:
-                k += 1
-            c = _minimal(cut(k), anchored and not tail)
+            ends = [s[::-1] for s in strings] if tail else list(strings)
+            groups: dict[str, list[str]] = {}
+            for e in ends:
+                groups.setdefault(e[:_CUT], []).append(e)
+            if 2 * len(groups) > len(strings) and len(strings) <= _MAXSTEP:
+                continue                    # would not halve them
+            # the longest cut that keeps each group one string: its members' common start
+            k = max(_CUT, min((_common_start(g) for g in groups.values() if len(g) > 1),
+                              default=longest))
+            c = frozenset(e[:k][::-1] if tail else e[:k] for e in ends)
+            c = _minimal(c, anchored and not tail)
             if (len(c), -min(map(len, c))) < (len(best), -min(map(len, best))):
                 best = c
     if len(best) * 2 > len(strings) and len(strings) <= _MAXSTEP:
         return strings              # not worth the lost precision: found in more texts
     return best if len(best) <= _MAXSTEP else frozenset()
+
+
+def _common_start(strings: list[str]) -> int:
+    """How many characters all of ``strings`` start with (those of the first and the last in
+    sorted order)."""
+    a, b = min(strings), max(strings)
+    n = 0
+    while n < len(a) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _weak(strings: tuple[str, ...]) -> bool:
