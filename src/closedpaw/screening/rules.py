@@ -3,7 +3,10 @@ folded, invisible characters removed; see :mod:`closedpaw.screening.normalize`).
 
 Each rule has ``needles``; each needle's longest run of letters is a key, and a rule's
 regular expression runs only when one of its keys begins some word of the view (one set
-lookup: most texts wake few rules, which keeps screening fast). Weights
+lookup: most texts wake few rules, which keeps screening fast), and only where the literal
+strings it cannot match without are present in order (:mod:`closedpaw.screening.literals`:
+the search is skipped, or starts where a match can first begin; the verdict is the same).
+Weights
 combine as independent evidence: ``score = 1 - prod(1 - w)``; a text is flagged at 0.5.
 Strong rules (0.8) flag alone; medium ones (0.5) flag alone but only for unambiguous
 phrasing; weak ones (0.2-0.4) flag only together with another hit.
@@ -15,10 +18,14 @@ looked at.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
+from itertools import repeat
 
-__all__ = ["LABELS", "RULES", "Rule", "word_prefixes"]
+from closedpaw.screening import literals
+
+__all__ = ["ALL_KEYS", "LABELS", "RULES", "Rule", "hit_keys", "woken", "word_prefixes"]
 
 LABELS = ("instruction_override", "role_play", "system_prompt", "exfiltration",
           "addressed_to_ai", "hidden_markup", "encoded_payload", "hidden_unicode")
@@ -36,29 +43,68 @@ class Rule:
     #: a pattern that must also match in the 120 characters before the match
     context: re.Pattern[str] | None = None
 
-    def search(self, s: str, hit: frozenset[str] | set[str] | None = None
-               ) -> re.Match[str] | None:
+    def search(self, s: str, hit: frozenset[str] | set[str] | None = None,
+               at: dict[str, tuple[int, int]] | None = None) -> re.Match[str] | None:
         """The first match in ``s``. With ``hit`` (the keys present in ``s``), only the span
         from 200 characters before the first occurrence of one of this rule's keys to 300
-        after the last one is searched: every match contains a key near its start."""
+        after the last one is searched: every match contains a key near its start. ``at``:
+        ``(s.find(k), s.rfind(k))`` of each key in ``hit``, when the caller has them."""
         if self.requires and not any(r in s for r in self.requires):
             return None
         lo, hi = 0, len(s)
-        if hit is not None and len(s) > _WINDOW_MIN:
+        if hit is not None and hi > _WINDOW_MIN:
             mine = self.keys & hit
             if mine:
-                lo = max(0, min(s.find(k) for k in mine) - 200)
-                hi = min(len(s), max(s.rfind(k) for k in mine) + 300)
+                if at is None:
+                    first = min(s.find(k) for k in mine)
+                    last = max(s.rfind(k) for k in mine)
+                elif len(mine) == 1:
+                    first, last = at[next(iter(mine))]
+                else:
+                    first = min(at[k][0] for k in mine)
+                    last = max(at[k][1] for k in mine)
+                lo = max(0, first - 200)
+                hi = min(hi, last + 300)
+        try:
+            plan: literals.Plan | None = self.__dict__["_plan"]
+        except KeyError:
+            plan = _plan_of(self.pattern)
+            object.__setattr__(self, "_plan", plan)     # made once, on the first search
         if self.context is None:
-            return self.pattern.search(s, lo, hi)
+            if plan is None or (hi - lo < _SHORT and not plan.costly):
+                return self.pattern.search(s, lo, hi)
+            return literals.search(plan, self.pattern, s, lo, hi)
+        if plan is not None:        # the literals every match needs: skip ahead or stop
+            lo = literals.start(plan, s, lo, hi)
+            if lo < 0:
+                return None
+        context = self.context
+        cplan = _plan_of(context)
         for m in self.pattern.finditer(s, lo, hi):
-            if self.context.search(s, max(0, m.start() - 120), m.start()):
+            a, b = max(0, m.start() - 120), m.start()
+            if (context.search(s, a, b) if cplan is None
+                    else literals.search(cplan, context, s, a, b)):
                 return m
         return None
 
 
+def _plan_of(pattern: re.Pattern[str]) -> literals.Plan | None:
+    """The literal pre-check of one of the rules' patterns, made on its first search."""
+    try:
+        return _PLANS[id(pattern)][1]
+    except KeyError:
+        plan = literals.plan(pattern)
+        _PLANS[id(pattern)] = (pattern, plan)
+        return plan
+
+
 _LETTERS = re.compile(r"[^\W\d_]+")
 _WINDOW_MIN = 800
+#: below this many characters a search costs less than its literal pre-check (unless the
+#: pattern is of the shape that backtracks most)
+_SHORT = 160
+#: id(pattern) -> (pattern, its literal plan), made on the pattern's first search
+_PLANS: dict[int, tuple[re.Pattern[str], literals.Plan | None]] = {}
 
 
 def _key(needle: str) -> str:
@@ -91,6 +137,41 @@ def word_prefixes(view: str) -> set[str]:
 
 
 _PUNCT = ",;!?[]{}\"<>*#`|=+&%$@~^\u00ab\u00bb\u201c\u201d\u2018\u2019\u00bf\u00a1"
+
+
+class _PrefixKeys(dict[str, frozenset[str]]):
+    """A word's first six characters -> the rule keys among its 2- to 6-character
+    prefixes (filled as words are met; emptied when large)."""
+
+    def __missing__(self, first6: str) -> frozenset[str]:
+        if len(self) > 50_000:
+            self.clear()
+        keys = ALL_KEYS.intersection((first6[:2], first6[:3], first6[:4], first6[:5], first6))
+        self[first6] = found = frozenset(keys)
+        return found
+
+
+_PREFIX_KEYS = _PrefixKeys()
+_STRIP = operator.methodcaller("strip", _PUNCT)
+_FIRST6 = operator.itemgetter(slice(None, _MAX_PREFIX))
+
+
+def hit_keys(view: str) -> frozenset[str]:
+    """``word_prefixes(view) & ALL_KEYS``: the rule keys that begin some word of ``view``
+    (computed per distinct word start, with the loops in C)."""
+    for ch in "-'/_.:()=?&#":
+        if ch in view:
+            view = view.replace(ch, " ")
+    starts = set(map(_FIRST6, map(_STRIP, set(view.split()))))
+    return frozenset().union(*map(_PREFIX_KEYS.__getitem__, starts))
+
+
+def woken(hit: frozenset[str] | set[str]) -> list[Rule]:
+    """The rules (in ``RULES`` order) with a key in ``hit``."""
+    if not hit:
+        return []
+    found = set().union(*map(_RULES_BY_KEY.get, hit, repeat(())))
+    return list(map(RULES.__getitem__, sorted(found)))
 
 
 _G = r"[^.!?\n]{0,40}?"        # a short gap inside one sentence
@@ -591,3 +672,12 @@ RULES: tuple[Rule, ...] = (
     _r("it.exec", "instruction_override", 0.4, "esegui",
        r"\besegui\b[^.\n]{0,30}\bcomando\b"),
 )
+
+#: every rule key
+ALL_KEYS = frozenset(k for r in RULES for k in r.keys)
+#: key -> the indices in RULES of the rules it wakes
+_RULES_BY_KEY: dict[str, list[int]] = {}
+for _i, _rule in enumerate(RULES):
+    for _k in _rule.keys:
+        _RULES_BY_KEY.setdefault(_k, []).append(_i)
+del _i, _rule, _k

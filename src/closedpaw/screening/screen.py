@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from closedpaw.screening.normalize import invisible_counts, views
-from closedpaw.screening.rules import RULES, word_prefixes
+from closedpaw.screening.normalize import invisible_counts, views_and_invisible
+from closedpaw.screening.rules import hit_keys, woken
 
 __all__ = ["CHUNK_CHARS", "THRESHOLD", "ScreenResult", "Span", "screen"]
 
@@ -16,7 +16,6 @@ THRESHOLD = 0.5
 CHUNK_CHARS = 65_536
 _OVERLAP = 1_024
 _ENC = ("encoded_payload",)
-_ALL_KEYS = frozenset(k for r in RULES for k in r.keys)
 _DECODED: dict[str, tuple[str, ...]] = {
     "base64": _ENC, "hex": _ENC, "url": _ENC, "rot13": _ENC, "leet": _ENC, "reversed": _ENC,
     "morse": _ENC, "escapes": _ENC, "tags": ("hidden_unicode",), "hidden": ("hidden_markup",),
@@ -27,6 +26,19 @@ _DECODED: dict[str, tuple[str, ...]] = {
 #: views whose content is also in the text view by construction (hidden markup): a rule
 #: matching there counts the view's signal even though it matched the text too
 _INSIDE_TEXT = frozenset({"hidden"})
+
+
+class _KeyPlaces(dict[str, tuple[int, int]]):
+    """key -> ``(s.find(key), s.rfind(key))`` of one view, found on first use (rules that
+    share a key share the two finds)."""
+
+    def __init__(self, s: str) -> None:
+        super().__init__()
+        self.s = s
+
+    def __missing__(self, key: str) -> tuple[int, int]:
+        self[key] = places = (self.s.find(key), self.s.rfind(key))
+        return places
 
 
 @dataclass(frozen=True)
@@ -81,18 +93,20 @@ def screen(text: str, *, threshold: float = THRESHOLD) -> ScreenResult:
 def _screen_chunk(text: str, weights: dict[str, float], labels: dict[str, None],
                   spans: list[Span]) -> None:
     seen_in_text: set[str] = set()
-    for view, s in views(text):
-        hit = word_prefixes(s) & _ALL_KEYS
-        for rule in RULES:
-            if rule.keys.isdisjoint(hit):
-                continue
-            m = rule.search(s, hit)
+    found, invisible = views_and_invisible(text)
+    for view, s in found:
+        hit = hit_keys(s)
+        again = view != "text" and view not in _INSIDE_TEXT
+        rules = woken(hit)
+        if again and seen_in_text:          # already counted from the text view
+            rules = [r for r in rules if r.name not in seen_in_text]
+        at = _KeyPlaces(s) if len(rules) > 1 else None
+        for rule in rules:
+            m = rule.search(s, hit, at)
             if m is None:
                 continue
             if view == "text":
                 seen_in_text.add(rule.name)
-            elif rule.name in seen_in_text and view not in _INSIDE_TEXT:
-                continue
             weights[rule.name] = max(weights.get(rule.name, 0.0), rule.weight)
             labels[rule.label] = None
             if len(spans) < 32:
@@ -103,7 +117,7 @@ def _screen_chunk(text: str, weights: dict[str, float], labels: dict[str, None],
                 weights[f"view.{view}"] = 0.3 if view == "leet" else 0.5
                 for lb in extra:
                     labels[lb] = None
-    zw, bidi, tags = invisible_counts(text)
+    zw, bidi, tags = invisible_counts(text) if invisible else (0, 0, 0)
     if bidi:
         weights["unicode.bidi"] = 0.2
         labels["hidden_unicode"] = None
