@@ -649,8 +649,9 @@ class SandboxDir:
             return
         first: BaseException | None = None
         steps = [self.cgroups.remove]
-        if any(m is not None for m in (self.output_mount, self.files_mount, self.agent_mount)):
-            # (the files module loads only for a sandbox with files in or out)
+        if self.root_view or any(m is not None for m in (self.output_mount, self.files_mount,
+                                                        self.agent_mount)):
+            # (the files module loads only for a sandbox with a mount of its own)
             from closedpaw.sandbox.host.files import unmount_output
         if self.output_mount is not None:
             out = self.output_mount
