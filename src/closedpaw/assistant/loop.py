@@ -49,6 +49,7 @@ from closedpaw.gate import ActionRequest, ActionStatus, Gate, RiskLevel
 from closedpaw.gate.store import ActionRecord, PrincipalRow
 from closedpaw.providers.gateway import Gateway
 from closedpaw.providers.types import Message, ToolCall
+from closedpaw.screening import prepare as prepare_screening
 from closedpaw.screening import screen
 from closedpaw.security.principal import Principal
 from closedpaw.settings import ProviderSettings
@@ -124,6 +125,9 @@ class Assistant:
         self._closed = False
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._unsubscribe = gate.subscribe(self._on_action)
+        # the screening rules' pre-checks, made off the first message's path
+        threading.Thread(target=prepare_screening, name="closedpaw-screening-prepare",
+                         daemon=True).start()
 
     def close(self) -> None:
         self._closed = True
