@@ -210,6 +210,21 @@ def test_every_record_of_the_package_matches_the_dataclass_made_of_it(cls: type[
     assert str(inspect.signature(cls)).startswith("(")
 
 
+@pytest.mark.parametrize("name", ["Settings", "SandboxSpec", "ResourceLimits", "ExecRequest",
+                                  "ExecutionResult", "CodeResult", "Isolation",
+                                  "ResourceUsage", "SkippedFile", "CodeError"])
+def test_the_public_records_type_hints_resolve(name: str) -> None:
+    """typing.get_type_hints works on the public types, though their modules import typing
+    names for type checkers only."""
+    import typing
+
+    import closedpaw.sandbox as sb
+
+    cls = getattr(closedpaw, name, None) or getattr(sb, name)
+    hints = typing.get_type_hints(cls)
+    assert set(field_names(cls)) <= set(hints)
+
+
 def test_the_one_shot_path_imports_neither_dataclasses_nor_typing() -> None:
     """What ``closedpaw run`` loads (the parser, a spec built from the flags, the settings,
     the manager and the reaper) needs no dataclasses, inspect or typing: records and

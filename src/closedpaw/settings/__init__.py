@@ -19,6 +19,7 @@ nothing to define): the CLI's one-shot path imports it.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping  # at run time: typing.get_type_hints(Settings) resolves
 from pathlib import Path
 
 from closedpaw._record import Field, Record, field, fields_of, replace
@@ -40,7 +41,6 @@ from closedpaw.settings.sections import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from typing import Any
 
 __all__ = ["RUNTIME_CHOICES", "SECRET_ENV_PREFIX", "AllowEntry", "ApiSettings",

@@ -65,8 +65,6 @@ def _cache_key(driver: Driver) -> str:
     return f"{ident}|{os.uname().release}|{BUNDLE_VERSION}"
 
 
-
-
 def _from_cache(entry: object) -> ProbeResult | None:
     """A cached probe answer, or ``None`` when the entry is missing or malformed."""
     if not isinstance(entry, dict):
