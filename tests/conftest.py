@@ -27,6 +27,16 @@ TEST_CGROUP = f"closedpaw-test-{os.getpid()}"
 DATA_DIR = Path(os.environ.get("CLOSEDPAW_TEST_DATA_DIR", "/var/lib/closedpaw"))
 
 
+def python_stdout(code: str) -> str:
+    """What ``code`` prints, run by this interpreter in a fresh process (stripped): for checks
+    of what a path imports, which only a new process can tell."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def require_runtime(name: str) -> None:
     if os.geteuid() != 0:
         pytest.fail(f"this test needs root to run {name} sandboxes: run 'make test' as root "

@@ -31,6 +31,7 @@ import closedpaw.sandbox as sandbox
 import closedpaw.screening as screening
 import closedpaw.security as security
 import closedpaw.vault as vault
+from tests.conftest import python_stdout
 
 SRC = Path(closedpaw.__file__).parent
 L0, L1, L2, L3, L4, L5 = range(6)
@@ -330,8 +331,7 @@ def test_cli_start_is_lazy() -> None:
              "closedpaw.client")
     code = ("import sys, closedpaw.cli.main as m; m.build_parser(); "
             f"print(','.join(k for k in {heavy!r} if k in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = python_stdout(code)
     assert out == "", f"imported at CLI start: {out}"
 
 
@@ -342,8 +342,7 @@ def test_run_builds_only_its_own_parser() -> None:
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
             "    m.main(['run', '--help'])\n"
             f"print(','.join(k for k in {others!r} if k in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = python_stdout(code)
     assert out == "", f"loaded by closedpaw run: {out}"
 
 
@@ -388,8 +387,7 @@ def test_settings_import_is_cheap() -> None:
     code = ("import sys, closedpaw.settings; "
             "print(','.join(k for k in ('pydantic', 'yaml', 'asyncio', 'httpx') "
             "if k in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = python_stdout(code)
     assert out == "", f"imported with closedpaw.settings: {out}"
 
 
@@ -407,8 +405,7 @@ def test_plain_and_image_runs_do_not_load_yaml_or_rich() -> None:
             "    m._spec(m.build_parser().parse_args(argv), None)\n"
             "import closedpaw.sandbox.host.statedir, closedpaw.sandbox.lifecycle.manager\n"
             "print(','.join(k for k in ('yaml', 'rich') if k in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = python_stdout(code)
     assert out == "", f"imported on the run path: {out}"
 
 

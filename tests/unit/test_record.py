@@ -12,8 +12,6 @@ import dataclasses
 import importlib
 import inspect
 import pickle
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import pytest
 
 import closedpaw
 from closedpaw._record import Record, field, field_names, fields_of, replace, values
+from tests.conftest import python_stdout
 
 SRC = Path(closedpaw.__file__).parent
 
@@ -244,6 +243,5 @@ def test_the_one_shot_path_imports_neither_dataclasses_nor_typing() -> None:
         "import dataclasses\n"
         "assert dataclasses.replace(spec, workdir='/w').limits.memory_mb == 64\n"
         "print(','.join(bad))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = python_stdout(code)
     assert out == "", f"loaded on the one-shot path: {out}"

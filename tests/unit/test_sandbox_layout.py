@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import closedpaw.sandbox as sandbox
+from tests.conftest import python_stdout
 
 SANDBOX = Path(sandbox.__file__).resolve().parent
 SRC = SANDBOX.parents[1]
@@ -298,8 +299,7 @@ def test_a_store_image_does_load_the_store() -> None:
             "assert H == HOST_IMAGE == 'host'\n"
             "print(','.join(k for k in ('closedpaw.sandbox.images.store', 'tempfile') "
             "if k in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = python_stdout(code)
     assert out == "closedpaw.sandbox.images.store,tempfile"
     with pytest.raises(AttributeError):
         import closedpaw.sandbox.images as images
@@ -312,8 +312,7 @@ def test_the_long_lived_path_does_load_the_agent() -> None:
     code = ("import sys; from closedpaw.sandbox import Sandbox, SandboxPool\n"
             "print(','.join(k for k in ('asyncio', 'closedpaw.sandbox.agent.channel') "
             "if k in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = python_stdout(code)
     assert out == "asyncio,closedpaw.sandbox.agent.channel"
 
 
