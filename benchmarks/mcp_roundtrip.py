@@ -39,8 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +48,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import anyio  # noqa: E402
 import httpx  # noqa: E402
 from mcp.client.session import ClientSession  # noqa: E402
-from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
+from mcp.client.stdio import StdioServerParameters  # noqa: E402
 
 sys.path.insert(0, str(_HERE))
+sys.path.insert(0, str(_HERE.parent))   # the repository: tests.mcp_clients
 from _common import (  # noqa: E402
     REPO,
     bench_args,
@@ -68,6 +67,7 @@ from closedpaw.gate import Gate  # noqa: E402
 from closedpaw.mcp import McpBridge  # noqa: E402
 from closedpaw.security import Principal  # noqa: E402
 from closedpaw.settings import Settings  # noqa: E402
+from tests.mcp_clients import http_session, stdio_session  # noqa: E402
 
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "mcp.json"
 CGROUP = "closedpaw-bench-mcp"
@@ -124,26 +124,6 @@ def _env(s: Settings) -> dict[str, str]:
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env
-
-
-@asynccontextmanager
-async def _stdio(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as ses:
-        await ses.initialize()
-        yield ses
-
-
-@asynccontextmanager
-async def _http(url: str, token: str | None) -> AsyncIterator[ClientSession]:
-    import httpx2
-    from mcp.client.streamable_http import streamable_http_client
-
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx2.AsyncClient(headers=headers, timeout=120) as http, \
-            streamable_http_client(f"{url}/mcp", http_client=http) as (read, write), \
-            ClientSession(read, write) as ses:
-        await ses.initialize()
-        yield ses
 
 
 class _Server:
@@ -327,8 +307,8 @@ def _measure(s: Settings, gate: Gate, runs: int) -> dict[str, Samples]:
             api.open()
 
             async def main() -> dict[str, Samples]:
-                async with _http(api_srv.url, token) as h, _stdio(stdio_cp) as st, \
-                        _http(noop_srv.url, None) as nh, _stdio(stdio_noop) as ns:
+                async with http_session(api_srv.url, token) as h, stdio_session(stdio_cp) as st, \
+                        http_session(noop_srv.url, None) as nh, stdio_session(stdio_noop) as ns:
                     mh, ms = _Mcp(h), _Mcp(st)
                     await mh.open()
                     await ms.open()

@@ -16,13 +16,15 @@ from typing import Any
 import anyio
 import pytest
 from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import StdioServerParameters
 
 from closedpaw.gate import ActionStatus, Gate
 from closedpaw.mcp import TOOLS
 from closedpaw.security import Principal
 from closedpaw.settings import Settings
 from tests.conftest import TEST_CGROUP, TEST_STATE, leftovers, require_runtime
+from tests.mcp_clients import http_session
+from tests.mcp_clients import stdio_session as mcp_stdio
 
 ADMIN = Principal("admin", "admin")
 
@@ -53,8 +55,7 @@ async def stdio_session(s: Settings) -> AsyncIterator[ClientSession]:
     exe = str(Path(sys.executable).with_name("closedpaw"))
     params = StdioServerParameters(command=exe, args=["mcp", "--principal", "agent-7"],
                                    env=env_of(s))
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-        await session.initialize()
+    async with mcp_stdio(params) as session:
         yield session
 
 
@@ -148,19 +149,6 @@ def test_stdio_with_the_sdk_client(mcp_settings: Settings) -> None:
         assert json.dumps([e.details for e in calls])   # serialisable, no secrets objects
     finally:
         g.close()
-
-
-@asynccontextmanager
-async def http_session(url: str, token: str | None) -> AsyncIterator[ClientSession]:
-    import httpx2
-    from mcp.client.streamable_http import streamable_http_client
-
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx2.AsyncClient(headers=headers, timeout=120) as http, \
-            streamable_http_client(f"{url}/mcp", http_client=http) as (read, write), \
-            ClientSession(read, write) as session:
-        await session.initialize()
-        yield session
 
 
 def test_http_mount_behind_the_api_token(mcp_settings: Settings) -> None:
