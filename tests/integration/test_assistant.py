@@ -455,6 +455,50 @@ def test_cancel_stops_the_turn(tmp_path: Path) -> None:
         assert again.status_code == 200 and again.json()["status"] == "idle"
 
 
+class _Broken:
+    """A provider with a bug: its stream raises an error that is not ours (an
+    implementation of the provider protocol, not a mock)."""
+    locality = "local"
+
+    def __init__(self, name: str) -> None:
+        self.name, self.default_model = name, "broken-model"
+
+    def stream(self, *a: Any, **k: Any) -> Iterator[Any]:
+        raise RuntimeError("a bug in the provider")
+        yield
+
+    def chat(self, *a: Any, **k: Any) -> Any:
+        raise RuntimeError("a bug in the provider")
+
+    def list_models(self) -> list[Any]:
+        return []
+
+    def health(self) -> Any:
+        raise RuntimeError("a bug in the provider")
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_internal_error_is_logged_where_the_client_is_told_to_look(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The stream says "the server log has the details": the log must have them (the turn's
+    task is awaited with its errors suppressed), and the conversation is idle again."""
+    gw = Gateway([OpenAIConfig(name="scripted", base_url="http://127.0.0.1:9/v1",
+                               model="m")], default="scripted")
+    gw.add(_Broken("scripted"))   # type: ignore[arg-type]
+    with caplog.at_level("ERROR", logger="closedpaw.api"), \
+            rig(tmp_path, "runc", gateway=gw) as r, r.client() as c:
+        conv = c.post("/api/conversations", json={}).json()["conversation_id"]
+        events = r.turn(c, conv, "hello")
+        assert events[-1] == ("error", {"code": "internal_error", "message":
+                                        "internal error; the server log has the details"})
+        assert c.get(f"/api/conversations/{conv}").json()["status"] == "idle"
+    logged = [rec for rec in caplog.records if conv in rec.getMessage()]
+    assert logged and logged[0].exc_info is not None
+    assert "a bug in the provider" in str(logged[0].exc_info[1])
+
+
 def test_cli_chat_one_turn_json_and_the_paused_exit_code(tmp_path: Path, runtime: str) -> None:
     """``closedpaw chat -m TEXT --json``: the turn's events as JSON lines, exit 0 when it
     finished; exit 3 with the action id and hash when it paused for an approval."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,6 +40,7 @@ from closedpaw.gate import ActionRequest, ActionStatus, Gate
 
 __all__ = ["router"]
 
+log = logging.getLogger("closedpaw.api")
 router = APIRouter(tags=["assistant"])
 _SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
@@ -100,9 +102,11 @@ async def send(conversation_id: str, body: MessageBody, request: Request, p: Aut
         except ClosedPawError as e:
             emit({"event": "error", "code": e.code, "message": str(e)[:2000]})
         except Exception:
+            # the stream's end awaits this task with errors suppressed: log it here, where
+            # the message sent to the client says it is
+            log.exception("turn of conversation %s failed", conversation_id)
             emit({"event": "error", "code": "internal_error",
                   "message": "internal error; the server log has the details"})
-            raise
         finally:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(queue.put_nowait, None)
