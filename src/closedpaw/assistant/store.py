@@ -26,13 +26,11 @@ from sqlalchemy import (
     String,
     Text,
     inspect,
-    select,
     text,
-    update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from closedpaw.errors import ConversationNotFound, StoreError, TurnStateError
 from closedpaw.security.principal import Principal
@@ -113,7 +111,7 @@ class MessageRecord:
         return bool(self.screening and self.screening.get("flagged"))
 
     @classmethod
-    def of(cls, r: MessageRow) -> MessageRecord:
+    def of(cls, r: MessageRow | Row[Any]) -> MessageRecord:
         return cls(r.id, r.role, r.provenance, r.content,
                    json.loads(r.tool_calls) if r.tool_calls else [], r.tool_call_id,
                    r.tool_name, r.action_id, r.provider, r.model,
@@ -142,7 +140,7 @@ class ConversationRecord:
     updated_at: float
 
     @classmethod
-    def of(cls, r: ConversationRow) -> ConversationRecord:
+    def of(cls, r: ConversationRow | Row[Any]) -> ConversationRecord:
         return cls(r.id, r.owner, r.title, r.provider, r.model, r.status,
                    json.loads(r.pending) if r.pending else None, r.created_at, r.updated_at)
 
@@ -154,17 +152,26 @@ class ConversationRecord:
                 "updated_at": self.updated_at}
 
 
+_MSG_COLS = ("id, role, provenance, content, tool_calls, tool_call_id, tool_name, action_id, "
+             "provider, model, usage, created_at, source, screening")
+_CONV_COLS = "id, owner, title, provider, model, status, pending, created_at, updated_at"
+
+
 class ConversationStore:
-    """On the gate store's engine; creates its tables if missing."""
+    """On the gate store's engine; creates its tables if missing. Reads and writes are plain
+    SQL on one connection (the ORM's unit of work cost ~2 ms a message on the assistant's
+    path, for one row)."""
 
     def __init__(self, engine: Engine, *,
-                 transaction: Callable[[], AbstractContextManager[Session]] | None = None
+                 connection: Callable[[], AbstractContextManager[Connection]] | None = None
                  ) -> None:
-        """``transaction``: the gate store's ``session`` (same engine), so a write here and
-        the audit entry about it (whose anchor moves in the gate's open transaction) commit
-        together; without it, a transaction of its own per call."""
+        """``connection``: the gate store's :meth:`~closedpaw.gate.store.Store.connection`
+        (same engine), so a write here and the audit entry about it (whose anchor moves in
+        the gate's open transaction) commit together; without it, a transaction of its own
+        per call."""
         self.engine = engine
-        self._transaction = transaction
+        self._connection = connection
+        self._qmark = engine.dialect.paramstyle == "qmark"
         try:
             _Base.metadata.create_all(engine)
             have = {c["name"] for c in inspect(engine).get_columns("conversation_messages")}
@@ -177,27 +184,33 @@ class ConversationStore:
             raise StoreError(f"cannot create the conversation tables: {e}") from None
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        if self._transaction is not None:
-            with self._transaction() as s:
-                yield s
+    def _conn(self) -> Iterator[Connection]:
+        """A transaction (the gate's open one when there is one): committed on success, rolled
+        back on any exception."""
+        if self._connection is not None:
+            with self._connection() as c:
+                yield c
             return
         try:
-            with Session(self.engine, expire_on_commit=False) as s, s.begin():
-                yield s
+            with self.engine.begin() as c:
+                yield c
         except SQLAlchemyError as e:
             raise StoreError(f"database error: {' '.join(str(e).split())[:300]}") from None
+
+    def _sql(self, c: Connection, sql: str, *params: Any) -> Any:
+        """``sql`` with ``?`` placeholders, straight to the driver."""
+        return c.exec_driver_sql(sql if self._qmark else sql.replace("?", "%s"), params)
 
     def create(self, owner: str, *, title: str = "", provider: str | None = None,
                model: str | None = None) -> ConversationRecord:
         now = time.time()
-        row = ConversationRow(id=str(uuid.uuid4()), owner=owner, title=title[:200],
-                              provider=provider, model=model, status="idle", pending=None,
-                              created_at=now, updated_at=now)
-        with self.session() as s:
-            s.add(row)
-            s.flush()
-            return ConversationRecord.of(row)
+        rec = ConversationRecord(str(uuid.uuid4()), owner, title[:200], provider, model, "idle",
+                                 None, now, now)
+        with self._conn() as c:
+            self._sql(c, f"INSERT INTO conversations ({_CONV_COLS}) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rec.id, rec.owner, rec.title,
+                      rec.provider, rec.model, rec.status, None, now, now)
+        return rec
 
     def get(self, conv_id: str, principal: Principal) -> ConversationRecord:
         """The conversation when ``principal`` may see it (owner, or admin); else not
@@ -206,25 +219,45 @@ class ConversationStore:
             uuid.UUID(conv_id)
         except (ValueError, TypeError, AttributeError):
             raise ConversationNotFound(f"no conversation {str(conv_id)[:80]!r}") from None
-        with self.session() as s:
-            row = s.get(ConversationRow, conv_id)
-            if row is None or (row.owner != principal.name and not principal.is_admin):
-                raise ConversationNotFound(f"no conversation {conv_id}")
-            return ConversationRecord.of(row)
+        with self._conn() as c:
+            row = self._sql(c, f"SELECT {_CONV_COLS} FROM conversations WHERE id = ?",
+                            conv_id).first()
+        if row is None or (row.owner != principal.name and not principal.is_admin):
+            raise ConversationNotFound(f"no conversation {conv_id}")
+        return ConversationRecord.of(row)
 
     def list_for(self, principal: Principal, *, limit: int = 100, offset: int = 0
-             ) -> list[ConversationRecord]:
-        q = select(ConversationRow).order_by(ConversationRow.updated_at.desc())
-        if not principal.is_admin:
-            q = q.where(ConversationRow.owner == principal.name)
-        with self.session() as s:
-            return [ConversationRecord.of(r) for r in s.scalars(q.limit(limit).offset(offset))]
+                 ) -> list[ConversationRecord]:
+        where, args = ("", ()) if principal.is_admin else ("WHERE owner = ? ", (principal.name,))
+        with self._conn() as c:
+            rows = self._sql(c, f"SELECT {_CONV_COLS} FROM conversations {where}"
+                             "ORDER BY updated_at DESC LIMIT ? OFFSET ?",
+                             *args, int(limit), int(offset)).all()
+        return [ConversationRecord.of(r) for r in rows]
 
     def messages(self, conv_id: str) -> list[MessageRecord]:
-        with self.session() as s:
-            rows = s.scalars(select(MessageRow).where(MessageRow.conversation_id == conv_id)
-                             .order_by(MessageRow.id))
-            return [MessageRecord.of(r) for r in rows]
+        with self._conn() as c:
+            rows = self._sql(c, f"SELECT {_MSG_COLS} FROM conversation_messages "
+                             "WHERE conversation_id = ? ORDER BY id", conv_id).all()
+        return [MessageRecord.of(r) for r in rows]
+
+    def _insert_message(self, c: Connection, conv_id: str, now: float, role: str,
+                        provenance: str, content: str, tool_calls: list[dict[str, Any]] | None,
+                        tool_call_id: str | None, tool_name: str | None,
+                        action_id: str | None, provider: str | None, model: str | None,
+                        usage: dict[str, Any] | None, source: str | None,
+                        screening: dict[str, Any] | None) -> MessageRecord:
+        cur = self._sql(
+            c, "INSERT INTO conversation_messages (conversation_id, role, provenance, content, "
+            "tool_calls, tool_call_id, tool_name, action_id, provider, model, usage, "
+            "created_at, source, screening) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING id", conv_id, role, provenance, content,
+            json.dumps(tool_calls) if tool_calls else None, tool_call_id, tool_name,
+            action_id, provider, model, json.dumps(usage) if usage else None, now, source,
+            json.dumps(screening) if screening else None)
+        return MessageRecord(int(cur.scalar_one()), role, provenance, content,
+                             list(tool_calls or []), tool_call_id, tool_name, action_id,
+                             provider, model, usage or None, now, source, screening or None)
 
     def add_message(self, conv_id: str, role: str, provenance: Provenance, content: str, *,
                     tool_calls: list[dict[str, Any]] | None = None,
@@ -234,19 +267,12 @@ class ConversationStore:
                     source: str | None = None, screening: dict[str, Any] | None = None
                     ) -> MessageRecord:
         now = time.time()
-        row = MessageRow(conversation_id=conv_id, role=role, provenance=provenance,
-                         content=content, tool_calls=json.dumps(tool_calls)
-                         if tool_calls else None, tool_call_id=tool_call_id,
-                         tool_name=tool_name, action_id=action_id, provider=provider,
-                         model=model, usage=json.dumps(usage) if usage else None,
-                         created_at=now, source=source,
-                         screening=json.dumps(screening) if screening else None)
-        with self.session() as s:
-            s.add(row)
-            s.flush()
-            s.execute(update(ConversationRow).where(ConversationRow.id == conv_id)
-                      .values(updated_at=now))
-            return MessageRecord.of(row)
+        with self._conn() as c:
+            rec = self._insert_message(c, conv_id, now, role, provenance, content, tool_calls,
+                                       tool_call_id, tool_name, action_id, provider, model,
+                                       usage, source, screening)
+            self._sql(c, "UPDATE conversations SET updated_at = ? WHERE id = ?", now, conv_id)
+        return rec
 
     def start_turn(self, conv_id: str, content: str, *, source: str | None = None,
                    screening: dict[str, Any] | None = None,
@@ -259,54 +285,48 @@ class ConversationStore:
         turn); ``also``: run inside the transaction after the message (the turn's audit
         entry, whose anchor then commits with it)."""
         now = time.time()
-        with self.session() as s:
-            n = s.execute(update(ConversationRow).where(
-                ConversationRow.id == conv_id, ConversationRow.status == "idle").values(
-                status="running", updated_at=now, pending=None)).rowcount  # type: ignore[attr-defined]
+        with self._conn() as c:
+            n = self._sql(c, "UPDATE conversations SET status = 'running', updated_at = ?, "
+                          "pending = NULL WHERE id = ? AND status = 'idle'", now,
+                          conv_id).rowcount
             if n != 1:
                 raise TurnStateError(f"conversation {conv_id} is not idle")
-            row = MessageRow(conversation_id=conv_id, role="user", provenance="user",
-                             content=content, tool_calls=None, tool_call_id=None,
-                             tool_name=None, action_id=None, provider=None, model=None,
-                             usage=None, created_at=now, source=source,
-                             screening=json.dumps(screening) if screening else None)
-            s.add(row)
-            s.flush()
+            rec = self._insert_message(c, conv_id, now, "user", "user", content, None, None,
+                                       None, None, None, None, None, source, screening)
             if pin is not None:
-                s.execute(update(ConversationRow).where(ConversationRow.id == conv_id,
-                                                        ConversationRow.provider.is_(None))
-                          .values(provider=pin[0], model=pin[1]))
-            rec = MessageRecord.of(row)
+                self._sql(c, "UPDATE conversations SET provider = ?, model = ? "
+                          "WHERE id = ? AND provider IS NULL", pin[0], pin[1], conv_id)
             if also is not None:
                 also()
-            return rec
+        return rec
 
     def set_state(self, conv_id: str, status: str, pending: dict[str, Any] | None, *,
-                  expect: tuple[str, ...] | None = None, **values: Any) -> None:
+                  expect: tuple[str, ...] | None = None) -> None:
         """Compare-and-set the turn state; TurnStateError when it was not in ``expect``."""
         assert status in STATUSES
-        with self.session() as s:
-            q = update(ConversationRow).where(ConversationRow.id == conv_id)
-            if expect is not None:
-                q = q.where(ConversationRow.status.in_(expect))
-            n = s.execute(q.values(status=status, updated_at=time.time(),
-                                   pending=json.dumps(pending) if pending else None,
-                                   **values)).rowcount  # type: ignore[attr-defined]
+        sql = "UPDATE conversations SET status = ?, updated_at = ?, pending = ? WHERE id = ?"
+        args: list[Any] = [status, time.time(), json.dumps(pending) if pending else None,
+                           conv_id]
+        if expect is not None:
+            sql += " AND status IN (" + ", ".join("?" for _ in expect) + ")"
+            args += expect
+        with self._conn() as c:
+            n = self._sql(c, sql, *args).rowcount
             if n != 1:
                 raise TurnStateError(f"conversation {conv_id} is not "
                                      f"{' or '.join(expect or ('known',))}")
 
     def record_provider(self, conv_id: str, provider: str, model: str) -> None:
         """Pin the provider and model a conversation's data goes to (on its first turn)."""
-        with self.session() as s:
-            s.execute(update(ConversationRow).where(ConversationRow.id == conv_id,
-                                                    ConversationRow.provider.is_(None))
-                      .values(provider=provider, model=model))
+        with self._conn() as c:
+            self._sql(c, "UPDATE conversations SET provider = ?, model = ? "
+                      "WHERE id = ? AND provider IS NULL", provider, model, conv_id)
 
     def find_paused_on(self, action_id: str) -> ConversationRecord | None:
-        with self.session() as s:
-            for r in s.scalars(select(ConversationRow).where(
-                    ConversationRow.status == "awaiting_approval")):
-                if r.pending and json.loads(r.pending).get("action_id") == action_id:
-                    return ConversationRecord.of(r)
+        with self._conn() as c:
+            rows = self._sql(c, f"SELECT {_CONV_COLS} FROM conversations "
+                             "WHERE status = 'awaiting_approval'").all()
+        for r in rows:
+            if r.pending and json.loads(r.pending).get("action_id") == action_id:
+                return ConversationRecord.of(r)
         return None

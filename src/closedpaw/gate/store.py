@@ -47,6 +47,9 @@ __all__ = ["ActionRecord", "ActionRow", "AuditAnchorRow", "PrincipalRow", "Store
 #: the transaction open on this thread/task, so the audit anchor commits with the change
 _CURRENT: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "closedpaw_store_session", default=None)
+#: ... or the plain connection of one opened by :meth:`Store.connection`
+_CONN: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
+    "closedpaw_store_connection", default=None)
 
 
 class Base(DeclarativeBase):
@@ -236,8 +239,12 @@ class Store:
         if outer is not None:   # nested: one transaction
             yield outer
             return
+        conn = _CONN.get()
         try:
-            with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            # inside a plain connection's transaction: a session joined to it, which leaves
+            # the commit to that transaction
+            with Session(conn if conn is not None else self.engine,
+                         expire_on_commit=False) as s, s.begin():
                 tok = _CURRENT.set(s)
                 try:
                     yield s
@@ -284,19 +291,34 @@ class Store:
     # Core statements on the transaction's connection: every audit entry reads and moves
     # the anchor, and the ORM's unit of work cost ~1 ms per call here for one row.
     @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        """The open transaction's connection, or a transaction of its own."""
+    def connection(self) -> Iterator[Connection]:
+        """The open transaction's connection (a :meth:`session`'s or an outer
+        ``connection()``'s), or a transaction of its own, committed on success and rolled
+        back on any exception: for plain SQL (:meth:`sql`) without the ORM's unit of work.
+        Audit entries written inside it move the anchor in the same transaction."""
         outer = _CURRENT.get()
         if outer is not None:
             yield outer.connection()
             return
+        conn = _CONN.get()
+        if conn is not None:
+            yield conn
+            return
         try:
             with self.engine.begin() as c:
-                yield c
+                tok = _CONN.set(c)
+                try:
+                    yield c
+                finally:
+                    _CONN.reset(tok)
+        except IntegrityError as e:
+            raise InvalidRequest(f"conflicts with existing data: {_describe(e)}") from None
         except SQLAlchemyError as e:
             raise StoreError(f"database error: {_describe(e)}") from None
 
-    def _sql(self, c: Connection, sql: str, *params: Any) -> Any:
+
+    @staticmethod
+    def sql(c: Connection, sql: str, *params: Any) -> Any:
         """``sql`` with ``?`` placeholders, straight to the driver (no statement compiling)."""
         if c.dialect.paramstyle != "qmark":
             sql = sql.replace("?", "%s")
@@ -304,18 +326,18 @@ class Store:
 
     def anchor(self) -> tuple[int, str] | None:
         """The anchored (seq, entry_hash), seen from the open transaction if there is one."""
-        with self._connection() as c:
-            row = self._sql(c, "SELECT seq, entry_hash FROM audit_anchor WHERE id = 1").first()
+        with self.connection() as c:
+            row = self.sql(c, "SELECT seq, entry_hash FROM audit_anchor WHERE id = 1").first()
             return (int(row[0]), str(row[1])) if row else None
 
     def set_anchor(self, seq: int, entry_hash: str) -> None:
         """Move the anchor forward to ``seq`` (never back), in the open transaction if there
         is one, else in its own."""
-        with self._connection() as c:
-            n = self._sql(c, "UPDATE audit_anchor SET seq = ?, entry_hash = ? "
+        with self.connection() as c:
+            n = self.sql(c, "UPDATE audit_anchor SET seq = ?, entry_hash = ? "
                           "WHERE id = 1 AND seq < ?", seq, entry_hash, seq).rowcount
-            if n == 0 and self._sql(c, "SELECT 1 FROM audit_anchor WHERE id = 1").first() is None:
-                self._sql(c, "INSERT INTO audit_anchor (id, seq, entry_hash) VALUES (1, ?, ?)",
+            if n == 0 and self.sql(c, "SELECT 1 FROM audit_anchor WHERE id = 1").first() is None:
+                self.sql(c, "INSERT INTO audit_anchor (id, seq, entry_hash) VALUES (1, ?, ?)",
                           seq, entry_hash)
 
     # -- actions -----------------------------------------------------------------------
