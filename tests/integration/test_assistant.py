@@ -644,7 +644,7 @@ def test_injection_in_a_sandbox_result_raises_the_next_call_of_the_turn(
         names = [n for n, _ in events]
         assert names == ["tool_call", "tool_result", "tool_call", "approval_required"], names
         first, result, second = events[0][1], events[1][1], events[2][1]
-        assert first["level"] == "medium" and first["status"] == "approved"
+        assert first["level"] == "medium" and first["status"] == "executing"
         assert result["status"] == "completed" and result["screening"]["flagged"]
         assert "instruction_override" in result["screening"]["labels"]
         tool = _tool_messages(r.model.seen[-1].body)[0]["content"]

@@ -59,6 +59,71 @@ def test_low_and_medium_run_at_once_and_are_audited(make_orch: MakeOrch, db_url:
     assert o.audit.verify().ok
 
 
+def test_a_rule_approved_action_starts_in_its_submissions_write(make_orch: MakeOrch,
+                                                                 db_url: str,
+                                                                 tmp_path: Path) -> None:
+    """With a free execution slot, the submission records the start too (one durable write,
+    one commit): it is executing when submit() returns, and listeners still hear approved
+    before executing."""
+    o = make_orch(gate_settings(tmp_path, db_url=db_url))
+    heard: list[tuple[str, str]] = []
+    off = o.subscribe(lambda ev: heard.append((ev["action_id"], ev["status"])))
+    try:
+        rec = o.submit(ALICE, ActionRequest(action_type="code_execution", parameters=CODE))
+        assert rec.status is ActionStatus.EXECUTING
+        assert done(o, rec.id) is ActionStatus.COMPLETED
+    finally:
+        off()
+    assert [st for aid, st in heard if aid == rec.id] == ["approved", "executing", "completed"]
+    entries = [e for e in o.audit.entries() if e.action_id == rec.id]
+    assert [e.event for e in entries[:3]] == ["action.submitted", "action.approved",
+                                              "action.executing"]
+    assert [e.seq for e in entries[:3]] == [entries[0].seq + i for i in range(3)]
+    assert o.audit.verify().ok
+
+
+def test_a_refused_submission_gives_its_execution_slot_back(make_orch: MakeOrch, db_url: str,
+                                                            tmp_path: Path) -> None:
+    """Attack: a principal with one execution slot sends submissions the quota refuses. Had
+    each kept the slot it took, the principal's next real action would wait forever."""
+    from closedpaw.errors import QuotaExceeded
+
+    o = make_orch(gate_settings(tmp_path, db_url=db_url, max_executions_per_principal=1,
+                                max_pending_bytes_per_principal=400))
+    big = {"language": "python", "code": "#" + "x" * 600}
+    for _ in range(5):
+        with pytest.raises(QuotaExceeded):
+            o.submit(ALICE, ActionRequest(action_type="code_execution", parameters=big))
+    assert o.queue_status()["running"] == {}
+    rec = o.submit(ALICE, ActionRequest(action_type="code_execution", parameters=CODE))
+    assert rec.status is ActionStatus.EXECUTING
+    assert done(o, rec.id) is ActionStatus.COMPLETED
+    assert o.queue_status()["running"] == {}
+
+
+def test_wait_hands_over_the_final_record(make_orch: MakeOrch, db_url: str,
+                                          tmp_path: Path) -> None:
+    """Gate.wait: the record its own end committed, an action final already, a timeout
+    answering the action as it is, a principal who may not see it; no waiter left behind."""
+    from closedpaw.errors import ActionNotFound
+
+    o = make_orch(gate_settings(tmp_path, db_url=db_url))
+    rec = o.submit(ALICE, ActionRequest(action_type="code_execution", parameters=CODE))
+    got = o.wait(rec.id, 60)
+    assert got.status is ActionStatus.COMPLETED and got.result is not None
+    assert got.result["stdout"] == "42\n" and got == o.get(rec.id)
+    assert o.wait(rec.id, 60) == got                     # final already: at once
+    aid = high_code(o)
+    t0 = time.monotonic()
+    assert o.wait(aid, 0.2).status is ActionStatus.PENDING   # nobody decided: as it is
+    assert time.monotonic() - t0 >= 0.2
+    with pytest.raises(ActionNotFound):
+        o.wait(aid, 0.1, BOB)
+    o.reject(ADMIN, aid, "no")
+    assert o.wait(aid, 60).status is ActionStatus.REJECTED
+    assert o._waiters == {}
+
+
 def test_a_note_is_audited_in_the_submissions_own_write(make_orch: MakeOrch, db_url: str,
                                                          tmp_path: Path) -> None:
     """The assistant's record of a tool call goes with the submission (one durable write):

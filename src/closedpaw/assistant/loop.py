@@ -117,7 +117,7 @@ class Assistant:
         self.gateway = gateway
         self.limits = limits or TurnLimits()
         self.store = store or ConversationStore(gate.store.engine,
-                                                transaction=gate.store.session)
+                                                connection=gate.store.connection)
         self.system_prompt = system_prompt
         self._running: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -484,20 +484,7 @@ class Assistant:
         return None
 
     def wait_action(self, action_id: str) -> ActionRecord:
-        ev = threading.Event()
-
-        def hear(e: dict[str, Any]) -> None:
-            if e.get("action_id") == action_id and ActionStatus(e["status"]).final:
-                ev.set()
-        off = self.gate.subscribe(hear)
-        try:
-            rec = self.gate.get(action_id)
-            if not rec.status.final:
-                ev.wait(self.limits.action_wait_s)
-                rec = self.gate.get(action_id)
-            return rec
-        finally:
-            off()
+        return self.gate.wait(action_id, self.limits.action_wait_s)
 
     def _result(self, rec: ActionRecord | None) -> dict[str, Any]:
         if rec is None:

@@ -138,6 +138,8 @@ class Gate:
         self._running: dict[str, int] = {}
         self._queued: dict[str, deque[str]] = {}
         self._listeners: list[Listener] = []
+        #: wait(): action id -> [(event, [final record])] told by _publish
+        self._waiters: dict[str, list[tuple[threading.Event, list[ActionRecord]]]] = {}
         self._adopted: set[str] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -240,11 +242,39 @@ class Gate:
               "requester": rec.requester}
         with self._lock:
             listeners = list(self._listeners)
+            waiters = self._waiters.pop(rec.id, ()) if rec.status.final else ()
+        for done, box in waiters:
+            box.append(rec)
+            done.set()
         for fn in listeners:
             try:
                 fn(ev)
             except Exception:  # a broken listener must not break the gate
                 log.exception("event listener failed")
+
+    def wait(self, action_id: str, timeout_s: float, principal: Principal | None = None
+             ) -> ActionRecord:
+        """The action once final, or as it is after ``timeout_s``. An end committed by this
+        gate hands its record over (no read back); one read first, for an action decided
+        already or run by another process (then it is read again after ``timeout_s``)."""
+        done = threading.Event()
+        box: list[ActionRecord] = []
+        with self._lock:
+            self._waiters.setdefault(action_id, []).append((done, box))
+        try:
+            rec = self.get(action_id, principal)
+            if rec.status.final:
+                return rec
+            if done.wait(timeout_s) and box:
+                return box[0]
+            return self.get(action_id, principal)
+        finally:
+            with self._lock:
+                left = [w for w in self._waiters.get(action_id, ()) if w[0] is not done]
+                if left:
+                    self._waiters[action_id] = left
+                else:
+                    self._waiters.pop(action_id, None)
 
     # -- principals ----------------------------------------------------------------------
     def create_principal(self, name: str, role: str, *, by: Principal = SYSTEM) -> str:
@@ -407,40 +437,58 @@ class Gate:
             row.approval_mac = self._approval_mac(row.id, row.params_sha256,
                                                   f"rule:{decision.level}")
         g = self.settings.gate
-        with self.store.session() as s:
-            n, held = self.store.held_by(s, principal.name, [
-                ActionStatus.PENDING, ActionStatus.APPROVED, ActionStatus.EXECUTING])
-            if n >= g.max_pending_per_principal:
-                raise QuotaExceeded(
-                    f"{principal.name} has {n} actions waiting (pending, approved or "
-                    f"executing), the most allowed (max_pending_per_principal); decide or "
-                    "wait for some first")
-            if held + len(row.parameters) > g.max_pending_bytes_per_principal:
-                raise QuotaExceeded(
-                    f"{principal.name}'s waiting actions would hold {held + len(row.parameters)}"
-                    f" bytes of parameters, over max_pending_bytes_per_principal "
-                    f"({g.max_pending_bytes_per_principal})")
-            s.add(row)
-            s.flush()
-            rec = ActionRecord.of(row)
-            entries: list[tuple[AuditEvent, str, str | None, dict[str, Any] | None]] = [
-                (AuditEvent.ACTION_SUBMITTED, principal.name, rec.id, {
-                    "action_type": rec.action_type, "params_sha256": rec.params_sha256,
-                    "security_level": str(rec.security_level), "reason": rec.level_reason,
-                    "min_level": None if req.min_level is None else str(req.min_level),
-                    "requires_approval": needs, "problem": parsed.problem,
-                    **({"via": via} if via else {})})]
-            if not needs:  # approved by the rule in the same step: one durable write for both
-                entries.append((AuditEvent.ACTION_APPROVED, SYSTEM.name, rec.id, {
-                    "by": "rule", "security_level": str(rec.security_level),
-                    "params_sha256": rec.params_sha256}))
-            if note is not None:
-                entries.append((note[0], principal.name, rec.id,
-                                {**note[1], "params_sha256": rec.params_sha256}))
-            self.audit.append_many(entries)
-        self._publish(rec)
-        if not needs:
-            self._schedule(rec.id, rec.requester)
+        # a rule-approved action with a free execution slot starts in this very write: its
+        # `executing` entry goes with the submission's (one durable write and one commit fewer
+        # than a separate start); with none free it waits in its requester's queue, approved
+        claimed = not needs and self._claim(principal.name)
+        if claimed:
+            row.status = str(ActionStatus.EXECUTING)
+        try:
+            with self.store.session() as s:
+                n, held = self.store.held_by(s, principal.name, [
+                    ActionStatus.PENDING, ActionStatus.APPROVED, ActionStatus.EXECUTING])
+                if n >= g.max_pending_per_principal:
+                    raise QuotaExceeded(
+                        f"{principal.name} has {n} actions waiting (pending, approved or "
+                        f"executing), the most allowed (max_pending_per_principal); decide or "
+                        "wait for some first")
+                if held + len(row.parameters) > g.max_pending_bytes_per_principal:
+                    raise QuotaExceeded(
+                        f"{principal.name}'s waiting actions would hold "
+                        f"{held + len(row.parameters)} bytes of parameters, over "
+                        f"max_pending_bytes_per_principal ({g.max_pending_bytes_per_principal})")
+                s.add(row)
+                s.flush()
+                rec = ActionRecord.of(row)
+                entries: list[tuple[AuditEvent, str, str | None, dict[str, Any] | None]] = [
+                    (AuditEvent.ACTION_SUBMITTED, principal.name, rec.id, {
+                        "action_type": rec.action_type, "params_sha256": rec.params_sha256,
+                        "security_level": str(rec.security_level), "reason": rec.level_reason,
+                        "min_level": None if req.min_level is None else str(req.min_level),
+                        "requires_approval": needs, "problem": parsed.problem,
+                        **({"via": via} if via else {})})]
+                if not needs:  # approved by the rule in the same step: one durable write
+                    entries.append((AuditEvent.ACTION_APPROVED, SYSTEM.name, rec.id, {
+                        "by": "rule", "security_level": str(rec.security_level),
+                        "params_sha256": rec.params_sha256}))
+                if note is not None:
+                    entries.append((note[0], principal.name, rec.id,
+                                    {**note[1], "params_sha256": rec.params_sha256}))
+                if claimed:
+                    entries.append(self._entry(ActionStatus.EXECUTING, SYSTEM, rec))
+                self.audit.append_many(entries)
+        except BaseException:
+            if claimed:
+                self._done(principal.name)
+            raise
+        if claimed:
+            self._publish(rec.model_copy(update={"status": ActionStatus.APPROVED}))
+            self._publish(rec)
+            self._submit(rec.id, principal.name, rec)
+        else:
+            self._publish(rec)
+            if not needs:
+                self._schedule(rec.id, rec.requester)
         return rec
 
     def get(self, action_id: str, principal: Principal | None = None) -> ActionRecord:
@@ -574,6 +622,15 @@ class Gate:
         return n
 
     # -- execution -------------------------------------------------------------------------
+    def _claim(self, requester: str) -> bool:
+        """Take one of ``requester``'s execution slots if one is free (:meth:`_done` gives
+        it back)."""
+        with self._lock:
+            if self._closed or self._running.get(requester, 0) >= self.max_running:
+                return False
+            self._running[requester] = self._running.get(requester, 0) + 1
+            return True
+
     def _schedule(self, action_id: str, requester: str) -> None:
         """Run on the pool, at most ``max_running`` per requester at once: the rest wait in
         the requester's own queue, so one principal never holds every worker."""
@@ -584,10 +641,11 @@ class Gate:
             self._running[requester] = self._running.get(requester, 0) + 1
         self._submit(action_id, requester)
 
-    def _submit(self, action_id: str, requester: str) -> None:
+    def _submit(self, action_id: str, requester: str,
+                started: ActionRecord | None = None) -> None:
         def job() -> None:
             try:
-                self._run(action_id)
+                self._run(action_id, started)
             finally:
                 self._done(requester)
         try:
@@ -621,14 +679,19 @@ class Gate:
         self._run(action_id)
         return self.get(action_id)
 
-    def _run(self, action_id: str) -> None:
-        try:
-            rec = self._move(action_id, [ActionStatus.APPROVED], ActionStatus.EXECUTING, SYSTEM)
-        except ClosedPawError:
-            log.exception("cannot start %s", action_id)
-            return
+    def _run(self, action_id: str, started: ActionRecord | None = None) -> None:
+        """Start (approved -> executing) and execute ``action_id``; ``started``: its record
+        when its submission started it already."""
+        rec = started
         if rec is None:
-            return
+            try:
+                rec = self._move(action_id, [ActionStatus.APPROVED], ActionStatus.EXECUTING,
+                                 SYSTEM)
+            except ClosedPawError:
+                log.exception("cannot start %s", action_id)
+                return
+            if rec is None:
+                return
         bad = self._verify_macs(rec)   # never run what the gate did not approve
         parsed = parse_action(rec.action_type, rec.parameters)
         if bad is None and parsed.params_sha256 != rec.params_sha256:
@@ -680,17 +743,23 @@ class Gate:
         entries about the action (an executor's notes) written ahead of the transition's own
         in one durable write."""
         def audit(rec: ActionRecord) -> None:
-            self.audit.append_many([
-                *((ev, who, action_id, d) for ev, who, d in before),
-                (_EVENT_OF[to], principal.name, action_id,
-                 {"to": str(to), "params_sha256": rec.params_sha256,
-                  "security_level": str(rec.security_level), **(details or {})})])
+            self.audit.append_many([*((ev, who, action_id, d) for ev, who, d in before),
+                                    self._entry(to, principal, rec, details)])
         rec = self.store.transition(action_id, frm, to, audit=audit,
                                     where_unexpired=where_unexpired,
                                     where_sha256=where_sha256, **values)
         if rec is not None:
             self._publish(rec)
         return rec
+
+    @staticmethod
+    def _entry(to: ActionStatus, principal: Principal, rec: ActionRecord,
+               details: dict[str, Any] | None = None
+               ) -> tuple[AuditEvent, str, str, dict[str, Any]]:
+        """The audit entry of ``rec``'s move to ``to`` by ``principal``."""
+        return (_EVENT_OF[to], principal.name, rec.id,
+                {"to": str(to), "params_sha256": rec.params_sha256,
+                 "security_level": str(rec.security_level), **(details or {})})
 
     @staticmethod
     def _check_id(action_id: str) -> None:
