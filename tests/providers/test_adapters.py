@@ -82,8 +82,10 @@ def test_plain_chat(pair: tuple[ProviderServer, Provider]) -> None:
 
 
 def test_streaming(pair: tuple[ProviderServer, Provider]) -> None:
-    _srv, p = pair
+    srv, p = pair
     deltas = list(p.stream(MSGS))
+    if srv.kind != "ollama":
+        assert "sk-test-123" in _auth_sent(srv)   # the key goes with a streamed request too
     pieces = [d.text for d in deltas if d.result is None]
     assert len(pieces) >= 3 and "".join(pieces) == "Hello from the scripted model."
     final = deltas[-1].result
