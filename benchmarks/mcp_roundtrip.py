@@ -42,6 +42,7 @@ cancels out), and writes JSON to benchmarks/results/mcp.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -177,6 +178,7 @@ class _ApiClient:
         self._final: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._stop = False
+        self._sock: socket.socket | None = None
         self._ready = threading.Event()
         self._t = threading.Thread(target=self._listen, daemon=True)
         self._t.start()
@@ -192,11 +194,15 @@ class _ApiClient:
             self._listen_until_closed()
         except httpx.HTTPError:   # the server stopped under it: the run is over
             return
+        except Exception:
+            if not self._stop:   # closed under it by close(): the run is over
+                raise
 
     def _listen_until_closed(self) -> None:
         with httpx.Client(base_url=str(self.http.base_url), headers=self.http.headers,
                           timeout=None, trust_env=False) as c, \
                 c.stream("GET", "/api/events") as r:
+            self._sock = r.extensions["network_stream"].get_extra_info("socket")
             for line in r.iter_lines():
                 if line.startswith(": connected"):
                     self._ready.set()
@@ -237,6 +243,13 @@ class _ApiClient:
         self.act("sandbox_session", {"op": "close", "session_id": self.sid})
         self._stop = True
         self.http.close()
+        # end the event stream now (its read is blocked until the next event): the server's
+        # graceful shutdown would otherwise wait out its timeout (3 s) for it and cancel it,
+        # logging an error
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+        self._t.join(10)
 
 
 class _Library:
