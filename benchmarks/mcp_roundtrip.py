@@ -24,17 +24,30 @@ Layers (the floors first):
   same ways: under the API's uvicorn config, and as a python subprocess): what the MCP SDK
   costs by itself.
 
+Every timed call starts from the same state (:class:`_Settle`): the warm pools of both
+gates full (the benchmark's own, read from the pools; the stdio server's, which lives in
+another process, seen from the host: the sandboxes under the benchmark's cgroup parent back
+to their steady count and using no CPU, i.e. no sandbox starting, warming its kernel or
+being deleted). Without it, a layer called right after another's ``run_code`` found the
+size-1 pool empty and started a cold sandbox itself (the REST API, called just after the
+library, did so in 11 of 13 rounds: 150-390 ms), and the others ran beside a refill on the
+2 cores. The order of the layers rotates every round. Cold acquires of the in-process pool
+are counted per layer (``cold_acquires``; 0 expected).
+
 Prints each median beside its floors (the library call, the API, the SDK's no-op) with the
-ratio and the overhead in ms (target: MCP <= 5 ms over the library), and writes JSON to
-benchmarks/results/mcp.json.
+ratio and the overhead in ms (target: MCP <= 5 ms over the library), and, for the floors
+timed in the same rounds, the median of the per-round differences (``paired``: host drift
+cancels out), and writes JSON to benchmarks/results/mcp.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
+import statistics
 import sys
 import tempfile
 import threading
@@ -65,6 +78,7 @@ from _common import (  # noqa: E402
 
 from closedpaw.gate import Gate  # noqa: E402
 from closedpaw.mcp import McpBridge  # noqa: E402
+from closedpaw.sandbox.host import inventory  # noqa: E402
 from closedpaw.security import Principal  # noqa: E402
 from closedpaw.settings import Settings  # noqa: E402
 from tests.mcp_clients import http_session, stdio_session  # noqa: E402
@@ -164,6 +178,7 @@ class _ApiClient:
         self._final: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._stop = False
+        self._sock: socket.socket | None = None
         self._ready = threading.Event()
         self._t = threading.Thread(target=self._listen, daemon=True)
         self._t.start()
@@ -179,11 +194,15 @@ class _ApiClient:
             self._listen_until_closed()
         except httpx.HTTPError:   # the server stopped under it: the run is over
             return
+        except Exception:
+            if not self._stop:   # closed under it by close(): the run is over
+                raise
 
     def _listen_until_closed(self) -> None:
         with httpx.Client(base_url=str(self.http.base_url), headers=self.http.headers,
                           timeout=None, trust_env=False) as c, \
                 c.stream("GET", "/api/events") as r:
+            self._sock = r.extensions["network_stream"].get_extra_info("socket")
             for line in r.iter_lines():
                 if line.startswith(": connected"):
                     self._ready.set()
@@ -224,6 +243,13 @@ class _ApiClient:
         self.act("sandbox_session", {"op": "close", "session_id": self.sid})
         self._stop = True
         self.http.close()
+        # end the event stream now (its read is blocked until the next event): the server's
+        # graceful shutdown would otherwise wait out its timeout (3 s) for it and cancel it,
+        # logging an error
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+        self._t.join(10)
 
 
 class _Library:
@@ -256,34 +282,127 @@ class _Raw:
         assert self.sb.exec(["true"]).exit_code == 0
 
 
+class _Settle:
+    """Wait, before each timed call, until nothing of an earlier call is still going on:
+    the in-process code pool full, and every sandbox of both gates (the stdio server's pool
+    cannot be asked from here: it is seen on the host) started and idle, as many as at the
+    steady state. A refill that runs beside a timed call, or a pool found empty, is the
+    pool's cost, not the layer's."""
+
+    #: the sandboxes' CPU (all of them) must stay under this for QUIET_S to call them idle
+    QUIET_CPU_MS = 2.0
+    QUIET_S = 0.1
+    TIMEOUT_S = 20.0
+
+    def __init__(self, gate: Gate, settings: Settings) -> None:
+        self.pool = gate.context.pools.get(gate.sandbox_manager(), "default")
+        self.steady = -1   # not known before calibrate(): idle is enough
+        self.late = 0      # waits that timed out (the call was timed anyway)
+        self._dirs = settings.state_dir / "sandboxes"
+        self._cpu: Path | None = None
+        for base in inventory.cgroup_bases(CGROUP):
+            for f in ("cpuacct.usage", "cpu.stat"):   # cgroup v1, v2
+                if self._cpu is None and (base / f).exists():
+                    self._cpu = base / f
+
+    def _cpu_ms(self) -> float:
+        f = self._cpu
+        try:
+            text = f.read_text() if f is not None else ""
+        except OSError:
+            return 0.0
+        if f is not None and f.name == "cpuacct.usage":
+            return int(text) / 1e6
+        for line in text.splitlines():   # cgroup v2
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e3
+        return 0.0
+
+    def _started(self) -> int:
+        """How many sandboxes exist, all started (a state dir and a cgroup each); -1 while
+        one is being made or deleted (a state dir without its cgroup, or the reverse)."""
+        try:
+            dirs = {e.name for e in os.scandir(self._dirs)}
+        except OSError:
+            dirs = set()
+        groups = [set(k) for k in inventory.cgroup_children(CGROUP).values()]
+        return len(dirs) if all(g == dirs for g in groups) else -1
+
+    def _idle(self, end: float) -> int:
+        """Wait until the sandboxes use no CPU for QUIET_S, none made or deleted meanwhile;
+        how many there are (-1 if still busy at ``end``)."""
+        while True:
+            n, c0 = self._started(), self._cpu_ms()
+            time.sleep(self.QUIET_S)
+            if n >= 0 and self._started() == n and self._cpu_ms() - c0 < self.QUIET_CPU_MS:
+                return n
+            if time.monotonic() >= end:
+                return -1
+
+    def calibrate(self) -> None:
+        """The steady count: after the warm-up, with everything started and idle."""
+        end = time.monotonic() + self.TIMEOUT_S
+        self.pool.wait_ready(timeout_s=self.TIMEOUT_S)
+        self.steady = self._idle(end)
+
+    def __call__(self) -> None:
+        end = time.monotonic() + self.TIMEOUT_S
+        while True:
+            ok = self.pool.wait_ready(timeout_s=max(0.0, end - time.monotonic()))
+            n = self._idle(end) if ok else -1
+            if n >= 0 and self.steady in (-1, n) and self.pool.ready == self.pool.size:
+                return
+            if time.monotonic() >= end:
+                self.late += 1
+                return
+
+    def cold(self) -> int:
+        return self.pool.stats().acquired_cold
+
+
 async def _rounds(runs: int, sync: dict[str, Any], asy: dict[str, _Mcp],
-                  noops: dict[str, _Mcp]) -> dict[str, Samples]:
-    """Round-robin: each round calls every layer once per case (host drift hits all
-    alike), and each no-op server once; 3 warm-up rounds first."""
+                  noops: dict[str, _Mcp], settle: _Settle) -> tuple[dict[str, Samples],
+                                                                    dict[str, int]]:
+    """Round-robin: each round calls every layer once per case, each after :class:`_Settle`
+    (so each starts from the same state), the layers' order rotating every round (host drift
+    hits all alike); then each no-op server once. 3 warm-up rounds first, then the steady
+    state is calibrated. Also returns the in-process pool's cold acquires per layer."""
     out: dict[str, Samples] = {k: {"run_code": [], "session_exec": []}
                                for k in (*sync, *asy)}
     out.update({k: {"noop": []} for k in noops})
+    cold = {k: 0 for k in (*sync, *asy)}
+    layers: list[tuple[str, Any, bool]] = [*((k, v, False) for k, v in sync.items()),
+                                           *((k, v, True) for k, v in asy.items())]
     for i in range(runs + 3):
+        if i == 3:
+            settle.calibrate()
+        k = i % len(layers)
+        order = [*layers[k:], *layers[:k]]
         for case in ("session_exec", "run_code"):
-            for name, obj in sync.items():
+            for name, obj, is_async in order:
+                settle()
+                c0 = settle.cold()
                 t0 = time.perf_counter_ns()
-                getattr(obj, case)()
+                if is_async:
+                    await getattr(obj, case)()
+                else:
+                    getattr(obj, case)()
+                dt = (time.perf_counter_ns() - t0) / 1e6
                 if i >= 3:
-                    out[name][case].append((time.perf_counter_ns() - t0) / 1e6)
-            for name, m in asy.items():
-                t0 = time.perf_counter_ns()
-                await getattr(m, case)()
-                if i >= 3:
-                    out[name][case].append((time.perf_counter_ns() - t0) / 1e6)
+                    out[name][case].append(dt)
+                    cold[name] += settle.cold() - c0
         for name, m in noops.items():
+            settle()
             t0 = time.perf_counter_ns()
             await m.noop()
             if i >= 3:
                 out[name]["noop"].append((time.perf_counter_ns() - t0) / 1e6)
-    return out
+        print(f"\rround {i + 1}/{runs + 3}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return out, cold
 
 
-def _measure(s: Settings, gate: Gate, runs: int) -> dict[str, Samples]:
+def _measure(s: Settings, gate: Gate, runs: int) -> tuple[dict[str, Samples], dict[str, Any]]:
     from mcp.server.mcpserver import MCPServer
 
     from closedpaw.api import create_app
@@ -306,7 +425,9 @@ def _measure(s: Settings, gate: Gate, runs: int) -> dict[str, Samples]:
         try:
             api.open()
 
-            async def main() -> dict[str, Samples]:
+            settle = _Settle(gate, s)
+
+            async def main() -> tuple[dict[str, Samples], dict[str, int]]:
                 async with http_session(api_srv.url, token) as h, stdio_session(stdio_cp) as st, \
                         http_session(noop_srv.url, None) as nh, stdio_session(stdio_noop) as ns:
                     mh, ms = _Mcp(h), _Mcp(st)
@@ -316,11 +437,13 @@ def _measure(s: Settings, gate: Gate, runs: int) -> dict[str, Samples]:
                         return await _rounds(
                             runs, {"sandbox": _Raw(sb), "library": lib, "api": api},
                             {"mcp_http": mh, "mcp_stdio": ms},
-                            {"sdk_noop_http": _Mcp(nh), "sdk_noop_stdio": _Mcp(ns)})
+                            {"sdk_noop_http": _Mcp(nh), "sdk_noop_stdio": _Mcp(ns)}, settle)
                     finally:
                         await mh.close()
                         await ms.close()
-            return anyio.run(main)
+            samples, cold = anyio.run(main)
+            return samples, {"cold_acquires": cold, "settle_timeouts": settle.late,
+                             "steady_sandboxes": settle.steady}
         finally:
             lib.close()
             api.close()
@@ -339,16 +462,16 @@ def main(argv: list[str] | None = None) -> int:
     gate = Gate(s)
     try:
         gate.start()
-        samples = _measure(s, gate, args.runs)
+        samples, state_info = _measure(s, gate, args.runs)
     finally:
         gate.close()
         shutil.rmtree(tmp, ignore_errors=True)
     noop = {"http": summary(samples["sdk_noop_http"]["noop"]),
             "stdio": summary(samples["sdk_noop_stdio"]["noop"])}
     res: dict[str, Any] = {"machine": machine_info(("runc",)), "runs": args.runs,
-                           "cases": {}, "sdk_noop": noop}
+                           "cases": {}, "sdk_noop": noop, **state_info}
     lines = [f"{'case':<13} {'layer':<10} {'median ms':>10} {'floor':<8} {'floor ms':>9} "
-             f"{'ratio':>6} {'over ms':>8}"]
+             f"{'ratio':>6} {'over ms':>8} {'paired':>7}"]
     for case in ("session_exec", "run_code"):
         c: dict[str, Any] = {k: summary(samples[k][case]) for k in
                              ("sandbox", "library", "api", "mcp_http", "mcp_stdio")}
@@ -365,13 +488,25 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"{case:<13} {layer:<10} {med:>10.2f}")
             for name, f in fl:
                 fm = f["median_ms"]
-                c[layer]["over"][name] = {"floor_ms": fm, "ratio": round(med / fm, 2),
-                                          "over_ms": round(med - fm, 2)}
+                over: dict[str, Any] = {"floor_ms": fm, "ratio": round(med / fm, 2),
+                                        "over_ms": round(med - fm, 2)}
+                paired = ""
+                if name in samples and case in samples[name]:
+                    # the same round's floor: drift of the host cancels out
+                    d = statistics.median(a - b for a, b in zip(samples[layer][case],
+                                                                samples[name][case],
+                                                                strict=True))
+                    over["paired_over_ms"] = round(d, 2)
+                    paired = f"{d:>7.2f}"
+                c[layer]["over"][name] = over
                 lines.append(f"{case:<13} {layer:<10} {med:>10.2f} {name:<8} {fm:>9.2f} "
-                             f"{med / fm:>6.2f} {med - fm:>8.2f}")
+                             f"{med / fm:>6.2f} {med - fm:>8.2f} {paired}")
         res["cases"][case] = c
     lines.append(f"sdk no-op round trip: http {noop['http']['median_ms']:.2f} ms, "
                  f"stdio {noop['stdio']['median_ms']:.2f} ms")
+    lines.append(f"cold acquires of the in-process pool per layer: {state_info['cold_acquires']}"
+                 f"; settle timeouts: {state_info['settle_timeouts']}; steady sandboxes: "
+                 f"{state_info['steady_sandboxes']}")
     leaks = new_items(before, footprint(s))
     remove_bench_state(state, CGROUP, leaks)
     return write_report(res, args.json, "\n".join(lines), leaks)

@@ -281,3 +281,57 @@ def test_a_stdio_session_step_approved_by_another_process_runs_in_the_stdio_proc
         anyio.run(main)
     finally:
         serve.close()
+
+
+def test_the_library_call_hears_its_own_actions_end(make_orch: Any, tmp_path: Path) -> None:
+    """``McpBridge`` listens for an action's end from before it is submitted (an end that
+    comes before ``submit`` returns is not missed) and answers each caller with its own
+    action, whatever order they end in; ``wait_s=0`` answers at once with the current
+    status, and ``action_status`` then long-polls to the end; a pending action never waits."""
+    import threading
+
+    from closedpaw.mcp import McpBridge
+
+    release = {n: threading.Event() for n in ("1", "2", "3")}
+
+    def handler(argv: Any, stdin: bytes) -> tuple[int, bytes, bytes]:
+        if list(argv[:2]) == ["python3", "-c"] and argv[2].startswith("print("):
+            n = argv[2][6]
+            if n in release:
+                assert release[n].wait(30)
+            return 0, f"{n}\n".encode(), b""
+        return 0, b"", b""
+    from tests.integration.conftest import fake_manager, gate_settings
+
+    s = gate_settings(tmp_path)
+    gate = make_orch(s, manager=fake_manager(s, handler))   # sandboxes run the handler
+    bridge = McpBridge(gate)
+    me = Principal("agent-9", "user")
+    # an end heard before submit() returned: an action with nothing to wait for
+    fast = bridge.run_code(me, "python", "print(0)")
+    assert (fast["status"], fast["stdout"]) == ("completed", "0\n"), fast
+    out: dict[str, dict[str, Any]] = {}
+    threads = [threading.Thread(target=lambda n=n: out.__setitem__(
+        n, bridge.run_code(me, "python", f"print({n})"))) for n in ("1", "2", "3")]
+    for t in threads:
+        t.start()
+    for n in ("3", "1", "2"):   # ends in another order than submitted
+        release[n].set()
+    for t in threads:
+        t.join(60)
+    assert {n: (r["status"], r["stdout"]) for n, r in out.items()} == {
+        n: ("completed", f"{n}\n") for n in ("1", "2", "3")}, out
+    assert len({r["action_id"] for r in out.values()}) == 3
+    # wait_s=0: the current status at once; action_status long-polls to the end
+    release["1"].clear()
+    now = bridge.submit_action(me, "code_execution",
+                               {"language": "python", "code": "print(1)"}, wait_s=0)
+    assert now["status"] in ("approved", "executing"), now
+    release["1"].set()
+    done = bridge.action_status(me, now["action_id"], wait_s=30)
+    assert (done["status"], done["result"]["stdout"]) == ("completed", "1\n"), done
+    pending = bridge.submit_action(me, "code_execution", {"language": "python",
+                                                          "code": "print(2)"},
+                                   min_level="high")
+    assert pending["status"] == "pending" and len(pending["params_sha256"]) == 64
+    assert gate.get(pending["action_id"]).status is ActionStatus.PENDING

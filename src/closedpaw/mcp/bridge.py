@@ -37,6 +37,43 @@ _RESULT_KEYS = ("stdout", "stderr", "exit_code", "timed_out", "oom_killed", "iso
                 "duration_ms")
 
 
+class _Ends:
+    """The gate's events, for one action: :attr:`done` is set when it reaches a final status.
+    Subscribed before the action is submitted (its id not known yet): the ends heard until
+    :meth:`watch` names it are kept (a bounded few; past the bound the waiter's poll of the
+    database notices the end instead)."""
+
+    _EARLY_MAX = 1024
+
+    def __init__(self, gate: Gate) -> None:
+        self.done = threading.Event()
+        self._aid: str | None = None
+        self._early: set[str] = set()
+        self._lock = threading.Lock()
+        self._unsubscribe = gate.subscribe(self._on)
+
+    def _on(self, ev: dict[str, Any]) -> None:
+        if not ActionStatus(ev["status"]).final:
+            return
+        aid = ev["action_id"]
+        with self._lock:
+            if self._aid is None:
+                if len(self._early) < self._EARLY_MAX:
+                    self._early.add(aid)
+            elif aid == self._aid:
+                self.done.set()
+
+    def watch(self, aid: str) -> None:
+        with self._lock:
+            self._aid = aid
+            if aid in self._early:
+                self.done.set()
+            self._early.clear()
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+
 class McpBridge:
     """``wait_s``: how long a tool waits for an action that needs no approval to finish
     (bounded; after it the tool answers with the action's current status)."""
@@ -51,34 +88,38 @@ class McpBridge:
                                action_id=details.pop("action_id", None),
                                details={"tool": tool, **details})
 
-    def _wait(self, aid: str, timeout_s: float, *, pending_too: bool = False) -> ActionRecord:
+    def _wait(self, aid: str, timeout_s: float, *, pending_too: bool = False,
+              ends: _Ends | None = None) -> ActionRecord:
         """The action once final, or as it is after ``timeout_s`` (bounded by MAX_WAIT_S).
-        A pending action is waited for only with ``pending_too`` (a poll)."""
-        done = threading.Event()
-
-        def on(ev: dict[str, Any]) -> None:
-            if ev["action_id"] == aid and ActionStatus(ev["status"]).final:
-                done.set()
+        A pending action is waited for only with ``pending_too`` (a poll). ``ends``: the
+        listener subscribed before the action was submitted here (its end is then heard, and
+        the database is not read before the first POLL_S: the gate runs it)."""
         waiting = [ActionStatus.APPROVED, ActionStatus.EXECUTING]
         if pending_too:
             waiting.append(ActionStatus.PENDING)
-        unsubscribe = self.gate.subscribe(on)
+        fresh = ends is not None
+        if ends is None:
+            ends = _Ends(self.gate)
+        ends.watch(aid)
         try:
             end = time.monotonic() + min(timeout_s, MAX_WAIT_S)
             while True:
-                rec = self.gate.get(aid)
-                if rec.status not in waiting or time.monotonic() >= end:
-                    break
-                # decided by another process (a person in the web UI, `closedpaw actions
-                # approve`): its events do not reach this one, so the database is asked
-                # too; an action only this process can run (a step on its session) is
-                # run here once approved
-                if rec.status is ActionStatus.APPROVED:
-                    self.gate.adopt(aid)
-                if done.wait(min(POLL_S, max(0.0, end - time.monotonic()))):
+                if not fresh:
+                    # decided by another process (a person in the web UI, `closedpaw actions
+                    # approve`): its events do not reach this one, so the database is asked
+                    # too; an action only this process can run (a step on its session) is
+                    # run here once approved
+                    rec = self.gate.get(aid)
+                    if rec.status not in waiting:
+                        break
+                    if rec.status is ActionStatus.APPROVED:
+                        self.gate.adopt(aid)
+                fresh = False
+                left = end - time.monotonic()
+                if left <= 0 or ends.done.wait(min(POLL_S, left)):
                     break
         finally:
-            unsubscribe()
+            ends.close()
         return self.gate.get(aid)
 
     @staticmethod
@@ -109,10 +150,18 @@ class McpBridge:
             problem = parse_action(action_type, parameters).problem
             if problem is not None:
                 raise InvalidRequest(problem)
-        rec = self.gate.submit(principal, req, via=f"mcp:{tool}")
-        if rec.status is ActionStatus.PENDING:
+        # listening before the submission: an action that ends before submit() returns is
+        # heard too, and its end needs no database read to notice
+        ends = _Ends(self.gate)
+        try:
+            rec = self.gate.submit(principal, req, via=f"mcp:{tool}")
+        except BaseException:
+            ends.close()
+            raise
+        if rec.status is ActionStatus.PENDING:   # never waits for a human
+            ends.close()
             return rec
-        return self._wait(rec.id, self.wait_s if wait_s is None else wait_s)
+        return self._wait(rec.id, self.wait_s if wait_s is None else wait_s, ends=ends)
 
     # -- gated tools -----------------------------------------------------------------------
     def run_code(self, principal: Principal, language: str, code: str,
