@@ -124,6 +124,55 @@ def test_wait_hands_over_the_final_record(make_orch: MakeOrch, db_url: str,
     assert o._waiters == {}
 
 
+def test_wait_reads_nothing_for_an_action_it_runs(make_orch: MakeOrch, db_url: str,
+                                                   tmp_path: Path) -> None:
+    """The action ran by this gate: its end hands the record over; no SELECT of it."""
+    from sqlalchemy import event
+
+    o = make_orch(gate_settings(tmp_path, db_url=db_url))
+    reads: list[str] = []
+
+    def seen(_c: object, _cur: object, sql: str, *_a: object) -> None:
+        if sql.lstrip().upper().startswith("SELECT") and "actions" in sql:
+            reads.append(sql)
+    rec = o.submit(ALICE, ActionRequest(action_type="code_execution", parameters=CODE))
+    event.listen(o.store.engine, "before_cursor_execute", seen)
+    try:
+        got = o.wait(rec.id, 60)
+    finally:
+        event.remove(o.store.engine, "before_cursor_execute", seen)
+    assert got.status is ActionStatus.COMPLETED and reads == []
+    assert o._inflight == set() and o._waiters == {}
+
+
+def test_wait_wakes_when_a_job_finds_its_action_changed(make_orch: MakeOrch, db_url: str,
+                                                        tmp_path: Path) -> None:
+    """An approved action queued here is interrupted by another gate's start meanwhile: its
+    job here runs nothing and publishes no end; its waiter is woken and reads it."""
+    release = threading.Event()
+
+    def slow(argv: object, stdin: bytes) -> tuple[int, bytes, bytes]:
+        release.wait(60)
+        return 0, b"", b""
+    s = gate_settings(tmp_path, db_url=db_url, max_executions_per_principal=1)
+    o1 = make_orch(s, manager=fake_manager(s, slow))
+    first = o1.submit(ALICE, ActionRequest(action_type="code_execution", parameters=CODE))
+    assert first.status is ActionStatus.EXECUTING   # holds ALICE's one slot
+    aid = high_code(o1)
+    o1.approve(ADMIN, aid, o1.get(aid).params_sha256)
+    assert o1.get(aid).status is ActionStatus.APPROVED    # queued behind the first
+    make_orch(s)    # another gate starts: it interrupts what no gate runs any more
+    assert o1.get(aid).status is ActionStatus.INTERRUPTED
+    got: list[ActionStatus] = []
+    t = threading.Thread(target=lambda: got.append(o1.wait(aid, 120).status))
+    t.start()
+    t0 = time.monotonic()
+    release.set()
+    t.join(100)
+    assert got == [ActionStatus.INTERRUPTED] and time.monotonic() - t0 < 90
+    assert aid not in o1._inflight and aid not in o1._waiters
+
+
 def test_a_note_is_audited_in_the_submissions_own_write(make_orch: MakeOrch, db_url: str,
                                                          tmp_path: Path) -> None:
     """The assistant's record of a tool call goes with the submission (one durable write):

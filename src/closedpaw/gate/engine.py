@@ -140,6 +140,8 @@ class Gate:
         self._listeners: list[Listener] = []
         #: wait(): action id -> [(event, [final record])] told by _publish
         self._waiters: dict[str, list[tuple[threading.Event, list[ActionRecord]]]] = {}
+        #: actions this gate scheduled and has not seen end: their end is published here
+        self._inflight: set[str] = set()
         self._adopted: set[str] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -242,7 +244,10 @@ class Gate:
               "requester": rec.requester}
         with self._lock:
             listeners = list(self._listeners)
-            waiters = self._waiters.pop(rec.id, ()) if rec.status.final else ()
+            waiters: Sequence[tuple[threading.Event, list[ActionRecord]]] = ()
+            if rec.status.final:
+                waiters = self._waiters.pop(rec.id, ())
+                self._inflight.discard(rec.id)
         for done, box in waiters:
             box.append(rec)
             done.set()
@@ -254,17 +259,21 @@ class Gate:
 
     def wait(self, action_id: str, timeout_s: float, principal: Principal | None = None
              ) -> ActionRecord:
-        """The action once final, or as it is after ``timeout_s``. An end committed by this
-        gate hands its record over (no read back); one read first, for an action decided
-        already or run by another process (then it is read again after ``timeout_s``)."""
+        """The action once final, or as it is after ``timeout_s``. An action this gate runs
+        is not read: its end hands the committed record over. Any other (decided already, run
+        by another process, not visible to ``principal``) is read first, and again after
+        ``timeout_s``."""
+        self._check_id(action_id)
         done = threading.Event()
         box: list[ActionRecord] = []
         with self._lock:
             self._waiters.setdefault(action_id, []).append((done, box))
+            ours = action_id in self._inflight
         try:
-            rec = self.get(action_id, principal)
-            if rec.status.final:
-                return rec
+            if not ours or principal is not None:
+                rec = self.get(action_id, principal)
+                if rec.status.final:
+                    return rec
             if done.wait(timeout_s) and box:
                 return box[0]
             return self.get(action_id, principal)
@@ -482,6 +491,8 @@ class Gate:
                 self._done(principal.name)
             raise
         if claimed:
+            with self._lock:
+                self._inflight.add(rec.id)
             self._publish(rec.model_copy(update={"status": ActionStatus.APPROVED}))
             self._publish(rec)
             self._submit(rec.id, principal.name, rec)
@@ -631,10 +642,22 @@ class Gate:
             self._running[requester] = self._running.get(requester, 0) + 1
             return True
 
+    def _settle(self, action_id: str) -> None:
+        """A job of ``action_id`` is over: if no end of it was published (it was not in the
+        expected state, or cannot be recorded), its waiters read it instead."""
+        with self._lock:
+            if action_id not in self._inflight:
+                return
+            self._inflight.discard(action_id)
+            waiters = self._waiters.pop(action_id, ())
+        for done, _box in waiters:
+            done.set()
+
     def _schedule(self, action_id: str, requester: str) -> None:
         """Run on the pool, at most ``max_running`` per requester at once: the rest wait in
         the requester's own queue, so one principal never holds every worker."""
         with self._lock:
+            self._inflight.add(action_id)
             if self._running.get(requester, 0) >= self.max_running:
                 self._queued.setdefault(requester, deque()).append(action_id)
                 return
@@ -647,11 +670,13 @@ class Gate:
             try:
                 self._run(action_id, started)
             finally:
+                self._settle(action_id)
                 self._done(requester)
         try:
             self._pool.submit(job)
         except RuntimeError:  # shutting down: leave it approved; start() will interrupt it
             log.warning("not executing %s: shutting down", action_id)
+            self._settle(action_id)
             with self._lock:
                 self._running[requester] -= 1
 
