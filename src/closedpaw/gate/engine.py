@@ -453,8 +453,8 @@ class Gate:
         if claimed:
             row.status = str(ActionStatus.EXECUTING)
         try:
-            with self.store.session() as s:
-                n, held = self.store.held_by(s, principal.name, [
+            with self.store.connection() as c:
+                n, held = self.store.held_by(c, principal.name, [
                     ActionStatus.PENDING, ActionStatus.APPROVED, ActionStatus.EXECUTING])
                 if n >= g.max_pending_per_principal:
                     raise QuotaExceeded(
@@ -466,9 +466,7 @@ class Gate:
                         f"{principal.name}'s waiting actions would hold "
                         f"{held + len(row.parameters)} bytes of parameters, over "
                         f"max_pending_bytes_per_principal ({g.max_pending_bytes_per_principal})")
-                s.add(row)
-                s.flush()
-                rec = ActionRecord.of(row)
+                rec = self.store.insert_action(c, row)
                 entries: list[tuple[AuditEvent, str, str | None, dict[str, Any] | None]] = [
                     (AuditEvent.ACTION_SUBMITTED, principal.name, rec.id, {
                         "action_type": rec.action_type, "params_sha256": rec.params_sha256,

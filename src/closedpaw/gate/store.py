@@ -170,6 +170,13 @@ class ActionRecord(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
+#: plain SQL of the hot paths (Store.sql): an action's columns in the table's order
+_ACTION_COLUMNS = tuple(c.name for c in ActionRow.__table__.columns)
+_INSERT_ACTION = (f"INSERT INTO actions ({', '.join(_ACTION_COLUMNS)}) VALUES ("
+                  + ", ".join("?" for _ in _ACTION_COLUMNS) + ")")
+_SELECT_ACTION = f"SELECT {', '.join(_ACTION_COLUMNS)} FROM actions WHERE id = ?"
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -342,9 +349,9 @@ class Store:
 
     # -- actions -----------------------------------------------------------------------
     def get(self, action_id: str) -> ActionRecord | None:
-        with self.session() as s:
-            row = s.get(ActionRow, action_id)
-            return ActionRecord.of(row) if row else None
+        with self.connection() as c:
+            row = self.sql(c, _SELECT_ACTION, action_id).first()
+        return ActionRecord.of(row) if row else None
 
     def list_actions(self, *, status: Sequence[ActionStatus] | None = None, limit: int = 100,
              offset: int = 0, requester: str | None = None,
@@ -375,14 +382,19 @@ class Store:
         with self.session() as s:
             return list(s.scalars(q))
 
-    def held_by(self, s: Session, requester: str, status: Sequence[ActionStatus]
+    def held_by(self, c: Connection, requester: str, status: Sequence[ActionStatus]
                 ) -> tuple[int, int]:
         """How many actions ``requester`` has in ``status`` and their parameter bytes."""
-        n, b = s.execute(select(func.count(), func.coalesce(func.sum(func.length(
-            ActionRow.parameters)), 0)).where(ActionRow.requester == requester,
-                                              ActionRow.status.in_([str(x) for x in status]))
-        ).one()
+        n, b = self.sql(c, "SELECT count(*), coalesce(sum(length(parameters)), 0) FROM actions "
+                        "WHERE requester = ? AND status IN ("
+                        + ", ".join("?" for _ in status) + ")",
+                        requester, *(str(x) for x in status)).one()
         return int(n), int(b)
+
+    def insert_action(self, c: Connection, row: ActionRow) -> ActionRecord:
+        """Insert ``row`` (a new action, not in any session) in ``c``'s transaction."""
+        self.sql(c, _INSERT_ACTION, *(getattr(row, k) for k in _ACTION_COLUMNS))
+        return ActionRecord.of(row)
 
     def counts(self) -> dict[str, int]:
         with self.session() as s:
@@ -397,7 +409,7 @@ class Store:
         values = {k: (json.dumps(v) if k == "result" and v is not None else v)
                   for k, v in values.items()}
         t: Table = ActionRow.__table__  # type: ignore[assignment]
-        with self.session() as s:
+        with self.connection() as c:
             # Core UPDATE ... RETURNING (SQLite >= 3.35, PostgreSQL): one statement instead of
             # the ORM's update, its session sync and a SELECT of the row
             q = (update(t)
@@ -407,7 +419,7 @@ class Store:
                 q = q.where(t.c.expires_at > where_unexpired)
             if where_sha256 is not None:   # the approval is of this hash, or nothing
                 q = q.where(t.c.params_sha256 == where_sha256)
-            row = s.connection().execute(q.returning(*t.c)).first()
+            row = c.execute(q.returning(*t.c)).first()
             if row is None:
                 return None
             rec = ActionRecord.of(row)
