@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from closedpaw import web
@@ -164,16 +164,7 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
     app.state.csp_reports = collections.deque(maxlen=100)
     install_error_handlers(app)
     app.add_middleware(_RedactResponses)
-
-    @app.middleware("http")
-    async def _headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        # static files revalidate (ETag); everything else is never stored
-        response.headers.setdefault("Cache-Control", "no-cache" if request.url.path
-                                    .startswith("/static/") else "no-store")
-        for k, v in web.SECURITY_HEADERS.items():
-            response.headers[k] = v
-        return response
+    app.add_middleware(_SecurityHeaders)
 
     for router in ROUTERS:
         app.include_router(router)
@@ -236,6 +227,37 @@ async def _sweep(gate: Gate, settings: Settings) -> None:
 
 
 _DELIVERY = re.compile(DELIVERY_PATH)
+
+
+class _SecurityHeaders:
+    """Every answer carries the web UI's security headers, and ``Cache-Control`` when it set
+    none: static files revalidate (ETag), everything else is never stored. Pure ASGI (a
+    ``BaseHTTPMiddleware`` puts a task and a memory stream under every request)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cache = b"no-cache" if scope["path"].startswith("/static/") else b"no-store"
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                raw = [(k, v) for k, v in message.get("headers") or []
+                       if k.lower() not in _SECURITY_NAMES]
+                if not any(k.lower() == b"cache-control" for k, _ in raw):
+                    raw.append((b"cache-control", cache))
+                raw += _SECURITY_RAW
+                message = {**message, "headers": raw}
+            await send(message)
+        await self.app(scope, receive, with_headers)
+
+
+_SECURITY_RAW = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                 for k, v in web.SECURITY_HEADERS.items()]
+_SECURITY_NAMES = {k for k, _ in _SECURITY_RAW}
 
 
 class _RedactResponses:
