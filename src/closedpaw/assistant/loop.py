@@ -186,11 +186,14 @@ class Assistant:
 
     # -- turns ---------------------------------------------------------------------------
     def send(self, principal: Principal, conv_id: str, content: str,
-             emit: Emit | None = None, *, source: str = "api") -> TurnOutcome:
+             emit: Emit | None = None, *, source: str = "api",
+             started: Callable[[], None] | None = None) -> TurnOutcome:
         """Run one turn for ``content``; returns when it finished or paused. ``source`` says
         where the text came from (``api``; a channel says ``telegram``, a forwarded file's
         text ``file.telegram``...): it is stored with the message and in the audit. The text
-        is screened before the model sees it (see the module's docstring)."""
+        is screened before the model sees it (see the module's docstring). ``started`` is
+        called once the turn is recorded: what raises before it (not found, not the owner,
+        not idle, bad content) ran no turn."""
         if not isinstance(source, str) or not SOURCE_PATTERN.fullmatch(source):
             raise InvalidRequest("source: 1 to 32 of a-z 0-9 _ . - starting with a letter")
         conv = self.store.get(conv_id, principal)
@@ -226,6 +229,8 @@ class Assistant:
             with contextlib.suppress(ClosedPawError):
                 self.store.set_state(conv_id, "idle", None, expect=("running",))
             raise
+        if started is not None:
+            started()
         # the conversation as read above and its owner as just authenticated: no second
         # read before the model is asked (a resumed turn reads both again)
         return self._run(conv_id, state, emit, known=(conv, principal))

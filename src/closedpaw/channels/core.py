@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import inspect
 import json
 import logging
 import threading
@@ -361,16 +360,12 @@ class ChannelCore:
         conv = await asyncio.to_thread(self._conversation, p, msg)
         events: list[dict[str, Any]] = []
 
-        # where the text came from, stored and audited by Assistant.send once it takes a
-        # ``source`` (the screening branch); without it the turn runs the same
-        src = {"source": self.platform} if "source" in inspect.signature(
-            self.assistant.send).parameters else {}
 
         def run() -> None:
             with self._lock:
                 self._active[conv] = threading.get_ident()
             try:
-                self.assistant.send(p, conv, content, emit=events.append, **src)
+                self.assistant.send(p, conv, content, emit=events.append, source=self.platform)
             finally:
                 with self._lock:
                     self._active.pop(conv, None)

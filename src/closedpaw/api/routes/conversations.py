@@ -35,7 +35,7 @@ from closedpaw.api.schemas import (
     NewConversation,
 )
 from closedpaw.assistant import Assistant
-from closedpaw.errors import ClosedPawError, PermissionDenied, TurnStateError
+from closedpaw.errors import ClosedPawError
 from closedpaw.gate import ActionRequest, ActionStatus, Gate
 
 __all__ = ["router"]
@@ -82,29 +82,43 @@ def cancel(conversation_id: str, request: Request, p: Auth) -> dict[str, Any]:
              responses={200: {"content": {"text/event-stream": {}}}})
 async def send(conversation_id: str, body: MessageBody, request: Request, p: Auth
                ) -> StreamingResponse:
-    """Run one turn; the answer is a server-sent-event stream of the turn's events."""
+    """Run one turn; the answer is a server-sent-event stream of the turn's events. What
+    stops a turn from starting (not found, not the owner, not idle) is an HTTP error before
+    the stream; the checks and the turn share one worker thread."""
     a = assistant_of(request)
-    conv = await run_in_threadpool(a.get, p, conversation_id)  # 404 before the stream starts
-    if conv.owner != p.name:
-        raise PermissionDenied("only the conversation's owner can send to it")
-    if conv.status != "idle":
-        raise TurnStateError(f"conversation {conversation_id} is {conv.status}")
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    begun: asyncio.Future[None] = loop.create_future()
 
     def emit(ev: dict[str, Any]) -> None:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(queue.put_nowait, ev)
 
+    def tell(fn: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):   # the loop closed
+            loop.call_soon_threadsafe(lambda: None if begun.done() else fn(*args))
+
     def run() -> None:
+        began = False
+
+        def started() -> None:
+            nonlocal began
+            began = True
+            tell(begun.set_result, None)
         try:
-            a.send(p, conversation_id, body.content, emit)
+            a.send(p, conversation_id, body.content, emit, started=started)
         except ClosedPawError as e:
+            if not began:
+                tell(begun.set_exception, e)
+                return
             emit({"event": "error", "code": e.code, "message": str(e)[:2000]})
-        except Exception:
+        except Exception as e:
             # the stream's end awaits this task with errors suppressed: log it here, where
             # the message sent to the client says it is
             log.exception("turn of conversation %s failed", conversation_id)
+            if not began:
+                tell(begun.set_exception, e)
+                return
             emit({"event": "error", "code": "internal_error",
                   "message": "internal error; the server log has the details"})
         finally:
@@ -112,6 +126,7 @@ async def send(conversation_id: str, body: MessageBody, request: Request, p: Aut
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
     task = loop.run_in_executor(None, run)
+    await begun   # raises what stopped the turn from starting: the error handlers answer it
 
     async def stream() -> AsyncIterator[str]:
         finished = False
