@@ -112,6 +112,36 @@ def _container_ids(drv: Driver) -> list[str]:
     return []
 
 
+def _kill_and_wait(pid: int, bundle: Path, timeout_s: float = 5.0) -> None:
+    """SIGKILL runtime process ``pid`` (through a pidfd, once its command line still names
+    ``bundle``: never a reused pid) and wait until it has died: gc is done with it only when
+    it is gone, not when the signal is on its way (a leak check right after gc saw one still
+    exiting under load)."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if os.fsencode(str(bundle)) not in f.read():
+                    return
+        except OSError:
+            return
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        p = select.poll()
+        p.register(fd, select.POLLIN)  # readable once the process has exited
+        if not p.poll(timeout_s * 1000):
+            raise OSError(16, f"runtime process {pid} still runs {timeout_s:.0f} s after "
+                          "SIGKILL")
+    except ProcessLookupError:
+        return
+    finally:
+        os.close(fd)
+
+
 class _Collector:
     def __init__(self, settings: Settings, drivers: Mapping[str, Driver]) -> None:
         self.settings = settings
@@ -169,8 +199,7 @@ class _Collector:
             self.thaw(sid)
             for pid in runtime_processes(path):
                 self.details.append(f"{sid}: runtime process {pid}")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                _kill_and_wait(pid, path)
             self.stop_container(sid, force=True)
             cg = CgroupAccounting(self.settings.sandbox.cgroup_parent, sid)
             for pid in cg.kill_all():  # what the runtime lost track of (its Sentry, gofer)
