@@ -185,7 +185,7 @@ def test_a_lock_a_dead_owners_child_keeps_holding_is_never_taken_and_gc_says_who
     owner, child, hold = _owner_with_a_forked_child(d)
     try:
         # a living taker is never waited for, however little patience is left
-        assert ownership.examine(d, ownership.Patience(0)) == (None, None)
+        assert ownership.examine(d, ownership.Patience(0)) == ownership.Finding(None)
         os.kill(owner, signal.SIGKILL)
         os.waitpid(owner, 0)
         found = ownership.examine(d, ownership.Patience(0.2))

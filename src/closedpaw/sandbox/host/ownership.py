@@ -25,7 +25,8 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import NamedTuple
+
+from closedpaw._record import Record
 
 __all__ = ["INHERITED_WAIT_S", "LOCK_NAME", "NEW_PREFIX", "Finding", "Patience", "claim",
            "examine", "orphaned", "release", "remove"]
@@ -118,7 +119,7 @@ class Patience:
         return self._deadline - time.monotonic()
 
 
-class Finding(NamedTuple):
+class Finding(Record):
     """What :func:`examine` found: ``fd``, the lock, taken (its owner is gone); or ``None``
     and ``why`` it was left alone although its owner may be gone (``None``: a living process
     took the lock and holds it, or the directory went away meanwhile)."""
