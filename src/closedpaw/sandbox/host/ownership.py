@@ -14,7 +14,9 @@ it starts a ``runc``/``runsc`` command leaves such a child behind, holding every
 owner for a moment after the owner is gone. A held lock whose taker (the pid the kernel shows
 in ``/proc/locks``) is dead is therefore held by an inheritor; :func:`examine` waits for it
 (up to :data:`INHERITED_WAIT_S` per gc run) instead of calling the sandbox live. A lock held
-by a living taker is never waited for, and a held lock is never taken.
+by a living taker is never waited for, and a held lock is never taken: a reused pid makes a
+dead taker look alive (the sandbox is left alone, as before), and a taker in a pid namespace
+gc cannot see looks dead (its lock is waited for, then reported as deferred).
 """
 
 from __future__ import annotations
