@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -125,3 +126,72 @@ def test_a_creator_killed_before_the_rename_is_taken_over_at_once(tmp_path: Path
     assert fd is not None
     ownership.remove(new, fd)
     assert not new.exists()
+
+
+def _owner_with_a_forked_child(path: Path) -> tuple[int, int, int]:
+    """An owner that claims ``path``, then forks a child that keeps a copy of its descriptors
+    (as every child does between fork and exec) until the returned write end is closed.
+    Returns the owner's pid, the child's and that write end."""
+    r, w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.close(hold_w)
+            ownership.claim(path)
+            child = os.fork()
+            if child == 0:
+                try:
+                    os.close(w)
+                    os.read(hold_r, 1)  # returns when the test closes its end
+                finally:
+                    os._exit(0)
+            os.write(w, str(child).encode())
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(hold_r)
+    child = int(os.read(r, 32))
+    os.close(r)
+    return pid, child, hold_w
+
+
+def test_a_dead_owners_lock_still_held_by_its_forked_child_is_taken_once_the_child_lets_go(
+        tmp_path: Path) -> None:
+    """The owner SIGKILLed while a child it forked (to start a runtime command) had not
+    exec'd yet: the child's copy of the lock kept it held after the owner was gone, and gc
+    left the sandboxes alone as live (one gc after a SIGKILL in a loaded CI run left four).
+    The lock's taker is dead, so the lock is waited for and taken once the child lets go."""
+    d = tmp_path / "sandboxes" / "cp-000000000007"
+    owner, _, hold = _owner_with_a_forked_child(d)
+    os.kill(owner, signal.SIGKILL)
+    os.waitpid(owner, 0)
+    release = threading.Timer(0.3, os.close, (hold,))
+    release.start()
+    try:
+        fd = ownership.orphaned(d)
+    finally:
+        release.join()
+    assert fd is not None
+    ownership.remove(d, fd)
+    assert not d.exists()
+
+
+def test_a_lock_a_dead_owners_child_keeps_holding_is_never_taken_and_gc_says_who_holds_it(
+        tmp_path: Path) -> None:
+    d = tmp_path / "sandboxes" / "cp-000000000008"
+    owner, child, hold = _owner_with_a_forked_child(d)
+    try:
+        # a living taker is never waited for, however little patience is left
+        assert ownership.examine(d, ownership.Patience(0)) == ownership.Finding(None)
+        os.kill(owner, signal.SIGKILL)
+        os.waitpid(owner, 0)
+        found = ownership.examine(d, ownership.Patience(0.2))
+        assert found.fd is None and found.why is not None and str(child) in found.why, found
+    finally:
+        os.close(hold)
+    fd = ownership.orphaned(d)  # the child is gone: free
+    assert fd is not None
+    ownership.remove(d, fd)

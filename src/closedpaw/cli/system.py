@@ -53,6 +53,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     else:
         for line in report.details:
             sys.stdout.write(f"found {line}\n")
+        for line in report.deferred:
+            sys.stdout.write(f"left alone for now {line}\n")
         sys.stdout.write(f"removed {len(report.removed)} sandbox(es), left "
                          f"{len(report.live)} live one(s) alone\n")
         for err in report.errors:

@@ -5,7 +5,10 @@ state directory ``<state_dir>/sandboxes/<id>`` (bundle, staged /input, the /outp
 the container in the runtime's root ``<state_dir>/<runtime>``, and the cgroups
 ``<cgroup_parent>/<id>``; a snapshot's image is ``<snapshots>/snap-<12 hex>``, locked the
 same way. A sandbox is garbage when its owner is gone, which the owner's lock
-on the state directory tells (:mod:`closedpaw.sandbox.host.ownership`); containers and cgroups with
+on the state directory tells (:mod:`closedpaw.sandbox.host.ownership`; a lock that only a
+process the dead owner forked still holds is waited for, within one allowance per run, and
+what is left alone although its owner may be gone is reported under ``deferred`` with why);
+containers and cgroups with
 no state directory at all are garbage too, since the directory is made first and removed last.
 What exists is read from :mod:`closedpaw.sandbox.host.inventory`.
 Live sandboxes of other processes are never touched; nor are cgroups that have processes or
@@ -49,10 +52,15 @@ class GcReport:
     live: tuple[str, ...] = ()          # ids left alone: a living process owns them
     errors: tuple[str, ...] = ()        # what could not be removed, and why
     details: tuple[str, ...] = field(default=())  # what was found, one line each
+    # "<id>: why" of each one left alone although its owner may be gone (no lock file yet
+    # and recently changed; a lock still held by what a dead owner forked, past the wait):
+    # a later gc looks again
+    deferred: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"removed": list(self.removed), "live": list(self.live),
-                "errors": list(self.errors), "details": list(self.details)}
+                "errors": list(self.errors), "details": list(self.details),
+                "deferred": list(self.deferred)}
 
 
 def _scandir(d: Path) -> list[os.DirEntry[str]]:
@@ -104,6 +112,36 @@ def _container_ids(drv: Driver) -> list[str]:
     return []
 
 
+def _kill_and_wait(pid: int, bundle: Path, timeout_s: float = 5.0) -> None:
+    """SIGKILL runtime process ``pid`` (through a pidfd, once its command line still names
+    ``bundle``: never a reused pid) and wait until it has died: gc is done with it only when
+    it is gone, not when the signal is on its way (a leak check right after gc saw one still
+    exiting under load)."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if os.fsencode(str(bundle)) not in f.read():
+                    return
+        except OSError:
+            return
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        p = select.poll()
+        p.register(fd, select.POLLIN)  # readable once the process has exited
+        if not p.poll(timeout_s * 1000):
+            raise OSError(16, f"runtime process {pid} still runs {timeout_s:.0f} s after "
+                          "SIGKILL")
+    except ProcessLookupError:
+        return
+    finally:
+        os.close(fd)
+
+
 class _Collector:
     def __init__(self, settings: Settings, drivers: Mapping[str, Driver]) -> None:
         self.settings = settings
@@ -113,6 +151,9 @@ class _Collector:
         self.live: list[str] = []
         self.errors: list[str] = []
         self.details: list[str] = []
+        self.deferred: list[str] = []
+        # one allowance, for the whole run, to wait for locks a dead owner's children hold
+        self.patience = ownership.Patience()
 
     def has_state(self, sid: str) -> bool:
         return any((self.sandboxes / n).exists() for n in (sid, ownership.NEW_PREFIX + sid))
@@ -158,8 +199,7 @@ class _Collector:
             self.thaw(sid)
             for pid in runtime_processes(path):
                 self.details.append(f"{sid}: runtime process {pid}")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                _kill_and_wait(pid, path)
             self.stop_container(sid, force=True)
             cg = CgroupAccounting(self.settings.sandbox.cgroup_parent, sid)
             for pid in cg.kill_all():  # what the runtime lost track of (its Sentry, gofer)
@@ -187,10 +227,8 @@ class _Collector:
             if not _ID.match(sid) or not e.is_dir(follow_symlinks=False):
                 continue
             known.add(sid)
-            fd = ownership.orphaned(Path(e.path))
+            fd = self.examine(sid, Path(e.path))
             if fd is None:
-                if Path(e.path).exists():
-                    self.live.append(sid)
                 continue
             self.details.append(f"{sid}: state dir of a dead owner")
             self._try(sid, lambda sid=sid, p=Path(e.path), fd=fd: self.reap(sid, p, fd))
@@ -216,7 +254,17 @@ class _Collector:
         self.details.extend(gc_staging(self.settings.images))  # killed image builds/imports
         self.uid_ranges()
         return GcReport(tuple(dict.fromkeys(self.removed)), tuple(self.live),
-                        tuple(self.errors), tuple(self.details))
+                        tuple(self.errors), tuple(self.details), tuple(self.deferred))
+
+    def examine(self, name: str, path: Path) -> int | None:
+        """The lock of ``path`` if its owner is gone; else records it as live or deferred."""
+        found = ownership.examine(path, self.patience)
+        if found.fd is None and os.path.lexists(path):
+            if found.why is None:
+                self.live.append(name)
+            else:
+                self.deferred.append(f"{name}: {found.why}")
+        return found.fd
 
     def snapshots(self) -> None:
         """Checkpoint images (they may hold secrets) whose owner is gone."""
@@ -228,10 +276,8 @@ class _Collector:
             name = e.name.removeprefix(ownership.NEW_PREFIX)
             if not _SNAP.match(name) or not e.is_dir(follow_symlinks=False):
                 continue
-            fd = ownership.orphaned(Path(e.path))
+            fd = self.examine(name, Path(e.path))
             if fd is None:
-                if Path(e.path).exists():
-                    self.live.append(name)
                 continue
             self.details.append(f"{name}: snapshot image of a dead owner")
             self._try(name, lambda p=Path(e.path), fd=fd: ownership.remove(p, fd))
