@@ -59,6 +59,28 @@ def test_pool_refills_and_never_hands_out_a_sandbox_twice(mgr: SandboxManager,
     assert mgr.list() == []
 
 
+def test_a_refill_after_an_acquire_settles_unless_the_pool_ran_dry(mgr: SandboxManager,
+                                                                   runtime: str) -> None:
+    """The replacement of a taken sandbox waits ``settle_s`` (the taker's work first); a pool
+    that ran dry refills at once."""
+    with mgr.pool(spec=SPEC, runtime=runtime, size=2, idle_timeout_s=0,
+                  settle_s=8.0) as pool:
+        assert pool.wait_ready(timeout_s=60), pool.errors
+        first = pool.acquire()
+        try:
+            time.sleep(2.0)   # far more than a refill takes; the settle is longer still
+            assert pool.stats().ready == 1 and pool.stats().created == 2
+            second = pool.acquire()   # the pool ran dry: it refills at once
+            try:
+                assert pool.wait_ready(1, timeout_s=6.0), "an empty pool waited its settle"
+            finally:
+                second.delete()
+        finally:
+            first.delete()
+        with pytest.raises(ConfigError, match="settle"):
+            mgr.pool(spec=SPEC, runtime=runtime, size=1, settle_s=-1)
+
+
 def test_acquire_from_a_ready_pool_needs_no_runtime_call(mgr: SandboxManager,
                                                          runtime: str) -> None:
     with mgr.pool(spec=SPEC, runtime=runtime, size=1) as pool:

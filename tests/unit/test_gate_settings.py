@@ -71,6 +71,7 @@ def test_every_setting_is_read_from_its_environment_variable() -> None:
            "CLOSEDPAW_IMAGE_DIR": "/i", "CLOSEDPAW_POLICY_FILE": "/p.yaml",
            "CLOSEDPAW_PID_WAIT_S": "5",
            "CLOSEDPAW_POOL_SIZE": "3", "CLOSEDPAW_POOL_IDLE_TIMEOUT_S": "9",
+           "CLOSEDPAW_POOL_SETTLE_S": "0.5",
            "CLOSEDPAW_SNAPSHOT_DIR": "/snap", "CLOSEDPAW_DB_URL": "sqlite:////db",
            "CLOSEDPAW_RULES_FILE": "/r.yaml", "CLOSEDPAW_WORKSPACE_DIR": "/w",
            "CLOSEDPAW_APPROVAL_TTL_S": "61", "CLOSEDPAW_REQUIRE_DISTINCT_APPROVER": "1",

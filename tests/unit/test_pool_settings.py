@@ -17,6 +17,8 @@ def test_pool_settings_from_env() -> None:
         5, 2.5, Path("/srv/snaps"))
     d = Settings.of(state_dir=Path("/run/x"))
     assert d.snapshots == Path("/run/x/snapshots") and d.pools.pool_size == 2
+    assert d.pools.pool_settle_s == 0.05
+    assert Settings.from_env({"CLOSEDPAW_POOL_SETTLE_S": "0"}).pools.pool_settle_s == 0
 
 
 @pytest.mark.parametrize(("env", "match"), [
@@ -24,6 +26,9 @@ def test_pool_settings_from_env() -> None:
     ({"CLOSEDPAW_POOL_SIZE": "many"}, "CLOSEDPAW_POOL_SIZE"),
     ({"CLOSEDPAW_POOL_IDLE_TIMEOUT_S": "-1"}, "pool_idle_timeout_s"),
     ({"CLOSEDPAW_POOL_IDLE_TIMEOUT_S": "soon"}, "CLOSEDPAW_POOL_IDLE_TIMEOUT_S"),
+    ({"CLOSEDPAW_POOL_SETTLE_S": "-0.1"}, "pool_settle_s"),
+    ({"CLOSEDPAW_POOL_SETTLE_S": "11"}, "pool_settle_s"),
+    ({"CLOSEDPAW_POOL_SETTLE_S": "later"}, "CLOSEDPAW_POOL_SETTLE_S"),
 ])
 def test_bad_pool_settings_are_refused(env: dict[str, str], match: str) -> None:
     with pytest.raises(ConfigError, match=match):

@@ -122,6 +122,12 @@ class PoolSettings(Record):
         None, env="CLOSEDPAW_SNAPSHOT_DIR", kind=Path,
         doc="checkpoint images (root-only: they hold a warmed sandbox's memory); "
         "unset = STATE_DIR/snapshots")
+    pool_settle_s: float = setting(
+        0.05, env="CLOSEDPAW_POOL_SETTLE_S", kind=float,
+        doc="after an acquire, a pool starts the replacement this much later (at once when "
+        "it is empty), and the gate deletes the sandbox its action used this much after the "
+        "result: the action and the recording of its result do not share the CPU with a "
+        "container's start and teardown; 0 = at once")
     code_pool: bool = setting(True, env="CLOSEDPAW_CODE_POOL", kind=bool,
                               doc="the gate's code_execution takes a warm sandbox of its "
                               "policy's pool (used once, deleted; the pool refills) instead of "
@@ -132,6 +138,8 @@ class PoolSettings(Record):
             raise ConfigError("pool_size: must be at least 1")
         if self.pool_idle_timeout_s < 0:
             raise ConfigError("pool_idle_timeout_s: must be 0 (never) or more seconds")
+        if not 0 <= self.pool_settle_s <= 10:
+            raise ConfigError("pool_settle_s: must be 0 to 10 seconds")
 
 
 class GateSettings(Record):

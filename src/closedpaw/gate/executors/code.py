@@ -86,7 +86,8 @@ def run_code(ctx: ExecutionContext, rec: ActionRecord, params: BaseModel) -> dic
             else:
                 result = sb.exec(params.command(), timeout_s=params.timeout_s)
         finally:
-            sb.delete_soon()
+            # after the pool's settle: the action's end is recorded first
+            sb.delete_soon(after_s=pool.settle_s)
     else:
         spec = replace(base, limits=replace(base.limits, timeout_s=params.timeout_s),
                        env={**base.env, **env}, secret_files=files)

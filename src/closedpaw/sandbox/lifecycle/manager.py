@@ -213,10 +213,12 @@ class SandboxManager:
              runtime: str | None = None, size: int | None = None,
              idle_timeout_s: float | None = None, snapshot: Snapshot | None = None,
              warmup: Sequence[Sequence[str]] | None = None,
-             kernels: Sequence[str] = ()) -> SandboxPool:
+             kernels: Sequence[str] = (), settle_s: float | None = None) -> SandboxPool:
         """A warm pool of ``size`` (default ``settings.pools.pool_size``) running sandboxes of a
         named policy or an explicit ``spec``, or clones of ``snapshot``. ``kernels`` (e.g.
-        ``("python",)``): code kernels started in each sandbox before it is ready. With ``warmup``
+        ``("python",)``): code kernels started in each sandbox before it is ready. ``settle_s``
+        (default ``settings.pools.pool_settle_s``): a refill after an acquire waits this long
+        unless the pool is empty. With ``warmup``
         (runsc) the pool first takes its own snapshot after running those commands, fills
         itself with clones of it and removes the image when closed. Close the pool (or use
         ``with``); :meth:`cleanup` closes the pools that are still open."""
@@ -239,7 +241,7 @@ class SandboxManager:
             p = SandboxPool(self.live, spec or SandboxSpec(), runtime=runtime, size=size,
                             idle_timeout_s=idle_timeout_s, snapshot=snapshot,
                             owns_snapshot=owned is not None, name=policy or "",
-                            kernels=kernels)
+                            kernels=kernels, settle_s=settle_s)
         except BaseException:
             if owned is not None:
                 owned.remove()

@@ -85,7 +85,7 @@ class SandboxPool:
                  runtime: str | None = None, size: int | None = None,
                  idle_timeout_s: float | None = None, snapshot: Snapshot | None = None,
                  owns_snapshot: bool = False, name: str = "",
-                 kernels: Sequence[str] = ()) -> None:
+                 kernels: Sequence[str] = (), settle_s: float | None = None) -> None:
         settings = registry.settings
         bad = [k for k in kernels if k not in STATEFUL_LANGS]
         if bad:
@@ -102,6 +102,11 @@ class SandboxPool:
                               f"({settings.sandbox.max_sandboxes}); a pool never exceeds the cap")
         if self.idle_timeout_s < 0:
             raise ConfigError("pool idle timeout: must be 0 (never) or more seconds")
+        #: after an acquire, the replacement starts this much later (at once when the pool
+        #: is empty): the acquirer's work does not share the CPU with a container's start
+        self.settle_s = settings.pools.pool_settle_s if settle_s is None else settle_s
+        if not 0 <= self.settle_s <= 10:
+            raise ConfigError("pool settle: must be 0 to 10 seconds")
         self.registry = registry
         self.spec = spec
         self.runtime = runtime
@@ -285,6 +290,11 @@ class SandboxPool:
                         return
                 if not self._want_more_locked():
                     self._wait_locked(self._idle_check_interval())
+                    continue
+                # settle: a refill right after an acquire waits, unless the pool ran dry
+                left = self._last_use + self.settle_s - time.monotonic()
+                if left > 0 and self._ready:
+                    self._cond.wait(left)
                     continue
             try:
                 sb = self._make()

@@ -451,14 +451,20 @@ class Sandbox:
                         self.files.collect()   # bounded by the cap and the spec's timeout
                 self._teardown()
 
-    def delete_soon(self) -> None:
+    def delete_soon(self, after_s: float = 0.0) -> None:
         """:meth:`delete` on the reaper's thread; returns at once. For a caller that has what
         it needed (a result) and should not wait for the container to stop: the sandbox
         stays listed, and counted against ``max_sandboxes``, until it is gone; the manager's
         ``close``/``cleanup`` (and interpreter exit) wait for it. A failure is reported as
         the reaper's other failures are, and leaves the sandbox listed with status
-        ``error`` for ``cleanup``/``gc``."""
+        ``error`` for ``cleanup``/``gc``. ``after_s``: not before this many seconds from
+        now (the caller's own work first)."""
+        not_before = time.monotonic() + max(0.0, after_s)
+
         def job() -> None:
+            left = not_before - time.monotonic()
+            if left > 0:
+                time.sleep(left)
             with self._lock:   # deleted meanwhile (cleanup): nothing left to do
                 gone = (self.status is SandboxStatus.STOPPED and self.state_dir is None
                         and self._leftover is None)
