@@ -229,10 +229,9 @@ async def _sweep(gate: Gate, settings: Settings) -> None:
 _DELIVERY = re.compile(DELIVERY_PATH)
 
 
-class _SecurityHeaders:
-    """Every answer carries the web UI's security headers, and ``Cache-Control`` when it set
-    none: static files revalidate (ETag), everything else is never stored. Pure ASGI (a
-    ``BaseHTTPMiddleware`` puts a task and a memory stream under every request)."""
+class _HttpMiddleware:
+    """A pure ASGI middleware of HTTP requests (anything else passes untouched): no task and
+    no memory stream under every request, as ``BaseHTTPMiddleware`` puts."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -241,6 +240,17 @@ class _SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Any, receive: Any, send: Any) -> None:
+        raise NotImplementedError
+
+
+class _SecurityHeaders(_HttpMiddleware):
+    """Every answer carries the web UI's security headers, and ``Cache-Control`` when it set
+    none: static files revalidate (ETag), everything else is never stored."""
+
+    async def http(self, scope: Any, receive: Any, send: Any) -> None:
         cache = b"no-cache" if scope["path"].startswith("/static/") else b"no-store"
 
         async def with_headers(message: Any) -> None:
@@ -260,19 +270,13 @@ _SECURITY_RAW = [(k.lower().encode("latin-1"), v.encode("latin-1"))
 _SECURITY_NAMES = {k for k, _ in _SECURITY_RAW}
 
 
-class _RedactResponses:
+class _RedactResponses(_HttpMiddleware):
     """Every answer passes the vault's redactor: a JSON body is decoded, redacted value by
     value (escaped forms included) and encoded again; any other body (the event stream) is
     redacted as text, chunk by chunk. The one exception is a successful ``GET`` of
     ``/api/actions/{id}/secret``: the approved, one-time delivery of a value."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Any, receive: Any, send: Any) -> None:
         gate: Gate | None = getattr(scope["app"].state, "gate", None)
         if gate is None:
             await self.app(scope, receive, send)

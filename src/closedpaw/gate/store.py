@@ -191,6 +191,27 @@ def _describe(e: SQLAlchemyError) -> str:
     return " ".join(str(orig or e).split())[:300]
 
 
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """The driver's errors as ours: a conflict is the request's fault, the rest the store's."""
+    try:
+        yield
+    except IntegrityError as e:
+        raise InvalidRequest(f"conflicts with existing data: {_describe(e)}") from None
+    except SQLAlchemyError as e:
+        raise StoreError(f"database error: {_describe(e)}") from None
+
+
+@contextmanager
+def _current(var: contextvars.ContextVar[Any], value: Any) -> Iterator[None]:
+    """``var`` set to ``value`` (the open transaction) for the block."""
+    tok = var.set(value)
+    try:
+        yield
+    finally:
+        var.reset(tok)
+
+
 class Store:
     """The database. ``url`` is any SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)."""
 
@@ -247,20 +268,12 @@ class Store:
             yield outer
             return
         conn = _CONN.get()
-        try:
-            # inside a plain connection's transaction: a session joined to it, which leaves
-            # the commit to that transaction
-            with Session(conn if conn is not None else self.engine,
-                         expire_on_commit=False) as s, s.begin():
-                tok = _CURRENT.set(s)
-                try:
-                    yield s
-                finally:
-                    _CURRENT.reset(tok)
-        except IntegrityError as e:
-            raise InvalidRequest(f"conflicts with existing data: {_describe(e)}") from None
-        except SQLAlchemyError as e:
-            raise StoreError(f"database error: {_describe(e)}") from None
+        # inside a plain connection's transaction: a session joined to it, which leaves the
+        # commit to that transaction
+        with _mapped_errors(), Session(conn if conn is not None else self.engine,
+                                       expire_on_commit=False) as s, s.begin(), \
+                _current(_CURRENT, s):
+            yield s
 
     # -- principals --------------------------------------------------------------------
     def add_principal(self, s: Session, name: str, role: str, token_hash: str) -> None:
@@ -313,17 +326,8 @@ class Store:
         if conn is not None:
             yield conn
             return
-        try:
-            with self.engine.begin() as c:
-                tok = _CONN.set(c)
-                try:
-                    yield c
-                finally:
-                    _CONN.reset(tok)
-        except IntegrityError as e:
-            raise InvalidRequest(f"conflicts with existing data: {_describe(e)}") from None
-        except SQLAlchemyError as e:
-            raise StoreError(f"database error: {_describe(e)}") from None
+        with _mapped_errors(), self.engine.begin() as c, _current(_CONN, c):
+            yield c
 
 
     @staticmethod

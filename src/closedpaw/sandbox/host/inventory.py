@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from closedpaw.sandbox.host.cgroups import CGROUP_ROOT, is_v2
+from closedpaw.sandbox.host.ownership import other_pids
 from closedpaw.sandbox.host.userns import in_use
 from closedpaw.settings import Settings
 
@@ -84,11 +85,8 @@ def mounts_under(path: Path | str) -> list[Path]:
 
 
 def _cmdlines() -> list[tuple[int, list[bytes]]]:
-    me = os.getpid()
     out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
+    for name in other_pids():
         try:
             with open(f"/proc/{name}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
@@ -97,7 +95,7 @@ def _cmdlines() -> list[tuple[int, list[bytes]]]:
         if argv and argv[-1] == b"":
             argv.pop()
         if argv:
-            out.append((int(name), argv))
+            out.append((name, argv))
     return out
 
 

@@ -247,14 +247,17 @@ def _alive(pid: int) -> bool:
     return state not in (b"Z", b"X", b"x")
 
 
+def other_pids() -> list[int]:
+    """The pids in /proc, this process's left out."""
+    me = os.getpid()
+    return [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) != me]
+
+
 def _holders(fd: int) -> list[int]:
     """Processes with ``fd``'s file open (a look through /proc/*/fd, for the report only)."""
     st = os.fstat(fd)
-    me = os.getpid()
     out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
+    for name in other_pids():
         try:
             fds = os.listdir(f"/proc/{name}/fd")
         except OSError:
@@ -265,7 +268,7 @@ def _holders(fd: int) -> list[int]:
             except OSError:
                 continue
             if (o.st_dev, o.st_ino) == (st.st_dev, st.st_ino):
-                out.append(int(name))
+                out.append(name)
                 break
     return out
 
