@@ -179,9 +179,21 @@ def _take(path: Path, fd: int, patience: Patience) -> Finding:
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return Finding(fd)
         except BlockingIOError:
             pass
+        else:
+            # free: a dead owner's, or a living owner's that just removed the directory (the
+            # lock file is unlinked before the lock is let go): only the former is still the
+            # lock file at its place
+            try:
+                here = os.lstat(path / LOCK_NAME)
+            except FileNotFoundError:
+                here = None
+            st = os.fstat(fd)
+            if here is None or (here.st_dev, here.st_ino) != (st.st_dev, st.st_ino):
+                os.close(fd)
+                return Finding(None)
+            return Finding(fd)
         takers = _takers(fd)
         if takers is None or any(_alive(p) for p in takers):
             os.close(fd)
