@@ -195,3 +195,18 @@ def test_a_lock_a_dead_owners_child_keeps_holding_is_never_taken_and_gc_says_who
     fd = ownership.orphaned(d)  # the child is gone: free
     assert fd is not None
     ownership.remove(d, fd)
+
+
+def test_a_lock_let_go_by_a_living_owner_removing_its_directory_is_not_taken(
+        tmp_path: Path) -> None:
+    """gc opened the lock file just before the owner's remove() unlinked it and let the lock
+    go: the free lock gc then gets is no longer the directory's lock, and the owner is not
+    dead; gc must not take (and report removed) a sandbox its living owner is removing."""
+    d = tmp_path / "sandboxes" / "cp-000000000009"
+    owner = ownership.claim(d)
+    seen = os.open(d / ownership.LOCK_NAME, os.O_RDWR | os.O_CLOEXEC)   # gc's look
+    os.unlink(d / ownership.LOCK_NAME)   # the owner's remove(): the lock file goes ...
+    os.close(owner)                      # ... then the lock
+    assert ownership._take(d, seen, ownership.Patience()).fd is None
+    fd = ownership.orphaned(d)           # a lock-less, fresh directory: its grace
+    assert fd is None and d.is_dir()
