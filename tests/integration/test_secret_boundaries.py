@@ -143,7 +143,7 @@ def test_a_planted_secret_reaches_its_sandbox_and_nowhere_else(tmp_path: Path) -
                 plain = call("POST", "/api/actions", json={
                     "action_type": "code_execution", "parameters": {
                         "language": "python", "code": SANDBOX_CODE}}).json()
-                assert (plain["status"], plain["security_level"]) == ("approved", "medium")
+                assert (plain["status"], plain["security_level"]) == ("executing", "medium")
                 without = done(plain["action_id"])["result"]
                 assert "KeyError: 'API_TOKEN'" in without["stderr"], without
                 call("POST", f"/api/actions/{sub['action_id']}/approve",
