@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from closedpaw.errors import ConversationNotFound, StoreError, TurnStateError
+from closedpaw.gate.store import Store
 from closedpaw.security.principal import Principal
 
 __all__ = ["ConversationRecord", "ConversationStore", "MessageRecord", "Provenance"]
@@ -171,7 +172,6 @@ class ConversationStore:
         per call."""
         self.engine = engine
         self._connection = connection
-        self._qmark = engine.dialect.paramstyle == "qmark"
         try:
             _Base.metadata.create_all(engine)
             have = {c["name"] for c in inspect(engine).get_columns("conversation_messages")}
@@ -197,9 +197,10 @@ class ConversationStore:
         except SQLAlchemyError as e:
             raise StoreError(f"database error: {' '.join(str(e).split())[:300]}") from None
 
-    def _sql(self, c: Connection, sql: str, *params: Any) -> Any:
-        """``sql`` with ``?`` placeholders, straight to the driver."""
-        return c.exec_driver_sql(sql if self._qmark else sql.replace("?", "%s"), params)
+    @staticmethod
+    def _sql(c: Connection, sql: str, *params: Any) -> Any:
+        """``sql`` with ``?`` placeholders, straight to the driver (the gate store's)."""
+        return Store.sql(c, sql, *params)
 
     def create(self, owner: str, *, title: str = "", provider: str | None = None,
                model: str | None = None) -> ConversationRecord:
