@@ -455,6 +455,27 @@ def test_cancel_stops_the_turn(tmp_path: Path) -> None:
         assert again.status_code == 200 and again.json()["status"] == "idle"
 
 
+
+def test_a_client_leaving_the_stream_cancels_the_turn(tmp_path: Path) -> None:
+    """Closing the event stream mid-turn cancels the turn: the model is not asked to go on
+    and no answer is stored (the stream's end awaited the cancel in a scope the client's
+    leaving had cancelled: the turn ran on to its end)."""
+    with rig(tmp_path, "runc") as r, r.client() as c:
+        r.model.script = [Reply(calls=[("run_code", {"language": "python",
+                                                     "code": "print(1)"})])]
+        conv = c.post("/api/conversations", json={}).json()["conversation_id"]
+        with c.stream("POST", f"/api/conversations/{conv}/messages",
+                      json={"content": "run it"}) as resp:
+            assert resp.status_code == 200
+            lines = resp.iter_lines()
+            assert next(lines) == "event: tool_call"
+            r.model.mode, r.model.delay_s = "timeout", 3.0   # its next answer: after 3 s
+        body = _settled(c, conv)   # the client left after the first event
+        texts = [(m["role"], m["provenance"], m["content"]) for m in body["messages"]]
+        assert texts[-1][1] == "system" and "cancel" in texts[-1][2], texts
+        assert not any(role == "assistant" and "scripted model" in content
+                       for role, _, content in texts), texts
+
 class _Broken:
     """A provider with a bug: its stream raises an error that is not ours (an
     implementation of the provider protocol, not a mock)."""

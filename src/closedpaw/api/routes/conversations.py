@@ -21,6 +21,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
@@ -139,7 +140,9 @@ async def send(conversation_id: str, body: MessageBody, request: Request, p: Aut
                 yield _sse(ev)
         finally:
             if not finished:  # the client went away: cancel the turn
-                with contextlib.suppress(ClosedPawError):
+                # shielded: the response's task group was cancelled when the client left,
+                # and an await in its scope would be cancelled before the turn was
+                with anyio.CancelScope(shield=True), contextlib.suppress(ClosedPawError):
                     await run_in_threadpool(a.cancel, p, conversation_id)
             with contextlib.suppress(Exception):
                 await task
