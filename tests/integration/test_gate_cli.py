@@ -455,6 +455,39 @@ def test_kill_9_of_serve_holding_a_warm_pool_then_restart_reaps_it(rt: str,
     assert not left, left
 
 
+
+def test_sigterm_of_serve_tears_down_its_sessions_and_pools_before_it_exits(
+        tmp_path: Path) -> None:
+    """``closedpaw serve`` stopped with SIGTERM (as systemd stops it) holding a sandbox
+    session, the sessions' warm pool and the code pool: when the process has exited, none
+    of their sandboxes is left (uvicorn re-raises SIGTERM after the app's shutdown, so what
+    the shutdown does not tear down itself stays behind: the sessions and their pool did)."""
+    require_runtime("runc")
+    s = gate_settings(tmp_path, runtime="runc")
+    p, url = _serve(s, "runc")
+    try:
+        token = s.token_file.read_text().strip()
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                          trust_env=False, timeout=60) as c:
+            made = finished(c, c.post("/api/actions", json={
+                "action_type": "sandbox_session",
+                "parameters": {"op": "create", "policy": "default"}}).json()["action_id"])
+            assert made["status"] == "completed", made
+            ran = finished(c, c.post("/api/actions", json={
+                "action_type": "code_execution",
+                "parameters": {"language": "python", "code": "print(6*7)"}}).json()["action_id"])
+            assert ran["result"]["stdout"] == "42\n", ran
+        # the session's sandbox, the sessions' pool refilled, the code pool's sandboxes
+        wait_for(lambda: sum(1 for x in leftovers(s) if "state dir" in x) >= 3,
+                 "the session and both pools to hold their sandboxes", 120)
+        _stop(p, signal.SIGTERM)
+        assert p.returncode in (0, -signal.SIGTERM), p.returncode
+        left = leftovers(s)   # at once: the server waited for the teardown before it exited
+    finally:
+        _stop(p, signal.SIGKILL)
+        SandboxManager(s).gc()
+    assert not left, left
+
 def test_interactive_approve_shows_the_parameters_and_asks(tmp_path: Path) -> None:
     import pty
 

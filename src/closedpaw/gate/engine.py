@@ -201,18 +201,20 @@ class Gate:
                 return
             self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self.context.sessions.close_all()   # sandbox sessions die with their process
-        self.close_pools()  # warm sandboxes of code_execution
+        self.close_sandboxes()
         if self._manager is not None:
             self._manager.cleanup()
         self.vault.close()
         self.store.close()
 
-    def close_pools(self) -> None:
-        """Close the warm pools of ``code_execution`` and wait until their sandboxes are torn
+    def close_sandboxes(self) -> None:
+        """End the sandbox sessions (they die with their process) and close the warm pools
+        (``code_execution``'s and the sessions'), and wait until their sandboxes are torn
         down (teardown runs on the manager's reaper thread: a server whose process ends right
         after its shutdown, as uvicorn's does by re-raising SIGTERM, would otherwise leave
-        them behind for the next start's gc). Later actions run cold. Idempotent."""
+        them behind for the next start's gc). Later actions run cold; no new session starts.
+        Idempotent."""
+        self.context.sessions.close_all()
         self.context.pools.close()
         with self._lock:
             mgr = self._manager
