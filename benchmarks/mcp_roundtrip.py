@@ -15,14 +15,19 @@ Layers (the floors first):
 - ``library``: the same gate action in-process (``McpBridge`` method: submit, the rule's
   approval, execution, the audit entries, waiting for the result): the library call the
   MCP tool wraps.
-- ``api``: the same action through the HTTP API (``POST /api/actions``, the completion
-  heard on ``GET /api/events``, ``GET /api/actions/{id}`` for the result).
-- ``mcp_http``, ``mcp_stdio``: the MCP tool through the SDK's client, over ``/mcp`` of the
-  same server and over ``closedpaw mcp`` as a subprocess.
+- ``api``: the same action through the HTTP API of a ``closedpaw serve`` process
+  (``POST /api/actions``, the completion heard on ``GET /api/events``, ``GET
+  /api/actions/{id}`` for the result).
+- ``mcp_http``, ``mcp_stdio``: the MCP tool through the SDK's client, over ``/mcp`` of that
+  server and over ``closedpaw mcp`` as a subprocess.
 - ``sdk_noop_http``, ``sdk_noop_stdio``: the bare SDK round trip to a no-op tool (an
   ``MCPServer`` with one tool returning ``{}``, logging at WARNING like ours, served the
-  same ways: under the API's uvicorn config, and as a python subprocess): what the MCP SDK
-  costs by itself.
+  same ways: in its own process under the API's uvicorn config, and as a python
+  subprocess): what the MCP SDK costs by itself.
+
+Every server runs in its own process, as deployed: in the benchmark's process (as before
+``closedpaw serve`` was one here) its threads shared one interpreter lock with the client,
+the library's gate and the event listener.
 
 Every timed call starts from the same state (:class:`_Settle`): the warm pools of both
 gates full (the benchmark's own, read from the pools; the stdio server's, which lives in
@@ -48,6 +53,7 @@ import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -99,6 +105,22 @@ def noop() -> dict:
 srv.run("stdio")
 """
 
+#: the no-op MCP server (HTTP, port in argv[1]): the SDK alone, under the API's uvicorn config
+NOOP_HTTP = """
+import sys
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from closedpaw.api.guard import uvicorn_config
+from closedpaw.settings import Settings
+srv = MCPServer(name="noop", log_level="WARNING")
+@srv.tool()
+def noop() -> dict:
+    return {}
+app = srv.streamable_http_app(json_response=True)
+uvicorn.Server(uvicorn_config(app, Settings.from_env(), host="127.0.0.1",
+                              port=int(sys.argv[1]), log_level="warning")).run()
+"""
+
 Samples = dict[str, list[float]]
 
 
@@ -134,39 +156,56 @@ def _env(s: Settings) -> dict[str, str]:
     env = {"CLOSEDPAW_DATA_DIR": str(s.data_dir), "CLOSEDPAW_STATE_DIR": str(s.state_dir),
            "CLOSEDPAW_CGROUP_PARENT": CGROUP, "CLOSEDPAW_RUNTIME": "runc",
            "CLOSEDPAW_IMAGE_DIR": str(s.images), "CLOSEDPAW_POOL_SIZE": "1",
-           "CLOSEDPAW_CODE_POOL": "1", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+           "CLOSEDPAW_CODE_POOL": "1", "CLOSEDPAW_RATE_LIMIT_PER_MINUTE": "100000",
+           "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env
 
 
+def _free_port() -> int:
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return int(so.getsockname()[1])
+
+
 class _Server:
-    """An ASGI app under uvicorn (the API's own config: guarded h11) on 127.0.0.1."""
+    """A server in its own process on 127.0.0.1, as it is deployed (``closedpaw serve``; a
+    client is another process): ``argv`` gets the port appended. In the benchmark's own
+    process its threads would share one interpreter lock with the client, the library's
+    gate and the event listener, and every hand-over waited on them."""
 
-    def __init__(self, app: Any, settings: Settings) -> None:
-        import uvicorn
-
-        from closedpaw.api.guard import uvicorn_config
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning"))
-        self.t = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                  daemon=True)
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.argv = [*argv, str(self.port)]
+        self.env = env
+        self.log = tempfile.TemporaryFile()
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> _Server:
-        self.t.start()
-        while not self.server.started:
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log)
+        end = time.monotonic() + 60
+        while time.monotonic() < end and self.proc.poll() is None:
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=1):
+                return self
             time.sleep(0.05)
-            if not self.t.is_alive():
-                raise SystemExit("the server did not start")
-        return self
+        self.__exit__()
+        self.log.seek(0)
+        raise SystemExit(f"{self.argv[:3]} did not start:\n"
+                         f"{self.log.read().decode(errors='replace')[-2000:]}")
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.t.join(timeout=30)
-        self.sock.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
 
 
 class _ApiClient:
@@ -403,22 +442,14 @@ async def _rounds(runs: int, sync: dict[str, Any], asy: dict[str, _Mcp],
 
 
 def _measure(s: Settings, gate: Gate, runs: int) -> tuple[dict[str, Samples], dict[str, Any]]:
-    from mcp.server.mcpserver import MCPServer
-
-    from closedpaw.api import create_app
-
-    noop = MCPServer(name="noop", log_level="WARNING")   # configured like ours
-
-    @noop.tool(name="noop")
-    def _noop_tool() -> dict[str, Any]:
-        return {}
+    closedpaw = str(Path(sys.executable).with_name("closedpaw"))
     stdio_noop = StdioServerParameters(command=sys.executable, args=["-c", NOOP_STDIO],
                                        env={"PATH": "/usr/bin:/bin"})
-    stdio_cp = StdioServerParameters(command=str(Path(sys.executable).with_name("closedpaw")),
-                                     args=["mcp", "--principal", "bench"], env=_env(s))
+    stdio_cp = StdioServerParameters(command=closedpaw, args=["mcp", "--principal", "bench"],
+                                     env=_env(s))
     pool = gate.sandbox_manager().pool(POLICY, size=1)
-    with _Server(create_app(s, gate=gate), s) as api_srv, \
-            _Server(noop.streamable_http_app(json_response=True), s) as noop_srv, \
+    with _Server([closedpaw, "serve", "--port"], _env(s)) as api_srv, \
+            _Server([sys.executable, "-c", NOOP_HTTP], _env(s)) as noop_srv, \
             pool.acquire(timeout_s=60) as sb:
         token = gate.create_principal("bench-http", "user")
         lib, api = _Library(gate), _ApiClient(api_srv.url, token)
