@@ -13,7 +13,9 @@
   background). Targets: <= 15 ms runc, <= 40 ms runsc, as totals (see docs/assistant.md).
 * ``local model``: load time, tokens/s and time to first token of the embedded model called
   directly, against the same prompt through the API (POST a message, first ``token`` SSE
-  event) (target <= +5 ms).
+  event), in rounds alternating the two on the same model instance (``--model-runs``); the
+  overhead as the difference of medians and as the median of the rounds' differences
+  (target <= +5 ms).
 
 Writes JSON to benchmarks/results/assistant.json.
 """
