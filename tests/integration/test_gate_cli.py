@@ -456,12 +456,14 @@ def test_kill_9_of_serve_holding_a_warm_pool_then_restart_reaps_it(rt: str,
 
 
 
-def test_sigterm_of_serve_tears_down_its_sessions_and_pools_before_it_exits(
-        tmp_path: Path) -> None:
-    """``closedpaw serve`` stopped with SIGTERM (as systemd stops it) holding a sandbox
-    session, the sessions' warm pool and the code pool: when the process has exited, none
-    of their sandboxes is left (uvicorn re-raises SIGTERM after the app's shutdown, so what
-    the shutdown does not tear down itself stays behind: the sessions and their pool did)."""
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_signal_to_serve_tears_down_its_sessions_and_pools_before_it_exits(
+        tmp_path: Path, sig: str) -> None:
+    """``closedpaw serve`` stopped with SIGTERM (as systemd stops it) or SIGHUP (its terminal
+    hung up) holding a sandbox session, the sessions' warm pool and the code pool: when the
+    process has exited, none of their sandboxes is left (uvicorn re-raises SIGTERM after the
+    app's shutdown, so what the shutdown does not tear down itself stayed behind: the
+    sessions and their pool did; SIGHUP killed the process on the spot)."""
     require_runtime("runc")
     s = gate_settings(tmp_path, runtime="runc")
     p, url = _serve(s, "runc")
@@ -480,7 +482,7 @@ def test_sigterm_of_serve_tears_down_its_sessions_and_pools_before_it_exits(
         # the session's sandbox, the sessions' pool refilled, the code pool's sandboxes
         wait_for(lambda: sum(1 for x in leftovers(s) if "state dir" in x) >= 3,
                  "the session and both pools to hold their sandboxes", 120)
-        _stop(p, signal.SIGTERM)
+        _stop(p, getattr(signal, sig))
         assert p.returncode in (0, -signal.SIGTERM), p.returncode
         left = leftovers(s)   # at once: the server waited for the teardown before it exited
     finally:

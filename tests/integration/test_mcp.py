@@ -20,6 +20,7 @@ from mcp.client.stdio import StdioServerParameters
 
 from closedpaw.gate import ActionStatus, Gate
 from closedpaw.mcp import TOOLS
+from closedpaw.sandbox.lifecycle.manager import SandboxManager
 from closedpaw.security import Principal
 from closedpaw.settings import Settings
 from tests.conftest import TEST_CGROUP, TEST_STATE, leftovers, require_runtime
@@ -335,3 +336,58 @@ def test_the_library_call_hears_its_own_actions_end(make_orch: Any, tmp_path: Pa
                                    min_level="high")
     assert pending["status"] == "pending" and len(pending["params_sha256"]) == 64
     assert gate.get(pending["action_id"]).status is ActionStatus.PENDING
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_stdio_server_stopped_by_a_signal_deletes_its_sandboxes(mcp_settings: Settings,
+                                                                  sig: str) -> None:
+    """A client that ends ``closedpaw mcp`` with SIGTERM (or whose terminal hangs up), not by
+    closing its stdin: the server still deletes its sandbox session and its warm pool before
+    it exits (Python's default action for those signals is to die on the spot, leaving them
+    for the next gc). Spoken over the pipe in the protocol's JSON-RPC, to keep the pid."""
+    import signal
+    import subprocess
+
+    from mcp.types import LATEST_PROTOCOL_VERSION
+
+    exe = str(Path(sys.executable).with_name("closedpaw"))
+    p = subprocess.Popen([exe, "mcp", "--principal", "agent-7"], env=env_of(mcp_settings),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    assert p.stdin is not None and p.stdout is not None
+
+    def send(msg: dict[str, Any]) -> None:
+        assert p.stdin is not None
+        p.stdin.write(json.dumps({"jsonrpc": "2.0", **msg}).encode() + b"\n")
+        p.stdin.flush()
+
+    def answer(mid: int) -> dict[str, Any]:
+        assert p.stdout is not None
+        while True:
+            line = p.stdout.readline()
+            assert line, "the server closed its stdout"
+            msg: dict[str, Any] = json.loads(line)
+            if msg.get("id") == mid:
+                return msg
+    try:
+        send({"id": 1, "method": "initialize", "params": {
+            "protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {},
+            "clientInfo": {"name": "signal-test", "version": "1"}}})
+        assert "result" in answer(1)
+        send({"method": "notifications/initialized"})
+        send({"id": 2, "method": "tools/call", "params": {
+            "name": "create_session", "arguments": {"policy": "default"}}})
+        made = answer(2)["result"]
+        assert not made.get("isError") and made["structuredContent"]["session_id"], made
+        assert any("state dir" in x for x in leftovers(mcp_settings))
+        p.send_signal(getattr(signal, sig))
+        p.wait(60)
+        left = leftovers(mcp_settings)   # at once: it exited after deleting them
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdin.close()
+        p.stdout.close()
+        SandboxManager(mcp_settings).gc()
+    assert not left, left

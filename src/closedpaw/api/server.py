@@ -89,14 +89,25 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
     app = create_app(settings, gate=orch, providers=gateway, on_ready=ready)
     config = uvicorn_config(app, settings, log_level=log_level)
     unredact = _redact_logs(orch.vault.redactor)
+    server = uvicorn.Server(config)
+    _hang_up_stops(server)
     try:
-        uvicorn.Server(config).run()
+        server.run()
     finally:
         unredact()
         gateway.close()
         orch.close()
         os.close(lock)
 
+
+
+def _hang_up_stops(server: Any) -> None:
+    """SIGHUP (the terminal of a foreground server hung up) stops the server as SIGTERM
+    does: uvicorn handles only SIGINT and SIGTERM, and Python's default for SIGHUP ended the
+    process on the spot, its sandbox sessions and warm pools left for the next gc."""
+    import signal
+
+    signal.signal(signal.SIGHUP, lambda _sig, frame: server.handle_exit(signal.SIGTERM, frame))
 
 def _redact_logs(redactor: Any) -> Callable[[], None]:
     """Every log line the server writes passes the vault's redactor (it learns the values

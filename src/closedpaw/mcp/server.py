@@ -185,10 +185,51 @@ def run_stdio(settings: Any, principal_name: str = "mcp") -> None:
                 continue
     reaper = threading.Thread(target=reap, name="closedpaw-mcp-reaper", daemon=True)
     reaper.start()
+    once, done = threading.Lock(), threading.Event()
+
+    def teardown() -> None:
+        """Once, by whoever comes first (the end of stdin, a signal); the other waits for it."""
+        if not once.acquire(blocking=False):
+            done.wait()
+            return
+        try:
+            stop.set()
+            reaper.join(timeout=10)
+            bridge.close()
+            gate.close()   # deletes this process's sandbox sessions and warm pools
+        finally:
+            done.set()
+    _stop_on_signals(teardown)
     try:
         build_server(bridge, lambda _ctx: me).run("stdio")
     finally:
-        stop.set()
-        reaper.join(timeout=10)
-        bridge.close()
-        gate.close()   # deletes this process's sandbox sessions
+        teardown()
+
+
+def _stop_on_signals(teardown: Callable[[], None]) -> None:
+    """SIGTERM and SIGHUP (a client ending its server by a signal instead of closing stdin,
+    a terminal hanging up) tear the server down like the end of its input, then end the
+    process (128 + the signal): its sandbox sessions and warm pools are deleted first.
+    Python's default for both is to die on the spot, which left them for the next gc. The
+    teardown runs on a thread of its own: the SDK's stdin reader blocks in a worker thread
+    that no cancellation reaches, so the event loop could not be ended by an exception, and
+    the interrupted main thread may hold a lock the teardown needs. Later signals are
+    ignored, so the teardown is not cut short (SIGKILL still ends it)."""
+    import os
+    import signal
+    import threading
+
+    def finish(code: int) -> None:
+        try:
+            teardown()
+        finally:
+            os._exit(code)
+
+    def stop(signum: int, frame: object) -> None:
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+        threading.Thread(target=finish, args=(128 + signum,), name="closedpaw-mcp-stop"
+                         ).start()
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, stop)
