@@ -180,7 +180,7 @@ class _Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.argv = [*argv, str(self.port)]
         self.env = env
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> _Server:
