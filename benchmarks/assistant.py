@@ -13,9 +13,11 @@
   background). Targets: <= 15 ms runc, <= 40 ms runsc, as totals (see docs/assistant.md).
 * ``local model``: load time, tokens/s and time to first token of the embedded model called
   directly, against the same prompt through the API (POST a message, first ``token`` SSE
-  event), in rounds alternating the two on the same model instance (``--model-runs``); the
+  event), in rounds rotating the sides on the same model instance (``--model-runs``); the
   overhead as the difference of medians and as the median of the rounds' differences
-  (target <= +5 ms).
+  (target <= +5 ms). Floor beside it: a bare HTTP SSE route (plain Starlette under the same
+  uvicorn config streaming the same model's tokens: no authentication, record, screening or
+  middleware), which splits the overhead into the HTTP transport's and ours.
 
 Writes JSON to benchmarks/results/assistant.json.
 """
@@ -160,12 +162,74 @@ def tool_round_trip(runtime: str, runs: int, tmp: Path) -> dict[str, Any]:
             "target_ms": 15.0 if runtime == "runc" else 40.0}
 
 
+class _Threaded:
+    """An ASGI app under the API's uvicorn config (``closedpaw serve``'s: its protocol sets
+    TCP_NODELAY; with uvicorn's default one each SSE event waited ~40 ms for the client's
+    delayed ACK), on a thread of this process, on 127.0.0.1."""
+
+    def __init__(self, app: Any, s: Settings) -> None:
+        import uvicorn
+
+        from closedpaw.api.guard import uvicorn_config
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn_config(app, s, log_level="warning"))
+        self.t = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                  daemon=True)
+
+    def __enter__(self) -> _Threaded:
+        self.t.start()
+        while not self.server.started:
+            time.sleep(0.05)
+            if not self.t.is_alive():
+                raise SystemExit("the server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.t.join(30)
+        self.sock.close()
+
+
+def _bare_sse(prov: Any, msgs: list[Message], tools: Any) -> Any:
+    """The floor of an HTTP API: a plain Starlette route streaming the model's tokens as SSE
+    (the model on a worker thread, each token handed to the loop), nothing else: no
+    authentication, no record, no screening, no middleware."""
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def sse(request: Request) -> StreamingResponse:
+        await request.body()
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def run() -> None:
+            try:
+                for d in prov.stream(msgs, tools):
+                    if d.text:
+                        loop.call_soon_threadsafe(q.put_nowait, d.text)
+            finally:
+                loop.call_soon_threadsafe(q.put_nowait, None)
+        task = loop.run_in_executor(None, run)
+
+        async def events() -> Any:
+            while (text := await q.get()) is not None:
+                yield f"event: token\ndata: {json.dumps({'text': text})}\n\n"
+            await task
+        return StreamingResponse(events(), media_type="text/event-stream")
+    return Starlette(routes=[Route("/sse", sse, methods=["POST"])])
+
+
 def local_model(tokens: int, runs: int, tmp: Path) -> dict[str, Any]:
     import httpx
-    import uvicorn
 
     from closedpaw.api import create_app
-    from closedpaw.api.guard import uvicorn_config
 
     cfg = LocalConfig(name="local", max_tokens=tokens)
     prov = cfg.build(None)
@@ -187,66 +251,63 @@ def local_model(tokens: int, runs: int, tmp: Path) -> dict[str, Any]:
                     ttft = (last - t0) * 1000
         # decode rate: tokens after the first, over the time from the first to the last
         return ttft or 0.0, last - t0 - (ttft or 0.0) / 1000, n - 1
-    # the server in this process, on the same model instance: both sides ask the same
-    # weights, and its cache of the previous prompt (the same prompt) serves both alike
+
+    def streamed(c: httpx.Client, path: str, body: dict[str, Any]) -> tuple[float, float, int]:
+        t0 = time.perf_counter()
+        ttft = None
+        n = 0
+        last = t0
+        with c.stream("POST", path, json=body) as r:
+            for line in r.iter_lines():
+                if line == "event: token":
+                    n += 1
+                    last = time.perf_counter()
+                    if ttft is None:
+                        ttft = (last - t0) * 1000
+        return ttft or 0.0, last - t0 - (ttft or 0.0) / 1000, n - 1
+    # the servers in this process, on the same model instance: every side asks the same
+    # weights, and its cache of the previous prompt (the same prompt) serves all alike
     s = Settings.of(data_dir=tmp / "data-api", state_dir=tmp / "state-api", cgroup_parent=CGROUP)
     gw = Gateway([cfg], default="local")
     gw.add(prov)
-    app = create_app(s, providers=gw)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    # the server as `closedpaw serve` configures it (its protocol sets TCP_NODELAY: with
-    # uvicorn's default one, each SSE event waited ~40 ms for the client's delayed ACK)
-    server = uvicorn.Server(uvicorn_config(app, s, log_level="warning"))
-    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    t.start()
-    d_ttft: list[float] = []
-    d_tps: list[float] = []
-    a_ttft: list[float] = []
-    a_tps: list[float] = []
+    ttft: dict[str, list[float]] = {"direct": [], "bare": [], "api": []}
+    tps: dict[str, list[float]] = {"direct": [], "bare": [], "api": []}
     try:
-        while not server.started:
-            time.sleep(0.05)
-        token = s.token_file.read_text().strip()
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=300,
-                          headers={"Authorization": f"Bearer {token}"}) as c:
+        with _Threaded(create_app(s, providers=gw), s) as api_srv, \
+                _Threaded(_bare_sse(prov, msgs, tools), s) as bare_srv, \
+                httpx.Client(base_url=api_srv.url, trust_env=False, timeout=300, headers={
+                    "Authorization": f"Bearer {s.token_file.read_text().strip()}"}) as c, \
+                httpx.Client(base_url=bare_srv.url, trust_env=False, timeout=300) as b:
             def api() -> tuple[float, float, int]:
                 conv = c.post("/api/conversations", json={}).json()["conversation_id"]
-                t0 = time.perf_counter()
-                ttft = None
-                n = 0
-                last = t0
-                with c.stream("POST", f"/api/conversations/{conv}/messages",
-                              json={"content": question}) as r:
-                    for line in r.iter_lines():
-                        if line == "event: token":
-                            n += 1
-                            last = time.perf_counter()
-                            if ttft is None:
-                                ttft = (last - t0) * 1000
-                return ttft or 0.0, last - t0 - (ttft or 0.0) / 1000, n - 1
-            # one warm-up each, then rounds alternating which goes first, so a drift of the
-            # host hits both sides of a round; "paired" is the median of the rounds' differences
-            direct()
-            api()
+                return streamed(c, f"/api/conversations/{conv}/messages",
+                                {"content": question})
+            sides = {"direct": direct, "bare": lambda: streamed(b, "/sse", {}), "api": api}
+            for fn in sides.values():   # one warm-up each
+                fn()
+            # rounds rotating which goes first, so a drift of the host hits every side of a
+            # round; "paired" is the median of the rounds' differences
+            names = list(sides)
             for i in range(runs):
-                for name in (("direct", "api") if i % 2 == 0 else ("api", "direct")):
-                    ttft, total, n = direct() if name == "direct" else api()
-                    (d_ttft if name == "direct" else a_ttft).append(ttft)
-                    (d_tps if name == "direct" else a_tps).append(n / total)
+                for name in names[i % 3:] + names[:i % 3]:
+                    first, total, n = sides[name]()
+                    ttft[name].append(first)
+                    tps[name].append(n / total)
     finally:
-        server.should_exit = True
-        t.join(30)
-        sock.close()
         gw.close()
-    paired = statistics.median(a - d for a, d in zip(a_ttft, d_ttft, strict=True))
-    dt, at = summary(d_ttft), summary(a_ttft)
-    return {"load_ms": round(load_ms, 1), "direct_ttft": dt, "api_ttft": at,
-            "direct_tokens_per_s": round(sorted(d_tps)[len(d_tps) // 2], 2),
-            "api_tokens_per_s": round(sorted(a_tps)[len(a_tps) // 2], 2),
+
+    def paired(a: str, b: str) -> float:
+        return round(statistics.median(x - y for x, y in zip(ttft[a], ttft[b], strict=True)), 2)
+    dt, bt, at = summary(ttft["direct"]), summary(ttft["bare"]), summary(ttft["api"])
+    return {"load_ms": round(load_ms, 1), "direct_ttft": dt, "bare_http_ttft": bt,
+            "api_ttft": at,
+            "direct_tokens_per_s": round(statistics.median(tps["direct"]), 2),
+            "bare_http_tokens_per_s": round(statistics.median(tps["bare"]), 2),
+            "api_tokens_per_s": round(statistics.median(tps["api"]), 2),
             "ttft_overhead_median_ms": round(at["median_ms"] - dt["median_ms"], 2),
-            "ttft_overhead_paired_ms": round(paired, 2),
+            "ttft_overhead_paired_ms": paired("api", "direct"),
+            "bare_http_over_direct_paired_ms": paired("bare", "direct"),
+            "api_over_bare_http_paired_ms": paired("api", "bare"),
             "target_ms": 5.0}
 
 
@@ -287,8 +348,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{m['direct_ttft']['median_ms']:7.1f} ms   "
                   f"+{m['ttft_overhead_median_ms']:.1f} ms, paired "
                   f"+{m['ttft_overhead_paired_ms']:.1f} ms (target <= +5 ms)")
-            print(f"local tokens/s      api {m['api_tokens_per_s']:.1f}   direct "
-                  f"{m['direct_tokens_per_s']:.1f}")
+            print(f"  floor: bare HTTP SSE {m['bare_http_ttft']['median_ms']:7.1f} ms: "
+                  f"+{m['bare_http_over_direct_paired_ms']:.1f} ms over direct, the API "
+                  f"+{m['api_over_bare_http_paired_ms']:.1f} ms over it (paired)")
+            print(f"local tokens/s      api {m['api_tokens_per_s']:.1f}   bare HTTP "
+                  f"{m['bare_http_tokens_per_s']:.1f}   direct {m['direct_tokens_per_s']:.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         from _common import remove_empty_cgroup_parents
