@@ -490,6 +490,40 @@ def test_a_signal_to_serve_tears_down_its_sessions_and_pools_before_it_exits(
         SandboxManager(s).gc()
     assert not left, left
 
+
+def test_sigterm_of_serve_stops_the_code_it_runs(tmp_path: Path) -> None:
+    """``closedpaw serve`` stopped with SIGTERM while an action's code runs (a 600 s sleep):
+    the code is stopped and its sandbox deleted before the process exits, and the action is
+    recorded ``interrupted``, as after a crash (the process used to exit at once, the
+    container running on as an orphan until the next start's gc)."""
+    require_runtime("runc")
+    s = gate_settings(tmp_path, runtime="runc")
+    p, url = _serve(s, "runc")
+    try:
+        token = s.token_file.read_text().strip()
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                          trust_env=False, timeout=60) as c:
+            slow = {"action_type": "code_execution",
+                    "parameters": {"language": "python", "code": "import time; time.sleep(600)"}}
+            aid = c.post("/api/actions", json=slow).json()["action_id"]
+            wait_for(lambda: c.get(f"/api/actions/{aid}").json()["status"] == "executing",
+                     "the slow action to run")
+        _stop(p, signal.SIGTERM)
+        assert p.returncode in (0, -signal.SIGTERM), p.returncode
+        left = leftovers(s)   # at once: the server waited for the teardown before it exited
+    finally:
+        _stop(p, signal.SIGKILL)
+        SandboxManager(s).gc()
+    assert not left, left
+    orch = Gate(s)   # no start(): what the stopped server recorded, as it recorded it
+    try:
+        rec = orch.get(aid)
+        assert rec.status == "interrupted", rec
+        assert rec.error == "interrupted: the server stopped while it was executing", rec
+        assert orch.audit.verify().ok
+    finally:
+        orch.close()
+
 def test_interactive_approve_shows_the_parameters_and_asks(tmp_path: Path) -> None:
     import pty
 

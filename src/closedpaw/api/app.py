@@ -138,9 +138,10 @@ def create_app(settings: Settings | None = None, *, gate: Gate | None = None,
             await channels.stop()
             g.context = replace(g.context, providers=None)
             await run_in_threadpool(assistant.close)
-            # sandbox sessions and warm sandboxes go with the server, torn down before we
-            # return (uvicorn ends the process by re-raising SIGTERM before the caller's own
-            # cleanup runs: sessions were left behind); later actions run cold
+            # every sandbox goes with the server, torn down before we return (uvicorn ends
+            # the process by re-raising SIGTERM before the caller's own cleanup runs: the
+            # sessions and the running actions' sandboxes were left behind, their code
+            # running); running actions end interrupted, and nothing more starts
             await run_in_threadpool(g.close_sandboxes)
             if providers is None:
                 await run_in_threadpool(gw.close)

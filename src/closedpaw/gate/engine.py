@@ -145,6 +145,10 @@ class Gate:
         self._adopted: set[str] = set()
         self._lock = threading.Lock()
         self._closed = False
+        #: close_sandboxes() was called: nothing more starts; the actions it cut (running or
+        #: queued on this gate then) end interrupted
+        self._stopping = False
+        self._cut: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> list[str]:
@@ -207,17 +211,30 @@ class Gate:
         self.vault.close()
         self.store.close()
 
-    def close_sandboxes(self) -> None:
-        """End the sandbox sessions (they die with their process) and close the warm pools
-        (``code_execution``'s and the sessions'), and wait until their sandboxes are torn
-        down (teardown runs on the manager's reaper thread: a server whose process ends right
-        after its shutdown, as uvicorn's does by re-raising SIGTERM, would otherwise leave
-        them behind for the next start's gc). Later actions run cold; no new session starts.
-        Idempotent."""
+    def close_sandboxes(self, wait_s: float = 10.0) -> None:
+        """Stop every sandbox of this process before it ends: nothing more starts on this
+        gate's workers; the sandbox sessions end (they die with their process); the warm
+        pools (``code_execution``'s and the sessions') close; every sandbox still live (a
+        running action's) is stopped and deleted, and those actions end ``interrupted``, as
+        after a crash; then waits (up to ``wait_s``) for their ends to be recorded and for
+        the teardown (it runs on the manager's reaper thread). A server whose process ends
+        right after its shutdown, as uvicorn's does by re-raising SIGTERM, left all of them
+        behind, the running code included. Idempotent."""
+        with self._lock:
+            self._stopping = True
+            self._cut |= self._inflight
         self.context.sessions.close_all()
         self.context.pools.close()
         with self._lock:
             mgr = self._manager
+        if mgr is not None:
+            mgr.cleanup()   # the running actions' sandboxes: their jobs end now
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end:
+            with self._lock:
+                if not self._inflight:
+                    break
+            time.sleep(0.02)
         if mgr is not None:
             mgr.reaper.drain()
 
@@ -708,6 +725,12 @@ class Gate:
         """Start (approved -> executing) and execute ``action_id``; ``started``: its record
         when its submission started it already."""
         rec = started
+        with self._lock:
+            stopping = self._stopping
+        if stopping:   # the process is stopping: a queued one stays approved (start() ends it)
+            if rec is not None:   # started in its submission's write: it ends interrupted
+                self._finish(rec)
+            return
         if rec is None:
             try:
                 rec = self._move(action_id, [ActionStatus.APPROVED], ActionStatus.EXECUTING,
@@ -747,6 +770,11 @@ class Gate:
         result = self.vault.redactor.redact_obj(result) if result is not None else None
         error = self.vault.redactor.redact(error) if error is not None else None
         to = ActionStatus.FAILED if error is not None else ActionStatus.COMPLETED
+        with self._lock:
+            cut = rec.id in self._cut or self._stopping
+        if cut:   # its sandbox was stopped under it: what it returned is not its result
+            to, result = ActionStatus.INTERRUPTED, None
+            error = "interrupted: the server stopped while it was executing"
         details: dict[str, Any] = {"error": error} if error else {}
         if result is not None and "exit_code" in result:
             details.update(exit_code=result["exit_code"], sandbox_id=result.get("sandbox_id"),
