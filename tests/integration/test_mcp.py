@@ -342,13 +342,17 @@ def test_the_library_call_hears_its_own_actions_end(make_orch: Any, tmp_path: Pa
 def test_a_stdio_server_stopped_by_a_signal_deletes_its_sandboxes(mcp_settings: Settings,
                                                                   sig: str) -> None:
     """A client that ends ``closedpaw mcp`` with SIGTERM (or whose terminal hangs up), not by
-    closing its stdin: the server still deletes its sandbox session and its warm pool before
-    it exits (Python's default action for those signals is to die on the spot, leaving them
-    for the next gc). Spoken over the pipe in the protocol's JSON-RPC, to keep the pid."""
+    closing its stdin, while its code runs: the server still stops that code and deletes
+    every sandbox (the session, the warm pools, the running one) before it exits, and the
+    action is recorded interrupted (Python's default action for those signals is to die on
+    the spot, leaving them for the next gc). Spoken over the pipe in the protocol's JSON-RPC,
+    to keep the pid."""
     import signal
     import subprocess
 
     from mcp.types import LATEST_PROTOCOL_VERSION
+
+    from tests.integration.conftest import wait_for
 
     exe = str(Path(sys.executable).with_name("closedpaw"))
     p = subprocess.Popen([exe, "mcp", "--principal", "agent-7"], env=env_of(mcp_settings),
@@ -380,6 +384,17 @@ def test_a_stdio_server_stopped_by_a_signal_deletes_its_sandboxes(mcp_settings: 
         made = answer(2)["result"]
         assert not made.get("isError") and made["structuredContent"]["session_id"], made
         assert any("state dir" in x for x in leftovers(mcp_settings))
+        # and code running when the signal comes (its answer is never read)
+        send({"id": 3, "method": "tools/call", "params": {
+            "name": "run_code", "arguments": {"language": "python",
+                                              "code": "import time; time.sleep(600)"}}})
+        orch = Gate(mcp_settings)
+        try:
+            wait_for(lambda: [a for a in orch.list_actions(limit=50)
+                              if a.action_type == "code_execution"
+                              and a.status == ActionStatus.EXECUTING], "the code to run")
+        finally:
+            orch.close()
         p.send_signal(getattr(signal, sig))
         p.wait(60)
         left = leftovers(mcp_settings)   # at once: it exited after deleting them
@@ -391,3 +406,10 @@ def test_a_stdio_server_stopped_by_a_signal_deletes_its_sandboxes(mcp_settings: 
         p.stdout.close()
         SandboxManager(mcp_settings).gc()
     assert not left, left
+    orch = Gate(mcp_settings)   # no start(): as the stopped server recorded it
+    try:
+        ran = [a for a in orch.list_actions(limit=50) if a.action_type == "code_execution"]
+        assert [(a.status, a.error) for a in ran] == [
+            (ActionStatus.INTERRUPTED, "interrupted: the server stopped while it was executing")]
+    finally:
+        orch.close()

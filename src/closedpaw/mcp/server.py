@@ -195,8 +195,11 @@ def run_stdio(settings: Any, principal_name: str = "mcp") -> None:
         try:
             stop.set()
             reaper.join(timeout=10)
+            # every sandbox of this process, a running action's included (that action ends
+            # interrupted): close() alone would wait for running code to finish first
+            gate.close_sandboxes()
             bridge.close()
-            gate.close()   # deletes this process's sandbox sessions and warm pools
+            gate.close()
         finally:
             done.set()
     _stop_on_signals(teardown)
