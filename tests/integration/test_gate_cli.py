@@ -455,15 +455,16 @@ def test_kill_9_of_serve_holding_a_warm_pool_then_restart_reaps_it(rt: str,
     assert not left, left
 
 
-
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
-def test_a_signal_to_serve_tears_down_its_sessions_and_pools_before_it_exits(
+def test_a_signal_to_serve_stops_its_code_and_tears_down_every_sandbox_before_it_exits(
         tmp_path: Path, sig: str) -> None:
     """``closedpaw serve`` stopped with SIGTERM (as systemd stops it) or SIGHUP (its terminal
-    hung up) holding a sandbox session, the sessions' warm pool and the code pool: when the
-    process has exited, none of their sandboxes is left (uvicorn re-raises SIGTERM after the
-    app's shutdown, so what the shutdown does not tear down itself stayed behind: the
-    sessions and their pool did; SIGHUP killed the process on the spot)."""
+    hung up) holding a sandbox session, the sessions' warm pool, the code pool, and an
+    action whose code runs (a 600 s sleep): when the process has exited, the code is stopped,
+    none of their sandboxes is left, and the action is recorded ``interrupted``, as after a
+    crash. Before: uvicorn re-raises SIGTERM after the app's shutdown, so the sessions and
+    their pool stayed behind, and the running container ran on as an orphan (or the action
+    was recorded failed); SIGHUP killed the process on the spot."""
     require_runtime("runc")
     s = gate_settings(tmp_path, runtime="runc")
     p, url = _serve(s, "runc")
@@ -471,44 +472,22 @@ def test_a_signal_to_serve_tears_down_its_sessions_and_pools_before_it_exits(
         token = s.token_file.read_text().strip()
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                           trust_env=False, timeout=60) as c:
-            made = finished(c, c.post("/api/actions", json={
-                "action_type": "sandbox_session",
-                "parameters": {"op": "create", "policy": "default"}}).json()["action_id"])
+            def act(action_type: str, **parameters: Any) -> str:
+                aid: str = c.post("/api/actions", json={"action_type": action_type,
+                                                        "parameters": parameters}
+                                  ).json()["action_id"]
+                return aid
+            made = finished(c, act("sandbox_session", op="create", policy="default"))
             assert made["status"] == "completed", made
-            ran = finished(c, c.post("/api/actions", json={
-                "action_type": "code_execution",
-                "parameters": {"language": "python", "code": "print(6*7)"}}).json()["action_id"])
+            ran = finished(c, act("code_execution", language="python", code="print(6*7)"))
             assert ran["result"]["stdout"] == "42\n", ran
-        # the session's sandbox, the sessions' pool refilled, the code pool's sandboxes
-        wait_for(lambda: sum(1 for x in leftovers(s) if "state dir" in x) >= 3,
-                 "the session and both pools to hold their sandboxes", 120)
-        _stop(p, getattr(signal, sig))
-        assert p.returncode in (0, -signal.SIGTERM), p.returncode
-        left = leftovers(s)   # at once: the server waited for the teardown before it exited
-    finally:
-        _stop(p, signal.SIGKILL)
-        SandboxManager(s).gc()
-    assert not left, left
-
-
-def test_sigterm_of_serve_stops_the_code_it_runs(tmp_path: Path) -> None:
-    """``closedpaw serve`` stopped with SIGTERM while an action's code runs (a 600 s sleep):
-    the code is stopped and its sandbox deleted before the process exits, and the action is
-    recorded ``interrupted``, as after a crash (the process used to exit at once, the
-    container running on as an orphan until the next start's gc)."""
-    require_runtime("runc")
-    s = gate_settings(tmp_path, runtime="runc")
-    p, url = _serve(s, "runc")
-    try:
-        token = s.token_file.read_text().strip()
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                          trust_env=False, timeout=60) as c:
-            slow = {"action_type": "code_execution",
-                    "parameters": {"language": "python", "code": "import time; time.sleep(600)"}}
-            aid = c.post("/api/actions", json=slow).json()["action_id"]
-            wait_for(lambda: c.get(f"/api/actions/{aid}").json()["status"] == "executing",
+            # the session's sandbox, the sessions' pool refilled, the code pool's sandboxes
+            wait_for(lambda: sum(1 for x in leftovers(s) if "state dir" in x) >= 3,
+                     "the session and both pools to hold their sandboxes", 120)
+            slow = act("code_execution", language="python", code="import time; time.sleep(600)")
+            wait_for(lambda: c.get(f"/api/actions/{slow}").json()["status"] == "executing",
                      "the slow action to run")
-        _stop(p, signal.SIGTERM)
+        _stop(p, getattr(signal, sig))
         assert p.returncode in (0, -signal.SIGTERM), p.returncode
         left = leftovers(s)   # at once: the server waited for the teardown before it exited
     finally:
@@ -517,7 +496,7 @@ def test_sigterm_of_serve_stops_the_code_it_runs(tmp_path: Path) -> None:
     assert not left, left
     orch = Gate(s)   # no start(): what the stopped server recorded, as it recorded it
     try:
-        rec = orch.get(aid)
+        rec = orch.get(slow)
         assert rec.status == "interrupted", rec
         assert rec.error == "interrupted: the server stopped while it was executing", rec
         assert orch.audit.verify().ok
