@@ -100,7 +100,6 @@ def serve(settings: Settings, *, allow_remote: bool = False, log_level: str = "i
         os.close(lock)
 
 
-
 def _hang_up_stops(server: Any) -> None:
     """SIGHUP (the terminal of a foreground server hung up) stops the server as SIGTERM
     does: uvicorn handles only SIGINT and SIGTERM, and Python's default for SIGHUP ended the
@@ -108,6 +107,7 @@ def _hang_up_stops(server: Any) -> None:
     import signal
 
     signal.signal(signal.SIGHUP, lambda _sig, frame: server.handle_exit(signal.SIGTERM, frame))
+
 
 def _redact_logs(redactor: Any) -> Callable[[], None]:
     """Every log line the server writes passes the vault's redactor (it learns the values

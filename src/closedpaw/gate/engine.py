@@ -145,10 +145,9 @@ class Gate:
         self._adopted: set[str] = set()
         self._lock = threading.Lock()
         self._closed = False
-        #: close_sandboxes() was called: nothing more starts; the actions it cut (running or
-        #: queued on this gate then) end interrupted
+        #: close_sandboxes() was called: nothing more starts, and what still runs ends
+        #: interrupted (its sandbox is stopped under it)
         self._stopping = False
-        self._cut: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> list[str]:
@@ -222,7 +221,6 @@ class Gate:
         behind, the running code included. Idempotent."""
         with self._lock:
             self._stopping = True
-            self._cut |= self._inflight
         self.context.sessions.close_all()
         self.context.pools.close()
         with self._lock:
@@ -771,7 +769,7 @@ class Gate:
         error = self.vault.redactor.redact(error) if error is not None else None
         to = ActionStatus.FAILED if error is not None else ActionStatus.COMPLETED
         with self._lock:
-            cut = rec.id in self._cut or self._stopping
+            cut = self._stopping
         if cut:   # its sandbox was stopped under it: what it returned is not its result
             to, result = ActionStatus.INTERRUPTED, None
             error = "interrupted: the server stopped while it was executing"
