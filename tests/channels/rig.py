@@ -53,6 +53,17 @@ class ChannelRig:
         return sum(p.stat().st_size for p in self.settings.audit_dir.glob("*.jsonl"))
 
 
+#: a high action confined to a sandbox (the requester may approve it, unlike a host action
+#: such as ``write_file``, which needs an approver or admin): code the rules mark high
+HIGH_CODE_RULES = """version: 1
+rules:
+  - action_type: code_execution
+    when: {code: {matches: "(?s).*DANGER.*"}}
+    level: high
+    reason: the test marks this code high
+"""
+HIGH_CODE = "print('DANGER')"
+
 @contextlib.contextmanager
 def channel_rig(tmp_path: Path, config: ChannelConfig, adapter: Adapter, *,
                 rules: str | None = None, distinct: bool = False, ttl: float = 900.0,

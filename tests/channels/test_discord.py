@@ -23,7 +23,7 @@ from closedpaw.errors import ChannelError, PairingRefused
 from closedpaw.security import Principal
 from closedpaw.settings import ChannelConfig
 from tests.channels.fake_discord import FakeDiscord, Posted
-from tests.channels.rig import ChannelRig, channel_rig
+from tests.channels.rig import HIGH_CODE, HIGH_CODE_RULES, ChannelRig, channel_rig
 from tests.provider_servers import Reply
 
 ANN, BOB, STRANGER = "310000000000000001", "310000000000000002", "366666666666666666"
@@ -234,16 +234,15 @@ def test_pairing_code_grants_user_is_used_once_and_expires(tmp_path: Path) -> No
 
 
 def test_approval_button_wrong_hash_non_approver_stranger_and_twice(tmp_path: Path) -> None:
-    target = tmp_path / "out.txt"
-    with dc(tmp_path, [{"id": ANN}, {"id": BOB}]) as d:
-        d.rig.model.script = [Reply(calls=[("write_file", {"path": str(target),
-                                                           "content": "hello"})]),
-                              Reply(text="I wrote the file.")]
-        d.say(ANN, "please write the file", guild=True)
+    with dc(tmp_path, [{"id": ANN}, {"id": BOB}], rules=HIGH_CODE_RULES) as d:
+        d.rig.model.script = [Reply(calls=[("run_code", {"language": "python",
+                                                         "code": HIGH_CODE})]),
+                              Reply(text="I ran the code.")]
+        d.say(ANN, "please run the code", guild=True)
         card = d.card(TEXT_CHANNEL)
         [rec] = d.rig.gate.pending()
         assert "HIGH" in card.content and rec.params_sha256 in card.content
-        assert str(target) in card.content and rec.id in card.content
+        assert "DANGER" in card.content and rec.id in card.content
         approve, reject = _buttons(card)
         assert ApprovalPayload.decode(approve) == ApprovalPayload(rec.id, rec.params_sha256)
         assert ApprovalPayload.decode(reject).verb == "reject"
@@ -257,10 +256,10 @@ def test_approval_button_wrong_hash_non_approver_stranger_and_twice(tmp_path: Pa
         assert sorted(outcomes) == ["bad_payload", "refused", "refused"], outcomes
         assert [e["details"]["reason"] for e in d.rig.audit("approval.refused")] == \
             ["hash_mismatch"]
-        assert d.rig.gate.get(rec.id).status == "pending" and not target.exists()
+        assert d.rig.gate.get(rec.id).status == "pending"
         d.press(ANN, card, approve)         # the requester (distinct approvers not required)
-        wait(lambda: "I wrote the file." in d.texts(TEXT_CHANNEL), "the resumed answer")
-        assert target.read_text() == "hello"
+        wait(lambda: "I ran the code." in d.texts(TEXT_CHANNEL), "the resumed answer")
+        assert (d.rig.gate.get(rec.id).result or {})["stdout"] == "DANGER\n"
         wait(lambda: "approved by" in d.fake.messages[card.id].content, "the card's edit")
         assert f"approved by dc-{ANN}" in d.fake.messages[card.id].content
         assert d.fake.messages[card.id].components == []   # the buttons are gone
@@ -273,10 +272,10 @@ def test_approval_button_wrong_hash_non_approver_stranger_and_twice(tmp_path: Pa
 def test_distinct_approvers_the_requester_cannot_press_an_approver_can(tmp_path: Path
                                                                        ) -> None:
     with dc(tmp_path, [{"id": ANN}, {"id": BOB, "principal": "carol"}],
-            distinct=True) as d:
+            distinct=True, rules=HIGH_CODE_RULES) as d:
         d.rig.gate.create_principal("carol", "approver")
-        d.rig.model.script = [Reply(calls=[("write_file", {"path": str(tmp_path / "d.txt"),
-                                                           "content": "d"})]),
+        d.rig.model.script = [Reply(calls=[("run_code", {"language": "python",
+                                                         "code": HIGH_CODE})]),
                               Reply(text="ok")]
         d.say(ANN, "write", guild=True)
         card = d.card(TEXT_CHANNEL)

@@ -24,7 +24,7 @@ from closedpaw.errors import ChannelError, PairingRefused
 from closedpaw.security import Principal
 from closedpaw.settings import ChannelConfig
 from tests.channels.fake_matrix import FakeMatrix, Sent
-from tests.channels.rig import ChannelRig, channel_rig
+from tests.channels.rig import HIGH_CODE, HIGH_CODE_RULES, ChannelRig, channel_rig
 from tests.provider_servers import Reply
 
 ANN, BOB, STRANGER = "@ann:fake.test", "@bob:fake.test", "@mallory:evil.test"
@@ -225,16 +225,15 @@ def test_pairing_code_grants_user_is_used_once_and_expires(tmp_path: Path) -> No
 
 
 def test_approval_command_wrong_hash_non_approver_stranger_and_twice(tmp_path: Path) -> None:
-    target = tmp_path / "out.txt"
-    with mx(tmp_path, [{"id": ANN}, {"id": BOB}]) as m:
-        m.rig.model.script = [Reply(calls=[("write_file", {"path": str(target),
-                                                           "content": "hello"})]),
-                              Reply(text="I wrote the file.")]
-        m.say(GROUP, ANN, "please write the file")
+    with mx(tmp_path, [{"id": ANN}, {"id": BOB}], rules=HIGH_CODE_RULES) as m:
+        m.rig.model.script = [Reply(calls=[("run_code", {"language": "python",
+                                                         "code": HIGH_CODE})]),
+                              Reply(text="I ran the code.")]
+        m.say(GROUP, ANN, "please run the code")
         card = m.card(GROUP)
         [rec] = m.rig.gate.pending()
         body = str(card.content["body"])
-        assert "HIGH" in body and rec.params_sha256 in body and str(target) in body
+        assert "HIGH" in body and rec.params_sha256 in body and "DANGER" in body
         # the card tells how to decide, with the id and the hash to copy
         assert f"!approve {rec.id} {rec.params_sha256}" in body
         other = hashlib.sha256(b"other").hexdigest()
@@ -249,12 +248,12 @@ def test_approval_command_wrong_hash_non_approver_stranger_and_twice(tmp_path: P
         assert sorted(outcomes) == ["bad_payload", "refused", "refused", "refused"], outcomes
         assert [e["details"]["reason"] for e in m.rig.audit("approval.refused")] == \
             ["hash_mismatch"]
-        assert m.rig.gate.get(rec.id).status == "pending" and not target.exists()
+        assert m.rig.gate.get(rec.id).status == "pending"
         assert any("Refused" in t for t in m.acks(GROUP, BOB))
         # the requester approves with the command (distinct approvers not required)
         m.say(GROUP, ANN, f"!approve {rec.id} {rec.params_sha256.upper()}")
-        wait(lambda: "I wrote the file." in m.texts(GROUP), "the resumed answer")
-        assert target.read_text() == "hello"
+        wait(lambda: "I ran the code." in m.texts(GROUP), "the resumed answer")
+        assert (m.rig.gate.get(rec.id).result or {})["stdout"] == "DANGER\n"
         edited = wait(lambda: next((t for t in m.texts(GROUP) if "approved by" in t), None),
                       "the card's edit")
         assert f"approved by {principal_name('mx', ANN)}" in edited
@@ -273,10 +272,10 @@ def test_approval_command_wrong_hash_non_approver_stranger_and_twice(tmp_path: P
 
 def test_approval_by_reaction_is_bound_to_the_cards_hash(tmp_path: Path) -> None:
     with mx(tmp_path, [{"id": ANN}, {"id": BOB, "principal": "carol"}],
-            distinct=True) as m:
+            distinct=True, rules=HIGH_CODE_RULES) as m:
         m.rig.gate.create_principal("carol", "approver")
-        m.rig.model.script = [Reply(calls=[("write_file", {"path": str(tmp_path / "d.txt"),
-                                                           "content": "d"})]),
+        m.rig.model.script = [Reply(calls=[("run_code", {"language": "python",
+                                                         "code": HIGH_CODE})]),
                               Reply(text="ok")]
         m.say(GROUP, ANN, "write")
         card = m.card(GROUP)

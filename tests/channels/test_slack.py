@@ -18,7 +18,7 @@ from closedpaw.channels.slack import SlackAdapter
 from closedpaw.security import Principal
 from closedpaw.settings import ChannelConfig
 from tests.channels.fake_slack import TEAM, FakeSlack
-from tests.channels.rig import ChannelRig, channel_rig
+from tests.channels.rig import HIGH_CODE, HIGH_CODE_RULES, ChannelRig, channel_rig
 from tests.provider_servers import Reply
 
 TOKEN, SECRET = "xoxb-test-token", "signing-secret-of-the-app"
@@ -152,16 +152,16 @@ def test_pairing_code_expiry_and_reuse(tmp_path: Path) -> None:
 
 
 def test_approval_button_wrong_hash_non_approver_and_twice(tmp_path: Path) -> None:
-    target = tmp_path / "s.txt"
-    with sl(tmp_path, [f"{TEAM}/{ANN}", f"{TEAM}/{BOB}"]) as (rig, fake, url):
-        rig.model.script = [Reply(calls=[("write_file", {"path": str(target),
-                                                         "content": "slack"})]),
-                            Reply(text="written")]
-        fake.say(url, ANN, "write it", channel=GROUP, channel_type="channel")
+    with sl(tmp_path, [f"{TEAM}/{ANN}", f"{TEAM}/{BOB}"], rules=HIGH_CODE_RULES) as (rig, fake,
+                                                                                  url):
+        rig.model.script = [Reply(calls=[("run_code", {"language": "python",
+                                                       "code": HIGH_CODE})]),
+                            Reply(text="ran")]
+        fake.say(url, ANN, "run it", channel=GROUP, channel_type="channel")
         card = _card(fake, GROUP)
         [rec] = rig.gate.pending()
         text = _card_text(card)
-        assert "HIGH" in text and rec.params_sha256 in text and str(target) in text
+        assert "HIGH" in text and rec.params_sha256 in text and "DANGER" in text
         approve, _ = _buttons(card)
         forged = ApprovalPayload(rec.id, hashlib.sha256(b"x").hexdigest()).encode()
         fake.click(url, ANN, card, forged)
@@ -172,10 +172,10 @@ def test_approval_button_wrong_hash_non_approver_and_twice(tmp_path: Path) -> No
                   len(rig.audit("channel.stranger")) == 2, "the four presses")
         assert [e["details"]["outcome"] for e in rig.audit("channel.button")] == \
             ["refused", "refused"]
-        assert rig.gate.get(rec.id).status == "pending" and not target.exists()
+        assert rig.gate.get(rec.id).status == "pending"
         fake.click(url, ANN, card, approve)
-        fake.wait(lambda: "written" in fake.texts(GROUP), "the resumed turn")
-        assert target.read_text() == "slack"
+        fake.wait(lambda: "ran" in fake.texts(GROUP), "the resumed turn")
+        assert (rig.gate.get(rec.id).result or {})["stdout"] == "DANGER\n"
         upd = fake.wait(lambda: fake.of("chat.update"), "the card's edit")[-1]
         assert f"approved by sl-{TEAM}_{ANN}" in upd.fields["text"]
         blocks = upd.fields["blocks"]

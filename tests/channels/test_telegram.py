@@ -21,7 +21,7 @@ from closedpaw.errors import PairingRefused
 from closedpaw.security import Principal
 from closedpaw.settings import ChannelConfig, Settings
 from tests.channels.fake_telegram import FakeTelegram
-from tests.channels.rig import ChannelRig, channel_rig
+from tests.channels.rig import HIGH_CODE, HIGH_CODE_RULES, ChannelRig, channel_rig
 from tests.provider_servers import Reply
 
 TOKEN = "123456:TEST-token"
@@ -181,16 +181,15 @@ def test_pairing_code_grants_user_is_used_once_expires_and_caps_at_three(tmp_pat
 
 
 def test_approval_button_wrong_hash_non_approver_stranger_and_twice(tmp_path: Path) -> None:
-    target = tmp_path / "out.txt"
-    with tg(tmp_path, [{"id": str(ANN)}, {"id": str(BOB)}]) as (rig, fake):
-        rig.model.script = [Reply(calls=[("write_file", {"path": str(target),
-                                                         "content": "hello"})]),
-                            Reply(text="I wrote the file.")]
-        fake.say(ANN, "please write the file", chat=GROUP, chat_type="group")
+    with tg(tmp_path, [{"id": str(ANN)}, {"id": str(BOB)}], rules=HIGH_CODE_RULES) as (rig, fake):
+        rig.model.script = [Reply(calls=[("run_code", {"language": "python",
+                                                       "code": HIGH_CODE})]),
+                            Reply(text="I ran the code.")]
+        fake.say(ANN, "please run the code", chat=GROUP, chat_type="group")
         card = _card(fake, GROUP)
         [rec] = rig.gate.pending()
         assert "HIGH" in card["text"] and rec.params_sha256 in card["text"]
-        assert str(target) in card["text"] and rec.id in card["text"]
+        assert "DANGER" in card["text"] and rec.id in card["text"]
         approve, _ = _buttons(card)
         assert ApprovalPayload.decode(approve) == ApprovalPayload(rec.id, rec.params_sha256)
         # a crafted button with another hash
@@ -204,11 +203,11 @@ def test_approval_button_wrong_hash_non_approver_stranger_and_twice(tmp_path: Pa
         assert sorted(outcomes) == ["bad_payload", "refused", "refused"], outcomes
         assert [e["details"]["reason"] for e in rig.audit("approval.refused")] == \
             ["hash_mismatch"]
-        assert rig.gate.get(rec.id).status == "pending" and not target.exists()
+        assert rig.gate.get(rec.id).status == "pending"
         # the requester approves (distinct approvers are not required here)
         fake.press(ANN, card, approve)
-        fake.wait(lambda: "I wrote the file." in fake.texts(GROUP), "the resumed answer")
-        assert target.read_text() == "hello"
+        fake.wait(lambda: "I ran the code." in fake.texts(GROUP), "the resumed answer")
+        assert (rig.gate.get(rec.id).result or {})["stdout"] == "DANGER\n"
         edit = fake.wait(lambda: fake.of("editMessageText"), "the card's edit")[-1]
         assert f"approved by tg-{ANN}" in edit.fields["text"]
         assert "reply_markup" not in edit.fields or \
@@ -223,10 +222,10 @@ def test_approval_button_wrong_hash_non_approver_stranger_and_twice(tmp_path: Pa
 def test_distinct_approvers_the_requester_cannot_press_an_approver_can(tmp_path: Path
                                                                        ) -> None:
     with tg(tmp_path, [{"id": str(ANN)}, {"id": str(BOB), "principal": "carol"}],
-            distinct=True) as (rig, fake):
+            distinct=True, rules=HIGH_CODE_RULES) as (rig, fake):
         rig.gate.create_principal("carol", "approver")
-        rig.model.script = [Reply(calls=[("write_file", {"path": str(tmp_path / "d.txt"),
-                                                         "content": "d"})]),
+        rig.model.script = [Reply(calls=[("run_code", {"language": "python",
+                                                       "code": HIGH_CODE})]),
                             Reply(text="ok")]
         fake.say(ANN, "write", chat=GROUP, chat_type="group")
         card = _card(fake, GROUP)

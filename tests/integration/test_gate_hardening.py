@@ -149,7 +149,8 @@ def test_what_is_opened_is_checked_again_at_execution(tmp_path: Path) -> None:
         release.wait(30)
         return 0, b"", b""
 
-    with serving(tmp_path, handler, workers=2) as (lv, g), user(lv, g, "mallory") as m:
+    with serving(tmp_path, handler, workers=2) as (lv, g), user(lv, g, "mallory") as m, \
+            user(lv, g, "carol", "approver") as carol:
         d = lv.settings.data_dir
         ws = lv.settings.workspace_path
         out = tmp_path / "outside"
@@ -170,9 +171,9 @@ def test_what_is_opened_is_checked_again_at_execution(tmp_path: Path) -> None:
         (out / "f").symlink_to(d / "api-token")
         (out / "dir").rmdir()
         (out / "dir").symlink_to(d)
-        for a in (read, write):
-            m.post(f"/api/actions/{a['action_id']}/approve",
-                   json={"params_sha256": a["params_sha256"]}).raise_for_status()
+        for a in (read, write):   # a host action: an approver decides, never mallory
+            carol.post(f"/api/actions/{a['action_id']}/approve",
+                       json={"params_sha256": a["params_sha256"]}).raise_for_status()
             done = finished(m, a["action_id"])
             assert done["status"] == "failed" and "ClosedPaw's own state" in done["error"], done
             assert done["result"] is None
@@ -200,6 +201,46 @@ def test_what_is_opened_is_checked_again_at_execution(tmp_path: Path) -> None:
         done = finished(m, submit("file_read", {"path": str(ws / "note")})["action_id"])
         assert done["status"] == "completed" and done["result"]["content"] == "hello"
 
+
+
+def test_a_user_cannot_approve_its_own_host_actions(tmp_path: Path) -> None:
+    """A host file read outside the workspace, a host file write and a network request act
+    on the host with the server's privileges (root), not in a sandbox: their requester, a
+    ``user``, cannot approve them (an outsider's attack: a user self-approved a read of the
+    server's stderr, took the one-time admin login link printed there, and was admin). An
+    approver can; nothing ran before it did."""
+    ran: list[str] = []
+    with serving(tmp_path) as (lv, g), user(lv, g, "mallory") as m, \
+            user(lv, g, "carol", "approver") as carol:
+        outside = tmp_path / "outside.txt"
+        outside.write_text("host file")
+        asks = {"file_read": {"path": str(outside)},
+                "file_write": {"path": str(tmp_path / "new.txt"), "content": "x"},
+                "network_request": {"url": "http://127.0.0.1:9/"}}
+        for kind, params in asks.items():
+            a = m.post("/api/actions", json={"action_type": kind, "parameters": params}).json()
+            assert a["security_level"] == "high", a
+            e = err(m.post(f"/api/actions/{a['action_id']}/approve",
+                           json={"params_sha256": a["params_sha256"]}), 403, "approval_refused")
+            assert "approver or admin" in e["message"], e
+            assert m.get(f"/api/actions/{a['action_id']}").json()["status"] == "pending"
+            ran.append(kind)
+            refused = [x for x in g.audit.entries(after_seq=0, limit=10000)
+                       if x.event == "approval.refused" and x.action_id == a["action_id"]]
+            assert refused and refused[-1].principal == "mallory", refused
+        assert not (tmp_path / "new.txt").exists()
+        # an approver decides them: the read runs
+        a = m.post("/api/actions", json={"action_type": "file_read",
+                                         "parameters": {"path": str(outside)}}).json()
+        carol.post(f"/api/actions/{a['action_id']}/approve",
+                   json={"params_sha256": a["params_sha256"]}).raise_for_status()
+        done = finished(m, a["action_id"])
+        assert done["status"] == "completed" and done["result"]["content"] == "host file", done
+        # her sandboxed high action is still hers to approve
+        h = m.post("/api/actions", json=HIGH).json()
+        m.post(f"/api/actions/{h['action_id']}/approve",
+               json={"params_sha256": h["params_sha256"]}).raise_for_status()
+    assert ran == list(asks)
 
 # -- 2. who sees and decides what -----------------------------------------------------------
 HIGH = {"action_type": "code_execution", "min_level": "high",

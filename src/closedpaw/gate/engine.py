@@ -77,6 +77,12 @@ _EVENT_OF = {ActionStatus.APPROVED: AuditEvent.ACTION_APPROVED,
              ActionStatus.INTERRUPTED: AuditEvent.ACTION_INTERRUPTED}
 
 
+#: action types that act on the host itself with the server's privileges (its files, its
+#: network position), not in a sandbox: a ``user`` cannot approve them, its own included.
+#: A user's self-approval of a host file read outside the workspace read the server's stderr
+#: (its one-time admin login link) and so became admin; a host write as root is the host.
+HOST_ACTIONS = frozenset({"file_read", "file_write", "network_request"})
+
 class Gate:
     """Owns the store, the audit log, the rules and the sandbox manager. Call :meth:`start`
     once (recovers crashed work), and :meth:`close` at the end."""
@@ -576,6 +582,10 @@ class Gate:
                          "database was changed behind the gate); the action cannot be approved")
         if rec.security_level is RiskLevel.CRITICAL and not principal.is_admin:
             raise refuse("role", "a critical action needs an approval by an admin")
+        if rec.action_type in HOST_ACTIONS and not principal.sees_all:
+            raise refuse("role", f"a {rec.action_type} acts on the host with the server's "
+                         "privileges (root): it needs an approval by an approver or admin, "
+                         "never the requesting user's own")
         if self.settings.gate.require_distinct_approver and principal.name == rec.requester:
             raise refuse("self_approval", "the approver must be another principal than the "
                          "requester (require_distinct_approver is on)")
