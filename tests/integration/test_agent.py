@@ -117,6 +117,21 @@ def test_python_cells_keep_state(mgr: SandboxManager, runtime: str) -> None:
         assert r.stdout_truncated and len(r.stdout) == 4096
 
 
+
+def test_a_cell_that_forks_is_answered_by_the_kernel(mgr: SandboxManager, runtime: str) -> None:
+    """A python cell that forks: the child ends with the cell, as at the end of a
+    ``python3 -c`` script, and the kernel answers (an outsider's attack: the child answered
+    the cell, ``pid 0``, the kernel's answer was lost, and the child read the next cells)."""
+    with mgr.create(SandboxSpec(limits=SMALL), runtime=runtime) as sb:
+        assert sb.code.run("import os\nx, kernel = 41, os.getpid()").ok
+        r = sb.code.run("pid = os.fork()\nif pid: os.waitpid(pid, 0)\n"
+                        "print('child' if pid == 0 else 'parent')\npid > 0")
+        assert r.error is None and r.value == "True", r
+        assert sorted(r.stdout.decode().split()) == ["child", "parent"], r.stdout
+        assert sb.code.run("x + 1").value == "42"   # the same kernel, its state kept
+        for _ in range(3):   # and nothing else reads the cells
+            assert sb.code.run("os.getpid() == kernel").value == "True"
+
 def test_node_cells_keep_state(mgr: SandboxManager, runtime: str,
                                built_images: dict[str, Image]) -> None:
     with mgr.create(SandboxSpec(image="multi", limits=SMALL), runtime=runtime) as sb:

@@ -654,7 +654,9 @@ class Sandbox:
         cap = self.spec.limits.output_cap_bytes
         res = self._open(sd, T_CELL, {"lang": lang, "code": code, "timeout_ms": timeout * 1000,
                                        "cap": cap}, [lang], timeout, cap, b"").drain(sink)
-        assert isinstance(res, CodeResult)
+        if not isinstance(res, CodeResult):   # the agent ended the cell as a process
+            raise AgentProtocolError(f"the {lang} kernel of sandbox {self.id} ended the cell "
+                                     f"without a result (exit {res.exit_code})")
         return res
 
     def _open(self, sd: SandboxDir, typ: int, payload: dict[str, object], argv: list[str],
