@@ -54,8 +54,8 @@ def submit_read(c: httpx.Client, name: str) -> str:
 def server(tmp_path: Path, db_url: str, request: pytest.FixtureRequest
            ) -> Iterator[tuple[Live, dict[str, str]]]:
     """A key-file vault with one secret per level, then the server; tokens of alice (a
-    user), bob (an approver: may decide on others' actions up to high) and carol (a second
-    admin)."""
+    user), bob (an approver: may decide on others' actions up to high), carol (a second
+    admin) and dave (another user)."""
     more: dict[str, Any] = getattr(request, "param", {})
     s = gate_settings(tmp_path, db_url=db_url, **more)
     with Vault(s.database_url) as v:
@@ -68,7 +68,8 @@ def server(tmp_path: Path, db_url: str, request: pytest.FixtureRequest
     try:
         with live_server(s, orch) as lv:
             toks = {n: orch.create_principal(n, r) for n, r in
-                    (("alice", "user"), ("bob", "approver"), ("carol", "admin"))}
+                    (("alice", "user"), ("bob", "approver"), ("carol", "admin"),
+                     ("dave", "user"))}
             yield lv, toks
     finally:
         orch.close()
@@ -133,6 +134,22 @@ def test_secret_read_waits_for_approval_and_is_delivered_once(
     assert "secret.delivered" in [e.event for e in events]
     assert all(PLANTED not in repr(e.to_dict()) for e in orch.audit.entries())
 
+
+
+def test_another_users_action_is_not_found_at_the_secret_route(
+        server: tuple[Live, dict[str, str]]) -> None:
+    """An outsider's attack: the delivery route told another user whether an action existed
+    and what it was (409 "is a code_execution", 403 "only the principal that requested this
+    secret_read"), where every other route answers 404."""
+    live, toks = server
+    with live.client(toks["alice"]) as alice, live.client(toks["dave"]) as dave:
+        read = submit_read(alice, "API_KEY")
+        code = alice.post("/api/actions", json={"action_type": "code_execution", "parameters": {
+            "language": "python", "code": "print(1)"}}).json()["action_id"]
+        for aid in (read, code, "00000000-0000-4000-8000-000000000000"):
+            r = dave.get(f"/api/actions/{aid}/secret")
+            assert r.status_code == 404 and r.json()["error"]["code"] == "action_not_found", \
+                r.text
 
 def test_levels_are_enforced_by_role_and_approver(server: tuple[Live, dict[str, str]]) -> None:
     live, toks = server
