@@ -359,6 +359,15 @@ def test_a_queued_approved_action_swapped_in_the_database_never_runs(tmp_path: P
                    json={"params_sha256": a["params_sha256"]}).raise_for_status()
         st = alice.get("/api/status").json()["queue"]
         assert st["running"] == {"alice": 1} and st["queued"] == {"alice": 1}, st
+        # another user sees nothing of hers, nor the server's (an outsider's finding: who
+        # ran what, every principal's counts, the database's path); an admin sees it all
+        seen = bob.get("/api/status").json()
+        assert seen["queue"]["running"] == {} and seen["queue"]["queued"] == {}, seen
+        assert seen["actions"] == {} and seen["pending"] == 0, seen
+        assert "database" not in seen and "audit_entries" not in seen, seen
+        with lv.client() as admin:
+            full = admin.get("/api/status").json()
+        assert full["queue"]["running"] == {"alice": 1} and "database" in full, full
         # one principal never holds every worker: bob's medium action runs meanwhile
         b = bob.post("/api/actions", json={"action_type": "code_execution", "parameters": {
             "language": "python", "code": "print(1)"}}).json()

@@ -829,11 +829,21 @@ class Gate:
         except (ValueError, TypeError, AttributeError):
             raise ActionNotFound(f"no action {str(action_id)[:80]!r}") from None
 
-    def status(self) -> dict[str, Any]:
-        counts = self.store.counts()
-        return {"actions": counts, "pending": counts.get("pending", 0),
-                "audit_entries": self.audit.last_seq(), "database": self.store.safe_url,
-                "queue": self.queue_status()}
+    def status(self, principal: Principal | None = None) -> dict[str, Any]:
+        """Counts, the audit's size, the database and the execution queue; for a principal
+        that sees only its own actions (a ``user``), its own counts and queue entries and
+        nothing of the server's (an outsider's finding: a user saw who was running what, how
+        many actions every principal had, and where the database is)."""
+        if principal is None or principal.sees_all:
+            counts = self.store.counts()
+            return {"actions": counts, "pending": counts.get("pending", 0),
+                    "audit_entries": self.audit.last_seq(), "database": self.store.safe_url,
+                    "queue": self.queue_status()}
+        counts = self.store.counts(principal.name)
+        queue = self.queue_status()
+        for k in ("running", "queued"):
+            queue[k] = {n: v for n, v in queue[k].items() if n == principal.name}
+        return {"actions": counts, "pending": counts.get("pending", 0), "queue": queue}
 
     def sandbox_status(self) -> dict[str, Any]:
         """The runtimes installed, and the one actions run in (chosen by a live probe,

@@ -402,9 +402,13 @@ class Store:
         self.sql(c, _INSERT_ACTION, *(getattr(row, k) for k in _ACTION_COLUMNS))
         return ActionRecord.of(row)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, requester: str | None = None) -> dict[str, int]:
+        """Actions per status: every principal's, or ``requester``'s."""
+        q = select(ActionRow.status, func.count())
+        if requester is not None:
+            q = q.where(ActionRow.requester == requester)
         with self.session() as s:
-            rows = s.execute(select(ActionRow.status, func.count()).group_by(ActionRow.status))
+            rows = s.execute(q.group_by(ActionRow.status))
             return {str(st): int(n) for st, n in rows}
 
     def transition(self, action_id: str, frm: Sequence[ActionStatus], to: ActionStatus, *,

@@ -28,9 +28,10 @@ def health() -> Health:
 @router.get("/api/status", tags=["status"])
 def status(request: Request, gate: GateDep, p: Auth) -> dict[str, Any]:
     """Runtimes, isolation, counts and the execution queue (running and queued per
-    principal; the sandbox part comes from the gate)."""
+    principal; the sandbox part comes from the gate). A user is shown its own counts and
+    queue entries, and not the audit's size or the database."""
     settings = settings_of(request)
-    out = gate.status()
+    out = gate.status(p)
     out["principal"] = {"name": p.name, "role": p.role}
     out["sandbox"] = gate.sandbox_status()
     out["approval_ttl_s"] = settings.gate.approval_ttl_s
