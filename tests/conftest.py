@@ -24,6 +24,16 @@ from closedpaw.settings import Settings
 RUNTIMES = inventory.RUNTIMES
 TEST_STATE = Path(f"/run/closedpaw-test-{os.getpid()}")
 TEST_CGROUP = f"closedpaw-test-{os.getpid()}"
+#: rules under which code_execution whose code holds DANGER is high (needs an approval), a
+#: high action confined to a sandbox: its requester may approve it (a host action, such as a
+#: file_write, needs an approver or admin)
+HIGH_RULES = """version: 1
+rules:
+  - action_type: code_execution
+    when: {code: {matches: "(?s).*DANGER.*"}}
+    level: high
+    reason: the test marks this code high
+"""
 DATA_DIR = Path(os.environ.get("CLOSEDPAW_TEST_DATA_DIR", "/var/lib/closedpaw"))
 
 

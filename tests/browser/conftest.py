@@ -25,7 +25,7 @@ from closedpaw.api import create_app
 from closedpaw.gate import Gate
 from closedpaw.providers import Gateway, OpenAIConfig
 from closedpaw.settings import Settings
-from tests.conftest import TEST_CGROUP, TEST_STATE, require_runtime
+from tests.conftest import HIGH_RULES, TEST_CGROUP, TEST_STATE, require_runtime
 from tests.integration.conftest import wait_for
 from tests.provider_servers import ProviderServer
 
@@ -33,14 +33,6 @@ CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "test-results" / "browser"
 RUNTIME = "runsc"
 
-#: code_execution whose code holds DANGER is high (needs approval) in these tests
-HIGH_RULES = """version: 1
-rules:
-  - action_type: code_execution
-    when: {code: {matches: "(?s).*DANGER.*"}}
-    level: high
-    reason: the test marks this code high
-"""
 
 #: set on window by the init script: every CSP violation the page saw
 WATCH = """

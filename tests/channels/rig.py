@@ -53,15 +53,7 @@ class ChannelRig:
         return sum(p.stat().st_size for p in self.settings.audit_dir.glob("*.jsonl"))
 
 
-#: a high action confined to a sandbox (the requester may approve it, unlike a host action
-#: such as ``write_file``, which needs an approver or admin): code the rules mark high
-HIGH_CODE_RULES = """version: 1
-rules:
-  - action_type: code_execution
-    when: {code: {matches: "(?s).*DANGER.*"}}
-    level: high
-    reason: the test marks this code high
-"""
+#: code that the suite's HIGH_RULES marks high: an action its requester may approve
 HIGH_CODE = "print('DANGER')"
 
 @contextlib.contextmanager

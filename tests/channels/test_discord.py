@@ -23,7 +23,8 @@ from closedpaw.errors import ChannelError, PairingRefused
 from closedpaw.security import Principal
 from closedpaw.settings import ChannelConfig
 from tests.channels.fake_discord import FakeDiscord, Posted
-from tests.channels.rig import HIGH_CODE, HIGH_CODE_RULES, ChannelRig, channel_rig
+from tests.channels.rig import HIGH_CODE, ChannelRig, channel_rig
+from tests.conftest import HIGH_RULES
 from tests.provider_servers import Reply
 
 ANN, BOB, STRANGER = "310000000000000001", "310000000000000002", "366666666666666666"
@@ -234,7 +235,7 @@ def test_pairing_code_grants_user_is_used_once_and_expires(tmp_path: Path) -> No
 
 
 def test_approval_button_wrong_hash_non_approver_stranger_and_twice(tmp_path: Path) -> None:
-    with dc(tmp_path, [{"id": ANN}, {"id": BOB}], rules=HIGH_CODE_RULES) as d:
+    with dc(tmp_path, [{"id": ANN}, {"id": BOB}], rules=HIGH_RULES) as d:
         d.rig.model.script = [Reply(calls=[("run_code", {"language": "python",
                                                          "code": HIGH_CODE})]),
                               Reply(text="I ran the code.")]
@@ -272,7 +273,7 @@ def test_approval_button_wrong_hash_non_approver_stranger_and_twice(tmp_path: Pa
 def test_distinct_approvers_the_requester_cannot_press_an_approver_can(tmp_path: Path
                                                                        ) -> None:
     with dc(tmp_path, [{"id": ANN}, {"id": BOB, "principal": "carol"}],
-            distinct=True, rules=HIGH_CODE_RULES) as d:
+            distinct=True, rules=HIGH_RULES) as d:
         d.rig.gate.create_principal("carol", "approver")
         d.rig.model.script = [Reply(calls=[("run_code", {"language": "python",
                                                          "code": HIGH_CODE})]),

@@ -24,7 +24,8 @@ from closedpaw.errors import ChannelError, PairingRefused
 from closedpaw.security import Principal
 from closedpaw.settings import ChannelConfig
 from tests.channels.fake_matrix import FakeMatrix, Sent
-from tests.channels.rig import HIGH_CODE, HIGH_CODE_RULES, ChannelRig, channel_rig
+from tests.channels.rig import HIGH_CODE, ChannelRig, channel_rig
+from tests.conftest import HIGH_RULES
 from tests.provider_servers import Reply
 
 ANN, BOB, STRANGER = "@ann:fake.test", "@bob:fake.test", "@mallory:evil.test"
@@ -225,7 +226,7 @@ def test_pairing_code_grants_user_is_used_once_and_expires(tmp_path: Path) -> No
 
 
 def test_approval_command_wrong_hash_non_approver_stranger_and_twice(tmp_path: Path) -> None:
-    with mx(tmp_path, [{"id": ANN}, {"id": BOB}], rules=HIGH_CODE_RULES) as m:
+    with mx(tmp_path, [{"id": ANN}, {"id": BOB}], rules=HIGH_RULES) as m:
         m.rig.model.script = [Reply(calls=[("run_code", {"language": "python",
                                                          "code": HIGH_CODE})]),
                               Reply(text="I ran the code.")]
@@ -272,7 +273,7 @@ def test_approval_command_wrong_hash_non_approver_stranger_and_twice(tmp_path: P
 
 def test_approval_by_reaction_is_bound_to_the_cards_hash(tmp_path: Path) -> None:
     with mx(tmp_path, [{"id": ANN}, {"id": BOB, "principal": "carol"}],
-            distinct=True, rules=HIGH_CODE_RULES) as m:
+            distinct=True, rules=HIGH_RULES) as m:
         m.rig.gate.create_principal("carol", "approver")
         m.rig.model.script = [Reply(calls=[("run_code", {"language": "python",
                                                          "code": HIGH_CODE})]),

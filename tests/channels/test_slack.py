@@ -18,7 +18,8 @@ from closedpaw.channels.slack import SlackAdapter
 from closedpaw.security import Principal
 from closedpaw.settings import ChannelConfig
 from tests.channels.fake_slack import TEAM, FakeSlack
-from tests.channels.rig import HIGH_CODE, HIGH_CODE_RULES, ChannelRig, channel_rig
+from tests.channels.rig import HIGH_CODE, ChannelRig, channel_rig
+from tests.conftest import HIGH_RULES
 from tests.provider_servers import Reply
 
 TOKEN, SECRET = "xoxb-test-token", "signing-secret-of-the-app"
@@ -152,7 +153,7 @@ def test_pairing_code_expiry_and_reuse(tmp_path: Path) -> None:
 
 
 def test_approval_button_wrong_hash_non_approver_and_twice(tmp_path: Path) -> None:
-    with sl(tmp_path, [f"{TEAM}/{ANN}", f"{TEAM}/{BOB}"], rules=HIGH_CODE_RULES) as (rig, fake,
+    with sl(tmp_path, [f"{TEAM}/{ANN}", f"{TEAM}/{BOB}"], rules=HIGH_RULES) as (rig, fake,
                                                                                   url):
         rig.model.script = [Reply(calls=[("run_code", {"language": "python",
                                                        "code": HIGH_CODE})]),

@@ -21,7 +21,8 @@ from closedpaw.errors import PairingRefused
 from closedpaw.security import Principal
 from closedpaw.settings import ChannelConfig, Settings
 from tests.channels.fake_telegram import FakeTelegram
-from tests.channels.rig import HIGH_CODE, HIGH_CODE_RULES, ChannelRig, channel_rig
+from tests.channels.rig import HIGH_CODE, ChannelRig, channel_rig
+from tests.conftest import HIGH_RULES
 from tests.provider_servers import Reply
 
 TOKEN = "123456:TEST-token"
@@ -181,7 +182,7 @@ def test_pairing_code_grants_user_is_used_once_expires_and_caps_at_three(tmp_pat
 
 
 def test_approval_button_wrong_hash_non_approver_stranger_and_twice(tmp_path: Path) -> None:
-    with tg(tmp_path, [{"id": str(ANN)}, {"id": str(BOB)}], rules=HIGH_CODE_RULES) as (rig, fake):
+    with tg(tmp_path, [{"id": str(ANN)}, {"id": str(BOB)}], rules=HIGH_RULES) as (rig, fake):
         rig.model.script = [Reply(calls=[("run_code", {"language": "python",
                                                        "code": HIGH_CODE})]),
                             Reply(text="I ran the code.")]
@@ -222,7 +223,7 @@ def test_approval_button_wrong_hash_non_approver_stranger_and_twice(tmp_path: Pa
 def test_distinct_approvers_the_requester_cannot_press_an_approver_can(tmp_path: Path
                                                                        ) -> None:
     with tg(tmp_path, [{"id": str(ANN)}, {"id": str(BOB), "principal": "carol"}],
-            distinct=True, rules=HIGH_CODE_RULES) as (rig, fake):
+            distinct=True, rules=HIGH_RULES) as (rig, fake):
         rig.gate.create_principal("carol", "approver")
         rig.model.script = [Reply(calls=[("run_code", {"language": "python",
                                                        "code": HIGH_CODE})]),

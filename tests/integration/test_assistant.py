@@ -24,7 +24,7 @@ from closedpaw.gate.store import Store
 from closedpaw.providers import Gateway, OpenAIConfig
 from closedpaw.security import Principal
 from closedpaw.settings import Settings
-from tests.conftest import TEST_CGROUP, TEST_STATE
+from tests.conftest import HIGH_RULES, TEST_CGROUP, TEST_STATE
 from tests.integration.conftest import wait_for
 from tests.provider_servers import ProviderServer, Reply
 
@@ -145,15 +145,6 @@ def test_medium_code_runs_in_the_sandbox_and_the_model_receives_42(tmp_path: Pat
             "user", "assistant", "tool_result", "assistant"]
         assert body["messages"][-1]["provider"] == "scripted"
         assert (body["provider"], body["model"]) == ("scripted", "scripted-model")
-
-
-HIGH_RULES = """version: 1
-rules:
-  - action_type: code_execution
-    when: {code: {matches: "(?s).*DANGER.*"}}
-    level: high
-    reason: the test marks this code high
-"""
 
 
 def _pause(r: Rig, c: httpx.Client, code: str = "print('DANGER', 6*7)"
