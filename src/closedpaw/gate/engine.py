@@ -82,6 +82,10 @@ _EVENT_OF = {ActionStatus.APPROVED: AuditEvent.ACTION_APPROVED,
 #: A user's self-approval of a host file read outside the workspace read the server's stderr
 #: (its one-time admin login link) and so became admin; a host write as root is the host.
 HOST_ACTIONS = frozenset({"file_read", "file_write", "network_request"})
+#: the error of an action cut off by its process's end (a crash, found at the next start;
+#: or a stop, recorded before the process ends)
+INTERRUPTED = "interrupted: the server stopped while it was executing"
+
 
 class Gate:
     """Owns the store, the audit log, the rules and the sandbox manager. Call :meth:`start`
@@ -166,7 +170,7 @@ class Gate:
             rec = self._move(aid, [ActionStatus.EXECUTING, ActionStatus.APPROVED],
                              ActionStatus.INTERRUPTED, SYSTEM,
                              details={"why": "the process running it stopped"},
-                             error="interrupted: the server stopped while it was executing")
+                             error=INTERRUPTED)
             if rec is not None:
                 cut.append(aid)
         self.expire_due()
@@ -210,9 +214,7 @@ class Gate:
                 return
             self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self.close_sandboxes()
-        if self._manager is not None:
-            self._manager.cleanup()
+        self.close_sandboxes()   # the manager's cleanup included
         self.vault.close()
         self.store.close()
 
@@ -782,7 +784,7 @@ class Gate:
             cut = self._stopping
         if cut:   # its sandbox was stopped under it: what it returned is not its result
             to, result = ActionStatus.INTERRUPTED, None
-            error = "interrupted: the server stopped while it was executing"
+            error = INTERRUPTED
         details: dict[str, Any] = {"error": error} if error else {}
         if result is not None and "exit_code" in result:
             details.update(exit_code=result["exit_code"], sandbox_id=result.get("sandbox_id"),
