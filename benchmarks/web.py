@@ -42,17 +42,11 @@ from closedpaw.api.guard import uvicorn_config
 from closedpaw.gate import Gate
 from closedpaw.providers import Gateway, OpenAIConfig
 from closedpaw.settings import Settings
+from tests.conftest import HIGH_RULES
 from tests.provider_servers import ProviderServer
 
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "web.json"
 CGROUP = "closedpaw-bench-web"
-RULES = """version: 1
-rules:
-  - action_type: code_execution
-    when: {code: {matches: "(?s).*DANGER.*"}}
-    level: high
-    reason: the benchmark marks this code high
-"""
 CODE = "print('DANGER', 6*7)"
 
 
@@ -63,7 +57,7 @@ class Server:
         self.s = Settings.of(data_dir=tmp / "data", state_dir=tmp / "state",
                              cgroup_parent=CGROUP, runtime=runtime)
         self.s.data_dir.mkdir(parents=True)
-        (self.s.data_dir / "rules.yaml").write_text(RULES)
+        (self.s.data_dir / "rules.yaml").write_text(HIGH_RULES)
         self.model = ProviderServer("openai")
         self.gate = Gate(self.s)
         self.gw = Gateway([OpenAIConfig(name="scripted", base_url=f"{self.model.url}/v1",
