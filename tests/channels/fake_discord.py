@@ -9,6 +9,8 @@ every message posted or edited (content, components, attachments), interaction c
 a log of every request with its time. ``rate_limit(method, path_prefix, n, retry_after)``
 answers the next ``n`` matching requests with Discord's 429 (JSON body with ``retry_after``
 and a ``Via`` header, as Discord's edge sends it; discord.py refuses a 429 without one).
+``hold(method, prefix, match)`` keeps the answer to the next matching request (done: the
+message exists) until the returned event is set: a slow platform.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,8 +71,10 @@ class FakeDiscord:
         self.requests: list[Request] = []
         self.cdn: dict[str, bytes] = {}             # path -> attachment bytes (no auth)
         self._limits: list[list[Any]] = []          # [method, prefix, remaining, retry_after]
+        self._holds: list[tuple[str, str, Callable[[Any], bool], threading.Event]] = []
         self._ids = itertools.count(1_000_000_000_000_000_000)
         self._lock = threading.Lock()
+        self._tls = threading.local()               # the handler thread's held answer
         fake = self
 
         class H(BaseHTTPRequestHandler):
@@ -92,6 +97,9 @@ class FakeDiscord:
                     return
                 status, body, extra = fake._answer(self.command, u.path, u.query, raw,
                                                    dict(self.headers.items()))
+                hold = getattr(fake._tls, "hold", None)
+                if hold is not None:
+                    hold.wait(30)
                 data = b"" if body is None else json.dumps(body).encode()
                 self.send_response(status)
                 if body is not None:
@@ -149,6 +157,21 @@ class FakeDiscord:
     def rate_limit(self, method: str, prefix: str, n: int, retry_after: float) -> None:
         with self._lock:
             self._limits.append([method, API + prefix, n, retry_after])
+
+    def hold(self, method: str, prefix: str, match: Callable[[Any], bool]) -> threading.Event:
+        """Answer the next ``method`` request under ``prefix`` whose JSON body (or the
+        multipart's payload_json) satisfies ``match`` only once the event is set."""
+        release = threading.Event()
+        with self._lock:
+            self._holds.append((method, API + prefix, match, release))
+        return release
+
+    def _take_hold(self, method: str, path: str, body: Any) -> threading.Event | None:
+        for h in self._holds:   # under self._lock
+            if h[0] == method and path.startswith(h[1]) and h[2](body):
+                self._holds.remove(h)
+                return h[3]
+        return None
 
     def dm_channel(self, uid: str) -> str:
         with self._lock:
@@ -235,6 +258,7 @@ class FakeDiscord:
         with self._lock:
             self.requests.append(Request(method, path, query, body, time.monotonic(),
                                          headers))
+            self._tls.hold = self._take_hold(method, path, body)
             for lim in self._limits:
                 if lim[0] == method and path.startswith(lim[1]) and lim[2] > 0:
                     lim[2] -= 1

@@ -290,6 +290,29 @@ def test_distinct_approvers_the_requester_cannot_press_an_approver_can(tmp_path:
         wait(lambda: "approved by carol" in d.fake.messages[card.id].content, "the edit")
 
 
+def test_an_action_approved_and_run_before_its_card_is_known_still_gets_the_edit(
+        tmp_path: Path) -> None:
+    """The platform is slow to answer the card's post (its message id): meanwhile an admin
+    approves elsewhere and the code runs to its end. The card, once known, says "approved by
+    admin" although the action is "completed" by then (it stayed with its buttons)."""
+    with dc(tmp_path, [{"id": ANN}], rules=HIGH_RULES) as d:
+        dm = d.dm(ANN)
+        release = d.fake.hold("POST", f"/channels/{dm}/messages",
+                              lambda body: bool((body or {}).get("components")))
+        d.rig.model.script = [Reply(calls=[("run_code", {"language": "python",
+                                                         "code": HIGH_CODE})]),
+                              Reply(text="It ran.")]
+        d.say(ANN, "run it")
+        card = d.card(dm)               # posted; the adapter does not know its id yet
+        rec = d.rig.gate.list_actions(limit=5)[0]
+        d.rig.gate.approve(Principal("admin", "admin"), rec.id, rec.params_sha256)
+        wait(lambda: d.rig.gate.get(rec.id).status == "completed", "the run's end")
+        release.set()
+        wait(lambda: "approved by admin" in d.fake.messages[card.id].content, "the edit")
+        assert d.fake.messages[card.id].components == []
+        wait(lambda: "It ran." in d.texts(dm), "the resumed answer")
+
+
 def test_rejecting_with_the_button(tmp_path: Path) -> None:
     with dc(tmp_path, [{"id": ANN}]) as d:
         d.rig.model.script = [Reply(calls=[("write_file", {"path": str(tmp_path / "r.txt"),

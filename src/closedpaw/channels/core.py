@@ -71,6 +71,17 @@ _DECIDED = {ActionStatus.APPROVED: "approved", ActionStatus.REJECTED: "rejected"
             ActionStatus.EXPIRED: "expired (nobody decided in time; nothing ran)"}
 
 
+def _decision(rec: ActionRecord) -> ActionStatus | None:
+    """What was decided about a card's action, whatever it became since: an approved action
+    moves on (executing, completed, failed, interrupted) and its card must still say
+    "approved". ``None`` while it waits."""
+    if rec.status is ActionStatus.PENDING:
+        return None
+    if rec.status in (ActionStatus.REJECTED, ActionStatus.EXPIRED):
+        return rec.status
+    return ActionStatus.APPROVED
+
+
 def summarize(rec: ActionRecord) -> str:
     """One readable line for an action (the card's summary; the parameters follow it)."""
     p = rec.parameters if isinstance(rec.parameters, dict) else {}
@@ -446,19 +457,23 @@ class ChannelCore:
         mid = await with_backoff(lambda: self.adapter.send_approval(chat_id, card))
         with self._lock:
             self._cards[rec.id] = _Card(chat_id, mid, card)
-        # decided before the card existed (another approver was quick): edit now
+        # decided before the card was known here (another approver was quick, or the
+        # platform's answer slow; it may have run and ended since): edit now
         now = await asyncio.to_thread(self.gate.store.get, rec.id)
-        if now is not None and now.status in _DECIDED:
+        if now is not None and _decision(now) is not None:
             await self._edit_card(rec.id, now)
 
     async def _edit_card(self, action_id: str, rec: ActionRecord) -> None:
+        decided = _decision(rec)
+        if decided is None:
+            return
         with self._lock:
             c = self._cards.get(action_id)
             if c is None or c.edited:
                 return
             c.edited = True
-        outcome = _DECIDED[rec.status]
-        if rec.status in (ActionStatus.APPROVED, ActionStatus.REJECTED) and rec.decided_by:
+        outcome = _DECIDED[decided]
+        if decided in (ActionStatus.APPROVED, ActionStatus.REJECTED) and rec.decided_by:
             outcome += f" by {rec.decided_by}"
         c.card = replace(c.card, outcome=outcome)
         try:
@@ -483,8 +498,8 @@ class ChannelCore:
 
         async def go() -> None:
             rec = await asyncio.to_thread(self.gate.store.get, aid)
-            if rec is not None:   # it may have moved on (executing...): the decision counts
-                await self._edit_card(aid, rec.model_copy(update={"status": status}))
+            if rec is not None:   # it may have moved on (executing...): _decision reads back
+                await self._edit_card(aid, rec)
         self._spawn(go())
 
     def _on_turn(self, conv_id: str, ev: dict[str, Any]) -> None:
