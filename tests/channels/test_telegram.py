@@ -462,21 +462,31 @@ def test_a_loop_of_pair_requests_gets_a_few_answers_and_one_code(tmp_path: Path)
         assert len(rig.audit("pairing.requested")) == 1
 
 
-def test_a_secret_value_never_reaches_the_platform(tmp_path: Path) -> None:
-    secret = "hunter2-very-secret-value"
+def test_the_servers_own_secrets_never_reach_the_platform_and_echoes_are_no_oracle(
+        tmp_path: Path) -> None:
+    """A value the server holds for itself (a provider's key, a channel's token: read as
+    ``system``) is redacted from whatever the chat is sent, the model's words and an approval
+    card included. A stored value that reached nothing here (the model can only repeat what
+    its user wrote) goes out as written: redacting it would tell the user which of their
+    guesses is a secret."""
+    held, pin = "hunter2-very-secret-value", "731904"
     with tg(tmp_path, [{"id": str(ANN)}]) as (rig, fake):
         rig.gate.vault.init_passphrase("a passphrase long enough")
-        rig.gate.vault.set("db_password", secret)
-        rig.model.script = [Reply(text=f"The password is {secret}."),
+        rig.gate.vault.set("provider_key", held)
+        rig.gate.vault.set("admin_pin", pin, "admin")
+        assert rig.gate.vault.resolver("system")("secret:provider_key") == held
+        rig.model.script = [Reply(text=f"The key is {held}. Your numbers: 731903 {pin} 731905."),
                             Reply(calls=[("write_file", {"path": str(tmp_path / "p"),
-                                                         "content": secret})])]
+                                                         "content": held})])]
         fake.say(ANN, "what is it?")
-        fake.wait(lambda: any("password is" in t for t in fake.texts(ANN)), "the answer")
+        fake.wait(lambda: any("key is" in t for t in fake.texts(ANN)), "the answer")
         fake.say(ANN, "write it")
         card = _card(fake, ANN)
         everything = json.dumps([c.fields for c in fake.calls], default=str)
-        assert secret not in everything and secret not in card["text"]
-        assert "The password is [secret:db_password]." in fake.texts(ANN)
+        assert held not in everything and held not in card["text"]
+        assert "[secret:provider_key]" in card["text"]
+        assert ("The key is [secret:provider_key]. Your numbers: 731903 731904 731905."
+                in fake.texts(ANN))
 
 
 def test_a_turn_paused_before_a_restart_answers_in_its_chat_after_an_approval(

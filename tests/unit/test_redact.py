@@ -108,3 +108,16 @@ def test_install_on_a_logger_and_remove_again() -> None:
         log.removeHandler(handler)
     out = stream.getvalue()
     assert "[secret:OPENAI]" in out and SECRET not in out and "after removal: plain" in out
+
+
+def test_only_redacts_the_named_secrets_every_version_and_follows_new_values() -> None:
+    r = Redactor([("a", "alpha-value-1"), ("b", "bravo-value-2"), ("a", "alpha-value-0")])
+    text = "alpha-value-1 alpha-value-0 bravo-value-2 charlie-value-3"
+    sub = r.only({"a"})
+    assert sub.redact(text) == "[secret:a] [secret:a] bravo-value-2 charlie-value-3"
+    assert r.only(["a"]) is sub                       # built once per set of names
+    assert r.only(()).redact(text) == text and not len(r.only(()))
+    r.add("c", "charlie-value-3")                     # the values changed: built again
+    assert r.only({"a", "c"}).redact(text) == "[secret:a] [secret:a] bravo-value-2 [secret:c]"
+    assert r.only({"a"}) is not sub
+    assert r.redact(text).count("[secret:") == 4      # the whole redactor is unchanged

@@ -275,14 +275,22 @@ class _RedactResponses(_HttpMiddleware):
     """Every answer passes the vault's redactor: a JSON body is decoded, redacted value by
     value (escaped forms included) and encoded again; any other body (the event stream) is
     redacted as text, chunk by chunk. The one exception is a successful ``GET`` of
-    ``/api/actions/{id}/secret``: the approved, one-time delivery of a value."""
+    ``/api/actions/{id}/secret``: the approved, one-time delivery of a value.
+
+    An admin's answers are redacted of every stored value (an admin may read them all: no
+    guess of theirs learns anything). Anyone else's of the values the server holds for
+    itself (``Vault.scoped``): their answers echo what they wrote (parameters, messages,
+    code's output), and a redactor of every value there would tell them which of their
+    guesses is a secret. What an action was handed is redacted from its result when it ends.
+    """
 
     async def http(self, scope: Any, receive: Any, send: Any) -> None:
         gate: Gate | None = getattr(scope["app"].state, "gate", None)
         if gate is None:
             await self.app(scope, receive, send)
             return
-        redactor = gate.vault.redactor
+        vault = gate.vault
+        redactor = vault.redactor
         delivery = scope["method"] == "GET" and bool(_DELIVERY.match(scope["path"]))
         start: dict[str, Any] = {}
         passthrough = False
@@ -294,11 +302,14 @@ class _RedactResponses(_HttpMiddleware):
             if message["type"] != "http.response.body":
                 await send(message)
                 return
-            nonlocal passthrough
+            nonlocal passthrough, redactor
             first = dict(start)
             start.clear()
             if first:
                 passthrough = delivery and first.get("status") == 200
+                who = (scope.get("state") or {}).get("principal")   # set by the guard
+                if who is None or not who.is_admin:
+                    redactor = vault.scoped()
             if passthrough:
                 if first:
                     await send(first)

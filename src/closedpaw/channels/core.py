@@ -397,9 +397,13 @@ class ChannelCore:
 
     # -- outbound --------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
-        """What leaves for a chat platform passes the vault's redactor, like every API
-        answer: a secret's value (verbatim or encoded) never reaches the platform."""
-        red = self.gate.vault.redactor
+        """What leaves for a chat platform passes the vault's redactor of the values the
+        server holds for itself (its tokens, provider keys), like a non-admin's API answer.
+        What the chat says comes from its people, the model and tool results, which are
+        redacted of the secrets their actions were handed when they end; redacting every
+        stored value here would tell a chat user which of their guesses is a secret (ask the
+        model to repeat a list)."""
+        red = self.gate.vault.scoped()
         return red.redact(text) if len(red) else text
 
     async def _say(self, chat_id: str, text: str) -> int:

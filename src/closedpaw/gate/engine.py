@@ -761,24 +761,33 @@ class Gate:
                               action_id=rec.id, details={"reason": "integrity", "why": bad})
             self._finish(rec, error=bad)
             return
+        reach: frozenset[str] | None = frozenset()
         try:
             if parsed.action is None:
                 raise GateError(f"cannot execute: {parsed.problem}")
+            reach = self.executors.reach(self.context, parsed.action_type,
+                                         parsed.action.parameters)
             run = self.executors.executor(parsed.action_type)
             result = run(self.context, rec, parsed.action.parameters)
         except ClosedPawError as e:
-            self._finish(rec, error=str(e))
+            self._finish(rec, error=str(e), reach=reach)
         except Exception as e:  # an unexpected bug fails the action, never the server
             log.exception("executing %s", action_id)
             self._finish(rec, error=f"internal error: {type(e).__name__}")
         else:
-            self._finish(rec, result=result)
+            self._finish(rec, result=result, reach=reach)
 
     def _finish(self, rec: ActionRecord, *, result: dict[str, Any] | None = None,
-                error: str | None = None) -> None:
-        # what an action produced (a sandbox's output, an error) never carries a secret value
-        result = self.vault.redactor.redact_obj(result) if result is not None else None
-        error = self.vault.redactor.redact(error) if error is not None else None
+                error: str | None = None, reach: frozenset[str] | None = frozenset()) -> None:
+        # what an action produced never carries a value of a secret that reached it: the ones
+        # it was handed (``reach``; None: any, a host read), the ones this process holds.
+        # Only those: the requester wrote the rest (code printing guesses, a path in an error),
+        # and redacting every stored value there would tell them which guess is a secret
+        if result is not None:
+            red = self.vault.redactor if reach is None else self.vault.scoped(reach)
+            result = red.redact_obj(result)
+        if error is not None:
+            error = self.vault.scoped(reach or ()).redact(error)
         to = ActionStatus.FAILED if error is not None else ActionStatus.COMPLETED
         with self._lock:
             cut = self._stopping

@@ -69,6 +69,8 @@ class Redactor:
         self._pattern: re.Pattern[str] | None = None
         self._names: dict[str, str] = {}     # every form -> the secret's name
         self._values: dict[str, str] = {}    # every known value -> its name
+        self._gen = 0                        # bumped by every swap: subsets built before expire
+        self._subsets: dict[frozenset[str], tuple[int, Redactor]] = {}
         self.update(secrets)
 
     def update(self, secrets: Iterable[tuple[str, str]]) -> None:
@@ -90,6 +92,8 @@ class Redactor:
                    if names else None)
         with self._lock:
             self._names, self._values, self._pattern = names, values, pattern
+            self._gen += 1
+            self._subsets.clear()
 
     def add(self, name: str, value: str) -> None:
         """Know one more value (the ones known stay)."""
@@ -102,6 +106,23 @@ class Redactor:
                 values = dict(self._values)
             values[value] = name
             self._swap(values)
+
+    def only(self, names: Iterable[str]) -> Redactor:
+        """A redactor of the named secrets alone (every known version of each), built once
+        per set of names until the known values change."""
+        key = frozenset(names)
+        with self._lock:
+            gen, hit = self._gen, self._subsets.get(key)
+            if hit is not None and hit[0] == gen:
+                return hit[1]
+            pairs = [(n, v) for v, n in self._values.items() if n in key]
+        sub = Redactor(pairs)
+        with self._lock:
+            if self._gen == gen:
+                if len(self._subsets) >= 256:   # many policies' sets: start again
+                    self._subsets.clear()
+                self._subsets[key] = (gen, sub)
+        return sub
 
     def knows(self, value: str) -> bool:
         with self._lock:

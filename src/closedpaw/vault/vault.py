@@ -15,7 +15,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +133,10 @@ class Vault:
         #: knows every value this process decrypted or stored (all of them once unlocked);
         #: one object for the vault's lifetime, so filters holding it stay current
         self.redactor = Redactor()
+        #: names of the secrets this process holds for itself (read as ``system`` through
+        #: :meth:`resolver`: provider keys, channel tokens): :meth:`scoped` always covers them
+        self.held: frozenset[str] = frozenset()
+        self._held_lock = threading.Lock()
         self._seen: tuple[int, int] = (-1, -1)
 
     def close(self) -> None:
@@ -488,8 +492,21 @@ class Vault:
         providers get for ``api_key: secret:NAME``. Raises VaultLocked/SecretNotFound."""
         def resolve(ref: str) -> str:
             name = ref[len("secret:"):] if ref.startswith("secret:") else ref
-            return self.get(name, role=role)
+            value = self.get(name, role=role)
+            if role == "system" and name not in self.held:
+                with self._held_lock:
+                    self.held = self.held | {name}
+            return value
         return resolve
+
+    def scoped(self, names: Iterable[str] = ()) -> Redactor:
+        """The redactor for what a principal authored or an action made from it: the named
+        secrets (those the action was handed) and the ones this process holds for itself.
+
+        Redacting every stored value there would be an oracle: a user who prints (or types,
+        or has the model repeat) guesses sees which one turns into ``[secret:NAME]``. Text
+        that no secret reached holds a value only if its author knew it; see docs/vault.md."""
+        return self.redactor.only({*names, *self.held})
 
     def refresh_redactor(self, *, force: bool = False) -> bool:
         """Teach :attr:`redactor` every stored version's value when the table changed since

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from closedpaw.gate.executors.context import ExecutionContext
     from closedpaw.gate.store import ActionRecord
 
-__all__ = ["ACTION_TYPES", "REQUESTER_RAISERS", "ChannelDelivery", "deliver", "raise_level"]
+__all__ = ["ACTION_TYPES", "REACH", "REQUESTER_RAISERS", "ChannelDelivery", "deliver",
+           "raise_level"]
 
 
 @runtime_checkable
@@ -61,3 +62,11 @@ def deliver(ctx: ExecutionContext, rec: ActionRecord, params: BaseModel) -> dict
 
 ACTION_TYPES = {"channel_message": deliver}
 REQUESTER_RAISERS = {"channel_message": raise_level}
+
+
+def _none(ctx: ExecutionContext, params: BaseModel) -> frozenset[str]:
+    """Handed no secret of the vault: its result is redacted of the held ones only."""
+    return frozenset()
+
+
+REACH = {"channel_message": _none}

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from closedpaw.gate.executors.context import ExecutionContext
     from closedpaw.gate.store import ActionRecord
 
-__all__ = ["ACTION_TYPES", "ChatService", "execute_chat"]
+__all__ = ["ACTION_TYPES", "REACH", "ChatService", "execute_chat"]
 
 
 @runtime_checkable
@@ -39,3 +39,11 @@ def execute_chat(ctx: ExecutionContext, rec: ActionRecord, params: BaseModel) ->
 
 
 ACTION_TYPES = {"chat": execute_chat}
+
+
+def _none(ctx: ExecutionContext, params: BaseModel) -> frozenset[str]:
+    """Handed no secret of the vault: its result is redacted of the held ones only."""
+    return frozenset()
+
+
+REACH = {"chat": _none}   # the model sees no value: tool results reach it redacted

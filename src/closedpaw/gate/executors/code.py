@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from closedpaw.gate.store import ActionRecord
     from closedpaw.sandbox.policy import ExecutionPolicy
 
-__all__ = ["ACTION_TYPES", "RAISERS", "as_program", "raise_for_secrets", "run_code"]
+__all__ = ["ACTION_TYPES", "RAISERS", "REACH", "as_program", "raise_for_secrets", "run_code",
+           "secrets_handed"]
 
 
 def _resolve_secrets(ctx: ExecutionContext, rec: ActionRecord, pol: ExecutionPolicy
@@ -163,3 +164,17 @@ def raise_for_secrets(ctx: ExecutionContext, params: BaseModel
 
 ACTION_TYPES = {"code_execution": run_code}
 RAISERS = {"code_execution": raise_for_secrets}
+
+
+def secrets_handed(ctx: ExecutionContext, params: BaseModel) -> frozenset[str] | None:
+    """The secrets the sandbox is handed (its policy's): the only values its output is
+    redacted of, besides the ones the process holds for itself."""
+    if not isinstance(params, CodeExecutionParams):
+        return frozenset()
+    try:
+        return frozenset(ctx.sandboxes().policies().get(params.policy).secret_names)
+    except ClosedPawError:   # an unknown policy: it does not run
+        return frozenset()
+
+
+REACH = {"code_execution": secrets_handed}

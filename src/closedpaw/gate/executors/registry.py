@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from closedpaw.gate.executors.context import ExecutionContext
     from closedpaw.gate.store import ActionRecord
 
-__all__ = ["Executor", "ExecutorRegistry", "Raiser", "RequesterRaiser"]
+__all__ = ["Executor", "ExecutorRegistry", "Raiser", "Reach", "RequesterRaiser"]
 
 #: (context, the stored action, its validated parameters) -> the action's JSON result
 Executor = Callable[["ExecutionContext", "ActionRecord", "BaseModel"], dict[str, Any]]
@@ -29,6 +29,12 @@ Raiser = Callable[["ExecutionContext", "BaseModel"], "tuple[RiskLevel, str] | No
 RequesterRaiser = Callable[["ExecutionContext", "BaseModel", str],
                            "tuple[RiskLevel, str] | None"]
 
+#: (context, validated parameters) -> the names of the vault's secrets the action's result
+#: may carry (the ones it is handed), or None: any (it reads what the host holds). The result
+#: is redacted of those alone: redacting every value in text the requester wrote (code
+#: printing guesses) would tell them which guess is a secret
+Reach = Callable[["ExecutionContext", "BaseModel"], "frozenset[str] | None"]
+
 
 class ExecutorRegistry(Mapping[str, Executor]):
     """action_type -> executor. Built by :func:`closedpaw.gate.executors.default_registry`;
@@ -38,9 +44,11 @@ class ExecutorRegistry(Mapping[str, Executor]):
         self._by_type: dict[str, Executor] = {}
         self._raisers: dict[str, Raiser] = {}
         self._by_requester: dict[str, RequesterRaiser] = {}
+        self._reach: dict[str, Reach] = {}
 
     def register(self, action_type: str, fn: Executor, *, raiser: Raiser | None = None,
-                 requester_raiser: RequesterRaiser | None = None) -> None:
+                 requester_raiser: RequesterRaiser | None = None,
+                 reach: Reach | None = None) -> None:
         if action_type in self._by_type:
             raise ValueError(f"an executor for {action_type!r} is registered already")
         self._by_type[action_type] = fn
@@ -48,6 +56,15 @@ class ExecutorRegistry(Mapping[str, Executor]):
             self._raisers[action_type] = raiser
         if requester_raiser is not None:
             self._by_requester[action_type] = requester_raiser
+        if reach is not None:
+            self._reach[action_type] = reach
+
+    def reach(self, ctx: ExecutionContext, action_type: str, params: BaseModel | None
+              ) -> frozenset[str] | None:
+        """The secrets an action's result may carry (:data:`Reach`); None (any) for an
+        action type that declares nothing, or parameters that did not validate."""
+        fn = self._reach.get(action_type)
+        return None if fn is None or params is None else fn(ctx, params)
 
     def floor(self, ctx: ExecutionContext, action_type: str, params: BaseModel | None,
               requester: str | None = None) -> tuple[RiskLevel, str] | None:

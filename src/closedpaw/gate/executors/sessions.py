@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from closedpaw.gate.executors.context import ExecutionContext
     from closedpaw.gate.store import ActionRecord
 
-__all__ = ["ACTION_TYPES", "RAISERS", "READ_MAX_BYTES", "raise_to_session_level",
+__all__ = ["ACTION_TYPES", "RAISERS", "REACH", "READ_MAX_BYTES", "raise_to_session_level",
            "run_session_op"]
 
 #: read_file answers at most this many bytes (the sandbox's output cap applies too)
@@ -104,3 +104,11 @@ def raise_to_session_level(ctx: ExecutionContext, params: BaseModel
 
 ACTION_TYPES = {"sandbox_session": run_session_op}
 RAISERS = {"sandbox_session": raise_to_session_level}
+
+
+def _none(ctx: ExecutionContext, params: BaseModel) -> frozenset[str]:
+    """Handed no secret of the vault: its result is redacted of the held ones only."""
+    return frozenset()
+
+
+REACH = {"sandbox_session": _none}   # sessions run only under policies without secrets

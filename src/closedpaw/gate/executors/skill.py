@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from closedpaw.audit.events import AuditEvent
-from closedpaw.errors import NotConfigured
+from closedpaw.errors import ClosedPawError, NotConfigured
 from closedpaw.gate.actions import SkillExecutionParams
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from closedpaw.gate.executors.context import ExecutionContext
     from closedpaw.gate.store import ActionRecord
 
-__all__ = ["ACTION_TYPES", "execute_skill"]
+__all__ = ["ACTION_TYPES", "REACH", "execute_skill", "skill_reach"]
 
 
 def execute_skill(ctx: ExecutionContext, rec: ActionRecord, params: BaseModel) -> dict[str, Any]:
@@ -53,3 +53,22 @@ def execute_skill(ctx: ExecutionContext, rec: ActionRecord, params: BaseModel) -
 
 
 ACTION_TYPES = {"skill_execution": execute_skill}
+
+
+def skill_reach(ctx: ExecutionContext, params: BaseModel) -> frozenset[str] | None:
+    """What a skill's result may carry: the secrets it declares; anything when it reads host
+    files (the built-in filesystem skill, declared host paths)."""
+    if not isinstance(params, SkillExecutionParams) or params.install:
+        return frozenset()
+    if params.skill == "filesystem":
+        return None
+    if params.skill == "code" or ctx.skills is None:
+        return frozenset()
+    try:
+        m = ctx.skills.store.get(params.skill).manifest
+    except ClosedPawError:   # not installed: it does not run
+        return frozenset()
+    return None if m.paths else frozenset(m.secrets)
+
+
+REACH = {"skill_execution": skill_reach}
