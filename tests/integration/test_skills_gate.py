@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from closedpaw.errors import InvalidRequest
+from closedpaw.errors import ApprovalRefused, InvalidRequest
 from closedpaw.gate import ActionRequest, ActionStatus, Gate
 from closedpaw.sandbox import SandboxManager
 from closedpaw.security import Principal
@@ -113,9 +113,15 @@ def test_filesystem_skill_levels_and_audit(make_orch: MakeOrch, tmp_path: Path) 
     w = o.submit(USER, skill("filesystem", {"op": "write", "path": f"{root}/x",
                                             "content": "y"}))
     assert w.status is ActionStatus.PENDING and str(w.security_level) == "high"
+    # it writes a host file as the server (no sandbox): its user cannot approve it
+    with pytest.raises(ApprovalRefused, match="approver or admin"):
+        o.approve(USER, w.id, w.params_sha256)
+    assert o.get(w.id).status is ActionStatus.PENDING and not (root / "x").exists()
+    o.approve(Principal("bob", "approver"), w.id, w.params_sha256)
+    assert done(o, w.id).status is ActionStatus.COMPLETED and (root / "x").read_text() == "y"
     with pytest.raises(InvalidRequest, match=r"arguments.op"):
         o.submit(USER, skill("filesystem", {"op": "rm", "path": str(root)}))
     file_events = [e for e in o.audit.entries() if e.event == "skill.file"]
     assert [(e.details["op"], e.details["outcome"], e.action_id) for e in file_events] == [
-        ("read", "ok", rec.id), ("read", "refused", bad.id)]
+        ("read", "ok", rec.id), ("read", "refused", bad.id), ("write", "ok", w.id)]
     assert o.audit.verify().ok

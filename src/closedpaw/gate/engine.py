@@ -82,6 +82,17 @@ _EVENT_OF = {ActionStatus.APPROVED: AuditEvent.ACTION_APPROVED,
 #: A user's self-approval of a host file read outside the workspace read the server's stderr
 #: (its one-time admin login link) and so became admin; a host write as root is the host.
 HOST_ACTIONS = frozenset({"file_read", "file_write", "network_request"})
+#: skills that run in the server's process on host files (beneath ``CLOSEDPAW_FS_ROOTS``),
+#: not in a sandbox: the same as host actions for who may approve them
+HOST_SKILLS = frozenset({"filesystem"})
+
+
+def on_host(rec: ActionRecord) -> bool:
+    """Does the action act on the host with the server's privileges (no sandbox)?"""
+    if rec.action_type in HOST_ACTIONS:
+        return True
+    p = rec.parameters if isinstance(rec.parameters, dict) else {}
+    return rec.action_type == "skill_execution" and p.get("skill") in HOST_SKILLS
 #: the error of an action cut off by its process's end (a crash, found at the next start;
 #: or a stop, recorded before the process ends)
 INTERRUPTED = "interrupted: the server stopped while it was executing"
@@ -584,7 +595,7 @@ class Gate:
                          "database was changed behind the gate); the action cannot be approved")
         if rec.security_level is RiskLevel.CRITICAL and not principal.is_admin:
             raise refuse("role", "a critical action needs an approval by an admin")
-        if rec.action_type in HOST_ACTIONS and not principal.sees_all:
+        if on_host(rec) and not principal.sees_all:
             raise refuse("role", f"a {rec.action_type} acts on the host with the server's "
                          "privileges (root): it needs an approval by an approver or admin, "
                          "never the requesting user's own")
