@@ -144,6 +144,10 @@ def test_help_is_true() -> None:
         assert flag in p.stdout
 
 
+_SIGINT_DEFAULT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execv(sys.argv[1], sys.argv[1:])")
+
+
 @pytest.mark.parametrize(("rt", "sig"), [("runc", "SIGINT"), ("runsc", "SIGINT"),
                                          ("runc", "SIGTERM")])
 def test_interrupt_kills_and_removes_the_sandbox(rt: str, sig: str) -> None:
@@ -153,12 +157,22 @@ def test_interrupt_kills_and_removes_the_sandbox(rt: str, sig: str) -> None:
     s = sandbox_settings()
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CLOSEDPAW_STATE_DIR": str(s.state_dir),
            "CLOSEDPAW_DATA_DIR": str(s.data_dir), "CLOSEDPAW_CGROUP_PARENT": TEST_CGROUP}
-    p = subprocess.Popen([CLI, "run", "--runtime", rt, "--", "sh", "-c", "echo up; sleep 60"],
+    # the CLI as a terminal starts it: SIGINT at its default. A test run started in the
+    # background by a non-interactive shell has SIGINT ignored, and an ignored SIGINT is
+    # inherited (Python then keeps ignoring it, as every program started with `&` does)
+    p = subprocess.Popen([sys.executable, "-c", _SIGINT_DEFAULT, CLI, "run", "--runtime", rt,
+                          "--", "sh", "-c", "echo up; sleep 60"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    assert p.stdout is not None
-    assert p.stdout.readline() == b"up\n"
-    p.send_signal(getattr(signal, sig))
-    _, err = p.communicate(timeout=60)
+    with p:
+        try:
+            assert p.stdout is not None
+            assert p.stdout.readline() == b"up\n"
+            p.send_signal(getattr(signal, sig))
+            _, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:   # a failure leaves no process (nor its pipes) behind
+                p.kill()
+                p.communicate()
     assert p.returncode == 130, err
     assert b"interrupted" in err
     deadline = time.monotonic() + 10
