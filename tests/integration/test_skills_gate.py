@@ -125,3 +125,35 @@ def test_filesystem_skill_levels_and_audit(make_orch: MakeOrch, tmp_path: Path) 
     assert [(e.details["op"], e.details["outcome"], e.action_id) for e in file_events] == [
         ("read", "ok", rec.id), ("read", "refused", bad.id), ("write", "ok", w.id)]
     assert o.audit.verify().ok
+
+
+def test_a_skill_echoing_guesses_is_no_oracle_and_the_filesystem_skill_is_redacted(
+        make_orch: MakeOrch, mgr: SandboxManager, tmp_path: Path) -> None:
+    """An installed skill with a host path that echoes its arguments: a user's guesses of an
+    admin's PIN come back as written (redacting every stored value there would single out
+    the right one). The built-in filesystem skill reads host files on its own: what it
+    returns is redacted of every value."""
+    shown = tmp_path / "shown"
+    shown.mkdir()
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    (roots / "conf").write_text("pin=604215\n")
+    o = make_orch(gate_settings(tmp_path, fs_roots=str(roots)), manager=mgr)
+    o.vault.init_passphrase("a passphrase long enough")
+    o.vault.set("ADMIN_PIN", "604215", "admin")
+    svc = o.context.skills
+    assert svc is not None
+    req = svc.install_request(write_skill(
+        tmp_path / "pkgs", code="import sys, json; print(*json.load(sys.stdin)['g'])",
+        caps={"paths": [{"host": str(shown), "mount": "/shown", "mode": "ro"}]}))
+    svc.install(req["skill"], req["arguments"])
+    guesses = [str(n) for n in range(604200, 604230)]
+    run = o.submit(USER, skill("probe", {"g": guesses}))
+    o.approve(ADMIN, run.id, run.params_sha256)
+    r = done(o, run.id)
+    assert r.status is ActionStatus.COMPLETED, r.error
+    assert r.result["stdout"].split() == guesses
+    read = o.submit(USER, skill("filesystem", {"op": "read", "path": f"{roots}/conf"}))
+    got = done(o, read.id)
+    assert got.status is ActionStatus.COMPLETED, got.error
+    assert got.result["content"] == "pin=[secret:ADMIN_PIN]\n"

@@ -56,8 +56,11 @@ ACTION_TYPES = {"skill_execution": execute_skill}
 
 
 def skill_reach(ctx: ExecutionContext, params: BaseModel) -> frozenset[str] | None:
-    """What a skill's result may carry: the secrets it declares; anything when it reads host
-    files (the built-in filesystem skill, declared host paths)."""
+    """What a skill's result may carry: the secrets it declares; anything for the built-in
+    filesystem skill, which reads host files beneath the roots in the server's process (its
+    user cannot write there: a write needs an approver). An installed skill's declared host
+    paths are not "anything": it was installed to show them to its user, and it echoes
+    arguments its user wrote, which a redactor of every value would turn into an oracle."""
     if not isinstance(params, SkillExecutionParams) or params.install:
         return frozenset()
     if params.skill == "filesystem":
@@ -68,7 +71,7 @@ def skill_reach(ctx: ExecutionContext, params: BaseModel) -> frozenset[str] | No
         m = ctx.skills.store.get(params.skill).manifest
     except ClosedPawError:   # not installed: it does not run
         return frozenset()
-    return None if m.paths else frozenset(m.secrets)
+    return frozenset(m.secrets)
 
 
 REACH = {"skill_execution": skill_reach}
