@@ -93,6 +93,8 @@ def on_host(rec: ActionRecord) -> bool:
         return True
     p = rec.parameters if isinstance(rec.parameters, dict) else {}
     return rec.action_type == "skill_execution" and p.get("skill") in HOST_SKILLS
+
+
 #: the error of an action cut off by its process's end (a crash, found at the next start;
 #: or a stop, recorded before the process ends)
 INTERRUPTED = "interrupted: the server stopped while it was executing"

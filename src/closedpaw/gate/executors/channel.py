@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from closedpaw.errors import NotConfigured
 from closedpaw.gate.actions import ChannelMessageParams, RiskLevel
+from closedpaw.gate.executors.registry import handed_nothing
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -64,9 +65,4 @@ ACTION_TYPES = {"channel_message": deliver}
 REQUESTER_RAISERS = {"channel_message": raise_level}
 
 
-def _none(ctx: ExecutionContext, params: BaseModel) -> frozenset[str]:
-    """Handed no secret of the vault: its result is redacted of the held ones only."""
-    return frozenset()
-
-
-REACH = {"channel_message": _none}
+REACH = {"channel_message": handed_nothing}

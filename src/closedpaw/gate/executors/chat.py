@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from closedpaw.errors import NotConfigured
 from closedpaw.gate.actions import ChatParams
+from closedpaw.gate.executors.registry import handed_nothing
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -41,9 +42,4 @@ def execute_chat(ctx: ExecutionContext, rec: ActionRecord, params: BaseModel) ->
 ACTION_TYPES = {"chat": execute_chat}
 
 
-def _none(ctx: ExecutionContext, params: BaseModel) -> frozenset[str]:
-    """Handed no secret of the vault: its result is redacted of the held ones only."""
-    return frozenset()
-
-
-REACH = {"chat": _none}   # the model sees no value: tool results reach it redacted
+REACH = {"chat": handed_nothing}   # the model sees no value: tool results reach it redacted

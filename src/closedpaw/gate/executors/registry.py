@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from closedpaw.gate.executors.context import ExecutionContext
     from closedpaw.gate.store import ActionRecord
 
-__all__ = ["Executor", "ExecutorRegistry", "Raiser", "Reach", "RequesterRaiser"]
+__all__ = ["Executor", "ExecutorRegistry", "Raiser", "Reach", "RequesterRaiser",
+           "handed_nothing"]
 
 #: (context, the stored action, its validated parameters) -> the action's JSON result
 Executor = Callable[["ExecutionContext", "ActionRecord", "BaseModel"], dict[str, Any]]
@@ -34,6 +35,12 @@ RequesterRaiser = Callable[["ExecutionContext", "BaseModel", str],
 #: is redacted of those alone: redacting every value in text the requester wrote (code
 #: printing guesses) would tell them which guess is a secret
 Reach = Callable[["ExecutionContext", "BaseModel"], "frozenset[str] | None"]
+
+
+def handed_nothing(ctx: ExecutionContext, params: BaseModel) -> frozenset[str]:
+    """The :data:`Reach` of an action handed no secret of the vault: its result is redacted
+    of the ones the process holds for itself only."""
+    return frozenset()
 
 
 class ExecutorRegistry(Mapping[str, Executor]):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from closedpaw.audit.events import AuditEvent
 from closedpaw.errors import InvalidRequest
 from closedpaw.gate.actions import RiskLevel, SandboxSessionParams
+from closedpaw.gate.executors.registry import handed_nothing
 from closedpaw.gate.executors.session_store import Session
 
 if TYPE_CHECKING:
@@ -106,9 +107,4 @@ ACTION_TYPES = {"sandbox_session": run_session_op}
 RAISERS = {"sandbox_session": raise_to_session_level}
 
 
-def _none(ctx: ExecutionContext, params: BaseModel) -> frozenset[str]:
-    """Handed no secret of the vault: its result is redacted of the held ones only."""
-    return frozenset()
-
-
-REACH = {"sandbox_session": _none}   # sessions run only under policies without secrets
+REACH = {"sandbox_session": handed_nothing}   # sessions run only under policies without secrets
