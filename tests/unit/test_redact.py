@@ -121,3 +121,11 @@ def test_only_redacts_the_named_secrets_every_version_and_follows_new_values() -
     assert r.only({"a", "c"}).redact(text) == "[secret:a] [secret:a] bravo-value-2 [secret:c]"
     assert r.only({"a"}) is not sub
     assert r.redact(text).count("[secret:") == 4      # the whole redactor is unchanged
+
+
+def test_only_finds_a_value_stored_under_several_names_by_any_of_them() -> None:
+    r = Redactor([("first", "shared-value-9")])
+    r.add("held_key", "shared-value-9")           # the same value, a second name
+    assert r.redact("x shared-value-9") == "x [secret:first]"   # the first name shows
+    assert r.only({"held_key"}).redact("x shared-value-9") == "x [secret:held_key]"
+    assert r.only({"other"}).redact("x shared-value-9") == "x shared-value-9"

@@ -69,20 +69,21 @@ class Redactor:
         self._pattern: re.Pattern[str] | None = None
         self._names: dict[str, str] = {}     # every form -> the secret's name
         self._values: dict[str, str] = {}    # every known value -> its name
+        self._pairs: tuple[tuple[str, str], ...] = ()   # every (name, value), first known first
         self._gen = 0                        # bumped by every swap: subsets built before expire
         self._subsets: dict[frozenset[str], tuple[int, Redactor]] = {}
         self.update(secrets)
 
     def update(self, secrets: Iterable[tuple[str, str]]) -> None:
         """Know exactly these (name, value) pairs (the set is swapped atomically)."""
-        values: dict[str, str] = {}
-        for name, value in secrets:
-            if value:
-                values.setdefault(value, name)
+        pairs = tuple(dict.fromkeys((name, value) for name, value in secrets if value))
         with self._write:
-            self._swap(values)
+            self._swap(pairs)
 
-    def _swap(self, values: dict[str, str]) -> None:
+    def _swap(self, pairs: tuple[tuple[str, str], ...]) -> None:
+        values: dict[str, str] = {}   # a value known under several names shows the first
+        for name, value in pairs:
+            values.setdefault(value, name)
         names: dict[str, str] = {}
         for value, name in values.items():
             for form in encoded_forms(value):
@@ -92,6 +93,7 @@ class Redactor:
                    if names else None)
         with self._lock:
             self._names, self._values, self._pattern = names, values, pattern
+            self._pairs = pairs
             self._gen += 1
             self._subsets.clear()
 
@@ -101,11 +103,10 @@ class Redactor:
             return
         with self._write:
             with self._lock:
-                if value in self._values:
+                if (name, value) in self._pairs:
                     return
-                values = dict(self._values)
-            values[value] = name
-            self._swap(values)
+                pairs = (*self._pairs, (name, value))
+            self._swap(pairs)
 
     def only(self, names: Iterable[str]) -> Redactor:
         """A redactor of the named secrets alone (every known version of each), built once
@@ -115,7 +116,7 @@ class Redactor:
             gen, hit = self._gen, self._subsets.get(key)
             if hit is not None and hit[0] == gen:
                 return hit[1]
-            pairs = [(n, v) for v, n in self._values.items() if n in key]
+            pairs = [(n, v) for n, v in self._pairs if n in key]
         sub = Redactor(pairs)
         with self._lock:
             if self._gen == gen:
