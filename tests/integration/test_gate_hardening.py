@@ -242,6 +242,38 @@ def test_a_user_cannot_approve_its_own_host_actions(tmp_path: Path) -> None:
                json={"params_sha256": h["params_sha256"]}).raise_for_status()
     assert ran == list(asks)
 
+def test_the_vault_key_file_outside_the_data_directory_is_the_gates_own_state(
+        tmp_path: Path) -> None:
+    """An outsider's attack: an approver read the vault's key file (kept outside the data
+    directory, as README shows) with a self-approved high file_read, and so had every
+    secret, admin-level ones included. The recorded key file and its rotation's ``.next``
+    are ClosedPaw's own state now: a read is critical, decided by an admin only."""
+    from closedpaw.errors import ApprovalRefused
+    from closedpaw.gate import ActionRequest
+    from closedpaw.security import Principal
+    from closedpaw.vault import Vault
+
+    s = gate_settings(tmp_path)
+    key = tmp_path / "vault.key"
+    with Vault(s.database_url) as v:
+        v.init_key_file(key)
+        v.set("ADMIN_PIN", "604215", "admin")
+    g = Gate(s, manager=fake_manager(s))
+    try:
+        g.start()
+        bob = Principal("bob", "approver")
+        for path in (key, key.with_name("vault.key.next")):
+            key.with_name("vault.key.next").write_text("x")
+            rec = g.submit(bob, ActionRequest(action_type="file_read",
+                                              parameters={"path": str(path)}))
+            assert str(rec.security_level) == "critical", (path, rec.level_reason)
+            with pytest.raises(ApprovalRefused, match="admin"):
+                g.approve(bob, rec.id, rec.params_sha256)
+            assert g.get(rec.id).status.value == "pending" and g.get(rec.id).result is None
+    finally:
+        g.close()
+
+
 # -- 2. who sees and decides what -----------------------------------------------------------
 HIGH = {"action_type": "code_execution", "min_level": "high",
         "parameters": {"language": "python", "code": "print(6*7)"}}

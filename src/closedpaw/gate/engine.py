@@ -8,6 +8,7 @@ every committed transition.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -18,6 +19,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from closedpaw.audit import AuditEvent, AuditLog
@@ -191,7 +193,27 @@ class Gate:
         from closedpaw.gate.executors.secret import open_vault
 
         open_vault(self.vault, self.settings)
+        self._protect_vault_keys()
         return cut
+
+    def _protect_vault_keys(self) -> None:
+        """The vault's key file (the one recorded at init, its ``.next`` during a rotation,
+        the configured one) may live outside the data directory: it joins ClosedPaw's own
+        state, so a host action on it is critical (an admin decides). An approver's self-
+        approved read of it (high) gave them every secret, admin-level ones included."""
+        protected = self.rules.protected
+        if protected is None:
+            return
+        keys = [self.settings.vault.vault_key_file]
+        with contextlib.suppress(ClosedPawError):
+            recorded = self.vault.status().get("key_file")
+            keys.append(Path(recorded) if recorded else None)
+        for k in keys:
+            if k is None:
+                continue
+            for path in (k, k.with_name(k.name + ".next")):
+                if path not in protected.extra:
+                    protected.extra.append(path)
 
     def _anchor_first_use(self) -> None:
         """A database from before the anchor existed: anchor the log's tail once (audited).
