@@ -255,12 +255,13 @@ def test_the_vault_key_file_outside_the_data_directory_is_the_gates_own_state(
 
     s = gate_settings(tmp_path)
     key = tmp_path / "vault.key"
-    with Vault(s.database_url) as v:
-        v.init_key_file(key)
-        v.set("ADMIN_PIN", "604215", "admin")
     g = Gate(s, manager=fake_manager(s))
     try:
         g.start()
+        with Vault(s.database_url) as v:   # made while the gate runs (`closedpaw vault init`)
+            v.init_key_file(key)
+            v.set("ADMIN_PIN", "604215", "admin")
+        g.protect_vault_keys()             # what the server's sweeper calls
         bob = Principal("bob", "approver")
         for path in (key, key.with_name("vault.key.next")):
             key.with_name("vault.key.next").write_text("x")

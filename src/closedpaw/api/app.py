@@ -215,7 +215,8 @@ def _announce_channels(channels: ChannelService) -> None:
 
 async def _sweep(gate: Gate, settings: Settings) -> None:
     """Expire pending actions at their TTL even when nobody looks at them; teach the
-    redactor secrets stored by another process (``closedpaw secret set``)."""
+    redactor secrets stored by another process (``closedpaw secret set``), and protect a
+    vault key file made by another process (``closedpaw vault init``)."""
     period = min(5.0, max(0.2, min(settings.gate.approval_ttl_s,
                                    settings.mcp.session_idle_s) / 4))
     while True:
@@ -223,6 +224,7 @@ async def _sweep(gate: Gate, settings: Settings) -> None:
         with contextlib.suppress(ClosedPawError):  # the next round retries
             await run_in_threadpool(gate.expire_due)
             await run_in_threadpool(gate.vault.refresh_redactor)
+            await run_in_threadpool(gate.protect_vault_keys)   # a key file made meanwhile
             # sandbox sessions idle past CLOSEDPAW_SESSION_IDLE_S are deleted
             await run_in_threadpool(gate.context.sessions.reap_idle)
 

@@ -193,14 +193,15 @@ class Gate:
         from closedpaw.gate.executors.secret import open_vault
 
         open_vault(self.vault, self.settings)
-        self._protect_vault_keys()
+        self.protect_vault_keys()
         return cut
 
-    def _protect_vault_keys(self) -> None:
+    def protect_vault_keys(self) -> None:
         """The vault's key file (the one recorded at init, its ``.next`` during a rotation,
         the configured one) may live outside the data directory: it joins ClosedPaw's own
         state, so a host action on it is critical (an admin decides). An approver's self-
-        approved read of it (high) gave them every secret, admin-level ones included."""
+        approved read of it (high) gave them every secret, admin-level ones included. Called
+        at start, and by the server's sweeper (a ``vault init`` while it runs)."""
         protected = self.rules.protected
         if protected is None:
             return
