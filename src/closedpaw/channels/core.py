@@ -464,8 +464,8 @@ class ChannelCore:
         # decided before the card was known here (another approver was quick, or the
         # platform's answer slow; it may have run and ended since): edit now
         now = await asyncio.to_thread(self.gate.store.get, rec.id)
-        if now is not None and _decision(now) is not None:
-            await self._edit_card(rec.id, now)
+        if now is not None:
+            await self._edit_card(rec.id, now)   # a no-op while it is pending
 
     async def _edit_card(self, action_id: str, rec: ActionRecord) -> None:
         decided = _decision(rec)
@@ -565,8 +565,7 @@ class ChannelCore:
             return
         await self._button_audit(p, pay, str(rec.status), press)
         await self._ack(press, f"{pay.verb}d")
-        if rec.status in _DECIDED:
-            await self._edit_card(pay.action_id, rec)
+        await self._edit_card(pay.action_id, rec)
 
     def _decide(self, p: Principal, pay: ApprovalPayload) -> ActionRecord:
         if pay.verb == "approve":
